@@ -1,0 +1,76 @@
+# Steward's developer commands. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --warn-undefined-variables --no-builtin-rules
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := .tools/node_modules/.bin/buf
+BUF_VERSION := 1.75.0
+PROTO_FILES = $(shell find protos -name '*.proto' | sort)
+AREAS := common store provider confirm runtime
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup run test test-fast lint typecheck generate check-generate buf-lint buf-breaking ci bench clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[all,dev]'
+	touch $(STAMP)
+
+$(BUF):
+	npm install --silent --no-save --no-package-lock --prefix .tools @bufbuild/buf@$(BUF_VERSION)
+
+setup: $(STAMP) $(BUF) ## Install everything the stack, tests and checks need (venv, pip packages, buf).
+
+run: $(STAMP) ## Start the whole stack on embedded defaults (SQLite, demo model) and print the URL and a dev token.
+	$(PY) -m cli up
+
+test: $(STAMP) ## Run the test suite.
+	$(PY) -m pytest
+
+generate: $(STAMP) ## Regenerate Python code from protos/ into libs/steward/<area>/v1.
+	@for a in $(AREAS); do rm -f libs/steward/$$a/v1/*_pb2*.py libs/steward/$$a/v1/*_pb2*.pyi; done
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I protos \
+	  --python_out=libs --grpc_python_out=libs --mypy_out=libs --mypy_grpc_out=libs $(PROTO_FILES)
+	@for a in $(AREAS); do touch libs/steward/$$a/__init__.py libs/steward/$$a/v1/__init__.py; done
+
+check-generate: $(STAMP) ## Fail when the committed generated code differs from what protos/ generates.
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I protos \
+	  --python_out=$$tmp --grpc_python_out=$$tmp --mypy_out=$$tmp --mypy_grpc_out=$$tmp $(PROTO_FILES); \
+	for a in $(AREAS); do touch $$tmp/steward/$$a/__init__.py $$tmp/steward/$$a/v1/__init__.py; \
+	  diff -r -x __pycache__ $$tmp/steward/$$a libs/steward/$$a || { echo "generated code for $$a is stale: run 'make generate'"; exit 1; }; \
+	done; echo "generated code is up to date"
+
+buf-lint: $(BUF) ## Lint (STANDARD) and format-check the protos.
+	cd protos && ../$(BUF) lint && ../$(BUF) format --diff --exit-code
+
+buf-breaking: $(BUF) ## Check the protos for breaking changes (FILE) against main, once main has history.
+	@if git rev-parse --verify --quiet origin/main >/dev/null; then against='.git#branch=origin/main,subdir=protos'; \
+	elif git rev-parse --verify --quiet main >/dev/null && [ "$$(git rev-parse main)" != "$$(git rev-parse HEAD)" ]; then against='.git#branch=main,subdir=protos'; \
+	elif git rev-parse --verify --quiet HEAD~1 >/dev/null && git cat-file -e HEAD~1:protos/buf.yaml 2>/dev/null; then against='.git#ref=HEAD~1,subdir=protos'; \
+	else echo "buf breaking: no earlier revision with protos/ to compare against"; exit 0; fi; \
+	echo "buf breaking against $$against"; cd protos && ../$(BUF) breaking --against "../$$against"
+
+lint: $(STAMP) buf-lint ## ruff (lint + format check) and import boundaries.
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+typecheck: $(STAMP) ## mypy --strict over libs, services, gateway, cli and tests.
+	$(VENV)/bin/mypy
+
+ci: setup lint typecheck check-generate buf-breaking test ## Everything CI checks.
+
+bench: $(STAMP) ## Run the benchmarks.
+	$(PY) -m bench
+
+clean: ## Remove the venv, tools and caches (not the data directory).
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,143 @@
+"""Internal principal tokens: who a call is for, signed, short-lived.
+
+The gateway (or a service acting for a user) mints a token; every service
+verifies it in its server interceptor and keeps the principal in a contextvar
+for the duration of the call. Repositories scope queries by
+`current_principal()`, never by an id taken from a request body.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+import uuid
+from dataclasses import dataclass
+
+import grpc
+import jwt
+
+from steward.errors import StewardError, unauthenticated
+
+METADATA_KEY = "x-steward-principal"
+AUDIENCE = "steward-internal"
+ALGORITHM = "HS256"
+DEFAULT_TTL_SECONDS = 300
+# Tokens minted by a client are reused until this many seconds before expiry.
+_REFRESH_MARGIN_SECONDS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller: a user, optionally acted for by a service."""
+
+    user_id: str
+    actor: str = ""  # the service acting for the user, e.g. "runtime"; empty for the user
+    issuer: str = ""
+
+
+_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("steward_principal", default=None)
+
+
+def current_principal() -> Principal:
+    """The principal of the call being served; raises UNAUTHENTICATED outside one."""
+    principal = _current.get()
+    if principal is None:
+        raise unauthenticated("PRINCIPAL_MISSING", "no principal for this call")
+    return principal
+
+
+def maybe_current_principal() -> Principal | None:
+    """The principal of the call being served, or None."""
+    return _current.get()
+
+
+def set_principal(principal: Principal | None) -> contextvars.Token[Principal | None]:
+    """Make `principal` current in this context; reset with `reset_principal`."""
+    return _current.set(principal)
+
+
+def reset_principal(token: contextvars.Token[Principal | None]) -> None:
+    """Undo a `set_principal`."""
+    _current.reset(token)
+
+
+class TokenSigner:
+    """Mints internal principal tokens for one issuer."""
+
+    def __init__(self, secret: str, issuer: str, ttl_seconds: int = DEFAULT_TTL_SECONDS) -> None:
+        self._secret = secret
+        self._issuer = issuer
+        self._ttl = ttl_seconds
+        self._cache: dict[tuple[str, str], tuple[str, float]] = {}
+
+    @property
+    def issuer(self) -> str:
+        return self._issuer
+
+    def mint(self, user_id: str, *, actor: str = "", ttl_seconds: int | None = None) -> str:
+        """A fresh token for `user_id`, optionally acted for by `actor`."""
+        now = int(time.time())
+        claims: dict[str, object] = {
+            "iss": self._issuer,
+            "aud": AUDIENCE,
+            "sub": user_id,
+            "iat": now,
+            "exp": now + (ttl_seconds if ttl_seconds is not None else self._ttl),
+            "jti": uuid.uuid4().hex,
+        }
+        if actor:
+            claims["act"] = actor
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def token_for(self, principal: Principal) -> str:
+        """A cached token for `principal`, acted for by this issuer when it is a service."""
+        key = (principal.user_id, principal.actor)
+        cached = self._cache.get(key)
+        now = time.time()
+        if cached is not None and cached[1] - now > _REFRESH_MARGIN_SECONDS:
+            return cached[0]
+        token = self.mint(principal.user_id, actor=principal.actor)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (token, now + self._ttl)
+        return token
+
+
+class TokenVerifier:
+    """Verifies internal principal tokens (signature, audience, expiry)."""
+
+    def __init__(self, secret: str) -> None:
+        self._secret = secret
+
+    def verify(self, token: str) -> Principal:
+        """The principal a valid token names; raises UNAUTHENTICATED otherwise."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                audience=AUDIENCE,
+                options={"require": ["iss", "aud", "sub", "exp", "iat"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise unauthenticated("PRINCIPAL_INVALID", f"invalid principal token: {type(exc).__name__}") from exc
+        user_id = claims.get("sub")
+        if not isinstance(user_id, str) or not user_id:
+            raise unauthenticated("PRINCIPAL_INVALID", "principal token names no user")
+        return Principal(user_id=user_id, actor=str(claims.get("act", "")), issuer=str(claims["iss"]))
+
+    def verify_metadata(self, metadata: grpc.aio.Metadata | None) -> Principal:
+        """The principal in call metadata; raises UNAUTHENTICATED when absent or invalid."""
+        token = None
+        for key, value in metadata or ():
+            if key == METADATA_KEY:
+                token = value if isinstance(value, str) else value.decode()
+                break
+        if not token:
+            raise unauthenticated("PRINCIPAL_MISSING", "call carries no principal token")
+        return self.verify(token)
+
+
+def is_auth_error(error: StewardError) -> bool:
+    """True for errors raised by principal verification."""
+    return error.code == grpc.StatusCode.UNAUTHENTICATED

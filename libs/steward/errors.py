@@ -1,0 +1,129 @@
+"""The error model: one exception type carrying a gRPC code and a stable reason.
+
+Services raise `StewardError`; an interceptor turns it into `google.rpc.Status`
+with `ErrorInfo{reason, domain, metadata}`. Clients turn an `AioRpcError` back
+into a `StewardError` with `from_rpc_error`. The gateway maps codes to HTTP with
+`http_status_for`, the one table for the whole system.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from steward.common.v1 import errors_pb2
+
+_PREFIX = "ERROR_REASON_"
+
+# Every stable reason a service may send, from steward.common.v1.ErrorReason.
+KNOWN_REASONS: frozenset[str] = frozenset(
+    name.removeprefix(_PREFIX) for name in errors_pb2.ErrorReason.keys() if name != "ERROR_REASON_UNSPECIFIED"
+)
+
+
+class StewardError(Exception):
+    """A failure with a gRPC status code and a stable reason code."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        reason: str,
+        message: str,
+        *,
+        metadata: dict[str, str] | None = None,
+        domain: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.metadata = dict(metadata or {})
+        self.domain = domain
+
+    def __repr__(self) -> str:
+        return f"StewardError({self.code.name}, {self.reason!r}, {self.message!r})"
+
+
+def invalid_argument(field: str, message: str) -> StewardError:
+    """A malformed or missing request field."""
+    return StewardError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", message, metadata={"field": field})
+
+
+def not_found(reason: str, message: str) -> StewardError:
+    """A resource that does not exist or belongs to someone else."""
+    return StewardError(grpc.StatusCode.NOT_FOUND, reason, message)
+
+
+def failed_precondition(reason: str, message: str) -> StewardError:
+    """A request the resource's current state does not allow."""
+    return StewardError(grpc.StatusCode.FAILED_PRECONDITION, reason, message)
+
+
+def unauthenticated(reason: str, message: str) -> StewardError:
+    """A missing or invalid principal."""
+    return StewardError(grpc.StatusCode.UNAUTHENTICATED, reason, message)
+
+
+def not_implemented(what: str) -> StewardError:
+    """An RPC that is in the contract but not built yet."""
+    return StewardError(grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED", f"{what} is not implemented yet")
+
+
+def internal() -> StewardError:
+    """An unexpected failure; the details stay in the log."""
+    return StewardError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error")
+
+
+def to_grpc_status(error: StewardError, domain: str) -> grpc.Status:
+    """Encode an error as a gRPC status with ErrorInfo in its details."""
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=error.domain or domain, metadata=error.metadata)
+    from google.protobuf import any_pb2
+
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = rpc_status.status_pb2.Status(code=error.code.value[0], message=error.message, details=[detail])
+    return rpc_status.to_status(status)
+
+
+def from_rpc_error(exc: grpc.aio.AioRpcError) -> StewardError:
+    """Decode a failed call into a StewardError, keeping the remote reason if there is one."""
+    code = exc.code()
+    message = exc.details() or code.name
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                return StewardError(code, info.reason, message, metadata=dict(info.metadata), domain=info.domain)
+    fallback = {
+        grpc.StatusCode.UNAVAILABLE: "DEPENDENCY_UNAVAILABLE",
+        grpc.StatusCode.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED",
+        grpc.StatusCode.UNIMPLEMENTED: "NOT_IMPLEMENTED",
+    }.get(code, "INTERNAL")
+    return StewardError(code, fallback, message)
+
+
+# google/rpc/code.proto's HTTP mapping; everything else is 500.
+_HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+def http_status_for(code: grpc.StatusCode) -> int:
+    """The HTTP status for a gRPC status code."""
+    return _HTTP_STATUS.get(code, 500)

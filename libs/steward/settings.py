@@ -1,0 +1,35 @@
+"""Settings shared by every process, read from `STEWARD_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_SECRET_BYTES = 32
+
+
+class CommonSettings(BaseSettings):
+    """What every Steward process needs: where the others are and how to trust them."""
+
+    model_config = SettingsConfigDict(env_prefix="STEWARD_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("data"), description="Directory for embedded state.")
+    log_level: str = "INFO"
+    log_json: bool = True
+    # Signs and verifies the short-lived internal principal tokens (HS256).
+    internal_secret: SecretStr
+    store_address: str = "127.0.0.1:50061"
+    provider_address: str = "127.0.0.1:50062"
+    confirm_address: str = "127.0.0.1:50063"
+    runtime_address: str = "127.0.0.1:50064"
+    # Seconds a stopping server lets in-flight calls finish.
+    shutdown_grace: float = 5.0
+
+    @field_validator("internal_secret")
+    @classmethod
+    def _secret_long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"internal_secret must be at least {MIN_SECRET_BYTES} bytes")
+        return value
