@@ -86,6 +86,18 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_KEY_NOT_FOUND: _ErrorReason.ValueType  # 29
     """The provider key does not exist or belongs to someone else (NOT_FOUND)."""
+    ERROR_REASON_ROUTE_NOT_FOUND: _ErrorReason.ValueType  # 30
+    """The gateway has no route for the request path (NOT_FOUND, HTTP 404)."""
+    ERROR_REASON_METHOD_NOT_ALLOWED: _ErrorReason.ValueType  # 31
+    """The route exists but not for this HTTP method (HTTP 405)."""
+    ERROR_REASON_MALFORMED_JSON: _ErrorReason.ValueType  # 32
+    """The request body is not valid JSON, or not a JSON object (HTTP 400)."""
+    ERROR_REASON_TOKEN_MISSING: _ErrorReason.ValueType  # 33
+    """The HTTP request carries no bearer token (UNAUTHENTICATED, HTTP 401)."""
+    ERROR_REASON_TOKEN_INVALID: _ErrorReason.ValueType  # 34
+    """The bearer token is unknown, expired or revoked (UNAUTHENTICATED, HTTP 401)."""
+    ERROR_REASON_UNSUPPORTED_MEDIA_TYPE: _ErrorReason.ValueType  # 35
+    """The request needs a content type the gateway does not accept (HTTP 415)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable reasons that Steward services put in
@@ -162,4 +174,16 @@ principal calling a runtime-only RPC (PERMISSION_DENIED).
 """
 ERROR_REASON_KEY_NOT_FOUND: ErrorReason.ValueType  # 29
 """The provider key does not exist or belongs to someone else (NOT_FOUND)."""
+ERROR_REASON_ROUTE_NOT_FOUND: ErrorReason.ValueType  # 30
+"""The gateway has no route for the request path (NOT_FOUND, HTTP 404)."""
+ERROR_REASON_METHOD_NOT_ALLOWED: ErrorReason.ValueType  # 31
+"""The route exists but not for this HTTP method (HTTP 405)."""
+ERROR_REASON_MALFORMED_JSON: ErrorReason.ValueType  # 32
+"""The request body is not valid JSON, or not a JSON object (HTTP 400)."""
+ERROR_REASON_TOKEN_MISSING: ErrorReason.ValueType  # 33
+"""The HTTP request carries no bearer token (UNAUTHENTICATED, HTTP 401)."""
+ERROR_REASON_TOKEN_INVALID: ErrorReason.ValueType  # 34
+"""The bearer token is unknown, expired or revoked (UNAUTHENTICATED, HTTP 401)."""
+ERROR_REASON_UNSUPPORTED_MEDIA_TYPE: ErrorReason.ValueType  # 35
+"""The request needs a content type the gateway does not accept (HTTP 415)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

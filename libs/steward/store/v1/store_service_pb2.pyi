@@ -892,6 +892,7 @@ class CreateRunRequest(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    INPUT_MESSAGE_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """The conversation to answer in."""
     run_id: _builtins.str
@@ -906,6 +907,12 @@ class CreateRunRequest(_message.Message):
     def limits(self) -> _limits_pb2.RunLimits:
         """Limits over the agent's."""
 
+    @_builtins.property
+    def input_message(self) -> _content_pb2.ChatMessage:
+        """The message that starts the run, appended to the conversation in the same
+        transaction as the run; unset to run on the conversation as it is.
+        """
+
     def __init__(
         self,
         *,
@@ -915,10 +922,11 @@ class CreateRunRequest(_message.Message):
         mode: _agent_pb2.RunMode.ValueType = ...,
         limits: _limits_pb2.RunLimits | None = ...,
         request_id: _builtins.str = ...,
+        input_message: _content_pb2.ChatMessage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input_message", b"input_message", "limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "conversation_id", b"conversation_id", "limits", b"limits", "mode", b"mode", "request_id", b"request_id", "run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "conversation_id", b"conversation_id", "input_message", b"input_message", "limits", b"limits", "mode", b"mode", "request_id", b"request_id", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -932,21 +940,27 @@ class CreateRunResponse(_message.Message):
 
     RUN_FIELD_NUMBER: _builtins.int
     EXISTED_FIELD_NUMBER: _builtins.int
+    INPUT_MESSAGE_FIELD_NUMBER: _builtins.int
     existed: _builtins.bool
     """True when the run already existed for this request_id or run id."""
     @_builtins.property
     def run(self) -> _run_pb2.Run:
         """The created (or previously created) run."""
 
+    @_builtins.property
+    def input_message(self) -> _conversation_pb2.Message:
+        """The stored input message, when the request carried one."""
+
     def __init__(
         self,
         *,
         run: _run_pb2.Run | None = ...,
         existed: _builtins.bool = ...,
+        input_message: _conversation_pb2.Message | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input_message", b"input_message", "run", b"run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["existed", b"existed", "run", b"run"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["existed", b"existed", "input_message", b"input_message", "run", b"run"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

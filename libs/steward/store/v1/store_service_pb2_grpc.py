@@ -968,7 +968,8 @@ class RunServiceServicer:
     """
 
     def CreateRun(self, request, context):
-        """Creates a queued run in a conversation. Atomic; idempotent by request_id
+        """Creates a queued run in a conversation, appending its input message in the
+        same transaction. Atomic; idempotent by request_id
         (or by a client-minted run id): a duplicate returns the first run.
         NOT_FOUND (CONVERSATION_NOT_FOUND); ALREADY_EXISTS (REQUEST_ID_CONFLICT)
         when a client run id is reused for another conversation.

@@ -379,7 +379,8 @@ class RunServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> RunServiceAsyncStub: ...
     CreateRun: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.CreateRunRequest, _store_service_pb2.CreateRunResponse]
-    """Creates a queued run in a conversation. Atomic; idempotent by request_id
+    """Creates a queued run in a conversation, appending its input message in the
+    same transaction. Atomic; idempotent by request_id
     (or by a client-minted run id): a duplicate returns the first run.
     NOT_FOUND (CONVERSATION_NOT_FOUND); ALREADY_EXISTS (REQUEST_ID_CONFLICT)
     when a client run id is reused for another conversation.
@@ -430,7 +431,8 @@ class RunServiceAsyncStub(RunServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateRun: _aio.UnaryUnaryMultiCallable[_store_service_pb2.CreateRunRequest, _store_service_pb2.CreateRunResponse]  # type: ignore[assignment]
-    """Creates a queued run in a conversation. Atomic; idempotent by request_id
+    """Creates a queued run in a conversation, appending its input message in the
+    same transaction. Atomic; idempotent by request_id
     (or by a client-minted run id): a duplicate returns the first run.
     NOT_FOUND (CONVERSATION_NOT_FOUND); ALREADY_EXISTS (REQUEST_ID_CONFLICT)
     when a client run id is reused for another conversation.
@@ -484,7 +486,8 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _store_service_pb2.CreateRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_store_service_pb2.CreateRunResponse, _abc.Awaitable[_store_service_pb2.CreateRunResponse]]:
-        """Creates a queued run in a conversation. Atomic; idempotent by request_id
+        """Creates a queued run in a conversation, appending its input message in the
+        same transaction. Atomic; idempotent by request_id
         (or by a client-minted run id): a duplicate returns the first run.
         NOT_FOUND (CONVERSATION_NOT_FOUND); ALREADY_EXISTS (REQUEST_ID_CONFLICT)
         when a client run id is reused for another conversation.

@@ -1,0 +1,1 @@
+"""The aiohttp gateway: authenticated HTTP, SSE and (later) OpenAI-compatible and MCP surfaces."""

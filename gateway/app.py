@@ -1,0 +1,51 @@
+"""create_app: the gateway's aiohttp application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from grpc_health.v1 import health_pb2_grpc
+
+from gateway.keys import CLIENTS, SETTINGS, Clients
+from gateway.middlewares import MIDDLEWARES
+from gateway.routes import conversations, ops, runs
+from gateway.settings import GatewaySettings
+from steward.auth import TokenSigner
+from steward.rpc.channels import create_channel
+from steward.runtime.v1 import runtime_service_pb2_grpc as runtime_grpc
+from steward.store.v1 import store_service_pb2_grpc as store_grpc
+
+ISSUER = "gateway"
+
+
+def create_app(settings: GatewaySettings) -> web.Application:
+    """The gateway application; its gRPC channels open on startup and close on cleanup."""
+    app = web.Application(middlewares=MIDDLEWARES, client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app.router.add_routes(ops.routes)
+    app.router.add_routes(conversations.routes)
+    app.router.add_routes(runs.routes)
+    app.cleanup_ctx.append(_clients)
+    return app
+
+
+async def _clients(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    signer = TokenSigner(settings.internal_secret.get_secret_value(), issuer=ISSUER)
+    addresses = {
+        "store": settings.store_address,
+        "provider": settings.provider_address,
+        "confirm": settings.confirm_address,
+        "runtime": settings.runtime_address,
+    }
+    channels = {area: create_channel(address, area, signer=signer) for area, address in addresses.items()}
+    app[CLIENTS] = Clients(
+        conversations=store_grpc.ConversationServiceStub(channels["store"]),
+        runs=store_grpc.RunServiceStub(channels["store"]),
+        runtime=runtime_grpc.RuntimeServiceStub(channels["runtime"]),
+        health={area: health_pb2_grpc.HealthStub(channel) for area, channel in channels.items()},
+    )
+    yield
+    for channel in channels.values():
+        await channel.close()

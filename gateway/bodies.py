@@ -1,0 +1,41 @@
+"""Reading and checking JSON request bodies."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from gateway.problems import HttpProblem
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object; 415 for another content type, 400 for bad JSON."""
+    if not request.body_exists:
+        return {}
+    if request.content_type != "application/json":
+        raise HttpProblem(415, "UNSUPPORTED_MEDIA_TYPE", "the body must be application/json")
+    raw = await request.read()  # bounded by the app's client_max_size (413 beyond it)
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HttpProblem(400, "MALFORMED_JSON", f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise HttpProblem(400, "MALFORMED_JSON", "the body must be a JSON object")
+    return body
+
+
+def field_error(field: str, detail: str) -> HttpProblem:
+    return HttpProblem(400, "INVALID_ARGUMENT", f"{field}: {detail}")
+
+
+def optional_str(body: dict[str, Any], field: str, max_length: int) -> str:
+    value = body.get(field)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise field_error(field, "must be a string")
+    if len(value) > max_length:
+        raise field_error(field, f"must be at most {max_length} characters")
+    return value

@@ -1,0 +1,26 @@
+"""Typed application keys: everything the gateway shares between handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+from grpc_health.v1 import health_pb2_grpc
+
+from gateway.settings import GatewaySettings
+from steward.runtime.v1 import runtime_service_pb2_grpc as runtime_grpc
+from steward.store.v1 import store_service_pb2_grpc as store_grpc
+
+
+@dataclass(frozen=True)
+class Clients:
+    """Stubs for the services the gateway talks to."""
+
+    conversations: store_grpc.ConversationServiceStub
+    runs: store_grpc.RunServiceStub
+    runtime: runtime_grpc.RuntimeServiceStub
+    health: dict[str, health_pb2_grpc.HealthStub]
+
+
+SETTINGS = web.AppKey("settings", GatewaySettings)
+CLIENTS = web.AppKey("clients", Clients)

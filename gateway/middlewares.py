@@ -1,0 +1,116 @@
+"""Middlewares, outermost first: request id, access log, errors to problem+json, authentication."""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import grpc
+import structlog
+from aiohttp import web
+
+from gateway import problems
+from gateway.keys import SETTINGS
+from steward.auth import Principal, reset_principal, set_principal
+from steward.errors import StewardError, from_rpc_error
+
+log = structlog.get_logger(__name__)
+access_log = structlog.get_logger("gateway.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REQUEST_ID = web.RequestKey("request_id", str)
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+_MAX_REQUEST_ID = 128
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    given = request.headers.get("X-Request-ID", "")
+    request_id = given if 0 < len(given) <= _MAX_REQUEST_ID and given.isprintable() else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        response = await handler(request)
+    if not response.prepared:
+        response.headers["X-Request-ID"] = request_id
+    return response
+
+
+@web.middleware
+async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        access_log.info(
+            "http_request",
+            method=request.method,
+            path=request.path,
+            status=status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.get(REQUEST_ID, "")
+    try:
+        return await handler(request)
+    except problems.HttpProblem as exc:
+        return problems.problem(
+            exc.status, exc.reason, exc.detail, instance=request.path, extra={"request_id": request_id}, headers=exc.headers
+        )
+    except StewardError as exc:
+        return problems.from_error(exc, request.path, request_id)
+    except grpc.aio.AioRpcError as exc:
+        return problems.from_error(from_rpc_error(exc), request.path, request_id)
+    except web.HTTPNotFound:
+        return problems.problem(404, "ROUTE_NOT_FOUND", "no such route", instance=request.path)
+    except web.HTTPMethodNotAllowed as exc:
+        return problems.problem(
+            405,
+            "METHOD_NOT_ALLOWED",
+            f"{request.method} is not allowed here",
+            instance=request.path,
+            headers={"Allow": ", ".join(sorted(exc.allowed_methods))},
+        )
+    except web.HTTPRequestEntityTooLarge:
+        return problems.problem(413, "TOO_LARGE", "request body is too large", instance=request.path)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problems.problem(exc.status, "HTTP_ERROR", exc.reason, instance=request.path)
+    except Exception:
+        log.exception("unhandled_error")
+        return problems.problem(500, "INTERNAL", "internal error", instance=request.path, extra={"request_id": request_id})
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    settings = request.app[SETTINGS]
+    challenge = {"WWW-Authenticate": 'Bearer realm="steward"'}
+    if any(key.lower() in {"access_token", "token", "api_key"} for key in request.query):
+        raise problems.HttpProblem(400, "INVALID_ARGUMENT", "tokens are not accepted in the query string")
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not header:
+        raise problems.HttpProblem(401, "TOKEN_MISSING", "an Authorization: Bearer token is required", headers=challenge)
+    if scheme.lower() != "bearer" or not token.strip():
+        raise problems.HttpProblem(401, "TOKEN_INVALID", "the Authorization header must be 'Bearer <token>'", headers=challenge)
+    if not hmac.compare_digest(token.strip().encode(), settings.dev_token.get_secret_value().encode()):
+        raise problems.HttpProblem(401, "TOKEN_INVALID", "the token is not valid", headers=challenge)
+    principal_token = set_principal(Principal(user_id=settings.dev_user_id))
+    try:
+        with structlog.contextvars.bound_contextvars(user_id=settings.dev_user_id):
+            return await handler(request)
+    finally:
+        reset_principal(principal_token)
+
+
+MIDDLEWARES = [request_id_middleware, access_log_middleware, error_middleware, auth_middleware]

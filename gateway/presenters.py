@@ -1,0 +1,115 @@
+"""Proto messages to the public JSON shapes of the HTTP API.
+
+Enums become short lower-case names ("completed", "awaiting_confirmation"),
+timestamps RFC 3339 strings, and tool arguments parsed JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from steward.common.v1 import content_pb2, usage_pb2
+from steward.store.v1 import conversation_pb2, run_event_pb2, run_pb2
+
+
+def _time(value: Timestamp, present: bool = True) -> str | None:
+    if not present or (value.seconds == 0 and value.nanos == 0):
+        return None
+    return value.ToJsonString()
+
+
+def _enum(name: str, prefix: str) -> str | None:
+    short = name.removeprefix(prefix).lower()
+    return None if short == "unspecified" else short
+
+
+def role_name(role: int) -> str | None:
+    return _enum(content_pb2.Role.Name(role), "ROLE_")  # type: ignore[arg-type]
+
+
+def block_json(block: content_pb2.ContentBlock) -> dict[str, Any]:
+    kind = block.WhichOneof("block")
+    if kind == "text":
+        return {"type": "text", "text": block.text.text}
+    if kind == "reasoning":
+        return {"type": "reasoning", "text": block.reasoning.text}
+    if kind == "tool_call":
+        call = block.tool_call
+        return {"type": "tool_call", "id": call.id, "name": call.name, "arguments": json.loads(call.arguments_json or "{}")}
+    if kind == "tool_result":
+        result = block.tool_result
+        return {"type": "tool_result", "tool_call_id": result.tool_call_id, "content": result.content, "is_error": result.is_error}
+    return {"type": "unknown"}
+
+
+def conversation_json(conversation: conversation_pb2.Conversation) -> dict[str, Any]:
+    return {
+        "id": conversation.id,
+        "title": conversation.title,
+        "agent_id": conversation.agent_id or None,
+        "create_time": _time(conversation.create_time),
+        "update_time": _time(conversation.update_time),
+    }
+
+
+def message_json(message: conversation_pb2.Message) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "conversation_id": message.conversation_id,
+        "seq": message.seq,
+        "role": role_name(message.role),
+        "content": [block_json(block) for block in message.content],
+        "run_id": message.run_id or None,
+        "create_time": _time(message.create_time),
+    }
+
+
+def usage_json(usage: usage_pb2.Usage) -> dict[str, int]:
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_input_tokens": usage.cache_read_input_tokens,
+        "cache_write_input_tokens": usage.cache_write_input_tokens,
+        "cost_micros": usage.cost_micros,
+    }
+
+
+def run_json(run: run_pb2.Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "conversation_id": run.conversation_id,
+        "agent_id": run.agent_id or None,
+        "state": _enum(run_pb2.RunState.Name(run.state), "RUN_STATE_"),
+        "pause_reason": _enum(run_pb2.PauseReason.Name(run.pause_reason), "PAUSE_REASON_"),
+        "incomplete_reason": _enum(run_pb2.IncompleteReason.Name(run.incomplete_reason), "INCOMPLETE_REASON_"),
+        "error": (
+            {"reason": run.error.reason, "message": run.error.message, "transient": run.error.transient}
+            if run.HasField("error")
+            else None
+        ),
+        "step_count": run.step_count,
+        "usage": usage_json(run.usage),
+        "last_event_seq": run.last_event_seq,
+        "cancel_requested": run.cancel_requested,
+        "create_time": _time(run.create_time),
+        "update_time": _time(run.update_time),
+        "end_time": _time(run.end_time, run.HasField("end_time")),
+    }
+
+
+def event_json(event: run_event_pb2.RunEvent) -> tuple[str, dict[str, Any]]:
+    """The event's type name and its JSON body."""
+    kind = event.WhichOneof("payload") or "unknown"
+    payload = json_format.MessageToDict(getattr(event, kind), preserving_proto_field_name=True)
+    return kind, {
+        "seq": event.seq,
+        "run_id": event.run_id,
+        "step": event.step,
+        "type": kind,
+        "time": _time(event.create_time),
+        "data": payload,
+    }

@@ -1,0 +1,37 @@
+"""Liveness and readiness: /healthz and /readyz (no authentication)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health_pb2
+
+from gateway.keys import CLIENTS
+
+routes = web.RouteTableDef()
+READY_TIMEOUT = 2.0
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _check(stub: object, timeout: float) -> str:
+    try:
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)  # type: ignore[attr-defined]
+    except grpc.aio.AioRpcError as exc:
+        return f"unreachable ({exc.code().name})"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)).lower()
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    health = request.app[CLIENTS].health
+    names = sorted(health)
+    results = await asyncio.gather(*(_check(health[name], READY_TIMEOUT) for name in names))
+    services = dict(zip(names, results, strict=True))
+    ready = all(state == "serving" for state in services.values())
+    return web.json_response({"ready": ready, "services": services}, status=200 if ready else 503)

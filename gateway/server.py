@@ -1,0 +1,23 @@
+"""Run the gateway until SIGTERM/SIGINT, then shut down gracefully."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from steward.logs import configure_logging
+from steward.rpc.server import wait_for_shutdown_signal
+
+
+async def main() -> None:
+    settings = GatewaySettings()
+    configure_logging("gateway", settings.log_level, json=settings.log_json)
+    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=settings.shutdown_grace)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)
+    await site.start()
+    try:
+        await wait_for_shutdown_signal()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,22 @@
+"""Gateway settings."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from steward.settings import CommonSettings
+
+
+class GatewaySettings(CommonSettings):
+    """Where the gateway listens and how it authenticates callers."""
+
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    # Until API tokens land, one development token authenticates as `dev_user_id`.
+    dev_token: SecretStr
+    dev_user_id: str = "dev-user"
+    max_body_bytes: int = 1024 * 1024
+    sse_ping_seconds: float = 15.0
+    sse_retry_ms: int = 2000
+    # Seconds allowed to unary calls to the services.
+    upstream_timeout: float = 10.0

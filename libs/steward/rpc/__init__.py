@@ -1,0 +1,1 @@
+"""gRPC plumbing shared by every process: servers, channels, interceptors."""

@@ -1,0 +1,160 @@
+"""Server and client interceptors.
+
+The server interceptor verifies the internal principal token, keeps the
+principal in a contextvar for the call, binds the RPC name to log lines, and
+turns exceptions into `google.rpc.Status` with ErrorInfo. Servicers therefore
+hold no try/except boilerplate. The client interceptor attaches a token for the
+current principal to every outgoing call.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+
+from steward.auth import METADATA_KEY, Principal, TokenSigner, TokenVerifier, maybe_current_principal
+from steward.auth import reset_principal, set_principal
+from steward.errors import StewardError, internal, not_implemented, to_grpc_status
+
+log = structlog.get_logger(__name__)
+
+PUBLIC_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Authentication, logging context and the exception-to-status mapping for one service."""
+
+    def __init__(self, verifier: TokenVerifier, domain: str) -> None:
+        self._verifier = verifier
+        self._domain = domain
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or method.startswith(PUBLIC_METHOD_PREFIXES):
+            return handler
+        if handler.response_streaming:
+            behavior = handler.stream_stream if handler.request_streaming else handler.unary_stream
+            wrapped_stream = self._wrap_streaming(method, behavior)
+            factory = grpc.stream_stream_rpc_method_handler if handler.request_streaming else grpc.unary_stream_rpc_method_handler
+            return factory(  # type: ignore[operator]
+                wrapped_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        behavior = handler.stream_unary if handler.request_streaming else handler.unary_unary
+        wrapped_unary = self._wrap_unary(method, behavior)
+        factory = grpc.stream_unary_rpc_method_handler if handler.request_streaming else grpc.unary_unary_rpc_method_handler
+        return factory(  # type: ignore[operator]
+            wrapped_unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
+        return self._verifier.verify_metadata(context.invocation_metadata())
+
+    def _wrap_unary(self, method: str, behavior: Behavior) -> Behavior:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            token = None
+            with structlog.contextvars.bound_contextvars(rpc=method):
+                try:
+                    token = set_principal(self._authenticate(context))
+                    result = behavior(request, context)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    return result
+                except Exception as exc:  # noqa: BLE001 - mapped to a status below
+                    await self._abort(context, method, exc)
+                finally:
+                    if token is not None:
+                        reset_principal(token)
+
+        return wrapped
+
+    def _wrap_streaming(self, method: str, behavior: Behavior) -> Behavior:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            token = None
+            with structlog.contextvars.bound_contextvars(rpc=method):
+                try:
+                    token = set_principal(self._authenticate(context))
+                    async for item in behavior(request, context):
+                        yield item
+                except Exception as exc:  # noqa: BLE001 - mapped to a status below
+                    await self._abort(context, method, exc)
+                finally:
+                    if token is not None:
+                        reset_principal(token)
+
+        return wrapped
+
+    async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], method: str, exc: Exception) -> None:
+        if isinstance(exc, grpc.aio.AbortError):
+            raise exc
+        if isinstance(exc, StewardError):
+            error = exc
+            if error.code == grpc.StatusCode.INTERNAL:
+                log.error("rpc_failed", reason=error.reason)
+        elif isinstance(exc, NotImplementedError):
+            # The generated base servicer raises this for RPCs we have not built yet.
+            error = not_implemented(method)
+        else:
+            log.exception("rpc_unexpected_error", error_type=type(exc).__name__)
+            error = internal()
+        await context.abort_with_status(to_grpc_status(error, self._domain))
+
+
+def _with_token(details: grpc.aio.ClientCallDetails, token: str) -> grpc.aio.ClientCallDetails:
+    metadata = grpc.aio.Metadata(*tuple(details.metadata or ()))
+    if METADATA_KEY not in metadata:
+        metadata.add(METADATA_KEY, token)
+    return details._replace(metadata=metadata)  # type: ignore[attr-defined,no-any-return]
+
+
+class _PrincipalTokens:
+    """Mints the token for the current principal, acted for by this process."""
+
+    def __init__(self, signer: TokenSigner, actor: str) -> None:
+        self._signer = signer
+        self._actor = actor
+
+    def details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        principal = maybe_current_principal()
+        if principal is None:
+            return details
+        return _with_token(details, self._signer.token_for(Principal(principal.user_id, actor=self._actor)))
+
+
+class _UnaryUnaryPrincipal(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, tokens: _PrincipalTokens) -> None:
+        self._tokens = tokens
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._tokens.details(client_call_details), request)
+
+
+class _UnaryStreamPrincipal(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, tokens: _PrincipalTokens) -> None:
+        self._tokens = tokens
+
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._tokens.details(client_call_details), request)
+
+
+def principal_interceptors(signer: TokenSigner, actor: str) -> list[grpc.aio.ClientInterceptor]:
+    """Client interceptors attaching the current principal's token to unary and streaming calls.
+
+    grpc.aio files each interceptor object under one call kind only, hence one object per kind.
+    """
+    tokens = _PrincipalTokens(signer, actor)
+    return [_UnaryUnaryPrincipal(tokens), _UnaryStreamPrincipal(tokens)]

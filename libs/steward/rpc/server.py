@@ -1,0 +1,101 @@
+"""The gRPC server factory shared by every service and by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import structlog
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from steward.auth import TokenVerifier
+from steward.rpc.interceptors import ServerInterceptor
+
+log = structlog.get_logger(__name__)
+
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServiceRegistration:
+    """One gRPC service to serve: its descriptor and the generated add-to-server call."""
+
+    descriptor: ServiceDescriptor
+    add_to_server: Callable[[grpc.aio.Server], None]
+
+
+@dataclass
+class GrpcServer:
+    """A started server, its bound port and its health servicer."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    service_names: list[str]
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def stop(self, grace: float) -> None:
+        """Flip health to NOT_SERVING, let in-flight calls finish, then release resources."""
+        for name in ["", *self.service_names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(grace)
+        for callback in reversed(self.on_stop):
+            await callback()
+
+
+async def start_grpc_server(
+    registrations: Sequence[ServiceRegistration],
+    address: str,
+    *,
+    verifier: TokenVerifier,
+    domain: str,
+) -> GrpcServer:
+    """Start a server on `address` ("host:0" picks a free port) with health and reflection."""
+    server = grpc.aio.server(
+        interceptors=[ServerInterceptor(verifier, domain)],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+    for registration in registrations:
+        registration.add_to_server(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [r.descriptor.full_name for r in registrations]
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind gRPC server to {address}")
+    await server.start()
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("grpc_server_started", address=address, port=port, services=names)
+    return GrpcServer(server=server, port=port, health=health_servicer, service_names=names)
+
+
+async def wait_for_shutdown_signal() -> None:
+    """Return when the process receives SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def serve_until_signalled(server: GrpcServer, grace: float) -> None:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully."""
+    await wait_for_shutdown_signal()
+    log.info("shutting_down", grace=grace)
+    await server.stop(grace)

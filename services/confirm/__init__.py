@@ -1,0 +1,1 @@
+"""The confirm service: confirmations, decisions, their audit trail and the execution ledger."""

@@ -1,0 +1,5 @@
+import asyncio
+
+from services.confirm.server import main
+
+asyncio.run(main())

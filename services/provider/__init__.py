@@ -1,0 +1,1 @@
+"""The provider service: the only holder of LLM keys; normalized streaming generation."""

@@ -1,0 +1,5 @@
+import asyncio
+
+from services.provider.server import main
+
+asyncio.run(main())

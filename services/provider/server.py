@@ -1,0 +1,36 @@
+"""The provider service's server: `create_server` for production and tests alike."""
+
+from __future__ import annotations
+
+from services.provider.servicer import ProviderServicer
+from services.provider.settings import ProviderSettings
+from steward.auth import TokenVerifier
+from steward.logs import configure_logging
+from steward.provider.v1 import provider_service_pb2 as pb
+from steward.provider.v1 import provider_service_pb2_grpc as pb_grpc
+from steward.rpc.server import GrpcServer, ServiceRegistration, serve_until_signalled, start_grpc_server
+
+DOMAIN = "provider.steward"
+
+
+async def create_server(settings: ProviderSettings, address: str) -> GrpcServer:
+    """Start serving ProviderService on `address`."""
+    servicer = ProviderServicer(settings.demo_token_interval)
+    return await start_grpc_server(
+        [
+            ServiceRegistration(
+                pb.DESCRIPTOR.services_by_name["ProviderService"],
+                lambda s: pb_grpc.add_ProviderServiceServicer_to_server(servicer, s),
+            )
+        ],
+        address,
+        verifier=TokenVerifier(settings.internal_secret.get_secret_value()),
+        domain=DOMAIN,
+    )
+
+
+async def main() -> None:
+    settings = ProviderSettings()
+    configure_logging("provider", settings.log_level, json=settings.log_json)
+    server = await create_server(settings, settings.provider_address)
+    await serve_until_signalled(server, settings.shutdown_grace)

@@ -1,0 +1,1 @@
+"""The runtime service: the server-side agent loop shared by every surface."""

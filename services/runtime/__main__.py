@@ -1,0 +1,5 @@
+import asyncio
+
+from services.runtime.server import main
+
+asyncio.run(main())

@@ -1,0 +1,70 @@
+"""EventWriter: appends a run's events to the store, coalescing text deltas.
+
+The first text delta of a run is written at once (fast first token); later
+deltas are merged into one event and written at most every `interval` seconds,
+or sooner when another kind of event follows. Writes are serialized, so the
+log keeps the order in which events were produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from steward.store.v1 import run_event_pb2 as ev
+from steward.store.v1 import store_service_pb2 as store_pb
+from steward.store.v1 import store_service_pb2_grpc as store_grpc
+
+
+class EventWriter:
+    def __init__(self, runs: store_grpc.RunServiceStub, run_id: str, epoch: int, interval: float) -> None:
+        self._runs = runs
+        self._run_id = run_id
+        self._epoch = epoch
+        self._interval = interval
+        self._pending: list[ev.RunEvent] = []
+        self._lock = asyncio.Lock()
+        self._timer: asyncio.Task[None] | None = None
+        self._text_written = False
+
+    async def emit(self, event: ev.RunEvent) -> None:
+        """Write an event (and any buffered text before it) now."""
+        self._pending.append(event)
+        await self.flush()
+
+    async def text(self, step: int, text: str) -> None:
+        """Buffer a text delta, merging it into the previous one of the same step."""
+        last = self._pending[-1] if self._pending else None
+        if last is not None and last.step == step and last.HasField("text_delta"):
+            last.text_delta.text += text
+        else:
+            self._pending.append(ev.RunEvent(step=step, text_delta=ev.TextDelta(text=text)))
+        if not self._text_written:
+            self._text_written = True
+            await self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self._interval)
+        self._timer = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write everything buffered, in order."""
+        async with self._lock:
+            if not self._pending:
+                return
+            batch, self._pending = self._pending, []
+            await self._runs.AppendRunEvents(
+                store_pb.AppendRunEventsRequest(run_id=self._run_id, lease_epoch=self._epoch, events=batch)
+            )
+
+    async def close(self) -> None:
+        """Stop the timer and write what is left."""
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+            self._timer = None
+        await self.flush()

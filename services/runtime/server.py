@@ -1,0 +1,60 @@
+"""The runtime service's server: `create_server` for production and tests alike."""
+
+from __future__ import annotations
+
+from services.runtime.loop import RunLoop
+from services.runtime.servicer import RuntimeServicer
+from services.runtime.settings import RuntimeSettings
+from steward.auth import TokenSigner, TokenVerifier
+from steward.logs import configure_logging
+from steward.provider.v1 import provider_service_pb2_grpc as provider_grpc
+from steward.rpc.channels import create_channel
+from steward.rpc.server import GrpcServer, ServiceRegistration, serve_until_signalled, start_grpc_server
+from steward.runtime.v1 import runtime_service_pb2 as pb
+from steward.runtime.v1 import runtime_service_pb2_grpc as pb_grpc
+from steward.store.v1 import store_service_pb2_grpc as store_grpc
+
+DOMAIN = "runtime.steward"
+ACTOR = "runtime"
+
+
+async def create_server(settings: RuntimeSettings, address: str) -> GrpcServer:
+    """Connect to the store and provider and start serving RuntimeService on `address`."""
+    secret = settings.internal_secret.get_secret_value()
+    signer = TokenSigner(secret, issuer=ACTOR)
+    store_channel = create_channel(settings.store_address, "store", signer=signer, actor=ACTOR)
+    provider_channel = create_channel(settings.provider_address, "provider", signer=signer, actor=ACTOR)
+    runs = store_grpc.RunServiceStub(store_channel)
+    loop = RunLoop(
+        settings,
+        runs=runs,
+        conversations=store_grpc.ConversationServiceStub(store_channel),
+        provider=provider_grpc.ProviderServiceStub(provider_channel),
+    )
+    servicer = RuntimeServicer(runs, loop)
+    server = await start_grpc_server(
+        [
+            ServiceRegistration(
+                pb.DESCRIPTOR.services_by_name["RuntimeService"],
+                lambda s: pb_grpc.add_RuntimeServiceServicer_to_server(servicer, s),
+            )
+        ],
+        address,
+        verifier=TokenVerifier(secret),
+        domain=DOMAIN,
+    )
+
+    async def close() -> None:
+        await servicer.shutdown()
+        await store_channel.close()
+        await provider_channel.close()
+
+    server.on_stop.append(close)
+    return server
+
+
+async def main() -> None:
+    settings = RuntimeSettings()
+    configure_logging("runtime", settings.log_level, json=settings.log_json)
+    server = await create_server(settings, settings.runtime_address)
+    await serve_until_signalled(server, settings.shutdown_grace)

@@ -1,0 +1,1 @@
+"""The store service: users, tokens, agents, conversations, messages, runs and run events."""

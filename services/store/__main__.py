@@ -1,0 +1,5 @@
+import asyncio
+
+from services.store.server import main
+
+asyncio.run(main())

@@ -1,0 +1,84 @@
+"""Conversions between the store's rows and the contract's messages."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.store.db.models import ConversationRow, MessageRow, RunRow
+from steward.common.v1 import content_pb2, limits_pb2, usage_pb2
+from steward.store.v1 import conversation_pb2, run_pb2
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite returns naive datetimes; we only ever store UTC
+        value = value.replace(tzinfo=UTC)
+    result = Timestamp()
+    result.FromDatetime(value)
+    return result
+
+
+def content_to_json(blocks: list[content_pb2.ContentBlock]) -> str:
+    return json.dumps([json_format.MessageToDict(block) for block in blocks], separators=(",", ":"))
+
+
+def content_from_json(text: str) -> list[content_pb2.ContentBlock]:
+    return [json_format.ParseDict(item, content_pb2.ContentBlock()) for item in json.loads(text)]
+
+
+def conversation_message(row: ConversationRow) -> conversation_pb2.Conversation:
+    return conversation_pb2.Conversation(
+        id=row.id,
+        title=row.title,
+        agent_id=row.agent_id,
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
+    )
+
+
+def message_message(row: MessageRow) -> conversation_pb2.Message:
+    return conversation_pb2.Message(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        seq=row.seq,
+        role=row.role,  # type: ignore[arg-type]
+        content=content_from_json(row.content),
+        run_id=row.run_id,
+        create_time=timestamp(row.create_time),
+    )
+
+
+def run_message(row: RunRow) -> run_pb2.Run:
+    run = run_pb2.Run(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        agent_id=row.agent_id,
+        state=row.state,  # type: ignore[arg-type]
+        pause_reason=row.pause_reason,  # type: ignore[arg-type]
+        incomplete_reason=row.incomplete_reason,  # type: ignore[arg-type]
+        mode=row.mode,  # type: ignore[arg-type]
+        step_count=row.step_count,
+        lease_epoch=row.lease_epoch,
+        last_event_seq=row.last_event_seq,
+        request_id=row.request_id or "",
+        cancel_requested=row.cancel_requested,
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
+        end_time=timestamp(row.end_time),
+    )
+    if row.error:
+        run.error.ParseFromString(row.error)
+    if row.limits:
+        run.limits.CopyFrom(limits_pb2.RunLimits.FromString(row.limits))
+    if row.usage:
+        run.usage.CopyFrom(usage_pb2.Usage.FromString(row.usage))
+    return run

@@ -1,0 +1,1 @@
+"""The store's database: engine, models and repository."""

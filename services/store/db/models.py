@@ -1,0 +1,109 @@
+"""The store's tables. Every row that belongs to a user carries `owner_id`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ConversationRow(Base):
+    __tablename__ = "conversations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(String(128), index=True)
+    title: Mapped[str] = mapped_column(Text, default="")
+    agent_id: Mapped[str] = mapped_column(String(64), default="")
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    last_message_seq: Mapped[int] = mapped_column(Integer, default=0)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (UniqueConstraint("owner_id", "request_id"),)
+
+
+class MessageRow(Base):
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    owner_id: Mapped[str] = mapped_column(String(128))
+    seq: Mapped[int] = mapped_column(Integer)
+    role: Mapped[int] = mapped_column(Integer)
+    # Ordered content blocks as JSON text (steward.common.v1.ContentBlock in JSON form).
+    content: Mapped[str] = mapped_column(Text)
+    run_id: Mapped[str] = mapped_column(String(64), default="")
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "seq"),
+        UniqueConstraint("owner_id", "request_id"),
+    )
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(String(128), index=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    agent_id: Mapped[str] = mapped_column(String(64), default="")
+    state: Mapped[int] = mapped_column(Integer)
+    pause_reason: Mapped[int] = mapped_column(Integer, default=0)
+    incomplete_reason: Mapped[int] = mapped_column(Integer, default=0)
+    # steward.store.v1.RunError, serialized; empty when the run has not failed.
+    error: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    mode: Mapped[int] = mapped_column(Integer, default=0)
+    # steward.common.v1.RunLimits, serialized.
+    limits: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    step_count: Mapped[int] = mapped_column(Integer, default=0)
+    # steward.common.v1.Usage, serialized.
+    usage: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    lease_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    lease_holder: Mapped[str] = mapped_column(String(128), default="")
+    lease_expire_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_event_seq: Mapped[int] = mapped_column(Integer, default=0)
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (UniqueConstraint("owner_id", "request_id"),)
+
+
+class RunEventRow(Base):
+    __tablename__ = "run_events"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    # The payload's oneof name, e.g. "text_delta".
+    kind: Mapped[str] = mapped_column(String(64))
+    # steward.store.v1.RunEvent with run_id, seq and create_time cleared, serialized.
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,53 @@
+"""The store service's server: `create_server` for production and tests alike."""
+
+from __future__ import annotations
+
+from services.store.db.conversations import ConversationRepository
+from services.store.db.engine import create_engine, create_schema, create_sessionmaker
+from services.store.db.runs import RunRepository
+from services.store.notifier import EventNotifier
+from services.store.servicers import ConversationServicer, RunServicer
+from services.store.settings import StoreSettings
+from steward.auth import TokenVerifier
+from steward.logs import configure_logging
+from steward.rpc.server import GrpcServer, ServiceRegistration, serve_until_signalled, start_grpc_server
+from steward.store.v1 import store_service_pb2 as pb
+from steward.store.v1 import store_service_pb2_grpc as pb_grpc
+
+DOMAIN = "store.steward"
+
+
+async def create_server(settings: StoreSettings, address: str) -> GrpcServer:
+    """Open the database and start serving every store service on `address`."""
+    engine = create_engine(settings.resolved_database_url())
+    await create_schema(engine)
+    sessions = create_sessionmaker(engine)
+    notifier = EventNotifier()
+    conversations = ConversationServicer(ConversationRepository(sessions))
+    runs = RunServicer(RunRepository(sessions), notifier)
+    identity = pb_grpc.IdentityServiceServicer()
+    agents = pb_grpc.AgentServiceServicer()
+    services = pb.DESCRIPTOR.services_by_name
+    server = await start_grpc_server(
+        [
+            ServiceRegistration(services["IdentityService"], lambda s: pb_grpc.add_IdentityServiceServicer_to_server(identity, s)),
+            ServiceRegistration(services["AgentService"], lambda s: pb_grpc.add_AgentServiceServicer_to_server(agents, s)),
+            ServiceRegistration(
+                services["ConversationService"],
+                lambda s: pb_grpc.add_ConversationServiceServicer_to_server(conversations, s),
+            ),
+            ServiceRegistration(services["RunService"], lambda s: pb_grpc.add_RunServiceServicer_to_server(runs, s)),
+        ],
+        address,
+        verifier=TokenVerifier(settings.internal_secret.get_secret_value()),
+        domain=DOMAIN,
+    )
+    server.on_stop.append(engine.dispose)
+    return server
+
+
+async def main() -> None:
+    settings = StoreSettings()
+    configure_logging("store", settings.log_level, json=settings.log_json)
+    server = await create_server(settings, settings.store_address)
+    await serve_until_signalled(server, settings.shutdown_grace)

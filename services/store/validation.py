@@ -1,0 +1,67 @@
+"""Request validation shared by the store's servicers."""
+
+from __future__ import annotations
+
+import uuid
+
+from steward.common.v1 import content_pb2
+from steward.errors import invalid_argument
+
+MAX_ID_LENGTH = 64
+MAX_REQUEST_ID_LENGTH = 128
+MAX_TITLE_LENGTH = 500
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+def require_id(value: str, field: str) -> str:
+    """A non-empty id of sane length."""
+    if not value:
+        raise invalid_argument(field, f"{field} is required")
+    if len(value) > MAX_ID_LENGTH:
+        raise invalid_argument(field, f"{field} is longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def optional_request_id(value: str, field: str = "request_id") -> str | None:
+    """An idempotency key, or None when not given."""
+    if len(value) > MAX_REQUEST_ID_LENGTH:
+        raise invalid_argument(field, f"{field} is longer than {MAX_REQUEST_ID_LENGTH} characters")
+    return value or None
+
+
+def client_run_id(value: str) -> str:
+    """A client-minted run id must be a UUID; empty means the store mints one."""
+    if not value:
+        return str(uuid.uuid4())
+    try:
+        return str(uuid.UUID(value))
+    except ValueError as exc:
+        raise invalid_argument("run_id", "run_id must be a UUID") from exc
+
+
+def page_size(value: int, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:
+    if value < 0:
+        raise invalid_argument("page_size", "page_size must not be negative")
+    return min(value or default, maximum)
+
+
+def page_offset(token: str) -> int:
+    """Page tokens are opaque to clients; here they are a decimal offset."""
+    if not token:
+        return 0
+    if not token.isdecimal() or len(token) > 12:
+        raise invalid_argument("page_token", "page_token is not one this service issued")
+    return int(token)
+
+
+def chat_message(message: content_pb2.ChatMessage, field: str) -> content_pb2.ChatMessage:
+    """A message with a role and at least one content block."""
+    if message.role == content_pb2.ROLE_UNSPECIFIED:
+        raise invalid_argument(f"{field}.role", "role is required")
+    if not message.content:
+        raise invalid_argument(f"{field}.content", "content must not be empty")
+    for index, block in enumerate(message.content):
+        if block.WhichOneof("block") is None:
+            raise invalid_argument(f"{field}.content[{index}]", "content block has no content")
+    return message

@@ -1,0 +1,79 @@
+"""An in-process Steward stack: every service's real `create_server` on an ephemeral port."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.settings import GatewaySettings
+from services.confirm.server import create_server as create_confirm
+from services.provider.server import create_server as create_provider
+from services.provider.settings import ProviderSettings
+from services.runtime.server import create_server as create_runtime
+from services.runtime.settings import RuntimeSettings
+from services.store.server import create_server as create_store
+from services.store.settings import StoreSettings
+from steward.rpc.server import GrpcServer
+from steward.settings import CommonSettings
+
+
+@dataclass
+class Stack:
+    """The running services and the settings a gateway needs to reach them."""
+
+    secret: str
+    dev_token: str
+    store: GrpcServer
+    provider: GrpcServer
+    confirm: GrpcServer
+    runtime: GrpcServer
+    data_dir: Path
+
+    def address(self, server: GrpcServer) -> str:
+        return f"127.0.0.1:{server.port}"
+
+    def gateway_settings(self, **overrides: object) -> GatewaySettings:
+        values: dict[str, object] = {
+            "internal_secret": self.secret,
+            "dev_token": self.dev_token,
+            "data_dir": self.data_dir,
+            "store_address": self.address(self.store),
+            "provider_address": self.address(self.provider),
+            "confirm_address": self.address(self.confirm),
+            "runtime_address": self.address(self.runtime),
+            "log_json": False,
+        }
+        values.update(overrides)
+        return GatewaySettings.model_validate(values)
+
+
+@asynccontextmanager
+async def running_stack(data_dir: Path) -> AsyncIterator[Stack]:
+    """Start store, provider, confirm and runtime in this process; stop them afterwards."""
+    secret = secrets.token_urlsafe(32)
+    base: dict[str, object] = {"internal_secret": secret, "data_dir": data_dir, "log_json": False}
+    store = await create_store(StoreSettings.model_validate(base), "127.0.0.1:0")
+    provider = await create_provider(
+        ProviderSettings.model_validate({**base, "demo_token_interval": 0.001}), "127.0.0.1:0"
+    )
+    confirm = await create_confirm(CommonSettings.model_validate(base), "127.0.0.1:0")
+    runtime = await create_runtime(
+        RuntimeSettings.model_validate(
+            {
+                **base,
+                "store_address": f"127.0.0.1:{store.port}",
+                "provider_address": f"127.0.0.1:{provider.port}",
+                "confirm_address": f"127.0.0.1:{confirm.port}",
+            }
+        ),
+        "127.0.0.1:0",
+    )
+    stack = Stack(secret, secrets.token_urlsafe(24), store, provider, confirm, runtime, data_dir)
+    try:
+        yield stack
+    finally:
+        for server in (runtime, confirm, provider, store):
+            await server.stop(0.5)
