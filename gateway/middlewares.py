@@ -83,7 +83,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return problems.problem(exc.status, "HTTP_ERROR", exc.reason, instance=request.path)
+        return problems.problem(exc.status, "BAD_REQUEST", exc.reason, instance=request.path)
     except Exception:
         log.exception("unhandled_error")
         return problems.problem(500, "INTERNAL", "internal error", instance=request.path, extra={"request_id": request_id})

@@ -18,7 +18,7 @@ import structlog
 
 from steward.auth import METADATA_KEY, Principal, TokenSigner, TokenVerifier, maybe_current_principal
 from steward.auth import reset_principal, set_principal
-from steward.errors import StewardError, internal, not_implemented, to_grpc_status
+from steward.errors import StewardError, from_rpc_error, internal, not_implemented, to_grpc_status
 
 log = structlog.get_logger(__name__)
 
@@ -105,6 +105,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             error = exc
             if error.code == grpc.StatusCode.INTERNAL:
                 log.error("rpc_failed", reason=error.reason)
+        elif isinstance(exc, grpc.aio.AioRpcError):
+            # A dependency's error travels on with its code, reason and domain.
+            error = from_rpc_error(exc)
         elif isinstance(exc, NotImplementedError):
             # The generated base servicer raises this for RPCs we have not built yet.
             error = not_implemented(method)

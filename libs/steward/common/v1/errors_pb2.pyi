@@ -98,6 +98,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The bearer token is unknown, expired or revoked (UNAUTHENTICATED, HTTP 401)."""
     ERROR_REASON_UNSUPPORTED_MEDIA_TYPE: _ErrorReason.ValueType  # 35
     """The request needs a content type the gateway does not accept (HTTP 415)."""
+    ERROR_REASON_BAD_REQUEST: _ErrorReason.ValueType  # 36
+    """The HTTP request was rejected before it reached a handler (HTTP 4xx)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable reasons that Steward services put in
@@ -186,4 +188,6 @@ ERROR_REASON_TOKEN_INVALID: ErrorReason.ValueType  # 34
 """The bearer token is unknown, expired or revoked (UNAUTHENTICATED, HTTP 401)."""
 ERROR_REASON_UNSUPPORTED_MEDIA_TYPE: ErrorReason.ValueType  # 35
 """The request needs a content type the gateway does not accept (HTTP 415)."""
+ERROR_REASON_BAD_REQUEST: ErrorReason.ValueType  # 36
+"""The HTTP request was rejected before it reached a handler (HTTP 4xx)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

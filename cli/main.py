@@ -1,0 +1,28 @@
+"""`steward` entry point: argument parsing only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from cli.supervisor import Supervisor
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="steward", description="Steward: a self-hostable agent runtime.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start the whole stack on embedded defaults")
+    up.add_argument("--data-dir", type=Path, default=Path("data"), help="where embedded state lives (default: ./data)")
+    up.add_argument("--host", default="127.0.0.1", help="gateway listen address (default: 127.0.0.1)")
+    up.add_argument("--port", type=int, default=8080, help="gateway port; 0 picks a free one (default: 8080)")
+    up.add_argument("--verbose", action="store_true", help="show the services' logs here instead of in data/logs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "up":
+        supervisor = Supervisor(args.data_dir, host=args.host, port=args.port, verbose=args.verbose)
+        return asyncio.run(supervisor.run())
+    return 2

@@ -1,0 +1,210 @@
+"""`steward up`: run the five processes on one machine and stop them cleanly.
+
+Children start in their own session, so a terminal's Ctrl-C reaches only the
+supervisor, which then stops them in reverse start order (gateway first,
+store last) with SIGTERM, waiting for each, and SIGKILL only past a deadline.
+If any child dies on its own, the supervisor stops the rest and exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+# (name, module) in start order.
+PROCESSES = (
+    ("store", "services.store"),
+    ("provider", "services.provider"),
+    ("confirm", "services.confirm"),
+    ("runtime", "services.runtime"),
+    ("gateway", "gateway"),
+)
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0
+
+
+@dataclass
+class Child:
+    name: str
+    process: asyncio.subprocess.Process
+    log_path: Path | None
+
+
+def _secret_file(path: Path, nbytes: int) -> str:
+    """Read a secret, creating it (mode 0600) on first use."""
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(nbytes)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _tail(path: Path | None, lines: int = 20) -> str:
+    if path is None or not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class Supervisor:
+    def __init__(self, data_dir: Path, *, host: str, port: int, verbose: bool) -> None:
+        self._data_dir = data_dir.resolve()
+        self._host = host
+        self._port = port
+        self._verbose = verbose
+        self._children: list[Child] = []
+        self._out: IO[str] = sys.stdout
+
+    def _say(self, line: str) -> None:
+        print(line, file=self._out, flush=True)
+
+    def _environment(self, addresses: dict[str, str], gateway_port: int) -> dict[str, str]:
+        secrets_dir = self._data_dir / "secrets"
+        secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        env = dict(os.environ)
+        env.update(
+            {
+                "STEWARD_DATA_DIR": str(self._data_dir),
+                "STEWARD_INTERNAL_SECRET": _secret_file(secrets_dir / "internal-secret", 48),
+                "STEWARD_DEV_TOKEN": self.dev_token,
+                "STEWARD_GATEWAY_HOST": self._host,
+                "STEWARD_GATEWAY_PORT": str(gateway_port),
+                "STEWARD_LOG_JSON": env.get("STEWARD_LOG_JSON", "false"),
+                **{f"STEWARD_{name.upper()}_ADDRESS": address for name, address in addresses.items()},
+            }
+        )
+        return env
+
+    @property
+    def dev_token(self) -> str:
+        return _secret_file(self._data_dir / "secrets" / "dev-token", 32)
+
+    async def _spawn(self, name: str, module: str, env: dict[str, str]) -> Child:
+        log_path = None
+        stream: int | IO[bytes] | None = None
+        if not self._verbose:
+            logs = self._data_dir / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            log_path = logs / f"{name}.log"
+            stream = log_path.open("ab")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", module, env=env, stdout=stream, stderr=stream, start_new_session=True
+        )
+        if stream is not None and not isinstance(stream, int):
+            stream.close()
+        return Child(name, process, log_path)
+
+    async def _wait_ready(self, child: Child, check: object) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if child.process.returncode is not None:
+                raise RuntimeError(f"{child.name} exited with {child.process.returncode}\n{_tail(child.log_path)}")
+            if await check():  # type: ignore[operator]
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"{child.name} was not ready after {READY_TIMEOUT:.0f}s\n{_tail(child.log_path)}")
+
+    @staticmethod
+    def _grpc_check(address: str) -> object:
+        async def check() -> bool:
+            async with grpc.aio.insecure_channel(address) as channel:
+                try:
+                    reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                except grpc.aio.AioRpcError:
+                    return False
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+        return check
+
+    @staticmethod
+    def _http_check(url: str) -> object:
+        def get() -> bool:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own loopback URL
+                    return bool(response.status == 200)
+            except (urllib.error.URLError, OSError):
+                return False
+
+        async def check() -> bool:
+            return await asyncio.to_thread(get)
+
+        return check
+
+    async def run(self) -> int:
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        addresses = {name: f"127.0.0.1:{_free_port()}" for name, _ in PROCESSES if name != "gateway"}
+        gateway_port = self._port or _free_port(self._host)
+        env = self._environment(addresses, gateway_port)
+        url = f"http://{self._host}:{gateway_port}"
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            for name, module in PROCESSES:
+                child = await self._spawn(name, module, env)
+                self._children.append(child)
+                check = self._http_check(f"{url}/readyz") if name == "gateway" else self._grpc_check(addresses[name])
+                ready = asyncio.create_task(self._wait_ready(child, check))
+                stopping = asyncio.create_task(stop.wait())
+                await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                if not ready.done():
+                    ready.cancel()
+                    return await self._shutdown(0)
+                ready.result()
+        except RuntimeError as exc:
+            self._say(f"steward: {exc}")
+            return await self._shutdown(1)
+        self._banner(url)
+        exits = {asyncio.create_task(child.process.wait()): child for child in self._children}
+        stopping = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({stopping, *exits}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        for task, child in exits.items():
+            if task in done:
+                self._say(f"steward: {child.name} exited unexpectedly ({child.process.returncode})\n{_tail(child.log_path)}")
+                return await self._shutdown(1)
+        return await self._shutdown(0)
+
+    def _banner(self, url: str) -> None:
+        pids = " ".join(f"{child.name}={child.process.pid}" for child in self._children)
+        self._say(f"Steward is running at {url}")
+        self._say(f"dev token: {self.dev_token}")
+        self._say("model: demo/offline (no provider key configured; answers are canned, not from a real model)")
+        self._say(f"data: {self._data_dir}  logs: {self._data_dir / 'logs'}")
+        self._say(f"children: {pids}")
+        self._say("Press Ctrl-C to stop.")
+
+    async def _shutdown(self, code: int) -> int:
+        for child in reversed(self._children):
+            if child.process.returncode is None:
+                child.process.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(child.process.wait(), STOP_TIMEOUT)
+                except TimeoutError:
+                    self._say(f"steward: {child.name} did not stop in {STOP_TIMEOUT:.0f}s; killing it")
+                    child.process.kill()
+                    await child.process.wait()
+        self._say("steward: stopped")
+        return code

@@ -1,0 +1,71 @@
+"""Internal principal tokens: what verifies and what does not."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import jwt
+import pytest
+from pydantic import ValidationError
+
+from steward.auth import AUDIENCE, METADATA_KEY, Principal, TokenSigner, TokenVerifier
+from steward.errors import StewardError
+from steward.settings import CommonSettings
+
+SECRET = "s" * 40
+
+
+def _reason(call: object) -> str:
+    with pytest.raises(StewardError) as raised:
+        call()  # type: ignore[operator]
+    assert raised.value.code == grpc.StatusCode.UNAUTHENTICATED
+    return raised.value.reason
+
+
+def test_a_minted_token_verifies_to_its_principal() -> None:
+    token = TokenSigner(SECRET, issuer="gateway").mint("alice", actor="runtime")
+    assert TokenVerifier(SECRET).verify(token) == Principal(user_id="alice", actor="runtime", issuer="gateway")
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"sub": "alice", "aud": AUDIENCE, "iss": "x", "iat": 0, "exp": 1},  # expired
+        {"sub": "alice", "aud": "someone-else", "iss": "x", "iat": 0, "exp": 2**40},  # wrong audience
+        {"aud": AUDIENCE, "iss": "x", "iat": 0, "exp": 2**40},  # no subject
+        {"sub": "", "aud": AUDIENCE, "iss": "x", "iat": 0, "exp": 2**40},  # empty subject
+        {"sub": "alice", "aud": AUDIENCE, "iat": 0, "exp": 2**40},  # no issuer
+    ],
+)
+def test_bad_claims_are_refused(claims: dict[str, object]) -> None:
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+    assert _reason(lambda: TokenVerifier(SECRET).verify(token)) == "PRINCIPAL_INVALID"
+
+
+def test_wrong_key_and_unsigned_tokens_are_refused() -> None:
+    other = TokenSigner("o" * 40, issuer="gateway").mint("alice")
+    assert _reason(lambda: TokenVerifier(SECRET).verify(other)) == "PRINCIPAL_INVALID"
+    unsigned = jwt.encode({"sub": "alice", "aud": AUDIENCE, "iss": "x", "iat": 0, "exp": 2**40}, None, algorithm="none")
+    assert _reason(lambda: TokenVerifier(SECRET).verify(unsigned)) == "PRINCIPAL_INVALID"
+
+
+def test_metadata_without_a_token_is_missing() -> None:
+    verifier = TokenVerifier(SECRET)
+    assert _reason(lambda: verifier.verify_metadata(grpc.aio.Metadata())) == "PRINCIPAL_MISSING"
+    token = TokenSigner(SECRET, issuer="t").mint("bob")
+    assert verifier.verify_metadata(grpc.aio.Metadata((METADATA_KEY, token))).user_id == "bob"
+
+
+def test_signer_reuses_a_fresh_token_and_it_expires_soon() -> None:
+    signer = TokenSigner(SECRET, issuer="gateway", ttl_seconds=300)
+    first = signer.token_for(Principal("alice"))
+    assert signer.token_for(Principal("alice")) == first
+    assert signer.token_for(Principal("bob")) != first
+    claims = jwt.decode(first, SECRET, algorithms=["HS256"], audience=AUDIENCE)
+    assert 0 < claims["exp"] - time.time() <= 300
+
+
+def test_short_internal_secrets_are_rejected() -> None:
+    with pytest.raises(ValidationError):
+        CommonSettings.model_validate({"internal_secret": "too-short"})
