@@ -183,7 +183,9 @@ class Supervisor:
         stopping.cancel()
         for task, child in exits.items():
             if task in done:
-                self._say(f"steward: {child.name} exited unexpectedly ({child.process.returncode})\n{_tail(child.log_path)}")
+                self._say(
+                    f"steward: {child.name} exited unexpectedly ({child.process.returncode})\n{_tail(child.log_path)}"
+                )
                 return await self._shutdown(1)
         return await self._shutdown(0)
 

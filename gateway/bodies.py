@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.problems import HttpProblem
+from gateway.problems import HttpError
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
@@ -15,19 +15,19 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     if not request.body_exists:
         return {}
     if request.content_type != "application/json":
-        raise HttpProblem(415, "UNSUPPORTED_MEDIA_TYPE", "the body must be application/json")
+        raise HttpError(415, "UNSUPPORTED_MEDIA_TYPE", "the body must be application/json")
     raw = await request.read()  # bounded by the app's client_max_size (413 beyond it)
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HttpProblem(400, "MALFORMED_JSON", f"the body is not valid JSON: {exc}") from exc
+        raise HttpError(400, "MALFORMED_JSON", f"the body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
-        raise HttpProblem(400, "MALFORMED_JSON", "the body must be a JSON object")
+        raise HttpError(400, "MALFORMED_JSON", "the body must be a JSON object")
     return body
 
 
-def field_error(field: str, detail: str) -> HttpProblem:
-    return HttpProblem(400, "INVALID_ARGUMENT", f"{field}: {detail}")
+def field_error(field: str, detail: str) -> HttpError:
+    return HttpError(400, "INVALID_ARGUMENT", f"{field}: {detail}")
 
 
 def optional_str(body: dict[str, Any], field: str, max_length: int) -> str:

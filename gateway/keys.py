@@ -16,9 +16,9 @@ from steward.store.v1 import store_service_pb2_grpc as store_grpc
 class Clients:
     """Stubs for the services the gateway talks to."""
 
-    conversations: store_grpc.ConversationServiceStub
-    runs: store_grpc.RunServiceStub
-    runtime: runtime_grpc.RuntimeServiceStub
+    conversations: store_grpc.ConversationServiceAsyncStub
+    runs: store_grpc.RunServiceAsyncStub
+    runtime: runtime_grpc.RuntimeServiceAsyncStub
     health: dict[str, health_pb2_grpc.HealthStub]
 
 

@@ -60,9 +60,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     request_id = request.get(REQUEST_ID, "")
     try:
         return await handler(request)
-    except problems.HttpProblem as exc:
+    except problems.HttpError as exc:
         return problems.problem(
-            exc.status, exc.reason, exc.detail, instance=request.path, extra={"request_id": request_id}, headers=exc.headers
+            exc.status,
+            exc.reason,
+            exc.detail,
+            instance=request.path,
+            extra={"request_id": request_id},
+            headers=exc.headers,
         )
     except StewardError as exc:
         return problems.from_error(exc, request.path, request_id)
@@ -86,7 +91,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return problems.problem(exc.status, "BAD_REQUEST", exc.reason, instance=request.path)
     except Exception:
         log.exception("unhandled_error")
-        return problems.problem(500, "INTERNAL", "internal error", instance=request.path, extra={"request_id": request_id})
+        return problems.problem(
+            500, "INTERNAL", "internal error", instance=request.path, extra={"request_id": request_id}
+        )
 
 
 @web.middleware
@@ -96,15 +103,17 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     settings = request.app[SETTINGS]
     challenge = {"WWW-Authenticate": 'Bearer realm="steward"'}
     if any(key.lower() in {"access_token", "token", "api_key"} for key in request.query):
-        raise problems.HttpProblem(400, "INVALID_ARGUMENT", "tokens are not accepted in the query string")
+        raise problems.HttpError(400, "INVALID_ARGUMENT", "tokens are not accepted in the query string")
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if not header:
-        raise problems.HttpProblem(401, "TOKEN_MISSING", "an Authorization: Bearer token is required", headers=challenge)
+        raise problems.HttpError(401, "TOKEN_MISSING", "an Authorization: Bearer token is required", headers=challenge)
     if scheme.lower() != "bearer" or not token.strip():
-        raise problems.HttpProblem(401, "TOKEN_INVALID", "the Authorization header must be 'Bearer <token>'", headers=challenge)
+        raise problems.HttpError(
+            401, "TOKEN_INVALID", "the Authorization header must be 'Bearer <token>'", headers=challenge
+        )
     if not hmac.compare_digest(token.strip().encode(), settings.dev_token.get_secret_value().encode()):
-        raise problems.HttpProblem(401, "TOKEN_INVALID", "the token is not valid", headers=challenge)
+        raise problems.HttpError(401, "TOKEN_INVALID", "the token is not valid", headers=challenge)
     principal_token = set_principal(Principal(user_id=settings.dev_user_id))
     try:
         with structlog.contextvars.bound_contextvars(user_id=settings.dev_user_id):

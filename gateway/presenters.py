@@ -39,10 +39,20 @@ def block_json(block: content_pb2.ContentBlock) -> dict[str, Any]:
         return {"type": "reasoning", "text": block.reasoning.text}
     if kind == "tool_call":
         call = block.tool_call
-        return {"type": "tool_call", "id": call.id, "name": call.name, "arguments": json.loads(call.arguments_json or "{}")}
+        return {
+            "type": "tool_call",
+            "id": call.id,
+            "name": call.name,
+            "arguments": json.loads(call.arguments_json or "{}"),
+        }
     if kind == "tool_result":
         result = block.tool_result
-        return {"type": "tool_result", "tool_call_id": result.tool_call_id, "content": result.content, "is_error": result.is_error}
+        return {
+            "type": "tool_result",
+            "tool_call_id": result.tool_call_id,
+            "content": result.content,
+            "is_error": result.is_error,
+        }
     return {"type": "unknown"}
 
 

@@ -43,7 +43,7 @@ def from_error(error: StewardError, instance: str, request_id: str) -> web.Respo
     return problem(status, error.reason, error.message, instance=instance, extra=extra)
 
 
-class HttpProblem(Exception):
+class HttpError(Exception):
     """An HTTP-level failure found by the gateway itself (bad body, bad token, ...)."""
 
     def __init__(self, status: int, reason: str, detail: str, *, headers: dict[str, str] | None = None) -> None:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
@@ -20,7 +21,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
 
 
 @pytest.fixture(scope="session")
-async def gateway(stack: Stack) -> AsyncIterator[TestClient[object, object]]:
+async def gateway(stack: Stack) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     """A gateway served over real HTTP on an ephemeral port, talking to the stack over gRPC."""
     server = TestServer(create_app(stack.gateway_settings()), host="127.0.0.1", port=0)
     async with TestClient(server) as client:

@@ -18,7 +18,8 @@ class SseEvent:
 def parse_sse(text: str) -> list[SseEvent]:
     """Parse a complete SSE body; comments (heartbeats) are skipped."""
     events: list[SseEvent] = []
-    current_id, current_event, data_lines = "", "message", []
+    current_id, current_event = "", "message"
+    data_lines: list[str] = []
     for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         if line == "":
             if data_lines:

@@ -22,13 +22,16 @@ METHODS = [(area, service, method) for area, service in SERVICES for method in s
 
 def _server(stack: Stack, area: str) -> GrpcServer:
     servers: dict[str, GrpcServer] = {
-        "store": stack.store, "provider": stack.provider, "confirm": stack.confirm, "runtime": stack.runtime,
+        "store": stack.store,
+        "provider": stack.provider,
+        "confirm": stack.confirm,
+        "runtime": stack.runtime,
     }
     return servers[area]
 
 
 def _error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     if status is None:
         return None
     for detail in status.details:
@@ -44,7 +47,9 @@ def test_every_area_has_services() -> None:
 
 
 @pytest.mark.parametrize(("area", "service", "method"), METHODS, ids=lambda v: getattr(v, "full_name", v))
-async def test_rpc_is_registered_and_answers_with_a_reason(stack: Stack, area: str, service: object, method: object) -> None:
+async def test_rpc_is_registered_and_answers_with_a_reason(
+    stack: Stack, area: str, service: object, method: object
+) -> None:
     """An empty request reaches our servicer: it succeeds or fails with ErrorInfo from our domain.
 
     A method without a registered servicer would fail with a bare UNIMPLEMENTED and no ErrorInfo.
@@ -57,21 +62,28 @@ async def test_rpc_is_registered_and_answers_with_a_reason(stack: Stack, area: s
         try:
             if method.server_streaming:  # type: ignore[attr-defined]
                 call = channel.unary_stream(
-                    path, request_serializer=request_class.SerializeToString, response_deserializer=response_class.FromString
+                    path,
+                    request_serializer=request_class.SerializeToString,
+                    response_deserializer=response_class.FromString,
                 )
                 async for _ in call(request_class(), metadata=metadata, timeout=5):
                     pass
             else:
                 unary = channel.unary_unary(
-                    path, request_serializer=request_class.SerializeToString, response_deserializer=response_class.FromString
+                    path,
+                    request_serializer=request_class.SerializeToString,
+                    response_deserializer=response_class.FromString,
                 )
                 await unary(request_class(), metadata=metadata, timeout=5)
-        except grpc.aio.AioRpcError as error:
-            info = _error_info(error)
-            assert info is not None, f"{path}: {error.code().name} {error.details()} carries no ErrorInfo"
-            assert info.domain == f"{area}.steward"
-            assert info.reason
-            assert error.code() != grpc.StatusCode.INTERNAL, f"{path}: {info.reason}"
+        except grpc.aio.AioRpcError as caught:
+            failure = caught
+        else:
+            return
+    info = _error_info(failure)
+    assert info is not None, f"{path}: {failure.code().name} {failure.details()} carries no ErrorInfo"
+    assert info.domain == f"{area}.steward"
+    assert info.reason
+    assert failure.code() != grpc.StatusCode.INTERNAL, f"{path}: {info.reason}"
 
 
 @pytest.mark.parametrize("area", ["store", "provider", "confirm", "runtime"])
@@ -94,7 +106,8 @@ async def test_calls_without_a_valid_principal_are_refused(stack: Stack, area: s
                 await call(request_class(), metadata=metadata, timeout=5)
             assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
             info = _error_info(raised.value)
-            assert info is not None and info.reason == reason
+            assert info is not None
+            assert info.reason == reason
 
 
 @pytest.mark.parametrize("area", ["store", "provider", "confirm", "runtime"])

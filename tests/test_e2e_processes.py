@@ -43,14 +43,24 @@ async def _read_banner(stdout: asyncio.StreamReader) -> dict[str, str]:
     url = re.search(r"running at (http://\S+)", text)
     token = re.search(r"dev token: (\S+)", text)
     children = re.search(r"children: (.+)", text)
-    assert url and token and children, text
+    assert url, text
+    assert token, text
+    assert children, text
     return {"url": url.group(1), "token": token.group(1), "children": children.group(1)}
 
 
 async def test_steward_up_serves_a_chat_and_stops_every_child(tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli", "up", "--data-dir", str(tmp_path), "--port", "0",
-        cwd=REPO, stdout=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "cli",
+        "up",
+        "--data-dir",
+        str(tmp_path),
+        "--port",
+        "0",
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None
     try:

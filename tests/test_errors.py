@@ -37,10 +37,10 @@ def test_grpc_codes_map_to_http(code: grpc.StatusCode, status: int) -> None:
 
 
 REPO = Path(__file__).resolve().parent.parent
-# Calls whose reason argument is a string literal: not_found("X", ...), HttpProblem(400, "X", ...), ...
+# Calls whose reason argument is a string literal: not_found("X", ...), HttpError(400, "X", ...), ...
 _REASON_ARG = re.compile(
     r"""(?:not_found|failed_precondition|unauthenticated|StewardError\(grpc\.StatusCode\.\w+,|"""
-    r'HttpProblem\([\w.]+,|problem\([\w.]+,)\(?\s*"([A-Z_]+)"'
+    r'HttpError\([\w.]+,|problem\([\w.]+,)\(?\s*"([A-Z_]+)"'
 )
 
 

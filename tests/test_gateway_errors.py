@@ -49,8 +49,15 @@ async def test_malformed_json_on_messages_is_400(gateway: Client, auth: dict[str
 
 @pytest.mark.parametrize(
     "payload",
-    [{}, {"content": ""}, {"content": "   "}, {"content": []}, {"content": [{"type": "image"}]}, {"content": 5},
-     {"content": "hi", "run_id": "not-a-uuid"}],
+    [
+        {},
+        {"content": ""},
+        {"content": "   "},
+        {"content": []},
+        {"content": [{"type": "image"}]},
+        {"content": 5},
+        {"content": "hi", "run_id": "not-a-uuid"},
+    ],
 )
 async def test_invalid_message_is_400(gateway: Client, auth: dict[str, str], payload: dict[str, Any]) -> None:
     conversation_id = await _conversation(gateway, auth)
@@ -59,13 +66,17 @@ async def test_invalid_message_is_400(gateway: Client, auth: dict[str, str], pay
 
 
 async def test_wrong_content_type_is_415(gateway: Client, auth: dict[str, str]) -> None:
-    response = await gateway.post("/api/v1/conversations", data=b"title=x", headers={**auth, "Content-Type": "text/plain"})
+    response = await gateway.post(
+        "/api/v1/conversations", data=b"title=x", headers={**auth, "Content-Type": "text/plain"}
+    )
     await _problem(response, 415, "UNSUPPORTED_MEDIA_TYPE")
 
 
 async def test_oversized_body_is_413(gateway: Client, auth: dict[str, str]) -> None:
     big = b'{"title": "' + b"x" * (2 * 1024 * 1024) + b'"}'
-    response = await gateway.post("/api/v1/conversations", data=io.BytesIO(big), headers={**auth, "Content-Type": "application/json"})
+    response = await gateway.post(
+        "/api/v1/conversations", data=io.BytesIO(big), headers={**auth, "Content-Type": "application/json"}
+    )
     await _problem(response, 413, "TOO_LARGE")
 
 
@@ -80,7 +91,9 @@ async def test_oversized_body_is_413(gateway: Client, auth: dict[str, str]) -> N
         ("GET", "/api/v1/nothing-here", "ROUTE_NOT_FOUND"),
     ],
 )
-async def test_unknown_resources_are_404(gateway: Client, auth: dict[str, str], method: str, path: str, reason: str) -> None:
+async def test_unknown_resources_are_404(
+    gateway: Client, auth: dict[str, str], method: str, path: str, reason: str
+) -> None:
     response = await gateway.request(method, path, headers=auth)
     await _problem(response, 404, reason)
 
@@ -130,5 +143,8 @@ async def test_health_endpoints_need_no_token(gateway: Client) -> None:
     ready = await gateway.get("/readyz")
     assert ready.status == 200
     assert (await ready.json())["services"] == {
-        "confirm": "serving", "provider": "serving", "runtime": "serving", "store": "serving"
+        "confirm": "serving",
+        "provider": "serving",
+        "runtime": "serving",
+        "store": "serving",
     }

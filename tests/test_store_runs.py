@@ -56,14 +56,37 @@ async def test_another_users_resources_are_not_found(stack: Stack, channel: grpc
     conversation_id, run_id = await _run(channel, alice)
     conversations, runs = pb_grpc.ConversationServiceStub(channel), pb_grpc.RunServiceStub(channel)
     ttl = Duration(seconds=30)
-    await _expect("CONVERSATION_NOT_FOUND", conversations.GetConversation(pb.GetConversationRequest(id=conversation_id), metadata=bob))
-    await _expect("CONVERSATION_NOT_FOUND", conversations.ListMessages(pb.ListMessagesRequest(conversation_id=conversation_id), metadata=bob))
-    await _expect("CONVERSATION_NOT_FOUND", conversations.AppendMessage(pb.AppendMessageRequest(conversation_id=conversation_id, message=_text("x")), metadata=bob))
-    await _expect("CONVERSATION_NOT_FOUND", conversations.DeleteConversation(pb.DeleteConversationRequest(id=conversation_id), metadata=bob))
-    await _expect("CONVERSATION_NOT_FOUND", runs.CreateRun(pb.CreateRunRequest(conversation_id=conversation_id), metadata=bob))
+    await _expect(
+        "CONVERSATION_NOT_FOUND",
+        conversations.GetConversation(pb.GetConversationRequest(id=conversation_id), metadata=bob),
+    )
+    await _expect(
+        "CONVERSATION_NOT_FOUND",
+        conversations.ListMessages(pb.ListMessagesRequest(conversation_id=conversation_id), metadata=bob),
+    )
+    await _expect(
+        "CONVERSATION_NOT_FOUND",
+        conversations.AppendMessage(
+            pb.AppendMessageRequest(conversation_id=conversation_id, message=_text("x")), metadata=bob
+        ),
+    )
+    await _expect(
+        "CONVERSATION_NOT_FOUND",
+        conversations.DeleteConversation(pb.DeleteConversationRequest(id=conversation_id), metadata=bob),
+    )
+    await _expect(
+        "CONVERSATION_NOT_FOUND", runs.CreateRun(pb.CreateRunRequest(conversation_id=conversation_id), metadata=bob)
+    )
     await _expect("RUN_NOT_FOUND", runs.GetRun(pb.GetRunRequest(id=run_id), metadata=bob))
-    await _expect("RUN_NOT_FOUND", runs.ClaimRun(pb.ClaimRunRequest(id=run_id, holder="b", lease_ttl=ttl), metadata=bob))
-    await _expect("RUN_NOT_FOUND", runs.AppendRunEvents(pb.AppendRunEventsRequest(run_id=run_id, events=[ev.RunEvent(run_resumed=ev.RunResumed())]), metadata=bob))
+    await _expect(
+        "RUN_NOT_FOUND", runs.ClaimRun(pb.ClaimRunRequest(id=run_id, holder="b", lease_ttl=ttl), metadata=bob)
+    )
+    await _expect(
+        "RUN_NOT_FOUND",
+        runs.AppendRunEvents(
+            pb.AppendRunEventsRequest(run_id=run_id, events=[ev.RunEvent(run_resumed=ev.RunResumed())]), metadata=bob
+        ),
+    )
     await _expect("RUN_NOT_FOUND", runs.CheckpointRun(pb.CheckpointRunRequest(run_id=run_id), metadata=bob))
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         async for _ in runs.StreamRunEvents(pb.StreamRunEventsRequest(run_id=run_id), metadata=bob):
@@ -72,7 +95,9 @@ async def test_another_users_resources_are_not_found(stack: Stack, channel: grpc
     assert not (await conversations.ListConversations(pb.ListConversationsRequest(), metadata=bob)).conversations
     assert not (await runs.ListRuns(pb.ListRunsRequest(), metadata=bob)).runs
     # Alice still sees everything, unchanged.
-    messages = (await conversations.ListMessages(pb.ListMessagesRequest(conversation_id=conversation_id), metadata=alice)).messages
+    messages = (
+        await conversations.ListMessages(pb.ListMessagesRequest(conversation_id=conversation_id), metadata=alice)
+    ).messages
     assert [m.content[0].text.text for m in messages] == ["hi"]
     assert (await runs.GetRun(pb.GetRunRequest(id=run_id), metadata=alice)).run.state == run_pb2.RUN_STATE_QUEUED
 
@@ -83,11 +108,16 @@ async def test_a_stale_lease_epoch_is_refused_and_changes_nothing(stack: Stack, 
     runs = pb_grpc.RunServiceStub(channel)
     ttl = Duration(seconds=30)
     first = (await runs.ClaimRun(pb.ClaimRunRequest(id=run_id, holder="a", lease_ttl=ttl), metadata=user)).run
-    assert first.lease_epoch == 1 and first.state == run_pb2.RUN_STATE_RUNNING
-    await _expect("RUN_STATE_CONFLICT", runs.ClaimRun(pb.ClaimRunRequest(id=run_id, holder="b", lease_ttl=ttl), metadata=user))
+    assert first.lease_epoch == 1
+    assert first.state == run_pb2.RUN_STATE_RUNNING
+    await _expect(
+        "RUN_STATE_CONFLICT", runs.ClaimRun(pb.ClaimRunRequest(id=run_id, holder="b", lease_ttl=ttl), metadata=user)
+    )
     await runs.CheckpointRun(
         pb.CheckpointRunRequest(
-            run_id=run_id, lease_epoch=1, state=run_pb2.RUN_STATE_PAUSED,
+            run_id=run_id,
+            lease_epoch=1,
+            state=run_pb2.RUN_STATE_PAUSED,
             pause_reason=run_pb2.PAUSE_REASON_AWAITING_CONFIRMATION,
             events=[ev.RunEvent(run_paused=ev.RunPaused(reason=run_pb2.PAUSE_REASON_AWAITING_CONFIRMATION))],
         ),
@@ -96,18 +126,38 @@ async def test_a_stale_lease_epoch_is_refused_and_changes_nothing(stack: Stack, 
     second = (await runs.ClaimRun(pb.ClaimRunRequest(id=run_id, holder="b", lease_ttl=ttl), metadata=user)).run
     assert second.lease_epoch == 2
     stale_event = [ev.RunEvent(text_delta=ev.TextDelta(text="from the past"))]
-    await _expect("LEASE_LOST", runs.AppendRunEvents(pb.AppendRunEventsRequest(run_id=run_id, lease_epoch=1, events=stale_event), metadata=user))
-    await _expect("LEASE_LOST", runs.CheckpointRun(pb.CheckpointRunRequest(run_id=run_id, lease_epoch=1, messages=[_text("x")], state=run_pb2.RUN_STATE_COMPLETED), metadata=user))
+    await _expect(
+        "LEASE_LOST",
+        runs.AppendRunEvents(
+            pb.AppendRunEventsRequest(run_id=run_id, lease_epoch=1, events=stale_event), metadata=user
+        ),
+    )
+    await _expect(
+        "LEASE_LOST",
+        runs.CheckpointRun(
+            pb.CheckpointRunRequest(
+                run_id=run_id, lease_epoch=1, messages=[_text("x")], state=run_pb2.RUN_STATE_COMPLETED
+            ),
+            metadata=user,
+        ),
+    )
     after = (await runs.GetRun(pb.GetRunRequest(id=run_id), metadata=user)).run
-    assert after.last_event_seq == 1 and after.state == run_pb2.RUN_STATE_RUNNING and after.lease_epoch == 2
+    assert after.last_event_seq == 1
+    assert after.state == run_pb2.RUN_STATE_RUNNING
+    assert after.lease_epoch == 2
 
 
 async def test_a_live_subscriber_sees_every_event_exactly_once(stack: Stack, channel: grpc.aio.Channel) -> None:
     user = _user(stack)
     _, run_id = await _run(channel, user)
     runs = pb_grpc.RunServiceStub(channel)
-    epoch = (await runs.ClaimRun(pb.ClaimRunRequest(id=run_id, holder="a", lease_ttl=Duration(seconds=30)), metadata=user)).run.lease_epoch
-    await runs.AppendRunEvents(pb.AppendRunEventsRequest(run_id=run_id, lease_epoch=epoch, events=[ev.RunEvent(run_started=ev.RunStarted())]), metadata=user)
+    epoch = (
+        await runs.ClaimRun(pb.ClaimRunRequest(id=run_id, holder="a", lease_ttl=Duration(seconds=30)), metadata=user)
+    ).run.lease_epoch
+    await runs.AppendRunEvents(
+        pb.AppendRunEventsRequest(run_id=run_id, lease_epoch=epoch, events=[ev.RunEvent(run_started=ev.RunStarted())]),
+        metadata=user,
+    )
     seen: list[int] = []
 
     async def subscribe() -> None:
@@ -115,12 +165,22 @@ async def test_a_live_subscriber_sees_every_event_exactly_once(stack: Stack, cha
             seen.append(item.event.seq)
 
     subscriber = asyncio.create_task(subscribe())
-    batches = [[ev.RunEvent(step=1, text_delta=ev.TextDelta(text=f"{i}-{j}")) for j in range(i % 3 + 1)] for i in range(40)]
+    batches = [
+        [ev.RunEvent(step=1, text_delta=ev.TextDelta(text=f"{i}-{j}")) for j in range(i % 3 + 1)] for i in range(40)
+    ]
     await asyncio.gather(
-        *(runs.AppendRunEvents(pb.AppendRunEventsRequest(run_id=run_id, lease_epoch=epoch, events=b), metadata=user) for b in batches)
+        *(
+            runs.AppendRunEvents(pb.AppendRunEventsRequest(run_id=run_id, lease_epoch=epoch, events=b), metadata=user)
+            for b in batches
+        )
     )
     done = await runs.CheckpointRun(
-        pb.CheckpointRunRequest(run_id=run_id, lease_epoch=epoch, state=run_pb2.RUN_STATE_COMPLETED, events=[ev.RunEvent(run_completed=ev.RunCompleted())]),
+        pb.CheckpointRunRequest(
+            run_id=run_id,
+            lease_epoch=epoch,
+            state=run_pb2.RUN_STATE_COMPLETED,
+            events=[ev.RunEvent(run_completed=ev.RunCompleted())],
+        ),
         metadata=user,
     )
     await asyncio.wait_for(subscriber, 10)
@@ -129,15 +189,20 @@ async def test_a_live_subscriber_sees_every_event_exactly_once(stack: Stack, cha
     assert seen == list(range(1, total + 1))
 
 
-async def test_duplicate_create_with_a_request_id_returns_the_first_run(stack: Stack, channel: grpc.aio.Channel) -> None:
+async def test_duplicate_create_with_a_request_id_returns_the_first_run(
+    stack: Stack, channel: grpc.aio.Channel
+) -> None:
     user = _user(stack)
     conversations, runs = pb_grpc.ConversationServiceStub(channel), pb_grpc.RunServiceStub(channel)
     conversation = (await conversations.CreateConversation(pb.CreateConversationRequest(), metadata=user)).conversation
     request = pb.CreateRunRequest(conversation_id=conversation.id, request_id="key-1", input_message=_text("once"))
     first = await runs.CreateRun(request, metadata=user)
     second = await runs.CreateRun(request, metadata=user)
-    assert not first.existed and second.existed
+    assert not first.existed
+    assert second.existed
     assert first.run.id == second.run.id
     assert second.input_message.id == first.input_message.id
-    messages = (await conversations.ListMessages(pb.ListMessagesRequest(conversation_id=conversation.id), metadata=user)).messages
+    messages = (
+        await conversations.ListMessages(pb.ListMessagesRequest(conversation_id=conversation.id), metadata=user)
+    ).messages
     assert len(messages) == 1

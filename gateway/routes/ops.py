@@ -19,9 +19,9 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def _check(stub: object, timeout: float) -> str:
+async def _check(stub: object) -> str:
     try:
-        reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)  # type: ignore[attr-defined]
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=READY_TIMEOUT)  # type: ignore[attr-defined]
     except grpc.aio.AioRpcError as exc:
         return f"unreachable ({exc.code().name})"
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)).lower()
@@ -31,7 +31,7 @@ async def _check(stub: object, timeout: float) -> str:
 async def readyz(request: web.Request) -> web.Response:
     health = request.app[CLIENTS].health
     names = sorted(health)
-    results = await asyncio.gather(*(_check(health[name], READY_TIMEOUT) for name in names))
+    results = await asyncio.gather(*(_check(health[name]) for name in names))
     services = dict(zip(names, results, strict=True))
     ready = all(state == "serving" for state in services.values())
     return web.json_response({"ready": ready, "services": services}, status=200 if ready else 503)

@@ -18,7 +18,9 @@ _PREFIX = "ERROR_REASON_"
 
 # Every stable reason a service may send, from steward.common.v1.ErrorReason.
 KNOWN_REASONS: frozenset[str] = frozenset(
-    name.removeprefix(_PREFIX) for name in errors_pb2.ErrorReason.keys() if name != "ERROR_REASON_UNSPECIFIED"
+    value.name.removeprefix(_PREFIX)
+    for value in errors_pb2.ErrorReason.DESCRIPTOR.values
+    if value.name != "ERROR_REASON_UNSPECIFIED"
 )
 
 
@@ -83,14 +85,15 @@ def to_grpc_status(error: StewardError, domain: str) -> grpc.Status:
     detail = any_pb2.Any()
     detail.Pack(info)
     status = rpc_status.status_pb2.Status(code=error.code.value[0], message=error.message, details=[detail])
-    return rpc_status.to_status(status)
+    result: grpc.Status = rpc_status.to_status(status)
+    return result
 
 
 def from_rpc_error(exc: grpc.aio.AioRpcError) -> StewardError:
     """Decode a failed call into a StewardError, keeping the remote reason if there is one."""
     code = exc.code()
     message = exc.details() or code.name
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    status = rpc_status.from_call(exc)
     if status is not None:
         for detail in status.details:
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):

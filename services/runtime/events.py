@@ -17,7 +17,7 @@ from steward.store.v1 import store_service_pb2_grpc as store_grpc
 
 
 class EventWriter:
-    def __init__(self, runs: store_grpc.RunServiceStub, run_id: str, epoch: int, interval: float) -> None:
+    def __init__(self, runs: store_grpc.RunServiceAsyncStub, run_id: str, epoch: int, interval: float) -> None:
         self._runs = runs
         self._run_id = run_id
         self._epoch = epoch

@@ -34,9 +34,9 @@ class RunLoop:
     def __init__(
         self,
         settings: RuntimeSettings,
-        runs: store_grpc.RunServiceStub,
-        conversations: store_grpc.ConversationServiceStub,
-        provider: provider_grpc.ProviderServiceStub,
+        runs: store_grpc.RunServiceAsyncStub,
+        conversations: store_grpc.ConversationServiceAsyncStub,
+        provider: provider_grpc.ProviderServiceAsyncStub,
     ) -> None:
         self._settings = settings
         self._runs = runs
@@ -112,7 +112,9 @@ class RunLoop:
                 parts.append(chunk.text_delta.text)
                 await writer.text(step, chunk.text_delta.text)
             elif kind == "reasoning_delta":
-                await writer.emit(ev.RunEvent(step=step, reasoning_delta=ev.ReasoningDelta(text=chunk.reasoning_delta.text)))
+                await writer.emit(
+                    ev.RunEvent(step=step, reasoning_delta=ev.ReasoningDelta(text=chunk.reasoning_delta.text))
+                )
             elif kind == "usage":
                 usage.CopyFrom(chunk.usage)
         await writer.close()

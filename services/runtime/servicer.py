@@ -39,7 +39,7 @@ def _validate_input(blocks: list[content_pb2.ContentBlock]) -> None:
 
 
 class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
-    def __init__(self, runs: store_grpc.RunServiceStub, loop: RunLoop) -> None:
+    def __init__(self, runs: store_grpc.RunServiceAsyncStub, loop: RunLoop) -> None:
         self._runs = runs
         self._loop = loop
         self._tasks: set[asyncio.Task[None]] = set()

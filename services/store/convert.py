@@ -17,13 +17,16 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(value: datetime) -> datetime:
+    """SQLite returns naive datetimes; we only ever store UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def timestamp(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
-    if value.tzinfo is None:  # SQLite returns naive datetimes; we only ever store UTC
-        value = value.replace(tzinfo=UTC)
     result = Timestamp()
-    result.FromDatetime(value)
+    result.FromDatetime(aware(value))
     return result
 
 

@@ -36,7 +36,9 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
     def __init__(self, conversations: ConversationRepository) -> None:
         self._conversations = conversations
 
-    async def CreateConversation(self, request: pb.CreateConversationRequest, context: Context) -> pb.CreateConversationResponse:
+    async def CreateConversation(
+        self, request: pb.CreateConversationRequest, context: Context
+    ) -> pb.CreateConversationResponse:
         if len(request.title) > MAX_TITLE_LENGTH:
             raise invalid_argument("title", f"title is longer than {MAX_TITLE_LENGTH} characters")
         if request.agent_id:
@@ -50,13 +52,17 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         conversation = await self._conversations.get(current_principal().user_id, v.require_id(request.id, "id"))
         return pb.GetConversationResponse(conversation=conversation)
 
-    async def ListConversations(self, request: pb.ListConversationsRequest, context: Context) -> pb.ListConversationsResponse:
-        items, next_token = await self._conversations.list(
+    async def ListConversations(
+        self, request: pb.ListConversationsRequest, context: Context
+    ) -> pb.ListConversationsResponse:
+        items, next_token = await self._conversations.list_conversations(
             current_principal().user_id, v.page_offset(request.page_token), v.page_size(request.page_size)
         )
         return pb.ListConversationsResponse(conversations=items, next_page_token=next_token)
 
-    async def DeleteConversation(self, request: pb.DeleteConversationRequest, context: Context) -> pb.DeleteConversationResponse:
+    async def DeleteConversation(
+        self, request: pb.DeleteConversationRequest, context: Context
+    ) -> pb.DeleteConversationResponse:
         await self._conversations.delete(current_principal().user_id, v.require_id(request.id, "id"))
         return pb.DeleteConversationResponse()
 
@@ -103,7 +109,7 @@ class RunServicer(pb_grpc.RunServiceServicer):
         return pb.GetRunResponse(run=await self._runs.get(current_principal().user_id, v.require_id(request.id, "id")))
 
     async def ListRuns(self, request: pb.ListRunsRequest, context: Context) -> pb.ListRunsResponse:
-        items, next_token = await self._runs.list(
+        items, next_token = await self._runs.list_runs(
             current_principal().user_id,
             request.conversation_id,
             v.page_offset(request.page_token),
@@ -176,4 +182,3 @@ class RunServicer(pb_grpc.RunServiceServicer):
                     await waiter.wait()
             except TimeoutError:
                 pass
-

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import structlog
 
-from steward.auth import METADATA_KEY, Principal, TokenSigner, TokenVerifier, maybe_current_principal
-from steward.auth import reset_principal, set_principal
+from steward.auth import (
+    METADATA_KEY,
+    Principal,
+    TokenSigner,
+    TokenVerifier,
+    maybe_current_principal,
+    reset_principal,
+    set_principal,
+)
 from steward.errors import StewardError, from_rpc_error, internal, not_implemented, to_grpc_status
 
 log = structlog.get_logger(__name__)
@@ -36,27 +43,32 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
         if handler is None or method.startswith(PUBLIC_METHOD_PREFIXES):
             return handler
-        if handler.response_streaming:
-            behavior = handler.stream_stream if handler.request_streaming else handler.unary_stream
-            wrapped_stream = self._wrap_streaming(method, behavior)
-            factory = grpc.stream_stream_rpc_method_handler if handler.request_streaming else grpc.unary_stream_rpc_method_handler
-            return factory(  # type: ignore[operator]
-                wrapped_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        behavior = handler.stream_unary if handler.request_streaming else handler.unary_unary
-        wrapped_unary = self._wrap_unary(method, behavior)
-        factory = grpc.stream_unary_rpc_method_handler if handler.request_streaming else grpc.unary_unary_rpc_method_handler
-        return factory(  # type: ignore[operator]
-            wrapped_unary,
+        kinds = (handler.request_streaming, handler.response_streaming)
+        behavior = cast(
+            Behavior,
+            {
+                (False, False): handler.unary_unary,
+                (False, True): handler.unary_stream,
+                (True, False): handler.stream_unary,
+                (True, True): handler.stream_stream,
+            }[kinds],
+        )
+        wrap = self._wrap_streaming if handler.response_streaming else self._wrap_unary
+        factory: Callable[..., grpc.RpcMethodHandler[Any, Any]] = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }[kinds]
+        return factory(
+            wrap(method, behavior),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -119,7 +131,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
 def _with_token(details: grpc.aio.ClientCallDetails, token: str) -> grpc.aio.ClientCallDetails:
     metadata = grpc.aio.Metadata(*tuple(details.metadata or ()))
-    if METADATA_KEY not in metadata:
+    if not metadata.get_all(METADATA_KEY):
         metadata.add(METADATA_KEY, token)
     return details._replace(metadata=metadata)  # type: ignore[attr-defined,no-any-return]
 

@@ -94,7 +94,9 @@ class ConversationRepository:
             raise not_found("CONVERSATION_NOT_FOUND", f"conversation {conversation_id} not found")
         return convert.conversation_message(row)
 
-    async def list(self, owner_id: str, offset: int, limit: int) -> tuple[list[conversation_pb2.Conversation], str]:
+    async def list_conversations(
+        self, owner_id: str, offset: int, limit: int
+    ) -> tuple[list[conversation_pb2.Conversation], str]:
         async with self._sessions() as session:
             rows = (
                 await session.scalars(

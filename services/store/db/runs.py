@@ -82,7 +82,7 @@ def event_message(row: RunEventRow) -> run_event_pb2.RunEvent:
     event = run_event_pb2.RunEvent.FromString(row.payload)
     event.run_id = row.run_id
     event.seq = row.seq
-    event.create_time.CopyFrom(convert.timestamp(row.create_time))
+    event.create_time.FromDatetime(convert.aware(row.create_time))
     return event
 
 
@@ -104,9 +104,7 @@ class RunRepository:
             raise failed_precondition("LEASE_LOST", f"lease epoch {epoch} is stale; the run is at {row.lease_epoch}")
         return row
 
-    async def create(
-        self, owner_id: str, new: NewRun
-    ) -> tuple[run_pb2.Run, bool, conversation_pb2.Message | None]:
+    async def create(self, owner_id: str, new: NewRun) -> tuple[run_pb2.Run, bool, conversation_pb2.Message | None]:
         async with self._sessions() as session, session.begin():
             conversation = await lock_conversation(session, owner_id, new.conversation_id)
             existing = await session.scalar(select(RunRow).where(RunRow.id == new.run_id))
@@ -153,7 +151,7 @@ class RunRepository:
             raise not_found("RUN_NOT_FOUND", f"run {run_id} not found")
         return convert.run_message(row)
 
-    async def list(
+    async def list_runs(
         self, owner_id: str, conversation_id: str, offset: int, limit: int
     ) -> tuple[list[run_pb2.Run], str]:
         query = select(RunRow).where(RunRow.owner_id == owner_id)
