@@ -52,12 +52,11 @@ check-generate: $(STAMP) ## Fail when the committed generated code differs from 
 buf-lint: $(BUF) ## Lint (STANDARD) and format-check the protos.
 	cd protos && ../$(BUF) lint && ../$(BUF) format --diff --exit-code
 
-buf-breaking: $(BUF) ## Check the protos for breaking changes (FILE) against main, once main has history.
-	@if git rev-parse --verify --quiet origin/main >/dev/null; then against='.git#branch=origin/main,subdir=protos'; \
-	elif git rev-parse --verify --quiet main >/dev/null && [ "$$(git rev-parse main)" != "$$(git rev-parse HEAD)" ]; then against='.git#branch=main,subdir=protos'; \
-	elif git rev-parse --verify --quiet HEAD~1 >/dev/null && git cat-file -e HEAD~1:protos/buf.yaml 2>/dev/null; then against='.git#ref=HEAD~1,subdir=protos'; \
+buf-breaking: $(BUF) ## Check the protos for breaking changes (FILE) against main, or the previous commit on main.
+	@if git rev-parse --verify --quiet main >/dev/null && [ "$$(git rev-parse main)" != "$$(git rev-parse HEAD)" ]; then ref=main; \
+	elif git rev-parse --verify --quiet HEAD~1 >/dev/null && git cat-file -e HEAD~1:protos/buf.yaml 2>/dev/null; then ref=HEAD~1; \
 	else echo "buf breaking: no earlier revision with protos/ to compare against"; exit 0; fi; \
-	echo "buf breaking against $$against"; cd protos && ../$(BUF) breaking --against "../$$against"
+	echo "buf breaking against $$ref"; cd protos && ../$(BUF) breaking --against "../.git#ref=$$ref,subdir=protos"
 
 lint: $(STAMP) buf-lint ## ruff (lint + format check) and import boundaries.
 	$(VENV)/bin/ruff check .
