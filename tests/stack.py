@@ -51,13 +51,13 @@ class Stack:
 
 
 @asynccontextmanager
-async def running_stack(data_dir: Path) -> AsyncIterator[Stack]:
+async def running_stack(data_dir: Path, *, demo_token_interval: float = 0.001) -> AsyncIterator[Stack]:
     """Start store, provider, confirm and runtime in this process; stop them afterwards."""
     secret = secrets.token_urlsafe(32)
     base: dict[str, object] = {"internal_secret": secret, "data_dir": data_dir, "log_json": False}
     store = await create_store(StoreSettings.model_validate(base), "127.0.0.1:0")
     provider = await create_provider(
-        ProviderSettings.model_validate({**base, "demo_token_interval": 0.001}), "127.0.0.1:0"
+        ProviderSettings.model_validate({**base, "demo_token_interval": demo_token_interval}), "127.0.0.1:0"
     )
     confirm = await create_confirm(CommonSettings.model_validate(base), "127.0.0.1:0")
     runtime = await create_runtime(

@@ -73,3 +73,43 @@ def test_signer_reuses_a_fresh_token_and_it_expires_soon() -> None:
 def test_short_internal_secrets_are_rejected() -> None:
     with pytest.raises(ValidationError):
         CommonSettings.model_validate({"internal_secret": "too-short"})
+
+
+def test_act_is_an_rfc8693_actor_object() -> None:
+    token = TokenSigner(SECRET, issuer="runtime").mint("alice", actor="runtime")
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"], audience=AUDIENCE)
+    assert claims["act"] == {"sub": "runtime"}
+    assert "act" not in jwt.decode(
+        TokenSigner(SECRET, issuer="gateway").mint("alice"), SECRET, algorithms=["HS256"], audience=AUDIENCE
+    )
+
+
+def test_the_previous_key_is_accepted_during_a_rotation_and_not_after() -> None:
+    old, new = "o" * 40, "n" * 40
+    old_token = TokenSigner(old, issuer="gateway").mint("alice")
+    new_token = TokenSigner(new, issuer="gateway").mint("alice")
+    rotating = TokenVerifier(new, previous_secret=old)
+    assert rotating.verify(old_token).user_id == "alice"
+    assert rotating.verify(new_token).user_id == "alice"
+    assert _reason(lambda: TokenVerifier(new).verify(old_token)) == "PRINCIPAL_INVALID"
+
+
+def test_client_calls_carry_the_principal_and_the_request_id() -> None:
+    import structlog
+
+    from steward.auth import reset_principal, set_principal
+    from steward.rpc.interceptors import REQUEST_ID_KEY, _PrincipalTokens
+
+    details = grpc.aio.ClientCallDetails("/x.v1.S/M", None, None, None, None)
+    tokens = _PrincipalTokens(TokenSigner(SECRET, issuer="runtime"), actor="runtime")
+    assert tokens.details(details) is details  # no principal: nothing is attached
+    principal = set_principal(Principal("alice"))
+    try:
+        with structlog.contextvars.bound_contextvars(request_id="req-123"):
+            metadata = tokens.details(details).metadata
+    finally:
+        reset_principal(principal)
+    assert metadata is not None
+    assert metadata.get_all(REQUEST_ID_KEY) == ["req-123"]
+    verified = TokenVerifier(SECRET).verify(str(metadata.get_all(METADATA_KEY)[0]))
+    assert verified == Principal(user_id="alice", actor="runtime", issuer="runtime")

@@ -9,6 +9,7 @@ for the duration of the call. Repositories scope queries by
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import grpc
 import jwt
 
 from steward.errors import StewardError, unauthenticated
+from steward.settings import CommonSettings
 
 METADATA_KEY = "x-steward-principal"
 AUDIENCE = "steward-internal"
@@ -61,11 +63,17 @@ def reset_principal(token: contextvars.Token[Principal | None]) -> None:
     _current.reset(token)
 
 
+def key_id(secret: str) -> str:
+    """A short, non-secret id for a signing key, sent as the token's `kid` header."""
+    return hashlib.sha256(b"steward-internal-key:" + secret.encode()).hexdigest()[:16]
+
+
 class TokenSigner:
     """Mints internal principal tokens for one issuer."""
 
     def __init__(self, secret: str, issuer: str, ttl_seconds: int = DEFAULT_TTL_SECONDS) -> None:
         self._secret = secret
+        self._kid = key_id(secret)
         self._issuer = issuer
         self._ttl = ttl_seconds
         self._cache: dict[tuple[str, str], tuple[str, float]] = {}
@@ -86,8 +94,8 @@ class TokenSigner:
             "jti": uuid.uuid4().hex,
         }
         if actor:
-            claims["act"] = actor
-        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+            claims["act"] = {"sub": actor}  # RFC 8693 actor claim
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM, headers={"kid": self._kid})
 
     def token_for(self, principal: Principal) -> str:
         """A cached token for `principal`, acted for by this issuer when it is a service."""
@@ -104,17 +112,26 @@ class TokenSigner:
 
 
 class TokenVerifier:
-    """Verifies internal principal tokens (signature, audience, expiry)."""
+    """Verifies internal principal tokens (signature, audience, expiry).
 
-    def __init__(self, secret: str) -> None:
-        self._secret = secret
+    It accepts the current key and, during a rotation, the previous one; the
+    token's `kid` header picks the key.
+    """
+
+    def __init__(self, secret: str, previous_secret: str | None = None) -> None:
+        self._keys = {key_id(secret): secret}
+        if previous_secret:
+            self._keys[key_id(previous_secret)] = previous_secret
 
     def verify(self, token: str) -> Principal:
         """The principal a valid token names; raises UNAUTHENTICATED otherwise."""
         try:
+            key = self._keys.get(str(jwt.get_unverified_header(token).get("kid", "")))
+            if key is None:
+                raise unauthenticated("PRINCIPAL_INVALID", "invalid principal token: unknown signing key")
             claims = jwt.decode(
                 token,
-                self._secret,
+                key,
                 algorithms=[ALGORITHM],
                 audience=AUDIENCE,
                 options={"require": ["iss", "aud", "sub", "exp", "iat"]},
@@ -124,7 +141,10 @@ class TokenVerifier:
         user_id = claims.get("sub")
         if not isinstance(user_id, str) or not user_id:
             raise unauthenticated("PRINCIPAL_INVALID", "principal token names no user")
-        return Principal(user_id=user_id, actor=str(claims.get("act", "")), issuer=str(claims["iss"]))
+        actor = claims.get("act", {})
+        if not isinstance(actor, dict) or not isinstance(actor.get("sub", ""), str):
+            raise unauthenticated("PRINCIPAL_INVALID", "principal token has a malformed act claim")
+        return Principal(user_id=user_id, actor=actor.get("sub", ""), issuer=str(claims["iss"]))
 
     def verify_metadata(self, metadata: grpc.aio.Metadata | None) -> Principal:
         """The principal in call metadata; raises UNAUTHENTICATED when absent or invalid."""
@@ -141,3 +161,9 @@ class TokenVerifier:
 def is_auth_error(error: StewardError) -> bool:
     """True for errors raised by principal verification."""
     return error.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def verifier_for(settings: CommonSettings) -> TokenVerifier:
+    """The verifier for a process's settings: the current key, and the previous one if set."""
+    previous = settings.internal_secret_previous
+    return TokenVerifier(settings.internal_secret.get_secret_value(), previous.get_secret_value() if previous else None)

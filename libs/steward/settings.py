@@ -20,6 +20,8 @@ class CommonSettings(BaseSettings):
     log_json: bool = True
     # Signs and verifies the short-lived internal principal tokens (HS256).
     internal_secret: SecretStr
+    # During a key rotation: the previous secret, still accepted (never used to sign).
+    internal_secret_previous: SecretStr | None = None
     store_address: str = "127.0.0.1:50061"
     provider_address: str = "127.0.0.1:50062"
     confirm_address: str = "127.0.0.1:50063"
@@ -27,9 +29,9 @@ class CommonSettings(BaseSettings):
     # Seconds a stopping server lets in-flight calls finish.
     shutdown_grace: float = 5.0
 
-    @field_validator("internal_secret")
+    @field_validator("internal_secret", "internal_secret_previous")
     @classmethod
-    def _secret_long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
+    def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"internal_secret must be at least {MIN_SECRET_BYTES} bytes")
         return value

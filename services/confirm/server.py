@@ -7,7 +7,7 @@ health-checked and authenticated like every other service.
 
 from __future__ import annotations
 
-from steward.auth import TokenVerifier
+from steward.auth import verifier_for
 from steward.confirm.v1 import confirm_service_pb2 as pb
 from steward.confirm.v1 import confirm_service_pb2_grpc as pb_grpc
 from steward.logs import configure_logging
@@ -28,7 +28,7 @@ async def create_server(settings: CommonSettings, address: str) -> GrpcServer:
             )
         ],
         address,
-        verifier=TokenVerifier(settings.internal_secret.get_secret_value()),
+        verifier=verifier_for(settings),
         domain=DOMAIN,
     )
 

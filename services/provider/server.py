@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.provider.servicer import ProviderServicer
 from services.provider.settings import ProviderSettings
-from steward.auth import TokenVerifier
+from steward.auth import verifier_for
 from steward.logs import configure_logging
 from steward.provider.v1 import provider_service_pb2 as pb
 from steward.provider.v1 import provider_service_pb2_grpc as pb_grpc
@@ -24,7 +24,7 @@ async def create_server(settings: ProviderSettings, address: str) -> GrpcServer:
             )
         ],
         address,
-        verifier=TokenVerifier(settings.internal_secret.get_secret_value()),
+        verifier=verifier_for(settings),
         domain=DOMAIN,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from services.runtime.loop import RunLoop
 from services.runtime.servicer import RuntimeServicer
 from services.runtime.settings import RuntimeSettings
-from steward.auth import TokenSigner, TokenVerifier
+from steward.auth import TokenSigner, verifier_for
 from steward.logs import configure_logging
 from steward.provider.v1 import provider_service_pb2_grpc as provider_grpc
 from steward.rpc.channels import create_channel
@@ -40,7 +40,7 @@ async def create_server(settings: RuntimeSettings, address: str) -> GrpcServer:
             )
         ],
         address,
-        verifier=TokenVerifier(secret),
+        verifier=verifier_for(settings),
         domain=DOMAIN,
     )
 

@@ -8,7 +8,7 @@ from services.store.db.runs import RunRepository
 from services.store.notifier import EventNotifier
 from services.store.servicers import ConversationServicer, RunServicer
 from services.store.settings import StoreSettings
-from steward.auth import TokenVerifier
+from steward.auth import verifier_for
 from steward.logs import configure_logging
 from steward.rpc.server import GrpcServer, ServiceRegistration, serve_until_signalled, start_grpc_server
 from steward.store.v1 import store_service_pb2 as pb
@@ -43,7 +43,7 @@ async def create_server(settings: StoreSettings, address: str) -> GrpcServer:
             ServiceRegistration(services["RunService"], lambda s: pb_grpc.add_RunServiceServicer_to_server(runs, s)),
         ],
         address,
-        verifier=TokenVerifier(settings.internal_secret.get_secret_value()),
+        verifier=verifier_for(settings),
         domain=DOMAIN,
     )
     server.on_stop.append(engine.dispose)

@@ -30,6 +30,15 @@ from steward.errors import StewardError, from_rpc_error, internal, not_implement
 log = structlog.get_logger(__name__)
 
 PUBLIC_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+REQUEST_ID_KEY = "x-request-id"
+
+
+def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and len(value) <= 128 and value.isprintable():
+            return value
+    return ""
+
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]
 
@@ -79,7 +88,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_unary(self, method: str, behavior: Behavior) -> Behavior:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             token = None
-            with structlog.contextvars.bound_contextvars(rpc=method):
+            with structlog.contextvars.bound_contextvars(rpc=method, request_id=_request_id(context)):
                 try:
                     token = set_principal(self._authenticate(context))
                     result = behavior(request, context)
@@ -97,7 +106,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_streaming(self, method: str, behavior: Behavior) -> Behavior:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             token = None
-            with structlog.contextvars.bound_contextvars(rpc=method):
+            with structlog.contextvars.bound_contextvars(rpc=method, request_id=_request_id(context)):
                 try:
                     token = set_principal(self._authenticate(context))
                     async for item in behavior(request, context):
@@ -133,6 +142,9 @@ def _with_token(details: grpc.aio.ClientCallDetails, token: str) -> grpc.aio.Cli
     metadata = grpc.aio.Metadata(*tuple(details.metadata or ()))
     if not metadata.get_all(METADATA_KEY):
         metadata.add(METADATA_KEY, token)
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    if request_id and not metadata.get_all(REQUEST_ID_KEY):
+        metadata.add(REQUEST_ID_KEY, str(request_id))
     return details._replace(metadata=metadata)  # type: ignore[attr-defined,no-any-return]
 
 

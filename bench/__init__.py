@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`). Targets live here, never in timed unit tests."""

@@ -1,0 +1,5 @@
+import asyncio
+
+from bench.foundation import main
+
+asyncio.run(main())
