@@ -31,6 +31,14 @@ def role_name(role: int) -> str | None:
     return _enum(content_pb2.Role.Name(role), "ROLE_")  # type: ignore[arg-type]
 
 
+def _arguments(text: str) -> Any:
+    """Tool arguments as JSON; a model may emit invalid JSON, which is passed on as the raw text."""
+    try:
+        return json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return text
+
+
 def block_json(block: content_pb2.ContentBlock) -> dict[str, Any]:
     kind = block.WhichOneof("block")
     if kind == "text":

@@ -5,10 +5,9 @@ from __future__ import annotations
 from services.provider.servicer import ProviderServicer
 from services.provider.settings import ProviderSettings
 from steward.auth import verifier_for
-from steward.logs import configure_logging
 from steward.provider.v1 import provider_service_pb2 as pb
 from steward.provider.v1 import provider_service_pb2_grpc as pb_grpc
-from steward.rpc.server import GrpcServer, ServiceRegistration, serve_until_signalled, start_grpc_server
+from steward.rpc.server import GrpcServer, registration, serve_main, start_grpc_server
 
 DOMAIN = "provider.steward"
 
@@ -17,12 +16,7 @@ async def create_server(settings: ProviderSettings, address: str) -> GrpcServer:
     """Start serving ProviderService on `address`."""
     servicer = ProviderServicer(settings.demo_token_interval)  # type: ignore[abstract]  # unbuilt RPCs answer NOT_IMPLEMENTED
     return await start_grpc_server(
-        [
-            ServiceRegistration(
-                pb.DESCRIPTOR.services_by_name["ProviderService"],
-                lambda s: pb_grpc.add_ProviderServiceServicer_to_server(servicer, s),
-            )
-        ],
+        [registration(pb, pb_grpc, "ProviderService", servicer)],
         address,
         verifier=verifier_for(settings),
         domain=DOMAIN,
@@ -31,6 +25,4 @@ async def create_server(settings: ProviderSettings, address: str) -> GrpcServer:
 
 async def main() -> None:
     settings = ProviderSettings()
-    configure_logging("provider", settings.log_level, json=settings.log_json)
-    server = await create_server(settings, settings.provider_address)
-    await serve_until_signalled(server, settings.shutdown_grace)
+    await serve_main("provider", settings, create_server, settings.provider_address)

@@ -6,10 +6,9 @@ from services.runtime.loop import RunLoop
 from services.runtime.servicer import RuntimeServicer
 from services.runtime.settings import RuntimeSettings
 from steward.auth import TokenSigner, verifier_for
-from steward.logs import configure_logging
 from steward.provider.v1 import provider_service_pb2_grpc as provider_grpc
 from steward.rpc.channels import create_channel
-from steward.rpc.server import GrpcServer, ServiceRegistration, serve_until_signalled, start_grpc_server
+from steward.rpc.server import GrpcServer, registration, serve_main, start_grpc_server
 from steward.runtime.v1 import runtime_service_pb2 as pb
 from steward.runtime.v1 import runtime_service_pb2_grpc as pb_grpc
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
@@ -33,12 +32,7 @@ async def create_server(settings: RuntimeSettings, address: str) -> GrpcServer:
     )
     servicer = RuntimeServicer(runs, loop)  # type: ignore[abstract]  # unbuilt RPCs answer NOT_IMPLEMENTED
     server = await start_grpc_server(
-        [
-            ServiceRegistration(
-                pb.DESCRIPTOR.services_by_name["RuntimeService"],
-                lambda s: pb_grpc.add_RuntimeServiceServicer_to_server(servicer, s),
-            )
-        ],
+        [registration(pb, pb_grpc, "RuntimeService", servicer)],
         address,
         verifier=verifier_for(settings),
         domain=DOMAIN,
@@ -55,6 +49,4 @@ async def create_server(settings: RuntimeSettings, address: str) -> GrpcServer:
 
 async def main() -> None:
     settings = RuntimeSettings()
-    configure_logging("runtime", settings.log_level, json=settings.log_json)
-    server = await create_server(settings, settings.runtime_address)
-    await serve_until_signalled(server, settings.shutdown_grace)
+    await serve_main("runtime", settings, create_server, settings.runtime_address)

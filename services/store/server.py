@@ -9,8 +9,7 @@ from services.store.notifier import EventNotifier
 from services.store.servicers import ConversationServicer, RunServicer
 from services.store.settings import StoreSettings
 from steward.auth import verifier_for
-from steward.logs import configure_logging
-from steward.rpc.server import GrpcServer, ServiceRegistration, serve_until_signalled, start_grpc_server
+from steward.rpc.server import GrpcServer, registration, serve_main, start_grpc_server
 from steward.store.v1 import store_service_pb2 as pb
 from steward.store.v1 import store_service_pb2_grpc as pb_grpc
 
@@ -27,20 +26,12 @@ async def create_server(settings: StoreSettings, address: str) -> GrpcServer:
     runs = RunServicer(RunRepository(sessions), notifier)  # type: ignore[abstract]  # unbuilt RPCs answer NOT_IMPLEMENTED
     identity = pb_grpc.IdentityServiceServicer()  # type: ignore[abstract]  # unbuilt RPCs answer NOT_IMPLEMENTED
     agents = pb_grpc.AgentServiceServicer()  # type: ignore[abstract]  # unbuilt RPCs answer NOT_IMPLEMENTED
-    services = pb.DESCRIPTOR.services_by_name
     server = await start_grpc_server(
         [
-            ServiceRegistration(
-                services["IdentityService"], lambda s: pb_grpc.add_IdentityServiceServicer_to_server(identity, s)
-            ),
-            ServiceRegistration(
-                services["AgentService"], lambda s: pb_grpc.add_AgentServiceServicer_to_server(agents, s)
-            ),
-            ServiceRegistration(
-                services["ConversationService"],
-                lambda s: pb_grpc.add_ConversationServiceServicer_to_server(conversations, s),
-            ),
-            ServiceRegistration(services["RunService"], lambda s: pb_grpc.add_RunServiceServicer_to_server(runs, s)),
+            registration(pb, pb_grpc, "IdentityService", identity),
+            registration(pb, pb_grpc, "AgentService", agents),
+            registration(pb, pb_grpc, "ConversationService", conversations),
+            registration(pb, pb_grpc, "RunService", runs),
         ],
         address,
         verifier=verifier_for(settings),
@@ -52,6 +43,4 @@ async def create_server(settings: StoreSettings, address: str) -> GrpcServer:
 
 async def main() -> None:
     settings = StoreSettings()
-    configure_logging("store", settings.log_level, json=settings.log_json)
-    server = await create_server(settings, settings.store_address)
-    await serve_until_signalled(server, settings.shutdown_grace)
+    await serve_main("store", settings, create_server, settings.store_address)

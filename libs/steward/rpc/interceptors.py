@@ -9,8 +9,9 @@ current principal to every outgoing call.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, cast
 
 import grpc
@@ -82,40 +83,36 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             response_serializer=handler.response_serializer,
         )
 
-    def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
-        return self._verifier.verify_metadata(context.invocation_metadata())
+    @contextlib.contextmanager
+    def _as_principal(self, context: grpc.aio.ServicerContext[Any, Any]) -> Iterator[None]:
+        """Verify the call's principal token and make the principal current for the call."""
+        token = set_principal(self._verifier.verify_metadata(context.invocation_metadata()))
+        try:
+            yield
+        finally:
+            reset_principal(token)
 
     def _wrap_unary(self, method: str, behavior: Behavior) -> Behavior:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            token = None
             with structlog.contextvars.bound_contextvars(rpc=method, request_id=_request_id(context)):
                 try:
-                    token = set_principal(self._authenticate(context))
-                    result = behavior(request, context)
-                    if inspect.isawaitable(result):
-                        result = await result
-                    return result
+                    with self._as_principal(context):
+                        result = behavior(request, context)
+                        return await result if inspect.isawaitable(result) else result
                 except Exception as exc:  # noqa: BLE001 - mapped to a status below
                     await self._abort(context, method, exc)
-                finally:
-                    if token is not None:
-                        reset_principal(token)
 
         return wrapped
 
     def _wrap_streaming(self, method: str, behavior: Behavior) -> Behavior:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-            token = None
             with structlog.contextvars.bound_contextvars(rpc=method, request_id=_request_id(context)):
                 try:
-                    token = set_principal(self._authenticate(context))
-                    async for item in behavior(request, context):
-                        yield item
+                    with self._as_principal(context):
+                        async for item in behavior(request, context):
+                            yield item
                 except Exception as exc:  # noqa: BLE001 - mapped to a status below
                     await self._abort(context, method, exc)
-                finally:
-                    if token is not None:
-                        reset_principal(token)
 
         return wrapped
 

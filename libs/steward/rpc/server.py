@@ -6,6 +6,8 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, TypeVar
 
 import grpc
 import structlog
@@ -14,7 +16,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from steward.auth import TokenVerifier
+from steward.logs import configure_logging
 from steward.rpc.interceptors import ServerInterceptor
+from steward.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +31,12 @@ class ServiceRegistration:
 
     descriptor: ServiceDescriptor
     add_to_server: Callable[[grpc.aio.Server], None]
+
+
+def registration(messages: ModuleType, services: ModuleType, name: str, servicer: Any) -> ServiceRegistration:
+    """Serve `servicer` as service `name` of a generated `*_pb2` / `*_pb2_grpc` module pair."""
+    add = getattr(services, f"add_{name}Servicer_to_server")
+    return ServiceRegistration(messages.DESCRIPTOR.services_by_name[name], lambda server: add(servicer, server))
 
 
 @dataclass
@@ -99,3 +109,18 @@ async def serve_until_signalled(server: GrpcServer, grace: float) -> None:
     await wait_for_shutdown_signal()
     log.info("shutting_down", grace=grace)
     await server.stop(grace)
+
+
+SettingsT = TypeVar("SettingsT", bound=CommonSettings)
+
+
+async def serve_main(
+    name: str,
+    settings: SettingsT,
+    create_server: Callable[[SettingsT, str], Awaitable[GrpcServer]],
+    address: str,
+) -> None:
+    """A service process's main: configure logging, start on `address`, serve until signalled."""
+    configure_logging(name, settings.log_level, json=settings.log_json)
+    server = await create_server(settings, address)
+    await serve_until_signalled(server, settings.shutdown_grace)
