@@ -199,6 +199,7 @@ class Supervisor:
         self._say("Press Ctrl-C to stop.")
 
     async def _shutdown(self, code: int) -> int:
+        """Stop children in reverse start order; a child that fails to stop cleanly makes the exit code 1."""
         for child in reversed(self._children):
             if child.process.returncode is None:
                 child.process.send_signal(signal.SIGTERM)
@@ -208,5 +209,10 @@ class Supervisor:
                     self._say(f"steward: {child.name} did not stop in {STOP_TIMEOUT:.0f}s; killing it")
                     child.process.kill()
                     await child.process.wait()
+                    code = 1
+                    continue
+                if child.process.returncode != 0:
+                    self._say(f"steward: {child.name} exited with {child.process.returncode} while stopping")
+                    code = 1
         self._say("steward: stopped")
         return code
