@@ -57,43 +57,36 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.get(REQUEST_ID, "")
+    """Every failure becomes problem+json with a stable reason and the request id."""
     try:
         return await handler(request)
-    except problems.HttpError as exc:
-        return problems.problem(
-            exc.status,
-            exc.reason,
-            exc.detail,
-            instance=request.path,
-            extra={"request_id": request_id},
-            headers=exc.headers,
-        )
-    except StewardError as exc:
-        return problems.from_error(exc, request.path, request_id)
-    except grpc.aio.AioRpcError as exc:
-        return problems.from_error(from_rpc_error(exc), request.path, request_id)
-    except web.HTTPNotFound:
-        return problems.problem(404, "ROUTE_NOT_FOUND", "no such route", instance=request.path)
-    except web.HTTPMethodNotAllowed as exc:
-        return problems.problem(
-            405,
-            "METHOD_NOT_ALLOWED",
-            f"{request.method} is not allowed here",
-            instance=request.path,
-            headers={"Allow": ", ".join(sorted(exc.allowed_methods))},
-        )
-    except web.HTTPRequestEntityTooLarge:
-        return problems.problem(413, "TOO_LARGE", "request body is too large", instance=request.path)
-    except web.HTTPException as exc:
-        if exc.status < 400:
+    except Exception as exc:
+        if isinstance(exc, web.HTTPException) and exc.status < 400:
             raise
-        return problems.problem(exc.status, "BAD_REQUEST", exc.reason, instance=request.path)
-    except Exception:
-        log.exception("unhandled_error")
-        return problems.problem(
-            500, "INTERNAL", "internal error", instance=request.path, extra={"request_id": request_id}
-        )
+        return _problem_for(request, exc)
+
+
+def _problem_for(request: web.Request, exc: Exception) -> web.Response:
+    extra: dict[str, object] = {"request_id": request.get(REQUEST_ID, "")}
+    if isinstance(exc, grpc.aio.AioRpcError):
+        exc = from_rpc_error(exc)
+    if isinstance(exc, StewardError):
+        return problems.from_error(exc, request.path, str(extra["request_id"]))
+    status, reason, detail, headers = 500, "INTERNAL", "internal error", None
+    if isinstance(exc, problems.HttpError):
+        status, reason, detail, headers = exc.status, exc.reason, exc.detail, exc.headers
+    elif isinstance(exc, web.HTTPNotFound):
+        status, reason, detail = 404, "ROUTE_NOT_FOUND", "no such route"
+    elif isinstance(exc, web.HTTPMethodNotAllowed):
+        status, reason, detail = 405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here"
+        headers = {"Allow": ", ".join(sorted(exc.allowed_methods))}
+    elif isinstance(exc, web.HTTPRequestEntityTooLarge):
+        status, reason, detail = 413, "TOO_LARGE", "request body is too large"
+    elif isinstance(exc, web.HTTPException):
+        status, reason, detail = exc.status, "BAD_REQUEST", exc.reason
+    else:
+        log.error("unhandled_error", exc_info=exc)
+    return problems.problem(status, reason, detail, instance=request.path, extra=extra, headers=headers)
 
 
 @web.middleware

@@ -19,6 +19,7 @@ async def _problem(response: Any, status: int, reason: str) -> dict[str, Any]:
     assert body["status"] == status
     assert body["reason"] == reason
     assert body["detail"]
+    assert body["request_id"] == response.headers["X-Request-ID"]
     return body
 
 

@@ -16,7 +16,18 @@ from steward.settings import CommonSettings
 from tests.grpc_helpers import all_services
 
 # Methods the channel may retry: reads, and writes that are idempotent by contract.
-IDEMPOTENT_PREFIXES = ("Get", "List", "Delete", "Revoke", "Cancel", "Acknowledge", "Summarize", "Set", "RequestRun", "Verify")
+IDEMPOTENT_PREFIXES = (
+    "Get",
+    "List",
+    "Delete",
+    "Revoke",
+    "Cancel",
+    "Acknowledge",
+    "Summarize",
+    "Set",
+    "RequestRun",
+    "Verify",
+)
 
 
 async def test_stop_flips_health_to_not_serving_before_the_server_goes(tmp_path: Path) -> None:
