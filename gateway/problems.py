@@ -13,6 +13,13 @@ from steward.errors import StewardError, http_status_for
 CONTENT_TYPE = "application/problem+json"
 
 
+def _title(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:  # 499 and other non-standard codes
+        return "Client Closed Request" if status == 499 else "Error"
+
+
 def problem(
     status: int,
     reason: str,
@@ -24,7 +31,7 @@ def problem(
 ) -> web.Response:
     body: dict[str, object] = {
         "type": "about:blank",
-        "title": HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error",
+        "title": _title(status),
         "status": status,
         "detail": detail,
         "reason": reason,

@@ -7,6 +7,7 @@ server interceptor answers with UNIMPLEMENTED / NOT_IMPLEMENTED.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -177,8 +178,6 @@ class RunServicer(pb_grpc.RunServiceServicer):
                 continue
             if not request.follow or (ended and not events):
                 return
-            try:
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(LIVE_POLL_SECONDS):
                     await waiter.wait()
-            except TimeoutError:
-                pass
