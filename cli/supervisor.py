@@ -95,6 +95,13 @@ class Supervisor:
         )
         return env
 
+    def _child_environment(self, name: str, env: dict[str, str]) -> dict[str, str]:
+        """Secrets only one process needs go to that process alone."""
+        if name != "store":
+            return env
+        pepper = _secret_file(self._data_dir / "secrets" / "token-pepper", 48)
+        return {**env, "STEWARD_TOKEN_PEPPER": pepper}
+
     @property
     def dev_token(self) -> str:
         return _secret_file(self._data_dir / "secrets" / "dev-token", 32)
@@ -162,7 +169,7 @@ class Supervisor:
             loop.add_signal_handler(sig, stop.set)
         try:
             for name, module in PROCESSES:
-                child = await self._spawn(name, module, env)
+                child = await self._spawn(name, module, self._child_environment(name, env))
                 self._children.append(child)
                 check = self._http_check(f"{url}/readyz") if name == "gateway" else self._grpc_check(addresses[name])
                 ready = asyncio.create_task(self._wait_ready(child, check))

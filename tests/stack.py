@@ -55,7 +55,10 @@ async def running_stack(data_dir: Path, *, demo_token_interval: float = 0.001) -
     """Start store, provider, confirm and runtime in this process; stop them afterwards."""
     secret = secrets.token_urlsafe(32)
     base: dict[str, object] = {"internal_secret": secret, "data_dir": data_dir, "log_json": False}
-    store = await create_store(StoreSettings.model_validate(base), "127.0.0.1:0")
+    store = await create_store(
+        StoreSettings.model_validate({**base, "token_pepper": secrets.token_urlsafe(32), "retention_interval": 0}),
+        "127.0.0.1:0",
+    )
     provider = await create_provider(
         ProviderSettings.model_validate({**base, "demo_token_interval": demo_token_interval}), "127.0.0.1:0"
     )

@@ -28,13 +28,42 @@ DEFAULT_TTL_SECONDS = 300
 _REFRESH_MARGIN_SECONDS = 60
 
 
+SERVICE_PREFIX = "service:"
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller: a user, optionally acted for by a service."""
+    """An authenticated caller: a user, optionally acted for by a service, or a service itself."""
 
     user_id: str
     actor: str = ""  # the service acting for the user, e.g. "runtime"; empty for the user
     issuer: str = ""
+
+    @property
+    def is_service(self) -> bool:
+        """True for a service acting on its own account (`service:<name>`), not for a user."""
+        return self.user_id.startswith(SERVICE_PREFIX)
+
+
+def service_principal(name: str) -> Principal:
+    """The principal of a service acting on its own account, e.g. a runtime claiming runs."""
+    return Principal(user_id=f"{SERVICE_PREFIX}{name}")
+
+
+def require_service() -> Principal:
+    """The current principal if it is a service; PERMISSION_DENIED for a user."""
+    principal = current_principal()
+    if not principal.is_service:
+        raise StewardError(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED", "only services may call this")
+    return principal
+
+
+def require_user() -> Principal:
+    """The current principal if it is a user (possibly acted for by a service)."""
+    principal = current_principal()
+    if principal.is_service:
+        raise StewardError(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED", "this call acts for a user")
+    return principal
 
 
 _current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("steward_principal", default=None)

@@ -70,6 +70,8 @@ def run_message(row: RunRow) -> run_pb2.Run:
         incomplete_reason=row.incomplete_reason,  # type: ignore[arg-type]
         mode=row.mode,  # type: ignore[arg-type]
         step_count=row.step_count,
+        owner_id=row.owner_id,
+        compacted_through_seq=row.compacted_through_seq,
         lease_epoch=row.lease_epoch,
         last_event_seq=row.last_event_seq,
         request_id=row.request_id or "",

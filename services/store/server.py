@@ -2,28 +2,64 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from datetime import timedelta
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.store import convert
+from services.store.conversations_servicer import ConversationServicer
 from services.store.db.conversations import ConversationRepository
 from services.store.db.engine import create_engine, create_schema, create_sessionmaker
+from services.store.db.leases import LeaseRepository
+from services.store.db.retention import RetentionRepository
+from services.store.db.run_writes import RunWriteRepository
 from services.store.db.runs import RunRepository
 from services.store.notifier import EventNotifier
-from services.store.servicers import ConversationServicer, RunServicer
+from services.store.runs_servicer import RunServicer
 from services.store.settings import StoreSettings
+from services.store.wakeups import PostgresWakeups, asyncpg_dsn
 from steward.auth import verifier_for
 from steward.rpc.server import GrpcServer, registration, serve_main, start_grpc_server
 from steward.store.v1 import store_service_pb2 as pb
 from steward.store.v1 import store_service_pb2_grpc as pb_grpc
 
 DOMAIN = "store.steward"
+log = structlog.get_logger(__name__)
+
+
+async def _retention_loop(sessions: async_sessionmaker[AsyncSession], settings: StoreSettings) -> None:
+    retention = RetentionRepository(sessions)
+    while True:
+        try:
+            compacted = await retention.compact(convert.now() - timedelta(days=settings.retention_days))
+            if compacted:
+                log.info("runs_compacted", runs=compacted)
+        except Exception:
+            log.exception("retention_failed")
+        await asyncio.sleep(settings.retention_interval)
 
 
 async def create_server(settings: StoreSettings, address: str) -> GrpcServer:
-    """Open the database and start serving every store service on `address`."""
-    engine = create_engine(settings.resolved_database_url())
+    """Open (and migrate) the database and start serving every store service on `address`."""
+    url = settings.resolved_database_url()
+    engine = create_engine(url)
     await create_schema(engine)
     sessions = create_sessionmaker(engine)
     notifier = EventNotifier()
+    wakeups = PostgresWakeups(asyncpg_dsn(url), notifier) if engine.dialect.name == "postgresql" else None
+    if wakeups is not None:
+        await wakeups.start()
     conversations = ConversationServicer(ConversationRepository(sessions))
-    runs = RunServicer(RunRepository(sessions), notifier)  # type: ignore[abstract]  # unbuilt RPCs answer NOT_IMPLEMENTED
+    runs = RunServicer(
+        RunRepository(sessions),
+        LeaseRepository(sessions),
+        RunWriteRepository(sessions),
+        notifier,
+        settings.live_poll_seconds,
+    )
     identity = pb_grpc.IdentityServiceServicer()  # type: ignore[abstract]  # unbuilt RPCs answer NOT_IMPLEMENTED
     agents = pb_grpc.AgentServiceServicer()  # type: ignore[abstract]  # unbuilt RPCs answer NOT_IMPLEMENTED
     server = await start_grpc_server(
@@ -37,7 +73,22 @@ async def create_server(settings: StoreSettings, address: str) -> GrpcServer:
         verifier=verifier_for(settings),
         domain=DOMAIN,
     )
-    server.on_stop.append(engine.dispose)
+    retention = (
+        asyncio.create_task(_retention_loop(sessions, settings), name="store-retention")
+        if settings.retention_interval > 0
+        else None
+    )
+
+    async def close() -> None:
+        if retention is not None:
+            retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retention
+        if wakeups is not None:
+            await wakeups.stop()
+        await engine.dispose()
+
+    server.on_stop.append(close)
     return server
 
 

@@ -14,20 +14,30 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
 
+def plain_text(value: str, field: str, max_length: int) -> str:
+    """Text stored in a text column: bounded, and without U+0000, which Postgres cannot store.
+
+    The store behaves the same on both backends: such text is refused with
+    INVALID_ARGUMENT. (Message content and event payloads are stored encoded and
+    round-trip U+0000 exactly.)
+    """
+    if len(value) > max_length:
+        raise invalid_argument(field, f"{field} is longer than {max_length} characters")
+    if "\x00" in value:
+        raise invalid_argument(field, f"{field} must not contain U+0000")
+    return value
+
+
 def require_id(value: str, field: str) -> str:
     """A non-empty id of sane length."""
     if not value:
         raise invalid_argument(field, f"{field} is required")
-    if len(value) > MAX_ID_LENGTH:
-        raise invalid_argument(field, f"{field} is longer than {MAX_ID_LENGTH} characters")
-    return value
+    return plain_text(value, field, MAX_ID_LENGTH)
 
 
 def optional_request_id(value: str, field: str = "request_id") -> str | None:
     """An idempotency key, or None when not given."""
-    if len(value) > MAX_REQUEST_ID_LENGTH:
-        raise invalid_argument(field, f"{field} is longer than {MAX_REQUEST_ID_LENGTH} characters")
-    return value or None
+    return plain_text(value, field, MAX_REQUEST_ID_LENGTH) or None
 
 
 def client_run_id(value: str) -> str:

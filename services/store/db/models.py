@@ -8,6 +8,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -19,7 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
@@ -28,6 +29,58 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    display_name: Mapped[str] = mapped_column(Text, default="")
+    # The service principal that created the user and its idempotency key.
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (UniqueConstraint("created_by", "request_id"),)
+
+
+class ApiTokenRow(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # The non-secret lookup prefix that starts the token text; unique.
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    # HMAC-SHA256(pepper, token text), hex. The token text itself is never stored.
+    token_hmac: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(Text, default="")
+    # Scopes as a JSON list of strings.
+    scopes: Mapped[str] = mapped_column(Text, default="[]")
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expire_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoke_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AgentRow(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(String(128), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    system_prompt: Mapped[str] = mapped_column(Text, default="")
+    model_route: Mapped[str] = mapped_column(String(128), default="")
+    # Qualified tool names as a JSON list of strings.
+    tools: Mapped[str] = mapped_column(Text, default="[]")
+    # steward.store.v1.ApprovalPolicy, serialized.
+    approval_policy: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    # steward.common.v1.RunLimits, serialized.
+    limits: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (UniqueConstraint("owner_id", "name"), UniqueConstraint("owner_id", "request_id"))
 
 
 class ConversationRow(Base):
@@ -87,13 +140,18 @@ class RunRow(Base):
     lease_holder: Mapped[str] = mapped_column(String(128), default="")
     lease_expire_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_event_seq: Mapped[int] = mapped_column(Integer, default=0)
+    # Events up to this seq were removed by retention (0: none); older cursors are expired.
+    compacted_through_seq: Mapped[int] = mapped_column(Integer, default=0)
     request_id: Mapped[str | None] = mapped_column(String(128))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (UniqueConstraint("owner_id", "request_id"),)
+    __table_args__ = (
+        UniqueConstraint("owner_id", "request_id"),
+        Index("ix_runs_claimable", "state", "lease_expire_time"),
+    )
 
 
 class RunEventRow(Base):
@@ -106,4 +164,18 @@ class RunEventRow(Base):
     kind: Mapped[str] = mapped_column(String(64))
     # steward.store.v1.RunEvent with run_id, seq and create_time cleared, serialized.
     payload: Mapped[bytes] = mapped_column(LargeBinary)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RunWriteRow(Base):
+    """Idempotency keys of event appends and checkpoints: a retry returns the first result."""
+
+    __tablename__ = "run_writes"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    first_seq: Mapped[int] = mapped_column(Integer)
+    last_seq: Mapped[int] = mapped_column(Integer)
+    # Ids of the messages the write appended, as a JSON list.
+    message_ids: Mapped[str] = mapped_column(Text, default="[]")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -100,6 +100,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The request needs a content type the gateway does not accept (HTTP 415)."""
     ERROR_REASON_BAD_REQUEST: _ErrorReason.ValueType  # 36
     """The HTTP request was rejected before it reached a handler (HTTP 4xx)."""
+    ERROR_REASON_AGENT_ALREADY_EXISTS: _ErrorReason.ValueType  # 37
+    """An agent with that name already exists for the owner (ALREADY_EXISTS)."""
+    ERROR_REASON_USER_NOT_FOUND: _ErrorReason.ValueType  # 38
+    """The calling principal has no user record (NOT_FOUND)."""
+    ERROR_REASON_TOKEN_NOT_FOUND: _ErrorReason.ValueType  # 39
+    """The API token does not exist or belongs to someone else (NOT_FOUND)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable reasons that Steward services put in
@@ -190,4 +196,10 @@ ERROR_REASON_UNSUPPORTED_MEDIA_TYPE: ErrorReason.ValueType  # 35
 """The request needs a content type the gateway does not accept (HTTP 415)."""
 ERROR_REASON_BAD_REQUEST: ErrorReason.ValueType  # 36
 """The HTTP request was rejected before it reached a handler (HTTP 4xx)."""
+ERROR_REASON_AGENT_ALREADY_EXISTS: ErrorReason.ValueType  # 37
+"""An agent with that name already exists for the owner (ALREADY_EXISTS)."""
+ERROR_REASON_USER_NOT_FOUND: ErrorReason.ValueType  # 38
+"""The calling principal has no user record (NOT_FOUND)."""
+ERROR_REASON_TOKEN_NOT_FOUND: ErrorReason.ValueType  # 39
+"""The API token does not exist or belongs to someone else (NOT_FOUND)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -179,6 +179,8 @@ class Run(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    OWNER_ID_FIELD_NUMBER: _builtins.int
+    COMPACTED_THROUGH_SEQ_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The run's id: assigned by the store, or minted by the client at creation."""
     conversation_id: _builtins.str
@@ -203,6 +205,10 @@ class Run(_message.Message):
     """The idempotency key the run was created with, if any."""
     cancel_requested: _builtins.bool
     """True once someone asked to cancel; the holder stops at its next check."""
+    owner_id: _builtins.str
+    """The id of the user who owns the run; runtime replicas act for this user."""
+    compacted_through_seq: _builtins.int
+    """Events with a seq up to this one were compacted away by retention; 0 when none were."""
     @_builtins.property
     def error(self) -> Global___RunError:
         """Why a failed run failed."""
@@ -248,10 +254,12 @@ class Run(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        owner_id: _builtins.str = ...,
+        compacted_through_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "limits", b"limits", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "cancel_requested", b"cancel_requested", "conversation_id", b"conversation_id", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "id", b"id", "incomplete_reason", b"incomplete_reason", "last_event_seq", b"last_event_seq", "lease_epoch", b"lease_epoch", "limits", b"limits", "mode", b"mode", "pause_reason", b"pause_reason", "request_id", b"request_id", "state", b"state", "step_count", b"step_count", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "cancel_requested", b"cancel_requested", "compacted_through_seq", b"compacted_through_seq", "conversation_id", b"conversation_id", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "id", b"id", "incomplete_reason", b"incomplete_reason", "last_event_seq", b"last_event_seq", "lease_epoch", b"lease_epoch", "limits", b"limits", "mode", b"mode", "owner_id", b"owner_id", "pause_reason", b"pause_reason", "request_id", b"request_id", "state", b"state", "step_count", b"step_count", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

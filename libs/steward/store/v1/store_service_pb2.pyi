@@ -1409,6 +1409,56 @@ class CheckpointRunResponse(_message.Message):
 Global___CheckpointRunResponse: _TypeAlias = CheckpointRunResponse  # noqa: Y015
 
 @_typing.final
+class ReleaseRunRequest(_message.Message):
+    """ReleaseRunRequest gives up a lease."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    LEASE_EPOCH_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The run's id."""
+    lease_epoch: _builtins.int
+    """The epoch the caller holds."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        lease_epoch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "lease_epoch", b"lease_epoch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseRunRequest: _TypeAlias = ReleaseRunRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseRunResponse(_message.Message):
+    """ReleaseRunResponse returns the run after the release."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> _run_pb2.Run:
+        """The run, with no lease holder."""
+
+    def __init__(
+        self,
+        *,
+        run: _run_pb2.Run | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseRunResponse: _TypeAlias = ReleaseRunResponse  # noqa: Y015
+
+@_typing.final
 class RequestRunCancelRequest(_message.Message):
     """RequestRunCancelRequest asks to cancel a run."""
 

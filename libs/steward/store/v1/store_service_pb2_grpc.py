@@ -86,15 +86,17 @@ class IdentityServiceServicer:
     """
 
     def CreateUser(self, request, context):
-        """Creates a user. Atomic; idempotent by request_id. Returns ALREADY_EXISTS
-        (REQUEST_ID_CONFLICT) when request_id was used for a different user.
+        """Creates a user. Only service principals (`service:<name>`, e.g. the CLI)
+        may call it: PERMISSION_DENIED (PERMISSION_DENIED) otherwise. Atomic;
+        idempotent by request_id: a retry returns the first user.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetUser(self, request, context):
-        """Returns the calling user. NOT_FOUND when the principal has no user row.
+        """Returns the calling user. NOT_FOUND (USER_NOT_FOUND) when the principal has
+        no user record.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,7 +104,7 @@ class IdentityServiceServicer:
 
     def CreateApiToken(self, request, context):
         """Creates an API token for the calling user and returns its text once.
-        Atomic.
+        Atomic. NOT_FOUND (USER_NOT_FOUND) when the caller has no user record.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -110,8 +112,9 @@ class IdentityServiceServicer:
 
     def VerifyApiToken(self, request, context):
         """Verifies a presented token (prefix lookup, constant-time HMAC compare) and
-        returns its owner; may be called by the gateway's service principal only.
-        UNAUTHENTICATED (PRINCIPAL_INVALID) for an unknown, expired or revoked token.
+        returns its owner; only service principals (`service:<name>`) may call it:
+        PERMISSION_DENIED (PERMISSION_DENIED) otherwise. UNAUTHENTICATED
+        (TOKEN_INVALID) for an unknown, malformed, expired or revoked token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,8 +128,8 @@ class IdentityServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RevokeApiToken(self, request, context):
-        """Revokes one of the calling user's tokens. Idempotent. NOT_FOUND for an
-        unknown or foreign token.
+        """Revokes one of the calling user's tokens. Idempotent. NOT_FOUND
+        (TOKEN_NOT_FOUND) for an unknown or foreign token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -389,8 +392,8 @@ class AgentServiceServicer:
     """
 
     def CreateAgent(self, request, context):
-        """Creates an agent. Atomic; idempotent by request_id. ALREADY_EXISTS when the
-        owner already has an agent of that name.
+        """Creates an agent. Atomic; idempotent by request_id. ALREADY_EXISTS
+        (AGENT_ALREADY_EXISTS) when the owner already has an agent of that name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -411,7 +414,9 @@ class AgentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateAgent(self, request, context):
-        """Updates the fields named in update_mask. Atomic. NOT_FOUND (AGENT_NOT_FOUND).
+        """Updates the fields named in update_mask (all mutable fields when empty).
+        Atomic. NOT_FOUND (AGENT_NOT_FOUND); ALREADY_EXISTS (AGENT_ALREADY_EXISTS)
+        when renamed onto another agent's name; INVALID_ARGUMENT for an unknown path.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -941,6 +946,11 @@ class RunServiceStub:
                 request_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.HeartbeatRunRequest.SerializeToString,
                 response_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.HeartbeatRunResponse.FromString,
                 _registered_method=True)
+        self.ReleaseRun = channel.unary_unary(
+                '/steward.store.v1.RunService/ReleaseRun',
+                request_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.ReleaseRunRequest.SerializeToString,
+                response_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.ReleaseRunResponse.FromString,
+                _registered_method=True)
         self.AppendRunEvents = channel.unary_unary(
                 '/steward.store.v1.RunService/AppendRunEvents',
                 request_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.AppendRunEventsRequest.SerializeToString,
@@ -1003,15 +1013,29 @@ class RunServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ClaimRuns(self, request, context):
-        """Claims up to max_runs runnable runs (queued, decided-paused, or with an
-        expired lease), each with a new epoch (SKIP LOCKED on Postgres). Atomic per run.
+        """Claims up to max_runs runnable runs of any user (queued, or running with an
+        expired or released lease), oldest first, each with a new epoch; concurrent
+        claimers never get the same run (SKIP LOCKED on Postgres, serialized writes
+        on SQLite). Only service principals (`service:<name>`) may call it:
+        PERMISSION_DENIED (PERMISSION_DENIED) otherwise. Atomic per run.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def HeartbeatRun(self, request, context):
-        """Extends a held lease. FAILED_PRECONDITION (LEASE_LOST) for a stale epoch.
+        """Extends a held lease. FAILED_PRECONDITION (LEASE_LOST) for a stale epoch or
+        a lease that already expired and was claimed by another holder;
+        NOT_FOUND (RUN_NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseRun(self, request, context):
+        """Gives up a held lease without changing the run's state, so another replica
+        may claim it at once (for example on shutdown). Idempotent for the holder.
+        FAILED_PRECONDITION (LEASE_LOST) for a stale epoch; NOT_FOUND (RUN_NOT_FOUND).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1088,6 +1112,11 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.HeartbeatRun,
                     request_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.HeartbeatRunRequest.FromString,
                     response_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.HeartbeatRunResponse.SerializeToString,
+            ),
+            'ReleaseRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseRun,
+                    request_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.ReleaseRunRequest.FromString,
+                    response_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.ReleaseRunResponse.SerializeToString,
             ),
             'AppendRunEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.AppendRunEvents,
@@ -1273,6 +1302,33 @@ class RunService:
             '/steward.store.v1.RunService/HeartbeatRun',
             steward_dot_store_dot_v1_dot_store__service__pb2.HeartbeatRunRequest.SerializeToString,
             steward_dot_store_dot_v1_dot_store__service__pb2.HeartbeatRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/steward.store.v1.RunService/ReleaseRun',
+            steward_dot_store_dot_v1_dot_store__service__pb2.ReleaseRunRequest.SerializeToString,
+            steward_dot_store_dot_v1_dot_store__service__pb2.ReleaseRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

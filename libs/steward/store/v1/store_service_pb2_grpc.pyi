@@ -42,25 +42,29 @@ class IdentityServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> IdentityServiceAsyncStub: ...
     CreateUser: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.CreateUserRequest, _store_service_pb2.CreateUserResponse]
-    """Creates a user. Atomic; idempotent by request_id. Returns ALREADY_EXISTS
-    (REQUEST_ID_CONFLICT) when request_id was used for a different user.
+    """Creates a user. Only service principals (`service:<name>`, e.g. the CLI)
+    may call it: PERMISSION_DENIED (PERMISSION_DENIED) otherwise. Atomic;
+    idempotent by request_id: a retry returns the first user.
     """
     GetUser: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.GetUserRequest, _store_service_pb2.GetUserResponse]
-    """Returns the calling user. NOT_FOUND when the principal has no user row."""
+    """Returns the calling user. NOT_FOUND (USER_NOT_FOUND) when the principal has
+    no user record.
+    """
     CreateApiToken: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.CreateApiTokenRequest, _store_service_pb2.CreateApiTokenResponse]
     """Creates an API token for the calling user and returns its text once.
-    Atomic.
+    Atomic. NOT_FOUND (USER_NOT_FOUND) when the caller has no user record.
     """
     VerifyApiToken: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.VerifyApiTokenRequest, _store_service_pb2.VerifyApiTokenResponse]
     """Verifies a presented token (prefix lookup, constant-time HMAC compare) and
-    returns its owner; may be called by the gateway's service principal only.
-    UNAUTHENTICATED (PRINCIPAL_INVALID) for an unknown, expired or revoked token.
+    returns its owner; only service principals (`service:<name>`) may call it:
+    PERMISSION_DENIED (PERMISSION_DENIED) otherwise. UNAUTHENTICATED
+    (TOKEN_INVALID) for an unknown, malformed, expired or revoked token.
     """
     ListApiTokens: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.ListApiTokensRequest, _store_service_pb2.ListApiTokensResponse]
     """Lists the calling user's tokens, newest first, without secrets."""
     RevokeApiToken: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.RevokeApiTokenRequest, _store_service_pb2.RevokeApiTokenResponse]
-    """Revokes one of the calling user's tokens. Idempotent. NOT_FOUND for an
-    unknown or foreign token.
+    """Revokes one of the calling user's tokens. Idempotent. NOT_FOUND
+    (TOKEN_NOT_FOUND) for an unknown or foreign token.
     """
 
 @_typing.type_check_only
@@ -77,25 +81,29 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateUser: _aio.UnaryUnaryMultiCallable[_store_service_pb2.CreateUserRequest, _store_service_pb2.CreateUserResponse]  # type: ignore[assignment]
-    """Creates a user. Atomic; idempotent by request_id. Returns ALREADY_EXISTS
-    (REQUEST_ID_CONFLICT) when request_id was used for a different user.
+    """Creates a user. Only service principals (`service:<name>`, e.g. the CLI)
+    may call it: PERMISSION_DENIED (PERMISSION_DENIED) otherwise. Atomic;
+    idempotent by request_id: a retry returns the first user.
     """
     GetUser: _aio.UnaryUnaryMultiCallable[_store_service_pb2.GetUserRequest, _store_service_pb2.GetUserResponse]  # type: ignore[assignment]
-    """Returns the calling user. NOT_FOUND when the principal has no user row."""
+    """Returns the calling user. NOT_FOUND (USER_NOT_FOUND) when the principal has
+    no user record.
+    """
     CreateApiToken: _aio.UnaryUnaryMultiCallable[_store_service_pb2.CreateApiTokenRequest, _store_service_pb2.CreateApiTokenResponse]  # type: ignore[assignment]
     """Creates an API token for the calling user and returns its text once.
-    Atomic.
+    Atomic. NOT_FOUND (USER_NOT_FOUND) when the caller has no user record.
     """
     VerifyApiToken: _aio.UnaryUnaryMultiCallable[_store_service_pb2.VerifyApiTokenRequest, _store_service_pb2.VerifyApiTokenResponse]  # type: ignore[assignment]
     """Verifies a presented token (prefix lookup, constant-time HMAC compare) and
-    returns its owner; may be called by the gateway's service principal only.
-    UNAUTHENTICATED (PRINCIPAL_INVALID) for an unknown, expired or revoked token.
+    returns its owner; only service principals (`service:<name>`) may call it:
+    PERMISSION_DENIED (PERMISSION_DENIED) otherwise. UNAUTHENTICATED
+    (TOKEN_INVALID) for an unknown, malformed, expired or revoked token.
     """
     ListApiTokens: _aio.UnaryUnaryMultiCallable[_store_service_pb2.ListApiTokensRequest, _store_service_pb2.ListApiTokensResponse]  # type: ignore[assignment]
     """Lists the calling user's tokens, newest first, without secrets."""
     RevokeApiToken: _aio.UnaryUnaryMultiCallable[_store_service_pb2.RevokeApiTokenRequest, _store_service_pb2.RevokeApiTokenResponse]  # type: ignore[assignment]
-    """Revokes one of the calling user's tokens. Idempotent. NOT_FOUND for an
-    unknown or foreign token.
+    """Revokes one of the calling user's tokens. Idempotent. NOT_FOUND
+    (TOKEN_NOT_FOUND) for an unknown or foreign token.
     """
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -115,8 +123,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _store_service_pb2.CreateUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_store_service_pb2.CreateUserResponse, _abc.Awaitable[_store_service_pb2.CreateUserResponse]]:
-        """Creates a user. Atomic; idempotent by request_id. Returns ALREADY_EXISTS
-        (REQUEST_ID_CONFLICT) when request_id was used for a different user.
+        """Creates a user. Only service principals (`service:<name>`, e.g. the CLI)
+        may call it: PERMISSION_DENIED (PERMISSION_DENIED) otherwise. Atomic;
+        idempotent by request_id: a retry returns the first user.
         """
 
     @_abc_1.abstractmethod
@@ -125,7 +134,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _store_service_pb2.GetUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_store_service_pb2.GetUserResponse, _abc.Awaitable[_store_service_pb2.GetUserResponse]]:
-        """Returns the calling user. NOT_FOUND when the principal has no user row."""
+        """Returns the calling user. NOT_FOUND (USER_NOT_FOUND) when the principal has
+        no user record.
+        """
 
     @_abc_1.abstractmethod
     def CreateApiToken(
@@ -134,7 +145,7 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_store_service_pb2.CreateApiTokenResponse, _abc.Awaitable[_store_service_pb2.CreateApiTokenResponse]]:
         """Creates an API token for the calling user and returns its text once.
-        Atomic.
+        Atomic. NOT_FOUND (USER_NOT_FOUND) when the caller has no user record.
         """
 
     @_abc_1.abstractmethod
@@ -144,8 +155,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_store_service_pb2.VerifyApiTokenResponse, _abc.Awaitable[_store_service_pb2.VerifyApiTokenResponse]]:
         """Verifies a presented token (prefix lookup, constant-time HMAC compare) and
-        returns its owner; may be called by the gateway's service principal only.
-        UNAUTHENTICATED (PRINCIPAL_INVALID) for an unknown, expired or revoked token.
+        returns its owner; only service principals (`service:<name>`) may call it:
+        PERMISSION_DENIED (PERMISSION_DENIED) otherwise. UNAUTHENTICATED
+        (TOKEN_INVALID) for an unknown, malformed, expired or revoked token.
         """
 
     @_abc_1.abstractmethod
@@ -162,8 +174,8 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _store_service_pb2.RevokeApiTokenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_store_service_pb2.RevokeApiTokenResponse, _abc.Awaitable[_store_service_pb2.RevokeApiTokenResponse]]:
-        """Revokes one of the calling user's tokens. Idempotent. NOT_FOUND for an
-        unknown or foreign token.
+        """Revokes one of the calling user's tokens. Idempotent. NOT_FOUND
+        (TOKEN_NOT_FOUND) for an unknown or foreign token.
         """
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
@@ -176,15 +188,18 @@ class AgentServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AgentServiceAsyncStub: ...
     CreateAgent: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.CreateAgentRequest, _store_service_pb2.CreateAgentResponse]
-    """Creates an agent. Atomic; idempotent by request_id. ALREADY_EXISTS when the
-    owner already has an agent of that name.
+    """Creates an agent. Atomic; idempotent by request_id. ALREADY_EXISTS
+    (AGENT_ALREADY_EXISTS) when the owner already has an agent of that name.
     """
     GetAgent: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.GetAgentRequest, _store_service_pb2.GetAgentResponse]
     """Returns one agent. NOT_FOUND (AGENT_NOT_FOUND) for an unknown or foreign id."""
     ListAgents: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.ListAgentsRequest, _store_service_pb2.ListAgentsResponse]
     """Lists the caller's agents by name."""
     UpdateAgent: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.UpdateAgentRequest, _store_service_pb2.UpdateAgentResponse]
-    """Updates the fields named in update_mask. Atomic. NOT_FOUND (AGENT_NOT_FOUND)."""
+    """Updates the fields named in update_mask (all mutable fields when empty).
+    Atomic. NOT_FOUND (AGENT_NOT_FOUND); ALREADY_EXISTS (AGENT_ALREADY_EXISTS)
+    when renamed onto another agent's name; INVALID_ARGUMENT for an unknown path.
+    """
     DeleteAgent: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.DeleteAgentRequest, _store_service_pb2.DeleteAgentResponse]
     """Deletes an agent; existing conversations keep their messages. Idempotent.
     NOT_FOUND (AGENT_NOT_FOUND) for a foreign id.
@@ -196,15 +211,18 @@ class AgentServiceAsyncStub(AgentServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateAgent: _aio.UnaryUnaryMultiCallable[_store_service_pb2.CreateAgentRequest, _store_service_pb2.CreateAgentResponse]  # type: ignore[assignment]
-    """Creates an agent. Atomic; idempotent by request_id. ALREADY_EXISTS when the
-    owner already has an agent of that name.
+    """Creates an agent. Atomic; idempotent by request_id. ALREADY_EXISTS
+    (AGENT_ALREADY_EXISTS) when the owner already has an agent of that name.
     """
     GetAgent: _aio.UnaryUnaryMultiCallable[_store_service_pb2.GetAgentRequest, _store_service_pb2.GetAgentResponse]  # type: ignore[assignment]
     """Returns one agent. NOT_FOUND (AGENT_NOT_FOUND) for an unknown or foreign id."""
     ListAgents: _aio.UnaryUnaryMultiCallable[_store_service_pb2.ListAgentsRequest, _store_service_pb2.ListAgentsResponse]  # type: ignore[assignment]
     """Lists the caller's agents by name."""
     UpdateAgent: _aio.UnaryUnaryMultiCallable[_store_service_pb2.UpdateAgentRequest, _store_service_pb2.UpdateAgentResponse]  # type: ignore[assignment]
-    """Updates the fields named in update_mask. Atomic. NOT_FOUND (AGENT_NOT_FOUND)."""
+    """Updates the fields named in update_mask (all mutable fields when empty).
+    Atomic. NOT_FOUND (AGENT_NOT_FOUND); ALREADY_EXISTS (AGENT_ALREADY_EXISTS)
+    when renamed onto another agent's name; INVALID_ARGUMENT for an unknown path.
+    """
     DeleteAgent: _aio.UnaryUnaryMultiCallable[_store_service_pb2.DeleteAgentRequest, _store_service_pb2.DeleteAgentResponse]  # type: ignore[assignment]
     """Deletes an agent; existing conversations keep their messages. Idempotent.
     NOT_FOUND (AGENT_NOT_FOUND) for a foreign id.
@@ -219,8 +237,8 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _store_service_pb2.CreateAgentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_store_service_pb2.CreateAgentResponse, _abc.Awaitable[_store_service_pb2.CreateAgentResponse]]:
-        """Creates an agent. Atomic; idempotent by request_id. ALREADY_EXISTS when the
-        owner already has an agent of that name.
+        """Creates an agent. Atomic; idempotent by request_id. ALREADY_EXISTS
+        (AGENT_ALREADY_EXISTS) when the owner already has an agent of that name.
         """
 
     @_abc_1.abstractmethod
@@ -245,7 +263,10 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _store_service_pb2.UpdateAgentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_store_service_pb2.UpdateAgentResponse, _abc.Awaitable[_store_service_pb2.UpdateAgentResponse]]:
-        """Updates the fields named in update_mask. Atomic. NOT_FOUND (AGENT_NOT_FOUND)."""
+        """Updates the fields named in update_mask (all mutable fields when empty).
+        Atomic. NOT_FOUND (AGENT_NOT_FOUND); ALREADY_EXISTS (AGENT_ALREADY_EXISTS)
+        when renamed onto another agent's name; INVALID_ARGUMENT for an unknown path.
+        """
 
     @_abc_1.abstractmethod
     def DeleteAgent(
@@ -396,11 +417,22 @@ class RunServiceStub:
     the run is terminal or held by a live lease.
     """
     ClaimRuns: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.ClaimRunsRequest, _store_service_pb2.ClaimRunsResponse]
-    """Claims up to max_runs runnable runs (queued, decided-paused, or with an
-    expired lease), each with a new epoch (SKIP LOCKED on Postgres). Atomic per run.
+    """Claims up to max_runs runnable runs of any user (queued, or running with an
+    expired or released lease), oldest first, each with a new epoch; concurrent
+    claimers never get the same run (SKIP LOCKED on Postgres, serialized writes
+    on SQLite). Only service principals (`service:<name>`) may call it:
+    PERMISSION_DENIED (PERMISSION_DENIED) otherwise. Atomic per run.
     """
     HeartbeatRun: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.HeartbeatRunRequest, _store_service_pb2.HeartbeatRunResponse]
-    """Extends a held lease. FAILED_PRECONDITION (LEASE_LOST) for a stale epoch."""
+    """Extends a held lease. FAILED_PRECONDITION (LEASE_LOST) for a stale epoch or
+    a lease that already expired and was claimed by another holder;
+    NOT_FOUND (RUN_NOT_FOUND).
+    """
+    ReleaseRun: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.ReleaseRunRequest, _store_service_pb2.ReleaseRunResponse]
+    """Gives up a held lease without changing the run's state, so another replica
+    may claim it at once (for example on shutdown). Idempotent for the holder.
+    FAILED_PRECONDITION (LEASE_LOST) for a stale epoch; NOT_FOUND (RUN_NOT_FOUND).
+    """
     AppendRunEvents: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.AppendRunEventsRequest, _store_service_pb2.AppendRunEventsResponse]
     """Appends events to a run's log and assigns their seqs. Atomic: all or none.
     Idempotent by request_id: a retried batch returns the first seqs.
@@ -448,11 +480,22 @@ class RunServiceAsyncStub(RunServiceStub):
     the run is terminal or held by a live lease.
     """
     ClaimRuns: _aio.UnaryUnaryMultiCallable[_store_service_pb2.ClaimRunsRequest, _store_service_pb2.ClaimRunsResponse]  # type: ignore[assignment]
-    """Claims up to max_runs runnable runs (queued, decided-paused, or with an
-    expired lease), each with a new epoch (SKIP LOCKED on Postgres). Atomic per run.
+    """Claims up to max_runs runnable runs of any user (queued, or running with an
+    expired or released lease), oldest first, each with a new epoch; concurrent
+    claimers never get the same run (SKIP LOCKED on Postgres, serialized writes
+    on SQLite). Only service principals (`service:<name>`) may call it:
+    PERMISSION_DENIED (PERMISSION_DENIED) otherwise. Atomic per run.
     """
     HeartbeatRun: _aio.UnaryUnaryMultiCallable[_store_service_pb2.HeartbeatRunRequest, _store_service_pb2.HeartbeatRunResponse]  # type: ignore[assignment]
-    """Extends a held lease. FAILED_PRECONDITION (LEASE_LOST) for a stale epoch."""
+    """Extends a held lease. FAILED_PRECONDITION (LEASE_LOST) for a stale epoch or
+    a lease that already expired and was claimed by another holder;
+    NOT_FOUND (RUN_NOT_FOUND).
+    """
+    ReleaseRun: _aio.UnaryUnaryMultiCallable[_store_service_pb2.ReleaseRunRequest, _store_service_pb2.ReleaseRunResponse]  # type: ignore[assignment]
+    """Gives up a held lease without changing the run's state, so another replica
+    may claim it at once (for example on shutdown). Idempotent for the holder.
+    FAILED_PRECONDITION (LEASE_LOST) for a stale epoch; NOT_FOUND (RUN_NOT_FOUND).
+    """
     AppendRunEvents: _aio.UnaryUnaryMultiCallable[_store_service_pb2.AppendRunEventsRequest, _store_service_pb2.AppendRunEventsResponse]  # type: ignore[assignment]
     """Appends events to a run's log and assigns their seqs. Atomic: all or none.
     Idempotent by request_id: a retried batch returns the first seqs.
@@ -527,8 +570,11 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _store_service_pb2.ClaimRunsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_store_service_pb2.ClaimRunsResponse, _abc.Awaitable[_store_service_pb2.ClaimRunsResponse]]:
-        """Claims up to max_runs runnable runs (queued, decided-paused, or with an
-        expired lease), each with a new epoch (SKIP LOCKED on Postgres). Atomic per run.
+        """Claims up to max_runs runnable runs of any user (queued, or running with an
+        expired or released lease), oldest first, each with a new epoch; concurrent
+        claimers never get the same run (SKIP LOCKED on Postgres, serialized writes
+        on SQLite). Only service principals (`service:<name>`) may call it:
+        PERMISSION_DENIED (PERMISSION_DENIED) otherwise. Atomic per run.
         """
 
     @_abc_1.abstractmethod
@@ -537,7 +583,21 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _store_service_pb2.HeartbeatRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_store_service_pb2.HeartbeatRunResponse, _abc.Awaitable[_store_service_pb2.HeartbeatRunResponse]]:
-        """Extends a held lease. FAILED_PRECONDITION (LEASE_LOST) for a stale epoch."""
+        """Extends a held lease. FAILED_PRECONDITION (LEASE_LOST) for a stale epoch or
+        a lease that already expired and was claimed by another holder;
+        NOT_FOUND (RUN_NOT_FOUND).
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseRun(
+        self,
+        request: _store_service_pb2.ReleaseRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_service_pb2.ReleaseRunResponse, _abc.Awaitable[_store_service_pb2.ReleaseRunResponse]]:
+        """Gives up a held lease without changing the run's state, so another replica
+        may claim it at once (for example on shutdown). Idempotent for the holder.
+        FAILED_PRECONDITION (LEASE_LOST) for a stale epoch; NOT_FOUND (RUN_NOT_FOUND).
+        """
 
     @_abc_1.abstractmethod
     def AppendRunEvents(

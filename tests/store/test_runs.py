@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -15,19 +13,7 @@ from steward.errors import from_rpc_error
 from steward.store.v1 import run_event_pb2 as ev
 from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as pb
-from steward.store.v1 import store_service_pb2_grpc as pb_grpc
-from tests.grpc_helpers import principal_metadata
-from tests.stack import Stack
-
-
-@pytest.fixture
-async def channel(stack: Stack) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.store.port}") as channel:
-        yield channel
-
-
-def _user(stack: Stack) -> tuple[tuple[str, str], ...]:
-    return principal_metadata(stack.secret, f"user-{uuid.uuid4().hex}")
+from tests.store.conftest import Metadata, StoreUnderTest
 
 
 def _text(text: str) -> content_pb2.ChatMessage:
@@ -36,10 +22,11 @@ def _text(text: str) -> content_pb2.ChatMessage:
     )
 
 
-async def _run(channel: grpc.aio.Channel, user: tuple[tuple[str, str], ...]) -> tuple[str, str]:
-    conversations = pb_grpc.ConversationServiceStub(channel)
-    conversation = (await conversations.CreateConversation(pb.CreateConversationRequest(), metadata=user)).conversation
-    created = await pb_grpc.RunServiceStub(channel).CreateRun(
+async def _run(store: StoreUnderTest, user: Metadata) -> tuple[str, str]:
+    conversation = (
+        await store.conversations.CreateConversation(pb.CreateConversationRequest(), metadata=user)
+    ).conversation
+    created = await store.runs.CreateRun(
         pb.CreateRunRequest(conversation_id=conversation.id, input_message=_text("hi")), metadata=user
     )
     return conversation.id, created.run.id
@@ -51,10 +38,10 @@ async def _expect(reason: str, call: object) -> None:
     assert from_rpc_error(raised.value).reason == reason
 
 
-async def test_another_users_resources_are_not_found(stack: Stack, channel: grpc.aio.Channel) -> None:
-    alice, bob = _user(stack), _user(stack)
-    conversation_id, run_id = await _run(channel, alice)
-    conversations, runs = pb_grpc.ConversationServiceStub(channel), pb_grpc.RunServiceStub(channel)
+async def test_another_users_resources_are_not_found(store: StoreUnderTest) -> None:
+    alice, bob = store.user(), store.user()
+    conversation_id, run_id = await _run(store, alice)
+    conversations, runs = store.conversations, store.runs
     ttl = Duration(seconds=30)
     await _expect(
         "CONVERSATION_NOT_FOUND",
@@ -102,10 +89,10 @@ async def test_another_users_resources_are_not_found(stack: Stack, channel: grpc
     assert (await runs.GetRun(pb.GetRunRequest(id=run_id), metadata=alice)).run.state == run_pb2.RUN_STATE_QUEUED
 
 
-async def test_a_stale_lease_epoch_is_refused_and_changes_nothing(stack: Stack, channel: grpc.aio.Channel) -> None:
-    user = _user(stack)
-    _, run_id = await _run(channel, user)
-    runs = pb_grpc.RunServiceStub(channel)
+async def test_a_stale_lease_epoch_is_refused_and_changes_nothing(store: StoreUnderTest) -> None:
+    user = store.user()
+    _, run_id = await _run(store, user)
+    runs = store.runs
     ttl = Duration(seconds=30)
     first = (await runs.ClaimRun(pb.ClaimRunRequest(id=run_id, holder="a", lease_ttl=ttl), metadata=user)).run
     assert first.lease_epoch == 1
@@ -147,10 +134,10 @@ async def test_a_stale_lease_epoch_is_refused_and_changes_nothing(stack: Stack, 
     assert after.lease_epoch == 2
 
 
-async def test_a_live_subscriber_sees_every_event_exactly_once(stack: Stack, channel: grpc.aio.Channel) -> None:
-    user = _user(stack)
-    _, run_id = await _run(channel, user)
-    runs = pb_grpc.RunServiceStub(channel)
+async def test_a_live_subscriber_sees_every_event_exactly_once(store: StoreUnderTest) -> None:
+    user = store.user()
+    _, run_id = await _run(store, user)
+    runs = store.runs
     epoch = (
         await runs.ClaimRun(pb.ClaimRunRequest(id=run_id, holder="a", lease_ttl=Duration(seconds=30)), metadata=user)
     ).run.lease_epoch
@@ -189,11 +176,9 @@ async def test_a_live_subscriber_sees_every_event_exactly_once(stack: Stack, cha
     assert seen == list(range(1, total + 1))
 
 
-async def test_duplicate_create_with_a_request_id_returns_the_first_run(
-    stack: Stack, channel: grpc.aio.Channel
-) -> None:
-    user = _user(stack)
-    conversations, runs = pb_grpc.ConversationServiceStub(channel), pb_grpc.RunServiceStub(channel)
+async def test_duplicate_create_with_a_request_id_returns_the_first_run(store: StoreUnderTest) -> None:
+    user = store.user()
+    conversations, runs = store.conversations, store.runs
     conversation = (await conversations.CreateConversation(pb.CreateConversationRequest(), metadata=user)).conversation
     request = pb.CreateRunRequest(conversation_id=conversation.id, request_id="key-1", input_message=_text("once"))
     first = await runs.CreateRun(request, metadata=user)

@@ -1,95 +1,64 @@
-"""Thin proto <-> repository adapters for the store's services.
-
-Unimplemented RPCs fall through to the generated base classes, which the
-server interceptor answers with UNIMPLEMENTED / NOT_IMPLEMENTED.
-"""
+"""RunService: runs, their leases and their event logs."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 
 from services.store import validation as v
-from services.store.db.conversations import ConversationRepository
-from services.store.db.runs import TERMINAL_EVENT_KINDS, Checkpoint, NewRun, RunRepository
+from services.store.convert import timestamp
+from services.store.db.leases import LeaseRepository
+from services.store.db.run_rows import TERMINAL_EVENT_KINDS
+from services.store.db.run_writes import Checkpoint, RunWriteRepository
+from services.store.db.runs import NewRun, RunRepository
 from services.store.notifier import EventNotifier
-from steward.auth import current_principal
+from steward.auth import current_principal, require_service
 from steward.errors import invalid_argument
 from steward.store.v1 import store_service_pb2 as pb
 from steward.store.v1 import store_service_pb2_grpc as pb_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-MAX_TITLE_LENGTH = 500
 MAX_EVENTS_PER_APPEND = 1000
+MAX_CLAIM = 100
 REPLAY_BATCH = 500
-# How long a live reader sleeps without a wake-up before it re-reads the log.
-LIVE_POLL_SECONDS = 1.0
 MIN_LEASE_SECONDS = 1
 MAX_LEASE_SECONDS = 3600
 
 
-class ConversationServicer(pb_grpc.ConversationServiceServicer):
-    def __init__(self, conversations: ConversationRepository) -> None:
-        self._conversations = conversations
+def _lease_ttl(value: Duration) -> timedelta:
+    ttl = value.ToTimedelta()
+    if not MIN_LEASE_SECONDS <= ttl.total_seconds() <= MAX_LEASE_SECONDS:
+        raise invalid_argument("lease_ttl", f"lease_ttl must be {MIN_LEASE_SECONDS}..{MAX_LEASE_SECONDS} seconds")
+    return ttl
 
-    async def CreateConversation(
-        self, request: pb.CreateConversationRequest, context: Context
-    ) -> pb.CreateConversationResponse:
-        if len(request.title) > MAX_TITLE_LENGTH:
-            raise invalid_argument("title", f"title is longer than {MAX_TITLE_LENGTH} characters")
-        if request.agent_id:
-            v.require_id(request.agent_id, "agent_id")
-        conversation = await self._conversations.create(
-            current_principal().user_id, request.title, request.agent_id, v.optional_request_id(request.request_id)
-        )
-        return pb.CreateConversationResponse(conversation=conversation)
 
-    async def GetConversation(self, request: pb.GetConversationRequest, context: Context) -> pb.GetConversationResponse:
-        conversation = await self._conversations.get(current_principal().user_id, v.require_id(request.id, "id"))
-        return pb.GetConversationResponse(conversation=conversation)
-
-    async def ListConversations(
-        self, request: pb.ListConversationsRequest, context: Context
-    ) -> pb.ListConversationsResponse:
-        items, next_token = await self._conversations.list_conversations(
-            current_principal().user_id, v.page_offset(request.page_token), v.page_size(request.page_size)
-        )
-        return pb.ListConversationsResponse(conversations=items, next_page_token=next_token)
-
-    async def DeleteConversation(
-        self, request: pb.DeleteConversationRequest, context: Context
-    ) -> pb.DeleteConversationResponse:
-        await self._conversations.delete(current_principal().user_id, v.require_id(request.id, "id"))
-        return pb.DeleteConversationResponse()
-
-    async def AppendMessage(self, request: pb.AppendMessageRequest, context: Context) -> pb.AppendMessageResponse:
-        message = await self._conversations.append(
-            current_principal().user_id,
-            v.require_id(request.conversation_id, "conversation_id"),
-            v.chat_message(request.message, "message"),
-            v.optional_request_id(request.request_id),
-        )
-        return pb.AppendMessageResponse(message=message)
-
-    async def ListMessages(self, request: pb.ListMessagesRequest, context: Context) -> pb.ListMessagesResponse:
-        items, next_token = await self._conversations.list_messages(
-            current_principal().user_id,
-            v.require_id(request.conversation_id, "conversation_id"),
-            v.page_offset(request.page_token),
-            v.page_size(request.page_size, default=100, maximum=1000),
-        )
-        return pb.ListMessagesResponse(messages=items, next_page_token=next_token)
+def _holder(value: str) -> str:
+    if not value:
+        raise invalid_argument("holder", "holder is required")
+    return v.plain_text(value, "holder", 128)
 
 
 class RunServicer(pb_grpc.RunServiceServicer):
-    def __init__(self, runs: RunRepository, notifier: EventNotifier) -> None:
+    def __init__(
+        self,
+        runs: RunRepository,
+        leases: LeaseRepository,
+        writes: RunWriteRepository,
+        notifier: EventNotifier,
+        live_poll_seconds: float,
+    ) -> None:
         self._runs = runs
+        self._leases = leases
+        self._writes = writes
         self._notifier = notifier
+        self._live_poll_seconds = live_poll_seconds
 
     async def CreateRun(self, request: pb.CreateRunRequest, context: Context) -> pb.CreateRunResponse:
         new = NewRun(
@@ -112,20 +81,53 @@ class RunServicer(pb_grpc.RunServiceServicer):
     async def ListRuns(self, request: pb.ListRunsRequest, context: Context) -> pb.ListRunsResponse:
         items, next_token = await self._runs.list_runs(
             current_principal().user_id,
-            request.conversation_id,
+            v.plain_text(request.conversation_id, "conversation_id", v.MAX_ID_LENGTH),
             v.page_offset(request.page_token),
             v.page_size(request.page_size),
         )
         return pb.ListRunsResponse(runs=items, next_page_token=next_token)
 
     async def ClaimRun(self, request: pb.ClaimRunRequest, context: Context) -> pb.ClaimRunResponse:
-        ttl = request.lease_ttl.ToTimedelta()
-        if not MIN_LEASE_SECONDS <= ttl.total_seconds() <= MAX_LEASE_SECONDS:
-            raise invalid_argument("lease_ttl", f"lease_ttl must be {MIN_LEASE_SECONDS}..{MAX_LEASE_SECONDS} seconds")
-        if not request.holder:
-            raise invalid_argument("holder", "holder is required")
-        run = await self._runs.claim(current_principal().user_id, v.require_id(request.id, "id"), request.holder, ttl)
+        run = await self._leases.claim(
+            current_principal().user_id,
+            v.require_id(request.id, "id"),
+            _holder(request.holder),
+            _lease_ttl(request.lease_ttl),
+        )
         return pb.ClaimRunResponse(run=run)
+
+    async def ClaimRuns(self, request: pb.ClaimRunsRequest, context: Context) -> pb.ClaimRunsResponse:
+        require_service()
+        if not 1 <= request.max_runs <= MAX_CLAIM:
+            raise invalid_argument("max_runs", f"max_runs must be 1..{MAX_CLAIM}")
+        runs = await self._leases.claim_runnable(
+            _holder(request.holder), request.max_runs, _lease_ttl(request.lease_ttl)
+        )
+        return pb.ClaimRunsResponse(runs=runs)
+
+    async def HeartbeatRun(self, request: pb.HeartbeatRunRequest, context: Context) -> pb.HeartbeatRunResponse:
+        run, expires = await self._leases.heartbeat(
+            current_principal().user_id,
+            v.require_id(request.id, "id"),
+            request.lease_epoch,
+            _lease_ttl(request.lease_ttl),
+        )
+        return pb.HeartbeatRunResponse(lease_expire_time=timestamp(expires), cancel_requested=run.cancel_requested)
+
+    async def ReleaseRun(self, request: pb.ReleaseRunRequest, context: Context) -> pb.ReleaseRunResponse:
+        run = await self._leases.release(
+            current_principal().user_id, v.require_id(request.id, "id"), request.lease_epoch
+        )
+        return pb.ReleaseRunResponse(run=run)
+
+    async def RequestRunCancel(
+        self, request: pb.RequestRunCancelRequest, context: Context
+    ) -> pb.RequestRunCancelResponse:
+        principal = current_principal()
+        run_id = v.require_id(request.id, "id")
+        run = await self._writes.request_cancel(principal.user_id, run_id, principal.user_id)
+        self._notifier.notify(run_id)
+        return pb.RequestRunCancelResponse(run=run)
 
     async def AppendRunEvents(self, request: pb.AppendRunEventsRequest, context: Context) -> pb.AppendRunEventsResponse:
         run_id = v.require_id(request.run_id, "run_id")
@@ -133,8 +135,12 @@ class RunServicer(pb_grpc.RunServiceServicer):
             raise invalid_argument("events", "events must not be empty")
         if len(request.events) > MAX_EVENTS_PER_APPEND:
             raise invalid_argument("events", f"at most {MAX_EVENTS_PER_APPEND} events per call")
-        first, last = await self._runs.append_events(
-            current_principal().user_id, run_id, request.lease_epoch, list(request.events)
+        first, last = await self._writes.append_events(
+            current_principal().user_id,
+            run_id,
+            request.lease_epoch,
+            list(request.events),
+            v.optional_request_id(request.request_id),
         )
         self._notifier.notify(run_id)
         return pb.AppendRunEventsResponse(first_seq=first, last_seq=last)
@@ -143,6 +149,8 @@ class RunServicer(pb_grpc.RunServiceServicer):
         run_id = v.require_id(request.run_id, "run_id")
         for index, message in enumerate(request.messages):
             v.chat_message(message, f"messages[{index}]")
+        if len(request.events) > MAX_EVENTS_PER_APPEND:
+            raise invalid_argument("events", f"at most {MAX_EVENTS_PER_APPEND} events per call")
         step = Checkpoint(
             epoch=request.lease_epoch,
             messages=list(request.messages),
@@ -153,14 +161,20 @@ class RunServicer(pb_grpc.RunServiceServicer):
             error=request.error if request.HasField("error") else None,
             step_count=request.step_count,
             usage=request.usage if request.HasField("usage") else None,
+            request_id=v.optional_request_id(request.request_id),
         )
-        run, messages = await self._runs.checkpoint(current_principal().user_id, run_id, step)
+        run, messages = await self._writes.checkpoint(current_principal().user_id, run_id, step)
         self._notifier.notify(run_id)
         return pb.CheckpointRunResponse(run=run, messages=messages, last_event_seq=run.last_event_seq)
 
     async def StreamRunEvents(
         self, request: pb.StreamRunEventsRequest, context: Context
     ) -> AsyncIterator[pb.StreamRunEventsResponse]:
+        """Replay from the database, then follow live appends with no gap or duplicate at the seam.
+
+        The reader pulls one page at a time and gRPC flow control holds it back
+        while the client is slow, so a slow subscriber never makes the store buffer.
+        """
         owner = current_principal().user_id
         run_id = v.require_id(request.run_id, "run_id")
         if request.after_seq < 0:
@@ -179,5 +193,5 @@ class RunServicer(pb_grpc.RunServiceServicer):
             if not request.follow or (ended and not events):
                 return
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(LIVE_POLL_SECONDS):
+                async with asyncio.timeout(self._live_poll_seconds):
                     await waiter.wait()

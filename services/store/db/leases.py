@@ -1,0 +1,96 @@
+"""Run leases: claim one run, claim runnable runs, heartbeat, release.
+
+Each claim increments the run's epoch, and every later write must carry it
+(see run_rows.lock_fenced). A run is runnable when it is queued, or running
+with an expired or released lease. On Postgres, concurrent claimers skip rows
+another transaction holds (FOR UPDATE SKIP LOCKED); on SQLite every write
+transaction is serialized (BEGIN IMMEDIATE), which gives the same guarantee.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.store import convert
+from services.store.db.models import RunRow
+from services.store.db.run_rows import TERMINAL_STATES, lock_fenced, lock_run
+from steward.errors import failed_precondition
+from steward.store.v1 import run_pb2
+
+
+def _lease_live(row: RunRow, now: datetime) -> bool:
+    return bool(row.lease_holder) and row.lease_expire_time is not None and convert.aware(row.lease_expire_time) > now
+
+
+def _take(row: RunRow, holder: str, ttl: timedelta, now: datetime) -> None:
+    row.lease_epoch += 1
+    row.lease_holder = holder
+    row.lease_expire_time = now + ttl
+    row.state = run_pb2.RUN_STATE_RUNNING
+    row.pause_reason = run_pb2.PAUSE_REASON_UNSPECIFIED
+    row.update_time = now
+
+
+class LeaseRepository:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def claim(self, owner_id: str, run_id: str, holder: str, ttl: timedelta) -> run_pb2.Run:
+        """Claim one of the owner's runs unless it has ended or a live lease holds it."""
+        async with self._sessions() as session, session.begin():
+            row = await lock_run(session, owner_id, run_id)
+            now = convert.now()
+            if row.state in TERMINAL_STATES:
+                raise failed_precondition("RUN_STATE_CONFLICT", f"run {run_id} has ended")
+            if _lease_live(row, now):
+                raise failed_precondition("RUN_STATE_CONFLICT", f"run {run_id} is held by a live lease")
+            _take(row, holder, ttl, now)
+        return convert.run_message(row)
+
+    async def claim_runnable(self, holder: str, max_runs: int, ttl: timedelta) -> list[run_pb2.Run]:
+        """Claim up to `max_runs` runnable runs of any owner, oldest first."""
+        async with self._sessions() as session, session.begin():
+            now = convert.now()
+            rows = (
+                await session.scalars(
+                    select(RunRow)
+                    .where(
+                        or_(
+                            RunRow.state == run_pb2.RUN_STATE_QUEUED,
+                            and_(
+                                RunRow.state == run_pb2.RUN_STATE_RUNNING,
+                                or_(RunRow.lease_expire_time.is_(None), RunRow.lease_expire_time <= now),
+                            ),
+                        )
+                    )
+                    .order_by(RunRow.create_time, RunRow.id)
+                    .limit(max_runs)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            for row in rows:
+                _take(row, holder, ttl, now)
+        return [convert.run_message(row) for row in rows]
+
+    async def heartbeat(self, owner_id: str, run_id: str, epoch: int, ttl: timedelta) -> tuple[run_pb2.Run, datetime]:
+        """Extend a held lease to now + ttl; LEASE_LOST if it was released or another holder claimed it."""
+        async with self._sessions() as session, session.begin():
+            row = await lock_fenced(session, owner_id, run_id, epoch)
+            if not row.lease_holder or row.state != run_pb2.RUN_STATE_RUNNING:
+                raise failed_precondition("LEASE_LOST", f"run {run_id} holds no lease")
+            now = convert.now()
+            row.lease_expire_time = now + ttl
+            row.update_time = now
+        return convert.run_message(row), now + ttl
+
+    async def release(self, owner_id: str, run_id: str, epoch: int) -> run_pb2.Run:
+        """Give up a held lease; the run keeps its state and is claimable at once."""
+        async with self._sessions() as session, session.begin():
+            row = await lock_fenced(session, owner_id, run_id, epoch)
+            row.lease_holder = ""
+            row.lease_expire_time = None
+            row.update_time = convert.now()
+        return convert.run_message(row)
