@@ -12,13 +12,16 @@ import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import grpc
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.store.db.engine import create_engine, create_sessionmaker
 from services.store.server import create_server
 from services.store.settings import StoreSettings
 from steward.auth import SERVICE_PREFIX
@@ -125,3 +128,13 @@ async def store(
         await server.stop(0.5)
         if backend == "postgres":
             await drop_postgres_database(url)
+
+
+@asynccontextmanager
+async def direct_sessions(store: StoreUnderTest) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on the store's own database, for tests that must move time or inspect rows."""
+    engine = create_engine(store.database_url)
+    try:
+        yield create_sessionmaker(engine)
+    finally:
+        await engine.dispose()
