@@ -59,7 +59,8 @@ async def test_two_claimers_never_both_own_a_run(store: StoreUnderTest) -> None:
 
     first, second = await asyncio.gather(claimer("replica-a"), claimer("replica-b"))
     assert not set(first) & set(second)
-    assert len(first) == len(set(first)) and len(second) == len(set(second))
+    assert len(first) == len(set(first))
+    assert len(second) == len(set(second))
     assert mine <= set(first) | set(second)
 
 
