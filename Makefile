@@ -13,7 +13,7 @@ PROTO_FILES = $(shell find protos -name '*.proto' | sort)
 AREAS := common store provider confirm runtime
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup run test test-fast lint typecheck generate check-generate buf-lint buf-breaking ci bench clean
+.PHONY: help setup run test test-fast lint typecheck generate check-generate check-migrations buf-lint buf-breaking ci bench clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -49,6 +49,11 @@ check-generate: $(STAMP) ## Fail when the committed generated code differs from 
 	  diff -r -x __pycache__ $$tmp/steward/$$a libs/steward/$$a || { echo "generated code for $$a is stale: run 'make generate'"; exit 1; }; \
 	done; echo "generated code is up to date"
 
+check-migrations: $(STAMP) ## alembic upgrade head + alembic check against a scratch SQLite database
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cd services/store; \
+	STEWARD_DATABASE_URL=sqlite+aiosqlite:///$$tmp/check.db ../../$(VENV)/bin/alembic -c alembic.ini upgrade head; \
+	STEWARD_DATABASE_URL=sqlite+aiosqlite:///$$tmp/check.db ../../$(VENV)/bin/alembic -c alembic.ini check
+
 buf-lint: $(BUF) ## Lint (STANDARD) and format-check the protos.
 	cd protos && ../$(BUF) lint && ../$(BUF) format --diff --exit-code
 
@@ -66,7 +71,7 @@ lint: $(STAMP) buf-lint ## ruff (lint + format check) and import boundaries.
 typecheck: $(STAMP) ## mypy --strict over libs, services, gateway, cli and tests.
 	$(VENV)/bin/mypy
 
-ci: setup lint typecheck check-generate buf-breaking test ## Everything CI checks.
+ci: setup lint typecheck check-generate check-migrations buf-breaking test ## Everything CI checks.
 
 bench: $(STAMP) ## Run the benchmarks.
 	$(PY) -m bench

@@ -14,7 +14,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from services.store.db.models import Base
+from services.store.db.migrate import upgrade_to_head
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -47,6 +47,5 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    """Create missing tables (migrations replace this when they land)."""
-    async with engine.begin() as connection:
-        await connection.run_sync(Base.metadata.create_all)
+    """Bring the schema to the newest Alembic revision (services/store/db/migrations)."""
+    await upgrade_to_head(engine)
