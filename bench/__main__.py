@@ -1,5 +1,16 @@
 import asyncio
+import sys
 
-from bench.foundation import main
+from bench import foundation, store
+from steward.logs import configure_logging
 
-asyncio.run(main())
+SUITES = {"foundation": foundation.main, "store": store.main}
+
+
+async def run(names: list[str]) -> None:
+    configure_logging("bench", "WARNING", json=False)
+    for name in names:
+        await SUITES[name]()
+
+
+asyncio.run(run(sys.argv[1:] or list(SUITES)))

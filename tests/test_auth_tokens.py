@@ -113,3 +113,9 @@ def test_client_calls_carry_the_principal_and_the_request_id() -> None:
     assert metadata.get_all(REQUEST_ID_KEY) == ["req-123"]
     verified = TokenVerifier(SECRET).verify(str(metadata.get_all(METADATA_KEY)[0]))
     assert verified == Principal(user_id="alice", actor="runtime", issuer="runtime")
+
+
+@pytest.mark.parametrize("user_id", ["u" * 129, "bad\x00id", "tab\tid"])
+def test_unusable_user_ids_are_refused(user_id: str) -> None:
+    token = TokenSigner(SECRET, issuer="gateway").mint(user_id)
+    assert _reason(lambda: TokenVerifier(SECRET).verify(token)) == "PRINCIPAL_INVALID"

@@ -24,6 +24,8 @@ METADATA_KEY = "x-steward-principal"
 AUDIENCE = "steward-internal"
 ALGORITHM = "HS256"
 DEFAULT_TTL_SECONDS = 300
+# Owner columns hold user ids of at most this many printable characters.
+MAX_PRINCIPAL_LENGTH = 128
 # Tokens minted by a client are reused until this many seconds before expiry.
 _REFRESH_MARGIN_SECONDS = 60
 
@@ -170,6 +172,8 @@ class TokenVerifier:
         user_id = claims.get("sub")
         if not isinstance(user_id, str) or not user_id:
             raise unauthenticated("PRINCIPAL_INVALID", "principal token names no user")
+        if len(user_id) > MAX_PRINCIPAL_LENGTH or not user_id.isprintable():
+            raise unauthenticated("PRINCIPAL_INVALID", "principal token names an invalid user id")
         actor = claims.get("act", {})
         if not isinstance(actor, dict) or not isinstance(actor.get("sub", ""), str):
             raise unauthenticated("PRINCIPAL_INVALID", "principal token has a malformed act claim")

@@ -10,6 +10,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.store import convert
+from services.store.agents_servicer import agents_servicer
 from services.store.conversations_servicer import ConversationServicer
 from services.store.db.conversations import ConversationRepository
 from services.store.db.engine import create_engine, create_schema, create_sessionmaker
@@ -17,6 +18,7 @@ from services.store.db.leases import LeaseRepository
 from services.store.db.retention import RetentionRepository
 from services.store.db.run_writes import RunWriteRepository
 from services.store.db.runs import RunRepository
+from services.store.identity_servicer import identity_servicer
 from services.store.notifier import EventNotifier
 from services.store.runs_servicer import RunServicer
 from services.store.settings import StoreSettings
@@ -60,8 +62,8 @@ async def create_server(settings: StoreSettings, address: str) -> GrpcServer:
         notifier,
         settings.live_poll_seconds,
     )
-    identity = pb_grpc.IdentityServiceServicer()  # type: ignore[abstract]  # unbuilt RPCs answer NOT_IMPLEMENTED
-    agents = pb_grpc.AgentServiceServicer()  # type: ignore[abstract]  # unbuilt RPCs answer NOT_IMPLEMENTED
+    identity = identity_servicer(sessions, settings.token_pepper.get_secret_value().encode())
+    agents = agents_servicer(sessions)
     server = await start_grpc_server(
         [
             registration(pb, pb_grpc, "IdentityService", identity),

@@ -1,9 +1,10 @@
-"""Request validation shared by the store's servicers."""
+"""Request validation shared by the store's servicers (text policy: services/store/text.py)."""
 
 from __future__ import annotations
 
 import uuid
 
+from services.store.text import plain_text as plain_text
 from steward.common.v1 import content_pb2
 from steward.errors import invalid_argument
 
@@ -12,20 +13,6 @@ MAX_REQUEST_ID_LENGTH = 128
 MAX_TITLE_LENGTH = 500
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-
-
-def plain_text(value: str, field: str, max_length: int) -> str:
-    """Text stored in a text column: bounded, and without U+0000, which Postgres cannot store.
-
-    The store behaves the same on both backends: such text is refused with
-    INVALID_ARGUMENT. (Message content and event payloads are stored encoded and
-    round-trip U+0000 exactly.)
-    """
-    if len(value) > max_length:
-        raise invalid_argument(field, f"{field} is longer than {max_length} characters")
-    if "\x00" in value:
-        raise invalid_argument(field, f"{field} must not contain U+0000")
-    return value
 
 
 def require_id(value: str, field: str) -> str:

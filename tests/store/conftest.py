@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import grpc
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -28,8 +27,8 @@ from steward.auth import SERVICE_PREFIX
 from steward.rpc.server import GrpcServer
 from steward.store.v1 import store_service_pb2_grpc as pb_grpc
 from tests.grpc_helpers import principal_metadata
+from tests.pg import PostgresUnavailableError, create_scratch_database, drop_scratch_database
 
-POSTGRES_DSN = os.environ.get("STEWARD_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 Metadata = tuple[tuple[str, str], ...]
 
 
@@ -67,29 +66,17 @@ class StoreUnderTest:
 
 
 async def fresh_postgres_database() -> str:
-    """Create an empty database for this session; return its SQLAlchemy URL."""
+    """A scratch database for this session: skipped locally without Postgres, an error on CI."""
     try:
-        admin = await asyncpg.connect(POSTGRES_DSN, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
+        return await create_scratch_database()
+    except PostgresUnavailableError as exc:
         if os.environ.get("CI"):
-            raise RuntimeError(f"Postgres is required on CI and not reachable at {POSTGRES_DSN}: {exc}") from exc
-        pytest.skip(f"Postgres not reachable at {POSTGRES_DSN}: {exc}")
-    name = f"steward_test_{uuid.uuid4().hex[:12]}"
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base = POSTGRES_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    return f"{base}/{name}"
+            raise RuntimeError(f"Postgres is required on CI: {exc}") from exc
+        pytest.skip(str(exc))
 
 
 async def drop_postgres_database(url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    admin = await asyncpg.connect(POSTGRES_DSN, timeout=5)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await drop_scratch_database(url)
 
 
 async def database_url_for(backend: str, tmp: Path) -> str:

@@ -8,9 +8,10 @@ so they are gap-free and monotonic.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.store import convert
@@ -48,32 +49,45 @@ async def lock_fenced(session: AsyncSession, owner_id: str, run_id: str, epoch: 
     return row
 
 
-def event_row(run: RunRow, event: run_event_pb2.RunEvent, created: datetime) -> RunEventRow:
-    """The next event of the (locked) run's log."""
+def event_values(run_id: str, seq: int, event: run_event_pb2.RunEvent, created: datetime) -> dict[str, object]:
+    """The run_events row for `event` at `seq`: the payload without run_id, seq and create_time."""
     kind = event.WhichOneof("payload")
     if kind is None:
         raise invalid_argument("events", "an event has no payload")
-    body = run_event_pb2.RunEvent()
-    body.CopyFrom(event)
-    body.ClearField("run_id")
-    body.ClearField("seq")
-    body.ClearField("create_time")
-    run.last_event_seq += 1
-    return RunEventRow(
-        run_id=run.id,
-        seq=run.last_event_seq,
-        step=event.step,
-        kind=kind,
-        payload=body.SerializeToString(),
-        create_time=created,
-    )
+    if event.run_id or event.seq or event.HasField("create_time"):
+        body = run_event_pb2.RunEvent()
+        body.CopyFrom(event)
+        body.ClearField("run_id")
+        body.ClearField("seq")
+        body.ClearField("create_time")
+        event = body
+    return {
+        "run_id": run_id,
+        "seq": seq,
+        "step": event.step,
+        "kind": kind,
+        "payload": event.SerializeToString(),
+        "create_time": created,
+    }
 
 
-def event_message(row: RunEventRow) -> run_event_pb2.RunEvent:
-    event = run_event_pb2.RunEvent.FromString(row.payload)
-    event.run_id = row.run_id
-    event.seq = row.seq
-    event.create_time.FromDatetime(convert.aware(row.create_time))
+async def insert_events(
+    session: AsyncSession, run: RunRow, events: Sequence[run_event_pb2.RunEvent], created: datetime
+) -> None:
+    """Append events to the (locked) run's log, advancing its `last_event_seq`."""
+    if not events:
+        return
+    first = run.last_event_seq + 1
+    rows = [event_values(run.id, first + index, event, created) for index, event in enumerate(events)]
+    run.last_event_seq += len(events)
+    await session.execute(insert(RunEventRow), rows)
+
+
+def event_message(run_id: str, seq: int, payload: bytes, created: datetime) -> run_event_pb2.RunEvent:
+    event = run_event_pb2.RunEvent.FromString(payload)
+    event.run_id = run_id
+    event.seq = seq
+    event.create_time.FromDatetime(convert.aware(created))
     return event
 
 

@@ -11,13 +11,20 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.store import convert
 from services.store.db.conversations import append_message, lock_conversation
-from services.store.db.models import MessageRow, RunRow, RunWriteRow
-from services.store.db.run_rows import TERMINAL_STATES, announce, event_row, lock_fenced, lock_run
+from services.store.db.models import MessageRow, RunEventRow, RunRow, RunWriteRow
+from services.store.db.run_rows import (
+    TERMINAL_STATES,
+    announce,
+    event_values,
+    insert_events,
+    lock_fenced,
+    lock_run,
+)
 from steward.common.v1 import content_pb2, usage_pb2
 from steward.errors import failed_precondition
 from steward.store.v1 import conversation_pb2, run_event_pb2, run_pb2
@@ -71,19 +78,49 @@ class RunWriteRepository:
         events: Sequence[run_event_pb2.RunEvent],
         request_id: str | None,
     ) -> tuple[int, int]:
-        """Append events in one transaction; the seqs of the first and last."""
+        """Append events in one transaction; the seqs of the first and last.
+
+        The hot path is two statements: one UPDATE that checks owner, epoch and
+        state and reserves the seqs (RETURNING the new last seq), and one
+        multi-row INSERT.
+        """
         async with self._sessions() as session, session.begin():
-            row = await lock_fenced(session, owner_id, run_id, epoch)
-            earlier = await _earlier_write(session, run_id, request_id)
-            if earlier is not None:
-                return earlier.first_seq, earlier.last_seq
-            first = row.last_event_seq + 1
+            if request_id is not None:
+                await lock_fenced(session, owner_id, run_id, epoch)
+                earlier = await _earlier_write(session, run_id, request_id)
+                if earlier is not None:
+                    return earlier.first_seq, earlier.last_seq
             created = convert.now()
-            session.add_all([event_row(row, event, created) for event in events])
-            row.update_time = created
-            _record_write(session, row, request_id, first, [])
+            last = await session.scalar(
+                update(RunRow)
+                .where(
+                    RunRow.id == run_id,
+                    RunRow.owner_id == owner_id,
+                    RunRow.lease_epoch == epoch,
+                    RunRow.state.not_in(TERMINAL_STATES),
+                )
+                .values(last_event_seq=RunRow.last_event_seq + len(events), update_time=created)
+                .returning(RunRow.last_event_seq)
+            )
+            if last is None:
+                row = await lock_fenced(session, owner_id, run_id, epoch)  # raises NOT_FOUND or LEASE_LOST
+                raise failed_precondition("RUN_STATE_CONFLICT", f"run {row.id} has ended")
+            first = last - len(events) + 1
+            rows = [event_values(run_id, first + index, event, created) for index, event in enumerate(events)]
+            await session.execute(insert(RunEventRow), rows)
+            if request_id is not None:
+                session.add(
+                    RunWriteRow(
+                        run_id=run_id,
+                        request_id=request_id,
+                        first_seq=first,
+                        last_seq=last,
+                        message_ids="[]",
+                        create_time=created,
+                    )
+                )
             await announce(session, run_id)
-        return first, row.last_event_seq
+        return first, last
 
     async def checkpoint(
         self, owner_id: str, run_id: str, step: Checkpoint
@@ -106,7 +143,7 @@ class RunWriteRepository:
                 conversation = await lock_conversation(session, owner_id, row.conversation_id)
                 for message in step.messages:
                     message_rows.append(await append_message(session, conversation, message, run_id=row.id))
-            session.add_all([event_row(row, event, created) for event in step.events])
+            await insert_events(session, row, step.events, created)
             self._apply_state(row, step, created)
             _record_write(session, row, step.request_id, first, [m.id for m in message_rows])
             await announce(session, run_id)
@@ -149,6 +186,6 @@ class RunWriteRepository:
                 row.lease_expire_time = None
                 row.end_time = now
                 cancelled = run_event_pb2.RunEvent(run_cancelled=run_event_pb2.RunCancelled(cancelled_by=cancelled_by))
-                session.add(event_row(row, cancelled, now))
+                await insert_events(session, row, [cancelled], now)
             await announce(session, run_id)
         return convert.run_message(row)

@@ -109,24 +109,36 @@ class RunRepository:
     ) -> tuple[list[run_event_pb2.RunEvent], bool]:
         """Up to `limit` events after `after_seq`, and whether the run has ended.
 
-        A cursor inside the part of the log that retention removed is refused
-        (CURSOR_EXPIRED): replaying from it would silently skip events.
+        One round trip: the run's ownership, state and retention point come back
+        with the events. A cursor inside the part of the log that retention
+        removed is refused (CURSOR_EXPIRED): replaying from it would silently
+        skip events.
         """
+        query = (
+            select(
+                RunRow.state,
+                RunRow.compacted_through_seq,
+                RunEventRow.seq,
+                RunEventRow.payload,
+                RunEventRow.create_time,
+            )
+            .select_from(RunRow)
+            .outerjoin(RunEventRow, (RunEventRow.run_id == RunRow.id) & (RunEventRow.seq > after_seq))
+            .where(RunRow.id == run_id, RunRow.owner_id == owner_id)
+            .order_by(RunEventRow.seq)
+            .limit(limit)
+        )
         async with self._sessions() as session:
-            run = await session.scalar(select(RunRow).where(RunRow.id == run_id, RunRow.owner_id == owner_id))
-            if run is None:
-                raise not_found("RUN_NOT_FOUND", f"run {run_id} not found")
-            if after_seq < run.compacted_through_seq:
-                raise failed_precondition(
-                    "CURSOR_EXPIRED",
-                    f"events up to {run.compacted_through_seq} were compacted; read the conversation's messages",
-                )
-            rows = (
-                await session.scalars(
-                    select(RunEventRow)
-                    .where(RunEventRow.run_id == run_id, RunEventRow.seq > after_seq)
-                    .order_by(RunEventRow.seq)
-                    .limit(limit)
-                )
-            ).all()
-        return [event_message(row) for row in rows], run.state in TERMINAL_STATES
+            rows = (await session.execute(query)).all()
+        if not rows:
+            raise not_found("RUN_NOT_FOUND", f"run {run_id} not found")
+        state, compacted_through = rows[0][0], rows[0][1]
+        if after_seq < compacted_through:
+            raise failed_precondition(
+                "CURSOR_EXPIRED",
+                f"events up to {compacted_through} were compacted; read the conversation's messages",
+            )
+        events = [
+            event_message(run_id, seq, payload, created) for _, _, seq, payload, created in rows if seq is not None
+        ]
+        return events, state in TERMINAL_STATES

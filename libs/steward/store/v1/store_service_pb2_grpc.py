@@ -392,7 +392,8 @@ class AgentServiceServicer:
     """
 
     def CreateAgent(self, request, context):
-        """Creates an agent. Atomic; idempotent by request_id. ALREADY_EXISTS
+        """Creates an agent. Atomic; idempotent by request_id (a retry returns the
+        agent as it is now). ALREADY_EXISTS
         (AGENT_ALREADY_EXISTS) when the owner already has an agent of that name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -423,8 +424,9 @@ class AgentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteAgent(self, request, context):
-        """Deletes an agent; existing conversations keep their messages. Idempotent.
-        NOT_FOUND (AGENT_NOT_FOUND) for a foreign id.
+        """Deletes an agent; existing conversations keep their messages. Atomic.
+        NOT_FOUND (AGENT_NOT_FOUND) for an unknown, foreign or already deleted id,
+        so a retried delete that gets AGENT_NOT_FOUND has succeeded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -188,7 +188,8 @@ class AgentServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AgentServiceAsyncStub: ...
     CreateAgent: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.CreateAgentRequest, _store_service_pb2.CreateAgentResponse]
-    """Creates an agent. Atomic; idempotent by request_id. ALREADY_EXISTS
+    """Creates an agent. Atomic; idempotent by request_id (a retry returns the
+    agent as it is now). ALREADY_EXISTS
     (AGENT_ALREADY_EXISTS) when the owner already has an agent of that name.
     """
     GetAgent: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.GetAgentRequest, _store_service_pb2.GetAgentResponse]
@@ -201,8 +202,9 @@ class AgentServiceStub:
     when renamed onto another agent's name; INVALID_ARGUMENT for an unknown path.
     """
     DeleteAgent: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.DeleteAgentRequest, _store_service_pb2.DeleteAgentResponse]
-    """Deletes an agent; existing conversations keep their messages. Idempotent.
-    NOT_FOUND (AGENT_NOT_FOUND) for a foreign id.
+    """Deletes an agent; existing conversations keep their messages. Atomic.
+    NOT_FOUND (AGENT_NOT_FOUND) for an unknown, foreign or already deleted id,
+    so a retried delete that gets AGENT_NOT_FOUND has succeeded.
     """
 
 @_typing.type_check_only
@@ -211,7 +213,8 @@ class AgentServiceAsyncStub(AgentServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateAgent: _aio.UnaryUnaryMultiCallable[_store_service_pb2.CreateAgentRequest, _store_service_pb2.CreateAgentResponse]  # type: ignore[assignment]
-    """Creates an agent. Atomic; idempotent by request_id. ALREADY_EXISTS
+    """Creates an agent. Atomic; idempotent by request_id (a retry returns the
+    agent as it is now). ALREADY_EXISTS
     (AGENT_ALREADY_EXISTS) when the owner already has an agent of that name.
     """
     GetAgent: _aio.UnaryUnaryMultiCallable[_store_service_pb2.GetAgentRequest, _store_service_pb2.GetAgentResponse]  # type: ignore[assignment]
@@ -224,8 +227,9 @@ class AgentServiceAsyncStub(AgentServiceStub):
     when renamed onto another agent's name; INVALID_ARGUMENT for an unknown path.
     """
     DeleteAgent: _aio.UnaryUnaryMultiCallable[_store_service_pb2.DeleteAgentRequest, _store_service_pb2.DeleteAgentResponse]  # type: ignore[assignment]
-    """Deletes an agent; existing conversations keep their messages. Idempotent.
-    NOT_FOUND (AGENT_NOT_FOUND) for a foreign id.
+    """Deletes an agent; existing conversations keep their messages. Atomic.
+    NOT_FOUND (AGENT_NOT_FOUND) for an unknown, foreign or already deleted id,
+    so a retried delete that gets AGENT_NOT_FOUND has succeeded.
     """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -237,7 +241,8 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _store_service_pb2.CreateAgentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_store_service_pb2.CreateAgentResponse, _abc.Awaitable[_store_service_pb2.CreateAgentResponse]]:
-        """Creates an agent. Atomic; idempotent by request_id. ALREADY_EXISTS
+        """Creates an agent. Atomic; idempotent by request_id (a retry returns the
+        agent as it is now). ALREADY_EXISTS
         (AGENT_ALREADY_EXISTS) when the owner already has an agent of that name.
         """
 
@@ -274,8 +279,9 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _store_service_pb2.DeleteAgentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_store_service_pb2.DeleteAgentResponse, _abc.Awaitable[_store_service_pb2.DeleteAgentResponse]]:
-        """Deletes an agent; existing conversations keep their messages. Idempotent.
-        NOT_FOUND (AGENT_NOT_FOUND) for a foreign id.
+        """Deletes an agent; existing conversations keep their messages. Atomic.
+        NOT_FOUND (AGENT_NOT_FOUND) for an unknown, foreign or already deleted id,
+        so a retried delete that gets AGENT_NOT_FOUND has succeeded.
         """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,188 @@
+"""Agent definitions, always scoped by the owner.
+
+An agent's name is unique per owner: the `(owner_id, name)` constraint backs
+the checks here, so a concurrent create or rename that races past them still
+ends as ALREADY_EXISTS (AGENT_ALREADY_EXISTS), never as INTERNAL. Tools are kept
+as a JSON list; the approval policy and limits as serialized protobuf.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+
+import grpc
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.store import convert
+from services.store.db.models import AgentRow
+from steward.common.v1 import limits_pb2
+from steward.errors import StewardError, invalid_argument, not_found
+from steward.store.v1 import agent_pb2
+
+# The field-mask paths UpdateAgent accepts; an empty mask means all of them.
+MUTABLE_FIELDS: tuple[str, ...] = (
+    "name",
+    "description",
+    "system_prompt",
+    "model_route",
+    "tools",
+    "approval_policy",
+    "limits",
+)
+
+
+def _already_exists(name: str) -> StewardError:
+    return StewardError(
+        grpc.StatusCode.ALREADY_EXISTS, "AGENT_ALREADY_EXISTS", f"an agent named {name!r} already exists"
+    )
+
+
+def _not_found(agent_id: str) -> StewardError:
+    return not_found("AGENT_NOT_FOUND", f"agent {agent_id} not found")
+
+
+def agent_message(row: AgentRow) -> agent_pb2.Agent:
+    agent = agent_pb2.Agent(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        system_prompt=row.system_prompt,
+        model_route=row.model_route,
+        tools=json.loads(row.tools),
+        create_time=convert.timestamp(row.create_time),
+        update_time=convert.timestamp(row.update_time),
+    )
+    if row.approval_policy:
+        agent.approval_policy.CopyFrom(agent_pb2.ApprovalPolicy.FromString(row.approval_policy))
+    if row.limits:
+        agent.limits.CopyFrom(limits_pb2.RunLimits.FromString(row.limits))
+    return agent
+
+
+def _apply(row: AgentRow, agent: agent_pb2.Agent, paths: Sequence[str]) -> None:
+    """Copy the fields named by `paths` from `agent` onto `row`."""
+    for path in paths:
+        if path == "name":
+            row.name = agent.name
+        elif path == "description":
+            row.description = agent.description
+        elif path == "system_prompt":
+            row.system_prompt = agent.system_prompt
+        elif path == "model_route":
+            row.model_route = agent.model_route
+        elif path == "tools":
+            row.tools = json.dumps(list(agent.tools), separators=(",", ":"))
+        elif path == "approval_policy":
+            row.approval_policy = agent.approval_policy.SerializeToString(deterministic=True)
+        elif path == "limits":
+            row.limits = agent.limits.SerializeToString(deterministic=True)
+        else:
+            raise invalid_argument("update_mask", f"update_mask names an unknown field {path!r}")
+
+
+class AgentRepository:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def create(self, owner_id: str, agent: agent_pb2.Agent, request_id: str | None) -> agent_pb2.Agent:
+        """A new agent; a retry with the same request_id returns the first agent as it is now."""
+        created = convert.now()
+        row = AgentRow(id=str(uuid.uuid4()), owner_id=owner_id, request_id=request_id, create_time=created)
+        _apply(row, agent, MUTABLE_FIELDS)
+        row.update_time = created
+        try:
+            async with self._sessions() as session, session.begin():
+                if request_id is not None:
+                    existing = await _by_request(session, owner_id, request_id)
+                    if existing is not None:
+                        return agent_message(existing)
+                clash = await _by_name(session, owner_id, row.name)
+                if clash is not None:
+                    if request_id is not None and clash.request_id == request_id:
+                        return agent_message(clash)  # a concurrent retry committed between the two reads
+                    raise _already_exists(row.name)
+                session.add(row)
+        except IntegrityError:
+            # A concurrent insert won: the same retry (answer with its agent) or the same name.
+            async with self._sessions() as session:
+                existing = None if request_id is None else await _by_request(session, owner_id, request_id)
+            if existing is not None:
+                return agent_message(existing)
+            raise _already_exists(row.name) from None
+        return agent_message(row)
+
+    async def get(self, owner_id: str, agent_id: str) -> agent_pb2.Agent:
+        async with self._sessions() as session:
+            row = await session.scalar(select(AgentRow).where(AgentRow.id == agent_id, AgentRow.owner_id == owner_id))
+        if row is None:
+            raise _not_found(agent_id)
+        return agent_message(row)
+
+    async def list_agents(self, owner_id: str, offset: int, limit: int) -> tuple[list[agent_pb2.Agent], str]:
+        """The owner's agents by name, and the next page token ("" on the last page)."""
+        async with self._sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(AgentRow)
+                    .where(AgentRow.owner_id == owner_id)
+                    .order_by(AgentRow.name, AgentRow.id)
+                    .offset(offset)
+                    .limit(limit + 1)
+                )
+            ).all()
+        next_token = str(offset + limit) if len(rows) > limit else ""
+        return [agent_message(row) for row in rows[:limit]], next_token
+
+    async def update(self, owner_id: str, agent: agent_pb2.Agent, paths: Sequence[str]) -> agent_pb2.Agent:
+        """Change the fields named by `paths` (all mutable fields when empty) of the owner's agent."""
+        fields = paths or MUTABLE_FIELDS
+        try:
+            async with self._sessions() as session, session.begin():
+                row = await session.scalar(
+                    select(AgentRow).where(AgentRow.id == agent.id, AgentRow.owner_id == owner_id).with_for_update()
+                )
+                if row is None:
+                    raise _not_found(agent.id)
+                renamed = "name" in fields and agent.name != row.name
+                if renamed and await _by_name(session, owner_id, agent.name) is not None:
+                    raise _already_exists(agent.name)
+                _apply(row, agent, fields)
+                row.update_time = convert.now()
+        except IntegrityError:
+            # A concurrent create or rename took the name between the check and the commit.
+            raise _already_exists(agent.name) from None
+        return agent_message(row)
+
+    async def delete(self, owner_id: str, agent_id: str) -> None:
+        """Delete the owner's agent; conversations keep their messages.
+
+        Rows are removed, not tombstoned, so an id deleted before cannot be told
+        from an unknown or foreign one: deleting it again answers NOT_FOUND
+        (AGENT_NOT_FOUND) as well. A client retrying a delete treats that answer
+        as success; the state it wanted (no such agent) holds either way.
+        """
+        async with self._sessions() as session, session.begin():
+            row = await session.scalar(
+                select(AgentRow).where(AgentRow.id == agent_id, AgentRow.owner_id == owner_id).with_for_update()
+            )
+            if row is None:
+                raise _not_found(agent_id)
+            await session.delete(row)
+
+
+async def _by_request(session: AsyncSession, owner_id: str, request_id: str) -> AgentRow | None:
+    row: AgentRow | None = await session.scalar(
+        select(AgentRow).where(AgentRow.owner_id == owner_id, AgentRow.request_id == request_id)
+    )
+    return row
+
+
+async def _by_name(session: AsyncSession, owner_id: str, name: str) -> AgentRow | None:
+    row: AgentRow | None = await session.scalar(
+        select(AgentRow).where(AgentRow.owner_id == owner_id, AgentRow.name == name)
+    )
+    return row
