@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from datetime import timedelta
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -20,6 +20,7 @@ from services.store.db.runs import NewRun, RunRepository
 from services.store.notifier import EventNotifier
 from steward.auth import current_principal, require_service
 from steward.errors import invalid_argument
+from steward.store.v1 import run_event_pb2
 from steward.store.v1 import store_service_pb2 as pb
 from steward.store.v1 import store_service_pb2_grpc as pb_grpc
 
@@ -43,6 +44,21 @@ def _holder(value: str) -> str:
     if not value:
         raise invalid_argument("holder", "holder is required")
     return v.plain_text(value, "holder", 128)
+
+
+def _committed(
+    run_id: str, first: int, created: datetime, events: Sequence[run_event_pb2.RunEvent]
+) -> list[run_event_pb2.RunEvent]:
+    """The appended events as the log now holds them: with run id, seq and time."""
+    committed = []
+    for offset, event in enumerate(events):
+        stored = run_event_pb2.RunEvent()
+        stored.CopyFrom(event)
+        stored.run_id = run_id
+        stored.seq = first + offset
+        stored.create_time.FromDatetime(created)
+        committed.append(stored)
+    return committed
 
 
 class RunServicer(pb_grpc.RunServiceServicer):
@@ -126,6 +142,7 @@ class RunServicer(pb_grpc.RunServiceServicer):
         principal = current_principal()
         run_id = v.require_id(request.id, "id")
         run = await self._writes.request_cancel(principal.user_id, run_id, principal.user_id)
+        self._notifier.forget(run_id)
         self._notifier.notify(run_id)
         return pb.RequestRunCancelResponse(run=run)
 
@@ -135,14 +152,12 @@ class RunServicer(pb_grpc.RunServiceServicer):
             raise invalid_argument("events", "events must not be empty")
         if len(request.events) > MAX_EVENTS_PER_APPEND:
             raise invalid_argument("events", f"at most {MAX_EVENTS_PER_APPEND} events per call")
-        first, last = await self._writes.append_events(
-            current_principal().user_id,
-            run_id,
-            request.lease_epoch,
-            list(request.events),
-            v.optional_request_id(request.request_id),
+        request_id = v.optional_request_id(request.request_id)
+        first, last, created = await self._writes.append_events(
+            current_principal().user_id, run_id, request.lease_epoch, list(request.events), request_id
         )
-        self._notifier.notify(run_id)
+        if created is not None:
+            self._notifier.publish(run_id, _committed(run_id, first, created, request.events))
         return pb.AppendRunEventsResponse(first_seq=first, last_seq=last)
 
     async def CheckpointRun(self, request: pb.CheckpointRunRequest, context: Context) -> pb.CheckpointRunResponse:
@@ -164,6 +179,7 @@ class RunServicer(pb_grpc.RunServiceServicer):
             request_id=v.optional_request_id(request.request_id),
         )
         run, messages = await self._writes.checkpoint(current_principal().user_id, run_id, step)
+        self._notifier.forget(run_id)
         self._notifier.notify(run_id)
         return pb.CheckpointRunResponse(run=run, messages=messages, last_event_seq=run.last_event_seq)
 
@@ -180,9 +196,14 @@ class RunServicer(pb_grpc.RunServiceServicer):
         if request.after_seq < 0:
             raise invalid_argument("after_seq", "after_seq must not be negative")
         last = request.after_seq
+        replaying = True  # the first read is from the database: it checks ownership and the cursor
         while True:
             waiter = self._notifier.waiter(run_id)  # before the read: no wake-up is lost at the seam
-            events, ended = await self._runs.events_after(owner, run_id, last, REPLAY_BATCH)
+            events = [] if replaying else self._notifier.after(run_id, last)
+            ended = False
+            if not events:
+                events, ended = await self._runs.events_after(owner, run_id, last, REPLAY_BATCH)
+            replaying = False
             for event in events:
                 yield pb.StreamRunEventsResponse(event=event)
                 last = event.seq

@@ -17,6 +17,7 @@ from services.store.db.engine import create_engine, create_schema, create_sessio
 from services.store.db.leases import LeaseRepository
 from services.store.db.retention import RetentionRepository
 from services.store.db.run_writes import RunWriteRepository
+from services.store.db.runner import TransactionRunner
 from services.store.db.runs import RunRepository
 from services.store.identity_servicer import identity_servicer
 from services.store.notifier import EventNotifier
@@ -50,15 +51,16 @@ async def create_server(settings: StoreSettings, address: str) -> GrpcServer:
     engine = create_engine(url)
     await create_schema(engine)
     sessions = create_sessionmaker(engine)
+    runner = TransactionRunner(engine)
     notifier = EventNotifier()
     wakeups = PostgresWakeups(asyncpg_dsn(url), notifier) if engine.dialect.name == "postgresql" else None
     if wakeups is not None:
         await wakeups.start()
     conversations = ConversationServicer(ConversationRepository(sessions))
     runs = RunServicer(
-        RunRepository(sessions),
+        RunRepository(sessions, runner),
         LeaseRepository(sessions),
-        RunWriteRepository(sessions),
+        RunWriteRepository(sessions, runner),
         notifier,
         settings.live_poll_seconds,
     )
@@ -88,6 +90,7 @@ async def create_server(settings: StoreSettings, address: str) -> GrpcServer:
                 await retention
         if wakeups is not None:
             await wakeups.stop()
+        await asyncio.to_thread(runner.close)
         await engine.dispose()
 
     server.on_stop.append(close)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.store import convert
@@ -97,3 +97,9 @@ async def announce(session: AsyncSession, run_id: str) -> None:
         await session.execute(
             text("SELECT pg_notify(:channel, :run_id)"), {"channel": NOTIFY_CHANNEL, "run_id": run_id}
         )
+
+
+def announce_sync(connection: Connection, run_id: str) -> None:
+    """`announce` for a unit of work running on a sync Connection."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_notify(:channel, :run_id)"), {"channel": NOTIFY_CHANNEL, "run_id": run_id})

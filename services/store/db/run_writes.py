@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.store import convert
@@ -20,13 +21,15 @@ from services.store.db.models import MessageRow, RunEventRow, RunRow, RunWriteRo
 from services.store.db.run_rows import (
     TERMINAL_STATES,
     announce,
+    announce_sync,
     event_values,
     insert_events,
     lock_fenced,
     lock_run,
 )
+from services.store.db.runner import TransactionRunner
 from steward.common.v1 import content_pb2, usage_pb2
-from steward.errors import failed_precondition
+from steward.errors import failed_precondition, not_found
 from steward.store.v1 import conversation_pb2, run_event_pb2, run_pb2
 
 
@@ -66,9 +69,20 @@ def _record_write(session: AsyncSession, row: RunRow, request_id: str | None, fi
         )
 
 
+def _fence(connection: Connection, owner_id: str, run_id: str, epoch: int, *, lock: bool) -> None:
+    """NOT_FOUND for an unknown or foreign run, LEASE_LOST for a stale epoch."""
+    query = select(RunRow.lease_epoch).where(RunRow.id == run_id, RunRow.owner_id == owner_id)
+    current = connection.execute(query.with_for_update() if lock else query).scalar()
+    if current is None:
+        raise not_found("RUN_NOT_FOUND", f"run {run_id} not found")
+    if current != epoch:
+        raise failed_precondition("LEASE_LOST", f"lease epoch {epoch} is stale; the run is at {current}")
+
+
 class RunWriteRepository:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], runner: TransactionRunner) -> None:
         self._sessions = sessions
+        self._runner = runner
 
     async def append_events(
         self,
@@ -77,21 +91,27 @@ class RunWriteRepository:
         epoch: int,
         events: Sequence[run_event_pb2.RunEvent],
         request_id: str | None,
-    ) -> tuple[int, int]:
-        """Append events in one transaction; the seqs of the first and last.
+    ) -> tuple[int, int, datetime | None]:
+        """Append events in one transaction: the first and last seq, and the events' time
+        (None when a retry found the earlier write and appended nothing).
 
         The hot path is two statements: one UPDATE that checks owner, epoch and
         state and reserves the seqs (RETURNING the new last seq), and one
         multi-row INSERT.
         """
-        async with self._sessions() as session, session.begin():
+        created = convert.now()
+
+        def work(connection: Connection) -> tuple[int, int, datetime | None]:
             if request_id is not None:
-                await lock_fenced(session, owner_id, run_id, epoch)
-                earlier = await _earlier_write(session, run_id, request_id)
+                _fence(connection, owner_id, run_id, epoch, lock=True)
+                earlier = connection.execute(
+                    select(RunWriteRow.first_seq, RunWriteRow.last_seq).where(
+                        RunWriteRow.run_id == run_id, RunWriteRow.request_id == request_id
+                    )
+                ).first()
                 if earlier is not None:
-                    return earlier.first_seq, earlier.last_seq
-            created = convert.now()
-            last = await session.scalar(
+                    return int(earlier[0]), int(earlier[1]), None
+            last = connection.execute(
                 update(RunRow)
                 .where(
                     RunRow.id == run_id,
@@ -101,16 +121,18 @@ class RunWriteRepository:
                 )
                 .values(last_event_seq=RunRow.last_event_seq + len(events), update_time=created)
                 .returning(RunRow.last_event_seq)
-            )
+            ).scalar()
             if last is None:
-                row = await lock_fenced(session, owner_id, run_id, epoch)  # raises NOT_FOUND or LEASE_LOST
-                raise failed_precondition("RUN_STATE_CONFLICT", f"run {row.id} has ended")
+                _fence(connection, owner_id, run_id, epoch, lock=False)  # raises NOT_FOUND or LEASE_LOST
+                raise failed_precondition("RUN_STATE_CONFLICT", f"run {run_id} has ended")
             first = last - len(events) + 1
-            rows = [event_values(run_id, first + index, event, created) for index, event in enumerate(events)]
-            await session.execute(insert(RunEventRow), rows)
+            connection.execute(
+                insert(RunEventRow),
+                [event_values(run_id, first + index, event, created) for index, event in enumerate(events)],
+            )
             if request_id is not None:
-                session.add(
-                    RunWriteRow(
+                connection.execute(
+                    insert(RunWriteRow).values(
                         run_id=run_id,
                         request_id=request_id,
                         first_seq=first,
@@ -119,8 +141,10 @@ class RunWriteRepository:
                         create_time=created,
                     )
                 )
-            await announce(session, run_id)
-        return first, last
+            announce_sync(connection, run_id)
+            return first, last, created
+
+        return await self._runner.write(work)
 
     async def checkpoint(
         self, owner_id: str, run_id: str, step: Checkpoint

@@ -13,6 +13,7 @@ from services.store import convert
 from services.store.db.conversations import append_message, lock_conversation
 from services.store.db.models import MessageRow, RunEventRow, RunRow
 from services.store.db.run_rows import TERMINAL_STATES, event_message
+from services.store.db.runner import TransactionRunner
 from steward.common.v1 import content_pb2, limits_pb2
 from steward.errors import StewardError, failed_precondition, not_found
 from steward.store.v1 import agent_pb2, conversation_pb2, run_event_pb2, run_pb2
@@ -30,8 +31,9 @@ class NewRun:
 
 
 class RunRepository:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], runner: TransactionRunner) -> None:
         self._sessions = sessions
+        self._runner = runner
 
     async def create(self, owner_id: str, new: NewRun) -> tuple[run_pb2.Run, bool, conversation_pb2.Message | None]:
         """Create a queued run (and its input message) once; a duplicate returns the first."""
@@ -128,8 +130,7 @@ class RunRepository:
             .order_by(RunEventRow.seq)
             .limit(limit)
         )
-        async with self._sessions() as session:
-            rows = (await session.execute(query)).all()
+        rows = await self._runner.read(lambda connection: list(connection.execute(query).all()))
         if not rows:
             raise not_found("RUN_NOT_FOUND", f"run {run_id} not found")
         state, compacted_through = rows[0][0], rows[0][1]
