@@ -26,6 +26,7 @@ class EventWriter:
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
         self._text_written = False
+        self._batches = 0
 
     async def emit(self, event: ev.RunEvent) -> None:
         """Write an event (and any buffered text before it) now."""
@@ -56,8 +57,13 @@ class EventWriter:
             if not self._pending:
                 return
             batch, self._pending = self._pending, []
+            self._batches += 1
+            # Keyed per holder and batch: a retried append after a timeout appends nothing twice.
+            request_id = f"{self._run_id}/{self._epoch}/events/{self._batches}"
             await self._runs.AppendRunEvents(
-                store_pb.AppendRunEventsRequest(run_id=self._run_id, lease_epoch=self._epoch, events=batch)
+                store_pb.AppendRunEventsRequest(
+                    run_id=self._run_id, lease_epoch=self._epoch, events=batch, request_id=request_id
+                )
             )
 
     async def close(self) -> None:

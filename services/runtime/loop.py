@@ -130,6 +130,7 @@ class RunLoop:
                 events=[ev.RunEvent(step=step, usage=ev.UsageReported(usage=usage, run_total=usage))],
                 step_count=step,
                 usage=usage,
+                request_id=f"{run.id}/{epoch}/step/{step}",
             )
         )
         await self._runs.CheckpointRun(
@@ -140,6 +141,7 @@ class RunLoop:
                 state=run_pb2.RUN_STATE_COMPLETED,
                 step_count=step,
                 usage=usage,
+                request_id=f"{run.id}/{epoch}/completed",
             )
         )
         log.info("run_completed", steps=step, output_tokens=usage.output_tokens)
