@@ -158,6 +158,7 @@ class RunLoop:
                     events=[ev.RunEvent(run_failed=ev.RunFailed(error=run_error))],
                     state=run_pb2.RUN_STATE_FAILED,
                     error=run_error,
+                    request_id=f"{run_id}/{epoch}/failed",
                 )
             )
         except grpc.aio.AioRpcError as exc:

@@ -14,7 +14,7 @@ class StoreSettings(CommonSettings):
     database_url: str = ""
     # Keys the HMAC of stored API tokens; only the store holds it.
     token_pepper: SecretStr
-    # Completed runs older than this have their text and reasoning deltas compacted away.
+    # Runs that ended (in any terminal state) longer ago than this have their deltas compacted away.
     retention_days: float = 30.0
     # Seconds between retention passes (0 turns the background pass off).
     retention_interval: float = 3600.0
