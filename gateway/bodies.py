@@ -23,6 +23,10 @@ async def json_object(request: web.Request) -> dict[str, Any]:
         raise HttpError(400, "MALFORMED_JSON", f"the body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise HttpError(400, "MALFORMED_JSON", "the body must be a JSON object")
+    try:  # JSON may escape lone UTF-16 surrogates ("\ud800"), which no UTF-8 text can carry
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise HttpError(400, "MALFORMED_JSON", "the body contains an unpaired UTF-16 surrogate") from exc
     return body
 
 

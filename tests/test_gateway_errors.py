@@ -30,7 +30,7 @@ async def _conversation(gateway: Client, auth: dict[str, str]) -> str:
     return conversation_id
 
 
-@pytest.mark.parametrize("body", ["{bad", "[1, 2]", '"text"', "\xff"])
+@pytest.mark.parametrize("body", ["{bad", "[1, 2]", '"text"', "\xff", '{"title": "\\ud800"}'])
 async def test_malformed_json_is_400(gateway: Client, auth: dict[str, str], body: str) -> None:
     response = await gateway.post(
         "/api/v1/conversations", data=body.encode("latin-1"), headers={**auth, "Content-Type": "application/json"}
