@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.store import convert
 from services.store.db.models import AgentRow
+from services.store.db.paging import page
 from steward.common.v1 import limits_pb2
 from steward.errors import StewardError, invalid_argument, not_found
 from steward.store.v1 import agent_pb2
@@ -125,17 +126,13 @@ class AgentRepository:
     async def list_agents(self, owner_id: str, offset: int, limit: int) -> tuple[list[agent_pb2.Agent], str]:
         """The owner's agents by name, and the next page token ("" on the last page)."""
         async with self._sessions() as session:
-            rows = (
-                await session.scalars(
-                    select(AgentRow)
-                    .where(AgentRow.owner_id == owner_id)
-                    .order_by(AgentRow.name, AgentRow.id)
-                    .offset(offset)
-                    .limit(limit + 1)
-                )
-            ).all()
-        next_token = str(offset + limit) if len(rows) > limit else ""
-        return [agent_message(row) for row in rows[:limit]], next_token
+            return await page(
+                session,
+                select(AgentRow).where(AgentRow.owner_id == owner_id).order_by(AgentRow.name, AgentRow.id),
+                offset,
+                limit,
+                agent_message,
+            )
 
     async def update(self, owner_id: str, agent: agent_pb2.Agent, paths: Sequence[str]) -> agent_pb2.Agent:
         """Change the fields named by `paths` (all mutable fields when empty) of the owner's agent."""

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.store import convert
 from services.store.db.models import ConversationRow, MessageRow
+from services.store.db.paging import page
 from steward.common.v1 import content_pb2
 from steward.errors import not_found
 from steward.store.v1 import conversation_pb2
@@ -98,17 +99,15 @@ class ConversationRepository:
         self, owner_id: str, offset: int, limit: int
     ) -> tuple[list[conversation_pb2.Conversation], str]:
         async with self._sessions() as session:
-            rows = (
-                await session.scalars(
-                    select(ConversationRow)
-                    .where(ConversationRow.owner_id == owner_id)
-                    .order_by(ConversationRow.update_time.desc(), ConversationRow.id)
-                    .offset(offset)
-                    .limit(limit + 1)
-                )
-            ).all()
-        next_token = str(offset + limit) if len(rows) > limit else ""
-        return [convert.conversation_message(row) for row in rows[:limit]], next_token
+            return await page(
+                session,
+                select(ConversationRow)
+                .where(ConversationRow.owner_id == owner_id)
+                .order_by(ConversationRow.update_time.desc(), ConversationRow.id),
+                offset,
+                limit,
+                convert.conversation_message,
+            )
 
     async def delete(self, owner_id: str, conversation_id: str) -> None:
         async with self._sessions() as session, session.begin():
@@ -144,14 +143,12 @@ class ConversationRepository:
             )
             if not exists:
                 raise not_found("CONVERSATION_NOT_FOUND", f"conversation {conversation_id} not found")
-            rows = (
-                await session.scalars(
-                    select(MessageRow)
-                    .where(MessageRow.conversation_id == conversation_id, MessageRow.owner_id == owner_id)
-                    .order_by(MessageRow.seq)
-                    .offset(offset)
-                    .limit(limit + 1)
-                )
-            ).all()
-        next_token = str(offset + limit) if len(rows) > limit else ""
-        return [convert.message_message(row) for row in rows[:limit]], next_token
+            return await page(
+                session,
+                select(MessageRow)
+                .where(MessageRow.conversation_id == conversation_id, MessageRow.owner_id == owner_id)
+                .order_by(MessageRow.seq),
+                offset,
+                limit,
+                convert.message_message,
+            )

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.store import convert
 from services.store.db.models import ApiTokenRow, UserRow
+from services.store.db.paging import page
 from steward.errors import StewardError, not_found, unauthenticated
 from steward.store.v1 import identity_pb2
 
@@ -167,17 +168,15 @@ class IdentityRepository:
     async def list_tokens(self, owner_id: str, offset: int, limit: int) -> tuple[list[identity_pb2.ApiToken], str]:
         """The owner's tokens, newest first, and the next page token ("" on the last page)."""
         async with self._sessions() as session:
-            rows = (
-                await session.scalars(
-                    select(ApiTokenRow)
-                    .where(ApiTokenRow.owner_id == owner_id)
-                    .order_by(ApiTokenRow.create_time.desc(), ApiTokenRow.id)
-                    .offset(offset)
-                    .limit(limit + 1)
-                )
-            ).all()
-        next_token = str(offset + limit) if len(rows) > limit else ""
-        return [token_message(row) for row in rows[:limit]], next_token
+            return await page(
+                session,
+                select(ApiTokenRow)
+                .where(ApiTokenRow.owner_id == owner_id)
+                .order_by(ApiTokenRow.create_time.desc(), ApiTokenRow.id),
+                offset,
+                limit,
+                token_message,
+            )
 
     async def revoke_token(self, owner_id: str, token_id: str) -> identity_pb2.ApiToken:
         """Revoke one of the owner's tokens; revoking again keeps the first revoke_time."""

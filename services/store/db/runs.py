@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.store import convert
 from services.store.db.conversations import append_message, lock_conversation
 from services.store.db.models import MessageRow, RunEventRow, RunRow
+from services.store.db.paging import page
 from services.store.db.run_rows import TERMINAL_STATES, event_message
 from services.store.db.runner import TransactionRunner
 from steward.common.v1 import content_pb2, limits_pb2
@@ -98,13 +99,9 @@ class RunRepository:
         if conversation_id:
             query = query.where(RunRow.conversation_id == conversation_id)
         async with self._sessions() as session:
-            rows = (
-                await session.scalars(
-                    query.order_by(RunRow.create_time.desc(), RunRow.id).offset(offset).limit(limit + 1)
-                )
-            ).all()
-        next_token = str(offset + limit) if len(rows) > limit else ""
-        return [convert.run_message(row) for row in rows[:limit]], next_token
+            return await page(
+                session, query.order_by(RunRow.create_time.desc(), RunRow.id), offset, limit, convert.run_message
+            )
 
     async def events_after(
         self, owner_id: str, run_id: str, after_seq: int, limit: int
