@@ -1,12 +1,47 @@
-"""Provider service settings."""
+"""Provider service settings. Secrets are SecretStr: masked in dumps, never logged."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr
 
 from steward.settings import CommonSettings
 
 
 class ProviderSettings(CommonSettings):
-    """Provider service settings; provider keys never appear here in logs or dumps."""
+    """Provider service settings."""
 
     # Seconds between the demo model's streamed tokens (0 streams as fast as possible).
     demo_token_interval: float = 0.01
+    # The provider's own database (embedded key store, usage ledger, budgets); empty means
+    # a SQLite file `provider.db` in the data directory.
+    database_url: str = ""
+
+    # Where provider keys live: "embedded" (AES-GCM ciphertext in the provider's database)
+    # or "vault" (KV v2 on a Vault / OpenBao server).
+    key_store: Literal["embedded", "vault"] = "embedded"
+    # Embedded store: the AES-256 master key, base64 (32 bytes), or a file holding it.
+    master_key: SecretStr | None = None
+    master_key_file: Path | None = None
+    # During a master-key rotation: the previous key, still accepted for decryption.
+    master_key_previous: SecretStr | None = None
+
+    # Vault store: address, and either a token or AppRole credentials.
+    vault_url: str = "http://127.0.0.1:8200"
+    vault_token: SecretStr | None = None
+    vault_role_id: str = ""
+    vault_secret_id: SecretStr | None = None
+    vault_mount: str = "secret"
+    vault_prefix: str = "steward/keys"
+
+    # Model routes and the price table (JSON files); empty means the built-in defaults.
+    routes_file: Path | None = None
+    prices_file: Path | None = None
+
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL of the provider's database."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'provider.db').resolve()}"

@@ -1,0 +1,1 @@
+"""The provider service's database: embedded key store, usage ledger, budgets."""
