@@ -50,9 +50,12 @@ check-generate: $(STAMP) ## Fail when the committed generated code differs from 
 	done; echo "generated code is up to date"
 
 check-migrations: $(STAMP) ## alembic upgrade head + alembic check against a scratch SQLite database
-	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cd services/store; \
-	STEWARD_DATABASE_URL=sqlite+aiosqlite:///$$tmp/check.db ../../$(VENV)/bin/alembic -c alembic.ini upgrade head; \
-	STEWARD_DATABASE_URL=sqlite+aiosqlite:///$$tmp/check.db ../../$(VENV)/bin/alembic -c alembic.ini check
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	run() { local service=$$1 db=$$2; shift 2; echo "check-migrations: $$service: alembic $$* ($$db.db)"; \
+	  STEWARD_DATABASE_URL=sqlite+aiosqlite:///$$tmp/$$db.db $(VENV)/bin/alembic -c services/$$service/alembic.ini "$$@"; }; \
+	for s in store provider; do run $$s $$s upgrade head; run $$s $$s check; done; \
+	for s in store provider; do run $$s shared upgrade head; done; \
+	for s in store provider; do run $$s shared check; done
 
 buf-lint: $(BUF) ## Lint (STANDARD) and format-check the protos.
 	cd protos && ../$(BUF) lint && ../$(BUF) format --diff --exit-code

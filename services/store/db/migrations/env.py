@@ -21,7 +21,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from services.store.db.engine import create_engine
-from services.store.db.migrate import run_migration
+from services.store.db.migrate import include_name, run_migration
 from services.store.db.models import Base
 
 config = context.config
@@ -45,7 +45,10 @@ def database_url() -> str:
 def configure(**options: Any) -> None:
     # Batch mode is rendered whatever backend autogenerate compares against: every revision must
     # also run on SQLite, whose ALTER TABLE needs batch operations; on Postgres they are plain ALTERs.
-    context.configure(target_metadata=target_metadata, render_as_batch=True, compare_type=True, **options)
+    # include_name: the database may be shared with other services; compare only the store's tables.
+    context.configure(
+        target_metadata=target_metadata, include_name=include_name, render_as_batch=True, compare_type=True, **options
+    )
 
 
 def run_migrations_offline() -> None:

@@ -1,0 +1,128 @@
+"""Alembic migrations run in-process, shared by every service that owns a database.
+
+Each service keeps its own Alembic environment (services/<name>/alembic.ini and
+db/migrations); this module holds the parts that do not depend on the service. Start-up
+calls `upgrade_to_head`; the `alembic` command line goes through `run_migration` too, so
+both take the same locks and the same SQLite precautions:
+
+- SQLite: foreign keys are switched off around the migration transaction, as SQLite's
+  own recipe for table rebuilds asks. Batch operations rebuild a table by copy, drop and
+  rename; with foreign keys on, dropping a parent table deletes (ON DELETE CASCADE) every
+  child row. `PRAGMA foreign_key_check` must come back empty before the commit. The
+  engine's `BEGIN IMMEDIATE` (steward.db) holds the write lock for the whole migration,
+  so concurrent start-ups queue and the later ones find the schema at head.
+- Postgres: DDL is transactional, and a transaction-scoped advisory lock serialises
+  concurrent start-ups the same way. Each service takes its own key
+  (`advisory_lock_key`), so services sharing one database do not wait for each other.
+
+Services may share one database (the embedded default can put them in one SQLite file):
+each one keeps its own version table and compares only its own tables (`include_only`),
+so autogenerate never proposes dropping another service's tables.
+
+Alembic's `context` and `op` are process-wide proxies, so two migrations interleaving on
+one event loop (say two services started in one process, on different databases or
+lock keys) would run each other's operations: within a process, migrations take turns.
+
+Used by the services with a database; the gateway and the runtime never import it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.environment import IncludeNameFn, NameFilterParentNames, NameFilterType
+from sqlalchemy import MetaData, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+# One lock per event loop: the migrations of this process take turns (see the module docstring).
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def alembic_config(ini_path: Path, url: str | None = None) -> Config:
+    """The Alembic configuration in `ini_path`; `url` (if given) is the database the command line migrates."""
+    config = Config(str(ini_path))
+    if url:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # ini interpolation
+    return config
+
+
+def advisory_lock_key(name: str) -> int:
+    """A stable signed 64-bit pg_advisory_xact_lock key for `name` (e.g. a service's version table)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8, person=b"steward-migrate").digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def include_only(metadata: MetaData) -> IncludeNameFn:
+    """An `include_name` filter: of the tables in the database, compare only those of `metadata`."""
+    tables = frozenset(metadata.tables)
+
+    def include_name(name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames) -> bool:
+        if type_ == "table":
+            return name in tables
+        return True  # schemas, and the columns, indexes and constraints of included tables
+
+    return include_name
+
+
+async def run_migration(engine: AsyncEngine, operation: Callable[[Connection], None], *, lock_key: int) -> None:
+    """Run `operation` on one connection of `engine`, in one transaction committed only on success.
+
+    On Postgres the transaction first takes the advisory lock `lock_key` (one per service).
+    """
+    async with _turn(), engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            await connection.run_sync(_set_sqlite_foreign_keys, enabled=False)
+        try:
+            async with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key})
+                await connection.run_sync(operation)
+                if sqlite:
+                    await connection.run_sync(_check_sqlite_foreign_keys)
+        finally:
+            if sqlite:
+                await connection.run_sync(_set_sqlite_foreign_keys, enabled=True)
+
+
+async def upgrade_to_head(engine: AsyncEngine, config: Config, *, lock_key: int) -> None:
+    """Bring the database behind `engine` to the newest revision of `config` (a no-op when it is there)."""
+
+    def upgrade(connection: Connection) -> None:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+    await run_migration(engine, upgrade, lock_key=lock_key)
+
+
+def _turn() -> asyncio.Lock:
+    """This event loop's migration lock: Alembic's proxies allow one migration at a time per process."""
+    loop = asyncio.get_running_loop()
+    lock = _turns.get(loop)
+    if lock is None:
+        lock = _turns[loop] = asyncio.Lock()
+    return lock
+
+
+def _set_sqlite_foreign_keys(connection: Connection, *, enabled: bool) -> None:
+    # On the driver's cursor: through SQLAlchemy the statement would first open a transaction,
+    # and SQLite ignores this pragma inside one.
+    cursor: Any = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if enabled else 'OFF'}")
+    finally:
+        cursor.close()
+
+
+def _check_sqlite_foreign_keys(connection: Connection) -> None:
+    violations = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if violations:
+        raise RuntimeError(f"migration left rows with dangling foreign keys (table, rowid, parent): {violations[:10]}")
