@@ -9,6 +9,7 @@ If any child dies on its own, the supervisor stops the rest and exits 1.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import secrets
 import signal
@@ -43,14 +44,18 @@ class Child:
     log_path: Path | None
 
 
+def _write_secret(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+
+
 def _secret_file(path: Path, nbytes: int) -> str:
     """Read a secret, creating it (mode 0600) on first use."""
     if path.exists():
         return path.read_text().strip()
     value = secrets.token_urlsafe(nbytes)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value + "\n")
+    _write_secret(path, value)
     return value
 
 
@@ -97,10 +102,15 @@ class Supervisor:
 
     def _child_environment(self, name: str, env: dict[str, str]) -> dict[str, str]:
         """Secrets only one process needs go to that process alone."""
-        if name != "store":
-            return env
-        pepper = _secret_file(self._data_dir / "secrets" / "token-pepper", 48)
-        return {**env, "STEWARD_TOKEN_PEPPER": pepper}
+        secrets_dir = self._data_dir / "secrets"
+        if name == "store":
+            return {**env, "STEWARD_TOKEN_PEPPER": _secret_file(secrets_dir / "token-pepper", 48)}
+        if name == "provider":
+            master = secrets_dir / "master-key"
+            if not master.exists():
+                _write_secret(master, base64.b64encode(secrets.token_bytes(32)).decode())
+            return {**env, "STEWARD_MASTER_KEY_FILE": str(master)}
+        return env
 
     @property
     def dev_token(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -60,7 +61,14 @@ async def running_stack(data_dir: Path, *, demo_token_interval: float = 0.001) -
         "127.0.0.1:0",
     )
     provider = await create_provider(
-        ProviderSettings.model_validate({**base, "demo_token_interval": demo_token_interval}), "127.0.0.1:0"
+        ProviderSettings.model_validate(
+            {
+                **base,
+                "demo_token_interval": demo_token_interval,
+                "master_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+            }
+        ),
+        "127.0.0.1:0",
     )
     confirm = await create_confirm(CommonSettings.model_validate(base), "127.0.0.1:0")
     runtime = await create_runtime(

@@ -10,6 +10,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 
+from services.provider.adapters.base import GenerateCall, Upstream
 from steward.common.v1 import content_pb2, usage_pb2
 from steward.provider.v1 import model_route_pb2
 from steward.provider.v1 import provider_service_pb2 as pb
@@ -62,23 +63,25 @@ def answer(messages: list[content_pb2.ChatMessage]) -> str:
     )
 
 
-async def generate(request: pb.GenerateRequest, token_interval: float) -> AsyncIterator[pb.GenerateResponse]:
-    """Stream the demo answer as text deltas, then usage and a finish event."""
-    messages = list(request.messages)
-    yield pb.GenerateResponse(
-        attempt_started=pb.AttemptStarted(attempt=1, route=request.route, provider=PROVIDER, model=MODEL)
-    )
-    text = answer(messages)
-    pieces = _TOKEN.findall(text)
-    limit = request.max_tokens or len(pieces)
-    for piece in pieces[:limit]:
-        yield pb.GenerateResponse(text_delta=pb.TextDelta(text=piece))
-        if token_interval:
-            await asyncio.sleep(token_interval)
-    input_tokens = sum(_count_tokens(b.text.text) for m in messages for b in m.content if b.HasField("text"))
-    input_tokens += _count_tokens(request.system)
-    yield pb.GenerateResponse(
-        usage=usage_pb2.Usage(input_tokens=input_tokens, output_tokens=min(limit, len(pieces)), cost_micros=0)
-    )
-    stop = pb.STOP_REASON_MAX_TOKENS if limit < len(pieces) else pb.STOP_REASON_END_TURN
-    yield pb.GenerateResponse(finished=pb.GenerateFinished(stop_reason=stop))
+class DemoAdapter:
+    """The offline demo model as an adapter: no key, no network."""
+
+    def __init__(self, token_interval: float) -> None:
+        self._token_interval = token_interval
+
+    async def stream(self, upstream: Upstream, api_key: str, call: GenerateCall) -> AsyncIterator[pb.GenerateResponse]:
+        """Stream the demo answer as text deltas, then usage and a finish event."""
+        text = answer(call.messages)
+        pieces = _TOKEN.findall(text)
+        limit = call.max_tokens or len(pieces)
+        for piece in pieces[:limit]:
+            yield pb.GenerateResponse(text_delta=pb.TextDelta(text=piece))
+            if self._token_interval:
+                await asyncio.sleep(self._token_interval)
+        input_tokens = sum(_count_tokens(b.text.text) for m in call.messages for b in m.content if b.HasField("text"))
+        input_tokens += _count_tokens(call.system)
+        yield pb.GenerateResponse(
+            usage=usage_pb2.Usage(input_tokens=input_tokens, output_tokens=min(limit, len(pieces)))
+        )
+        stop = pb.STOP_REASON_MAX_TOKENS if limit < len(pieces) else pb.STOP_REASON_END_TURN
+        yield pb.GenerateResponse(finished=pb.GenerateFinished(stop_reason=stop))

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from services.provider.adapters.anthropic_adapter import AnthropicAdapter
+from services.provider.adapters.base import Adapter
+from services.provider.adapters.openai_adapter import OpenAIAdapter
+from services.provider.db.migrate import upgrade_to_head
+from services.provider.demo import DemoAdapter
+from services.provider.generate import Generator, Timeouts
+from services.provider.keys.base import create_key_store
+from services.provider.metering import Metering
+from services.provider.prices import PriceTable
+from services.provider.resilience import Breakers, RetryPolicy
+from services.provider.routes import DEMO_PROTOCOL, Routes
 from services.provider.servicer import ProviderServicer
 from services.provider.settings import ProviderSettings
+from services.provider.usage import UsageQueries
 from steward.auth import verifier_for
+from steward.db import create_engine, create_sessionmaker
 from steward.provider.v1 import provider_service_pb2 as pb
 from steward.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from steward.rpc.server import GrpcServer, registration, serve_main, start_grpc_server
@@ -13,14 +26,48 @@ DOMAIN = "provider.steward"
 
 
 async def create_server(settings: ProviderSettings, address: str) -> GrpcServer:
-    """Start serving ProviderService on `address`."""
-    servicer = ProviderServicer(settings.demo_token_interval)  # type: ignore[abstract]  # unbuilt RPCs answer NOT_IMPLEMENTED
-    return await start_grpc_server(
+    """Open the provider's database and key store and start serving ProviderService on `address`."""
+    engine = create_engine(settings.resolved_database_url())
+    await upgrade_to_head(engine)
+    sessions = create_sessionmaker(engine)
+    keys = await create_key_store(settings, sessions)
+    routes = Routes.load(settings.routes_file)
+    metering = Metering(sessions)
+    anthropic, openai = AnthropicAdapter(), OpenAIAdapter()
+    # The SDKs import slowly (about 1.2 s for anthropic): import them now, not on the first call.
+    await anthropic.warm_up()
+    await openai.warm_up()
+    adapters: dict[str, Adapter] = {
+        "anthropic": anthropic,
+        "openai": openai,
+        DEMO_PROTOCOL: DemoAdapter(settings.demo_token_interval),
+    }
+    generator = Generator(
+        routes,
+        adapters,
+        keys,
+        PriceTable.load(settings.prices_file),
+        metering,
+        breakers=Breakers(settings.breaker_failures, settings.breaker_open_seconds),
+        policy=RetryPolicy(settings.retry_max_attempts, settings.retry_base_delay, settings.retry_max_delay),
+        timeouts=Timeouts(settings.first_token_timeout, settings.idle_timeout),
+    )
+    servicer = ProviderServicer(generator, routes, keys, metering, UsageQueries(sessions))
+    server = await start_grpc_server(
         [registration(pb, pb_grpc, "ProviderService", servicer)],
         address,
         verifier=verifier_for(settings),
         domain=DOMAIN,
     )
+
+    async def close() -> None:
+        await anthropic.aclose()
+        await openai.aclose()
+        await keys.close()
+        await engine.dispose()
+
+    server.on_stop.append(close)
+    return server
 
 
 async def main() -> None:

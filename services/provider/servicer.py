@@ -1,17 +1,24 @@
-"""ProviderService: normalized generation. Keys, real adapters, metering and
-budgets arrive with the provider issue; until then those RPCs answer
-UNIMPLEMENTED / NOT_IMPLEMENTED and only the offline demo model exists."""
+"""ProviderService: a thin adapter from the contract to the generator, keys and metering."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from services.provider import demo
-from steward.auth import current_principal
-from steward.errors import invalid_argument, not_found
+from services.provider.adapters.base import GenerateCall
+from services.provider.db.models import INSTANCE_OWNER
+from services.provider.generate import Generator
+from services.provider.keys.base import KeyStore, StoredKey
+from services.provider.metering import Metering
+from services.provider.routes import Routes
+from services.provider.usage import UsageQueries, page_offset, page_size
+from steward.auth import Principal, current_principal, require_service, require_user
+from steward.errors import invalid_argument
+from steward.provider.v1 import budget_pb2, key_pb2, model_route_pb2
 from steward.provider.v1 import provider_service_pb2 as pb
 from steward.provider.v1 import provider_service_pb2_grpc as pb_grpc
 
@@ -19,33 +26,153 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 MAX_MESSAGES = 10_000
 MAX_OUTPUT_TOKENS = 200_000
+DEFAULT_MAX_TOKENS = 1024
+MAX_BUDGET_MICROS = 10**15
+_SCOPE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def _key_message(key: StoredKey) -> key_pb2.ProviderKey:
+    message = key_pb2.ProviderKey(
+        id=key.id,
+        provider=key.provider,
+        label=key.label,
+        last4=key.last4,
+        scope=key_pb2.KEY_SCOPE_INSTANCE if key.owner_id == INSTANCE_OWNER else key_pb2.KEY_SCOPE_USER,
+    )
+    message.create_time.FromDatetime(key.create_time)
+    message.update_time.FromDatetime(key.update_time)
+    return message
+
+
+def _key_owner(principal: Principal, scope: int) -> str:
+    """Users manage their own keys; the instance's keys are managed by services (admin tools) only."""
+    if scope == key_pb2.KEY_SCOPE_INSTANCE:
+        require_service()
+        return INSTANCE_OWNER
+    if scope not in (key_pb2.KEY_SCOPE_UNSPECIFIED, key_pb2.KEY_SCOPE_USER):
+        raise invalid_argument("scope", "unknown key scope")
+    return require_user().user_id
+
+
+def _call(request: pb.GenerateRequest) -> GenerateCall:
+    if not request.messages:
+        raise invalid_argument("messages", "messages must not be empty")
+    if len(request.messages) > MAX_MESSAGES:
+        raise invalid_argument("messages", f"at most {MAX_MESSAGES} messages")
+    if not 0 <= request.max_tokens <= MAX_OUTPUT_TOKENS:
+        raise invalid_argument("max_tokens", f"max_tokens must be 0..{MAX_OUTPUT_TOKENS}")
+    if request.WhichOneof("target") is None:
+        raise invalid_argument("target", "a route or a model is required")
+    if request.reasoning_budget_tokens < 0:
+        raise invalid_argument("reasoning_budget_tokens", "must not be negative")
+    return GenerateCall(
+        model="",
+        messages=list(request.messages),
+        system=request.system,
+        tools=list(request.tools),
+        max_tokens=request.max_tokens or DEFAULT_MAX_TOKENS,
+        temperature=request.temperature if request.HasField("temperature") else None,
+        stop_sequences=list(request.stop_sequences),
+        reasoning_budget_tokens=request.reasoning_budget_tokens,
+        cache_prefix_messages=max(0, request.prompt_cache.prefix_messages),
+        cache_key=request.prompt_cache.cache_key,
+    )
+
+
+def _budget_scope(scope: int, scope_id: str) -> tuple[int, str]:
+    if scope in (budget_pb2.BUDGET_SCOPE_UNSPECIFIED, budget_pb2.BUDGET_SCOPE_USER):
+        if scope_id:
+            raise invalid_argument("scope_id", "the user scope takes no scope_id")
+        return budget_pb2.BUDGET_SCOPE_USER, ""
+    if scope in (budget_pb2.BUDGET_SCOPE_AGENT, budget_pb2.BUDGET_SCOPE_RUN):
+        if not _SCOPE_ID.fullmatch(scope_id):
+            raise invalid_argument("scope_id", "an agent or run id is required")
+        return scope, scope_id
+    raise invalid_argument("scope", "unknown budget scope")
 
 
 class ProviderServicer(pb_grpc.ProviderServiceServicer):
-    def __init__(self, demo_token_interval: float) -> None:
-        self._demo_token_interval = demo_token_interval
+    def __init__(
+        self, generator: Generator, routes: Routes, keys: KeyStore, metering: Metering, usage: UsageQueries
+    ) -> None:
+        self._generator = generator
+        self._routes = routes
+        self._keys = keys
+        self._metering = metering
+        self._usage = usage
 
     async def Generate(self, request: pb.GenerateRequest, context: Context) -> AsyncIterator[pb.GenerateResponse]:
-        current_principal()
-        if not request.messages:
-            raise invalid_argument("messages", "messages must not be empty")
-        if len(request.messages) > MAX_MESSAGES:
-            raise invalid_argument("messages", f"at most {MAX_MESSAGES} messages")
-        if not 0 <= request.max_tokens <= MAX_OUTPUT_TOKENS:
-            raise invalid_argument("max_tokens", f"max_tokens must be 0..{MAX_OUTPUT_TOKENS}")
-        target = request.WhichOneof("target")
-        if target is None:
-            raise invalid_argument("target", "a route or a model is required")
-        wanted = request.route if target == "route" else request.model
-        if wanted not in (demo.ROUTE, demo.MODEL_NAME):
-            raise not_found("MODEL_NOT_FOUND", f"no {target} named {wanted!r} is configured")
-        async for chunk in demo.generate(request, self._demo_token_interval):
-            yield chunk
+        owner = require_user().user_id
+        async for event in self._generator.generate(request, owner, _call(request)):
+            yield event
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
-        current_principal()
-        return pb.ListModelsResponse(models=[demo.model()])
+        """Every routed model, and whether the caller has a key for it (own or the instance's)."""
+        owner = current_principal().user_id
+        models = []
+        for target in self._routes.targets():
+            if target.upstream.provider == demo.PROVIDER:
+                models.append(demo.model())
+                continue
+            available = await self._generator.has_key(owner, target)
+            models.append(
+                model_route_pb2.Model(
+                    name=target.name, provider=target.upstream.provider, model=target.model, available=available
+                )
+            )
+        return pb.ListModelsResponse(models=models)
 
     async def ListModelRoutes(self, request: pb.ListModelRoutesRequest, context: Context) -> pb.ListModelRoutesResponse:
         current_principal()
-        return pb.ListModelRoutesResponse(routes=[demo.route()])
+        return pb.ListModelRoutesResponse(routes=self._routes.messages())
+
+    async def PutKey(self, request: pb.PutKeyRequest, context: Context) -> pb.PutKeyResponse:
+        owner = _key_owner(current_principal(), request.scope)
+        stored = await self._keys.put(owner, request.provider, request.label, request.secret)
+        return pb.PutKeyResponse(key=_key_message(stored))
+
+    async def DeleteKey(self, request: pb.DeleteKeyRequest, context: Context) -> pb.DeleteKeyResponse:
+        principal = current_principal()
+        owner = INSTANCE_OWNER if principal.is_service else principal.user_id
+        if not request.id:
+            raise invalid_argument("id", "id is required")
+        await self._keys.delete(owner, request.id)
+        return pb.DeleteKeyResponse()
+
+    async def ListKeys(self, request: pb.ListKeysRequest, context: Context) -> pb.ListKeysResponse:
+        principal = current_principal()
+        owner = INSTANCE_OWNER if principal.is_service else principal.user_id
+        keys = await self._keys.list(owner)
+        offset, size = page_offset(request.page_token), page_size(request.page_size)
+        window = keys[offset : offset + size]
+        next_token = str(offset + size) if offset + size < len(keys) else ""
+        return pb.ListKeysResponse(keys=[_key_message(k) for k in window], next_page_token=next_token)
+
+    async def GetBudget(self, request: pb.GetBudgetRequest, context: Context) -> pb.GetBudgetResponse:
+        scope, scope_id = _budget_scope(request.scope, request.scope_id)
+        budget = await self._metering.get_budget(require_user().user_id, scope, scope_id)
+        return pb.GetBudgetResponse(budget=budget)
+
+    async def SetBudget(self, request: pb.SetBudgetRequest, context: Context) -> pb.SetBudgetResponse:
+        scope, scope_id = _budget_scope(request.scope, request.scope_id)
+        if not 0 <= request.limit_micros <= MAX_BUDGET_MICROS:
+            raise invalid_argument("limit_micros", f"limit_micros must be 0..{MAX_BUDGET_MICROS}")
+        period = request.period or budget_pb2.BUDGET_PERIOD_MONTH
+        if period not in (
+            budget_pb2.BUDGET_PERIOD_DAY,
+            budget_pb2.BUDGET_PERIOD_MONTH,
+            budget_pb2.BUDGET_PERIOD_LIFETIME,
+        ):
+            raise invalid_argument("period", "unknown budget period")
+        budget = await self._metering.set_budget(require_user().user_id, scope, scope_id, request.limit_micros, period)
+        return pb.SetBudgetResponse(budget=budget)
+
+    async def ListUsageRecords(
+        self, request: pb.ListUsageRecordsRequest, context: Context
+    ) -> pb.ListUsageRecordsResponse:
+        records, next_token = await self._usage.records(require_user().user_id, request)
+        return pb.ListUsageRecordsResponse(records=records, next_page_token=next_token)
+
+    async def SummarizeUsage(self, request: pb.SummarizeUsageRequest, context: Context) -> pb.SummarizeUsageResponse:
+        summaries, next_token = await self._usage.summarize(require_user().user_id, request)
+        return pb.SummarizeUsageResponse(summaries=summaries, next_page_token=next_token)

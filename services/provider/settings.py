@@ -36,6 +36,17 @@ class ProviderSettings(CommonSettings):
     vault_mount: str = "secret"
     vault_prefix: str = "steward/keys"
 
+    # Seconds an attempt may wait for its first event, and between two events.
+    first_token_timeout: float = 60.0
+    idle_timeout: float = 60.0
+    # Attempts per target (the first included), and the backoff base and cap in seconds.
+    retry_max_attempts: int = 3
+    retry_base_delay: float = 0.25
+    retry_max_delay: float = 8.0
+    # Consecutive transient failures that open an upstream's circuit, and for how long.
+    breaker_failures: int = 5
+    breaker_open_seconds: float = 30.0
+
     # Model routes and the price table (JSON files); empty means the built-in defaults.
     routes_file: Path | None = None
     prices_file: Path | None = None

@@ -1,0 +1,341 @@
+"""The adapter for OpenAI Chat Completions (protocol "openai").
+
+Serves OpenAI itself (base_url None) and every OpenAI-compatible server (Ollama,
+vLLM, llama.cpp, LM Studio, Gemini's OpenAI endpoint, ...) by its base URL,
+which includes `/v1`. Compatible servers get the lowest common denominator:
+`max_tokens` instead of `max_completion_tokens`, and no `prompt_cache_key`.
+
+Not translated: reasoning blocks (Chat Completions takes none back) and the
+reasoning budget (Chat Completions has only `reasoning_effort`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from services.provider.adapters.base import GenerateCall, Upstream, UpstreamError
+from services.provider.adapters.errors import SdkErrors, classify
+from services.provider.adapters.names import ToolNames
+from steward.common.v1 import content_pb2, usage_pb2
+from steward.provider.v1 import provider_service_pb2 as pb
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+    from openai.types.chat import (
+        ChatCompletionAssistantMessageParam,
+        ChatCompletionChunk,
+        ChatCompletionFunctionToolParam,
+        ChatCompletionMessageFunctionToolCallParam,
+        ChatCompletionMessageParam,
+    )
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# The SDK refuses to build a client without a key; local servers (Ollama, llama.cpp) take none.
+NO_KEY = "no-key"
+
+_FINISH_REASONS: dict[str, pb.StopReason.ValueType] = {
+    "stop": pb.STOP_REASON_END_TURN,
+    "tool_calls": pb.STOP_REASON_TOOL_USE,
+    "function_call": pb.STOP_REASON_TOOL_USE,
+    "length": pb.STOP_REASON_MAX_TOKENS,
+    "content_filter": pb.STOP_REASON_CONTENT_FILTER,
+}
+
+
+def is_official(base_url: str | None) -> bool:
+    """Whether the base URL is OpenAI's own API (which knows the newer request fields)."""
+    return base_url is None or base_url.rstrip("/") == DEFAULT_BASE_URL
+
+
+def sdk_errors() -> SdkErrors:
+    """The openai SDK's exception classes (imports the SDK)."""
+    import openai
+
+    return SdkErrors(
+        base=openai.OpenAIError,
+        api=openai.APIError,
+        status=openai.APIStatusError,
+        validation=openai.APIResponseValidationError,
+        connection=openai.APIConnectionError,
+        timeout=openai.APITimeoutError,
+    )
+
+
+class OpenAIAdapter:
+    """Streams calls to OpenAI or an OpenAI-compatible server, one cached SDK client per (URL, key)."""
+
+    def __init__(self, *, connect_timeout: float = 10.0, read_timeout: float = 120.0, max_clients: int = 32) -> None:
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._max_clients = max_clients
+        self._clients: OrderedDict[tuple[str, str], AsyncOpenAI] = OrderedDict()
+
+    def _client(self, base_url: str | None, api_key: str) -> AsyncOpenAI:
+        import openai
+
+        key = (base_url or DEFAULT_BASE_URL, api_key)
+        client = self._clients.get(key)
+        if client is None:
+            # Explicit api_key and base_url: the SDK would otherwise read them from the environment.
+            client = openai.AsyncOpenAI(
+                api_key=api_key or NO_KEY,
+                base_url=key[0],
+                max_retries=0,
+                timeout=openai.Timeout(self._read_timeout, connect=self._connect_timeout),
+            )
+            self._clients[key] = client
+            while len(self._clients) > self._max_clients:
+                # Dropped, not closed: a stream in flight keeps its client; the SDK closes it when collected.
+                self._clients.popitem(last=False)
+        else:
+            self._clients.move_to_end(key)
+        return client
+
+    async def warm_up(self) -> None:
+        """Import the SDK in a worker thread, so that the first call does not block the event loop on it."""
+        await asyncio.to_thread(importlib.import_module, "openai")
+
+    async def aclose(self) -> None:
+        """Close every cached client."""
+        clients, self._clients = list(self._clients.values()), OrderedDict()
+        for client in clients:
+            await client.close()
+
+    async def stream(self, upstream: Upstream, api_key: str, call: GenerateCall) -> AsyncIterator[pb.GenerateResponse]:
+        import openai
+
+        sdk = sdk_errors()
+        official = is_official(upstream.base_url)
+        names = ToolNames(tool.name for tool in call.tools)
+        messages = translate_messages(call, names)
+        tools = translate_tools(call, names)
+        started = False
+        try:
+            client = self._client(upstream.base_url, api_key)
+            chunks = await client.chat.completions.create(
+                model=call.model,
+                messages=messages,
+                stream=True,
+                stream_options={"include_usage": True},
+                max_completion_tokens=call.max_tokens if official else openai.omit,
+                max_tokens=openai.omit if official else call.max_tokens,
+                temperature=call.temperature if call.temperature is not None else openai.omit,
+                stop=list(call.stop_sequences) or openai.omit,
+                tools=tools or openai.omit,
+                prompt_cache_key=call.cache_key if official and call.cache_key else openai.omit,
+            )
+            started = True
+            translator = ChunkTranslator(names)
+            async with chunks:
+                async for chunk in chunks:
+                    for out in translator.feed(chunk):
+                        yield out
+            for out in translator.finish():
+                yield out
+        except Exception as exc:
+            error = classify(exc, sdk, api_key=api_key, streaming=started)
+            if error is None or error is exc:
+                raise
+            raise error from exc
+
+
+def _texts(message: content_pb2.ChatMessage) -> str:
+    return "\n".join(b.text.text for b in message.content if b.WhichOneof("block") == "text" and b.text.text)
+
+
+def translate_messages(call: GenerateCall, names: ToolNames) -> list[ChatCompletionMessageParam]:
+    """The system prompt first, then the conversation; a tool message becomes one `tool` message per result."""
+    system_texts = [call.system] if call.system else []
+    system_texts += [_texts(m) for m in call.messages if m.role == content_pb2.ROLE_SYSTEM]
+    system_text = "\n\n".join(t for t in system_texts if t)
+    messages: list[ChatCompletionMessageParam] = []
+    if system_text:
+        messages.append({"role": "system", "content": system_text})
+    for message in call.messages:
+        text = _texts(message)
+        if message.role == content_pb2.ROLE_SYSTEM:
+            continue
+        if message.role == content_pb2.ROLE_ASSISTANT:
+            tool_calls: list[ChatCompletionMessageFunctionToolCallParam] = [
+                {
+                    "id": b.tool_call.id,
+                    "type": "function",
+                    "function": {"name": names.wire(b.tool_call.name), "arguments": b.tool_call.arguments_json or "{}"},
+                }
+                for b in message.content
+                if b.WhichOneof("block") == "tool_call"
+            ]
+            if not text and not tool_calls:
+                continue  # reasoning only
+            assistant: ChatCompletionAssistantMessageParam = {"role": "assistant", "content": text or None}
+            if tool_calls:
+                assistant["tool_calls"] = tool_calls
+            messages.append(assistant)
+            continue
+        for block in message.content:
+            if block.WhichOneof("block") == "tool_result":
+                result = block.tool_result
+                # Chat Completions has no error flag on a tool result: say it in the content.
+                content = f"ERROR: {result.content}" if result.is_error else result.content
+                messages.append({"role": "tool", "tool_call_id": result.tool_call_id, "content": content})
+        if text:
+            messages.append({"role": "user", "content": text})
+    return messages
+
+
+def translate_tools(call: GenerateCall, names: ToolNames) -> list[ChatCompletionFunctionToolParam]:
+    tools: list[ChatCompletionFunctionToolParam] = []
+    for tool in call.tools:
+        try:
+            schema = json.loads(tool.input_schema_json) if tool.input_schema_json.strip() else {"type": "object"}
+        except ValueError as exc:
+            message = f"tool {tool.name!r} has an invalid input schema"
+            raise UpstreamError("BAD_REQUEST", message, transient=False) from exc
+        if not isinstance(schema, dict):
+            raise UpstreamError("BAD_REQUEST", f"tool {tool.name!r} has a non-object input schema", transient=False)
+        function: ChatCompletionFunctionToolParam = {
+            "type": "function",
+            "function": {"name": names.wire(tool.name), "parameters": schema},
+        }
+        if tool.description:
+            function["function"]["description"] = tool.description
+        tools.append(function)
+    return tools
+
+
+@dataclass
+class _ToolSlot:
+    index: int  # ours: the call's position in this answer
+    id: str = ""
+    name: str = ""
+    started: bool = False
+    finished: bool = False
+    any_arguments: bool = False
+    pending: list[str] = field(default_factory=list)  # argument fragments that came before the name
+
+
+class ChunkTranslator:
+    """Chat completion chunks → normalized events, for one answer (choice 0)."""
+
+    def __init__(self, names: ToolNames) -> None:
+        self._names = names
+        self._slots: dict[int, _ToolSlot] = {}  # the upstream's tool call index → slot
+        self._last_key: int | None = None
+        self._usage = usage_pb2.Usage()
+        self._usage_seen = False
+        self.finish_reason: str | None = None
+
+    def feed(self, chunk: ChatCompletionChunk) -> list[pb.GenerateResponse]:
+        out: list[pb.GenerateResponse] = []
+        for choice in chunk.choices or ():
+            if choice.index not in (0, None):  # one answer asked for; some servers leave out the index
+                continue
+            delta = choice.delta
+            if delta is not None and self.finish_reason is None:
+                # vLLM, Ollama, DeepSeek and others stream reasoning in a non-standard field.
+                reasoning = getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None)
+                if isinstance(reasoning, str) and reasoning:
+                    out.append(pb.GenerateResponse(reasoning_delta=pb.ReasoningDelta(text=reasoning)))
+                for text in (delta.content, delta.refusal):
+                    if text:
+                        out.append(pb.GenerateResponse(text_delta=pb.TextDelta(text=text)))
+                for tool_call in delta.tool_calls or ():
+                    function = tool_call.function
+                    out += self._tool_fragment(
+                        tool_call.index,
+                        tool_call.id,
+                        function.name if function is not None else None,
+                        function.arguments if function is not None else None,
+                    )
+            if choice.finish_reason and self.finish_reason is None:
+                self.finish_reason = choice.finish_reason
+                out += self._close_tools()
+        usage = chunk.usage
+        if usage is not None:
+            details = usage.prompt_tokens_details
+            cached = (details.cached_tokens if details is not None else None) or 0
+            written = (details.cache_write_tokens if details is not None else None) or 0
+            self._usage.input_tokens = max(0, (usage.prompt_tokens or 0) - cached - written)
+            self._usage.cache_read_input_tokens = cached
+            self._usage.cache_write_input_tokens = written
+            self._usage.output_tokens = usage.completion_tokens or 0
+            self._usage_seen = True
+            out.append(self._usage_event())
+        return out
+
+    def finish(self) -> list[pb.GenerateResponse]:
+        """The closing events once the stream ended; raises STREAM_CUT if no finish reason came."""
+        if self.finish_reason is None:
+            raise UpstreamError("STREAM_CUT", "the stream ended without a finish_reason", transient=True)
+        out: list[pb.GenerateResponse] = []
+        if not self._usage_seen:
+            out.append(self._usage_event())  # a server that ignores include_usage: report zero, not nothing
+        reason = _FINISH_REASONS.get(self.finish_reason, pb.STOP_REASON_END_TURN)
+        if reason == pb.STOP_REASON_END_TURN and self._slots:
+            reason = pb.STOP_REASON_TOOL_USE  # some compatible servers say "stop" after tool calls
+        out.append(pb.GenerateResponse(finished=pb.GenerateFinished(stop_reason=reason)))
+        return out
+
+    def _usage_event(self) -> pb.GenerateResponse:
+        usage = usage_pb2.Usage()
+        usage.CopyFrom(self._usage)
+        return pb.GenerateResponse(usage=usage)
+
+    def _tool_fragment(
+        self, key: int | None, call_id: str | None, name: str | None, arguments: str | None
+    ) -> list[pb.GenerateResponse]:
+        if not isinstance(key, int):  # a server that leaves out `index`: a new id opens a new call
+            key = self._last_key if (call_id is None and self._last_key is not None) else len(self._slots)
+        self._last_key = key
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = _ToolSlot(index=len(self._slots))
+        if slot.finished:
+            return []
+        out: list[pb.GenerateResponse] = []
+        if call_id and not slot.id:
+            slot.id = call_id
+        if name and not slot.name:
+            slot.name = name
+        if not slot.started and slot.name:
+            out.append(self._start(slot))
+        if arguments:
+            slot.any_arguments = True
+            if slot.started:
+                out.append(self._arguments(slot, arguments))
+            else:
+                slot.pending.append(arguments)
+        return out
+
+    def _start(self, slot: _ToolSlot) -> pb.GenerateResponse:
+        slot.started = True
+        call_id = slot.id or f"call_{uuid.uuid4().hex[:24]}"  # some local servers send no id
+        started = pb.ToolCallStarted(index=slot.index, id=call_id, name=self._names.name(slot.name))
+        return pb.GenerateResponse(tool_call_started=started)
+
+    def _arguments(self, slot: _ToolSlot, text: str) -> pb.GenerateResponse:
+        delta = pb.ToolCallArgumentsDelta(index=slot.index, arguments_json_delta=text)
+        return pb.GenerateResponse(tool_call_arguments_delta=delta)
+
+    def _close_tools(self) -> list[pb.GenerateResponse]:
+        out: list[pb.GenerateResponse] = []
+        for slot in self._slots.values():
+            if slot.finished:
+                continue
+            if not slot.started:
+                out.append(self._start(slot))
+            for text in slot.pending:
+                out.append(self._arguments(slot, text))
+            slot.pending.clear()
+            if not slot.any_arguments:
+                out.append(self._arguments(slot, "{}"))  # so that the fragments always make a JSON object
+            slot.finished = True
+            out.append(pb.GenerateResponse(tool_call_finished=pb.ToolCallFinished(index=slot.index)))
+        return out

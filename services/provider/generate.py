@@ -1,0 +1,211 @@
+"""Generate: one normalized model call with keys, budgets, retries, fallbacks and metering.
+
+For each target of the route (primary, then fallbacks) the caller's own key
+for that provider is used, else the instance key; a target with no key is
+skipped. Transient failures before any content was streamed are retried with
+backoff, then the next target is tried; an open circuit skips a target. Once
+content has been streamed, a failure goes up typed (UNAVAILABLE /
+UPSTREAM_ERROR, transient) and the caller restarts the whole step. Every
+attempt writes a usage row (completed, failed, cancelled). The worst-case
+cost is reserved against the caller's budgets before the first attempt and
+settled to the actual cost at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import grpc
+import structlog
+
+from services.provider.adapters.base import Adapter, GenerateCall, UpstreamError
+from services.provider.db.models import INSTANCE_OWNER
+from services.provider.keys.base import KeyStore
+from services.provider.metering import Attempt, Metering
+from services.provider.prices import PriceTable
+from services.provider.resilience import Breakers, RetryPolicy
+from services.provider.routes import DEMO_PROTOCOL, Route, Routes, Target
+from steward.common.v1 import usage_pb2
+from steward.errors import StewardError, not_found
+from steward.provider.v1 import key_pb2, usage_record_pb2
+from steward.provider.v1 import provider_service_pb2 as pb
+
+log = structlog.get_logger(__name__)
+CONTENT_EVENTS = frozenset(
+    {"text_delta", "reasoning_delta", "tool_call_started", "tool_call_arguments_delta", "tool_call_finished"}
+)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    first_token: float = 60.0  # seconds until the first event of an attempt
+    idle: float = 60.0  # seconds between two events
+
+
+def upstream_error(error: UpstreamError, target: Target) -> StewardError:
+    """The gRPC error for a failed upstream: UNAVAILABLE if a retry may help, else FAILED_PRECONDITION."""
+    code = grpc.StatusCode.UNAVAILABLE if error.transient else grpc.StatusCode.FAILED_PRECONDITION
+    metadata = {"transient": str(error.transient).lower(), "upstream_reason": error.reason, "model": target.name}
+    return StewardError(code, "UPSTREAM_ERROR", f"{target.name}: {error.message}", metadata=metadata)
+
+
+def estimate_input_tokens(call: GenerateCall) -> int:
+    """A generous estimate (about 3 characters per token) for the worst-case reservation."""
+    characters = len(call.system) + sum(len(t.input_schema_json) + len(t.description) for t in call.tools)
+    for message in call.messages:
+        for block in message.content:
+            characters += len(block.SerializeToString())
+    return characters // 3 + 16 * len(call.messages) + 64
+
+
+class Generator:
+    def __init__(
+        self,
+        routes: Routes,
+        adapters: Mapping[str, Adapter],
+        keys: KeyStore,
+        prices: PriceTable,
+        metering: Metering,
+        *,
+        breakers: Breakers | None = None,
+        policy: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._routes = routes
+        self._adapters = adapters
+        self._keys = keys
+        self._prices = prices
+        self._metering = metering
+        self._breakers = breakers or Breakers()
+        self._policy = policy or RetryPolicy()
+        self._timeouts = timeouts or Timeouts()
+        self._sleep = sleep
+
+    async def _key(self, owner_id: str, target: Target) -> tuple[str, int] | None:
+        if target.upstream.protocol == DEMO_PROTOCOL:
+            return "", 0
+        own = await self._keys.secret_for(owner_id, target.upstream.provider)
+        if own is not None:
+            return own, key_pb2.KEY_SCOPE_USER
+        shared = await self._keys.secret_for(INSTANCE_OWNER, target.upstream.provider)
+        return (shared, key_pb2.KEY_SCOPE_INSTANCE) if shared is not None else None
+
+    async def has_key(self, owner_id: str, target: Target) -> bool:
+        """Whether a call by `owner_id` to `target` would find a key."""
+        return await self._key(owner_id, target) is not None
+
+    async def _timed(self, events: AsyncIterator[pb.GenerateResponse]) -> AsyncIterator[pb.GenerateResponse]:
+        """The adapter's events, with the first-token and idle timeouts applied."""
+        limit = self._timeouts.first_token
+        iterator = aiter(events)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(limit):
+                        event = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError as exc:
+                    which = "first token" if limit == self._timeouts.first_token else "next event"
+                    raise UpstreamError("TIMEOUT", f"no {which} within {limit:g}s", transient=True) from exc
+                limit = self._timeouts.idle
+                yield event
+        finally:
+            closer = getattr(iterator, "aclose", None)
+            if closer is not None:
+                await closer()
+
+    def worst_case_micros(self, route: Route, call: GenerateCall) -> int:
+        tokens = estimate_input_tokens(call)
+        return max(
+            self._prices.price(t.upstream.provider, t.model).worst_case_micros(tokens, call.max_tokens)
+            for t in route.targets
+        )
+
+    async def generate(
+        self, request: pb.GenerateRequest, owner_id: str, call: GenerateCall
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        """Stream one call through the request's route; see the module docstring."""
+        target_kind = request.WhichOneof("target")
+        route = self._routes.resolve(
+            request.route if target_kind == "route" else "", request.model if target_kind == "model" else ""
+        )
+        context = Attempt(owner_id, request.agent_id, request.run_id, request.step, request.request_id, route.name)
+        reservation = await self._metering.reserve(context, self.worst_case_micros(route, call))
+        spent = 0
+        number = 0
+        last: StewardError | None = None
+        try:
+            for target in route.targets:
+                key = await self._key(owner_id, target)
+                if key is None:
+                    last = last or not_found("MODEL_NOT_FOUND", f"no key for {target.upstream.provider}")
+                    last.metadata.setdefault("cause", "no_key")
+                    continue
+                breaker = self._breakers[target.upstream.provider]
+                price = self._prices.price(target.upstream.provider, target.model)
+                adapter = self._adapters[target.upstream.protocol]
+                target_call = dataclasses.replace(call, model=target.model)
+                for tries in range(1, self._policy.max_attempts + 1):
+                    if not breaker.allow():
+                        last = upstream_error(UpstreamError("CIRCUIT_OPEN", "circuit open", transient=True), target)
+                        break
+                    number += 1
+                    yield pb.GenerateResponse(
+                        attempt_started=pb.AttemptStarted(
+                            attempt=number, route=route.name, provider=target.upstream.provider, model=target.model
+                        )
+                    )
+                    usage = usage_pb2.Usage()
+                    streamed = False
+                    outcome: usage_record_pb2.AttemptOutcome.ValueType = usage_record_pb2.ATTEMPT_OUTCOME_FAILED
+                    reason = ""
+                    try:
+                        async for event in self._timed(adapter.stream(target.upstream, key[0], target_call)):
+                            kind = event.WhichOneof("event")
+                            if kind == "usage":
+                                usage.CopyFrom(event.usage)
+                                event.usage.cost_micros = price.cost_micros(usage)
+                            streamed = streamed or kind in CONTENT_EVENTS
+                            yield event
+                        outcome = usage_record_pb2.ATTEMPT_OUTCOME_COMPLETED
+                        breaker.record_success()
+                        return
+                    except UpstreamError as error:
+                        reason = error.reason
+                        if error.transient:
+                            breaker.record_failure()
+                        last = upstream_error(error, target)
+                        if streamed:
+                            raise last from error  # never silently retried mid-way: the step restarts
+                        if not error.transient:
+                            break
+                        delay = self._policy.delay(tries, error.retry_after)
+                        if delay is None:
+                            break
+                        await self._sleep(delay)
+                    except (asyncio.CancelledError, GeneratorExit):
+                        outcome = usage_record_pb2.ATTEMPT_OUTCOME_CANCELLED
+                        raise
+                    finally:
+                        usage.cost_micros = price.cost_micros(usage)
+                        spent += usage.cost_micros
+                        await asyncio.shield(
+                            self._metering.record(
+                                context,
+                                provider=target.upstream.provider,
+                                model=target.model,
+                                number=number,
+                                outcome=outcome,
+                                usage=usage,
+                                key_scope=key[1],
+                                error_reason=reason,
+                            )
+                        )
+            raise last or not_found("MODEL_NOT_FOUND", f"route {route.name!r} has no usable target")
+        finally:
+            await asyncio.shield(self._metering.settle(reservation, context, spent))

@@ -1,0 +1,52 @@
+"""Budgets: reserved before a call, settled after; concurrency cannot overshoot."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import grpc
+
+from fakes.upstream import FakeUpstream, Reply
+from steward.errors import from_rpc_error
+from steward.provider.v1 import budget_pb2
+from steward.provider.v1 import provider_service_pb2 as pb
+from tests.provider.harness import ask, provider_for
+
+MAX_TOKENS = 1000
+
+
+async def test_fifty_concurrent_calls_against_a_budget_for_ten(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
+    # Output is the only priced token kind here and every reply uses all max_tokens, so a call's
+    # worst case is its actual cost (+1 micro): the budget holds exactly ten calls.
+    prices = tmp_path / "output-only-prices.json"
+    prices.write_text(json.dumps({"fake-anthropic/claude-test": {"input": 0.0, "output": 2.0}}))
+    async with provider_for(fake_upstream, tmp_path, prices_file=prices) as provider:
+        user = provider.user()
+        await provider.stub.PutKey(
+            pb.PutKeyRequest(provider="fake-anthropic", secret="sk-budget-0000000000"), metadata=user
+        )
+        per_call = MAX_TOKENS * 2 + 1  # micro-dollars reserved per call
+        budget = await provider.stub.SetBudget(
+            pb.SetBudgetRequest(limit_micros=10 * per_call, period=budget_pb2.BUDGET_PERIOD_LIFETIME), metadata=user
+        )
+        assert budget.budget.limit_micros == 10 * per_call
+        fake_upstream.default = Reply(text="x", output_tokens=MAX_TOKENS, chunk_delay=0.005)
+
+        async def one() -> str:
+            try:
+                await provider.collect(ask(max_tokens=MAX_TOKENS), user)
+            except grpc.aio.AioRpcError as error:
+                return from_rpc_error(error).reason
+            return "ok"
+
+        outcomes = await asyncio.gather(*(one() for _ in range(50)))
+        assert outcomes.count("ok") <= 10
+        assert outcomes.count("ok") >= 1
+        assert set(outcomes) <= {"ok", "BUDGET_EXCEEDED"}
+        state = (await provider.stub.GetBudget(pb.GetBudgetRequest(), metadata=user)).budget
+        assert state.reserved_micros == 0
+        assert state.spent_micros <= state.limit_micros
+        assert state.spent_micros == outcomes.count("ok") * MAX_TOKENS * 2
+        assert len(fake_upstream.requests) == outcomes.count("ok")  # refused calls never reached the upstream

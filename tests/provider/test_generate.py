@@ -1,0 +1,200 @@
+"""Generate end to end: real provider server, real SDK adapters, scripted fake upstream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from fakes.upstream import Cut, Fail, FakeToolCall, FakeUpstream, Reply, Stall
+from steward.errors import from_rpc_error
+from steward.provider.v1 import key_pb2, usage_record_pb2
+from steward.provider.v1 import provider_service_pb2 as pb
+from tests.provider.harness import ANTHROPIC_MODEL, OPENAI_MODEL, ProviderUnderTest, ask, provider_for, text_of
+
+
+@pytest.fixture
+async def provider(fake_upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[ProviderUnderTest]:
+    async with provider_for(fake_upstream, tmp_path) as running:
+        yield running
+
+
+async def _keyed_user(
+    provider: ProviderUnderTest, key: str = "sk-user-key-000000000000"
+) -> tuple[tuple[str, str], ...]:
+    user = provider.user()
+    for name in ("fake-anthropic", "fake-openai"):
+        await provider.stub.PutKey(pb.PutKeyRequest(provider=name, secret=key, label="mine"), metadata=user)
+    return user
+
+
+def _attempts(events: list[pb.GenerateResponse]) -> list[str]:
+    return [
+        f"{e.attempt_started.provider}#{e.attempt_started.attempt}" for e in events if e.HasField("attempt_started")
+    ]
+
+
+async def _records(
+    provider: ProviderUnderTest, user: tuple[tuple[str, str], ...]
+) -> list[usage_record_pb2.UsageRecord]:
+    reply = await provider.stub.ListUsageRecords(pb.ListUsageRecordsRequest(), metadata=user)
+    return sorted(reply.records, key=lambda r: r.attempt)
+
+
+@pytest.mark.parametrize("model", [ANTHROPIC_MODEL, OPENAI_MODEL])
+async def test_text_stream_is_normalized_metered_and_costed(
+    provider: ProviderUnderTest, fake_upstream: FakeUpstream, model: str
+) -> None:
+    user = await _keyed_user(provider)
+    fake_upstream.enqueue(Reply(text="Hello there, friend.", input_tokens=20, output_tokens=5))
+    events = await provider.collect(ask(model=model), user)
+    assert text_of(events) == "Hello there, friend."
+    assert events[0].HasField("attempt_started")
+    assert events[-1].finished.stop_reason == pb.STOP_REASON_END_TURN
+    final_usage = [e.usage for e in events if e.HasField("usage")][-1]
+    assert (final_usage.input_tokens, final_usage.output_tokens, final_usage.cost_micros) == (20, 5, 30)
+    (record,) = await _records(provider, user)
+    assert record.outcome == usage_record_pb2.ATTEMPT_OUTCOME_COMPLETED
+    assert record.usage.cost_micros == 30
+    assert record.key_scope == key_pb2.KEY_SCOPE_USER
+    assert fake_upstream.requests[-1].headers.get("authorization", "").endswith("sk-user-key-000000000000") or (
+        fake_upstream.requests[-1].headers.get("x-api-key") == "sk-user-key-000000000000"
+    )
+
+
+async def test_tool_calls_stream_with_their_indexes(provider: ProviderUnderTest, fake_upstream: FakeUpstream) -> None:
+    user = await _keyed_user(provider)
+    calls = [FakeToolCall("t1", "notes__create", '{"title": "a"}'), FakeToolCall("t2", "notes__list", "{}")]
+    fake_upstream.enqueue(Reply(text="", tool_calls=calls))
+    events = await provider.collect(ask(), user)
+    started = [(e.tool_call_started.index, e.tool_call_started.name) for e in events if e.HasField("tool_call_started")]
+    assert started == [(0, "notes.create"), (1, "notes.list")]
+    arguments: dict[int, str] = {}
+    for event in events:
+        if event.HasField("tool_call_arguments_delta"):
+            delta = event.tool_call_arguments_delta
+            arguments[delta.index] = arguments.get(delta.index, "") + delta.arguments_json_delta
+    assert arguments == {0: '{"title": "a"}', 1: "{}"}
+    assert events[-1].finished.stop_reason == pb.STOP_REASON_TOOL_USE
+
+
+async def test_a_rate_limited_call_is_retried_after_retry_after(
+    provider: ProviderUnderTest, fake_upstream: FakeUpstream
+) -> None:
+    user = await _keyed_user(provider)
+    fake_upstream.enqueue(Fail(429, retry_after=0.01), Reply(text="ok"))
+    events = await provider.collect(ask(), user)
+    assert _attempts(events) == ["fake-anthropic#1", "fake-anthropic#2"]
+    assert text_of(events) == "ok"
+    outcomes = [r.outcome for r in await _records(provider, user)]
+    assert outcomes == [usage_record_pb2.ATTEMPT_OUTCOME_FAILED, usage_record_pb2.ATTEMPT_OUTCOME_COMPLETED]
+    assert len(fake_upstream.requests) == 2
+
+
+async def test_a_failing_primary_falls_back(provider: ProviderUnderTest, fake_upstream: FakeUpstream) -> None:
+    user = await _keyed_user(provider)
+    fake_upstream.enqueue(Fail(500), Fail(500), Fail(500), Reply(text="from the fallback"))
+    events = await provider.collect(ask(route="smart"), user)
+    assert _attempts(events) == ["fake-anthropic#1", "fake-anthropic#2", "fake-anthropic#3", "fake-openai#4"]
+    assert text_of(events) == "from the fallback"
+    assert [r.protocol for r in fake_upstream.requests] == ["anthropic"] * 3 + ["openai"]
+
+
+async def test_a_stream_cut_after_tokens_is_not_retried(
+    provider: ProviderUnderTest, fake_upstream: FakeUpstream
+) -> None:
+    user = await _keyed_user(provider)
+    fake_upstream.enqueue(Cut(after_chunks=5, then=Reply(text="one two three four five six")))
+    seen: list[pb.GenerateResponse] = []
+
+    async def drain() -> None:
+        async for event in provider.stub.Generate(ask(route="smart"), metadata=user):
+            seen.append(event)
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await drain()
+    error = from_rpc_error(raised.value)
+    assert (error.code, error.reason, error.metadata["transient"]) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "UPSTREAM_ERROR",
+        "true",
+    )
+    assert text_of(seen)  # tokens were sent before the cut ...
+    assert len(fake_upstream.requests) == 1  # ... so neither a retry nor the fallback was tried
+
+
+async def test_terminal_failures_are_typed_and_not_retried(
+    provider: ProviderUnderTest, fake_upstream: FakeUpstream
+) -> None:
+    user = await _keyed_user(provider)
+    fake_upstream.enqueue(Fail(401))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await provider.collect(ask(), user)
+    error = from_rpc_error(raised.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "UPSTREAM_ERROR")
+    assert error.metadata["transient"] == "false"
+    assert error.metadata["upstream_reason"] == "AUTHENTICATION"
+    assert len(fake_upstream.requests) == 1
+
+
+async def test_a_stalled_upstream_hits_the_first_token_timeout(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
+    async with provider_for(fake_upstream, tmp_path, first_token_timeout=0.3, retry_max_attempts=2) as provider:
+        user = await _keyed_user(provider)
+        fake_upstream.enqueue(Stall(5), Reply(text="second try"))
+        events = await provider.collect(ask(), user)
+        assert text_of(events) == "second try"
+        records = await _records(provider, user)
+        assert [r.error_reason for r in records] == ["TIMEOUT", ""]
+
+
+async def test_no_key_means_model_not_found(provider: ProviderUnderTest) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await provider.collect(ask(), provider.user())
+    error = from_rpc_error(raised.value)
+    assert (error.code, error.reason, error.metadata.get("cause")) == (
+        grpc.StatusCode.NOT_FOUND,
+        "MODEL_NOT_FOUND",
+        "no_key",
+    )
+
+
+async def test_a_users_key_overrides_the_instance_key(provider: ProviderUnderTest, fake_upstream: FakeUpstream) -> None:
+    shared = "sk-instance-key-11111111111"
+    await provider.stub.PutKey(
+        pb.PutKeyRequest(scope=key_pb2.KEY_SCOPE_INSTANCE, provider="fake-anthropic", secret=shared),
+        metadata=provider.admin(),
+    )
+    owner = await _keyed_user(provider, key="sk-own-key-2222222222222")
+    other = provider.user()
+    await provider.collect(ask(), owner)
+    await provider.collect(ask(), other)
+    used = [r.headers.get("authorization") or r.headers.get("x-api-key", "") for r in fake_upstream.requests]
+    assert used[0].endswith("sk-own-key-2222222222222")
+    assert used[1].endswith(shared)
+    records = await _records(provider, other)
+    assert records[0].key_scope == key_pb2.KEY_SCOPE_INSTANCE
+
+
+async def test_users_cannot_write_instance_keys(provider: ProviderUnderTest) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await provider.stub.PutKey(
+            pb.PutKeyRequest(scope=key_pb2.KEY_SCOPE_INSTANCE, provider="openai", secret="sk-x-123456789012"),
+            metadata=provider.user(),
+        )
+    assert from_rpc_error(raised.value).reason == "PERMISSION_DENIED"
+
+
+async def test_models_and_routes_say_what_the_caller_can_use(provider: ProviderUnderTest) -> None:
+    user = provider.user()
+    await provider.stub.PutKey(pb.PutKeyRequest(provider="fake-openai", secret="sk-openai-000000000000"), metadata=user)
+    models = {m.name: m for m in (await provider.stub.ListModels(pb.ListModelsRequest(), metadata=user)).models}
+    assert models[OPENAI_MODEL].available
+    assert not models[ANTHROPIC_MODEL].available
+    assert models["demo/offline"].offline_demo
+    routes = {
+        r.name: r for r in (await provider.stub.ListModelRoutes(pb.ListModelRoutesRequest(), metadata=user)).routes
+    }
+    assert routes["smart"].primary.model == "claude-test"
+    assert [f.provider for f in routes["smart"].fallbacks] == ["fake-openai"]
