@@ -13,7 +13,7 @@ PROTO_FILES = $(shell find protos -name '*.proto' | sort)
 AREAS := common store provider confirm runtime
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup run test test-fast lint typecheck generate check-generate check-migrations buf-lint buf-breaking ci bench clean
+.PHONY: help setup run run-fake-llm test lint typecheck generate check-generate check-migrations buf-lint buf-breaking ci bench clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ setup: $(STAMP) $(BUF) ## Install everything the stack, tests and checks need (v
 
 run: $(STAMP) ## Start the whole stack on embedded defaults (SQLite, demo model) and print the URL and a dev token.
 	$(PY) -m cli up
+
+run-fake-llm: $(STAMP) ## Like run, but the default agent talks to a local fake OpenAI-compatible upstream.
+	$(PY) -m cli up --fake-llm
 
 test: $(STAMP) ## Run the test suite.
 	$(PY) -m pytest

@@ -17,12 +17,17 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1", help="gateway listen address (default: 127.0.0.1)")
     up.add_argument("--port", type=int, default=8080, help="gateway port; 0 picks a free one (default: 8080)")
     up.add_argument("--verbose", action="store_true", help="show the services' logs here instead of in data/logs")
+    up.add_argument(
+        "--fake-llm", action="store_true", help="route the default agent to a local fake OpenAI-compatible upstream"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "up":
-        supervisor = Supervisor(args.data_dir, host=args.host, port=args.port, verbose=args.verbose)
+        supervisor = Supervisor(
+            args.data_dir, host=args.host, port=args.port, verbose=args.verbose, fake_llm=args.fake_llm
+        )
         return asyncio.run(supervisor.run())
     return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import secrets
 import signal
@@ -33,6 +34,7 @@ PROCESSES = (
     ("runtime", "services.runtime"),
     ("gateway", "gateway"),
 )
+FAKE_LLM = "fake-llm"
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 
@@ -72,7 +74,8 @@ def _tail(path: Path | None, lines: int = 20) -> str:
 
 
 class Supervisor:
-    def __init__(self, data_dir: Path, *, host: str, port: int, verbose: bool) -> None:
+    def __init__(self, data_dir: Path, *, host: str, port: int, verbose: bool, fake_llm: bool = False) -> None:
+        self._fake_llm = fake_llm
         self._data_dir = data_dir.resolve()
         self._host = host
         self._port = port
@@ -112,11 +115,26 @@ class Supervisor:
             return {**env, "STEWARD_MASTER_KEY_FILE": str(master)}
         return env
 
+    def _fake_llm_routes(self, port: int) -> Path:
+        """A routes file sending the default route to the local fake upstream (no key needed)."""
+        routes = {
+            "upstreams": {FAKE_LLM: {"protocol": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "keyless": True}},
+            "routes": {
+                FAKE_LLM: {
+                    "description": "the local fake upstream (python -m fakes)",
+                    "primary": f"{FAKE_LLM}/fake-model",
+                }
+            },
+        }
+        path = self._data_dir / "fake-llm-routes.json"
+        path.write_text(json.dumps(routes, indent=2))
+        return path
+
     @property
     def dev_token(self) -> str:
         return _secret_file(self._data_dir / "secrets" / "dev-token", 32)
 
-    async def _spawn(self, name: str, module: str, env: dict[str, str]) -> Child:
+    async def _spawn(self, name: str, module: str, env: dict[str, str], args: tuple[str, ...] = ()) -> Child:
         log_path = None
         stream: int | IO[bytes] | None = None
         if not self._verbose:
@@ -125,7 +143,7 @@ class Supervisor:
             log_path = logs / f"{name}.log"
             stream = log_path.open("ab")
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", module, env=env, stdout=stream, stderr=stream, start_new_session=True
+            sys.executable, "-m", module, *args, env=env, stdout=stream, stderr=stream, start_new_session=True
         )
         if stream is not None and not isinstance(stream, int):
             stream.close()
@@ -154,6 +172,19 @@ class Supervisor:
         return check
 
     @staticmethod
+    def _tcp_check(port: int) -> object:
+        async def check() -> bool:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                return False
+            writer.close()
+            await writer.wait_closed()
+            return True
+
+        return check
+
+    @staticmethod
     def _http_check(url: str) -> object:
         def get() -> bool:
             try:
@@ -173,15 +204,28 @@ class Supervisor:
         gateway_port = self._port or _free_port(self._host)
         env = self._environment(addresses, gateway_port)
         url = f"http://{self._host}:{gateway_port}"
+        processes = list(PROCESSES)
+        if self._fake_llm:
+            fake_port = _free_port()
+            processes.insert(0, (FAKE_LLM, "fakes"))
+            env["STEWARD_FAKE_LLM_PORT"] = str(fake_port)
+            env["STEWARD_ROUTES_FILE"] = str(self._fake_llm_routes(fake_port))
+            env["STEWARD_DEFAULT_MODEL_ROUTE"] = FAKE_LLM
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            for name, module in PROCESSES:
-                child = await self._spawn(name, module, self._child_environment(name, env))
+            for name, module in processes:
+                args = ("--port", env["STEWARD_FAKE_LLM_PORT"]) if name == FAKE_LLM else ()
+                child = await self._spawn(name, module, self._child_environment(name, env), args)
                 self._children.append(child)
-                check = self._http_check(f"{url}/readyz") if name == "gateway" else self._grpc_check(addresses[name])
+                if name == FAKE_LLM:
+                    check = self._tcp_check(int(env["STEWARD_FAKE_LLM_PORT"]))
+                elif name == "gateway":
+                    check = self._http_check(f"{url}/readyz")
+                else:
+                    check = self._grpc_check(addresses[name])
                 ready = asyncio.create_task(self._wait_ready(child, check))
                 stopping = asyncio.create_task(stop.wait())
                 await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -210,7 +254,10 @@ class Supervisor:
         pids = " ".join(f"{child.name}={child.process.pid}" for child in self._children)
         self._say(f"Steward is running at {url}")
         self._say(f"dev token: {self.dev_token}")
-        self._say("model: demo/offline (no provider key configured; answers are canned, not from a real model)")
+        if self._fake_llm:
+            self._say("model: fake-llm (a local fake OpenAI-compatible server: python -m fakes)")
+        else:
+            self._say("model: demo/offline (no provider key configured; answers are canned, not from a real model)")
         self._say(f"data: {self._data_dir}  logs: {self._data_dir / 'logs'}")
         self._say(f"children: {pids}")
         self._say("Press Ctrl-C to stop.")

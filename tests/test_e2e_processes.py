@@ -49,24 +49,27 @@ async def _read_banner(stdout: asyncio.StreamReader) -> dict[str, str]:
     return {"url": url.group(1), "token": token.group(1), "children": children.group(1)}
 
 
-async def test_steward_up_serves_a_chat_and_stops_every_child(tmp_path: Path) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cli",
-        "up",
-        "--data-dir",
-        str(tmp_path),
-        "--port",
-        "0",
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-    )
+@pytest.mark.parametrize(
+    ("flags", "children", "answer"),
+    [
+        ((), ["confirm", "gateway", "provider", "runtime", "store"], "ping from a real process"),
+        (
+            ("--fake-llm",),
+            ["confirm", "fake-llm", "gateway", "provider", "runtime", "store"],
+            "Hello from the fake upstream.",
+        ),
+    ],
+)
+async def test_steward_up_serves_a_chat_and_stops_every_child(
+    tmp_path: Path, flags: tuple[str, ...], children: list[str], answer: str
+) -> None:
+    command = ["-m", "cli", "up", "--data-dir", str(tmp_path), "--port", "0", *flags]
+    process = await asyncio.create_subprocess_exec(sys.executable, *command, cwd=REPO, stdout=asyncio.subprocess.PIPE)
     assert process.stdout is not None
     try:
         banner = await _read_banner(process.stdout)
         pids = {name: int(pid) for name, pid in (item.split("=") for item in banner["children"].split())}
-        assert sorted(pids) == ["confirm", "gateway", "provider", "runtime", "store"]
+        assert sorted(pids) == children
         headers = {"Authorization": f"Bearer {banner['token']}"}
         async with aiohttp.ClientSession(banner["url"], headers=headers) as http:
             async with http.post("/api/v1/conversations", json={}) as response:
@@ -80,7 +83,7 @@ async def test_steward_up_serves_a_chat_and_stops_every_child(tmp_path: Path) ->
                 events = parse_sse(await response.text())
             assert events[-1].event == "run_completed"
             text = "".join(json.loads(e.data)["data"]["text"] for e in events if e.event == "text_delta")
-            assert "ping from a real process" in text
+            assert answer in text
             async with http.get(path) as response:
                 messages = (await response.json())["messages"]
             assert [m["role"] for m in messages] == ["user", "assistant"]

@@ -86,13 +86,16 @@ class Generator:
         self._sleep = sleep
 
     async def _key(self, owner_id: str, target: Target) -> tuple[str, int] | None:
+        """The caller's key for the target's provider, else the instance's; "" for a keyless upstream."""
         if target.upstream.protocol == DEMO_PROTOCOL:
-            return "", 0
+            return "", key_pb2.KEY_SCOPE_UNSPECIFIED
         own = await self._keys.secret_for(owner_id, target.upstream.provider)
         if own is not None:
             return own, key_pb2.KEY_SCOPE_USER
         shared = await self._keys.secret_for(INSTANCE_OWNER, target.upstream.provider)
-        return (shared, key_pb2.KEY_SCOPE_INSTANCE) if shared is not None else None
+        if shared is not None:
+            return shared, key_pb2.KEY_SCOPE_INSTANCE
+        return ("", key_pb2.KEY_SCOPE_UNSPECIFIED) if target.upstream.keyless else None
 
     async def has_key(self, owner_id: str, target: Target) -> bool:
         """Whether a call by `owner_id` to `target` would find a key."""

@@ -2,7 +2,7 @@
 
 Configured by a JSON file (`STEWARD_ROUTES_FILE`):
     {
-      "upstreams": {"ollama": {"protocol": "openai", "base_url": "http://127.0.0.1:11434/v1"}},
+      "upstreams": {"ollama": {"protocol": "openai", "base_url": "http://127.0.0.1:11434/v1", "keyless": true}},
       "routes": {"smart": {"description": "...", "primary": "anthropic/claude-sonnet-4-5",
                            "fallbacks": ["openai/gpt-5.1"]}}
     }
@@ -53,7 +53,7 @@ class Routes:
         upstreams: dict[str, Upstream] = {
             "anthropic": Upstream("anthropic", "anthropic"),
             "openai": Upstream("openai", "openai"),
-            demo.PROVIDER: Upstream(demo.PROVIDER, DEMO_PROTOCOL),  # type: ignore[arg-type]
+            demo.PROVIDER: Upstream(demo.PROVIDER, DEMO_PROTOCOL, keyless=True),  # type: ignore[arg-type]
         }
         raw: dict[str, object] = json.loads(path.read_text()) if path is not None else {}
         for name, entry in dict(raw.get("upstreams", {})).items():  # type: ignore[call-overload]
@@ -63,7 +63,10 @@ class Routes:
                 or entry.get("protocol") not in ("anthropic", "openai")
             ):
                 raise ValueError(f"routes file: bad upstream {name!r}")
-            upstreams[name] = Upstream(name, entry["protocol"], entry.get("base_url"))
+            keyless = entry.get("keyless", False)
+            if not isinstance(keyless, bool):
+                raise ValueError(f"routes file: upstream {name!r}: keyless must be true or false")
+            upstreams[name] = Upstream(name, entry["protocol"], entry.get("base_url"), keyless)
         routes = cls(upstreams, {})
         routes._routes[demo.ROUTE] = Route(demo.ROUTE, "The offline demo model.", [routes.target(demo.MODEL_NAME)])
         for name, entry in dict(raw.get("routes", {})).items():  # type: ignore[call-overload]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -198,3 +200,68 @@ async def test_models_and_routes_say_what_the_caller_can_use(provider: ProviderU
     }
     assert routes["smart"].primary.model == "claude-test"
     assert [f.provider for f in routes["smart"].fallbacks] == ["fake-openai"]
+
+
+async def test_an_idle_stream_times_out_and_is_retried_before_any_token(
+    fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    async with provider_for(fake_upstream, tmp_path, idle_timeout=0.3, first_token_timeout=5.0) as provider:
+        user = await _keyed_user(provider)
+        # message_start and ping arrive, then the stream goes silent before any text.
+        fake_upstream.enqueue(Stall(5, after_chunks=2), Reply(text="recovered"))
+        events = await provider.collect(ask(), user)
+        assert text_of(events) == "recovered"
+        assert [r.error_reason for r in await _records(provider, user)] == ["TIMEOUT", ""]
+
+
+async def test_a_client_that_goes_away_leaves_a_cancelled_usage_row(
+    provider: ProviderUnderTest, fake_upstream: FakeUpstream
+) -> None:
+    user = await _keyed_user(provider)
+    fake_upstream.enqueue(Reply(text=" ".join(["word"] * 200), chunk_delay=0.01))
+    call = provider.stub.Generate(ask(), metadata=user)
+    async for event in call:
+        if event.HasField("text_delta"):
+            break
+    call.cancel()
+    for _ in range(200):  # bounded wait for the server to notice and write the row
+        records = await _records(provider, user)
+        if records:
+            break
+        await asyncio.sleep(0.02)
+    assert [r.outcome for r in records] == [usage_record_pb2.ATTEMPT_OUTCOME_CANCELLED]
+    state = (await provider.stub.GetBudget(pb.GetBudgetRequest(), metadata=user)).budget
+    assert state.reserved_micros == 0
+
+
+async def test_usage_is_summarized_by_run_and_day(provider: ProviderUnderTest, fake_upstream: FakeUpstream) -> None:
+    user = await _keyed_user(provider)
+    fake_upstream.default = Reply(text="ab", input_tokens=10, output_tokens=3)
+    for run in ("run-a", "run-a", "run-b"):
+        await provider.collect(ask(run_id=run, agent_id="agent-1"), user)
+    by_run = await provider.stub.SummarizeUsage(
+        pb.SummarizeUsageRequest(group_by=[usage_record_pb2.USAGE_GROUP_BY_RUN]), metadata=user
+    )
+    assert [(s.run_id, s.attempt_count, s.usage.output_tokens, s.usage.cost_micros) for s in by_run.summaries] == [
+        ("run-a", 2, 6, 32),
+        ("run-b", 1, 3, 16),
+    ]
+    by_day = await provider.stub.SummarizeUsage(
+        pb.SummarizeUsageRequest(group_by=[usage_record_pb2.USAGE_GROUP_BY_DAY]), metadata=user
+    )
+    assert len(by_day.summaries) == 1
+    assert len(by_day.summaries[0].day) == 10  # YYYY-MM-DD
+    one_run = await provider.stub.ListUsageRecords(pb.ListUsageRecordsRequest(run_id="run-b"), metadata=user)
+    assert [r.run_id for r in one_run.records] == ["run-b"]
+    others = await provider.stub.ListUsageRecords(pb.ListUsageRecordsRequest(), metadata=provider.user())
+    assert not others.records
+
+
+async def test_a_keyless_upstream_needs_no_stored_key(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
+    routes = {
+        "upstreams": {"local": {"protocol": "openai", "base_url": fake_upstream.openai_base_url, "keyless": True}}
+    }
+    (tmp_path / "keyless.json").write_text(json.dumps(routes))
+    async with provider_for(fake_upstream, tmp_path, routes_file=tmp_path / "keyless.json") as provider:
+        events = await provider.collect(ask(model="local/llama"), provider.user())
+        assert text_of(events) == "Hello from the fake upstream."

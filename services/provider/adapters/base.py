@@ -30,6 +30,9 @@ class Upstream:
     provider: str  # the provider name keys are stored under: "anthropic", "openai", "ollama", ...
     protocol: Protocol_
     base_url: str | None = None
+    # True for servers that need no key (a local Ollama, the demo model): a stored key is
+    # still used when there is one, and no key is not an error.
+    keyless: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,215 @@
+"""Provider proxy overhead: the provider's gRPC Generate against calling the same (fake) upstream directly with the
+official SDK, for both protocols (openai, anthropic), at concurrency 1 and 32.
+
+Both paths stream the same scripted reply (64 text pieces, 2 ms apart) from an in-process fake upstream:
+
+- TTFT: from the start of the request to the first text delta (direct) or `text_delta` event (proxy), p50/p99;
+  "added" is the proxy's percentile minus the direct one.
+- tokens/s: text pieces over the time from the start of the request to the end of the stream, aggregated across
+  the calls (sequential at concurrency 1, concurrent streams per round at 32); reported as the proxy/direct ratio.
+
+The provider runs in-process (SQLite, a user key put first, no budget set) and its client calls it over a real
+gRPC channel, as the runtime does. The direct and proxy calls are interleaved, so drift affects both alike.
+
+Targets (issue acceptance): <= 1 ms TTFT added at p50, >= 0.8x the direct tokens/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anthropic
+import openai
+
+from bench.store import percentile
+from fakes.upstream import FakeUpstream, Reply
+from steward.provider.v1 import provider_service_pb2 as pb
+from tests.provider.harness import ANTHROPIC_MODEL, OPENAI_MODEL, ProviderUnderTest, ask, provider_for
+
+PIECES = 64
+CHUNK_DELAY = 0.002  # seconds between streamed chunks: realistic inter-token gaps
+PROMPT = "Say something, please."
+MAX_TOKENS = 1024
+WARM_UP = 5
+SEQUENTIAL_CALLS = 50
+CONCURRENCY = 32
+ROUNDS = 5
+TARGET_ADDED_MS = 1.0
+TARGET_RATIO = 0.8
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One streamed call: seconds to the first text delta, to the end of the stream, and text pieces received."""
+
+    ttft: float
+    total: float
+    pieces: int
+
+
+Call = Callable[[], Awaitable[Sample]]
+
+
+@dataclass
+class Measured:
+    """The samples of one path; `elapsed` is the wall time the aggregate tokens/s is taken over."""
+
+    samples: list[Sample] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    @property
+    def ttft_ms(self) -> list[float]:
+        return [sample.ttft * 1000 for sample in self.samples]
+
+    @property
+    def tokens_per_second(self) -> float:
+        return sum(sample.pieces for sample in self.samples) / self.elapsed
+
+
+def _finished(started: float, first: float | None, pieces: int) -> Sample:
+    if first is None or pieces != PIECES:
+        raise RuntimeError(f"expected {PIECES} text pieces, got {pieces}")
+    return Sample(first - started, time.perf_counter() - started, pieces)
+
+
+def direct_openai(client: openai.AsyncOpenAI, model: str) -> Call:
+    async def call() -> Sample:
+        started = time.perf_counter()
+        first: float | None = None
+        pieces = 0
+        chunks = await client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": PROMPT}],
+            stream=True,
+            stream_options={"include_usage": True},
+            max_tokens=MAX_TOKENS,
+        )
+        async with chunks:
+            async for chunk in chunks:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    first = first or time.perf_counter()
+                    pieces += 1
+        return _finished(started, first, pieces)
+
+    return call
+
+
+def direct_anthropic(client: anthropic.AsyncAnthropic, model: str) -> Call:
+    async def call() -> Sample:
+        started = time.perf_counter()
+        first: float | None = None
+        pieces = 0
+        events = await client.messages.create(
+            model=model, max_tokens=MAX_TOKENS, messages=[{"role": "user", "content": PROMPT}], stream=True
+        )
+        async with events:
+            async for event in events:
+                if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                    first = first or time.perf_counter()
+                    pieces += 1
+        return _finished(started, first, pieces)
+
+    return call
+
+
+def proxied(provider: ProviderUnderTest, user: Metadata, model: str) -> Call:
+    stub = provider.stub
+
+    async def call() -> Sample:
+        started = time.perf_counter()
+        first: float | None = None
+        pieces = 0
+        async for event in stub.Generate(ask(PROMPT, model=model, max_tokens=MAX_TOKENS), metadata=user):
+            if event.WhichOneof("event") == "text_delta":
+                first = first or time.perf_counter()
+                pieces += 1
+        return _finished(started, first, pieces)
+
+    return call
+
+
+async def sequential(direct: Call, proxy: Call) -> tuple[Measured, Measured]:
+    for _ in range(WARM_UP):
+        await direct()
+        await proxy()
+    results = Measured(), Measured()
+    for _ in range(SEQUENTIAL_CALLS):
+        for call, measured in zip((direct, proxy), results, strict=True):
+            sample = await call()
+            measured.samples.append(sample)
+            measured.elapsed += sample.total
+    return results
+
+
+async def concurrent(direct: Call, proxy: Call) -> tuple[Measured, Measured]:
+    for call in (direct, proxy):  # a warm-up round: connections for every concurrent stream
+        await asyncio.gather(*(call() for _ in range(CONCURRENCY)))
+    results = Measured(), Measured()
+    for _ in range(ROUNDS):
+        for call, measured in zip((direct, proxy), results, strict=True):
+            started = time.perf_counter()
+            measured.samples += await asyncio.gather(*(call() for _ in range(CONCURRENCY)))
+            measured.elapsed += time.perf_counter() - started
+    return results
+
+
+def report(label: str, direct: Measured, proxy: Measured) -> None:
+    d_ms, p_ms = direct.ttft_ms, proxy.ttft_ms
+    d50, d99, p50, p99 = percentile(d_ms, 50), percentile(d_ms, 99), percentile(p_ms, 50), percentile(p_ms, 99)
+    ratio = proxy.tokens_per_second / direct.tokens_per_second
+    met = p50 - d50 <= TARGET_ADDED_MS and ratio >= TARGET_RATIO
+    print(
+        f"[provider {label}] TTFT direct p50 {d50:.2f} ms p99 {d99:.2f} ms; proxy p50 {p50:.2f} ms p99 {p99:.2f} ms; "
+        f"added p50 {p50 - d50:.2f} ms p99 {p99 - d99:.2f} ms; tokens/s ratio {ratio:.2f} "
+        f"({proxy.tokens_per_second:.0f} / {direct.tokens_per_second:.0f}) "
+        f"(target: <= {TARGET_ADDED_MS:g} ms added at p50, >= {TARGET_RATIO:g}x) {'met' if met else 'MISSED'}"
+    )
+
+
+async def bench_protocol(name: str, direct: Call, proxy: Call) -> None:
+    report(f"{name} c1", *await sequential(direct, proxy))
+    report(f"{name} c{CONCURRENCY}", *await concurrent(direct, proxy))
+
+
+async def main() -> None:
+    fake = FakeUpstream(Reply(pieces=[f"tok{index} " for index in range(PIECES)], chunk_delay=CHUNK_DELAY))
+    await fake.start()
+    key = f"sk-bench-{secrets.token_hex(12)}"
+    openai_client = openai.AsyncOpenAI(api_key=key, base_url=fake.openai_base_url, max_retries=0)
+    anthropic_client = anthropic.AsyncAnthropic(api_key=key, base_url=fake.anthropic_base_url, max_retries=0)
+    try:
+        with tempfile.TemporaryDirectory() as data_dir:
+            # Generous timeouts: 32 streams on a loaded 2-core machine must not trip the harness's 2 s ones.
+            async with provider_for(fake, Path(data_dir), first_token_timeout=60.0, idle_timeout=60.0) as provider:
+                user = provider.user("bench-user")
+                for upstream in ("fake-openai", "fake-anthropic"):
+                    await provider.stub.PutKey(
+                        pb.PutKeyRequest(provider=upstream, secret=key, label="bench"), metadata=user
+                    )
+                print(
+                    f"Provider proxy overhead ({PIECES} pieces, {CHUNK_DELAY * 1000:g} ms apart, in-process fake "
+                    f"upstream and provider on SQLite; {SEQUENTIAL_CALLS} calls at c1, {ROUNDS} rounds at "
+                    f"c{CONCURRENCY})"
+                )
+                await bench_protocol(
+                    "openai",
+                    direct_openai(openai_client, OPENAI_MODEL.split("/", 1)[1]),
+                    proxied(provider, user, OPENAI_MODEL),
+                )
+                await bench_protocol(
+                    "anthropic",
+                    direct_anthropic(anthropic_client, ANTHROPIC_MODEL.split("/", 1)[1]),
+                    proxied(provider, user, ANTHROPIC_MODEL),
+                )
+    finally:
+        await openai_client.close()
+        await anthropic_client.close()
+        await fake.stop()
