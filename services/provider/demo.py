@@ -1,12 +1,21 @@
 """The offline demo model: streams a deterministic answer with no key and no network.
 
 It exists so that a fresh install works end to end; its name (`demo/offline`)
-and its answers say plainly that it is not a real model.
+and its answers say plainly that it is not a real model. It can call tools, so
+the whole agent loop (tools, confirmations) runs offline too:
+
+- when the last message holds tool results, it answers with a summary of them;
+- when the last user message names one of the offered tools (its full name, or
+  the part after the last "."), it calls that tool once, with arguments built
+  from the tool's JSON Schema (required string fields get the user's text);
+- otherwise it answers in text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import re
 from collections.abc import AsyncIterator
 
@@ -29,7 +38,7 @@ def model() -> model_route_pb2.Model:
         model=MODEL,
         offline_demo=True,
         available=True,
-        supports_tools=False,
+        supports_tools=True,
         context_window_tokens=32_000,
         max_output_tokens=4_096,
     )
@@ -54,7 +63,55 @@ def _count_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
+def _tool_to_call(call: GenerateCall) -> content_pb2.ToolSpec | None:
+    if not call.tools or not call.messages or call.messages[-1].role != content_pb2.ROLE_USER:
+        return None
+    said = _last_user_text(call.messages).lower()
+    for tool in call.tools:
+        short = tool.name.rsplit(".", 1)[-1].lower()
+        if tool.name.lower() in said or re.search(rf"\b{re.escape(short)}\b", said):
+            return tool
+    return None
+
+
+def _arguments(tool: content_pb2.ToolSpec, said: str) -> str:
+    """Arguments that satisfy the tool's schema's required fields, as far as a demo can."""
+    try:
+        schema = json.loads(tool.input_schema_json or "{}")
+    except json.JSONDecodeError:
+        schema = {}
+    properties = schema.get("properties", {}) if isinstance(schema, dict) else {}
+    samples: dict[str, object] = {
+        "string": said,
+        "integer": 1,
+        "number": 1,
+        "boolean": False,
+        "array": [],
+        "object": {},
+    }
+    arguments = {}
+    for name in schema.get("required", []) if isinstance(schema, dict) else []:
+        kind = properties.get(name, {}).get("type", "string") if isinstance(properties.get(name), dict) else "string"
+        arguments[name] = samples.get(kind if isinstance(kind, str) else "string", said)
+    return json.dumps(arguments)
+
+
+def _results_summary(message: content_pb2.ChatMessage) -> str:
+    parts = []
+    for block in message.content:
+        if block.HasField("tool_result"):
+            result = block.tool_result
+            content = result.content if len(result.content) <= 300 else result.content[:300] + "…"
+            parts.append(f"{'an error' if result.is_error else 'a result'}: {content}")
+    return "; ".join(parts) or "nothing"
+
+
 def answer(messages: list[content_pb2.ChatMessage]) -> str:
+    if messages and messages[-1].role == content_pb2.ROLE_TOOL:
+        return (
+            "This is Steward's offline demo model. The tools returned "
+            f"{_results_summary(messages[-1])}. Add a provider key to talk to a real model."
+        )
     said = _last_user_text(messages).strip()
     quoted = said if len(said) <= 400 else said[:400] + "…"
     return (
@@ -70,7 +127,19 @@ class DemoAdapter:
         self._token_interval = token_interval
 
     async def stream(self, upstream: Upstream, api_key: str, call: GenerateCall) -> AsyncIterator[pb.GenerateResponse]:
-        """Stream the demo answer as text deltas, then usage and a finish event."""
+        """Stream a tool call, or the demo answer as text deltas; then usage and a finish event."""
+        tool = _tool_to_call(call)
+        if tool is not None:
+            arguments = _arguments(tool, _last_user_text(call.messages))
+            call_id = f"demo_{hashlib.sha256(arguments.encode() + tool.name.encode()).hexdigest()[:12]}"
+            yield pb.GenerateResponse(tool_call_started=pb.ToolCallStarted(index=0, id=call_id, name=tool.name))
+            yield pb.GenerateResponse(
+                tool_call_arguments_delta=pb.ToolCallArgumentsDelta(index=0, arguments_json_delta=arguments)
+            )
+            yield pb.GenerateResponse(tool_call_finished=pb.ToolCallFinished(index=0))
+            yield pb.GenerateResponse(usage=usage_pb2.Usage(input_tokens=_count_tokens(call.system), output_tokens=1))
+            yield pb.GenerateResponse(finished=pb.GenerateFinished(stop_reason=pb.STOP_REASON_TOOL_USE))
+            return
         text = answer(call.messages)
         pieces = _TOKEN.findall(text)
         limit = call.max_tokens or len(pieces)
