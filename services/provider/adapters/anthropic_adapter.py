@@ -11,14 +11,12 @@ answers 400 to any value), so the request's temperature is ignored here.
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import json
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from services.provider.adapters.base import GenerateCall, Upstream, UpstreamError
+from services.provider.adapters.clients import SdkClients
 from services.provider.adapters.errors import SdkErrors, classify
 from services.provider.adapters.names import ToolNames
 from steward.common.v1 import content_pb2, usage_pb2
@@ -71,39 +69,26 @@ class AnthropicAdapter:
     def __init__(self, *, connect_timeout: float = 10.0, read_timeout: float = 120.0, max_clients: int = 32) -> None:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        self._max_clients = max_clients
-        self._clients: OrderedDict[tuple[str, str], AsyncAnthropic] = OrderedDict()
+        self._clients: SdkClients[AsyncAnthropic] = SdkClients("anthropic", DEFAULT_BASE_URL, self._build, max_clients)
 
-    def _client(self, base_url: str | None, api_key: str) -> AsyncAnthropic:
+    def _build(self, base_url: str, api_key: str) -> AsyncAnthropic:
         import anthropic
 
-        key = (base_url or DEFAULT_BASE_URL, api_key)
-        client = self._clients.get(key)
-        if client is None:
-            # Explicit api_key and base_url: the SDK would otherwise read them (and more) from the environment.
-            client = anthropic.AsyncAnthropic(
-                api_key=api_key,
-                base_url=key[0],
-                max_retries=0,
-                timeout=anthropic.Timeout(self._read_timeout, connect=self._connect_timeout),
-            )
-            self._clients[key] = client
-            while len(self._clients) > self._max_clients:
-                # Dropped, not closed: a stream in flight keeps its client; the SDK closes it when collected.
-                self._clients.popitem(last=False)
-        else:
-            self._clients.move_to_end(key)
-        return client
+        # Explicit api_key and base_url: the SDK would otherwise read them (and more) from the environment.
+        return anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=anthropic.Timeout(self._read_timeout, connect=self._connect_timeout),
+        )
 
     async def warm_up(self) -> None:
         """Import the SDK in a worker thread, so that the first call does not block the event loop on it."""
-        await asyncio.to_thread(importlib.import_module, "anthropic")
+        await self._clients.warm_up()
 
     async def aclose(self) -> None:
         """Close every cached client."""
-        clients, self._clients = list(self._clients.values()), OrderedDict()
-        for client in clients:
-            await client.close()
+        await self._clients.aclose()
 
     async def stream(self, upstream: Upstream, api_key: str, call: GenerateCall) -> AsyncIterator[pb.GenerateResponse]:
         import anthropic
@@ -114,7 +99,7 @@ class AnthropicAdapter:
         tools = translate_tools(call, names)
         started = False
         try:
-            client = self._client(upstream.base_url, api_key)
+            client = self._clients.get(upstream.base_url, api_key)
             events = await client.messages.create(
                 model=call.model,
                 max_tokens=call.max_tokens,

@@ -11,16 +11,14 @@ reasoning budget (Chat Completions has only `reasoning_effort`).
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import json
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from services.provider.adapters.base import GenerateCall, Upstream, UpstreamError
+from services.provider.adapters.clients import SdkClients
 from services.provider.adapters.errors import SdkErrors, classify
 from services.provider.adapters.names import ToolNames
 from steward.common.v1 import content_pb2, usage_pb2
@@ -74,39 +72,26 @@ class OpenAIAdapter:
     def __init__(self, *, connect_timeout: float = 10.0, read_timeout: float = 120.0, max_clients: int = 32) -> None:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        self._max_clients = max_clients
-        self._clients: OrderedDict[tuple[str, str], AsyncOpenAI] = OrderedDict()
+        self._clients: SdkClients[AsyncOpenAI] = SdkClients("openai", DEFAULT_BASE_URL, self._build, max_clients)
 
-    def _client(self, base_url: str | None, api_key: str) -> AsyncOpenAI:
+    def _build(self, base_url: str, api_key: str) -> AsyncOpenAI:
         import openai
 
-        key = (base_url or DEFAULT_BASE_URL, api_key)
-        client = self._clients.get(key)
-        if client is None:
-            # Explicit api_key and base_url: the SDK would otherwise read them from the environment.
-            client = openai.AsyncOpenAI(
-                api_key=api_key or NO_KEY,
-                base_url=key[0],
-                max_retries=0,
-                timeout=openai.Timeout(self._read_timeout, connect=self._connect_timeout),
-            )
-            self._clients[key] = client
-            while len(self._clients) > self._max_clients:
-                # Dropped, not closed: a stream in flight keeps its client; the SDK closes it when collected.
-                self._clients.popitem(last=False)
-        else:
-            self._clients.move_to_end(key)
-        return client
+        # Explicit api_key and base_url: the SDK would otherwise read them (and more) from the environment.
+        return openai.AsyncOpenAI(
+            api_key=api_key or NO_KEY,
+            base_url=base_url,
+            max_retries=0,
+            timeout=openai.Timeout(self._read_timeout, connect=self._connect_timeout),
+        )
 
     async def warm_up(self) -> None:
         """Import the SDK in a worker thread, so that the first call does not block the event loop on it."""
-        await asyncio.to_thread(importlib.import_module, "openai")
+        await self._clients.warm_up()
 
     async def aclose(self) -> None:
         """Close every cached client."""
-        clients, self._clients = list(self._clients.values()), OrderedDict()
-        for client in clients:
-            await client.close()
+        await self._clients.aclose()
 
     async def stream(self, upstream: Upstream, api_key: str, call: GenerateCall) -> AsyncIterator[pb.GenerateResponse]:
         import openai
@@ -118,7 +103,7 @@ class OpenAIAdapter:
         tools = translate_tools(call, names)
         started = False
         try:
-            client = self._client(upstream.base_url, api_key)
+            client = self._clients.get(upstream.base_url, api_key)
             chunks = await client.chat.completions.create(
                 model=call.model,
                 messages=messages,
