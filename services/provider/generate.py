@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -48,7 +49,14 @@ class Timeouts:
 def upstream_error(error: UpstreamError, target: Target) -> StewardError:
     """The gRPC error for a failed upstream: UNAVAILABLE if a retry may help, else FAILED_PRECONDITION."""
     code = grpc.StatusCode.UNAVAILABLE if error.transient else grpc.StatusCode.FAILED_PRECONDITION
-    metadata = {"transient": str(error.transient).lower(), "upstream_reason": error.reason, "model": target.name}
+    metadata = {
+        "transient": str(error.transient).lower(),
+        "upstream_reason": error.reason,
+        "provider": target.upstream.provider,
+        "model": target.name,
+    }
+    if error.retry_after is not None:
+        metadata["retry_after_ms"] = str(round(error.retry_after * 1000))
     return StewardError(code, "UPSTREAM_ERROR", f"{target.name}: {error.message}", metadata=metadata)
 
 
@@ -84,15 +92,37 @@ class Generator:
         self._policy = policy or RetryPolicy()
         self._timeouts = timeouts or Timeouts()
         self._sleep = sleep
+        # Decrypted keys (or their absence) per (owner, provider), until a monotonic time. PutKey and
+        # DeleteKey on this replica clear an owner's entries at once; elsewhere within `key_ttl`.
+        self._key_cache: dict[tuple[str, str], tuple[str | None, float]] = {}
+        self.key_ttl = 5.0
+
+    def forget_keys(self, owner_id: str) -> None:
+        """Drop cached keys of an owner (INSTANCE_OWNER: every owner, since they may fall back to it)."""
+        if owner_id == INSTANCE_OWNER:
+            self._key_cache.clear()
+            return
+        for cached in [k for k in self._key_cache if k[0] == owner_id]:
+            del self._key_cache[cached]
+
+    async def _secret(self, owner_id: str, provider: str) -> str | None:
+        cached = self._key_cache.get((owner_id, provider))
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        secret = await self._keys.secret_for(owner_id, provider)
+        if len(self._key_cache) > 10_000:
+            self._key_cache.clear()
+        self._key_cache[(owner_id, provider)] = (secret, time.monotonic() + self.key_ttl)
+        return secret
 
     async def _key(self, owner_id: str, target: Target) -> tuple[str, int] | None:
         """The caller's key for the target's provider, else the instance's; "" for a keyless upstream."""
         if target.upstream.protocol == DEMO_PROTOCOL:
             return "", key_pb2.KEY_SCOPE_UNSPECIFIED
-        own = await self._keys.secret_for(owner_id, target.upstream.provider)
+        own = await self._secret(owner_id, target.upstream.provider)
         if own is not None:
             return own, key_pb2.KEY_SCOPE_USER
-        shared = await self._keys.secret_for(INSTANCE_OWNER, target.upstream.provider)
+        shared = await self._secret(INSTANCE_OWNER, target.upstream.provider)
         if shared is not None:
             return shared, key_pb2.KEY_SCOPE_INSTANCE
         return ("", key_pb2.KEY_SCOPE_UNSPECIFIED) if target.upstream.keyless else None
@@ -146,8 +176,9 @@ class Generator:
             for target in route.targets:
                 key = await self._key(owner_id, target)
                 if key is None:
-                    last = last or not_found("MODEL_NOT_FOUND", f"no key for {target.upstream.provider}")
-                    last.metadata.setdefault("cause", "no_key")
+                    if last is None:  # keep an earlier target's real error if there was one
+                        last = not_found("MODEL_NOT_FOUND", f"no key for {target.upstream.provider}")
+                        last.metadata["cause"] = "no_key"
                     continue
                 breaker = self._breakers[target.upstream.provider]
                 price = self._prices.price(target.upstream.provider, target.model)
@@ -182,6 +213,8 @@ class Generator:
                         reason = error.reason
                         if error.transient:
                             breaker.record_failure()
+                        else:
+                            breaker.record_success()  # it answered: a refusal says the upstream is up
                         last = upstream_error(error, target)
                         if streamed:
                             raise last from error  # never silently retried mid-way: the step restarts
@@ -193,6 +226,10 @@ class Generator:
                         await self._sleep(delay)
                     except (asyncio.CancelledError, GeneratorExit):
                         outcome = usage_record_pb2.ATTEMPT_OUTCOME_CANCELLED
+                        breaker.release()
+                        raise
+                    except BaseException:
+                        breaker.release()
                         raise
                     finally:
                         usage.cost_micros = price.cost_micros(usage)

@@ -12,6 +12,7 @@ budget rows FOR UPDATE). Reservations of a crashed process expire.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -56,13 +57,32 @@ def _roll(budget: BudgetRow, now: datetime) -> None:
         budget.spent_micros = 0
 
 
-def budget_exceeded(detail: str) -> StewardError:
-    return StewardError(grpc.StatusCode.RESOURCE_EXHAUSTED, "BUDGET_EXCEEDED", detail)
+def budget_exceeded(detail: str, scope: str) -> StewardError:
+    return StewardError(grpc.StatusCode.RESOURCE_EXHAUSTED, "BUDGET_EXCEEDED", detail, metadata={"scope": scope})
 
 
 class Metering:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], budgetless_ttl: float = 2.0) -> None:
         self._sessions = sessions
+        # Owners known to have no budget at all, until this monotonic time: their calls skip the
+        # locking reserve/settle transactions. SetBudget on this replica clears the entry at once;
+        # another replica's SetBudget applies here within `budgetless_ttl` seconds.
+        self._budgetless: dict[str, float] = {}
+        self._budgetless_ttl = budgetless_ttl
+
+    async def _has_budgets(self, owner_id: str) -> bool:
+        until = self._budgetless.get(owner_id)
+        if until is not None and until > time.monotonic():
+            return False
+        async with self._sessions() as session:
+            found = await session.scalar(select(BudgetRow.id).where(BudgetRow.owner_id == owner_id).limit(1))
+        if found is not None:
+            self._budgetless.pop(owner_id, None)
+            return True
+        if len(self._budgetless) > 100_000:
+            self._budgetless.clear()
+        self._budgetless[owner_id] = time.monotonic() + self._budgetless_ttl
+        return False
 
     async def record(
         self,
@@ -121,6 +141,8 @@ class Metering:
 
     async def reserve(self, attempt: Attempt, amount_micros: int) -> str | None:
         """Hold `amount_micros` against every budget that applies; None when none applies."""
+        if not await self._has_budgets(attempt.owner_id):
+            return None
         async with self._sessions() as session, session.begin():
             now = datetime.now(UTC)
             budgets = await self._applicable(session, attempt)
@@ -129,10 +151,11 @@ class Metering:
             for budget in budgets:
                 _roll(budget, now)
                 if budget.spent_micros + budget.reserved_micros + amount_micros > budget.limit_micros:
+                    scope = budget_pb2.BudgetScope.Name(budget.scope).removeprefix("BUDGET_SCOPE_").lower()  # type: ignore[arg-type]
+                    left = max(0, budget.limit_micros - budget.spent_micros - budget.reserved_micros)
                     raise budget_exceeded(
-                        f"this call may cost up to {amount_micros} micro-dollars; the "
-                        f"{budget_pb2.BudgetScope.Name(budget.scope).removeprefix('BUDGET_SCOPE_').lower()} budget "  # type: ignore[arg-type]
-                        f"has {max(0, budget.limit_micros - budget.spent_micros - budget.reserved_micros)} left"
+                        f"this call may cost up to {amount_micros} micro-dollars; the {scope} budget has {left} left",
+                        scope,
                     )
             for budget in budgets:
                 budget.reserved_micros += amount_micros
@@ -150,6 +173,8 @@ class Metering:
 
     async def settle(self, reservation_id: str | None, attempt: Attempt, actual_micros: int) -> None:
         """Release a reservation and charge the actual cost to the budgets that apply."""
+        if reservation_id is None and not await self._has_budgets(attempt.owner_id):
+            return
         async with self._sessions() as session, session.begin():
             now = datetime.now(UTC)
             held = 0
@@ -183,6 +208,7 @@ class Metering:
         self, owner_id: str, scope: int, scope_id: str, limit_micros: int, period: int
     ) -> budget_pb2.Budget:
         """Create or replace the owner's budget for one scope (its spend in the period is kept)."""
+        self._budgetless.pop(owner_id, None)
         async with self._sessions() as session, session.begin():
             now = datetime.now(UTC)
             row = await session.scalar(

@@ -67,6 +67,11 @@ class CircuitBreaker:
         self._opened_at = None
         self._trial_in_flight = False
 
+    def release(self) -> None:
+        """A call ended without saying anything about the upstream's health (cancelled, say):
+        free the half-open trial slot so another call may try."""
+        self._trial_in_flight = False
+
     def record_failure(self) -> None:
         """A transient failure; terminal ones (bad request, bad key) say nothing about health."""
         self._trial_in_flight = False

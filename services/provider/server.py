@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
+import structlog
+
 from services.provider.adapters.anthropic_adapter import AnthropicAdapter
 from services.provider.adapters.base import Adapter
 from services.provider.adapters.openai_adapter import OpenAIAdapter
@@ -23,6 +28,22 @@ from steward.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from steward.rpc.server import GrpcServer, registration, serve_main, start_grpc_server
 
 DOMAIN = "provider.steward"
+log = structlog.get_logger(__name__)
+
+
+RESERVATION_SWEEP_SECONDS = 60.0
+
+
+async def _release_expired_reservations(metering: Metering) -> None:
+    """Give back budget held by calls whose process died before settling them."""
+    while True:
+        try:
+            released = await metering.expire_reservations()
+            if released:
+                log.warning("reservations_expired", count=released)
+        except Exception:
+            log.exception("reservation_sweep_failed")
+        await asyncio.sleep(RESERVATION_SWEEP_SECONDS)
 
 
 async def create_server(settings: ProviderSettings, address: str) -> GrpcServer:
@@ -60,7 +81,12 @@ async def create_server(settings: ProviderSettings, address: str) -> GrpcServer:
         domain=DOMAIN,
     )
 
+    sweeper = asyncio.create_task(_release_expired_reservations(metering), name="provider-reservations")
+
     async def close() -> None:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
         await anthropic.aclose()
         await openai.aclose()
         await keys.close()

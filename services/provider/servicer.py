@@ -129,6 +129,7 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
     async def PutKey(self, request: pb.PutKeyRequest, context: Context) -> pb.PutKeyResponse:
         owner = _key_owner(current_principal(), request.scope)
         stored = await self._keys.put(owner, request.provider, request.label, request.secret)
+        self._generator.forget_keys(owner)
         return pb.PutKeyResponse(key=_key_message(stored))
 
     async def DeleteKey(self, request: pb.DeleteKeyRequest, context: Context) -> pb.DeleteKeyResponse:
@@ -137,6 +138,7 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
         if not request.id:
             raise invalid_argument("id", "id is required")
         await self._keys.delete(owner, request.id)
+        self._generator.forget_keys(owner)
         return pb.DeleteKeyResponse()
 
     async def ListKeys(self, request: pb.ListKeysRequest, context: Context) -> pb.ListKeysResponse:

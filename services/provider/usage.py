@@ -14,8 +14,8 @@ from steward.errors import invalid_argument
 from steward.provider.v1 import provider_service_pb2 as pb
 from steward.provider.v1 import usage_record_pb2
 
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
 
 
 def page_size(value: int) -> int:
@@ -86,7 +86,7 @@ class UsageQueries:
         offset, size = page_offset(request.page_token), page_size(request.page_size)
         query = _filtered(
             select(UsageRecordRow), owner_id, request.run_id, request.agent_id, request.start_time, request.end_time
-        ).order_by(UsageRecordRow.create_time.desc(), UsageRecordRow.id)
+        ).order_by(UsageRecordRow.create_time, UsageRecordRow.id)
         async with self._sessions() as session:
             rows = (await session.scalars(query.offset(offset).limit(size + 1))).all()
         next_token = str(offset + size) if len(rows) > size else ""

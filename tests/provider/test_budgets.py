@@ -50,3 +50,32 @@ async def test_fifty_concurrent_calls_against_a_budget_for_ten(fake_upstream: Fa
         assert state.spent_micros <= state.limit_micros
         assert state.spent_micros == outcomes.count("ok") * MAX_TOKENS * 2
         assert len(fake_upstream.requests) == outcomes.count("ok")  # refused calls never reached the upstream
+
+
+async def test_expired_reservations_are_released(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from services.provider.db.models import ReservationRow
+    from services.provider.metering import Attempt, Metering
+    from steward.db import create_engine, create_sessionmaker
+
+    async with provider_for(fake_upstream, tmp_path) as provider:
+        user_id = "user-reservations"
+        user = provider.user(user_id)
+        await provider.stub.SetBudget(pb.SetBudgetRequest(limit_micros=1000), metadata=user)
+        engine = create_engine(provider.settings.resolved_database_url())
+        try:
+            metering = Metering(create_sessionmaker(engine))
+            attempt = Attempt(user_id, "", "", 0, "r1", "smart")
+            assert await metering.reserve(attempt, 700) is not None  # a call whose process then died
+            async with create_sessionmaker(engine)() as session, session.begin():
+                await session.execute(
+                    update(ReservationRow).values(expire_time=datetime.now(UTC) - timedelta(seconds=1))
+                )
+            assert await metering.expire_reservations() == 1
+        finally:
+            await engine.dispose()
+        state = (await provider.stub.GetBudget(pb.GetBudgetRequest(), metadata=user)).budget
+        assert (state.reserved_micros, state.spent_micros) == (0, 0)

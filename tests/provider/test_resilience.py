@@ -63,3 +63,15 @@ def test_bad_price_tables_are_refused(tmp_path: Path, content: str) -> None:
     path.write_text(content)
     with pytest.raises(ValueError, match="price"):
         PriceTable.load(path)
+
+
+def test_a_half_open_trial_that_ends_without_a_verdict_frees_the_slot() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(failure_threshold=1, open_seconds=5.0, clock=lambda: now[0])
+    breaker.record_failure()
+    now[0] = 5.0
+    assert breaker.allow()
+    breaker.release()  # e.g. the caller was cancelled
+    assert breaker.allow()  # another call may try
+    breaker.record_success()
+    assert breaker.state == "closed"

@@ -101,7 +101,9 @@ class GenerateRequest(_message.Message):
     step: _builtins.int
     """The run step this call serves, starting at 1; 0 outside runs."""
     request_id: _builtins.str
-    """A caller-minted UUID, required and new for every call including step restarts; usage records are keyed by (request_id, attempt) so metering never counts twice."""
+    """A caller-minted id, new for every call including step restarts; usage
+    records carry it with the attempt number, so each attempt is metered once.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_content_pb2.ChatMessage]:
         """The conversation so far, oldest first; never empty."""

@@ -130,8 +130,6 @@ class ProviderServiceServicer:
         - UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID): no valid principal.
         - NOT_FOUND (MODEL_NOT_FOUND): the route or model is unknown, or none of its
         targets has a key usable by the caller (metadata "cause"="no_key").
-        - ALREADY_EXISTS (REQUEST_ID_CONFLICT): the request_id was used before (a stream
-        cannot be replayed).
         - RESOURCE_EXHAUSTED (BUDGET_EXCEEDED): the worst-case cost does not fit a
         budget; metadata "scope" is "user", "agent" or "run".
         - UNAVAILABLE (UPSTREAM_ERROR): the provider failed after retries and
@@ -188,12 +186,10 @@ class ProviderServiceServicer:
         - UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID): no valid principal.
         - PERMISSION_DENIED (PERMISSION_DENIED): KEY_SCOPE_INSTANCE and the
         principal is not an instance administrator.
-        - ALREADY_EXISTS (REQUEST_ID_CONFLICT): the request_id was used with other content.
         - UNAVAILABLE (SECRETS_BACKEND_UNAVAILABLE): the key store cannot be written.
 
         Atomic: the secret and its metadata are stored together or not at all.
-        Idempotent: a retry with the same request_id returns the first response
-        (AIP-155), and repeating the same put leaves the same state.
+        Idempotent: repeating the same put leaves the same state (the key keeps its id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -207,11 +203,9 @@ class ProviderServiceServicer:
         - UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID): no valid principal.
         - NOT_FOUND (KEY_NOT_FOUND): no such key, another user's key, or an
         instance key and the principal is not an instance administrator.
-        - ALREADY_EXISTS (REQUEST_ID_CONFLICT): the request_id was used with other content.
         - UNAVAILABLE (SECRETS_BACKEND_UNAVAILABLE): the key store cannot be written.
 
-        Atomic. Idempotent with a request_id: a retry after success returns OK
-        again instead of NOT_FOUND (AIP-155).
+        Atomic. A retried delete that gets NOT_FOUND (KEY_NOT_FOUND) has succeeded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -219,8 +213,8 @@ class ProviderServiceServicer:
 
     def ListKeys(self, request, context):
         """ListKeys lists the metadata of the keys visible to the caller: the
-        caller's own keys and, for instance administrators, the instance keys.
-        Keys are ordered by create_time, then id.
+        caller's own keys; for instance administrators (service principals), the
+        instance keys. Keys are ordered by provider.
 
         Errors: INVALID_ARGUMENT (INVALID_ARGUMENT) for a bad page_token or
         page_size; UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID).
@@ -246,8 +240,7 @@ class ProviderServiceServicer:
 
     def SummarizeUsage(self, request, context):
         """SummarizeUsage sums usage records into rows grouped by the requested
-        dimensions. Rows cover the caller's own usage; for instance
-        administrators they cover all users.
+        dimensions. Rows cover the caller's own usage.
 
         Errors: INVALID_ARGUMENT (INVALID_ARGUMENT) for a bad group_by, filter,
         page_token or page_size; UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID).
@@ -261,7 +254,7 @@ class ProviderServiceServicer:
     def GetBudget(self, request, context):
         """GetBudget returns one budget of the caller with its current spend. A scope
         that never had a budget set is returned with limit_micros 0 (no limit)
-        and its lifetime spend.
+        and zero spend: spend is tracked only while a budget exists.
 
         Errors: INVALID_ARGUMENT (INVALID_ARGUMENT) for a bad scope or scope_id;
         UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID).

@@ -63,8 +63,6 @@ class ProviderServiceStub:
     - UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID): no valid principal.
     - NOT_FOUND (MODEL_NOT_FOUND): the route or model is unknown, or none of its
       targets has a key usable by the caller (metadata "cause"="no_key").
-    - ALREADY_EXISTS (REQUEST_ID_CONFLICT): the request_id was used before (a stream
-      cannot be replayed).
     - RESOURCE_EXHAUSTED (BUDGET_EXCEEDED): the worst-case cost does not fit a
       budget; metadata "scope" is "user", "agent" or "run".
     - UNAVAILABLE (UPSTREAM_ERROR): the provider failed after retries and
@@ -109,12 +107,10 @@ class ProviderServiceStub:
     - UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID): no valid principal.
     - PERMISSION_DENIED (PERMISSION_DENIED): KEY_SCOPE_INSTANCE and the
       principal is not an instance administrator.
-    - ALREADY_EXISTS (REQUEST_ID_CONFLICT): the request_id was used with other content.
     - UNAVAILABLE (SECRETS_BACKEND_UNAVAILABLE): the key store cannot be written.
 
     Atomic: the secret and its metadata are stored together or not at all.
-    Idempotent: a retry with the same request_id returns the first response
-    (AIP-155), and repeating the same put leaves the same state.
+    Idempotent: repeating the same put leaves the same state (the key keeps its id).
     """
     DeleteKey: _grpc.UnaryUnaryMultiCallable[_provider_service_pb2.DeleteKeyRequest, _provider_service_pb2.DeleteKeyResponse]
     """DeleteKey removes a provider key from the key store and its metadata.
@@ -124,16 +120,14 @@ class ProviderServiceStub:
     - UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID): no valid principal.
     - NOT_FOUND (KEY_NOT_FOUND): no such key, another user's key, or an
       instance key and the principal is not an instance administrator.
-    - ALREADY_EXISTS (REQUEST_ID_CONFLICT): the request_id was used with other content.
     - UNAVAILABLE (SECRETS_BACKEND_UNAVAILABLE): the key store cannot be written.
 
-    Atomic. Idempotent with a request_id: a retry after success returns OK
-    again instead of NOT_FOUND (AIP-155).
+    Atomic. A retried delete that gets NOT_FOUND (KEY_NOT_FOUND) has succeeded.
     """
     ListKeys: _grpc.UnaryUnaryMultiCallable[_provider_service_pb2.ListKeysRequest, _provider_service_pb2.ListKeysResponse]
     """ListKeys lists the metadata of the keys visible to the caller: the
-    caller's own keys and, for instance administrators, the instance keys.
-    Keys are ordered by create_time, then id.
+    caller's own keys; for instance administrators (service principals), the
+    instance keys. Keys are ordered by provider.
 
     Errors: INVALID_ARGUMENT (INVALID_ARGUMENT) for a bad page_token or
     page_size; UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID).
@@ -151,8 +145,7 @@ class ProviderServiceStub:
     """
     SummarizeUsage: _grpc.UnaryUnaryMultiCallable[_provider_service_pb2.SummarizeUsageRequest, _provider_service_pb2.SummarizeUsageResponse]
     """SummarizeUsage sums usage records into rows grouped by the requested
-    dimensions. Rows cover the caller's own usage; for instance
-    administrators they cover all users.
+    dimensions. Rows cover the caller's own usage.
 
     Errors: INVALID_ARGUMENT (INVALID_ARGUMENT) for a bad group_by, filter,
     page_token or page_size; UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID).
@@ -162,7 +155,7 @@ class ProviderServiceStub:
     GetBudget: _grpc.UnaryUnaryMultiCallable[_provider_service_pb2.GetBudgetRequest, _provider_service_pb2.GetBudgetResponse]
     """GetBudget returns one budget of the caller with its current spend. A scope
     that never had a budget set is returned with limit_micros 0 (no limit)
-    and its lifetime spend.
+    and zero spend: spend is tracked only while a budget exists.
 
     Errors: INVALID_ARGUMENT (INVALID_ARGUMENT) for a bad scope or scope_id;
     UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID).
@@ -218,8 +211,6 @@ class ProviderServiceAsyncStub(ProviderServiceStub):
     - UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID): no valid principal.
     - NOT_FOUND (MODEL_NOT_FOUND): the route or model is unknown, or none of its
       targets has a key usable by the caller (metadata "cause"="no_key").
-    - ALREADY_EXISTS (REQUEST_ID_CONFLICT): the request_id was used before (a stream
-      cannot be replayed).
     - RESOURCE_EXHAUSTED (BUDGET_EXCEEDED): the worst-case cost does not fit a
       budget; metadata "scope" is "user", "agent" or "run".
     - UNAVAILABLE (UPSTREAM_ERROR): the provider failed after retries and
@@ -264,12 +255,10 @@ class ProviderServiceAsyncStub(ProviderServiceStub):
     - UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID): no valid principal.
     - PERMISSION_DENIED (PERMISSION_DENIED): KEY_SCOPE_INSTANCE and the
       principal is not an instance administrator.
-    - ALREADY_EXISTS (REQUEST_ID_CONFLICT): the request_id was used with other content.
     - UNAVAILABLE (SECRETS_BACKEND_UNAVAILABLE): the key store cannot be written.
 
     Atomic: the secret and its metadata are stored together or not at all.
-    Idempotent: a retry with the same request_id returns the first response
-    (AIP-155), and repeating the same put leaves the same state.
+    Idempotent: repeating the same put leaves the same state (the key keeps its id).
     """
     DeleteKey: _aio.UnaryUnaryMultiCallable[_provider_service_pb2.DeleteKeyRequest, _provider_service_pb2.DeleteKeyResponse]  # type: ignore[assignment]
     """DeleteKey removes a provider key from the key store and its metadata.
@@ -279,16 +268,14 @@ class ProviderServiceAsyncStub(ProviderServiceStub):
     - UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID): no valid principal.
     - NOT_FOUND (KEY_NOT_FOUND): no such key, another user's key, or an
       instance key and the principal is not an instance administrator.
-    - ALREADY_EXISTS (REQUEST_ID_CONFLICT): the request_id was used with other content.
     - UNAVAILABLE (SECRETS_BACKEND_UNAVAILABLE): the key store cannot be written.
 
-    Atomic. Idempotent with a request_id: a retry after success returns OK
-    again instead of NOT_FOUND (AIP-155).
+    Atomic. A retried delete that gets NOT_FOUND (KEY_NOT_FOUND) has succeeded.
     """
     ListKeys: _aio.UnaryUnaryMultiCallable[_provider_service_pb2.ListKeysRequest, _provider_service_pb2.ListKeysResponse]  # type: ignore[assignment]
     """ListKeys lists the metadata of the keys visible to the caller: the
-    caller's own keys and, for instance administrators, the instance keys.
-    Keys are ordered by create_time, then id.
+    caller's own keys; for instance administrators (service principals), the
+    instance keys. Keys are ordered by provider.
 
     Errors: INVALID_ARGUMENT (INVALID_ARGUMENT) for a bad page_token or
     page_size; UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID).
@@ -306,8 +293,7 @@ class ProviderServiceAsyncStub(ProviderServiceStub):
     """
     SummarizeUsage: _aio.UnaryUnaryMultiCallable[_provider_service_pb2.SummarizeUsageRequest, _provider_service_pb2.SummarizeUsageResponse]  # type: ignore[assignment]
     """SummarizeUsage sums usage records into rows grouped by the requested
-    dimensions. Rows cover the caller's own usage; for instance
-    administrators they cover all users.
+    dimensions. Rows cover the caller's own usage.
 
     Errors: INVALID_ARGUMENT (INVALID_ARGUMENT) for a bad group_by, filter,
     page_token or page_size; UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID).
@@ -317,7 +303,7 @@ class ProviderServiceAsyncStub(ProviderServiceStub):
     GetBudget: _aio.UnaryUnaryMultiCallable[_provider_service_pb2.GetBudgetRequest, _provider_service_pb2.GetBudgetResponse]  # type: ignore[assignment]
     """GetBudget returns one budget of the caller with its current spend. A scope
     that never had a budget set is returned with limit_micros 0 (no limit)
-    and its lifetime spend.
+    and zero spend: spend is tracked only while a budget exists.
 
     Errors: INVALID_ARGUMENT (INVALID_ARGUMENT) for a bad scope or scope_id;
     UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID).
@@ -376,8 +362,6 @@ class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
         - UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID): no valid principal.
         - NOT_FOUND (MODEL_NOT_FOUND): the route or model is unknown, or none of its
           targets has a key usable by the caller (metadata "cause"="no_key").
-        - ALREADY_EXISTS (REQUEST_ID_CONFLICT): the request_id was used before (a stream
-          cannot be replayed).
         - RESOURCE_EXHAUSTED (BUDGET_EXCEEDED): the worst-case cost does not fit a
           budget; metadata "scope" is "user", "agent" or "run".
         - UNAVAILABLE (UPSTREAM_ERROR): the provider failed after retries and
@@ -440,12 +424,10 @@ class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
         - UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID): no valid principal.
         - PERMISSION_DENIED (PERMISSION_DENIED): KEY_SCOPE_INSTANCE and the
           principal is not an instance administrator.
-        - ALREADY_EXISTS (REQUEST_ID_CONFLICT): the request_id was used with other content.
         - UNAVAILABLE (SECRETS_BACKEND_UNAVAILABLE): the key store cannot be written.
 
         Atomic: the secret and its metadata are stored together or not at all.
-        Idempotent: a retry with the same request_id returns the first response
-        (AIP-155), and repeating the same put leaves the same state.
+        Idempotent: repeating the same put leaves the same state (the key keeps its id).
         """
 
     @_abc_1.abstractmethod
@@ -461,11 +443,9 @@ class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
         - UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID): no valid principal.
         - NOT_FOUND (KEY_NOT_FOUND): no such key, another user's key, or an
           instance key and the principal is not an instance administrator.
-        - ALREADY_EXISTS (REQUEST_ID_CONFLICT): the request_id was used with other content.
         - UNAVAILABLE (SECRETS_BACKEND_UNAVAILABLE): the key store cannot be written.
 
-        Atomic. Idempotent with a request_id: a retry after success returns OK
-        again instead of NOT_FOUND (AIP-155).
+        Atomic. A retried delete that gets NOT_FOUND (KEY_NOT_FOUND) has succeeded.
         """
 
     @_abc_1.abstractmethod
@@ -475,8 +455,8 @@ class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_provider_service_pb2.ListKeysResponse, _abc.Awaitable[_provider_service_pb2.ListKeysResponse]]:
         """ListKeys lists the metadata of the keys visible to the caller: the
-        caller's own keys and, for instance administrators, the instance keys.
-        Keys are ordered by create_time, then id.
+        caller's own keys; for instance administrators (service principals), the
+        instance keys. Keys are ordered by provider.
 
         Errors: INVALID_ARGUMENT (INVALID_ARGUMENT) for a bad page_token or
         page_size; UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID).
@@ -506,8 +486,7 @@ class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_provider_service_pb2.SummarizeUsageResponse, _abc.Awaitable[_provider_service_pb2.SummarizeUsageResponse]]:
         """SummarizeUsage sums usage records into rows grouped by the requested
-        dimensions. Rows cover the caller's own usage; for instance
-        administrators they cover all users.
+        dimensions. Rows cover the caller's own usage.
 
         Errors: INVALID_ARGUMENT (INVALID_ARGUMENT) for a bad group_by, filter,
         page_token or page_size; UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID).
@@ -523,7 +502,7 @@ class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_provider_service_pb2.GetBudgetResponse, _abc.Awaitable[_provider_service_pb2.GetBudgetResponse]]:
         """GetBudget returns one budget of the caller with its current spend. A scope
         that never had a budget set is returned with limit_micros 0 (no limit)
-        and its lifetime spend.
+        and zero spend: spend is tracked only while a budget exists.
 
         Errors: INVALID_ARGUMENT (INVALID_ARGUMENT) for a bad scope or scope_id;
         UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID).
