@@ -17,20 +17,31 @@ Targets (issue acceptance): <= 1 ms TTFT added at p50, >= 0.8x the direct tokens
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import os
 import secrets
+import socket
+import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anthropic
+import grpc
 import openai
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.store import percentile
 from fakes.upstream import FakeUpstream, Reply
 from steward.provider.v1 import provider_service_pb2 as pb
-from tests.provider.harness import ANTHROPIC_MODEL, OPENAI_MODEL, ProviderUnderTest, ask, provider_for
+from steward.provider.v1 import provider_service_pb2_grpc as pb_grpc
+from tests.grpc_helpers import principal_metadata
+from tests.provider.harness import ANTHROPIC_MODEL, OPENAI_MODEL, ask
 
 PIECES = 64
 CHUNK_DELAY = 0.002  # seconds between streamed chunks: realistic inter-token gaps
@@ -120,22 +131,6 @@ def direct_anthropic(client: anthropic.AsyncAnthropic, model: str) -> Call:
     return call
 
 
-def proxied(provider: ProviderUnderTest, user: Metadata, model: str) -> Call:
-    stub = provider.stub
-
-    async def call() -> Sample:
-        started = time.perf_counter()
-        first: float | None = None
-        pieces = 0
-        async for event in stub.Generate(ask(PROMPT, model=model, max_tokens=MAX_TOKENS), metadata=user):
-            if event.WhichOneof("event") == "text_delta":
-                first = first or time.perf_counter()
-                pieces += 1
-        return _finished(started, first, pieces)
-
-    return call
-
-
 async def sequential(direct: Call, proxy: Call) -> tuple[Measured, Measured]:
     for _ in range(WARM_UP):
         await direct()
@@ -179,6 +174,62 @@ async def bench_protocol(name: str, direct: Call, proxy: Call) -> None:
     report(f"{name} c{CONCURRENCY}", *await concurrent(direct, proxy))
 
 
+@asynccontextmanager
+async def provider_process(fake: FakeUpstream, data_dir: Path) -> AsyncIterator[tuple[Any, str]]:
+    """The provider as its own process (as deployed), routed to `fake`; yields (stub, secret)."""
+    routes = {
+        "upstreams": {
+            "fake-anthropic": {"protocol": "anthropic", "base_url": fake.anthropic_base_url},
+            "fake-openai": {"protocol": "openai", "base_url": fake.openai_base_url},
+        }
+    }
+    (data_dir / "routes.json").write_text(json.dumps(routes))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    secret = secrets.token_urlsafe(32)
+    env = {
+        **os.environ,
+        "STEWARD_INTERNAL_SECRET": secret,
+        "STEWARD_PROVIDER_ADDRESS": f"127.0.0.1:{port}",
+        "STEWARD_DATA_DIR": str(data_dir),
+        "STEWARD_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "STEWARD_ROUTES_FILE": str(data_dir / "routes.json"),
+        "STEWARD_FIRST_TOKEN_TIMEOUT": "60",
+        "STEWARD_IDLE_TIMEOUT": "60",
+        "STEWARD_LOG_LEVEL": "WARNING",
+    }
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.provider", env=env)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        health = health_pb2_grpc.HealthStub(channel)
+        for _ in range(300):
+            try:
+                if (await health.Check(health_pb2.HealthCheckRequest(), timeout=1)).status == 1:
+                    break
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.1)
+        yield pb_grpc.ProviderServiceStub(channel), secret
+    finally:
+        await channel.close()
+        process.terminate()
+        await process.wait()
+
+
+def proxied_stub(stub: Any, user: Metadata, model: str) -> Call:
+    async def call() -> Sample:
+        started = time.perf_counter()
+        first: float | None = None
+        pieces = 0
+        async for event in stub.Generate(ask(PROMPT, model=model, max_tokens=MAX_TOKENS), metadata=user):
+            if event.WhichOneof("event") == "text_delta":
+                first = first or time.perf_counter()
+                pieces += 1
+        return _finished(started, first, pieces)
+
+    return call
+
+
 async def main() -> None:
     fake = FakeUpstream(Reply(pieces=[f"tok{index} " for index in range(PIECES)], chunk_delay=CHUNK_DELAY))
     await fake.start()
@@ -187,27 +238,24 @@ async def main() -> None:
     anthropic_client = anthropic.AsyncAnthropic(api_key=key, base_url=fake.anthropic_base_url, max_retries=0)
     try:
         with tempfile.TemporaryDirectory() as data_dir:
-            # Generous timeouts: 32 streams on a loaded 2-core machine must not trip the harness's 2 s ones.
-            async with provider_for(fake, Path(data_dir), first_token_timeout=60.0, idle_timeout=60.0) as provider:
-                user = provider.user("bench-user")
+            async with provider_process(fake, Path(data_dir)) as (stub, secret):
+                user = principal_metadata(secret, "bench-user")
                 for upstream in ("fake-openai", "fake-anthropic"):
-                    await provider.stub.PutKey(
-                        pb.PutKeyRequest(provider=upstream, secret=key, label="bench"), metadata=user
-                    )
+                    await stub.PutKey(pb.PutKeyRequest(provider=upstream, secret=key, label="bench"), metadata=user)
                 print(
-                    f"Provider proxy overhead ({PIECES} pieces, {CHUNK_DELAY * 1000:g} ms apart, in-process fake "
-                    f"upstream and provider on SQLite; {SEQUENTIAL_CALLS} calls at c1, {ROUNDS} rounds at "
-                    f"c{CONCURRENCY})"
+                    f"Provider proxy overhead ({PIECES} pieces, {CHUNK_DELAY * 1000:g} ms apart; the provider in its "
+                    f"own process on SQLite, the fake upstream and the clients in this one; {SEQUENTIAL_CALLS} calls "
+                    f"at c1, {ROUNDS} rounds at c{CONCURRENCY})"
                 )
                 await bench_protocol(
                     "openai",
                     direct_openai(openai_client, OPENAI_MODEL.split("/", 1)[1]),
-                    proxied(provider, user, OPENAI_MODEL),
+                    proxied_stub(stub, user, OPENAI_MODEL),
                 )
                 await bench_protocol(
                     "anthropic",
                     direct_anthropic(anthropic_client, ANTHROPIC_MODEL.split("/", 1)[1]),
-                    proxied(provider, user, ANTHROPIC_MODEL),
+                    proxied_stub(stub, user, ANTHROPIC_MODEL),
                 )
     finally:
         await openai_client.close()
