@@ -28,7 +28,7 @@ from openai.types.chat import ChatCompletionMessageFunctionToolCall
 
 from fakes import Behavior, Cut, Fail, FakeToolCall, FakeUpstream, Malformed, Reply, Stall
 
-ANTHROPIC_KEY = "sk-ant-fake-key"
+ANTHROPIC_KEY = "fake-anthropic-test-key"
 OPENAI_KEY = "sk-openai-fake-key"
 HI: Any = [{"role": "user", "content": "hi"}]
 ANTHROPIC_TOOLS: Any = [
