@@ -4,25 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+import pytest
 
 from fakes.upstream import FakeUpstream, Reply
 from steward.errors import from_rpc_error
 from steward.provider.v1 import budget_pb2
 from steward.provider.v1 import provider_service_pb2 as pb
 from tests.provider.harness import ask, provider_for
+from tests.store.conftest import database_url_for, drop_postgres_database
 
 MAX_TOKENS = 1000
 
 
-async def test_fifty_concurrent_calls_against_a_budget_for_ten(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The provider's database: a SQLite file, or a scratch Postgres database (FOR UPDATE path)."""
+    url = await database_url_for(request.param, tmp_path)
+    try:
+        yield url
+    finally:
+        if request.param == "postgres":
+            await drop_postgres_database(url)
+
+
+async def test_fifty_concurrent_calls_against_a_budget_for_ten(
+    fake_upstream: FakeUpstream, tmp_path: Path, database_url: str
+) -> None:
     # Output is the only priced token kind here and every reply uses all max_tokens, so a call's
     # worst case is its actual cost (+1 micro): the budget holds exactly ten calls.
     prices = tmp_path / "output-only-prices.json"
     prices.write_text(json.dumps({"fake-anthropic/claude-test": {"input": 0.0, "output": 2.0}}))
-    async with provider_for(fake_upstream, tmp_path, prices_file=prices) as provider:
+    async with provider_for(fake_upstream, tmp_path, prices_file=prices, database_url=database_url) as provider:
         user = provider.user()
         await provider.stub.PutKey(
             pb.PutKeyRequest(provider="fake-anthropic", secret="sk-budget-0000000000"), metadata=user
