@@ -21,7 +21,8 @@ import grpc
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.provider.db.models import BudgetRow, ReservationRow, UsageRecordRow
+from services.provider.db.models import BudgetRow, ReservationRow
+from services.provider.usage_writer import UsageWriter
 from steward.common.v1 import usage_pb2
 from steward.errors import StewardError
 from steward.provider.v1 import budget_pb2, usage_record_pb2
@@ -64,11 +65,16 @@ def budget_exceeded(detail: str, scope: str) -> StewardError:
 class Metering:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], budgetless_ttl: float = 2.0) -> None:
         self._sessions = sessions
+        self._writer = UsageWriter(sessions)
         # Owners known to have no budget at all, until this monotonic time: their calls skip the
         # locking reserve/settle transactions. SetBudget on this replica clears the entry at once;
         # another replica's SetBudget applies here within `budgetless_ttl` seconds.
         self._budgetless: dict[str, float] = {}
         self._budgetless_ttl = budgetless_ttl
+
+    async def close(self) -> None:
+        """Commit what is queued and stop the usage writer."""
+        await self._writer.close()
 
     async def _has_budgets(self, owner_id: str) -> bool:
         until = self._budgetless.get(owner_id)
@@ -96,31 +102,30 @@ class Metering:
         key_scope: int = 0,
         error_reason: str = "",
     ) -> None:
-        """Write the usage row of one attempt."""
-        async with self._sessions() as session, session.begin():
-            session.add(
-                UsageRecordRow(
-                    id=str(uuid.uuid4()),
-                    owner_id=attempt.owner_id,
-                    agent_id=attempt.agent_id,
-                    run_id=attempt.run_id,
-                    step=attempt.step,
-                    request_id=attempt.request_id,
-                    route=attempt.route,
-                    provider=provider,
-                    model=model,
-                    attempt=number,
-                    outcome=outcome,
-                    key_scope=key_scope,
-                    error_reason=error_reason,
-                    input_tokens=usage.input_tokens,
-                    output_tokens=usage.output_tokens,
-                    cache_read_input_tokens=usage.cache_read_input_tokens,
-                    cache_write_input_tokens=usage.cache_write_input_tokens,
-                    cost_micros=usage.cost_micros,
-                    create_time=datetime.now(UTC),
-                )
-            )
+        """Write the usage row of one attempt (group-committed with concurrent ones)."""
+        await self._writer.write(
+            {
+                "id": str(uuid.uuid4()),
+                "owner_id": attempt.owner_id,
+                "agent_id": attempt.agent_id,
+                "run_id": attempt.run_id,
+                "step": attempt.step,
+                "request_id": attempt.request_id,
+                "route": attempt.route,
+                "provider": provider,
+                "model": model,
+                "attempt": number,
+                "outcome": outcome,
+                "key_scope": key_scope,
+                "error_reason": error_reason,
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cache_read_input_tokens": usage.cache_read_input_tokens,
+                "cache_write_input_tokens": usage.cache_write_input_tokens,
+                "cost_micros": usage.cost_micros,
+                "create_time": datetime.now(UTC),
+            }
+        )
 
     async def _applicable(self, session: AsyncSession, attempt: Attempt) -> list[BudgetRow]:
         scopes = [(budget_pb2.BUDGET_SCOPE_USER, "")]

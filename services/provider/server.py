@@ -89,6 +89,7 @@ async def create_server(settings: ProviderSettings, address: str) -> GrpcServer:
             await sweeper
         await anthropic.aclose()
         await openai.aclose()
+        await metering.close()
         await keys.close()
         await engine.dispose()
 
