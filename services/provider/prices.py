@@ -17,6 +17,7 @@ import structlog
 from steward.common.v1 import usage_pb2
 
 log = structlog.get_logger(__name__)
+DEMO_PROVIDER = "demo"  # services.provider.demo.PROVIDER (not imported: demo imports the adapters)
 MICROS_PER_DOLLAR = 1_000_000
 TOKENS_PER_UNIT = 1_000_000
 
@@ -69,6 +70,8 @@ class PriceTable:
     def price(self, provider: str, model: str) -> Price:
         name = f"{provider}/{model}"
         found = self._prices.get(name)
+        if found is None and provider == DEMO_PROVIDER:
+            return Price()  # the offline demo model is free by design
         if found is None:
             if name not in self._warned:
                 self._warned.add(name)
