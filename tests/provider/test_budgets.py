@@ -14,8 +14,8 @@ from fakes.upstream import FakeUpstream, Reply
 from steward.errors import from_rpc_error
 from steward.provider.v1 import budget_pb2
 from steward.provider.v1 import provider_service_pb2 as pb
+from tests.backends import drop_database_url, fresh_database_url
 from tests.provider.harness import ask, provider_for
-from tests.store.conftest import database_url_for, drop_postgres_database
 
 MAX_TOKENS = 1000
 
@@ -23,12 +23,11 @@ MAX_TOKENS = 1000
 @pytest.fixture(params=["sqlite", "postgres"])
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """The provider's database: a SQLite file, or a scratch Postgres database (FOR UPDATE path)."""
-    url = await database_url_for(request.param, tmp_path)
+    url = await fresh_database_url(request.param, tmp_path, "provider.db")
     try:
         yield url
     finally:
-        if request.param == "postgres":
-            await drop_postgres_database(url)
+        await drop_database_url(url)
 
 
 async def test_fifty_concurrent_calls_against_a_budget_for_ten(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from services.provider.keys.embedded import EmbeddedKeyStore, generate_master_ke
 from services.provider.settings import ProviderSettings
 from steward.db import create_engine, create_sessionmaker
 from steward.errors import StewardError
-from tests.pg import PostgresUnavailableError, create_scratch_database, drop_scratch_database
+from tests.backends import drop_database_url, fresh_database_url
 
 KEY_A = generate_master_key()
 KEY_B = generate_master_key()
@@ -39,20 +38,11 @@ class Database:
     sqlite_path: Path | None
 
 
-async def _postgres_url() -> str:
-    try:
-        return await create_scratch_database()
-    except PostgresUnavailableError as exc:
-        if os.environ.get("CI"):
-            raise RuntimeError(f"Postgres is required on CI: {exc}") from exc
-        pytest.skip(str(exc))
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     backend: str = request.param
     sqlite_path = tmp_path / "provider.db" if backend == "sqlite" else None
-    url = await _postgres_url() if backend == "postgres" else f"sqlite+aiosqlite:///{sqlite_path}"
+    url = await fresh_database_url(backend, tmp_path, "provider.db")
     engine = create_engine(url)
     try:
         async with engine.begin() as connection:
@@ -61,7 +51,7 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
     finally:
         await engine.dispose()
         if backend == "postgres":
-            await drop_scratch_database(url)
+            await drop_database_url(url)
 
 
 def settings(tmp_path: Path, master_key: str | None = KEY_A, previous: str | None = None) -> ProviderSettings:

@@ -4,7 +4,6 @@ and the provider and the store sharing one database without touching each other'
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,37 +22,25 @@ from services.provider.db.models import Base
 from services.store.db import migrate as store
 from services.store.db.models import Base as StoreBase
 from steward.db import create_engine
-from tests.pg import PostgresUnavailableError, create_scratch_database, drop_scratch_database
+from tests.backends import drop_database_url, fresh_database_url
 
 # Per table: primary key, indexes, unique constraints and foreign keys, by name (and columns).
 Schema = dict[str, dict[str, Any]]
 STORE_VERSION_TABLE = "alembic_version"
 
 
-async def _database_url(backend: str, tmp: Path) -> str:
-    """A fresh, empty database: a SQLite file, or a scratch Postgres database (skipped locally without one)."""
-    if backend == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp / 'steward.db'}"
-    try:
-        return await create_scratch_database()
-    except PostgresUnavailableError as exc:
-        if os.environ.get("CI"):
-            raise RuntimeError(f"Postgres is required on CI: {exc}") from exc
-        pytest.skip(str(exc))
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     """An engine over a fresh, empty database."""
     backend: str = request.param
-    url = await _database_url(backend, tmp_path)
+    url = await fresh_database_url(backend, tmp_path)
     engine = create_engine(url)
     try:
         yield engine
     finally:
         await engine.dispose()
         if backend == "postgres":
-            await drop_scratch_database(url)
+            await drop_database_url(url)
 
 
 def _model_schema(metadata: MetaData) -> Schema:

@@ -8,7 +8,6 @@ on CI (CI=true), so CI always runs both.
 
 from __future__ import annotations
 
-import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -26,8 +25,8 @@ from services.store.settings import StoreSettings
 from steward.auth import SERVICE_PREFIX
 from steward.rpc.server import GrpcServer
 from steward.store.v1 import store_service_pb2_grpc as pb_grpc
+from tests.backends import drop_database_url, fresh_database_url
 from tests.grpc_helpers import principal_metadata
-from tests.pg import PostgresUnavailableError, create_scratch_database, drop_scratch_database
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -65,24 +64,12 @@ class StoreUnderTest:
         return pb_grpc.RunServiceStub(self.channel)
 
 
-async def fresh_postgres_database() -> str:
-    """A scratch database for this session: skipped locally without Postgres, an error on CI."""
-    try:
-        return await create_scratch_database()
-    except PostgresUnavailableError as exc:
-        if os.environ.get("CI"):
-            raise RuntimeError(f"Postgres is required on CI: {exc}") from exc
-        pytest.skip(str(exc))
-
-
 async def drop_postgres_database(url: str) -> None:
-    await drop_scratch_database(url)
+    await drop_database_url(url)
 
 
 async def database_url_for(backend: str, tmp: Path) -> str:
-    if backend == "postgres":
-        return await fresh_postgres_database()
-    return f"sqlite+aiosqlite:///{tmp / 'store.db'}"
+    return await fresh_database_url(backend, tmp, "store.db")
 
 
 def store_settings(database_url: str, secret: str, data_dir: Path, **overrides: object) -> StoreSettings:
