@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from logging.config import fileConfig
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +128,72 @@ def _check_sqlite_foreign_keys(connection: Connection) -> None:
     violations = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
     if violations:
         raise RuntimeError(f"migration left rows with dangling foreign keys (table, rowid, parent): {violations[:10]}")
+
+
+def run_env(
+    *,
+    metadata: MetaData,
+    run_migration: Callable[[AsyncEngine, Callable[[Connection], None]], Awaitable[None]],
+    sqlite_file: str,
+    version_table: str = "alembic_version",
+) -> None:
+    """The body of a service's Alembic `env.py`, for the three ways migrations run:
+
+    - in-process (service start-up, tests): the caller shares an open sync connection through
+      `config.attributes["connection"]` and owns its transaction (the service's migrate.py);
+    - the `alembic` command line: an engine is made for `sqlalchemy.url`, else
+      STEWARD_DATABASE_URL, else the SQLite file <STEWARD_DATA_DIR or data>/`sqlite_file`, and
+      migrated through `run_migration` (the same locks and SQLite precautions as start-up);
+    - offline (`--sql`): the SQL is written to stdout.
+
+    The database may be shared with other services: each service keeps its own
+    `version_table`, and autogenerate and `alembic check` compare only its own tables.
+    """
+    from alembic import context  # only importable while Alembic runs an env.py
+
+    from steward.db import create_engine
+
+    config = context.config
+    shared: Connection | None = config.attributes.get("connection")
+    if shared is None and config.config_file_name is not None:  # logging is the command line's only
+        fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+    def database_url() -> str:
+        url = config.get_main_option("sqlalchemy.url") or os.environ.get("STEWARD_DATABASE_URL")
+        if url:
+            return url
+        data_dir = Path(os.environ.get("STEWARD_DATA_DIR") or "data")
+        return f"sqlite+aiosqlite:///{(data_dir / sqlite_file).resolve()}"
+
+    def configure(**options: Any) -> None:
+        # Batch mode whatever backend autogenerate compares against: every revision must also run
+        # on SQLite, whose ALTER TABLE needs batch operations; on Postgres they are plain ALTERs.
+        context.configure(
+            target_metadata=metadata,
+            version_table=version_table,
+            include_name=include_only(metadata),
+            render_as_batch=True,
+            compare_type=True,
+            **options,
+        )
+
+    def migrate(connection: Connection) -> None:
+        configure(connection=connection)
+        with context.begin_transaction():
+            context.run_migrations()
+
+    async def migrate_command_line() -> None:
+        engine = create_engine(database_url())
+        try:
+            await run_migration(engine, migrate)
+        finally:
+            await engine.dispose()
+
+    if context.is_offline_mode():
+        configure(url=database_url(), literal_binds=True, dialect_opts={"paramstyle": "named"})
+        with context.begin_transaction():
+            context.run_migrations()
+    elif shared is not None:
+        migrate(shared)
+    else:
+        asyncio.run(migrate_command_line())
