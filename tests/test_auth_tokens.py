@@ -119,3 +119,26 @@ def test_client_calls_carry_the_principal_and_the_request_id() -> None:
 def test_unusable_user_ids_are_refused(user_id: str) -> None:
     token = TokenSigner(SECRET, issuer="gateway").mint(user_id)
     assert _reason(lambda: TokenVerifier(SECRET).verify(token)) == "PRINCIPAL_INVALID"
+
+
+def test_a_verified_token_is_remembered_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    verifier = TokenVerifier(SECRET)
+    token = TokenSigner(SECRET, issuer="runtime", ttl_seconds=60).mint("alice")
+    assert verifier.verify(token).user_id == "alice"
+    decodes = 0
+    real_decode = jwt.decode
+
+    def counting_decode(*args: object, **kwargs: object) -> object:
+        nonlocal decodes
+        decodes += 1
+        return real_decode(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    assert verifier.verify(token).user_id == "alice"
+    assert decodes == 0  # the second call did not verify again
+    # Past its expiry (by this module's clock) the token is verified afresh, where PyJWT checks `exp` itself
+    # (test_bad_claims_are_refused covers an expired token).
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 120)
+    verifier.verify(token)
+    assert decodes == 1

@@ -142,6 +142,9 @@ class TokenSigner:
         return token
 
 
+_MAX_VERIFIED = 10_000
+
+
 class TokenVerifier:
     """Verifies internal principal tokens (signature, audience, expiry).
 
@@ -153,9 +156,23 @@ class TokenVerifier:
         self._keys = {key_id(secret): secret}
         if previous_secret:
             self._keys[key_id(previous_secret)] = previous_secret
+        # Tokens already verified → (principal, expiry). Signers reuse a token per principal until near its
+        # expiry (TokenSigner.token_for), so a busy caller's token is verified once, not once per call. The same
+        # string under the same keys verifies the same way; only its expiry is checked again.
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     def verify(self, token: str) -> Principal:
         """The principal a valid token names; raises UNAUTHENTICATED otherwise."""
+        cached = self._verified.get(token)
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
+        principal, expires = self._verify(token)
+        if len(self._verified) >= _MAX_VERIFIED:
+            self._verified.clear()
+        self._verified[token] = (principal, expires)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             key = self._keys.get(str(jwt.get_unverified_header(token).get("kid", "")))
             if key is None:
@@ -177,7 +194,8 @@ class TokenVerifier:
         actor = claims.get("act", {})
         if not isinstance(actor, dict) or not isinstance(actor.get("sub", ""), str):
             raise unauthenticated("PRINCIPAL_INVALID", "principal token has a malformed act claim")
-        return Principal(user_id=user_id, actor=actor.get("sub", ""), issuer=str(claims["iss"]))
+        principal = Principal(user_id=user_id, actor=actor.get("sub", ""), issuer=str(claims["iss"]))
+        return principal, float(claims["exp"])
 
     def verify_metadata(self, metadata: grpc.aio.Metadata | None) -> Principal:
         """The principal in call metadata; raises UNAUTHENTICATED when absent or invalid."""
