@@ -1,15 +1,18 @@
 """Provider proxy overhead: the provider's gRPC Generate against calling the same (fake) upstream directly with the
 official SDK, for both protocols (openai, anthropic), at concurrency 1 and 32.
 
-Both paths stream the same scripted reply (64 text pieces, 2 ms apart) from an in-process fake upstream:
+Both paths stream the same scripted reply (64 text pieces, 2 ms apart) from the fake upstream, which runs in its own
+process as a real one would (`python -m fakes`):
 
 - TTFT: from the start of the request to the first text delta (direct) or `text_delta` event (proxy), p50/p99;
   "added" is the proxy's percentile minus the direct one.
-- tokens/s: text pieces over the time from the start of the request to the end of the stream, aggregated across
+- tokens/s: the answer's text pieces (64 per call, whatever the number of messages they arrived in: the provider
+  merges deltas that pile up while its reader is behind) over the time from the start of the request to the end
+  of the stream, aggregated across
   the calls (sequential at concurrency 1, concurrent streams per round at 32); reported as the proxy/direct ratio.
 
-The provider runs in-process (SQLite, a user key put first, no budget set) and its client calls it over a real
-gRPC channel, as the runtime does. The direct and proxy calls are interleaved, so drift affects both alike.
+The provider runs in its own process (SQLite, a user key put first, no budget set) and its client calls it over a
+real gRPC channel, as the runtime does. The direct and proxy calls are interleaved, so drift affects both alike.
 
 Targets (issue acceptance): <= 1 ms TTFT added at p50, >= 0.8x the direct tokens/s.
 """
@@ -37,7 +40,6 @@ import openai
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.store import percentile
-from fakes.upstream import FakeUpstream, Reply
 from steward.provider.v1 import provider_service_pb2 as pb
 from steward.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from tests.grpc_helpers import principal_metadata
@@ -59,7 +61,7 @@ Metadata = tuple[tuple[str, str], ...]
 
 @dataclass(frozen=True)
 class Sample:
-    """One streamed call: seconds to the first text delta, to the end of the stream, and text pieces received."""
+    """One streamed call: seconds to the first text delta, to the end of the stream, and the answer's text pieces."""
 
     ttft: float
     total: float
@@ -85,17 +87,20 @@ class Measured:
         return sum(sample.pieces for sample in self.samples) / self.elapsed
 
 
-def _finished(started: float, first: float | None, pieces: int) -> Sample:
-    if first is None or pieces != PIECES:
-        raise RuntimeError(f"expected {PIECES} text pieces, got {pieces}")
-    return Sample(first - started, time.perf_counter() - started, pieces)
+EXPECTED_TEXT = "".join(f"tok{index} " for index in range(PIECES))  # what the fake upstream answers
+
+
+def _finished(started: float, first: float | None, text: list[str]) -> Sample:
+    if first is None or "".join(text) != EXPECTED_TEXT:
+        raise RuntimeError(f"expected the {PIECES}-piece answer, got {''.join(text)!r}")
+    return Sample(first - started, time.perf_counter() - started, PIECES)
 
 
 def direct_openai(client: openai.AsyncOpenAI, model: str) -> Call:
     async def call() -> Sample:
         started = time.perf_counter()
         first: float | None = None
-        pieces = 0
+        text: list[str] = []
         chunks = await client.chat.completions.create(
             model=model,
             messages=[{"role": "user", "content": PROMPT}],
@@ -107,8 +112,8 @@ def direct_openai(client: openai.AsyncOpenAI, model: str) -> Call:
             async for chunk in chunks:
                 if chunk.choices and chunk.choices[0].delta.content:
                     first = first or time.perf_counter()
-                    pieces += 1
-        return _finished(started, first, pieces)
+                    text.append(chunk.choices[0].delta.content)
+        return _finished(started, first, text)
 
     return call
 
@@ -117,7 +122,7 @@ def direct_anthropic(client: anthropic.AsyncAnthropic, model: str) -> Call:
     async def call() -> Sample:
         started = time.perf_counter()
         first: float | None = None
-        pieces = 0
+        text: list[str] = []
         events = await client.messages.create(
             model=model, max_tokens=MAX_TOKENS, messages=[{"role": "user", "content": PROMPT}], stream=True
         )
@@ -125,8 +130,8 @@ def direct_anthropic(client: anthropic.AsyncAnthropic, model: str) -> Call:
             async for event in events:
                 if event.type == "content_block_delta" and event.delta.type == "text_delta":
                     first = first or time.perf_counter()
-                    pieces += 1
-        return _finished(started, first, pieces)
+                    text.append(event.delta.text)
+        return _finished(started, first, text)
 
     return call
 
@@ -174,19 +179,40 @@ async def bench_protocol(name: str, direct: Call, proxy: Call) -> None:
     report(f"{name} c{CONCURRENCY}", *await concurrent(direct, proxy))
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @asynccontextmanager
-async def provider_process(fake: FakeUpstream, data_dir: Path) -> AsyncIterator[tuple[Any, str]]:
-    """The provider as its own process (as deployed), routed to `fake`; yields (stub, secret)."""
+async def upstream_process() -> AsyncIterator[str]:
+    """The fake upstream in its own process, answering every call with PIECES text pieces; yields its root URL."""
+    port = _free_port()
+    args = ["-m", "fakes", "--port", str(port), "--chunk-delay", str(CHUNK_DELAY), "--pieces", str(PIECES)]
+    process = await asyncio.create_subprocess_exec(sys.executable, *args, stdout=asyncio.subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
+        if not line.startswith(b"fake upstream on "):
+            raise RuntimeError(f"the fake upstream did not start: {line!r}")
+        yield line.decode().removeprefix("fake upstream on ").strip()
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+@asynccontextmanager
+async def provider_process(root: str, data_dir: Path) -> AsyncIterator[tuple[Any, str]]:
+    """The provider as its own process (as deployed), routed to the fake upstream at `root`; yields (stub, secret)."""
     routes = {
         "upstreams": {
-            "fake-anthropic": {"protocol": "anthropic", "base_url": fake.anthropic_base_url},
-            "fake-openai": {"protocol": "openai", "base_url": fake.openai_base_url},
+            "fake-anthropic": {"protocol": "anthropic", "base_url": root},
+            "fake-openai": {"protocol": "openai", "base_url": root + "/v1"},
         }
     }
     (data_dir / "routes.json").write_text(json.dumps(routes))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     secret = secrets.token_urlsafe(32)
     env = {
         **os.environ,
@@ -220,31 +246,34 @@ def proxied_stub(stub: Any, user: Metadata, model: str) -> Call:
     async def call() -> Sample:
         started = time.perf_counter()
         first: float | None = None
-        pieces = 0
+        text: list[str] = []
         async for event in stub.Generate(ask(PROMPT, model=model, max_tokens=MAX_TOKENS), metadata=user):
             if event.WhichOneof("event") == "text_delta":
                 first = first or time.perf_counter()
-                pieces += 1
-        return _finished(started, first, pieces)
+                text.append(event.text_delta.text)
+        return _finished(started, first, text)
 
     return call
 
 
 async def main() -> None:
-    fake = FakeUpstream(Reply(pieces=[f"tok{index} " for index in range(PIECES)], chunk_delay=CHUNK_DELAY))
-    await fake.start()
+    async with upstream_process() as root:
+        await _main(root)
+
+
+async def _main(root: str) -> None:
     key = f"sk-bench-{secrets.token_hex(12)}"
-    openai_client = openai.AsyncOpenAI(api_key=key, base_url=fake.openai_base_url, max_retries=0)
-    anthropic_client = anthropic.AsyncAnthropic(api_key=key, base_url=fake.anthropic_base_url, max_retries=0)
+    openai_client = openai.AsyncOpenAI(api_key=key, base_url=root + "/v1", max_retries=0)
+    anthropic_client = anthropic.AsyncAnthropic(api_key=key, base_url=root, max_retries=0)
     try:
         with tempfile.TemporaryDirectory() as data_dir:
-            async with provider_process(fake, Path(data_dir)) as (stub, secret):
+            async with provider_process(root, Path(data_dir)) as (stub, secret):
                 user = principal_metadata(secret, "bench-user")
                 for upstream in ("fake-openai", "fake-anthropic"):
                     await stub.PutKey(pb.PutKeyRequest(provider=upstream, secret=key, label="bench"), metadata=user)
                 print(
-                    f"Provider proxy overhead ({PIECES} pieces, {CHUNK_DELAY * 1000:g} ms apart; the provider in its "
-                    f"own process on SQLite, the fake upstream and the clients in this one; {SEQUENTIAL_CALLS} calls "
+                    f"Provider proxy overhead ({PIECES} pieces, {CHUNK_DELAY * 1000:g} ms apart; the fake upstream and "
+                    f"the provider (SQLite) each in its own process, the clients in this one; {SEQUENTIAL_CALLS} calls "
                     f"at c1, {ROUNDS} rounds at c{CONCURRENCY})"
                 )
                 await bench_protocol(
@@ -260,4 +289,3 @@ async def main() -> None:
     finally:
         await openai_client.close()
         await anthropic_client.close()
-        await fake.stop()
