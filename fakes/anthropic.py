@@ -15,7 +15,16 @@ from fakes.script import (
     text_pieces,
 )
 
-__all__ = ["error_body", "malformed_chunk", "message", "models", "request_error", "response_headers", "stream_chunks"]
+__all__ = [
+    "error_body",
+    "malformed_chunk",
+    "message",
+    "models",
+    "request_error",
+    "response_headers",
+    "stream_chunks",
+    "stream_error_chunk",
+]
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -147,6 +156,11 @@ def stream_chunks(reply: Reply, model: str) -> list[bytes]:
     chunks.append(_event("message_delta", {"type": "message_delta", "delta": delta, "usage": _usage(reply, total)}))
     chunks.append(_event("message_stop", {"type": "message_stop"}))
     return chunks
+
+
+def stream_error_chunk(fail: Fail) -> bytes:
+    """An `error` event inside a 200 stream, as the API sends when it fails mid-answer."""
+    return f"event: error\ndata: {json.dumps(error_body(fail))}\n\n".encode()
 
 
 def malformed_chunk(next_chunk: bytes | None) -> bytes:

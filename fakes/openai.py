@@ -18,6 +18,7 @@ __all__ = [
     "request_error",
     "response_headers",
     "stream_chunks",
+    "stream_error_chunk",
 ]
 
 MODELS = ("fake-model", "fake-model-mini")
@@ -137,6 +138,11 @@ def stream_chunks(reply: Reply, model: str, include_usage: bool) -> list[bytes]:
         chunks.append(_data(base | {"choices": [], "usage": _usage(reply)}))
     chunks.append(_data("[DONE]"))
     return chunks
+
+
+def stream_error_chunk(fail: Fail) -> bytes:
+    """An error payload inside a 200 stream, as the API sends when it fails mid-answer."""
+    return _data(error_body(fail))
 
 
 def malformed_chunk(next_chunk: bytes | None) -> bytes:

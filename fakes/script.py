@@ -15,6 +15,7 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "Stall",
+    "StreamError",
     "argument_fragments",
     "output_tokens",
     "reasoning_pieces",
@@ -74,7 +75,18 @@ class Malformed:
     then: Reply | None = None
 
 
-Behavior = Reply | Fail | Stall | Cut | Malformed
+@dataclass
+class StreamError:
+    """After this many good chunks, an error reported inside the 200 stream (as the API does when, say, it is
+    overloaded mid-answer), in the protocol's error shape for `status`; then the stream ends."""
+
+    after_chunks: int
+    status: int = 529
+    message: str = "fake failure inside the stream"
+    then: Reply | None = None
+
+
+Behavior = Reply | Fail | Stall | Cut | Malformed | StreamError
 
 
 @dataclass

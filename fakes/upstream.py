@@ -19,10 +19,32 @@ from aiohttp import web
 
 from fakes import anthropic as anthropic_wire
 from fakes import openai as openai_wire
-from fakes.script import Behavior, Cut, Fail, FakeToolCall, Malformed, RecordedRequest, Reply, Stall, reply_of
+from fakes.script import (
+    Behavior,
+    Cut,
+    Fail,
+    FakeToolCall,
+    Malformed,
+    RecordedRequest,
+    Reply,
+    Stall,
+    StreamError,
+    reply_of,
+)
 
 # The behaviours are re-exported: `from fakes.upstream import FakeUpstream, Reply, ...` works as well as `from fakes`.
-__all__ = ["Behavior", "Cut", "Fail", "FakeToolCall", "FakeUpstream", "Malformed", "RecordedRequest", "Reply", "Stall"]
+__all__ = [
+    "Behavior",
+    "Cut",
+    "Fail",
+    "FakeToolCall",
+    "FakeUpstream",
+    "Malformed",
+    "RecordedRequest",
+    "Reply",
+    "Stall",
+    "StreamError",
+]
 
 
 @dataclass(frozen=True)
@@ -36,6 +58,7 @@ class _Wire:
     whole: Callable[[Reply, str], dict[str, Any]]
     stream: Callable[[Reply, str, dict[str, Any]], list[bytes]]
     malformed_chunk: Callable[[bytes | None], bytes]
+    stream_error_chunk: Callable[[Fail], bytes]
 
 
 def _openai_stream(reply: Reply, model: str, body: dict[str, Any]) -> list[bytes]:
@@ -52,6 +75,7 @@ _ANTHROPIC = _Wire(
     whole=anthropic_wire.message,
     stream=lambda reply, model, _body: anthropic_wire.stream_chunks(reply, model),
     malformed_chunk=anthropic_wire.malformed_chunk,
+    stream_error_chunk=anthropic_wire.stream_error_chunk,
 )
 _OPENAI = _Wire(
     name="openai",
@@ -61,6 +85,7 @@ _OPENAI = _Wire(
     whole=openai_wire.completion,
     stream=_openai_stream,
     malformed_chunk=openai_wire.malformed_chunk,
+    stream_error_chunk=openai_wire.stream_error_chunk,
 )
 
 
@@ -149,6 +174,8 @@ class FakeUpstream:
             return self._fail(wire, behavior)
         reply = reply_of(behavior)
         model = str(body["model"])
+        if isinstance(behavior, StreamError) and body.get("stream") is not True:
+            return self._fail(wire, Fail(behavior.status, message=behavior.message))  # no stream to fail inside
         if isinstance(behavior, Stall) and (behavior.after_chunks == 0 or body.get("stream") is not True):
             await asyncio.sleep(behavior.seconds)
         if body.get("stream") is True:
@@ -195,6 +222,10 @@ class FakeUpstream:
                     await asyncio.sleep(behavior.seconds)
                 if isinstance(behavior, Cut) and behavior.after_chunks <= index:
                     return self._cut(request, response)
+                if isinstance(behavior, StreamError) and behavior.after_chunks <= index:
+                    fail = Fail(behavior.status, message=behavior.message)
+                    await response.write(wire.stream_error_chunk(fail))
+                    break
                 if isinstance(behavior, Malformed) and behavior.after_chunks <= index:
                     await response.write(wire.malformed_chunk(chunks[index] if index < len(chunks) else None))
                     break

@@ -16,19 +16,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 
 import grpc
 import structlog
 
-from services.provider.adapters.base import Adapter, GenerateCall, UpstreamError
+from services.provider.adapters.base import ACCEPTED_KIND, Adapter, GenerateCall, UpstreamError
 from services.provider.db.models import INSTANCE_OWNER
 from services.provider.keys.base import KeyStore
 from services.provider.metering import Attempt, Metering
 from services.provider.prices import PriceTable
 from services.provider.resilience import Breakers, RetryPolicy
 from services.provider.routes import DEMO_PROTOCOL, Route, Routes, Target
+from services.provider.timeouts import Timeouts, with_timeouts
 from steward.common.v1 import usage_pb2
 from steward.errors import StewardError, not_found
 from steward.provider.v1 import key_pb2, usage_record_pb2
@@ -38,12 +38,6 @@ log = structlog.get_logger(__name__)
 CONTENT_EVENTS = frozenset(
     {"text_delta", "reasoning_delta", "tool_call_started", "tool_call_arguments_delta", "tool_call_finished"}
 )
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    first_token: float = 60.0  # seconds until the first event of an attempt
-    idle: float = 60.0  # seconds between two events
 
 
 def upstream_error(error: UpstreamError, target: Target) -> StewardError:
@@ -58,6 +52,11 @@ def upstream_error(error: UpstreamError, target: Target) -> StewardError:
     if error.retry_after is not None:
         metadata["retry_after_ms"] = str(round(error.retry_after * 1000))
     return StewardError(code, "UPSTREAM_ERROR", f"{target.name}: {error.message}", metadata=metadata)
+
+
+def _announcement(number: int, route: Route, target: Target) -> pb.GenerateResponse:
+    started = pb.AttemptStarted(attempt=number, route=route.name, provider=target.upstream.provider, model=target.model)
+    return pb.GenerateResponse(attempt_started=started)
 
 
 def estimate_input_tokens(call: GenerateCall) -> int:
@@ -131,27 +130,6 @@ class Generator:
         """Whether a call by `owner_id` to `target` would find a key."""
         return await self._key(owner_id, target) is not None
 
-    async def _timed(self, events: AsyncIterator[pb.GenerateResponse]) -> AsyncIterator[pb.GenerateResponse]:
-        """The adapter's events, with the first-token and idle timeouts applied."""
-        limit = self._timeouts.first_token
-        iterator = aiter(events)
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout(limit):
-                        event = await anext(iterator)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError as exc:
-                    which = "first token" if limit == self._timeouts.first_token else "next event"
-                    raise UpstreamError("TIMEOUT", f"no {which} within {limit:g}s", transient=True) from exc
-                limit = self._timeouts.idle
-                yield event
-        finally:
-            closer = getattr(iterator, "aclose", None)
-            if closer is not None:
-                await closer()
-
     def worst_case_micros(self, route: Route, call: GenerateCall) -> int:
         tokens = estimate_input_tokens(call)
         return max(
@@ -161,7 +139,7 @@ class Generator:
 
     async def generate(
         self, request: pb.GenerateRequest, owner_id: str, call: GenerateCall
-    ) -> AsyncIterator[pb.GenerateResponse]:
+    ) -> AsyncGenerator[pb.GenerateResponse]:
         """Stream one call through the request's route; see the module docstring."""
         target_kind = request.WhichOneof("target")
         route = self._routes.resolve(
@@ -189,18 +167,21 @@ class Generator:
                         last = upstream_error(UpstreamError("CIRCUIT_OPEN", "circuit open", transient=True), target)
                         break
                     number += 1
-                    yield pb.GenerateResponse(
-                        attempt_started=pb.AttemptStarted(
-                            attempt=number, route=route.name, provider=target.upstream.provider, model=target.model
-                        )
-                    )
+                    announced = False
                     usage = usage_pb2.Usage()
                     streamed = False
                     outcome: usage_record_pb2.AttemptOutcome.ValueType = usage_record_pb2.ATTEMPT_OUTCOME_FAILED
                     reason = ""
                     try:
-                        async for event in self._timed(adapter.stream(target.upstream, key[0], target_call)):
+                        async for event in with_timeouts(
+                            adapter.stream(target.upstream, key[0], target_call), self._timeouts
+                        ):
                             kind = event.WhichOneof("event")
+                            if not announced:
+                                announced = True
+                                yield _announcement(number, route, target)
+                            if kind == ACCEPTED_KIND:
+                                continue
                             if kind == "usage":
                                 usage.CopyFrom(event.usage)
                                 event.usage.cost_micros = price.cost_micros(usage)
@@ -216,6 +197,9 @@ class Generator:
                         else:
                             breaker.record_success()  # it answered: a refusal says the upstream is up
                         last = upstream_error(error, target)
+                        if not announced:  # every attempt is announced, also one refused before its stream
+                            announced = True
+                            yield _announcement(number, route, target)
                         if streamed:
                             raise last from error  # never silently retried mid-way: the step restarts
                         if not error.transient:

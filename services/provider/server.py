@@ -12,7 +12,7 @@ from services.provider.adapters.base import Adapter
 from services.provider.adapters.openai_adapter import OpenAIAdapter
 from services.provider.db.migrate import upgrade_to_head
 from services.provider.demo import DemoAdapter
-from services.provider.generate import Generator, Timeouts
+from services.provider.generate import Generator
 from services.provider.keys.base import create_key_store
 from services.provider.metering import Metering
 from services.provider.prices import PriceTable
@@ -20,6 +20,7 @@ from services.provider.resilience import Breakers, RetryPolicy
 from services.provider.routes import DEMO_PROTOCOL, Routes
 from services.provider.servicer import ProviderServicer
 from services.provider.settings import ProviderSettings
+from services.provider.timeouts import Timeouts
 from services.provider.usage import UsageQueries
 from steward.auth import verifier_for
 from steward.db import create_engine, create_sessionmaker

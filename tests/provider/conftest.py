@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from fakes import FakeUpstream
+from tests.provider.adapter_env import Env
 
 
 @pytest.fixture
@@ -18,3 +19,12 @@ async def fake_upstream() -> AsyncIterator[FakeUpstream]:
         yield fake
     finally:
         await fake.stop()
+
+
+@pytest.fixture
+async def env(fake_upstream: FakeUpstream) -> AsyncIterator[Env]:
+    """The adapters made during a test, against the fake upstream; closed after it."""
+    env = Env(fake_upstream)
+    yield env
+    for adapter in env.made:
+        await adapter.aclose()

@@ -1,113 +1,36 @@
-"""The real provider adapters (vendor SDKs, retries off) against the scripted fake upstream."""
+"""The real provider adapters (vendor SDKs, retries off) against the scripted fake upstream: streams and requests.
+
+Failures are in test_adapter_failures.py; the shared set-up in adapter_env.py.
+"""
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import replace
 
 import pytest
 
-from fakes.script import Behavior, Cut, Fail, FakeToolCall, Malformed, Reply, Stall
-from fakes.upstream import FakeUpstream
+from fakes.script import FakeToolCall, Reply
 from services.provider.adapters import openai_adapter
-from services.provider.adapters.anthropic_adapter import AnthropicAdapter
-from services.provider.adapters.anthropic_adapter import sdk_errors as anthropic_sdk_errors
-from services.provider.adapters.base import GenerateCall, Upstream, UpstreamError
-from services.provider.adapters.errors import classify, retry_after_seconds
-from services.provider.adapters.names import ToolNames, decode_tool_name, encode_tool_name
-from services.provider.adapters.openai_adapter import ChunkTranslator, OpenAIAdapter
+from services.provider.adapters.base import GenerateCall, Upstream
+from services.provider.adapters.names import encode_tool_name
 from steward.common.v1 import content_pb2 as c
 from steward.provider.v1 import provider_service_pb2 as pb
-
-Protocol = Literal["anthropic", "openai"]
-PROTOCOLS: list[Protocol] = ["anthropic", "openai"]
-KEY = "sk-test-SECRET-5f2d9c1e7a"
-SCHEMA = {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]}
-TOOLS = [
-    c.ToolSpec(name="notes.create", description="Create a note.", input_schema_json=json.dumps(SCHEMA)),
-    c.ToolSpec(name="web.search", description="Search the web.", input_schema_json='{"type": "object"}'),
-]
-EPHEMERAL = {"type": "ephemeral"}
-
-AnyAdapter = AnthropicAdapter | OpenAIAdapter
-Outcome = tuple[list[pb.GenerateResponse], UpstreamError | None]
-
-
-def text(value: str) -> c.ContentBlock:
-    return c.ContentBlock(text=c.TextBlock(text=value))
-
-
-def user(value: str) -> c.ChatMessage:
-    return c.ChatMessage(role=c.ROLE_USER, content=[text(value)])
-
-
-def simple_call() -> GenerateCall:
-    return GenerateCall(model="test-model", messages=[user("Hi there")], tools=list(TOOLS))
-
-
-async def run(adapter: AnyAdapter, upstream: Upstream, call: GenerateCall) -> Outcome:
-    """The events yielded, and the UpstreamError that ended the stream (None: it ended well)."""
-    events: list[pb.GenerateResponse] = []
-    error: UpstreamError | None = None
-    try:
-        async for event in adapter.stream(upstream, KEY, call):
-            events.append(event)
-    except UpstreamError as raised:
-        error = raised
-    assert error is None or KEY not in f"{error.message} {error} {error!r}"
-    return events, error
-
-
-@dataclass
-class Env:
-    """The fake upstream and the adapters made for one test (closed after it)."""
-
-    fake: FakeUpstream
-    made: list[AnyAdapter] = field(default_factory=list)
-
-    def adapter(self, protocol: Protocol, read_timeout: float = 120.0) -> AnyAdapter:
-        self.made.append((AnthropicAdapter if protocol == "anthropic" else OpenAIAdapter)(read_timeout=read_timeout))
-        return self.made[-1]
-
-    def upstream(self, protocol: Protocol) -> Upstream:
-        base_url = self.fake.anthropic_base_url if protocol == "anthropic" else self.fake.openai_base_url
-        return Upstream(provider=f"fake-{protocol}", protocol=protocol, base_url=base_url)
-
-    async def call(self, protocol: Protocol, call: GenerateCall | None = None) -> Outcome:
-        return await run(self.adapter(protocol), self.upstream(protocol), call or simple_call())
-
-    async def scripted(self, protocol: Protocol, behavior: Behavior, read_timeout: float = 120.0) -> Outcome:
-        """One stream() call against one behaviour; the fake must see exactly one request (no SDK retries)."""
-        self.fake.enqueue(behavior)
-        outcome = await run(self.adapter(protocol, read_timeout), self.upstream(protocol), simple_call())
-        assert len(self.fake.requests) == 1
-        assert self.fake.requests[0].api_key == KEY
-        return outcome
-
-
-@pytest.fixture
-async def env(fake_upstream: FakeUpstream) -> AsyncIterator[Env]:
-    env = Env(fake_upstream)
-    yield env
-    for adapter in env.made:
-        await adapter.aclose()
-
-
-def tool_index(event: pb.GenerateResponse) -> int:
-    kind = str(event.WhichOneof("event"))
-    return int(getattr(event, kind).index) if kind.startswith("tool_call") else -1
-
-
-def kinds(events: list[pb.GenerateResponse]) -> list[str]:
-    return [str(event.WhichOneof("event")) for event in events]
-
-
-def texts(events: list[pb.GenerateResponse]) -> str:
-    return "".join(e.text_delta.text for e in events if e.HasField("text_delta"))
-
+from tests.provider.adapter_env import (
+    EPHEMERAL,
+    KEY,
+    PROTOCOLS,
+    SCHEMA,
+    TOOLS,
+    Env,
+    Protocol,
+    kinds,
+    run,
+    text,
+    texts,
+    tool_index,
+    user,
+)
 
 # -- streams ---------------------------------------------------------------------------------------------------------
 
@@ -115,7 +38,8 @@ def texts(events: list[pb.GenerateResponse]) -> str:
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_text_stream(env: Env, protocol: Protocol) -> None:
     answer = "Hello there, this is a streamed answer."
-    reply = Reply(text=answer, input_tokens=12, output_tokens=7, cache_read_input_tokens=30)
+    # Chunks 5 ms apart arrive one per read, so each piece is its own delta (a burst may be merged: see below).
+    reply = Reply(text=answer, input_tokens=12, output_tokens=7, cache_read_input_tokens=30, chunk_delay=0.005)
     await env.adapter(protocol).warm_up()  # the SDK is imported at first use, or beforehand in a thread
     events, error = await env.scripted(protocol, reply)
     assert error is None
@@ -138,7 +62,7 @@ async def test_tool_calls(env: Env, protocol: Protocol) -> None:
         FakeToolCall("call_a", encode_tool_name("notes.create"), json.dumps(first)),
         FakeToolCall("call_b", encode_tool_name("web.search"), json.dumps(second, ensure_ascii=False)),
     ]
-    events, error = await env.scripted(protocol, Reply(text="On it.", tool_calls=calls))
+    events, error = await env.scripted(protocol, Reply(text="On it.", tool_calls=calls, chunk_delay=0.005))
     assert error is None
     started = [e.tool_call_started for e in events if e.HasField("tool_call_started")]
     assert [(s.index, s.id, s.name) for s in started] == [(0, "call_a", "notes.create"), (1, "call_b", "web.search")]
@@ -151,6 +75,20 @@ async def test_tool_calls(env: Env, protocol: Protocol) -> None:
         assert json.loads("".join(e.tool_call_arguments_delta.arguments_json_delta for e in mine)) == expected
     assert texts(events) == "On it."
     assert events[-1].finished.stop_reason == pb.STOP_REASON_TOOL_USE
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_burst_arrives_whole_in_fewer_deltas(env: Env, protocol: Protocol) -> None:
+    # Sent without pauses, many chunks land in one read: their deltas may be merged, never lost or reordered.
+    pieces = [f"piece{index} " for index in range(200)]
+    calls = [FakeToolCall("call_a", "lookup", json.dumps({"q": "x" * 500}))]
+    events, error = await env.scripted(protocol, Reply(pieces=pieces, tool_calls=calls))
+    assert error is None
+    assert texts(events) == "".join(pieces)
+    assert 1 <= kinds(events).count("text_delta") <= len(pieces)
+    arguments = "".join(e.tool_call_arguments_delta.arguments_json_delta for e in events if tool_index(e) == 0)
+    assert json.loads(arguments) == {"q": "x" * 500}
+    assert kinds(events)[-1] == "finished"
 
 
 @pytest.mark.parametrize(
@@ -283,117 +221,3 @@ async def test_openai_official_request(env: Env, monkeypatch: pytest.MonkeyPatch
     assert "max_tokens" not in body
     assert body["prompt_cache_key"] == "agent-42"
     assert body["messages"] == OPENAI_MESSAGES
-
-
-# -- failures --------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize(
-    "case",
-    [
-        (Fail(429, retry_after=2, message=f"slow down, {KEY}"), "RATE_LIMITED", True, 2.0),
-        (Fail(529), "RATE_LIMITED", True, None),
-        (Fail(500, message=f"boom for {KEY}"), "SERVER_ERROR", True, None),
-        (Fail(503, retry_after=1.5), "SERVER_ERROR", True, 1.5),
-        (Fail(401, message=f"invalid x-api-key {KEY}"), "AUTHENTICATION", False, None),
-        (Fail(403), "AUTHENTICATION", False, None),
-        (Fail(400, message=f"bad request {KEY}"), "BAD_REQUEST", False, None),
-        (Fail(404, message="model: not-a-model"), "BAD_REQUEST", False, None),
-    ],
-    ids=lambda case: str(case[0].status),
-)
-async def test_http_failures(env: Env, protocol: Protocol, case: tuple[Fail, str, bool, float | None]) -> None:
-    fail, reason, transient, retry_after = case
-    events, error = await env.scripted(protocol, fail)
-    assert events == []
-    assert error is not None
-    assert (error.reason, error.transient) == (reason, transient)
-    assert (error.retry_after, error.status) == (retry_after, fail.status)
-
-
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize("after_chunks", [0, 3])
-async def test_stall_times_out(env: Env, protocol: Protocol, after_chunks: int) -> None:
-    began = time.monotonic()
-    events, error = await env.scripted(protocol, Stall(seconds=5, after_chunks=after_chunks), read_timeout=0.5)
-    assert time.monotonic() - began < 3
-    assert error is not None
-    assert (error.reason, error.transient) == ("TIMEOUT", True)
-    assert "finished" not in kinds(events)
-    assert bool(events) == (after_chunks > 0), "what came before the stall was yielded"
-
-
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize("behavior", [Cut(2), Cut(4, then=Reply(text="one two three four")), Malformed(2)], ids=repr)
-async def test_broken_stream(env: Env, protocol: Protocol, behavior: Behavior) -> None:
-    events, error = await env.scripted(protocol, behavior)
-    assert events, "the events before the break were yielded"
-    assert "finished" not in kinds(events)
-    assert error is not None
-    assert error.transient
-    expected = {"MALFORMED_RESPONSE", "STREAM_CUT"} if isinstance(behavior, Malformed) else {"STREAM_CUT", "CONNECTION"}
-    assert error.reason in expected
-    if isinstance(behavior, Cut) and behavior.after_chunks == 4:
-        assert texts(events).startswith("one ")
-
-
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_connection_refused(env: Env, protocol: Protocol) -> None:
-    fake = FakeUpstream()
-    await fake.start()
-    upstream = Env(fake).upstream(protocol)
-    await fake.stop()  # nothing listens on that port any more
-    _, error = await run(env.adapter(protocol), upstream, simple_call())
-    assert error is not None
-    assert (error.reason, error.transient) == ("CONNECTION", True)
-
-
-# -- pieces ----------------------------------------------------------------------------------------------------------
-
-
-def test_tool_names_round_trip() -> None:
-    qualified = ["notes.create", "a.b", "a__b", "ünï.cödé", "x." + "y" * 80]
-    names = ToolNames(qualified)
-    wires = [names.wire(name) for name in qualified]
-    assert wires[0] == "notes__create"
-    assert len(set(wires)) == len(wires), "distinct tools keep distinct wire names"
-    assert all(1 <= len(w) <= 64 and all(ch.isascii() and (ch.isalnum() or ch in "_-") for ch in w) for w in wires)
-    assert [names.name(wire) for wire in wires] == qualified
-    assert decode_tool_name("other__tool") == names.name("other__tool") == "other.tool"
-
-
-def test_retry_after_parsing() -> None:
-    now = 1_700_000_000.0
-    assert retry_after_seconds({"retry-after": "2"}) == 2.0
-    assert retry_after_seconds({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
-    assert retry_after_seconds({"retry-after": "Tue, 14 Nov 2023 22:13:30 GMT"}, now=now) == pytest.approx(10.0)
-    assert retry_after_seconds({"retry-after": "Tue, 14 Nov 2020 22:13:30 GMT"}, now=now) == 0.0
-    assert retry_after_seconds({"retry-after": "soon"}) is None
-    assert retry_after_seconds({}) is None
-
-
-def test_error_event_inside_anthropic_stream() -> None:
-    """An `error` event in a 200 stream arrives as a status error with status 200; its body names the cause."""
-    import anthropic
-    import httpx2
-
-    response = httpx2.Response(200, request=httpx2.Request("POST", "http://upstream/v1/messages"))
-    for error_type, reason, transient in (
-        ("overloaded_error", "RATE_LIMITED", True),
-        ("api_error", "SERVER_ERROR", True),
-        ("invalid_request_error", "BAD_REQUEST", False),
-    ):
-        body = {"type": "error", "error": {"type": error_type, "message": f"key {KEY}"}}
-        exc = anthropic.APIStatusError(f"{body}", response=response, body=body)
-        error = classify(exc, anthropic_sdk_errors(), api_key=KEY, streaming=True)
-        assert error is not None
-        assert (error.reason, error.transient) == (reason, transient)
-        assert KEY not in error.message
-    assert classify(KeyError("a bug of ours"), anthropic_sdk_errors(), api_key=KEY, streaming=True) is None
-
-
-def test_openai_stream_without_finish_reason_is_cut() -> None:
-    with pytest.raises(UpstreamError) as raised:
-        ChunkTranslator(ToolNames([])).finish()
-    assert (raised.value.reason, raised.value.transient) == ("STREAM_CUT", True)

@@ -108,7 +108,9 @@ async def test_a_stream_cut_after_tokens_is_not_retried(
     provider: ProviderUnderTest, fake_upstream: FakeUpstream
 ) -> None:
     user = await _keyed_user(provider)
-    fake_upstream.enqueue(Cut(after_chunks=5, then=Reply(text="one two three four five six")))
+    # Chunks 10 ms apart, so that the first ones are read before the cut (a transport may drop what it buffered
+    # when the connection breaks under it).
+    fake_upstream.enqueue(Cut(after_chunks=5, then=Reply(text="one two three four five six", chunk_delay=0.01)))
     seen: list[pb.GenerateResponse] = []
 
     async def drain() -> None:

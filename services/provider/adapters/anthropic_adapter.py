@@ -15,10 +15,12 @@ import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from services.provider.adapters.base import GenerateCall, Upstream, UpstreamError
+from services.provider.adapters.base import GenerateCall, Upstream, UpstreamError, accepted, merge_deltas
 from services.provider.adapters.clients import SdkClients
-from services.provider.adapters.errors import SdkErrors, classify
+from services.provider.adapters.errors import SdkErrors, classify, stream_error
 from services.provider.adapters.names import ToolNames
+from services.provider.adapters.sse import SseDecoder
+from services.provider.adapters.wire import EMPTY, Json, event_object, get_int, get_object, get_str
 from steward.common.v1 import content_pb2, usage_pb2
 from steward.provider.v1 import provider_service_pb2 as pb
 
@@ -26,13 +28,13 @@ if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
     from anthropic.types import (
         MessageParam,
-        RawMessageStreamEvent,
         TextBlockParam,
         ThinkingBlockParam,
         ToolParam,
         ToolResultBlockParam,
         ToolUseBlockParam,
     )
+    from anthropic.types.message_create_params import MessageCreateParamsStreaming
 
     _Block = TextBlockParam | ThinkingBlockParam | ToolUseBlockParam | ToolResultBlockParam
 
@@ -80,6 +82,7 @@ class AnthropicAdapter:
             base_url=base_url,
             max_retries=0,
             timeout=anthropic.Timeout(self._read_timeout, connect=self._connect_timeout),
+            http_client=anthropic.DefaultAioHttpClient(),
         )
 
     async def warm_up(self) -> None:
@@ -97,27 +100,44 @@ class AnthropicAdapter:
         names = ToolNames(tool.name for tool in call.tools)
         system, messages = translate_messages(call, names)
         tools = translate_tools(call, names)
+        body: MessageCreateParamsStreaming = {
+            "model": call.model,
+            "max_tokens": call.max_tokens,
+            "messages": messages,
+            "stream": True,
+        }
+        if system:
+            body["system"] = system
+        if tools:
+            body["tools"] = tools
+        if call.stop_sequences:
+            body["stop_sequences"] = list(call.stop_sequences)
+        if call.reasoning_budget_tokens > 0:
+            body["thinking"] = {"type": "enabled", "budget_tokens": call.reasoning_budget_tokens}
         started = False
         try:
             client = self._clients.get(upstream.base_url, api_key)
-            events = await client.messages.create(
-                model=call.model,
-                max_tokens=call.max_tokens,
-                messages=messages,
-                system=system or anthropic.omit,
-                tools=tools or anthropic.omit,
-                stop_sequences=list(call.stop_sequences) or anthropic.omit,
-                thinking={"type": "enabled", "budget_tokens": call.reasoning_budget_tokens}
-                if call.reasoning_budget_tokens > 0
-                else anthropic.omit,
-                stream=True,
+            # The SDK sends the request and raises for an error status; the streamed body is read here (sse.py),
+            # one batch of events per read.
+            stream = await client.post(
+                "/v1/messages", body=body, cast_to=object, stream=True, stream_cls=anthropic.AsyncStream[object]
             )
             started = True
+            yield accepted()
+            decoder = SseDecoder()
             translator = EventTranslator(names)
-            async with events:
-                async for event in events:
-                    for out in translator.feed(event):
-                        yield out
+            async with stream:
+                async for chunk in stream.response.aiter_bytes():
+                    out: list[pb.GenerateResponse] = []
+                    try:
+                        for event in decoder.feed(chunk):
+                            if event.name == "error":
+                                raise stream_error(_json_or_text(event.data), api_key)
+                            if event.name and event.name != "ping" and event.data:
+                                out += translator.feed(event_object(json.loads(event.data)))
+                    finally:  # what came before a bad event still goes out, before its error
+                        for merged in merge_deltas(out):
+                            yield merged
             if not translator.done:
                 raise UpstreamError("STREAM_CUT", "the stream ended before message_stop", transient=True)
         except Exception as exc:
@@ -125,6 +145,13 @@ class AnthropicAdapter:
             if error is None or error is exc:
                 raise
             raise error from exc
+
+
+def _json_or_text(data: str) -> object:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data
 
 
 def _arguments(arguments_json: str) -> dict[str, object]:
@@ -257,80 +284,91 @@ class EventTranslator:
         usage.CopyFrom(self._usage)
         return pb.GenerateResponse(usage=usage)
 
-    def feed(self, event: RawMessageStreamEvent) -> list[pb.GenerateResponse]:
-        if event.type == "message_start":
-            start = event.message.usage if event.message is not None else None
+    def feed(self, event: Json) -> list[pb.GenerateResponse]:
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            return self._delta(get_int(event, "index"), get_object(event, "delta"))
+        if kind == "message_start":
+            start = get_object(get_object(event, "message") or EMPTY, "usage")
             if start is None:  # a compatible server that counts nothing
                 return []
-            self._usage.input_tokens = start.input_tokens or 0
-            self._usage.output_tokens = start.output_tokens or 0
-            self._usage.cache_read_input_tokens = start.cache_read_input_tokens or 0
-            self._usage.cache_write_input_tokens = start.cache_creation_input_tokens or 0
+            self._usage.input_tokens = get_int(start, "input_tokens") or 0
+            self._usage.output_tokens = get_int(start, "output_tokens") or 0
+            self._usage.cache_read_input_tokens = get_int(start, "cache_read_input_tokens") or 0
+            self._usage.cache_write_input_tokens = get_int(start, "cache_creation_input_tokens") or 0
             return [self._usage_event()]
-        if event.type == "content_block_start":
-            return self._block_start(event.index, event)
-        if event.type == "content_block_delta":
-            delta = event.delta
-            if delta is None:
-                return []
-            if delta.type == "text_delta":
-                return [pb.GenerateResponse(text_delta=pb.TextDelta(text=delta.text))] if delta.text else []
-            if delta.type == "thinking_delta":
-                return [pb.GenerateResponse(reasoning_delta=pb.ReasoningDelta(text=delta.thinking))]
-            if delta.type == "signature_delta":
-                return [pb.GenerateResponse(reasoning_delta=pb.ReasoningDelta(signature=delta.signature))]
-            if delta.type == "input_json_delta" and event.index in self._tools and delta.partial_json:
-                self._tool_args[event.index] = True
-                args = pb.ToolCallArgumentsDelta(
-                    index=self._tools[event.index], arguments_json_delta=delta.partial_json
-                )
-                return [pb.GenerateResponse(tool_call_arguments_delta=args)]
-            return []
-        if event.type == "content_block_stop":
-            return self._block_stop(event.index)
-        if event.type == "message_delta":
-            if event.delta is not None and event.delta.stop_reason is not None:
-                self._stop_reason = event.delta.stop_reason
-                self._stop_sequence = event.delta.stop_sequence or ""
-            usage = event.usage
+        if kind == "content_block_start":
+            return self._block_start(get_int(event, "index"), get_object(event, "content_block") or EMPTY)
+        if kind == "content_block_stop":
+            return self._block_stop(get_int(event, "index"))
+        if kind == "message_delta":
+            delta = get_object(event, "delta") or EMPTY
+            stop_reason = get_str(delta, "stop_reason")
+            if stop_reason is not None:
+                self._stop_reason = stop_reason
+                self._stop_sequence = get_str(delta, "stop_sequence") or ""
+            usage = get_object(event, "usage")
             if usage is None:
                 return []
-            self._usage.output_tokens = usage.output_tokens or 0
-            if usage.input_tokens is not None:
-                self._usage.input_tokens = usage.input_tokens
-            if usage.cache_read_input_tokens is not None:
-                self._usage.cache_read_input_tokens = usage.cache_read_input_tokens
-            if usage.cache_creation_input_tokens is not None:
-                self._usage.cache_write_input_tokens = usage.cache_creation_input_tokens
+            self._usage.output_tokens = get_int(usage, "output_tokens") or 0
+            for field, name in (
+                ("input_tokens", "input_tokens"),
+                ("cache_read_input_tokens", "cache_read_input_tokens"),
+                ("cache_creation_input_tokens", "cache_write_input_tokens"),
+            ):
+                value = get_int(usage, field)
+                if value is not None:
+                    setattr(self._usage, name, value)
             return [self._usage_event()]
-        if event.type == "message_stop" and not self.done:
+        if kind == "message_stop" and not self.done:
             self.done = True
             reason = _STOP_REASONS.get(self._stop_reason or "end_turn", pb.STOP_REASON_END_TURN)
             sequence = self._stop_sequence if reason == pb.STOP_REASON_STOP_SEQUENCE else ""
             return [pb.GenerateResponse(finished=pb.GenerateFinished(stop_reason=reason, stop_sequence=sequence))]
         return []
 
-    def _block_start(self, index: int, event: RawMessageStreamEvent) -> list[pb.GenerateResponse]:
-        if event.type != "content_block_start":
+    def _delta(self, index: int | None, delta: Json | None) -> list[pb.GenerateResponse]:
+        if delta is None:
             return []
-        block = event.content_block
-        if block.type == "tool_use":
+        kind = delta.get("type")
+        if kind == "text_delta":
+            text = get_str(delta, "text")
+            return [pb.GenerateResponse(text_delta=pb.TextDelta(text=text))] if text else []
+        if kind == "thinking_delta":
+            return [pb.GenerateResponse(reasoning_delta=pb.ReasoningDelta(text=get_str(delta, "thinking") or ""))]
+        if kind == "signature_delta":
+            signature = get_str(delta, "signature") or ""
+            return [pb.GenerateResponse(reasoning_delta=pb.ReasoningDelta(signature=signature))]
+        partial = get_str(delta, "partial_json")
+        if kind == "input_json_delta" and index in self._tools and partial:
+            self._tool_args[index] = True
+            args = pb.ToolCallArgumentsDelta(index=self._tools[index], arguments_json_delta=partial)
+            return [pb.GenerateResponse(tool_call_arguments_delta=args)]
+        return []
+
+    def _block_start(self, index: int | None, block: Json) -> list[pb.GenerateResponse]:
+        kind = block.get("type")
+        if kind == "tool_use" and index is not None:
             tool_index = len(self._tools)
             self._tools[index] = tool_index
-            self._tool_input[index] = block.input
-            started = pb.ToolCallStarted(index=tool_index, id=block.id, name=self._names.name(block.name or ""))
+            self._tool_input[index] = block.get("input")
+            name = self._names.name(get_str(block, "name") or "")
+            started = pb.ToolCallStarted(index=tool_index, id=get_str(block, "id") or "", name=name)
             return [pb.GenerateResponse(tool_call_started=started)]
-        if block.type == "text" and block.text:
-            return [pb.GenerateResponse(text_delta=pb.TextDelta(text=block.text))]
-        if block.type == "thinking" and (block.thinking or block.signature):
-            reasoning = pb.ReasoningDelta(text=block.thinking, signature=block.signature)
-            return [pb.GenerateResponse(reasoning_delta=reasoning)]
+        if kind == "text":
+            text = get_str(block, "text")
+            return [pb.GenerateResponse(text_delta=pb.TextDelta(text=text))] if text else []
+        if kind == "thinking":
+            thinking, signature = get_str(block, "thinking") or "", get_str(block, "signature") or ""
+            if not thinking and not signature:
+                return []
+            return [pb.GenerateResponse(reasoning_delta=pb.ReasoningDelta(text=thinking, signature=signature))]
         return []  # redacted thinking and server-tool blocks have no normalized form
 
-    def _block_stop(self, index: int) -> list[pb.GenerateResponse]:
-        tool_index = self._tools.get(index)
-        if tool_index is None:
+    def _block_stop(self, index: int | None) -> list[pb.GenerateResponse]:
+        if index is None or index not in self._tools:
             return []
+        tool_index = self._tools[index]
         out: list[pb.GenerateResponse] = []
         if not self._tool_args.get(index):
             # No argument fragments (a tool without parameters): send the input given at block start, so

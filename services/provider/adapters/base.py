@@ -5,7 +5,10 @@ retries turned off: the provider service owns the retry policy) and yields
 normalized `GenerateResponse` events: text and reasoning deltas, tool-call
 start / argument deltas / finish (keyed by the tool call's index in the
 answer), cumulative usage, and one `finished` event with the stop reason.
-Attempt bookkeeping (`attempt_started`) is the caller's.
+Attempt bookkeeping is the caller's: an adapter yields `ACCEPTED` (an empty
+`attempt_started`) once the upstream has accepted the request, and the caller
+announces the attempt then, so that the announcement's write overlaps the
+upstream's time to its first token instead of delaying the request.
 
 Failures raise `UpstreamError`, classified once here so that the retry policy,
 the circuit breaker and the caller never look at SDK exception types.
@@ -21,6 +24,12 @@ from steward.common.v1 import content_pb2
 from steward.provider.v1 import provider_service_pb2 as pb
 
 Protocol_ = Literal["anthropic", "openai"]
+ACCEPTED_KIND = "attempt_started"
+
+
+def accepted() -> pb.GenerateResponse:
+    """The marker an adapter yields when the upstream has accepted the request (a 2xx with a stream)."""
+    return pb.GenerateResponse(attempt_started=pb.AttemptStarted())
 
 
 @dataclass(frozen=True)
@@ -87,3 +96,35 @@ class Adapter(Protocol):
     def stream(self, upstream: Upstream, api_key: str, call: GenerateCall) -> AsyncIterator[pb.GenerateResponse]:
         """Normalized events; raises UpstreamError. Never retries by itself."""
         ...
+
+
+def merge_deltas(events: list[pb.GenerateResponse]) -> list[pb.GenerateResponse]:
+    """`events` with each run of adjacent fragments of one thing merged into one event.
+
+    Runs of text deltas, of argument fragments of the same tool call, and of reasoning text (a signature ends a
+    run) each become one event; nothing is reordered or dropped. Adapters apply it to the events one read of the
+    upstream's stream produced: more than one only when the provider fell behind, and then it sends fewer,
+    larger messages exactly when that helps.
+    """
+    if len(events) < 2:
+        return events
+    merged: list[pb.GenerateResponse] = [events[0]]
+    for event in events[1:]:
+        last = merged[-1]
+        kind = event.WhichOneof("event")
+        if kind == last.WhichOneof("event"):
+            if kind == "text_delta":
+                last.text_delta.text += event.text_delta.text
+                continue
+            if kind == "tool_call_arguments_delta" and (
+                last.tool_call_arguments_delta.index == event.tool_call_arguments_delta.index
+            ):
+                last.tool_call_arguments_delta.arguments_json_delta += (
+                    event.tool_call_arguments_delta.arguments_json_delta
+                )
+                continue
+            if kind == "reasoning_delta" and not last.reasoning_delta.signature and not event.reasoning_delta.signature:
+                last.reasoning_delta.text += event.reasoning_delta.text
+                continue
+        merged.append(event)
+    return merged

@@ -4,11 +4,9 @@ The anthropic and openai SDKs have parallel exception hierarchies (generated
 by the same tool), so one classifier serves both: each adapter passes its
 SDK's classes in an `SdkErrors`. Neither SDK is imported here.
 
-Errors raised while a stream is being read differ by SDK: openai wraps
-transport errors in APITimeoutError / APIConnectionError, anthropic lets the
-raw httpx2 exception through; both surface an `error` event sent inside a
-200 stream as a status error whose status code is 200 and whose body names
-the error type.
+The adapters read streamed bodies themselves (sse.py), so a transport error
+while reading arrives as the raw httpx2 exception, and an error event inside a
+200 stream is classified by `stream_error` from the error type it names.
 """
 
 from __future__ import annotations
@@ -74,17 +72,15 @@ def retry_after_seconds(headers: Mapping[str, str] | None, *, now: float | None 
 
 
 def _body_error_type(body: object) -> str:
-    """The error type named in an error body: {"error": {"type": ...}} or {"type": ..., "code": ...}."""
+    """The error type and code named in an error body ({"error": {"type", "code"}} or {"type", "code"}), as one
+    string: OpenAI's rate limit, say, is type "requests" with code "rate_limit_exceeded"."""
     if not isinstance(body, Mapping):
         return ""
     inner = body.get("error", body)
     if not isinstance(inner, Mapping):
         return ""
-    for key in ("type", "code"):
-        value = inner.get(key)
-        if isinstance(value, str) and value and value != "error":
-            return value
-    return ""
+    names = [inner.get(key) for key in ("type", "code")]
+    return " ".join(name for name in names if isinstance(name, str) and name and name != "error")
 
 
 def _by_error_type(error_type: str, message: str, status: int | None) -> UpstreamError:
@@ -97,6 +93,14 @@ def _by_error_type(error_type: str, message: str, status: int | None) -> Upstrea
     if "invalid_request" in kind or "not_found" in kind or "context_length" in kind:
         return UpstreamError("BAD_REQUEST", message, transient=False, status=status)
     return UpstreamError("SERVER_ERROR", message, transient=True, status=status)
+
+
+def stream_error(body: object, api_key: str) -> UpstreamError:
+    """The error an upstream reported inside a 200 stream (its body: {"error": {...}} or the error object)."""
+    inner = body.get("error", body) if isinstance(body, Mapping) else body
+    message = inner.get("message") if isinstance(inner, Mapping) else None
+    text = message if isinstance(message, str) and message else "the upstream reported an error in the stream"
+    return _by_error_type(_body_error_type(body), sanitize(f"stream error: {text}", api_key), None)
 
 
 def _by_status(status: int, message: str, headers: Mapping[str, str] | None, body: object) -> UpstreamError:
@@ -118,6 +122,21 @@ def _by_status(status: int, message: str, headers: Mapping[str, str] | None, bod
         # 400 / 404 / 413 / 422 ...: the request itself is wrong (a 404 is usually a wrong model name).
         return UpstreamError("BAD_REQUEST", message, transient=False, status=status)
     return _by_error_type(_body_error_type(body), message, None)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a "timeout" was caused by a connection that failed at once (an OSError that is no timeout).
+
+    The SDKs' aiohttp transport reports a refused connection as a connect timeout.
+    """
+    cause = exc.__cause__ or exc.__context__
+    for _ in range(8):
+        if cause is None:
+            return False
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def classify(exc: Exception, sdk: SdkErrors, *, api_key: str, streaming: bool) -> UpstreamError | None:
@@ -142,7 +161,7 @@ def classify(exc: Exception, sdk: SdkErrors, *, api_key: str, streaming: bool) -
         if not isinstance(status, int):
             return _by_error_type(_body_error_type(body), message, None)
         return _by_status(status, message, headers if isinstance(headers, Mapping) else None, body)
-    if isinstance(exc, sdk.timeout | httpx2.TimeoutException):
+    if isinstance(exc, sdk.timeout | httpx2.TimeoutException) and not _refused(exc):
         return UpstreamError("TIMEOUT", message, transient=True)
     if isinstance(exc, httpx2.DecodingError):
         return UpstreamError("MALFORMED_RESPONSE", message, transient=True)

@@ -17,10 +17,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from services.provider.adapters.base import GenerateCall, Upstream, UpstreamError
+from services.provider.adapters.base import GenerateCall, Upstream, UpstreamError, accepted, merge_deltas
 from services.provider.adapters.clients import SdkClients
-from services.provider.adapters.errors import SdkErrors, classify
+from services.provider.adapters.errors import SdkErrors, classify, stream_error
 from services.provider.adapters.names import ToolNames
+from services.provider.adapters.sse import SseDecoder
+from services.provider.adapters.wire import EMPTY, Json, as_object, event_object, get_int, get_list, get_object, get_str
 from steward.common.v1 import content_pb2, usage_pb2
 from steward.provider.v1 import provider_service_pb2 as pb
 
@@ -28,11 +30,11 @@ if TYPE_CHECKING:
     from openai import AsyncOpenAI
     from openai.types.chat import (
         ChatCompletionAssistantMessageParam,
-        ChatCompletionChunk,
         ChatCompletionFunctionToolParam,
         ChatCompletionMessageFunctionToolCallParam,
         ChatCompletionMessageParam,
     )
+    from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # The SDK refuses to build a client without a key; local servers (Ollama, llama.cpp) take none.
@@ -83,6 +85,7 @@ class OpenAIAdapter:
             base_url=base_url,
             max_retries=0,
             timeout=openai.Timeout(self._read_timeout, connect=self._connect_timeout),
+            http_client=openai.DefaultAioHttpClient(),
         )
 
     async def warm_up(self) -> None:
@@ -97,38 +100,69 @@ class OpenAIAdapter:
         import openai
 
         sdk = sdk_errors()
-        official = is_official(upstream.base_url)
         names = ToolNames(tool.name for tool in call.tools)
-        messages = translate_messages(call, names)
-        tools = translate_tools(call, names)
+        body = request_body(call, names, official=is_official(upstream.base_url))
         started = False
         try:
             client = self._clients.get(upstream.base_url, api_key)
-            chunks = await client.chat.completions.create(
-                model=call.model,
-                messages=messages,
-                stream=True,
-                stream_options={"include_usage": True},
-                max_completion_tokens=call.max_tokens if official else openai.omit,
-                max_tokens=openai.omit if official else call.max_tokens,
-                temperature=call.temperature if call.temperature is not None else openai.omit,
-                stop=list(call.stop_sequences) or openai.omit,
-                tools=tools or openai.omit,
-                prompt_cache_key=call.cache_key if official and call.cache_key else openai.omit,
+            # The SDK sends the request and raises for an error status; the streamed body is read here (sse.py),
+            # one batch of events per read.
+            stream = await client.post(
+                "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=openai.AsyncStream[object]
             )
             started = True
+            yield accepted()
+            decoder = SseDecoder()
             translator = ChunkTranslator(names)
-            async with chunks:
-                async for chunk in chunks:
-                    for out in translator.feed(chunk):
-                        yield out
-            for out in translator.finish():
-                yield out
+            async with stream:
+                done = False
+                async for data in stream.response.aiter_bytes():
+                    out: list[pb.GenerateResponse] = []
+                    try:
+                        for event in decoder.feed(data):
+                            if event.data.startswith("[DONE]"):
+                                done = True
+                                break
+                            chunk = event_object(json.loads(event.data))
+                            if chunk.get("error"):
+                                raise stream_error(chunk["error"], api_key)
+                            out += translator.feed(chunk)
+                    finally:  # what came before a bad event still goes out, before its error
+                        for merged in merge_deltas(out):
+                            yield merged
+                    if done:
+                        break
+            for closing in translator.finish():
+                yield closing
         except Exception as exc:
             error = classify(exc, sdk, api_key=api_key, streaming=started)
             if error is None or error is exc:
                 raise
             raise error from exc
+
+
+def request_body(call: GenerateCall, names: ToolNames, *, official: bool) -> CompletionCreateParamsStreaming:
+    """The Chat Completions request for a call, as `chat.completions.create(stream=True)` would send it."""
+    body: CompletionCreateParamsStreaming = {
+        "model": call.model,
+        "messages": translate_messages(call, names),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if official:
+        body["max_completion_tokens"] = call.max_tokens
+        if call.cache_key:
+            body["prompt_cache_key"] = call.cache_key
+    else:
+        body["max_tokens"] = call.max_tokens
+    if call.temperature is not None:
+        body["temperature"] = call.temperature
+    if call.stop_sequences:
+        body["stop"] = list(call.stop_sequences)
+    tools = translate_tools(call, names)
+    if tools:
+        body["tools"] = tools
+    return body
 
 
 def _texts(message: content_pb2.ChatMessage) -> str:
@@ -217,40 +251,43 @@ class ChunkTranslator:
         self._usage_seen = False
         self.finish_reason: str | None = None
 
-    def feed(self, chunk: ChatCompletionChunk) -> list[pb.GenerateResponse]:
+    def feed(self, chunk: Json) -> list[pb.GenerateResponse]:
         out: list[pb.GenerateResponse] = []
-        for choice in chunk.choices or ():
-            if choice.index not in (0, None):  # one answer asked for; some servers leave out the index
+        for choice in get_list(chunk, "choices"):
+            choice = as_object(choice)
+            if choice.get("index") not in (0, None):  # one answer asked for; some servers leave out the index
                 continue
-            delta = choice.delta
+            delta = get_object(choice, "delta")
             if delta is not None and self.finish_reason is None:
                 # vLLM, Ollama, DeepSeek and others stream reasoning in a non-standard field.
-                reasoning = getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None)
-                if isinstance(reasoning, str) and reasoning:
+                reasoning = get_str(delta, "reasoning_content") or get_str(delta, "reasoning")
+                if reasoning:
                     out.append(pb.GenerateResponse(reasoning_delta=pb.ReasoningDelta(text=reasoning)))
-                for text in (delta.content, delta.refusal):
+                for text in (get_str(delta, "content"), get_str(delta, "refusal")):
                     if text:
                         out.append(pb.GenerateResponse(text_delta=pb.TextDelta(text=text)))
-                for tool_call in delta.tool_calls or ():
-                    function = tool_call.function
+                for tool_call in get_list(delta, "tool_calls"):
+                    tool_call = as_object(tool_call)
+                    function = get_object(tool_call, "function") or EMPTY
                     out += self._tool_fragment(
-                        tool_call.index,
-                        tool_call.id,
-                        function.name if function is not None else None,
-                        function.arguments if function is not None else None,
+                        get_int(tool_call, "index"),
+                        get_str(tool_call, "id"),
+                        get_str(function, "name"),
+                        get_str(function, "arguments"),
                     )
-            if choice.finish_reason and self.finish_reason is None:
-                self.finish_reason = choice.finish_reason
+            finish_reason = get_str(choice, "finish_reason")
+            if finish_reason and self.finish_reason is None:
+                self.finish_reason = finish_reason
                 out += self._close_tools()
-        usage = chunk.usage
+        usage = get_object(chunk, "usage")
         if usage is not None:
-            details = usage.prompt_tokens_details
-            cached = (details.cached_tokens if details is not None else None) or 0
-            written = (details.cache_write_tokens if details is not None else None) or 0
-            self._usage.input_tokens = max(0, (usage.prompt_tokens or 0) - cached - written)
+            details = get_object(usage, "prompt_tokens_details") or EMPTY
+            cached = get_int(details, "cached_tokens") or 0
+            written = get_int(details, "cache_write_tokens") or 0
+            self._usage.input_tokens = max(0, (get_int(usage, "prompt_tokens") or 0) - cached - written)
             self._usage.cache_read_input_tokens = cached
             self._usage.cache_write_input_tokens = written
-            self._usage.output_tokens = usage.completion_tokens or 0
+            self._usage.output_tokens = get_int(usage, "completion_tokens") or 0
             self._usage_seen = True
             out.append(self._usage_event())
         return out
