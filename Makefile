@@ -56,9 +56,9 @@ check-migrations: $(STAMP) ## alembic upgrade head + alembic check against a scr
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	run() { local service=$$1 db=$$2; shift 2; echo "check-migrations: $$service: alembic $$* ($$db.db)"; \
 	  STEWARD_DATABASE_URL=sqlite+aiosqlite:///$$tmp/$$db.db $(VENV)/bin/alembic -c services/$$service/alembic.ini "$$@"; }; \
-	for s in store provider; do run $$s $$s upgrade head; run $$s $$s check; done; \
-	for s in store provider; do run $$s shared upgrade head; done; \
-	for s in store provider; do run $$s shared check; done
+	for s in store provider confirm; do run $$s $$s upgrade head; run $$s $$s check; done; \
+	for s in store provider confirm; do run $$s shared upgrade head; done; \
+	for s in store provider confirm; do run $$s shared check; done
 
 buf-lint: $(BUF) ## Lint (STANDARD) and format-check the protos.
 	cd protos && ../$(BUF) lint && ../$(BUF) format --diff --exit-code

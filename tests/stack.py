@@ -11,6 +11,7 @@ from pathlib import Path
 
 from gateway.settings import GatewaySettings
 from services.confirm.server import create_server as create_confirm
+from services.confirm.settings import ConfirmSettings
 from services.provider.server import create_server as create_provider
 from services.provider.settings import ProviderSettings
 from services.runtime.server import create_server as create_runtime
@@ -18,7 +19,6 @@ from services.runtime.settings import RuntimeSettings
 from services.store.server import create_server as create_store
 from services.store.settings import StoreSettings
 from steward.rpc.server import GrpcServer
-from steward.settings import CommonSettings
 
 
 @dataclass
@@ -70,7 +70,7 @@ async def running_stack(data_dir: Path, *, demo_token_interval: float = 0.001) -
         ),
         "127.0.0.1:0",
     )
-    confirm = await create_confirm(CommonSettings.model_validate(base), "127.0.0.1:0")
+    confirm = await create_confirm(ConfirmSettings.model_validate(base), "127.0.0.1:0")
     runtime = await create_runtime(
         RuntimeSettings.model_validate(
             {

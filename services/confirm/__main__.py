@@ -1,3 +1,5 @@
+"""`python -m services.confirm`: migrate the database to head, then serve until SIGTERM."""
+
 import asyncio
 
 from services.confirm.server import main

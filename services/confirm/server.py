@@ -1,32 +1,112 @@
-"""The confirm service's server.
+"""The confirm service's server: `create_server` for production and tests alike.
 
-Every ConfirmationService RPC answers UNIMPLEMENTED / NOT_IMPLEMENTED until the
-runtime-and-confirmations issue lands: the contract is registered, served,
-health-checked and authenticated like every other service.
+Start-up migrates the database to head, then serves ConfirmationService; a background task
+sweeps overdue confirmations and trims the feed. Stopping ends open WatchDecisions streams with
+UNAVAILABLE / SHUTTING_DOWN before the gRPC server drains, then stops the sweep, the Postgres
+listener and the engine.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from services.confirm.db.audit import AuditRepository
+from services.confirm.db.confirmations import ConfirmationRepository
+from services.confirm.db.database import open_database
+from services.confirm.db.decide import DecisionRepository
+from services.confirm.db.executions import ExecutionRepository
+from services.confirm.db.feed import FeedRepository
+from services.confirm.db.migrate import upgrade_to_head
+from services.confirm.notifier import FeedNotifier
+from services.confirm.servicer import ConfirmationServicer, Policy, Repositories
+from services.confirm.settings import ConfirmSettings
+from services.confirm.sweeper import sweep_forever
+from services.confirm.wakeups import PostgresWakeups, asyncpg_dsn
 from steward.auth import verifier_for
 from steward.confirm.v1 import confirm_service_pb2 as pb
 from steward.confirm.v1 import confirm_service_pb2_grpc as pb_grpc
+from steward.db import create_engine
 from steward.rpc.server import GrpcServer, registration, serve_main, start_grpc_server
 from steward.settings import CommonSettings
 
 DOMAIN = "confirm.steward"
 
 
+@dataclass
+class ConfirmServer(GrpcServer):
+    """A started confirm server; `stop` first ends the decision streams (they would otherwise hold the grace)."""
+
+    notifier: FeedNotifier = field(default_factory=FeedNotifier)
+
+    async def stop(self, grace: float) -> None:
+        self.notifier.close()
+        await super().stop(grace)
+
+
+def confirm_settings(settings: CommonSettings) -> ConfirmSettings:
+    """`settings` as ConfirmSettings: the confirm service's own fields take their defaults when absent."""
+    if isinstance(settings, ConfirmSettings):
+        return settings
+    return ConfirmSettings.model_validate(settings.model_dump())
+
+
 async def create_server(settings: CommonSettings, address: str) -> GrpcServer:
-    """Start serving ConfirmationService on `address`."""
-    servicer = pb_grpc.ConfirmationServiceServicer()  # type: ignore[abstract]  # unbuilt RPCs answer NOT_IMPLEMENTED
-    return await start_grpc_server(
+    """Open (and migrate) the database and start serving ConfirmationService on `address`."""
+    config = confirm_settings(settings)
+    url = config.resolved_database_url()
+    engine = create_engine(url)
+    await upgrade_to_head(engine)
+    notifier = FeedNotifier()
+    database = open_database(engine, notifier)
+    wakeups = PostgresWakeups(asyncpg_dsn(url), notifier) if engine.dialect.name == "postgresql" else None
+    if wakeups is not None:
+        await wakeups.start()
+    confirmations = ConfirmationRepository(database)
+    feed = FeedRepository(database)
+    servicer = ConfirmationServicer(
+        Repositories(
+            confirmations=confirmations,
+            decisions=DecisionRepository(database),
+            feed=feed,
+            executions=ExecutionRepository(database),
+            audit=AuditRepository(database),
+        ),
+        notifier,
+        Policy(config.default_ttl_seconds, config.max_ttl_seconds, config.live_poll_seconds),
+    )
+    started = await start_grpc_server(
         [registration(pb, pb_grpc, "ConfirmationService", servicer)],
         address,
-        verifier=verifier_for(settings),
+        verifier=verifier_for(config),
         domain=DOMAIN,
     )
+    server = ConfirmServer(
+        **{f.name: getattr(started, f.name) for f in dataclasses.fields(GrpcServer)}, notifier=notifier
+    )
+    retention = timedelta(seconds=config.feed_retention_seconds)
+    sweeper = (
+        asyncio.create_task(sweep_forever(confirmations, feed, retention, config.sweep_interval), name="confirm-sweep")
+        if config.sweep_interval > 0
+        else None
+    )
+
+    async def close() -> None:
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+        if wakeups is not None:
+            await wakeups.stop()
+        await engine.dispose()
+
+    server.on_stop.append(close)
+    return server
 
 
 async def main() -> None:
-    settings = CommonSettings()
+    settings = ConfirmSettings()
     await serve_main("confirm", settings, create_server, settings.confirm_address)

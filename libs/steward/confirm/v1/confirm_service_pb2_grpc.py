@@ -140,11 +140,11 @@ class ConfirmationServiceServicer:
     def CreateConfirmation(self, request, context):
         """CreateConfirmation stores a pending confirmation for a paused tool call (runtime only).
         Atomic (the CREATED audit event is written with it). Idempotent by request_id: a repeat
-        with the same content returns the same confirmation. Errors: INVALID_ARGUMENT
-        (INVALID_ARGUMENT); PERMISSION_DENIED (PERMISSION_DENIED); ALREADY_EXISTS
-        (REQUEST_ID_CONFLICT) when request_id was used with other content; FAILED_PRECONDITION
-        (LEASE_LOST) for a stale lease_epoch, (RUN_STATE_CONFLICT) when the run's confirmations
-        were already cancelled.
+        with the same content (every field but lease_epoch) returns the same confirmation.
+        Errors: INVALID_ARGUMENT (INVALID_ARGUMENT); PERMISSION_DENIED (PERMISSION_DENIED);
+        ALREADY_EXISTS (REQUEST_ID_CONFLICT) when request_id was used with other content;
+        FAILED_PRECONDITION (LEASE_LOST) for a stale lease_epoch, (RUN_STATE_CONFLICT) when the
+        run's confirmations were already cancelled.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -162,8 +162,9 @@ class ConfirmationServiceServicer:
 
     def ListConfirmations(self, request, context):
         """ListConfirmations lists the caller's confirmations, newest first, pending only by default.
-        Read-only and idempotent. Errors: INVALID_ARGUMENT (INVALID_ARGUMENT) for a bad filter or
-        page_token.
+        Idempotent; it changes nothing but applying the caller's overdue expiries first, so it never
+        lists a confirmation past expire_time as PENDING. Errors: INVALID_ARGUMENT (INVALID_ARGUMENT)
+        for a bad filter or page_token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -174,10 +175,12 @@ class ConfirmationServiceServicer:
         event and the feed entry commit together. Single-use: repeating the identical decision
         (canonically equal decision_json from the same principal) is idempotent and returns the
         same result. Refused decisions change nothing except a DECISION_REFUSED audit event (none
-        for NOT_FOUND). Checked in this order, errors: NOT_FOUND (CONFIRMATION_NOT_FOUND) when
-        unknown or another user's; FAILED_PRECONDITION (CONFIRMATION_EXPIRED) when expired,
-        (RUN_STATE_CONFLICT) when cancelled because its run ended, (CONFIRMATION_ALREADY_DECIDED)
-        when decided differently before, (ARGUMENTS_MISMATCH) when expected_arguments_hash differs;
+        for NOT_FOUND); a pending confirmation past expire_time is expired first, as by
+        GetConfirmation, and then refused as expired. Checked in this order, errors: NOT_FOUND
+        (CONFIRMATION_NOT_FOUND) when unknown or another user's; FAILED_PRECONDITION
+        (CONFIRMATION_EXPIRED) when expired, (RUN_STATE_CONFLICT) when cancelled because its run
+        ended, (CONFIRMATION_ALREADY_DECIDED) when decided differently before, (ARGUMENTS_MISMATCH)
+        when expected_arguments_hash differs;
         INVALID_ARGUMENT (DECISION_INVALID) when decision_json is not JSON or fails the schema,
         (INVALID_ARGUMENT) for other bad fields.
         """

@@ -55,11 +55,11 @@ class ConfirmationServiceStub:
     CreateConfirmation: _grpc.UnaryUnaryMultiCallable[_confirm_service_pb2.CreateConfirmationRequest, _confirm_service_pb2.CreateConfirmationResponse]
     """CreateConfirmation stores a pending confirmation for a paused tool call (runtime only).
     Atomic (the CREATED audit event is written with it). Idempotent by request_id: a repeat
-    with the same content returns the same confirmation. Errors: INVALID_ARGUMENT
-    (INVALID_ARGUMENT); PERMISSION_DENIED (PERMISSION_DENIED); ALREADY_EXISTS
-    (REQUEST_ID_CONFLICT) when request_id was used with other content; FAILED_PRECONDITION
-    (LEASE_LOST) for a stale lease_epoch, (RUN_STATE_CONFLICT) when the run's confirmations
-    were already cancelled.
+    with the same content (every field but lease_epoch) returns the same confirmation.
+    Errors: INVALID_ARGUMENT (INVALID_ARGUMENT); PERMISSION_DENIED (PERMISSION_DENIED);
+    ALREADY_EXISTS (REQUEST_ID_CONFLICT) when request_id was used with other content;
+    FAILED_PRECONDITION (LEASE_LOST) for a stale lease_epoch, (RUN_STATE_CONFLICT) when the
+    run's confirmations were already cancelled.
     """
     GetConfirmation: _grpc.UnaryUnaryMultiCallable[_confirm_service_pb2.GetConfirmationRequest, _confirm_service_pb2.GetConfirmationResponse]
     """GetConfirmation returns one confirmation; a pending one past expire_time is expired first,
@@ -69,18 +69,21 @@ class ConfirmationServiceStub:
     """
     ListConfirmations: _grpc.UnaryUnaryMultiCallable[_confirm_service_pb2.ListConfirmationsRequest, _confirm_service_pb2.ListConfirmationsResponse]
     """ListConfirmations lists the caller's confirmations, newest first, pending only by default.
-    Read-only and idempotent. Errors: INVALID_ARGUMENT (INVALID_ARGUMENT) for a bad filter or
-    page_token.
+    Idempotent; it changes nothing but applying the caller's overdue expiries first, so it never
+    lists a confirmation past expire_time as PENDING. Errors: INVALID_ARGUMENT (INVALID_ARGUMENT)
+    for a bad filter or page_token.
     """
     DecideConfirmation: _grpc.UnaryUnaryMultiCallable[_confirm_service_pb2.DecideConfirmationRequest, _confirm_service_pb2.DecideConfirmationResponse]
     """DecideConfirmation records a person's decision. Atomic: the decision, the DECIDED audit
     event and the feed entry commit together. Single-use: repeating the identical decision
     (canonically equal decision_json from the same principal) is idempotent and returns the
     same result. Refused decisions change nothing except a DECISION_REFUSED audit event (none
-    for NOT_FOUND). Checked in this order, errors: NOT_FOUND (CONFIRMATION_NOT_FOUND) when
-    unknown or another user's; FAILED_PRECONDITION (CONFIRMATION_EXPIRED) when expired,
-    (RUN_STATE_CONFLICT) when cancelled because its run ended, (CONFIRMATION_ALREADY_DECIDED)
-    when decided differently before, (ARGUMENTS_MISMATCH) when expected_arguments_hash differs;
+    for NOT_FOUND); a pending confirmation past expire_time is expired first, as by
+    GetConfirmation, and then refused as expired. Checked in this order, errors: NOT_FOUND
+    (CONFIRMATION_NOT_FOUND) when unknown or another user's; FAILED_PRECONDITION
+    (CONFIRMATION_EXPIRED) when expired, (RUN_STATE_CONFLICT) when cancelled because its run
+    ended, (CONFIRMATION_ALREADY_DECIDED) when decided differently before, (ARGUMENTS_MISMATCH)
+    when expected_arguments_hash differs;
     INVALID_ARGUMENT (DECISION_INVALID) when decision_json is not JSON or fails the schema,
     (INVALID_ARGUMENT) for other bad fields.
     """
@@ -170,11 +173,11 @@ class ConfirmationServiceAsyncStub(ConfirmationServiceStub):
     CreateConfirmation: _aio.UnaryUnaryMultiCallable[_confirm_service_pb2.CreateConfirmationRequest, _confirm_service_pb2.CreateConfirmationResponse]  # type: ignore[assignment]
     """CreateConfirmation stores a pending confirmation for a paused tool call (runtime only).
     Atomic (the CREATED audit event is written with it). Idempotent by request_id: a repeat
-    with the same content returns the same confirmation. Errors: INVALID_ARGUMENT
-    (INVALID_ARGUMENT); PERMISSION_DENIED (PERMISSION_DENIED); ALREADY_EXISTS
-    (REQUEST_ID_CONFLICT) when request_id was used with other content; FAILED_PRECONDITION
-    (LEASE_LOST) for a stale lease_epoch, (RUN_STATE_CONFLICT) when the run's confirmations
-    were already cancelled.
+    with the same content (every field but lease_epoch) returns the same confirmation.
+    Errors: INVALID_ARGUMENT (INVALID_ARGUMENT); PERMISSION_DENIED (PERMISSION_DENIED);
+    ALREADY_EXISTS (REQUEST_ID_CONFLICT) when request_id was used with other content;
+    FAILED_PRECONDITION (LEASE_LOST) for a stale lease_epoch, (RUN_STATE_CONFLICT) when the
+    run's confirmations were already cancelled.
     """
     GetConfirmation: _aio.UnaryUnaryMultiCallable[_confirm_service_pb2.GetConfirmationRequest, _confirm_service_pb2.GetConfirmationResponse]  # type: ignore[assignment]
     """GetConfirmation returns one confirmation; a pending one past expire_time is expired first,
@@ -184,18 +187,21 @@ class ConfirmationServiceAsyncStub(ConfirmationServiceStub):
     """
     ListConfirmations: _aio.UnaryUnaryMultiCallable[_confirm_service_pb2.ListConfirmationsRequest, _confirm_service_pb2.ListConfirmationsResponse]  # type: ignore[assignment]
     """ListConfirmations lists the caller's confirmations, newest first, pending only by default.
-    Read-only and idempotent. Errors: INVALID_ARGUMENT (INVALID_ARGUMENT) for a bad filter or
-    page_token.
+    Idempotent; it changes nothing but applying the caller's overdue expiries first, so it never
+    lists a confirmation past expire_time as PENDING. Errors: INVALID_ARGUMENT (INVALID_ARGUMENT)
+    for a bad filter or page_token.
     """
     DecideConfirmation: _aio.UnaryUnaryMultiCallable[_confirm_service_pb2.DecideConfirmationRequest, _confirm_service_pb2.DecideConfirmationResponse]  # type: ignore[assignment]
     """DecideConfirmation records a person's decision. Atomic: the decision, the DECIDED audit
     event and the feed entry commit together. Single-use: repeating the identical decision
     (canonically equal decision_json from the same principal) is idempotent and returns the
     same result. Refused decisions change nothing except a DECISION_REFUSED audit event (none
-    for NOT_FOUND). Checked in this order, errors: NOT_FOUND (CONFIRMATION_NOT_FOUND) when
-    unknown or another user's; FAILED_PRECONDITION (CONFIRMATION_EXPIRED) when expired,
-    (RUN_STATE_CONFLICT) when cancelled because its run ended, (CONFIRMATION_ALREADY_DECIDED)
-    when decided differently before, (ARGUMENTS_MISMATCH) when expected_arguments_hash differs;
+    for NOT_FOUND); a pending confirmation past expire_time is expired first, as by
+    GetConfirmation, and then refused as expired. Checked in this order, errors: NOT_FOUND
+    (CONFIRMATION_NOT_FOUND) when unknown or another user's; FAILED_PRECONDITION
+    (CONFIRMATION_EXPIRED) when expired, (RUN_STATE_CONFLICT) when cancelled because its run
+    ended, (CONFIRMATION_ALREADY_DECIDED) when decided differently before, (ARGUMENTS_MISMATCH)
+    when expected_arguments_hash differs;
     INVALID_ARGUMENT (DECISION_INVALID) when decision_json is not JSON or fails the schema,
     (INVALID_ARGUMENT) for other bad fields.
     """
@@ -288,11 +294,11 @@ class ConfirmationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_confirm_service_pb2.CreateConfirmationResponse, _abc.Awaitable[_confirm_service_pb2.CreateConfirmationResponse]]:
         """CreateConfirmation stores a pending confirmation for a paused tool call (runtime only).
         Atomic (the CREATED audit event is written with it). Idempotent by request_id: a repeat
-        with the same content returns the same confirmation. Errors: INVALID_ARGUMENT
-        (INVALID_ARGUMENT); PERMISSION_DENIED (PERMISSION_DENIED); ALREADY_EXISTS
-        (REQUEST_ID_CONFLICT) when request_id was used with other content; FAILED_PRECONDITION
-        (LEASE_LOST) for a stale lease_epoch, (RUN_STATE_CONFLICT) when the run's confirmations
-        were already cancelled.
+        with the same content (every field but lease_epoch) returns the same confirmation.
+        Errors: INVALID_ARGUMENT (INVALID_ARGUMENT); PERMISSION_DENIED (PERMISSION_DENIED);
+        ALREADY_EXISTS (REQUEST_ID_CONFLICT) when request_id was used with other content;
+        FAILED_PRECONDITION (LEASE_LOST) for a stale lease_epoch, (RUN_STATE_CONFLICT) when the
+        run's confirmations were already cancelled.
         """
 
     @_abc_1.abstractmethod
@@ -314,8 +320,9 @@ class ConfirmationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_confirm_service_pb2.ListConfirmationsResponse, _abc.Awaitable[_confirm_service_pb2.ListConfirmationsResponse]]:
         """ListConfirmations lists the caller's confirmations, newest first, pending only by default.
-        Read-only and idempotent. Errors: INVALID_ARGUMENT (INVALID_ARGUMENT) for a bad filter or
-        page_token.
+        Idempotent; it changes nothing but applying the caller's overdue expiries first, so it never
+        lists a confirmation past expire_time as PENDING. Errors: INVALID_ARGUMENT (INVALID_ARGUMENT)
+        for a bad filter or page_token.
         """
 
     @_abc_1.abstractmethod
@@ -328,10 +335,12 @@ class ConfirmationServiceServicer(metaclass=_abc_1.ABCMeta):
         event and the feed entry commit together. Single-use: repeating the identical decision
         (canonically equal decision_json from the same principal) is idempotent and returns the
         same result. Refused decisions change nothing except a DECISION_REFUSED audit event (none
-        for NOT_FOUND). Checked in this order, errors: NOT_FOUND (CONFIRMATION_NOT_FOUND) when
-        unknown or another user's; FAILED_PRECONDITION (CONFIRMATION_EXPIRED) when expired,
-        (RUN_STATE_CONFLICT) when cancelled because its run ended, (CONFIRMATION_ALREADY_DECIDED)
-        when decided differently before, (ARGUMENTS_MISMATCH) when expected_arguments_hash differs;
+        for NOT_FOUND); a pending confirmation past expire_time is expired first, as by
+        GetConfirmation, and then refused as expired. Checked in this order, errors: NOT_FOUND
+        (CONFIRMATION_NOT_FOUND) when unknown or another user's; FAILED_PRECONDITION
+        (CONFIRMATION_EXPIRED) when expired, (RUN_STATE_CONFLICT) when cancelled because its run
+        ended, (CONFIRMATION_ALREADY_DECIDED) when decided differently before, (ARGUMENTS_MISMATCH)
+        when expected_arguments_hash differs;
         INVALID_ARGUMENT (DECISION_INVALID) when decision_json is not JSON or fails the schema,
         (INVALID_ARGUMENT) for other bad fields.
         """

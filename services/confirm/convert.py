@@ -1,0 +1,96 @@
+"""Conversions between the confirm service's rows and the contract's messages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.confirm.db.models import AuditEventRow, ConfirmationRow, ExecutionRow
+from steward.confirm.v1 import audit_event_pb2, confirmation_pb2, execution_pb2
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(value: datetime) -> datetime:
+    """SQLite returns naive datetimes; only UTC is ever stored."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    result = Timestamp()
+    result.FromDatetime(aware(value))
+    return result
+
+
+def confirmation_message(row: ConfirmationRow) -> confirmation_pb2.Confirmation:
+    message = confirmation_pb2.Confirmation(
+        id=row.id,
+        user_id=row.user_id,
+        run_id=row.run_id,
+        conversation_id=row.conversation_id,
+        tool_call_id=row.tool_call_id,
+        tool_name=row.tool_name,
+        arguments_json=row.arguments_json,
+        arguments_hash=row.arguments_hash,
+        preview=confirmation_pb2.Preview(
+            kind=row.preview_kind,  # type: ignore[arg-type]
+            content=row.preview_content,
+            title=row.preview_title,
+        ),
+        decision_schema_json=row.decision_schema_json,
+        kind=row.kind,  # type: ignore[arg-type]
+        related_confirmation_id=row.related_confirmation_id,
+        state=row.state,  # type: ignore[arg-type]
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
+        expire_time=timestamp(row.expire_time),
+        acknowledge_time=timestamp(row.acknowledge_time),
+    )
+    if row.decide_time is not None:
+        message.decision.CopyFrom(
+            confirmation_pb2.Decision(
+                outcome=row.outcome,  # type: ignore[arg-type]
+                reason=row.decision_reason,
+                edited_arguments_json=row.edited_arguments_json,
+                decision_json=row.decision_json,
+                decided_by=row.decided_by,
+                surface=row.decision_surface,  # type: ignore[arg-type]
+                decide_time=timestamp(row.decide_time),
+            )
+        )
+    return message
+
+
+def audit_event_message(row: AuditEventRow) -> audit_event_pb2.AuditEvent:
+    return audit_event_pb2.AuditEvent(
+        id=row.id,
+        confirmation_id=row.confirmation_id,
+        run_id=row.run_id,
+        kind=row.kind,  # type: ignore[arg-type]
+        actor=row.actor,
+        surface=row.surface,  # type: ignore[arg-type]
+        reason=row.reason,
+        create_time=timestamp(row.create_time),
+    )
+
+
+def execution_message(row: ExecutionRow) -> execution_pb2.Execution:
+    return execution_pb2.Execution(
+        confirmation_id=row.confirmation_id,
+        run_id=row.run_id,
+        tool_call_id=row.tool_call_id,
+        state=row.state,  # type: ignore[arg-type]
+        idempotent=row.idempotent,
+        idempotency_key=row.idempotency_key,
+        arguments_hash=row.arguments_hash,
+        lease_epoch=row.lease_epoch,
+        result_json=row.result_json,
+        is_error=row.is_error,
+        start_time=timestamp(row.start_time),
+        finish_time=timestamp(row.finish_time),
+    )

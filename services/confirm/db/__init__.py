@@ -1,0 +1,1 @@
+"""The confirm service's database: confirmations, the decision feed, the audit trail, the execution ledger."""

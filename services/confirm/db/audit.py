@@ -1,0 +1,63 @@
+"""The audit trail: one append-only event per change or refused decision, written in the change's transaction."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.confirm import convert, paging
+from services.confirm.db.database import Database
+from services.confirm.db.models import AuditEventRow, ConfirmationRow
+from steward.confirm.v1 import audit_event_pb2, confirmation_pb2
+
+
+def record(
+    session: AsyncSession,
+    confirmation: ConfirmationRow,
+    kind: audit_event_pb2.AuditEventKind.ValueType,
+    *,
+    actor: str,
+    surface: confirmation_pb2.Surface.ValueType,
+    reason: str,
+    now: datetime,
+) -> None:
+    """Add an audit event about `confirmation` to the session's transaction."""
+    session.add(
+        AuditEventRow(
+            id=str(uuid.uuid4()),
+            user_id=confirmation.user_id,
+            confirmation_id=confirmation.id,
+            run_id=confirmation.run_id,
+            kind=kind,
+            actor=actor,
+            surface=surface,
+            reason=reason,
+            create_time=now,
+        )
+    )
+
+
+class AuditRepository:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def list_events(
+        self, user_id: str, run_id: str, confirmation_id: str, page_token: str, page_size: int
+    ) -> tuple[list[audit_event_pb2.AuditEvent], str]:
+        """The user's audit events, oldest first, optionally of one run or confirmation."""
+        after = paging.decode(page_token, int)
+        query = select(AuditEventRow).where(AuditEventRow.user_id == user_id)
+        if run_id:
+            query = query.where(AuditEventRow.run_id == run_id)
+        if confirmation_id:
+            query = query.where(AuditEventRow.confirmation_id == confirmation_id)
+        if after is not None:
+            query = query.where(AuditEventRow.seq > after[0])
+        async with self._db.reads() as session, session.begin():
+            rows = (await session.scalars(query.order_by(AuditEventRow.seq).limit(page_size + 1))).all()
+        page = rows[:page_size]
+        next_token = paging.encode(page[-1].seq) if len(rows) > page_size else ""
+        return [convert.audit_event_message(row) for row in page], next_token

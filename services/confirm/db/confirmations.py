@@ -1,0 +1,250 @@
+"""Confirmations: create (idempotent by request_id, fenced), get and list (expiring overdue ones first), cancel."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import grpc
+from sqlalchemy import Select, and_, exists, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.confirm import convert, paging
+from services.confirm.db import audit
+from services.confirm.db.database import Database
+from services.confirm.db.fencing import lock_fenced, lock_run
+from services.confirm.db.models import ConfirmationRow
+from services.confirm.db.publish import DECIDED_STATES, PENDING, expire, expire_overdue, overdue
+from steward.confirm.v1 import audit_event_pb2, confirmation_pb2
+from steward.errors import StewardError, failed_precondition, invalid_argument, not_found
+
+EXPIRY_BATCH = 500
+
+
+def confirmation_not_found(confirmation_id: str) -> StewardError:
+    error = not_found("CONFIRMATION_NOT_FOUND", f"confirmation {confirmation_id} not found")
+    error.metadata["resource"] = "confirmation"
+    return error
+
+
+@dataclass(frozen=True)
+class NewConfirmation:
+    """A validated CreateConfirmation request."""
+
+    request_id: str | None
+    # SHA-256 of what the request asks for (everything but request_id and lease_epoch).
+    request_hash: str
+    run_id: str
+    conversation_id: str
+    tool_call_id: str
+    tool_name: str
+    arguments_json: str
+    arguments_hash: str
+    preview: confirmation_pb2.Preview
+    decision_schema_json: str
+    kind: confirmation_pb2.ConfirmationKind.ValueType
+    related_confirmation_id: str
+    ttl: timedelta
+    lease_epoch: int
+    actor: str
+
+
+class ConfirmationRepository:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def create(self, user_id: str, new: NewConfirmation) -> confirmation_pb2.Confirmation:
+        """Store a pending confirmation and its CREATED event; a repeated request_id returns the earlier one."""
+        now = convert.now()
+        expired = False
+        async with self._db.writes() as session, session.begin():
+            run = await lock_fenced(session, user_id, new.run_id, new.lease_epoch, now)
+            earlier = None
+            if new.request_id is not None:
+                earlier = await session.scalar(
+                    select(ConfirmationRow)
+                    .where(ConfirmationRow.user_id == user_id, ConfirmationRow.request_id == new.request_id)
+                    .with_for_update()
+                )
+            if earlier is not None:
+                if earlier.request_hash != new.request_hash:
+                    raise StewardError(
+                        grpc.StatusCode.ALREADY_EXISTS,
+                        "REQUEST_ID_CONFLICT",
+                        "request_id was already used with different content",
+                    )
+                if expired := overdue(earlier, now):
+                    await expire(session, [earlier], now)
+                row = earlier
+            else:
+                if run.cancelled:
+                    raise failed_precondition("RUN_STATE_CONFLICT", f"run {new.run_id} has ended")
+                if new.related_confirmation_id:
+                    await self._check_related(session, user_id, new)
+                row = self._row(user_id, new, now)
+                session.add(row)
+                await session.flush()  # the confirmation exists before its audit event refers to it
+                audit.record(
+                    session,
+                    row,
+                    audit_event_pb2.AUDIT_EVENT_KIND_CREATED,
+                    actor=new.actor,
+                    surface=confirmation_pb2.SURFACE_GRPC,
+                    reason="",
+                    now=now,
+                )
+        if expired:
+            self._db.notifier.notify()
+        return convert.confirmation_message(row)
+
+    async def get(self, user_id: str, confirmation_id: str) -> confirmation_pb2.Confirmation:
+        """The user's confirmation, expired first when it is overdue."""
+        async with self._db.reads() as session, session.begin():
+            row = await session.scalar(self._owned(user_id, confirmation_id))
+        if row is None:
+            raise confirmation_not_found(confirmation_id)
+        now = convert.now()
+        if overdue(row, now):
+            async with self._db.writes() as session, session.begin():
+                row = await session.scalar(self._owned(user_id, confirmation_id).with_for_update())
+                if row is None:
+                    raise confirmation_not_found(confirmation_id)
+                if expired := overdue(row, now):
+                    await expire(session, [row], now)
+            if expired:
+                self._db.notifier.notify()
+        return convert.confirmation_message(row)
+
+    async def list_confirmations(
+        self, user_id: str, states: list[int], run_id: str, page_token: str, page_size: int
+    ) -> tuple[list[confirmation_pb2.Confirmation], str]:
+        """The user's confirmations in `states`, newest first, after expiring the user's overdue ones."""
+        after = paging.decode(page_token, int, str)
+        await self.expire_overdue(user_id)
+        query = select(ConfirmationRow).where(ConfirmationRow.user_id == user_id, ConfirmationRow.state.in_(states))
+        if run_id:
+            query = query.where(ConfirmationRow.run_id == run_id)
+        if after is not None:
+            created, last_id = paging.from_micros(int(after[0])), str(after[1])
+            query = query.where(
+                or_(
+                    ConfirmationRow.create_time < created,
+                    and_(ConfirmationRow.create_time == created, ConfirmationRow.id < last_id),
+                )
+            )
+        query = query.order_by(ConfirmationRow.create_time.desc(), ConfirmationRow.id.desc()).limit(page_size + 1)
+        async with self._db.reads() as session, session.begin():
+            rows = (await session.scalars(query)).all()
+        page = rows[:page_size]
+        next_token = paging.encode(paging.micros(page[-1].create_time), page[-1].id) if len(rows) > page_size else ""
+        return [convert.confirmation_message(row) for row in page], next_token
+
+    async def expire_overdue(self, user_id: str | None = None) -> int:
+        """Expire overdue confirmations (of one user, or of all); a read finds out first whether there are any."""
+        now = convert.now()
+        query = select(ConfirmationRow.id).where(ConfirmationRow.state == PENDING, ConfirmationRow.expire_time <= now)
+        if user_id is not None:
+            query = query.where(ConfirmationRow.user_id == user_id)
+        async with self._db.reads() as session, session.begin():
+            if not await session.scalar(select(exists(query))):
+                return 0
+        total = 0
+        while True:
+            async with self._db.writes() as session, session.begin():
+                count = await expire_overdue(session, now, EXPIRY_BATCH, user_id)
+            if count:
+                total += count
+                self._db.notifier.notify()
+            if count < EXPIRY_BATCH:
+                return total
+
+    async def cancel(self, user_id: str, run_id: str, reason: str, actor: str) -> list[confirmation_pb2.Confirmation]:
+        """End a run's confirmations: cancel the pending ones, acknowledge its unconsumed decisions."""
+        now = convert.now()
+        async with self._db.writes() as session, session.begin():
+            run = await lock_run(session, user_id, run_id, now)
+            if not run.cancelled:
+                run.cancelled = True
+                run.cancel_reason = reason
+                run.cancel_time = now
+                run.update_time = now
+            of_run = select(ConfirmationRow).where(ConfirmationRow.user_id == user_id, ConfirmationRow.run_id == run_id)
+            pending = (
+                await session.scalars(
+                    of_run.where(ConfirmationRow.state == PENDING)
+                    .order_by(ConfirmationRow.create_time)
+                    .with_for_update()
+                )
+            ).all()
+            for row in pending:
+                row.state = confirmation_pb2.CONFIRMATION_STATE_CANCELLED
+                row.update_time = now
+                audit.record(
+                    session,
+                    row,
+                    audit_event_pb2.AUDIT_EVENT_KIND_CANCELLED,
+                    actor=actor,
+                    surface=confirmation_pb2.SURFACE_GRPC,
+                    reason=reason,
+                    now=now,
+                )
+            unconsumed = (
+                await session.scalars(
+                    of_run.where(
+                        ConfirmationRow.state.in_(DECIDED_STATES), ConfirmationRow.acknowledge_time.is_(None)
+                    ).with_for_update()
+                )
+            ).all()
+            for row in unconsumed:
+                row.acknowledge_time = now
+                row.update_time = now
+        return [convert.confirmation_message(row) for row in pending]
+
+    @staticmethod
+    def _owned(user_id: str, confirmation_id: str) -> Select[ConfirmationRow]:
+        return select(ConfirmationRow).where(ConfirmationRow.id == confirmation_id, ConfirmationRow.user_id == user_id)
+
+    @staticmethod
+    async def _check_related(session: AsyncSession, user_id: str, new: NewConfirmation) -> None:
+        related = await session.scalar(
+            select(ConfirmationRow.id).where(
+                ConfirmationRow.id == new.related_confirmation_id,
+                ConfirmationRow.user_id == user_id,
+                ConfirmationRow.run_id == new.run_id,
+            )
+        )
+        if related is None:
+            message = "related_confirmation_id names no confirmation of this run"
+            raise invalid_argument("related_confirmation_id", message)
+
+    @staticmethod
+    def _row(user_id: str, new: NewConfirmation, now: datetime) -> ConfirmationRow:
+        return ConfirmationRow(
+            id=str(uuid.uuid4()),
+            user_id=user_id,
+            run_id=new.run_id,
+            conversation_id=new.conversation_id,
+            tool_call_id=new.tool_call_id,
+            tool_name=new.tool_name,
+            arguments_json=new.arguments_json,
+            arguments_hash=new.arguments_hash,
+            preview_kind=new.preview.kind,
+            preview_title=new.preview.title,
+            preview_content=new.preview.content,
+            decision_schema_json=new.decision_schema_json,
+            kind=new.kind,
+            related_confirmation_id=new.related_confirmation_id,
+            state=PENDING,
+            create_time=now,
+            update_time=now,
+            expire_time=now + new.ttl,
+            outcome=confirmation_pb2.DECISION_OUTCOME_UNSPECIFIED,
+            decision_reason="",
+            edited_arguments_json="",
+            decision_json="",
+            decided_by="",
+            decision_surface=confirmation_pb2.SURFACE_UNSPECIFIED,
+            request_id=new.request_id,
+            request_hash=new.request_hash,
+        )

@@ -1,0 +1,150 @@
+"""Decision JSON Schemas (draft 2020-12, checked with jsonschema's Draft202012Validator) and decisions.
+
+A decision schema always requires "outcome" ("approve" or "reject") and may allow "reason" (a
+string) and "edited_arguments" (an object). The default allows exactly those three. To have
+edited arguments checked against a tool's input schema, the runtime puts that schema under
+`properties.edited_arguments` of the decision schema: the confirmation carries no other schema.
+
+Schemas may only use local references ("#..."): nothing is ever fetched. Whatever a schema
+allows, a decision is also checked for the contract's shape after validation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import grpc
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError, best_match
+from referencing.exceptions import Unresolvable
+
+from services.confirm.validation import MAX_REASON_LENGTH, NUL, json_object
+from steward import canonical
+from steward.confirm.v1 import confirmation_pb2
+from steward.errors import StewardError, invalid_argument
+
+MAX_SCHEMA_LENGTH = 64 * 1024
+MAX_DECISION_LENGTH = 256 * 1024
+_MESSAGE_LENGTH = 300
+
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+DEFAULT_DECISION_SCHEMA: dict[str, Any] = {
+    "$schema": DRAFT_2020_12,
+    "type": "object",
+    "properties": {
+        "outcome": {"enum": ["approve", "reject"]},
+        "reason": {"type": "string", "maxLength": MAX_REASON_LENGTH},
+        "edited_arguments": {"type": "object"},
+    },
+    "required": ["outcome"],
+    "additionalProperties": False,
+}
+DEFAULT_DECISION_SCHEMA_JSON = json.dumps(DEFAULT_DECISION_SCHEMA, separators=(",", ":"))
+OUTCOMES = {"approve": confirmation_pb2.DECISION_OUTCOME_APPROVE, "reject": confirmation_pb2.DECISION_OUTCOME_REJECT}
+# The decision recorded when a confirmation expires (SURFACE_SYSTEM, no decider).
+EXPIRED_REASON = "expired"
+EXPIRED_DECISION_JSON = json.dumps({"outcome": "reject", "reason": EXPIRED_REASON}, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A decision that passed its schema."""
+
+    outcome: confirmation_pb2.DecisionOutcome.ValueType
+    reason: str
+    # The edited arguments in canonical form, and their hash; empty when the arguments were not edited.
+    edited_arguments_json: str
+    edited_arguments_hash: str
+
+
+def decision_schema(text: str) -> str:
+    """The decision schema to store: the default for empty text, else `text` once it is a usable schema."""
+    if not text:
+        return DEFAULT_DECISION_SCHEMA_JSON
+    field = "decision_schema_json"
+    schema = json_object(text, field, MAX_SCHEMA_LENGTH)
+    if schema.get("$schema", DRAFT_2020_12) not in (DRAFT_2020_12, DRAFT_2020_12 + "#"):
+        raise invalid_argument(field, f'decision_schema_json must be draft 2020-12 ("$schema": "{DRAFT_2020_12}")')
+    if _remote_reference(schema):
+        raise invalid_argument(field, "decision_schema_json may only use local references ($ref starting with #)")
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        message = f"decision_schema_json is not a draft 2020-12 schema: {_short(exc.message)}"
+        raise invalid_argument(field, message) from exc
+    if _validator(text).is_valid({}):
+        raise invalid_argument(field, 'decision_schema_json must require "outcome"')
+    return text
+
+
+def parse_decision(schema_text: str, decision_json: str) -> Decision:
+    """The decision in `decision_json`; INVALID_ARGUMENT (DECISION_INVALID) when it is not JSON or fails."""
+    if len(decision_json) > MAX_DECISION_LENGTH:
+        raise _invalid(f"decision_json is longer than {MAX_DECISION_LENGTH} characters")
+    try:
+        value = canonical.parse(decision_json)
+    except ValueError as exc:
+        raise _invalid(f"decision_json is not valid JSON: {exc}") from exc
+    try:
+        error = best_match(_validator(schema_text).iter_errors(value))
+    except Unresolvable as exc:
+        raise _invalid("the decision schema cannot be evaluated") from exc
+    if error is not None:
+        where = "/".join(str(part) for part in error.absolute_path) or "(root)"
+        raise _invalid(f"decision_json fails the decision schema at {where}: {_short(error.message)}")
+    return _shape(value)
+
+
+def same_decision(recorded_json: str, decision_json: str) -> bool:
+    """True when two decision texts are canonically equal JSON."""
+    try:
+        recorded = canonical.canonical(canonical.parse(recorded_json))
+        return recorded == canonical.canonical(canonical.parse(decision_json))
+    except ValueError:
+        return False
+
+
+def _shape(value: Any) -> Decision:
+    """The contract's shape, whatever a custom schema allowed."""
+    if not isinstance(value, dict) or value.get("outcome") not in OUTCOMES:
+        raise _invalid('a decision must be an object whose "outcome" is "approve" or "reject"')
+    reason = value.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH or NUL in reason:
+        raise _invalid(f'"reason" must be a string of at most {MAX_REASON_LENGTH} characters without U+0000')
+    edited = value.get("edited_arguments")
+    if edited is not None and not isinstance(edited, dict):
+        raise _invalid('"edited_arguments" must be a JSON object')
+    return Decision(
+        outcome=OUTCOMES[value["outcome"]],
+        reason=reason,
+        edited_arguments_json="" if edited is None else canonical.canonical(edited),
+        edited_arguments_hash="" if edited is None else canonical.sha256_hex(edited),
+    )
+
+
+@lru_cache(maxsize=256)
+def _validator(schema_text: str) -> Any:
+    return Draft202012Validator(canonical.parse(schema_text))
+
+
+def _remote_reference(value: Any) -> bool:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in ("$ref", "$dynamicRef") and not (isinstance(item, str) and item.startswith("#")):
+                return True
+            if _remote_reference(item):
+                return True
+    elif isinstance(value, list):
+        return any(_remote_reference(item) for item in value)
+    return False
+
+
+def _invalid(message: str) -> StewardError:
+    return StewardError(grpc.StatusCode.INVALID_ARGUMENT, "DECISION_INVALID", message)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _MESSAGE_LENGTH else text[: _MESSAGE_LENGTH - 1] + "…"

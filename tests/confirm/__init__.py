@@ -1,0 +1,1 @@
+"""Tests of the confirm service: confirmations, decisions, the feed, the execution ledger."""
