@@ -9,9 +9,10 @@ from grpc_health.v1 import health_pb2_grpc
 
 from gateway.keys import CLIENTS, SETTINGS, Clients
 from gateway.middlewares import MIDDLEWARES
-from gateway.routes import conversations, ops, runs
+from gateway.routes import confirmations, conversations, ops, runs
 from gateway.settings import GatewaySettings
 from steward.auth import TokenSigner
+from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
 from steward.rpc.channels import create_channel
 from steward.runtime.v1 import runtime_service_pb2_grpc as runtime_grpc
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
@@ -26,6 +27,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.router.add_routes(ops.routes)
     app.router.add_routes(conversations.routes)
     app.router.add_routes(runs.routes)
+    app.router.add_routes(confirmations.routes)
     app.cleanup_ctx.append(_clients)
     return app
 
@@ -44,6 +46,7 @@ async def _clients(app: web.Application) -> AsyncIterator[None]:
         conversations=store_grpc.ConversationServiceStub(channels["store"]),
         runs=store_grpc.RunServiceStub(channels["store"]),
         runtime=runtime_grpc.RuntimeServiceStub(channels["runtime"]),
+        confirm=confirm_grpc.ConfirmationServiceStub(channels["confirm"]),
         health={area: health_pb2_grpc.HealthStub(channel) for area, channel in channels.items()},
     )
     yield

@@ -8,6 +8,7 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2_grpc
 
 from gateway.settings import GatewaySettings
+from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
 from steward.runtime.v1 import runtime_service_pb2_grpc as runtime_grpc
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
 
@@ -19,6 +20,7 @@ class Clients:
     conversations: store_grpc.ConversationServiceAsyncStub
     runs: store_grpc.RunServiceAsyncStub
     runtime: runtime_grpc.RuntimeServiceAsyncStub
+    confirm: confirm_grpc.ConfirmationServiceAsyncStub
     health: dict[str, health_pb2_grpc.HealthStub]
 
 

@@ -13,6 +13,7 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from steward.common.v1 import content_pb2, usage_pb2
+from steward.confirm.v1 import confirmation_pb2
 from steward.store.v1 import conversation_pb2, run_event_pb2, run_pb2
 
 
@@ -130,4 +131,44 @@ def event_json(event: run_event_pb2.RunEvent) -> tuple[str, dict[str, Any]]:
         "type": kind,
         "time": _time(event.create_time),
         "data": payload,
+    }
+
+
+def confirmation_json(confirmation: confirmation_pb2.Confirmation) -> dict[str, Any]:
+    decision = confirmation.decision
+    decided = confirmation.HasField("decision")
+    return {
+        "id": confirmation.id,
+        "run_id": confirmation.run_id,
+        "conversation_id": confirmation.conversation_id,
+        "tool_call_id": confirmation.tool_call_id,
+        "tool_name": confirmation.tool_name,
+        "arguments": _arguments(confirmation.arguments_json),
+        "arguments_hash": confirmation.arguments_hash,
+        "preview": {
+            "kind": _enum(confirmation_pb2.PreviewKind.Name(confirmation.preview.kind), "PREVIEW_KIND_"),
+            "title": confirmation.preview.title,
+            "content": confirmation.preview.content,
+        },
+        "decision_schema": _arguments(confirmation.decision_schema_json),
+        "kind": _enum(confirmation_pb2.ConfirmationKind.Name(confirmation.kind), "CONFIRMATION_KIND_"),
+        "related_confirmation_id": confirmation.related_confirmation_id or None,
+        "state": _enum(confirmation_pb2.ConfirmationState.Name(confirmation.state), "CONFIRMATION_STATE_"),
+        "decision": (
+            {
+                "outcome": _enum(confirmation_pb2.DecisionOutcome.Name(decision.outcome), "DECISION_OUTCOME_"),
+                "reason": decision.reason or None,
+                "edited_arguments": _arguments(decision.edited_arguments_json)
+                if decision.edited_arguments_json
+                else None,
+                "decided_by": decision.decided_by or None,
+                "surface": _enum(confirmation_pb2.Surface.Name(decision.surface), "SURFACE_"),
+                "decide_time": _time(decision.decide_time),
+            }
+            if decided
+            else None
+        ),
+        "create_time": _time(confirmation.create_time),
+        "expire_time": _time(confirmation.expire_time),
+        "acknowledge_time": _time(confirmation.acknowledge_time, confirmation.HasField("acknowledge_time")),
     }

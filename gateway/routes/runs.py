@@ -20,6 +20,7 @@ from gateway import presenters
 from gateway.bodies import field_error
 from gateway.keys import CLIENTS, SETTINGS
 from steward.errors import from_rpc_error
+from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
 from steward.store.v1 import store_service_pb2 as store_pb
 
 log = structlog.get_logger(__name__)
@@ -36,6 +37,13 @@ def _cursor(request: web.Request) -> int:
 @routes.get("/api/v1/runs/{run_id}")
 async def get_run(request: web.Request) -> web.Response:
     reply = await request.app[CLIENTS].runs.GetRun(store_pb.GetRunRequest(id=request.match_info["run_id"]))
+    return web.json_response(presenters.run_json(reply.run))
+
+
+@routes.post("/api/v1/runs/{run_id}/cancel")
+async def cancel_run(request: web.Request) -> web.Response:
+    """Cancel a run in any state; a run that already ended is returned unchanged."""
+    reply = await request.app[CLIENTS].runtime.CancelRun(runtime_pb.CancelRunRequest(id=request.match_info["run_id"]))
     return web.json_response(presenters.run_json(reply.run))
 
 

@@ -1,0 +1,92 @@
+"""Confirmations: list (pending by default), get, decide; /api/v1/confirmations[/{id}[/decision]].
+
+A decision is the JSON object the confirmation's decision schema describes (by default
+{"outcome": "approve" | "reject", "reason"?: str, "edited_arguments"?: object}); the confirm service
+validates it, records the decider (the caller) and the surface ("api"), and refuses a second,
+different decision. `expected_arguments_hash` (the hash the person was shown) guards against deciding
+on arguments that changed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from gateway import presenters
+from gateway.bodies import field_error, json_object, optional_str
+from gateway.keys import CLIENTS
+from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
+from steward.confirm.v1 import confirmation_pb2
+
+routes = web.RouteTableDef()
+
+_STATES = {
+    name.removeprefix("CONFIRMATION_STATE_").lower(): value
+    for name, value in confirmation_pb2.ConfirmationState.items()
+    if value != confirmation_pb2.CONFIRMATION_STATE_UNSPECIFIED
+}
+MAX_DECISION_BYTES = 256 * 1024
+
+
+def _states(raw: str) -> list[confirmation_pb2.ConfirmationState.ValueType]:
+    if not raw:
+        return []
+    if raw == "all":
+        return list(_STATES.values())
+    states: list[confirmation_pb2.ConfirmationState.ValueType] = []
+    for name in raw.split(","):
+        if name not in _STATES:
+            raise field_error("state", f"must be 'all' or a comma-separated list of {sorted(_STATES)}")
+        states.append(_STATES[name])
+    return states
+
+
+@routes.get("/api/v1/confirmations")
+async def list_confirmations(request: web.Request) -> web.Response:
+    raw = request.query.get("page_size", "0")
+    if not raw.isdecimal() or len(raw) > 6:
+        raise field_error("page_size", "must be a non-negative integer")
+    reply = await request.app[CLIENTS].confirm.ListConfirmations(
+        confirm_pb.ListConfirmationsRequest(
+            page_size=int(raw),
+            page_token=request.query.get("page_token", ""),
+            states=_states(request.query.get("state", "")),
+            run_id=request.query.get("run_id", ""),
+        )
+    )
+    return web.json_response(
+        {
+            "confirmations": [presenters.confirmation_json(c) for c in reply.confirmations],
+            "next_page_token": reply.next_page_token or None,
+        }
+    )
+
+
+@routes.get("/api/v1/confirmations/{confirmation_id}")
+async def get_confirmation(request: web.Request) -> web.Response:
+    reply = await request.app[CLIENTS].confirm.GetConfirmation(
+        confirm_pb.GetConfirmationRequest(id=request.match_info["confirmation_id"])
+    )
+    return web.json_response(presenters.confirmation_json(reply.confirmation))
+
+
+@routes.post("/api/v1/confirmations/{confirmation_id}/decision")
+async def decide(request: web.Request) -> web.Response:
+    body = await json_object(request)
+    decision: Any = body.get("decision")
+    if not isinstance(decision, dict):
+        raise field_error("decision", 'must be a JSON object, e.g. {"outcome": "approve"}')
+    decision_json = json.dumps(decision, ensure_ascii=False)
+    if len(decision_json.encode()) > MAX_DECISION_BYTES:
+        raise field_error("decision", f"must be at most {MAX_DECISION_BYTES} bytes")
+    reply = await request.app[CLIENTS].confirm.DecideConfirmation(
+        confirm_pb.DecideConfirmationRequest(
+            confirmation_id=request.match_info["confirmation_id"],
+            decision_json=decision_json,
+            expected_arguments_hash=optional_str(body, "expected_arguments_hash", 64),
+            surface=confirmation_pb2.SURFACE_API,
+        )
+    )
+    return web.json_response(presenters.confirmation_json(reply.confirmation))
