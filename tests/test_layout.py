@@ -8,7 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_LINES = 400
-HAND_WRITTEN_ROOTS = ("libs/steward", "services", "gateway", "cli", "tests", "bench")
+HAND_WRITTEN_ROOTS = ("libs/steward", "services", "gateway", "cli", "tests", "bench", "examples")
 
 
 def _hand_written() -> list[Path]:

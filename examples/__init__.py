@@ -1,0 +1,1 @@
+"""Runnable examples that ship with Steward (not part of any service)."""

@@ -1,0 +1,184 @@
+"""The tools deployment config: which MCP servers the runtime connects to, and how far it trusts them.
+
+A YAML file, for example:
+
+    refresh_interval: 300            # default for every server (seconds between tool-list refreshes)
+    servers:
+      notes:
+        transport: stdio
+        command: python
+        args: ["-m", "examples.notes_mcp", "--data", "data/notes.db"]
+        env: {NOTES_MCP_WRITE_DELAY: "0", GITHUB_TOKEN: "${GITHUB_TOKEN}"}
+        cwd: /srv/steward
+        trust: trusted
+        tools: [list_notes, read_note, create_note]   # optional allow-list; fnmatch patterns allowed
+      search:
+        transport: http
+        url: https://mcp.example.com/mcp
+        headers: {Authorization: "Bearer ${SEARCH_TOKEN}"}
+        # trust defaults to untrusted
+
+A stdio server gets only the `env` given here (plus the SDK's small safe set: HOME, LOGNAME, PATH,
+SHELL, TERM, USER). `${NAME}` in an `env` or `headers` value is replaced by the runtime's own
+environment variable NAME at load time; an unset one is an error. Every problem is reported as a
+`ToolsConfigError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SERVER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+RESERVED_SERVER_NAMES = frozenset({"time", "calc", "client", "builtin", "steward"})
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ToolsConfigError(ValueError):
+    """The tools config cannot be read or is invalid; the message names the file and every field at fault."""
+
+
+class Trust(StrEnum):
+    """How far the runtime believes a server's tool annotations.
+
+    `trusted`: the operator vouches for the server; `readOnlyHint` lets a tool run without
+    confirmation, `idempotentHint` lets the runtime retry it after a crash. `untrusted` (the
+    default): annotations are ignored; every tool is a destructive, non-idempotent write.
+    """
+
+    TRUSTED = "trusted"
+    UNTRUSTED = "untrusted"
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ServerBase(_Base):
+    trust: Trust = Trust.UNTRUSTED
+    tools: tuple[str, ...] | None = None
+    """Allow-list of the server's own tool names (fnmatch patterns); None offers every tool."""
+    refresh_interval: float | None = Field(default=None, gt=0)
+    """Seconds between tool-list refreshes; None takes the file's default."""
+    connect_timeout: float = Field(default=10.0, gt=0)
+    """Seconds to connect and list tools, and the bound on any request without its own timeout."""
+
+
+class StdioServerConfig(_ServerBase):
+    transport: Literal["stdio"]
+    command: str = Field(min_length=1)
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: Path | None = None
+
+
+class HttpServerConfig(_ServerBase):
+    transport: Literal["http"]
+    url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+ServerConfig = Annotated[StdioServerConfig | HttpServerConfig, Field(discriminator="transport")]
+
+
+class ToolsConfig(_Base):
+    """The whole file. `servers` maps a server name (the prefix of its tools' names) to its settings."""
+
+    refresh_interval: float = Field(default=300.0, gt=0)
+    servers: dict[str, ServerConfig] = Field(default_factory=dict)
+
+    @field_validator("servers", mode="before")
+    @classmethod
+    def _server_names(cls, servers: Any) -> Any:
+        for name in servers if isinstance(servers, dict) else ():
+            if not isinstance(name, str) or not SERVER_NAME.fullmatch(name):
+                raise ValueError(f"server name {name!r} must match {SERVER_NAME.pattern}")
+            if name in RESERVED_SERVER_NAMES:
+                raise ValueError(f"server name {name!r} is reserved (built-in and client tool prefixes)")
+        return servers
+
+    def refresh_interval_for(self, name: str) -> float:
+        return self.servers[name].refresh_interval or self.refresh_interval
+
+
+def _expand(value: str, environ: Mapping[str, str], where: str) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in environ:
+            raise ToolsConfigError(f"{where}: environment variable {name} is not set")
+        return environ[name]
+
+    return _ENV_REF.sub(substitute, value)
+
+
+def _expand_references(raw: dict[str, Any], environ: Mapping[str, str], source: str) -> None:
+    servers = raw.get("servers")
+    if not isinstance(servers, dict):
+        return
+    for name, server in servers.items():
+        if not isinstance(server, dict):
+            continue
+        for field in ("env", "headers"):
+            values = server.get(field)
+            if isinstance(values, dict):
+                server[field] = {
+                    key: _expand(value, environ, f"{source}: servers.{name}.{field}.{key}")
+                    if isinstance(value, str)
+                    else value
+                    for key, value in values.items()
+                }
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid tools config ({error.error_count()} problem(s))"]
+    for problem in error.errors():
+        location = [str(part) for part in problem["loc"]]
+        if len(location) > 2 and location[0] == "servers" and location[2] in ("stdio", "http"):
+            del location[2]  # the union tag pydantic inserts: servers.notes.stdio.command
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"  {'.'.join(location) or '(top level)'}: {message}")
+    return "\n".join(lines)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    if not isinstance(error, yaml.MarkedYAMLError) or error.problem_mark is None:
+        return f": {error}"
+    mark = error.problem_mark
+    where = f" at line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
+    if error.context and error.context_mark is not None:
+        context = error.context_mark
+        where += f" ({error.context} at line {context.line + 1}, column {context.column + 1})"
+    return where
+
+
+def parse_config(text: str, *, source: str = "<tools config>", environ: Mapping[str, str] | None = None) -> ToolsConfig:
+    """Parse and validate YAML text. Raises ToolsConfigError."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ToolsConfigError(f"{source}: not valid YAML{_yaml_problem(exc)}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ToolsConfigError(f"{source}: the top level must be a mapping, got {type(raw).__name__}")
+    _expand_references(raw, os.environ if environ is None else environ, source)
+    try:
+        return ToolsConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ToolsConfigError(_describe(exc, source)) from None
+
+
+def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> ToolsConfig:
+    """Read, parse and validate the YAML file at `path`. Raises ToolsConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ToolsConfigError(f"{path}: cannot read tools config: {exc.strerror or exc}") from None
+    return parse_config(text, source=str(path), environ=environ)
