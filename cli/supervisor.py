@@ -113,7 +113,39 @@ class Supervisor:
             if not master.exists():
                 _write_secret(master, base64.b64encode(secrets.token_bytes(32)).decode())
             return {**env, "STEWARD_MASTER_KEY_FILE": str(master)}
+        if name == "runtime" and "STEWARD_TOOLS_FILE" not in env:
+            # The default agent gets the built-in tools and the example notes server (examples/notes_mcp).
+            return {
+                **env,
+                "STEWARD_TOOLS_FILE": str(self._example_tools()),
+                "STEWARD_DEFAULT_AGENT_TOOLS": json.dumps(["time.now", "calc", "notes.*"]),
+            }
         return env
+
+    def _example_tools(self) -> Path:
+        """A tools config (written once, then the operator's to edit) running the example notes server."""
+        path = self._data_dir / "tools.yaml"
+        if not path.exists():
+            notes = {
+                "transport": "stdio",
+                "command": sys.executable,
+                "args": [
+                    "-m",
+                    "examples.notes_mcp",
+                    "--transport",
+                    "stdio",
+                    "--data",
+                    str(self._data_dir / "notes.db"),
+                ],
+                "cwd": str(Path(__file__).resolve().parents[1]),
+                "trust": "trusted",
+            }
+            path.write_text(
+                "# MCP tool servers for the runtime; see docs/adr/0008-tools.md.\n"
+                + json.dumps({"servers": {"notes": notes}}, indent=2)
+                + "\n"
+            )
+        return path
 
     def _fake_llm_routes(self, port: int) -> Path:
         """A routes file sending the default route to the local fake upstream (no key needed)."""

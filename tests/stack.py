@@ -52,8 +52,11 @@ class Stack:
 
 
 @asynccontextmanager
-async def running_stack(data_dir: Path, *, demo_token_interval: float = 0.001) -> AsyncIterator[Stack]:
-    """Start store, provider, confirm and runtime in this process; stop them afterwards."""
+async def running_stack(
+    data_dir: Path, *, demo_token_interval: float = 0.001, runtime: dict[str, object] | None = None
+) -> AsyncIterator[Stack]:
+    """Start store, provider, confirm and runtime in this process; stop them afterwards. `runtime` overrides
+    runtime settings (tools_file, confirmation_ttl, ...)."""
     secret = secrets.token_urlsafe(32)
     base: dict[str, object] = {"internal_secret": secret, "data_dir": data_dir, "log_json": False}
     store = await create_store(
@@ -71,20 +74,21 @@ async def running_stack(data_dir: Path, *, demo_token_interval: float = 0.001) -
         "127.0.0.1:0",
     )
     confirm = await create_confirm(ConfirmSettings.model_validate(base), "127.0.0.1:0")
-    runtime = await create_runtime(
+    runtime_server = await create_runtime(
         RuntimeSettings.model_validate(
             {
                 **base,
                 "store_address": f"127.0.0.1:{store.port}",
                 "provider_address": f"127.0.0.1:{provider.port}",
                 "confirm_address": f"127.0.0.1:{confirm.port}",
+                **(runtime or {}),
             }
         ),
         "127.0.0.1:0",
     )
-    stack = Stack(secret, secrets.token_urlsafe(24), store, provider, confirm, runtime, data_dir)
+    stack = Stack(secret, secrets.token_urlsafe(24), store, provider, confirm, runtime_server, data_dir)
     try:
         yield stack
     finally:
-        for server in (runtime, confirm, provider, store):
+        for server in (runtime_server, confirm, provider, store):
             await server.stop(0.5)

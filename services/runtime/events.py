@@ -3,13 +3,15 @@
 The first text delta of a run is written at once (fast first token); later
 deltas are merged into one event and written at most every `interval` seconds,
 or sooner when another kind of event follows. Writes are serialized, so the
-log keeps the order in which events were produced.
+log keeps the order in which events were produced. A tap (the hooks' event
+tap) sees each event once it is durable, with its seq.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 from steward.store.v1 import run_event_pb2 as ev
 from steward.store.v1 import store_service_pb2 as store_pb
@@ -17,8 +19,16 @@ from steward.store.v1 import store_service_pb2_grpc as store_grpc
 
 
 class EventWriter:
-    def __init__(self, runs: store_grpc.RunServiceAsyncStub, run_id: str, epoch: int, interval: float) -> None:
+    def __init__(
+        self,
+        runs: store_grpc.RunServiceAsyncStub,
+        run_id: str,
+        epoch: int,
+        interval: float,
+        tap: Callable[[ev.RunEvent], Awaitable[None]] | None = None,
+    ) -> None:
         self._runs = runs
+        self._tap = tap
         self._run_id = run_id
         self._epoch = epoch
         self._interval = interval
@@ -60,11 +70,15 @@ class EventWriter:
             self._batches += 1
             # Keyed per holder and batch: a retried append after a timeout appends nothing twice.
             request_id = f"{self._run_id}/{self._epoch}/events/{self._batches}"
-            await self._runs.AppendRunEvents(
+            reply = await self._runs.AppendRunEvents(
                 store_pb.AppendRunEventsRequest(
                     run_id=self._run_id, lease_epoch=self._epoch, events=batch, request_id=request_id
                 )
             )
+            if self._tap is not None:
+                for offset, event in enumerate(batch):
+                    event.seq = reply.first_seq + offset
+                    await self._tap(event)
 
     async def close(self) -> None:
         """Stop the timer and write what is left."""

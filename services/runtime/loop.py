@@ -1,157 +1,221 @@
-"""The agent loop: claim a run, stream one model step into the event log, commit.
+"""The agent loop: claim a run, take model steps and resolve tool calls until it ends or pauses.
 
-Foundation scope: one model step per run with the built-in default agent and
-no tools. Tools, confirmations, limits, cancellation and crash recovery arrive
-with the runtime issue; the event kinds and store calls here are already the
-final ones.
+One task per run this replica holds (`RunLoop.start`). The task claims the run's lease, heartbeats
+it, and drives it from its last checkpoint: the conversation says which tool calls still need a
+result (history.py), the run says how many steps were taken and what they cost. Each model step is
+checkpointed with its assistant message; each tool result with its own message. A run ends
+completed, incomplete (a limit), failed, or cancelled, or pauses for a confirmation and gives up its
+lease; a decision (resume.py) or a restart starts a new task that claims it again.
+
+A task that loses its lease (another replica claimed the run: LEASE_LOST on any write) stops
+without writing anything more. A task stopped by shutdown releases the lease, so another replica
+can go on at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 
 import grpc
 import structlog
 from google.protobuf.duration_pb2 import Duration
 
+from services.runtime import steps
+from services.runtime.agents import limits_for, load_agent
+from services.runtime.context import RunContext, Services
 from services.runtime.events import EventWriter
-from services.runtime.settings import RuntimeSettings
-from steward.common.v1 import content_pb2, usage_pb2
+from steward.auth import Principal, reset_principal, set_principal
+from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
+from steward.confirm.v1 import confirmation_pb2
 from steward.errors import StewardError, from_rpc_error
-from steward.provider.v1 import provider_service_pb2 as provider_pb
-from steward.provider.v1 import provider_service_pb2_grpc as provider_grpc
 from steward.store.v1 import run_event_pb2 as ev
 from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
-from steward.store.v1 import store_service_pb2_grpc as store_grpc
 
 log = structlog.get_logger(__name__)
 
-HISTORY_PAGE_SIZE = 1000
+START, RESUME, RECOVER = "start", "resume", "recover"
 
 
 class RunLoop:
-    def __init__(
-        self,
-        settings: RuntimeSettings,
-        runs: store_grpc.RunServiceAsyncStub,
-        conversations: store_grpc.ConversationServiceAsyncStub,
-        provider: provider_grpc.ProviderServiceAsyncStub,
-    ) -> None:
-        self._settings = settings
-        self._runs = runs
-        self._conversations = conversations
-        self._provider = provider
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._settings = services.settings
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stop_reasons: dict[str, str] = {}
 
-    async def execute(self, run: run_pb2.Run) -> None:
-        """Run to a terminal state, recording failures in the run itself."""
-        with structlog.contextvars.bound_contextvars(run_id=run.id):
+    def active(self, run_id: str) -> bool:
+        return run_id in self._tasks
+
+    def start(self, run_id: str, owner_id: str, how: str, claimed: run_pb2.Run | None = None) -> bool:
+        """Drive a run in a new task (unless this replica already does); False when it already did."""
+        if run_id in self._tasks:
+            return False
+        task = asyncio.create_task(self._execute(run_id, owner_id, how, claimed), name=f"run-{run_id}")
+        self._tasks[run_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
+        return True
+
+    def cancel_local(self, run_id: str) -> bool:
+        """Stop this replica's task for a run that was asked to cancel; False when it holds none."""
+        task = self._tasks.get(run_id)
+        if task is None:
+            return False
+        self._stop_reasons[run_id] = "cancel"
+        task.cancel()
+        return True
+
+    async def shutdown(self) -> None:
+        """Stop every task; their runs keep their state and their leases are released."""
+        for run_id, task in list(self._tasks.items()):
+            self._stop_reasons.setdefault(run_id, "shutdown")
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def _execute(self, run_id: str, owner_id: str, how: str, claimed: run_pb2.Run | None) -> None:
+        token = set_principal(Principal(owner_id))
+        try:
+            with structlog.contextvars.bound_contextvars(run_id=run_id):
+                waiting = await self._claimed_run(run_id, how, claimed)
+                # A decision made while the run was still on its way to pausing found no paused run to
+                # resume (its claim was refused): look once more now that it is paused.
+                while waiting and await self._any_decided(waiting):
+                    waiting = await self._claimed_run(run_id, RESUME, None)
+        finally:
+            reset_principal(token)
+            self._stop_reasons.pop(run_id, None)
+
+    async def _any_decided(self, confirmation_ids: list[str]) -> bool:
+        for confirmation_id in confirmation_ids:
             try:
-                claimed = await self._runs.ClaimRun(
+                reply = await self._services.confirm.GetConfirmation(
+                    confirm_pb.GetConfirmationRequest(id=confirmation_id)
+                )
+            except grpc.aio.AioRpcError:
+                return False  # the sweep will find it
+            if reply.confirmation.state != confirmation_pb2.CONFIRMATION_STATE_PENDING:
+                return True
+        return False
+
+    async def _claimed_run(self, run_id: str, how: str, claimed: run_pb2.Run | None) -> list[str]:
+        """Claim (unless `claimed`) and drive the run; the confirmations it paused for, if it paused."""
+        runs = self._services.runs
+        if claimed is None:
+            try:
+                reply = await runs.ClaimRun(
                     store_pb.ClaimRunRequest(
-                        id=run.id,
-                        holder=self._settings.replica_id,
-                        lease_ttl=Duration(seconds=self._settings.lease_seconds),
+                        id=run_id, holder=self._settings.replica_id, lease_ttl=Duration(seconds=self._lease())
                     )
                 )
             except grpc.aio.AioRpcError as exc:
-                log.warning("claim_failed", reason=from_rpc_error(exc).reason)
-                return
-            epoch = claimed.run.lease_epoch
-            try:
-                await self._step(claimed.run, epoch)
-            except asyncio.CancelledError:
-                log.info("run_interrupted", epoch=epoch)
-                raise
-            except grpc.aio.AioRpcError as exc:
-                await self._fail(run.id, epoch, from_rpc_error(exc))
-            except StewardError as exc:
-                await self._fail(run.id, epoch, exc)
-            except Exception:
-                log.exception("run_crashed")
-                await self._fail(run.id, epoch, StewardError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error"))
+                log.info("claim_refused", reason=from_rpc_error(exc).reason)
+                return []
+            claimed = reply.run
+        epoch = claimed.lease_epoch
+        driver = asyncio.current_task()
+        assert driver is not None
+        heartbeat = asyncio.create_task(self._heartbeat(claimed.id, epoch, driver))
+        ctx: RunContext | None = None
+        try:
+            agent = await load_agent(self._services.agents, claimed, self._settings)
+            writer = EventWriter(runs, claimed.id, epoch, self._settings.text_flush_interval, tap=self._tap(claimed.id))
+            ctx = RunContext(
+                services=self._services,
+                run=claimed,
+                epoch=epoch,
+                agent=agent,
+                limits=limits_for(agent, claimed, self._settings),
+                writer=writer,
+                mode=claimed.mode or agent.mode,
+                step_count=claimed.step_count,
+            )
+            ctx.usage.CopyFrom(claimed.usage)
+            return await steps.drive(ctx, how)
+        except asyncio.CancelledError:
+            why = self._stop_reasons.get(run_id, "shutdown")
+            if why == "cancel" and ctx is not None:
+                await _shielded(self._cancelled(ctx))
+                return []
+            if why == "shutdown":
+                await _shielded(self._release(run_id, epoch))
+            raise
+        except grpc.aio.AioRpcError as exc:
+            await self._failed(ctx, run_id, epoch, from_rpc_error(exc))
+        except StewardError as exc:
+            await self._failed(ctx, run_id, epoch, exc)
+        except Exception:
+            log.exception("run_crashed")
+            await self._failed(ctx, run_id, epoch, StewardError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error"))
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        return []
 
-    async def _history(self, conversation_id: str) -> list[content_pb2.ChatMessage]:
-        history: list[content_pb2.ChatMessage] = []
-        token = ""
+    def _lease(self) -> int:
+        return max(1, int(self._settings.lease_seconds))
+
+    def _tap(self, run_id: str) -> Callable[[ev.RunEvent], Awaitable[None]]:
+        async def tap(event: ev.RunEvent) -> None:
+            await self._services.hooks.on_event(run_id, event)
+
+        return tap
+
+    async def _heartbeat(self, run_id: str, epoch: int, driver: asyncio.Task[None]) -> None:
+        """Extend the lease every third of its length; stop the driver when the run is cancelled or fenced."""
         while True:
-            page = await self._conversations.ListMessages(
-                store_pb.ListMessagesRequest(
-                    conversation_id=conversation_id, page_size=HISTORY_PAGE_SIZE, page_token=token
+            await asyncio.sleep(self._lease() / 3)
+            try:
+                reply = await self._services.runs.HeartbeatRun(
+                    store_pb.HeartbeatRunRequest(
+                        id=run_id, lease_epoch=epoch, lease_ttl=Duration(seconds=self._lease())
+                    )
+                )
+            except grpc.aio.AioRpcError as exc:
+                error = from_rpc_error(exc)
+                if error.reason in ("LEASE_LOST", "RUN_NOT_FOUND"):
+                    log.warning("lease_lost", epoch=epoch)
+                    self._stop_reasons[run_id] = "fenced"
+                    driver.cancel()
+                    return
+                log.warning("heartbeat_failed", reason=error.reason)
+                continue
+            if reply.cancel_requested:
+                self._stop_reasons[run_id] = "cancel"
+                driver.cancel()
+                return
+
+    async def _release(self, run_id: str, epoch: int) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await self._services.runs.ReleaseRun(store_pb.ReleaseRunRequest(id=run_id, lease_epoch=epoch))
+
+    async def _cancelled(self, ctx: RunContext) -> None:
+        log.info("run_cancelled")
+        try:
+            await ctx.services.runs.CheckpointRun(
+                store_pb.CheckpointRunRequest(
+                    run_id=ctx.run_id,
+                    lease_epoch=ctx.epoch,
+                    events=[ev.RunEvent(run_cancelled=ev.RunCancelled(cancelled_by="user"))],
+                    state=run_pb2.RUN_STATE_CANCELLED,
+                    request_id=f"{ctx.run_id}/cancelled",
                 )
             )
-            history.extend(content_pb2.ChatMessage(role=m.role, content=m.content) for m in page.messages)
-            if not page.next_page_token:
-                return history
-            token = page.next_page_token
+            await steps.cancel_confirmations(ctx.services, ctx.run_id)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("cancel_not_recorded", reason=from_rpc_error(exc).reason)
 
-    async def _step(self, run: run_pb2.Run, epoch: int) -> None:
-        route = self._settings.default_model_route
-        writer = EventWriter(self._runs, run.id, epoch, self._settings.text_flush_interval)
-        step = run.step_count + 1
-        await writer.emit(ev.RunEvent(run_started=ev.RunStarted(agent_id=run.agent_id, model_route=route)))
-        await writer.emit(ev.RunEvent(step=step, step_started=ev.StepStarted(model_route=route)))
-        history = await self._history(run.conversation_id)
-        parts: list[str] = []
-        usage = usage_pb2.Usage()
-        stream = self._provider.Generate(
-            provider_pb.GenerateRequest(
-                route=route,
-                system=self._settings.default_system_prompt,
-                messages=history,
-                max_tokens=self._settings.default_max_output_tokens,
-                run_id=run.id,
-                agent_id=run.agent_id,
-                step=step,
-                request_id=f"{run.id}/{epoch}/{step}",
-            )
-        )
-        async for chunk in stream:
-            kind = chunk.WhichOneof("event")
-            if kind == "text_delta":
-                parts.append(chunk.text_delta.text)
-                await writer.text(step, chunk.text_delta.text)
-            elif kind == "reasoning_delta":
-                await writer.emit(
-                    ev.RunEvent(step=step, reasoning_delta=ev.ReasoningDelta(text=chunk.reasoning_delta.text))
-                )
-            elif kind == "usage":
-                usage.CopyFrom(chunk.usage)
-        await writer.close()
-        answer = content_pb2.ChatMessage(
-            role=content_pb2.ROLE_ASSISTANT,
-            content=[content_pb2.ContentBlock(text=content_pb2.TextBlock(text="".join(parts)))],
-        )
-        committed = await self._runs.CheckpointRun(
-            store_pb.CheckpointRunRequest(
-                run_id=run.id,
-                lease_epoch=epoch,
-                messages=[answer],
-                events=[ev.RunEvent(step=step, usage=ev.UsageReported(usage=usage, run_total=usage))],
-                step_count=step,
-                usage=usage,
-                request_id=f"{run.id}/{epoch}/step/{step}",
-            )
-        )
-        await self._runs.CheckpointRun(
-            store_pb.CheckpointRunRequest(
-                run_id=run.id,
-                lease_epoch=epoch,
-                events=[ev.RunEvent(run_completed=ev.RunCompleted(message_id=committed.messages[0].id))],
-                state=run_pb2.RUN_STATE_COMPLETED,
-                step_count=step,
-                usage=usage,
-                request_id=f"{run.id}/{epoch}/completed",
-            )
-        )
-        log.info("run_completed", steps=step, output_tokens=usage.output_tokens)
-
-    async def _fail(self, run_id: str, epoch: int, error: StewardError) -> None:
+    async def _failed(self, ctx: RunContext | None, run_id: str, epoch: int, error: StewardError) -> None:
+        if error.reason == "LEASE_LOST":
+            log.warning("fenced", epoch=epoch)  # another replica holds the run: write nothing more
+            return
         transient = error.metadata.get("transient") == "true" or error.code == grpc.StatusCode.UNAVAILABLE
         run_error = run_pb2.RunError(reason=error.reason, message=error.message, transient=transient)
         log.warning("run_failed", reason=error.reason, transient=transient)
         try:
-            await self._runs.CheckpointRun(
+            await self._services.runs.CheckpointRun(
                 store_pb.CheckpointRunRequest(
                     run_id=run_id,
                     lease_epoch=epoch,
@@ -161,5 +225,15 @@ class RunLoop:
                     request_id=f"{run_id}/{epoch}/failed",
                 )
             )
+            await steps.cancel_confirmations(self._services, run_id)
         except grpc.aio.AioRpcError as exc:
             log.error("run_fail_not_recorded", reason=from_rpc_error(exc).reason)
+
+
+async def _shielded(work: Awaitable[None]) -> None:
+    """Finish `work` even though the calling task is being cancelled."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task

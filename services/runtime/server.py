@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from services.runtime.context import Services
+from services.runtime.hooks import AuditLog, Hooks
 from services.runtime.loop import RunLoop
+from services.runtime.resume import Resumer
 from services.runtime.servicer import RuntimeServicer
 from services.runtime.settings import RuntimeSettings
+from services.runtime.tool_setup import toolbox_from_settings
+from services.runtime.toolbox import Toolbox
 from steward.auth import TokenSigner, verifier_for
+from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
 from steward.provider.v1 import provider_service_pb2_grpc as provider_grpc
 from steward.rpc.channels import create_channel
 from steward.rpc.server import GrpcServer, registration, serve_main, start_grpc_server
@@ -17,31 +23,47 @@ DOMAIN = "runtime.steward"
 ACTOR = "runtime"
 
 
-async def create_server(settings: RuntimeSettings, address: str) -> GrpcServer:
-    """Connect to the store and provider and start serving RuntimeService on `address`."""
+async def create_server(settings: RuntimeSettings, address: str, *, toolbox: Toolbox | None = None) -> GrpcServer:
+    """Connect to the store, provider and confirm services, start the tools, and serve RuntimeService."""
     secret = settings.internal_secret.get_secret_value()
     signer = TokenSigner(secret, issuer=ACTOR)
-    store_channel = create_channel(settings.store_address, "store", signer=signer, actor=ACTOR)
-    provider_channel = create_channel(settings.provider_address, "provider", signer=signer, actor=ACTOR)
-    runs = store_grpc.RunServiceStub(store_channel)
-    loop = RunLoop(
-        settings,
-        runs=runs,
-        conversations=store_grpc.ConversationServiceStub(store_channel),
-        provider=provider_grpc.ProviderServiceStub(provider_channel),
+    channels = {
+        name: create_channel(address_, name, signer=signer, actor=ACTOR)
+        for name, address_ in (
+            ("store", settings.store_address),
+            ("provider", settings.provider_address),
+            ("confirm", settings.confirm_address),
+        )
+    }
+    tools, close_tools = (toolbox, None) if toolbox is not None else await toolbox_from_settings(settings)
+    services = Services(
+        runs=store_grpc.RunServiceStub(channels["store"]),
+        conversations=store_grpc.ConversationServiceStub(channels["store"]),
+        agents=store_grpc.AgentServiceStub(channels["store"]),
+        provider=provider_grpc.ProviderServiceStub(channels["provider"]),
+        confirm=confirm_grpc.ConfirmationServiceStub(channels["confirm"]),
+        toolbox=tools,
+        hooks=Hooks([AuditLog()]),
+        settings=settings,
     )
-    servicer = RuntimeServicer(runs, loop)  # type: ignore[abstract]  # unbuilt RPCs answer NOT_IMPLEMENTED
+    loop = RunLoop(services)
+    resumer = Resumer(services, loop)
+    servicer = RuntimeServicer(services, loop)
     server = await start_grpc_server(
         [registration(pb, pb_grpc, "RuntimeService", servicer)],
         address,
         verifier=verifier_for(settings),
         domain=DOMAIN,
     )
+    resumer.start()
 
     async def close() -> None:
-        await servicer.shutdown()
-        await store_channel.close()
-        await provider_channel.close()
+        await resumer.stop()
+        await loop.shutdown()
+        if close_tools is not None:
+            await close_tools()
+        for channel in channels.values():
+            await channel.close()
 
     server.on_stop.append(close)
     return server

@@ -10,12 +10,27 @@ from steward.settings import CommonSettings
 
 
 class RuntimeSettings(CommonSettings):
-    """Runtime settings. Until agents are stored, every run uses the default agent below."""
+    """Runtime settings: leases, the default agent (runs that name no stored agent) and default limits."""
 
     replica_id: str = Field(default_factory=lambda: f"runtime-{uuid.uuid4().hex[:12]}")
     lease_seconds: int = 30
     default_model_route: str = "demo"
     default_system_prompt: str = "You are Steward's default agent. Answer helpfully and concisely."
     default_max_output_tokens: int = 1024
+    # Tool name patterns the default agent may use.
+    default_agent_tools: list[str] = Field(default_factory=lambda: ["time.now", "calc"])
+    # Limits for runs whose agent and request set none (seconds for times; the timeout counts running time).
+    default_max_steps: int = 10
+    default_run_timeout: float = 30.0
+    default_tool_timeout: float = 30.0
+    default_first_token_timeout: float = 30.0
     # Text deltas after the first are coalesced into one event per this many seconds.
     text_flush_interval: float = 0.03
+    # Confirmations: seconds before an unanswered one is auto-rejected (0: the confirm service's default).
+    confirmation_ttl: float = 0.0
+    # Seconds between sweeps for decided confirmations and for runs whose lease expired.
+    sweep_interval: float = 5.0
+    # YAML file configuring MCP tool servers (docs/adr/0008-tools.md); empty means built-in tools only.
+    tools_file: str = ""
+    # Seconds start-up waits for the tool servers to connect before serving without the late ones.
+    tools_ready_timeout: float = 15.0

@@ -1,0 +1,99 @@
+"""The agent a run follows, and the limits it runs under.
+
+A run names a stored agent (the store's AgentService) or none, in which case
+the deployment's default agent from RuntimeSettings is used. Limits are the
+agent's, overridden field by field by the run's own, with the deployment's
+defaults for whatever neither sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from services.runtime.settings import RuntimeSettings
+from steward.common.v1 import limits_pb2
+from steward.store.v1 import agent_pb2, run_pb2
+from steward.store.v1 import store_service_pb2 as store_pb
+from steward.store.v1 import store_service_pb2_grpc as store_grpc
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_steps: int
+    max_tokens: int  # 0: no limit
+    max_cost_micros: int  # 0: no limit
+    timeout: float  # seconds of running (paused time does not count)
+    tool_timeout: float
+    first_token_timeout: float
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    id: str  # "" for the default agent
+    system_prompt: str
+    model_route: str
+    tools: list[str] = field(default_factory=list)  # name patterns
+    mode: int = agent_pb2.RUN_MODE_INTERACTIVE
+    auto_approved: list[str] = field(default_factory=list)
+    always_confirm: list[str] = field(default_factory=list)
+    limits: limits_pb2.RunLimits = field(default_factory=limits_pb2.RunLimits)
+
+
+def default_agent(settings: RuntimeSettings) -> AgentSpec:
+    return AgentSpec(
+        id="",
+        system_prompt=settings.default_system_prompt,
+        model_route=settings.default_model_route,
+        tools=list(settings.default_agent_tools),
+    )
+
+
+def from_stored(agent: agent_pb2.Agent, settings: RuntimeSettings) -> AgentSpec:
+    policy = agent.approval_policy
+    return AgentSpec(
+        id=agent.id,
+        system_prompt=agent.system_prompt,
+        model_route=agent.model_route or settings.default_model_route,
+        tools=list(agent.tools),
+        mode=policy.mode or agent_pb2.RUN_MODE_INTERACTIVE,
+        auto_approved=list(policy.auto_approved_tools),
+        always_confirm=list(policy.always_confirm_tools),
+        limits=agent.limits,
+    )
+
+
+async def load_agent(
+    agents: store_grpc.AgentServiceAsyncStub, run: run_pb2.Run, settings: RuntimeSettings
+) -> AgentSpec:
+    """The run's agent: the stored one it names, else the default agent."""
+    if not run.agent_id:
+        return default_agent(settings)
+    reply = await agents.GetAgent(store_pb.GetAgentRequest(id=run.agent_id))
+    return from_stored(reply.agent, settings)
+
+
+def _seconds(duration: object) -> float:
+    seconds = getattr(duration, "seconds", 0) + getattr(duration, "nanos", 0) / 1e9
+    return float(seconds)
+
+
+def limits_for(agent: AgentSpec, run: run_pb2.Run, settings: RuntimeSettings) -> Limits:
+    """Run limits over agent limits over the deployment's defaults, field by field."""
+
+    def pick(name: str, default: float) -> float:
+        for source in (run.limits, agent.limits):
+            if name in ("timeout", "tool_timeout", "first_token_timeout"):
+                if source.HasField(name):  # type: ignore[arg-type]
+                    return _seconds(getattr(source, name))
+            elif getattr(source, name):
+                return float(getattr(source, name))
+        return default
+
+    return Limits(
+        max_steps=int(pick("max_steps", settings.default_max_steps)),
+        max_tokens=int(pick("max_tokens", 0)),
+        max_cost_micros=int(pick("max_cost_micros", 0)),
+        timeout=pick("timeout", settings.default_run_timeout),
+        tool_timeout=pick("tool_timeout", settings.default_tool_timeout),
+        first_token_timeout=pick("first_token_timeout", settings.default_first_token_timeout),
+    )

@@ -1,0 +1,44 @@
+"""Where a run stands, read from its conversation (the checkpoint).
+
+A step checkpoints the assistant message with its tool calls; every tool
+result is then checkpointed as its own tool message as soon as it is known.
+So after any pause or crash, the tool calls still owed a result are those of
+the last assistant message without a tool result after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from steward.common.v1 import content_pb2
+
+
+@dataclass(frozen=True)
+class Pending:
+    calls: list[content_pb2.ToolCallBlock]  # the last assistant message's calls still without a result
+    answered: int  # how many of its calls have a result
+
+
+def tool_calls(message: content_pb2.ChatMessage) -> list[content_pb2.ToolCallBlock]:
+    return [block.tool_call for block in message.content if block.WhichOneof("block") == "tool_call"]
+
+
+def pending_calls(history: list[content_pb2.ChatMessage]) -> Pending:
+    """The tool calls of the last assistant message that have no result yet."""
+    for index in range(len(history) - 1, -1, -1):
+        if history[index].role != content_pb2.ROLE_ASSISTANT:
+            continue
+        calls = tool_calls(history[index])
+        answered = {
+            block.tool_result.tool_call_id
+            for message in history[index + 1 :]
+            for block in message.content
+            if block.WhichOneof("block") == "tool_result"
+        }
+        return Pending([call for call in calls if call.id not in answered], len(answered))
+    return Pending([], 0)
+
+
+def result_message(call_id: str, content: str, *, is_error: bool) -> content_pb2.ChatMessage:
+    block = content_pb2.ToolResultBlock(tool_call_id=call_id, content=content, is_error=is_error)
+    return content_pb2.ChatMessage(role=content_pb2.ROLE_TOOL, content=[content_pb2.ContentBlock(tool_result=block)])

@@ -1,0 +1,123 @@
+"""One model step: a Generate call streamed into the run's event log.
+
+Text and reasoning deltas go to the log as they come (text coalesced by the
+EventWriter); tool calls are assembled from their fragments and logged once
+their arguments are complete. Usage is summed over the provider's attempts
+(each attempt reports its own cumulative usage). The first event must come
+within the first-token limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from services.runtime.events import EventWriter
+from steward.common.v1 import content_pb2, usage_pb2
+from steward.errors import StewardError
+from steward.provider.v1 import provider_service_pb2 as provider_pb
+from steward.provider.v1 import provider_service_pb2_grpc as provider_grpc
+from steward.store.v1 import run_event_pb2 as ev
+
+
+@dataclass
+class StepResult:
+    message: content_pb2.ChatMessage  # the assistant message, tool calls included
+    usage: usage_pb2.Usage
+    stop_reason: int = provider_pb.STOP_REASON_UNSPECIFIED
+    tool_calls: list[content_pb2.ToolCallBlock] = field(default_factory=list)
+
+
+def add_usage(total: usage_pb2.Usage, more: usage_pb2.Usage) -> None:
+    total.input_tokens += more.input_tokens
+    total.output_tokens += more.output_tokens
+    total.cache_read_input_tokens += more.cache_read_input_tokens
+    total.cache_write_input_tokens += more.cache_write_input_tokens
+    total.cost_micros += more.cost_micros
+
+
+class _Assembler:
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.reasoning: list[str] = []
+        self.signature = ""
+        self.calls: dict[int, content_pb2.ToolCallBlock] = {}
+        self.arguments: dict[int, list[str]] = {}
+
+    def message(self) -> content_pb2.ChatMessage:
+        blocks: list[content_pb2.ContentBlock] = []
+        if self.reasoning or self.signature:
+            reasoning = content_pb2.ReasoningBlock(text="".join(self.reasoning), signature=self.signature)
+            blocks.append(content_pb2.ContentBlock(reasoning=reasoning))
+        if self.text:
+            blocks.append(content_pb2.ContentBlock(text=content_pb2.TextBlock(text="".join(self.text))))
+        blocks += [content_pb2.ContentBlock(tool_call=self.calls[index]) for index in sorted(self.calls)]
+        return content_pb2.ChatMessage(role=content_pb2.ROLE_ASSISTANT, content=blocks)
+
+
+async def run_step(
+    provider: provider_grpc.ProviderServiceAsyncStub,
+    request: provider_pb.GenerateRequest,
+    writer: EventWriter,
+    *,
+    first_token_timeout: float,
+) -> StepResult:
+    """Stream one Generate call; raises StewardError (from the provider) or TimeoutError (first token)."""
+    step = request.step
+    parts = _Assembler()
+    total = usage_pb2.Usage()
+    attempt = usage_pb2.Usage()
+    stop = provider_pb.STOP_REASON_UNSPECIFIED
+    stream = provider.Generate(request)
+    iterator = aiter(stream)
+    try:
+        async with asyncio.timeout(first_token_timeout):
+            first = await anext(iterator, None)
+        chunk = first
+        while chunk is not None:
+            kind = chunk.WhichOneof("event")
+            if kind == "text_delta":
+                parts.text.append(chunk.text_delta.text)
+                await writer.text(step, chunk.text_delta.text)
+            elif kind == "reasoning_delta":
+                parts.reasoning.append(chunk.reasoning_delta.text)
+                parts.signature = chunk.reasoning_delta.signature or parts.signature
+                if chunk.reasoning_delta.text:
+                    delta = ev.ReasoningDelta(text=chunk.reasoning_delta.text)
+                    await writer.emit(ev.RunEvent(step=step, reasoning_delta=delta))
+            elif kind == "tool_call_started":
+                started = chunk.tool_call_started
+                parts.calls[started.index] = content_pb2.ToolCallBlock(id=started.id, name=started.name)
+                parts.arguments[started.index] = []
+            elif kind == "tool_call_arguments_delta":
+                parts.arguments.setdefault(chunk.tool_call_arguments_delta.index, []).append(
+                    chunk.tool_call_arguments_delta.arguments_json_delta
+                )
+            elif kind == "tool_call_finished":
+                index = chunk.tool_call_finished.index
+                call = parts.calls.get(index)
+                if call is not None:
+                    call.arguments_json = "".join(parts.arguments.get(index, [])) or "{}"
+                    started_event = ev.ToolCallStarted(
+                        tool_call_id=call.id, tool_name=call.name, arguments_json=call.arguments_json
+                    )
+                    await writer.emit(ev.RunEvent(step=step, tool_call_started=started_event))
+            elif kind == "attempt_started":
+                add_usage(total, attempt)  # the previous attempt's usage stands; the new one starts at zero
+                attempt = usage_pb2.Usage()
+            elif kind == "usage":
+                attempt.CopyFrom(chunk.usage)
+            elif kind == "finished":
+                stop = chunk.finished.stop_reason
+            chunk = await anext(iterator, None)
+    finally:
+        stream.cancel()
+    add_usage(total, attempt)
+    await writer.flush()
+    message = parts.message()
+    return StepResult(message, total, stop, [parts.calls[index] for index in sorted(parts.calls)])
+
+
+def is_transient(error: StewardError) -> bool:
+    """Whether a provider error may pass if the step is tried again."""
+    return error.metadata.get("transient") == "true"

@@ -1,0 +1,138 @@
+"""Bringing runs back: decided confirmations resume paused runs; expired leases are taken over.
+
+Every replica follows the confirm service's decision feed (WatchDecisions) and, on start, after a
+broken feed and every `sweep_interval` seconds, also sweeps: ListDecidedConfirmations for decisions
+whose runs still wait (so none is lost if the feed broke), and ClaimRuns for runs nobody drives
+(queued runs whose replica died before starting them, running runs whose lease expired). For each,
+the run is started in this replica's loop unless it already drives it; its claim decides which
+replica wins, and the others' claims are refused.
+
+The feed and the sweeps act as the runtime service itself (no user); a resumed run acts for its
+owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+
+import grpc
+import structlog
+from google.protobuf.duration_pb2 import Duration
+
+from services.runtime.context import Services
+from services.runtime.loop import RECOVER, RESUME, RunLoop
+from steward.auth import Principal, reset_principal, service_principal, set_principal
+from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
+from steward.confirm.v1 import confirmation_pb2
+from steward.errors import from_rpc_error
+from steward.store.v1 import run_pb2
+from steward.store.v1 import store_service_pb2 as store_pb
+
+log = structlog.get_logger(__name__)
+
+CLAIM_BATCH = 16
+RETRY_SECONDS = 1.0
+
+
+class Resumer:
+    def __init__(self, services: Services, loop: RunLoop) -> None:
+        self._services = services
+        self._loop = loop
+        self._tasks: list[asyncio.Task[None]] = []
+        self._cursor = ""
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._as_service(self._watch()), name="decision-feed"),
+            asyncio.create_task(self._as_service(self._sweeps()), name="run-sweeps"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @staticmethod
+    async def _as_service(work: Coroutine[object, object, None]) -> None:
+        token = set_principal(service_principal("runtime"))
+        try:
+            await work
+        finally:
+            reset_principal(token)
+
+    def _resume(self, confirmation: confirmation_pb2.Confirmation) -> None:
+        if confirmation.state in (
+            confirmation_pb2.CONFIRMATION_STATE_APPROVED,
+            confirmation_pb2.CONFIRMATION_STATE_REJECTED,
+            confirmation_pb2.CONFIRMATION_STATE_EXPIRED,
+        ):
+            self._loop.start(confirmation.run_id, confirmation.user_id, RESUME)
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                stream = self._services.confirm.WatchDecisions(
+                    confirm_pb.WatchDecisionsRequest(after_cursor=self._cursor)
+                )
+                async for entry in stream:
+                    self._cursor = entry.cursor
+                    self._resume(entry.confirmation)
+            except grpc.aio.AioRpcError as exc:
+                error = from_rpc_error(exc)
+                if error.reason == "CURSOR_EXPIRED":
+                    self._cursor = ""  # the sweep covers what the feed no longer holds
+                log.info("decision_feed_broken", reason=error.reason)
+            await self.sweep_decisions()
+            await asyncio.sleep(RETRY_SECONDS)
+
+    async def _sweeps(self) -> None:
+        while True:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await self.sweep_decisions()
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await self.claim_orphans()
+            await asyncio.sleep(self._services.settings.sweep_interval)
+
+    async def sweep_decisions(self) -> None:
+        """Resume every run whose confirmation was decided but not yet consumed."""
+        token = ""
+        try:
+            while True:
+                page = await self._services.confirm.ListDecidedConfirmations(
+                    confirm_pb.ListDecidedConfirmationsRequest(page_size=200, page_token=token)
+                )
+                for confirmation in page.confirmations:
+                    self._resume(confirmation)
+                token = page.next_page_token
+                if not token:
+                    return
+        except grpc.aio.AioRpcError as exc:
+            log.info("decision_sweep_failed", reason=from_rpc_error(exc).reason)
+
+    async def _release_as_owner(self, run: run_pb2.Run) -> None:
+        token = set_principal(Principal(run.owner_id))
+        try:
+            release = store_pb.ReleaseRunRequest(id=run.id, lease_epoch=run.lease_epoch)
+            await self._services.runs.ReleaseRun(release)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("release_failed", run_id=run.id, reason=from_rpc_error(exc).reason)
+        finally:
+            reset_principal(token)
+
+    async def claim_orphans(self) -> None:
+        """Claim runs nobody drives (queued and never started, or running under an expired lease)."""
+        settings = self._services.settings
+        reply = await self._services.runs.ClaimRuns(
+            store_pb.ClaimRunsRequest(
+                holder=settings.replica_id, max_runs=CLAIM_BATCH, lease_ttl=Duration(seconds=settings.lease_seconds)
+            )
+        )
+        for run in reply.runs:
+            log.info("run_taken_over", run_id=run.id, epoch=run.lease_epoch)
+            if not self._loop.start(run.id, run.owner_id, RECOVER, claimed=run):
+                # This replica already has a task for the run (one just starting, whose own claim this one
+                # beat, or one that let its lease lapse and is now fenced): hand the run back, so that the
+                # next sweep claims it for a task of its own.
+                await self._release_as_owner(run)

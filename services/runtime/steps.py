@@ -1,0 +1,241 @@
+"""Driving a claimed run from its checkpoint to its end or its next pause.
+
+    loop:  tool calls owed a result?  → resolve them (tool_calls.py); pause if a person must decide
+           a limit reached?           → end incomplete with its reason
+           else                       → one model step; no tool calls in it → completed
+
+The wall-clock limit counts this replica's running time (paused time does not count). A step whose
+stream breaks with a transient provider error is restarted (a `step_restarted` event tells readers
+to drop that step's partial output), at most twice; the provider itself already retried and fell
+back before any content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import structlog
+
+from services.runtime import model_step
+from services.runtime.context import RunContext, Services
+from services.runtime.history import pending_calls
+from services.runtime.tool_calls import resolve
+from services.runtime.toolbox import ToolInfo
+from steward.common.v1 import content_pb2
+from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
+from steward.errors import StewardError, from_rpc_error
+from steward.provider.v1 import provider_service_pb2 as provider_pb
+from steward.store.v1 import run_event_pb2 as ev
+from steward.store.v1 import run_pb2
+from steward.store.v1 import store_service_pb2 as store_pb
+
+log = structlog.get_logger(__name__)
+
+HISTORY_PAGE_SIZE = 1000
+STEP_RESTARTS = 2
+
+
+async def history(ctx: RunContext) -> list[content_pb2.ChatMessage]:
+    messages: list[content_pb2.ChatMessage] = []
+    token = ""
+    while True:
+        page = await ctx.services.conversations.ListMessages(
+            store_pb.ListMessagesRequest(
+                conversation_id=ctx.run.conversation_id, page_size=HISTORY_PAGE_SIZE, page_token=token
+            )
+        )
+        messages.extend(content_pb2.ChatMessage(role=m.role, content=m.content) for m in page.messages)
+        if not page.next_page_token:
+            return messages
+        token = page.next_page_token
+
+
+async def drive(ctx: RunContext, how: str) -> list[str]:
+    """Run from the checkpoint until the run ends or pauses (see the module docstring); the ids of the
+    confirmations a paused run waits for."""
+    await _opening_event(ctx, how)
+    try:
+        async with asyncio.timeout(ctx.limits.timeout):
+            return await _loop(ctx)
+    except TimeoutError:
+        await finish(ctx, run_pb2.RUN_STATE_INCOMPLETE, incomplete=run_pb2.INCOMPLETE_REASON_TIMEOUT)
+        return []
+
+
+async def _opening_event(ctx: RunContext, how: str) -> None:
+    if how == "resume":
+        event = ev.RunEvent(run_resumed=ev.RunResumed())
+    elif ctx.run.last_event_seq > 0:
+        # Claimed from a replica that stopped mid-step: readers drop that step's partial output.
+        event = ev.RunEvent(step=ctx.step_count + 1, step_restarted=ev.StepRestarted(lease_epoch=ctx.epoch))
+    else:
+        event = ev.RunEvent(run_started=ev.RunStarted(agent_id=ctx.agent.id, model_route=ctx.agent.model_route))
+    await ctx.writer.emit(event)
+
+
+async def _loop(ctx: RunContext) -> list[str]:
+    tools = {tool.name: tool for tool in await ctx.services.toolbox.tools_for(ctx.agent, ctx.mode)}
+    while True:
+        messages = await history(ctx)
+        pending = pending_calls(messages)
+        if pending.calls:
+            resolution = await resolve(ctx, pending.calls, tools)
+            await _acknowledge(ctx, resolution.acknowledge)
+            if resolution.waiting:
+                await pause(ctx)
+                return resolution.waiting
+            continue
+        limit = _limit_reached(ctx)
+        if limit:
+            await finish(ctx, run_pb2.RUN_STATE_INCOMPLETE, incomplete=limit)
+            return []
+        result = await _step(ctx, messages, list(tools.values()))
+        if result is None:
+            return []
+        if not result.tool_calls:
+            await finish(ctx, run_pb2.RUN_STATE_COMPLETED, message_id=ctx.last_message_id)
+            return []
+
+
+def _limit_reached(ctx: RunContext) -> int:
+    limits = ctx.limits
+    if ctx.step_count >= limits.max_steps:
+        return run_pb2.INCOMPLETE_REASON_MAX_STEPS
+    tokens = ctx.usage.input_tokens + ctx.usage.output_tokens
+    if limits.max_tokens and tokens >= limits.max_tokens:
+        return run_pb2.INCOMPLETE_REASON_MAX_TOKENS
+    if limits.max_cost_micros and ctx.usage.cost_micros >= limits.max_cost_micros:
+        return run_pb2.INCOMPLETE_REASON_BUDGET
+    return run_pb2.INCOMPLETE_REASON_UNSPECIFIED
+
+
+def _request(
+    ctx: RunContext, messages: list[content_pb2.ChatMessage], tools: list[ToolInfo], step: int
+) -> provider_pb.GenerateRequest:
+    max_tokens = 4096
+    if ctx.limits.max_tokens:
+        used = ctx.usage.input_tokens + ctx.usage.output_tokens
+        max_tokens = max(1, min(max_tokens, ctx.limits.max_tokens - used))
+    return provider_pb.GenerateRequest(
+        route=ctx.agent.model_route,
+        system=ctx.agent.system_prompt,
+        messages=messages,
+        tools=[
+            content_pb2.ToolSpec(name=t.name, description=t.description, input_schema_json=t.input_schema_json)
+            for t in tools
+        ],
+        max_tokens=max_tokens,
+        run_id=ctx.run_id,
+        agent_id=ctx.agent.id,
+        step=step,
+        request_id=f"{ctx.run_id}/{ctx.epoch}/{step}",
+    )
+
+
+async def _step(
+    ctx: RunContext, messages: list[content_pb2.ChatMessage], tools: list[ToolInfo]
+) -> model_step.StepResult | None:
+    """One model step, checkpointed; None when the run ended instead (budget, or a failure)."""
+    step = ctx.step_count + 1
+    for attempt in range(STEP_RESTARTS + 1):
+        if attempt:
+            await ctx.writer.emit(ev.RunEvent(step=step, step_restarted=ev.StepRestarted(lease_epoch=ctx.epoch)))
+        await ctx.writer.emit(ev.RunEvent(step=step, step_started=ev.StepStarted(model_route=ctx.agent.model_route)))
+        await ctx.services.hooks.before_model_call(ctx.run_id, step, ctx.agent.model_route)
+        try:
+            request = _request(ctx, messages, tools, step)
+            result = await model_step.run_step(
+                ctx.services.provider, request, ctx.writer, first_token_timeout=ctx.limits.first_token_timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            error = from_rpc_error(exc)
+            await ctx.services.hooks.after_model_call(ctx.run_id, step, 0, error.reason)
+            if error.reason == "BUDGET_EXCEEDED":
+                await finish(ctx, run_pb2.RUN_STATE_INCOMPLETE, incomplete=run_pb2.INCOMPLETE_REASON_BUDGET)
+                return None
+            if model_step.is_transient(error) and attempt < STEP_RESTARTS:
+                log.info("step_restarting", step=step, reason=error.reason)
+                continue
+            raise error from exc
+        except TimeoutError as exc:
+            await ctx.services.hooks.after_model_call(ctx.run_id, step, 0, "FIRST_TOKEN_TIMEOUT")
+            if attempt < STEP_RESTARTS:
+                continue
+            raise StewardError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", "the model sent nothing in time"
+            ) from exc
+        await ctx.services.hooks.after_model_call(ctx.run_id, step, len(result.tool_calls))
+        model_step.add_usage(ctx.usage, result.usage)
+        usage_event = ev.RunEvent(step=step, usage=ev.UsageReported(usage=result.usage, run_total=ctx.usage))
+        committed = await ctx.services.runs.CheckpointRun(
+            store_pb.CheckpointRunRequest(
+                run_id=ctx.run_id,
+                lease_epoch=ctx.epoch,
+                messages=[result.message] if result.message.content else [],
+                events=[usage_event],
+                step_count=step,
+                usage=ctx.usage,
+                request_id=f"{ctx.run_id}/{ctx.epoch}/step/{step}",
+            )
+        )
+        ctx.step_count = step
+        ctx.last_message_id = committed.messages[0].id if committed.messages else ""
+        return result
+    raise AssertionError("unreachable")
+
+
+async def cancel_confirmations(services: Services, run_id: str, reason: str = "") -> None:
+    """Cancel the pending confirmations of a run that ended (best effort: a failure is logged)."""
+    try:
+        await services.confirm.CancelConfirmations(confirm_pb.CancelConfirmationsRequest(run_id=run_id, reason=reason))
+    except grpc.aio.AioRpcError as exc:
+        log.warning("confirmations_not_cancelled", reason=from_rpc_error(exc).reason)
+
+
+async def _acknowledge(ctx: RunContext, confirmation_ids: list[str]) -> None:
+    for confirmation_id in confirmation_ids:
+        await ctx.services.confirm.AcknowledgeDecision(
+            confirm_pb.AcknowledgeDecisionRequest(confirmation_id=confirmation_id, lease_epoch=ctx.epoch)
+        )
+
+
+async def pause(ctx: RunContext) -> None:
+    """Wait for a person: checkpoint paused (which gives up the lease)."""
+    await ctx.writer.close()
+    reason = run_pb2.PAUSE_REASON_AWAITING_CONFIRMATION
+    await ctx.services.runs.CheckpointRun(
+        store_pb.CheckpointRunRequest(
+            run_id=ctx.run_id,
+            lease_epoch=ctx.epoch,
+            events=[ev.RunEvent(run_paused=ev.RunPaused(reason=reason))],
+            state=run_pb2.RUN_STATE_PAUSED,
+            pause_reason=reason,
+            request_id=f"{ctx.run_id}/{ctx.epoch}/paused",
+        )
+    )
+    log.info("run_paused", steps=ctx.step_count)
+
+
+async def finish(ctx: RunContext, state: int, *, incomplete: int = 0, message_id: str = "") -> None:
+    """End the run: completed or incomplete (with its limit)."""
+    await ctx.writer.close()
+    if state == run_pb2.RUN_STATE_COMPLETED:
+        event = ev.RunEvent(run_completed=ev.RunCompleted(message_id=message_id))
+    else:
+        event = ev.RunEvent(run_incomplete=ev.RunIncomplete(reason=incomplete))  # type: ignore[arg-type]
+    await ctx.services.runs.CheckpointRun(
+        store_pb.CheckpointRunRequest(
+            run_id=ctx.run_id,
+            lease_epoch=ctx.epoch,
+            events=[event],
+            state=state,  # type: ignore[arg-type]
+            incomplete_reason=incomplete,  # type: ignore[arg-type]
+            step_count=ctx.step_count,
+            usage=ctx.usage,
+            request_id=f"{ctx.run_id}/{ctx.epoch}/end",
+        )
+    )
+    if state != run_pb2.RUN_STATE_COMPLETED:
+        await cancel_confirmations(ctx.services, ctx.run_id)
+    log.info("run_ended", state=run_pb2.RunState.Name(state), steps=ctx.step_count)  # type: ignore[arg-type]

@@ -1,0 +1,235 @@
+"""Resolving a step's tool calls: read tools at once, writes through confirmations and the ledger.
+
+For every call still owed a result (history.pending_calls), in order:
+- an unknown tool, arguments that are not a JSON object or do not fit the tool's schema: an error
+  result the model can act on;
+- a read tool: called at once (all read calls of the step in parallel), each with the tool timeout;
+- a write tool the agent's policy lets through (autonomous mode, as the tool layer classifies it):
+  called with the idempotency key "<run id>:<tool call id>";
+- any other write: a confirmation (idempotent by "<run id>/<tool call id>/write", so a resumed run
+  finds the one it made before). Pending: the call waits and the run will pause. Rejected or
+  expired: an error result saying so. Approved: executed through the execution ledger
+  (ledger.execute), with the decider's edited arguments if any.
+
+Each result is checkpointed as its own tool message with its event as soon as it is known, keyed by
+"<run id>/<tool call id>/result", so a replica resuming after a crash never repeats a finished call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from services.runtime import ledger
+from services.runtime.context import RunContext
+from services.runtime.history import result_message
+from services.runtime.ledger import call_tool
+from services.runtime.toolbox import Kind, ToolInfo, ToolOutcome
+from steward import canonical
+from steward.canonical import arguments_hash
+from steward.common.v1 import content_pb2
+from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
+from steward.confirm.v1 import confirmation_pb2
+from steward.store.v1 import run_event_pb2 as ev
+from steward.store.v1 import store_service_pb2 as store_pb
+
+DECIDED = (
+    confirmation_pb2.CONFIRMATION_STATE_APPROVED,
+    confirmation_pb2.CONFIRMATION_STATE_REJECTED,
+    confirmation_pb2.CONFIRMATION_STATE_EXPIRED,
+)
+
+
+@dataclass
+class Resolution:
+    waiting: list[str] = field(default_factory=list)  # ids of confirmations a person has yet to decide
+    acknowledge: list[str] = field(default_factory=list)  # decided confirmations consumed by this resolution
+
+
+def parse_arguments(tool: ToolInfo, arguments_json: str, ctx: RunContext) -> dict[str, object] | str:
+    """The arguments as an object, or why they cannot be used."""
+    try:
+        arguments = canonical.parse(arguments_json or "{}")
+    except ValueError as exc:
+        return f"the arguments of {tool.name} are not valid JSON: {exc}"
+    if not isinstance(arguments, dict):
+        return f"the arguments of {tool.name} must be a JSON object"
+    problem = ctx.services.toolbox.validate(tool, arguments)
+    return f"invalid arguments for {tool.name}: {problem}" if problem else arguments
+
+
+async def record_result(
+    ctx: RunContext, call: content_pb2.ToolCallBlock, outcome: ToolOutcome, *, reason: str = ""
+) -> None:
+    """Checkpoint one tool result (message + event), once."""
+    await ctx.writer.flush()
+    if outcome.is_error:
+        event = ev.RunEvent(
+            step=ctx.step_count,
+            tool_call_failed=ev.ToolCallFailed(
+                tool_call_id=call.id, reason=reason or "TOOL_ERROR", message=outcome.content[:2000]
+            ),
+        )
+    else:
+        finished = ev.ToolCallFinished(tool_call_id=call.id, result=outcome.content)
+        event = ev.RunEvent(step=ctx.step_count, tool_call_finished=finished)
+    await ctx.services.runs.CheckpointRun(
+        store_pb.CheckpointRunRequest(
+            run_id=ctx.run_id,
+            lease_epoch=ctx.epoch,
+            messages=[result_message(call.id, outcome.content, is_error=outcome.is_error)],
+            events=[event],
+            request_id=f"{ctx.run_id}/{call.id}/result",
+        )
+    )
+    await ctx.services.hooks.on_event(ctx.run_id, event)
+    await ctx.services.hooks.after_tool_call(ctx.run_id, call.id, call.name, outcome.is_error)
+
+
+async def _read(ctx: RunContext, call: content_pb2.ToolCallBlock, tool: ToolInfo, arguments: dict[str, object]) -> None:
+    await ctx.services.hooks.before_tool_call(ctx.run_id, call.id, tool.name, "")
+    outcome = await call_tool(ctx, tool, arguments, f"{ctx.run_id}:{call.id}")
+    await record_result(ctx, call, outcome)
+
+
+async def confirmation_for(
+    ctx: RunContext, call: content_pb2.ToolCallBlock, tool: ToolInfo, arguments: dict[str, object]
+) -> confirmation_pb2.Confirmation:
+    """The confirmation for a write call: created the first time, found again after that."""
+    preview = confirmation_pb2.Preview(
+        kind=confirmation_pb2.PREVIEW_KIND_JSON,
+        title=f"{tool.name} wants to make a change",
+        content=json.dumps(arguments, indent=2, ensure_ascii=False),
+    )
+    request = confirm_pb.CreateConfirmationRequest(
+        request_id=f"{ctx.run_id}/{call.id}/write",
+        run_id=ctx.run_id,
+        conversation_id=ctx.run.conversation_id,
+        tool_call_id=call.id,
+        tool_name=tool.name,
+        arguments_json=json.dumps(arguments, ensure_ascii=False),
+        preview=preview,
+        kind=confirmation_pb2.CONFIRMATION_KIND_TOOL_WRITE,
+        lease_epoch=ctx.epoch,
+    )
+    if ctx.services.settings.confirmation_ttl > 0:
+        request.ttl.FromTimedelta(timedelta(seconds=ctx.services.settings.confirmation_ttl))
+    reply = await ctx.services.confirm.CreateConfirmation(request)
+    return reply.confirmation
+
+
+async def announce_request(ctx: RunContext, confirmation: confirmation_pb2.Confirmation) -> None:
+    """The confirmation_requested event, written once per confirmation."""
+    requested = ev.ConfirmationRequested(
+        confirmation_id=confirmation.id,
+        tool_call_id=confirmation.tool_call_id,
+        tool_name=confirmation.tool_name,
+        arguments_json=confirmation.arguments_json,
+        preview=confirmation.preview.content,
+        decision_schema_json=confirmation.decision_schema_json,
+        expire_time=confirmation.expire_time,
+    )
+    await append_once(ctx, ev.RunEvent(step=ctx.step_count, confirmation_requested=requested), confirmation.id)
+
+
+async def announce_decision(ctx: RunContext, confirmation: confirmation_pb2.Confirmation) -> None:
+    decision = confirmation.decision
+    outcome = confirmation_pb2.ConfirmationState.Name(confirmation.state).removeprefix("CONFIRMATION_STATE_").lower()
+    decided = ev.ConfirmationDecided(
+        confirmation_id=confirmation.id,
+        outcome=outcome,
+        decided_by=decision.decided_by,
+        surface=confirmation_pb2.Surface.Name(decision.surface).removeprefix("SURFACE_").lower(),
+    )
+    await append_once(ctx, ev.RunEvent(step=ctx.step_count, confirmation_decided=decided), f"{confirmation.id}/decided")
+
+
+async def append_once(ctx: RunContext, event: ev.RunEvent, key: str) -> None:
+    await ctx.writer.flush()
+    await ctx.services.runs.AppendRunEvents(
+        store_pb.AppendRunEventsRequest(
+            run_id=ctx.run_id, lease_epoch=ctx.epoch, events=[event], request_id=f"{ctx.run_id}/event/{key}"
+        )
+    )
+    await ctx.services.hooks.on_event(ctx.run_id, event)
+
+
+def rejection(confirmation: confirmation_pb2.Confirmation) -> ToolOutcome:
+    if confirmation.state == confirmation_pb2.CONFIRMATION_STATE_EXPIRED:
+        return ToolOutcome("Nobody confirmed this change in time, so it was not made.", is_error=True)
+    reason = confirmation.decision.reason
+    said = f" They said: {reason}" if reason else ""
+    return ToolOutcome(f"The user rejected this change; it was not made.{said}", is_error=True)
+
+
+async def _write(
+    ctx: RunContext,
+    call: content_pb2.ToolCallBlock,
+    tool: ToolInfo,
+    arguments: dict[str, object],
+    resolution: Resolution,
+) -> None:
+    if not tool.needs_confirmation:
+        await ctx.services.hooks.before_tool_call(ctx.run_id, call.id, tool.name, "")
+        await record_result(ctx, call, await call_tool(ctx, tool, arguments, f"{ctx.run_id}:{call.id}"))
+        return
+    confirmation = await confirmation_for(ctx, call, tool, arguments)
+    if confirmation.state == confirmation_pb2.CONFIRMATION_STATE_PENDING:
+        await announce_request(ctx, confirmation)
+        resolution.waiting.append(confirmation.id)
+        return
+    if confirmation.state not in DECIDED:
+        await record_result(ctx, call, ToolOutcome("The confirmation was cancelled.", is_error=True))
+        return
+    await announce_request(ctx, confirmation)  # no-op when written before
+    await announce_decision(ctx, confirmation)
+    if confirmation.state != confirmation_pb2.CONFIRMATION_STATE_APPROVED:
+        await record_result(ctx, call, rejection(confirmation), reason="REJECTED")
+        resolution.acknowledge.append(confirmation.id)
+        return
+    edited = confirmation.decision.edited_arguments_json
+    chosen = parse_arguments(tool, edited, ctx) if edited else arguments
+    if isinstance(chosen, str):
+        await record_result(ctx, call, ToolOutcome(chosen, is_error=True), reason="INVALID_ARGUMENTS")
+        resolution.acknowledge.append(confirmation.id)
+        return
+    outcome = await ledger.execute(ctx, call, tool, confirmation, chosen, arguments_hash(json.dumps(chosen)))
+    if outcome is None:  # outcome unknown: a new confirmation asks the user what to do
+        resolution.acknowledge.append(confirmation.id)
+        unknown = await ledger.outcome_unknown_confirmation(ctx, call, tool, confirmation)
+        if unknown.state == confirmation_pb2.CONFIRMATION_STATE_PENDING:
+            await announce_request(ctx, unknown)
+            resolution.waiting.append(unknown.id)
+            return
+        await announce_decision(ctx, unknown)
+        resolution.acknowledge.append(unknown.id)
+        outcome = await ledger.resolve_unknown(ctx, call, tool, unknown, chosen)
+    await record_result(ctx, call, outcome)
+    resolution.acknowledge.append(confirmation.id)
+
+
+async def resolve(ctx: RunContext, calls: list[content_pb2.ToolCallBlock], tools: dict[str, ToolInfo]) -> Resolution:
+    """Give every call a result, or leave it waiting for a confirmation; see the module docstring."""
+    resolution = Resolution()
+    reads: list[asyncio.Task[None]] = []
+    try:
+        for call in calls:
+            tool = tools.get(call.name)
+            if tool is None:
+                await record_result(ctx, call, ToolOutcome(f"There is no tool named {call.name}.", is_error=True))
+                continue
+            arguments = parse_arguments(tool, call.arguments_json, ctx)
+            if isinstance(arguments, str):
+                await record_result(ctx, call, ToolOutcome(arguments, is_error=True), reason="INVALID_ARGUMENTS")
+            elif tool.kind == Kind.READ:
+                reads.append(asyncio.create_task(_read(ctx, call, tool, arguments)))
+            else:
+                await _write(ctx, call, tool, arguments, resolution)
+        await asyncio.gather(*reads)
+    finally:
+        for task in reads:
+            task.cancel()
+        await asyncio.gather(*reads, return_exceptions=True)
+    return resolution

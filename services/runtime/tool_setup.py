@@ -1,0 +1,67 @@
+"""The tool layer as the loop's Toolbox: the registry of built-in and MCP tools, started from settings."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import anyio
+
+from services.runtime.agents import AgentSpec
+from services.runtime.settings import RuntimeSettings
+from services.runtime.toolbox import Kind, Toolbox, ToolInfo, ToolOutcome
+from services.runtime.tools.classify import AgentPolicy, RunMode, ToolKind
+from services.runtime.tools.config import load_config
+from services.runtime.tools.mcp_client import McpClientManager
+from services.runtime.tools.registry import ToolRegistry
+from steward.store.v1 import agent_pb2
+
+
+class RegistryToolbox:
+    def __init__(self, registry: ToolRegistry) -> None:
+        self._registry = registry
+
+    async def tools_for(self, agent: AgentSpec, mode: int) -> list[ToolInfo]:
+        policy = AgentPolicy(
+            mode=RunMode.AUTONOMOUS if mode == agent_pb2.RUN_MODE_AUTONOMOUS else RunMode.INTERACTIVE,
+            auto_approve=tuple(agent.auto_approved),
+            always_confirm=tuple(agent.always_confirm),
+        )
+        return [
+            ToolInfo(
+                name=tool.name,
+                description=tool.description,
+                input_schema_json=json.dumps(tool.input_schema),
+                kind=Kind.READ if tool.kind == ToolKind.READ else Kind.WRITE,
+                needs_confirmation=tool.needs_confirmation,
+                idempotent=tool.idempotent,
+            )
+            for tool in self._registry.for_agent(tools=agent.tools, policy=policy).list()
+        ]
+
+    def validate(self, tool: ToolInfo, arguments: object) -> str | None:
+        definition = self._registry.definitions().get(tool.name)
+        if definition is None:
+            return f"no tool named {tool.name} is available"
+        problem = self._registry.validate(definition, arguments)
+        return None if problem is None else problem.message
+
+    async def call(self, tool: ToolInfo, arguments: dict[str, object], *, key: str, time_limit: float) -> ToolOutcome:
+        definition = self._registry.definitions().get(tool.name)
+        if definition is None:
+            return ToolOutcome(f"no tool named {tool.name} is available", is_error=True)
+        result = await self._registry.execute(definition, arguments, idempotency_key=key, timeout=time_limit)
+        return ToolOutcome(result.text, is_error=result.is_error, outcome_unknown=result.status.outcome_unknown)
+
+
+async def toolbox_from_settings(settings: RuntimeSettings) -> tuple[Toolbox, Callable[[], Awaitable[None]] | None]:
+    """The built-in tools, plus the MCP servers of `settings.tools_file` when one is set."""
+    if not settings.tools_file:
+        return RegistryToolbox(ToolRegistry()), None
+    manager = McpClientManager(load_config(Path(settings.tools_file)))
+    manager.start()
+    # Serve even if a server is slow or down: its tools appear once it connects (each connection retries).
+    with anyio.move_on_after(settings.tools_ready_timeout):
+        await manager.wait_ready()
+    return RegistryToolbox(ToolRegistry(manager)), manager.aclose

@@ -1,0 +1,50 @@
+"""What the loop needs from tools: the catalogue an agent may use, and calls.
+
+The tool layer (services/runtime/tools/: MCP servers, built-ins, classification) implements
+`Toolbox` (tool_setup.RegistryToolbox); the loop depends on nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from services.runtime.agents import AgentSpec
+
+
+class Kind(Enum):
+    READ = "read"  # runs at once, several in parallel
+    WRITE = "write"  # changes something
+
+
+@dataclass(frozen=True)
+class ToolInfo:
+    name: str  # qualified: "server.tool"
+    description: str
+    input_schema_json: str
+    kind: Kind
+    needs_confirmation: bool  # a person must approve each call (writes, unless the agent's policy lets them through)
+    idempotent: bool = False  # a repeated call with the same key has no further effect
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    content: str  # what the model reads back
+    is_error: bool = False
+    outcome_unknown: bool = False  # sent, but whether it took effect cannot be told (timeout, broken connection)
+
+
+class Toolbox(Protocol):
+    async def tools_for(self, agent: AgentSpec, mode: int) -> list[ToolInfo]:
+        """The tools the agent may use, classified under its policy and the run's mode."""
+        ...
+
+    def validate(self, tool: ToolInfo, arguments: object) -> str | None:
+        """Why `arguments` do not fit the tool's input schema; None when they do."""
+        ...
+
+    async def call(self, tool: ToolInfo, arguments: dict[str, object], *, key: str, time_limit: float) -> ToolOutcome:
+        """Call a tool once; `key` is its idempotency key. Failures are outcomes, never exceptions."""
+        ...
