@@ -26,6 +26,7 @@ class StepResult:
     usage: usage_pb2.Usage
     stop_reason: int = provider_pb.STOP_REASON_UNSPECIFIED
     tool_calls: list[content_pb2.ToolCallBlock] = field(default_factory=list)
+    capped: bool = False  # the step's max_tokens was lowered to what the run's token limit had left
 
 
 def add_usage(total: usage_pb2.Usage, more: usage_pb2.Usage) -> None:

@@ -34,6 +34,7 @@ log = structlog.get_logger(__name__)
 
 HISTORY_PAGE_SIZE = 1000
 STEP_RESTARTS = 2
+MAX_OUTPUT_TOKENS = 4096  # per step, unless the run's token limit leaves less
 
 
 async def history(ctx: RunContext) -> list[content_pb2.ChatMessage]:
@@ -93,6 +94,10 @@ async def _loop(ctx: RunContext) -> list[str]:
         result = await _step(ctx, messages, list(tools.values()))
         if result is None:
             return []
+        if result.stop_reason == provider_pb.STOP_REASON_MAX_TOKENS and result.capped:
+            # The answer was cut short by what was left of the run's token limit, not by the model.
+            await finish(ctx, run_pb2.RUN_STATE_INCOMPLETE, incomplete=run_pb2.INCOMPLETE_REASON_MAX_TOKENS)
+            return []
         if not result.tool_calls:
             await finish(ctx, run_pb2.RUN_STATE_COMPLETED, message_id=ctx.last_message_id)
             return []
@@ -113,7 +118,7 @@ def _limit_reached(ctx: RunContext) -> int:
 def _request(
     ctx: RunContext, messages: list[content_pb2.ChatMessage], tools: list[ToolInfo], step: int
 ) -> provider_pb.GenerateRequest:
-    max_tokens = 4096
+    max_tokens = MAX_OUTPUT_TOKENS
     if ctx.limits.max_tokens:
         used = ctx.usage.input_tokens + ctx.usage.output_tokens
         max_tokens = max(1, min(max_tokens, ctx.limits.max_tokens - used))
@@ -181,6 +186,7 @@ async def _step(
         )
         ctx.step_count = step
         ctx.last_message_id = committed.messages[0].id if committed.messages else ""
+        result.capped = request.max_tokens < MAX_OUTPUT_TOKENS
         return result
     raise AssertionError("unreachable")
 

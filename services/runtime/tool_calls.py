@@ -75,7 +75,7 @@ async def record_result(
     else:
         finished = ev.ToolCallFinished(tool_call_id=call.id, result=outcome.content)
         event = ev.RunEvent(step=ctx.step_count, tool_call_finished=finished)
-    await ctx.services.runs.CheckpointRun(
+    committed = await ctx.services.runs.CheckpointRun(
         store_pb.CheckpointRunRequest(
             run_id=ctx.run_id,
             lease_epoch=ctx.epoch,
@@ -84,6 +84,7 @@ async def record_result(
             request_id=f"{ctx.run_id}/{call.id}/result",
         )
     )
+    event.seq = committed.last_event_seq
     await ctx.services.hooks.on_event(ctx.run_id, event)
     await ctx.services.hooks.after_tool_call(ctx.run_id, call.id, call.name, outcome.is_error)
 

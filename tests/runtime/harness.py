@@ -137,14 +137,16 @@ class World:
 
 
 @asynccontextmanager
-async def world(directory: Path, **runtime_settings: object) -> AsyncIterator[World]:
+async def world(
+    directory: Path, *, demo_token_interval: float = 0.001, **runtime_settings: object
+) -> AsyncIterator[World]:
     notes_data = directory / "notes.db"
     settings: dict[str, object] = {
         "tools_file": str(tools_file(directory, notes_data)),
         "sweep_interval": 0.5,
         **runtime_settings,
     }
-    async with running_stack(directory, runtime=settings) as stack:
+    async with running_stack(directory, demo_token_interval=demo_token_interval, runtime=settings) as stack:
         user = principal_metadata(stack.secret, f"user-{uuid.uuid4().hex[:8]}")
         store = grpc.aio.insecure_channel(stack.address(stack.store))
         runtime = grpc.aio.insecure_channel(stack.address(stack.runtime))

@@ -1,0 +1,92 @@
+"""Cancel in every state a run can be in, and the limits that end a run incomplete."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from steward.common.v1 import content_pb2, limits_pb2
+from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
+from steward.store.v1 import run_pb2
+from steward.store.v1 import store_service_pb2 as store_pb
+from tests.runtime.harness import World, world
+
+
+async def cancel(running: World, run_id: str) -> run_pb2.Run:
+    reply = await running.runtime.CancelRun(runtime_pb.CancelRunRequest(id=run_id), metadata=running.user)
+    return reply.run
+
+
+async def wait_for_event(running: World, run_id: str, kind: str, within: float = 10.0) -> None:
+    async with asyncio.timeout(within):
+        while kind not in await running.events(run_id):  # noqa: ASYNC110 - the event log is polled, not signalled
+            await asyncio.sleep(0.02)
+
+
+async def test_cancel_while_the_model_streams(tmp_path: Path) -> None:
+    async with world(tmp_path, demo_token_interval=0.05) as running:  # the demo answer takes seconds
+        run = await running.start_run("Tell me something long.")
+        await wait_for_event(running, run.id, "text_delta")
+        await cancel(running, run.id)
+        ended = await running.wait(run.id)
+        assert ended.state == run_pb2.RUN_STATE_CANCELLED
+        kinds = await running.events(run.id)
+        assert kinds[-1] == "run_cancelled"
+        assert "run_completed" not in kinds
+
+
+async def test_cancel_while_a_tool_runs(tmp_path: Path) -> None:
+    async with world(tmp_path) as running:
+        run = await running.start_run("create_note Slow one")
+        await running.wait(run.id, paused=True)
+        confirmation = await running.pending_confirmation(run.id)
+        edited = {"title": "Slow one", "delay_seconds": 3}
+        await running.decide(confirmation.id, {"outcome": "approve", "edited_arguments": edited})
+        await wait_for_event(running, run.id, "confirmation_decided")
+        await asyncio.sleep(0.3)  # the write is now in the notes server, for 3 s
+        await cancel(running, run.id)
+        ended = await running.wait(run.id)
+        assert ended.state == run_pb2.RUN_STATE_CANCELLED
+        assert (await running.events(run.id))[-1] == "run_cancelled"
+
+
+async def test_cancel_before_the_run_started(tmp_path: Path) -> None:
+    # A run the store holds queued, which no replica has claimed yet (the sweep that would is minutes away).
+    async with world(tmp_path, sweep_interval=600) as running:
+        await asyncio.sleep(0.5)  # past the replica's start-up sweep, which would claim a queued run
+        conversation = await running.conversations.CreateConversation(
+            store_pb.CreateConversationRequest(title="queued"), metadata=running.user
+        )
+        block = content_pb2.ContentBlock(text=content_pb2.TextBlock(text="never run"))
+        created = await running.runs.CreateRun(
+            store_pb.CreateRunRequest(
+                conversation_id=conversation.conversation.id,
+                input_message=content_pb2.ChatMessage(role=content_pb2.ROLE_USER, content=[block]),
+            ),
+            metadata=running.user,
+        )
+        assert created.run.state == run_pb2.RUN_STATE_QUEUED
+        cancelled = await cancel(running, created.run.id)
+        assert cancelled.state == run_pb2.RUN_STATE_CANCELLED
+        assert await running.events(created.run.id) == ["run_cancelled"]
+
+
+async def test_cancelling_an_ended_run_changes_nothing(tmp_path: Path) -> None:
+    async with world(tmp_path) as running:
+        run = await running.start_run("Hello")
+        ended = await running.wait(run.id)
+        assert ended.state == run_pb2.RUN_STATE_COMPLETED
+        assert (await cancel(running, run.id)).state == run_pb2.RUN_STATE_COMPLETED
+        assert (await running.events(run.id))[-1] == "run_completed"
+
+
+async def test_max_tokens_ends_the_run_incomplete(tmp_path: Path) -> None:
+    # The demo model's tool step counts 4 tokens; the answer step gets the 1 token left and is cut short.
+    async with world(tmp_path) as running:
+        run = await running.start_run("Please list_notes", limits=limits_pb2.RunLimits(max_tokens=5))
+        ended = await running.wait(run.id)
+        assert (ended.state, ended.incomplete_reason) == (
+            run_pb2.RUN_STATE_INCOMPLETE,
+            run_pb2.INCOMPLETE_REASON_MAX_TOKENS,
+        )
+        assert ended.usage.input_tokens + ended.usage.output_tokens >= 5
