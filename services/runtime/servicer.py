@@ -1,8 +1,4 @@
-"""RuntimeService: starts, cancels and describes runs of the loop.
-
-SubmitToolResults answers FAILED_PRECONDITION (RUN_STATE_CONFLICT): runs do not offer client-side
-tools yet (CreateRun refuses them), so no run ever waits for their results.
-"""
+"""RuntimeService: starts, cancels, answers (client tool results) and describes runs of the loop."""
 
 from __future__ import annotations
 
@@ -10,17 +6,21 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf.duration_pb2 import Duration
 
+from services.runtime import client_tools, steps
 from services.runtime.agents import AgentSpec, default_agent, from_stored
 from services.runtime.context import Services
-from services.runtime.loop import START, RunLoop
+from services.runtime.history import pending_calls, result_message
+from services.runtime.loop import RESUME, START, RunLoop
 from services.runtime.steps import cancel_confirmations
-from services.runtime.toolbox import Kind
+from services.runtime.toolbox import CLIENT_PREFIX, Kind
 from steward.auth import require_user
 from steward.common.v1 import content_pb2
 from steward.errors import failed_precondition, invalid_argument
 from steward.runtime.v1 import runtime_service_pb2 as pb
 from steward.runtime.v1 import runtime_service_pb2_grpc as pb_grpc
+from steward.store.v1 import run_event_pb2 as ev
 from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 
@@ -29,7 +29,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 MAX_INPUT_BLOCKS = 100
 MAX_INPUT_CHARS = 200_000
-_KINDS = {Kind.READ: pb.TOOL_KIND_READ, Kind.WRITE: pb.TOOL_KIND_WRITE}
+_KINDS = {Kind.READ: pb.TOOL_KIND_READ, Kind.WRITE: pb.TOOL_KIND_WRITE, Kind.CLIENT: pb.TOOL_KIND_CLIENT}
 
 
 def _validate_input(blocks: list[content_pb2.ContentBlock]) -> None:
@@ -43,6 +43,13 @@ def _validate_input(blocks: list[content_pb2.ContentBlock]) -> None:
         total += len(block.text.text)
     if total > MAX_INPUT_CHARS:
         raise invalid_argument("input", f"input is longer than {MAX_INPUT_CHARS} characters")
+
+
+def _result_event(result: content_pb2.ToolResultBlock) -> ev.RunEvent:
+    if result.is_error:
+        failed = ev.ToolCallFailed(tool_call_id=result.tool_call_id, reason="CLIENT_TOOL_ERROR", message=result.content)
+        return ev.RunEvent(tool_call_failed=failed)
+    return ev.RunEvent(tool_call_finished=ev.ToolCallFinished(tool_call_id=result.tool_call_id, result=result.content))
 
 
 class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
@@ -60,8 +67,7 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
         owner = require_user().user_id
         if not request.conversation_id:
             raise invalid_argument("conversation_id", "conversation_id is required")
-        if request.client_tools:
-            raise invalid_argument("client_tools", "client-side tools are not supported yet")
+        specs = client_tools.qualified(list(request.client_tools))
         _validate_input(list(request.input))
         agent_id = request.agent_id
         if not agent_id:
@@ -77,6 +83,7 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
             mode=request.mode,
             limits=request.limits,
             request_id=request.request_id,
+            client_tools=specs,
         )
         if request.input:
             create.input_message.CopyFrom(content_pb2.ChatMessage(role=content_pb2.ROLE_USER, content=request.input))
@@ -101,11 +108,56 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
     async def SubmitToolResults(
         self, request: pb.SubmitToolResultsRequest, context: Context
     ) -> pb.SubmitToolResultsResponse:
-        require_user()
+        """Record the caller's results for the client tool calls its run waits for, and resume the run.
+
+        Idempotent per tool call id: results for calls already answered are ignored. A result for a call
+        the run does not wait for (not a client call, or not the run's current one) is RUN_STATE_CONFLICT.
+        """
+        owner = require_user().user_id
         if not request.run_id:
             raise invalid_argument("run_id", "run_id is required")
-        await self._services.runs.GetRun(store_pb.GetRunRequest(id=request.run_id))  # NOT_FOUND for a foreign run
-        raise failed_precondition("RUN_STATE_CONFLICT", "the run is not waiting for client tool results")
+        ids = [result.tool_call_id for result in request.results]
+        if not ids or len(set(ids)) != len(ids) or not all(ids):
+            raise invalid_argument("results", "one result per tool call id, each with its tool_call_id")
+        run = (await self._services.runs.GetRun(store_pb.GetRunRequest(id=request.run_id))).run
+        messages = await steps.conversation_messages(self._services, run.conversation_id)
+        pending = {call.id: call for call in pending_calls(messages).calls if call.name.startswith(CLIENT_PREFIX)}
+        answered = {
+            block.tool_result.tool_call_id
+            for message in messages
+            for block in message.content
+            if block.WhichOneof("block") == "tool_result"
+        }
+        fresh = [result for result in request.results if result.tool_call_id not in answered]
+        if not fresh:
+            return pb.SubmitToolResultsResponse(run=run)  # a repeat
+        waiting = (
+            run.state == run_pb2.RUN_STATE_PAUSED and run.pause_reason == run_pb2.PAUSE_REASON_AWAITING_CLIENT_TOOL
+        )
+        if not waiting or any(result.tool_call_id not in pending for result in fresh):
+            raise failed_precondition("RUN_STATE_CONFLICT", "the run does not wait for results of these tool calls")
+        claimed = (
+            await self._services.runs.ClaimRun(
+                store_pb.ClaimRunRequest(
+                    id=run.id,
+                    holder=self._services.settings.replica_id,
+                    lease_ttl=Duration(seconds=self._services.settings.lease_seconds),
+                )
+            )
+        ).run
+        for result in fresh:
+            await self._services.runs.CheckpointRun(
+                store_pb.CheckpointRunRequest(
+                    run_id=run.id,
+                    lease_epoch=claimed.lease_epoch,
+                    messages=[result_message(result.tool_call_id, result.content, is_error=result.is_error)],
+                    events=[_result_event(result)],
+                    request_id=f"{run.id}/{result.tool_call_id}/result",
+                )
+            )
+        if not self._loop.start(run.id, owner, RESUME, claimed=claimed):
+            await self._services.runs.ReleaseRun(store_pb.ReleaseRunRequest(id=run.id, lease_epoch=claimed.lease_epoch))
+        return pb.SubmitToolResultsResponse(run=claimed)
 
     async def ListTools(self, request: pb.ListToolsRequest, context: Context) -> pb.ListToolsResponse:
         require_user()

@@ -17,7 +17,7 @@ import asyncio
 import grpc
 import structlog
 
-from services.runtime import model_step
+from services.runtime import client_tools, model_step
 from services.runtime.context import RunContext, Services
 from services.runtime.history import pending_calls
 from services.runtime.tool_calls import resolve
@@ -38,13 +38,15 @@ MAX_OUTPUT_TOKENS = 4096  # per step, unless the run's token limit leaves less
 
 
 async def history(ctx: RunContext) -> list[content_pb2.ChatMessage]:
+    return await conversation_messages(ctx.services, ctx.run.conversation_id)
+
+
+async def conversation_messages(services: Services, conversation_id: str) -> list[content_pb2.ChatMessage]:
     messages: list[content_pb2.ChatMessage] = []
     token = ""
     while True:
-        page = await ctx.services.conversations.ListMessages(
-            store_pb.ListMessagesRequest(
-                conversation_id=ctx.run.conversation_id, page_size=HISTORY_PAGE_SIZE, page_token=token
-            )
+        page = await services.conversations.ListMessages(
+            store_pb.ListMessagesRequest(conversation_id=conversation_id, page_size=HISTORY_PAGE_SIZE, page_token=token)
         )
         messages.extend(content_pb2.ChatMessage(role=m.role, content=m.content) for m in page.messages)
         if not page.next_page_token:
@@ -77,14 +79,20 @@ async def _opening_event(ctx: RunContext, how: str) -> None:
 
 async def _loop(ctx: RunContext) -> list[str]:
     tools = {tool.name: tool for tool in await ctx.services.toolbox.tools_for(ctx.agent, ctx.mode)}
+    tools.update((tool.name, tool) for tool in client_tools.infos(ctx.run))
     while True:
         messages = await history(ctx)
         pending = pending_calls(messages)
         if pending.calls:
             resolution = await resolve(ctx, pending.calls, tools)
             await _acknowledge(ctx, resolution.acknowledge)
-            if resolution.waiting:
-                await pause(ctx)
+            if resolution.waiting or resolution.waiting_client:
+                awaiting = (
+                    run_pb2.PAUSE_REASON_AWAITING_CONFIRMATION
+                    if resolution.waiting
+                    else run_pb2.PAUSE_REASON_AWAITING_CLIENT_TOOL
+                )
+                await pause(ctx, awaiting)
                 return resolution.waiting
             continue
         limit = _limit_reached(ctx)
@@ -206,10 +214,9 @@ async def _acknowledge(ctx: RunContext, confirmation_ids: list[str]) -> None:
         )
 
 
-async def pause(ctx: RunContext) -> None:
-    """Wait for a person: checkpoint paused (which gives up the lease)."""
+async def pause(ctx: RunContext, reason: run_pb2.PauseReason.ValueType) -> None:
+    """Wait for a person or the caller: checkpoint paused (which gives up the lease)."""
     await ctx.writer.close()
-    reason = run_pb2.PAUSE_REASON_AWAITING_CONFIRMATION
     await ctx.services.runs.CheckpointRun(
         store_pb.CheckpointRunRequest(
             run_id=ctx.run_id,

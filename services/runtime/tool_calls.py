@@ -3,6 +3,8 @@
 For every call still owed a result (history.pending_calls), in order:
 - an unknown tool, arguments that are not a JSON object or do not fit the tool's schema: an error
   result the model can act on;
+- a client tool (the caller's own): a `client_tool_requested` event, and the call waits for
+  SubmitToolResults;
 - a read tool: called at once (all read calls of the step in parallel), each with the tool timeout;
 - a write tool the agent's policy lets through (autonomous mode, as the tool layer classifies it):
   called with the idempotency key "<run id>:<tool call id>";
@@ -22,7 +24,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from services.runtime import ledger
+from services.runtime import client_tools, ledger
 from services.runtime.context import RunContext
 from services.runtime.history import result_message
 from services.runtime.ledger import call_tool
@@ -45,6 +47,7 @@ DECIDED = (
 @dataclass
 class Resolution:
     waiting: list[str] = field(default_factory=list)  # ids of confirmations a person has yet to decide
+    waiting_client: list[str] = field(default_factory=list)  # ids of tool calls the caller has yet to answer
     acknowledge: list[str] = field(default_factory=list)  # decided confirmations consumed by this resolution
 
 
@@ -56,7 +59,11 @@ def parse_arguments(tool: ToolInfo, arguments_json: str, ctx: RunContext) -> dic
         return f"the arguments of {tool.name} are not valid JSON: {exc}"
     if not isinstance(arguments, dict):
         return f"the arguments of {tool.name} must be a JSON object"
-    problem = ctx.services.toolbox.validate(tool, arguments)
+    problem = (
+        client_tools.validate(tool, arguments)
+        if tool.kind == Kind.CLIENT
+        else ctx.services.toolbox.validate(tool, arguments)
+    )
     return f"invalid arguments for {tool.name}: {problem}" if problem else arguments
 
 
@@ -226,6 +233,14 @@ async def resolve(ctx: RunContext, calls: list[content_pb2.ToolCallBlock], tools
                 await record_result(ctx, call, ToolOutcome(arguments, is_error=True), reason="INVALID_ARGUMENTS")
             elif tool.kind == Kind.READ:
                 reads.append(asyncio.create_task(_read(ctx, call, tool, arguments)))
+            elif tool.kind == Kind.CLIENT:
+                requested = ev.ClientToolRequested(
+                    tool_call_id=call.id, tool_name=call.name, arguments_json=call.arguments_json
+                )
+                await append_once(
+                    ctx, ev.RunEvent(step=ctx.step_count, client_tool_requested=requested), f"{call.id}/client"
+                )
+                resolution.waiting_client.append(call.id)
             else:
                 await _write(ctx, call, tool, arguments, resolution)
         await asyncio.gather(*reads)

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 class Kind(Enum):
     READ = "read"  # runs at once, several in parallel
     WRITE = "write"  # changes something
+    CLIENT = "client"  # the caller runs it: the run pauses until SubmitToolResults
+
+
+CLIENT_PREFIX = "client."
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class Toolbox(Protocol):
         ...
 
     def validate(self, tool: ToolInfo, arguments: object) -> str | None:
-        """Why `arguments` do not fit the tool's input schema; None when they do."""
+        """Why `arguments` do not fit the tool's input schema (a sentence naming the tool); None when they do."""
         ...
 
     async def call(self, tool: ToolInfo, arguments: dict[str, object], *, key: str, time_limit: float) -> ToolOutcome:

@@ -86,4 +86,6 @@ def run_message(row: RunRow) -> run_pb2.Run:
         run.limits.CopyFrom(limits_pb2.RunLimits.FromString(row.limits))
     if row.usage:
         run.usage.CopyFrom(usage_pb2.Usage.FromString(row.usage))
+    if row.client_tools:
+        run.client_tools.extend(run_pb2.Run.FromString(row.client_tools).client_tools)
     return run

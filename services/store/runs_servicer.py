@@ -87,6 +87,7 @@ class RunServicer(pb_grpc.RunServiceServicer):
             input_message=(
                 v.chat_message(request.input_message, "input_message") if request.HasField("input_message") else None
             ),
+            client_tools=v.tool_specs(list(request.client_tools), "client_tools"),
         )
         run, existed, message = await self._runs.create(current_principal().user_id, new)
         return pb.CreateRunResponse(run=run, existed=existed, input_message=message)

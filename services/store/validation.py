@@ -62,3 +62,25 @@ def chat_message(message: content_pb2.ChatMessage, field: str) -> content_pb2.Ch
         if block.WhichOneof("block") is None:
             raise invalid_argument(f"{field}.content[{index}]", "content block has no content")
     return message
+
+
+MAX_CLIENT_TOOLS = 64
+MAX_TOOL_SCHEMA_BYTES = 64 * 1024
+
+
+def tool_specs(specs: list[content_pb2.ToolSpec], field: str) -> list[content_pb2.ToolSpec] | None:
+    """Client tool specs: each named, with a unique name and a bounded schema; None when there are none."""
+    if not specs:
+        return None
+    if len(specs) > MAX_CLIENT_TOOLS:
+        raise invalid_argument(field, f"at most {MAX_CLIENT_TOOLS} tools")
+    names: set[str] = set()
+    for index, spec in enumerate(specs):
+        name = plain_text(spec.name, f"{field}[{index}].name", MAX_ID_LENGTH)
+        if not name or name in names:
+            raise invalid_argument(f"{field}[{index}].name", "tool names must be present and unique")
+        names.add(name)
+        plain_text(spec.description, f"{field}[{index}].description", 4000)
+        if len(spec.input_schema_json.encode()) > MAX_TOOL_SCHEMA_BYTES:
+            raise invalid_argument(f"{field}[{index}].input_schema_json", "the schema is too large")
+    return specs

@@ -144,6 +144,8 @@ class RunRow(Base):
     compacted_through_seq: Mapped[int] = mapped_column(Integer, default=0)
     request_id: Mapped[str | None] = mapped_column(String(128))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The caller's own tools (client-side tools): a serialized Run holding only `client_tools`; None when none.
+    client_tools: Mapped[bytes | None] = mapped_column(LargeBinary)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

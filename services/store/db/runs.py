@@ -29,6 +29,11 @@ class NewRun:
     limits: limits_pb2.RunLimits
     request_id: str | None
     input_message: content_pb2.ChatMessage | None
+    client_tools: list[content_pb2.ToolSpec] | None = None
+
+
+def _client_tools(specs: list[content_pb2.ToolSpec] | None) -> bytes | None:
+    return run_pb2.Run(client_tools=specs).SerializeToString(deterministic=True) if specs else None
 
 
 class RunRepository:
@@ -71,6 +76,9 @@ class RunRepository:
                 state=run_pb2.RUN_STATE_QUEUED,
                 mode=new.mode,
                 limits=new.limits.SerializeToString(),
+                client_tools=run_pb2.Run(client_tools=new.client_tools).SerializeToString()
+                if new.client_tools
+                else None,
                 request_id=new.request_id,
                 lease_epoch=0,
                 last_event_seq=0,

@@ -3,10 +3,13 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from steward.common.v1 import content_pb2 as _content_pb2
 from steward.common.v1 import limits_pb2 as _limits_pb2
 from steward.common.v1 import usage_pb2 as _usage_pb2
 from steward.store.v1 import agent_pb2 as _agent_pb2
@@ -181,6 +184,7 @@ class Run(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     OWNER_ID_FIELD_NUMBER: _builtins.int
     COMPACTED_THROUGH_SEQ_FIELD_NUMBER: _builtins.int
+    CLIENT_TOOLS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The run's id: assigned by the store, or minted by the client at creation."""
     conversation_id: _builtins.str
@@ -233,6 +237,12 @@ class Run(_message.Message):
     def end_time(self) -> _timestamp_pb2.Timestamp:
         """When the run reached a terminal state."""
 
+    @_builtins.property
+    def client_tools(self) -> _containers.RepeatedCompositeFieldContainer[_content_pb2.ToolSpec]:
+        """Tools the caller runs itself, offered to the model beside the agent's (names "client.<name>"); the run
+        pauses awaiting their results.
+        """
+
     def __init__(
         self,
         *,
@@ -256,10 +266,11 @@ class Run(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         owner_id: _builtins.str = ...,
         compacted_through_seq: _builtins.int = ...,
+        client_tools: _abc.Iterable[_content_pb2.ToolSpec] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "limits", b"limits", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "cancel_requested", b"cancel_requested", "compacted_through_seq", b"compacted_through_seq", "conversation_id", b"conversation_id", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "id", b"id", "incomplete_reason", b"incomplete_reason", "last_event_seq", b"last_event_seq", "lease_epoch", b"lease_epoch", "limits", b"limits", "mode", b"mode", "owner_id", b"owner_id", "pause_reason", b"pause_reason", "request_id", b"request_id", "state", b"state", "step_count", b"step_count", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "cancel_requested", b"cancel_requested", "client_tools", b"client_tools", "compacted_through_seq", b"compacted_through_seq", "conversation_id", b"conversation_id", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "id", b"id", "incomplete_reason", b"incomplete_reason", "last_event_seq", b"last_event_seq", "lease_epoch", b"lease_epoch", "limits", b"limits", "mode", b"mode", "owner_id", b"owner_id", "pause_reason", b"pause_reason", "request_id", b"request_id", "state", b"state", "step_count", b"step_count", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

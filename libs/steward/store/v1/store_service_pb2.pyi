@@ -893,6 +893,7 @@ class CreateRunRequest(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     INPUT_MESSAGE_FIELD_NUMBER: _builtins.int
+    CLIENT_TOOLS_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """The conversation to answer in."""
     run_id: _builtins.str
@@ -913,6 +914,10 @@ class CreateRunRequest(_message.Message):
         transaction as the run; unset to run on the conversation as it is.
         """
 
+    @_builtins.property
+    def client_tools(self) -> _containers.RepeatedCompositeFieldContainer[_content_pb2.ToolSpec]:
+        """Tools the caller runs itself, kept with the run (see Run.client_tools)."""
+
     def __init__(
         self,
         *,
@@ -923,10 +928,11 @@ class CreateRunRequest(_message.Message):
         limits: _limits_pb2.RunLimits | None = ...,
         request_id: _builtins.str = ...,
         input_message: _content_pb2.ChatMessage | None = ...,
+        client_tools: _abc.Iterable[_content_pb2.ToolSpec] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["input_message", b"input_message", "limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "conversation_id", b"conversation_id", "input_message", b"input_message", "limits", b"limits", "mode", b"mode", "request_id", b"request_id", "run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "client_tools", b"client_tools", "conversation_id", b"conversation_id", "input_message", b"input_message", "limits", b"limits", "mode", b"mode", "request_id", b"request_id", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

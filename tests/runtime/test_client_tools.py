@@ -1,0 +1,77 @@
+"""Client-side tools: the run pauses for the caller's own tool, and resumes with its result."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from steward.common.v1 import content_pb2
+from steward.errors import from_rpc_error
+from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
+from steward.store.v1 import run_pb2
+from tests.runtime.harness import World, world
+
+WEATHER = content_pb2.ToolSpec(
+    name="get_weather",
+    description="The weather in a city.",
+    input_schema_json=json.dumps({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+)
+
+
+@pytest.fixture(scope="module")
+async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    async with world(tmp_path_factory.mktemp("client-tools")) as started:
+        yield started
+
+
+async def submit(running: World, run_id: str, *results: content_pb2.ToolResultBlock) -> run_pb2.Run:
+    reply = await running.runtime.SubmitToolResults(
+        runtime_pb.SubmitToolResultsRequest(run_id=run_id, results=list(results)), metadata=running.user
+    )
+    return reply.run
+
+
+async def test_a_client_tool_round_trip(running: World) -> None:
+    run = await running.start_run("What is get_weather in Zürich?", client_tools=[WEATHER])
+    paused = await running.wait(run.id, paused=True)
+    assert paused.pause_reason == run_pb2.PAUSE_REASON_AWAITING_CLIENT_TOOL
+    assert [t.name for t in paused.client_tools] == ["client.get_weather"]
+    kinds = await running.events(run.id)
+    assert kinds[-2:] == ["client_tool_requested", "run_paused"]
+    messages = await running.messages(paused)
+    (call,) = [b.tool_call for b in messages[-1].content if b.HasField("tool_call")]
+    assert call.name == "client.get_weather"
+    assert json.loads(call.arguments_json) == {"city": "What is get_weather in Zürich?"}
+
+    result = content_pb2.ToolResultBlock(tool_call_id=call.id, content="Sunny, 21 °C")
+    await submit(running, run.id, result)
+    ended = await running.wait(run.id)
+    assert ended.state == run_pb2.RUN_STATE_COMPLETED
+    answer = (await running.messages(ended))[-1]
+    assert "Sunny, 21 °C" in answer.content[0].text.text  # the demo model summarizes the tool result
+    assert (await submit(running, run.id, result)).state == run_pb2.RUN_STATE_COMPLETED  # a repeat changes nothing
+
+
+async def test_results_for_calls_the_run_does_not_wait_for_are_refused(running: World) -> None:
+    run = await running.start_run("Hello there", client_tools=[WEATHER])
+    await running.wait(run.id)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await submit(running, run.id, content_pb2.ToolResultBlock(tool_call_id="call_nope", content="x"))
+    assert from_rpc_error(raised.value).reason == "RUN_STATE_CONFLICT"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        content_pb2.ToolSpec(name="bad name!"),
+        content_pb2.ToolSpec(name="ok", input_schema_json="[1]"),
+        content_pb2.ToolSpec(name="ok", input_schema_json='{"type": "no-such-type"}'),
+    ],
+)
+async def test_bad_client_tools_are_refused(running: World, spec: content_pb2.ToolSpec) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await running.start_run("hi", client_tools=[spec])
+    assert from_rpc_error(raised.value).reason == "INVALID_ARGUMENT"
