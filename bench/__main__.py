@@ -1,10 +1,10 @@
 import asyncio
 import sys
 
-from bench import foundation, provider, store
+from bench import foundation, provider, runtime, store
 from steward.logs import configure_logging
 
-SUITES = {"foundation": foundation.main, "store": store.main, "provider": provider.main}
+SUITES = {"foundation": foundation.main, "store": store.main, "provider": provider.main, "runtime": runtime.main}
 
 
 async def run(names: list[str]) -> None:
