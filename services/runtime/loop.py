@@ -49,9 +49,13 @@ class RunLoop:
     def active(self, run_id: str) -> bool:
         return run_id in self._tasks
 
+    def free_slots(self) -> int:
+        return max(0, self._settings.max_active_runs - len(self._tasks))
+
     def start(self, run_id: str, owner_id: str, how: str, claimed: run_pb2.Run | None = None) -> bool:
-        """Drive a run in a new task (unless this replica already does); False when it already did."""
-        if run_id in self._tasks:
+        """Drive a run in a new task; False when this replica already does, or drives as many as it may (the run
+        then waits, queued or with its decision unacknowledged, for a later sweep)."""
+        if run_id in self._tasks or not self.free_slots():
             return False
         task = asyncio.create_task(self._execute(run_id, owner_id, how, claimed), name=f"run-{run_id}")
         self._tasks[run_id] = task
@@ -87,6 +91,13 @@ class RunLoop:
             reset_principal(token)
             self._stop_reasons.pop(run_id, None)
 
+    async def _paused(self, run_id: str) -> bool:
+        try:
+            run = (await self._services.runs.GetRun(store_pb.GetRunRequest(id=run_id))).run
+        except grpc.aio.AioRpcError:
+            return True  # the claim will tell
+        return run.state == run_pb2.RUN_STATE_PAUSED
+
     async def _any_decided(self, confirmation_ids: list[str]) -> bool:
         for confirmation_id in confirmation_ids:
             try:
@@ -102,6 +113,8 @@ class RunLoop:
     async def _claimed_run(self, run_id: str, how: str, claimed: run_pb2.Run | None) -> list[str]:
         """Claim (unless `claimed`) and drive the run; the confirmations it paused for, if it paused."""
         runs = self._services.runs
+        if claimed is None and how == RESUME and not await self._paused(run_id):
+            how = RECOVER  # a decision for a run whose holder died mid-step: it is taken over, not resumed
         if claimed is None:
             try:
                 reply = await runs.ClaimRun(
@@ -142,6 +155,11 @@ class RunLoop:
                 await _shielded(self._release(run_id, epoch))
             raise
         except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                # A dependency is overloaded or away: give the run back for a later sweep, from its checkpoint.
+                log.warning("run_released", reason=from_rpc_error(exc).reason)
+                await _shielded(self._release(run_id, epoch))
+                return []
             await self._failed(ctx, run_id, epoch, from_rpc_error(exc))
         except StewardError as exc:
             await self._failed(ctx, run_id, epoch, exc)
@@ -194,14 +212,15 @@ class RunLoop:
     async def _cancelled(self, ctx: RunContext) -> None:
         log.info("run_cancelled")
         try:
-            await ctx.services.runs.CheckpointRun(
+            await steps.checkpoint(
+                ctx,
                 store_pb.CheckpointRunRequest(
                     run_id=ctx.run_id,
                     lease_epoch=ctx.epoch,
                     events=[ev.RunEvent(run_cancelled=ev.RunCancelled(cancelled_by="user"))],
                     state=run_pb2.RUN_STATE_CANCELLED,
                     request_id=f"{ctx.run_id}/cancelled",
-                )
+                ),
             )
             await steps.cancel_confirmations(ctx.services, ctx.run_id)
         except grpc.aio.AioRpcError as exc:

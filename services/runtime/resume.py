@@ -124,9 +124,12 @@ class Resumer:
     async def claim_orphans(self) -> None:
         """Claim runs nobody drives (queued and never started, or running under an expired lease)."""
         settings = self._services.settings
+        slots = min(CLAIM_BATCH, self._loop.free_slots())
+        if not slots:
+            return  # this replica drives as many runs as it may; others (or a later sweep) take these
         reply = await self._services.runs.ClaimRuns(
             store_pb.ClaimRunsRequest(
-                holder=settings.replica_id, max_runs=CLAIM_BATCH, lease_ttl=Duration(seconds=settings.lease_seconds)
+                holder=settings.replica_id, max_runs=slots, lease_ttl=Duration(seconds=settings.lease_seconds)
             )
         )
         for run in reply.runs:

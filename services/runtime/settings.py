@@ -30,6 +30,8 @@ class RuntimeSettings(CommonSettings):
     confirmation_ttl: float = 0.0
     # Seconds between sweeps for decided confirmations and for runs whose lease expired.
     sweep_interval: float = 5.0
+    # Runs this replica drives at once; more wait (queued, or decided and unacknowledged) for a later sweep.
+    max_active_runs: int = 64
     # YAML file configuring MCP tool servers (docs/adr/0008-tools.md); empty means built-in tools only.
     tools_file: str = ""
     # Seconds start-up waits for the tool servers to connect before serving without the late ones.

@@ -181,7 +181,8 @@ async def _step(
         await ctx.services.hooks.after_model_call(ctx.run_id, step, len(result.tool_calls))
         model_step.add_usage(ctx.usage, result.usage)
         usage_event = ev.RunEvent(step=step, usage=ev.UsageReported(usage=result.usage, run_total=ctx.usage))
-        committed = await ctx.services.runs.CheckpointRun(
+        committed = await checkpoint(
+            ctx,
             store_pb.CheckpointRunRequest(
                 run_id=ctx.run_id,
                 lease_epoch=ctx.epoch,
@@ -190,13 +191,23 @@ async def _step(
                 step_count=step,
                 usage=ctx.usage,
                 request_id=f"{ctx.run_id}/{ctx.epoch}/step/{step}",
-            )
+            ),
         )
         ctx.step_count = step
         ctx.last_message_id = committed.messages[0].id if committed.messages else ""
         result.capped = request.max_tokens < MAX_OUTPUT_TOKENS
         return result
     raise AssertionError("unreachable")
+
+
+async def checkpoint(ctx: RunContext, request: store_pb.CheckpointRunRequest) -> store_pb.CheckpointRunResponse:
+    """CheckpointRun, then the hooks' event tap for each event it wrote (with its seq)."""
+    reply = await ctx.services.runs.CheckpointRun(request)
+    first = reply.last_event_seq - len(request.events) + 1
+    for offset, event in enumerate(request.events):
+        event.seq = first + offset
+        await ctx.services.hooks.on_event(ctx.run_id, event)
+    return reply
 
 
 async def cancel_confirmations(services: Services, run_id: str, reason: str = "") -> None:
@@ -217,7 +228,8 @@ async def _acknowledge(ctx: RunContext, confirmation_ids: list[str]) -> None:
 async def pause(ctx: RunContext, reason: run_pb2.PauseReason.ValueType) -> None:
     """Wait for a person or the caller: checkpoint paused (which gives up the lease)."""
     await ctx.writer.close()
-    await ctx.services.runs.CheckpointRun(
+    await checkpoint(
+        ctx,
         store_pb.CheckpointRunRequest(
             run_id=ctx.run_id,
             lease_epoch=ctx.epoch,
@@ -225,7 +237,7 @@ async def pause(ctx: RunContext, reason: run_pb2.PauseReason.ValueType) -> None:
             state=run_pb2.RUN_STATE_PAUSED,
             pause_reason=reason,
             request_id=f"{ctx.run_id}/{ctx.epoch}/paused",
-        )
+        ),
     )
     log.info("run_paused", steps=ctx.step_count)
 
@@ -237,7 +249,8 @@ async def finish(ctx: RunContext, state: int, *, incomplete: int = 0, message_id
         event = ev.RunEvent(run_completed=ev.RunCompleted(message_id=message_id))
     else:
         event = ev.RunEvent(run_incomplete=ev.RunIncomplete(reason=incomplete))  # type: ignore[arg-type]
-    await ctx.services.runs.CheckpointRun(
+    await checkpoint(
+        ctx,
         store_pb.CheckpointRunRequest(
             run_id=ctx.run_id,
             lease_epoch=ctx.epoch,
@@ -247,7 +260,7 @@ async def finish(ctx: RunContext, state: int, *, incomplete: int = 0, message_id
             step_count=ctx.step_count,
             usage=ctx.usage,
             request_id=f"{ctx.run_id}/{ctx.epoch}/end",
-        )
+        ),
     )
     if state != run_pb2.RUN_STATE_COMPLETED:
         await cancel_confirmations(ctx.services, ctx.run_id)

@@ -90,7 +90,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         try:
             yield
         finally:
-            reset_principal(token)
+            # A streaming handler's generator may be closed from another context (a cancelled call is
+            # finalized by grpc in its own): the principal then dies with the call's context anyway.
+            with contextlib.suppress(ValueError):
+                reset_principal(token)
 
     def _wrap_unary(self, method: str, behavior: Behavior) -> Behavior:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -112,6 +115,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                         async for item in behavior(request, context):
                             yield item
                 except Exception as exc:  # noqa: BLE001 - mapped to a status below
+                    if context.cancelled():
+                        return  # the caller is gone: there is nobody to tell
                     await self._abort(context, method, exc)
 
         return wrapped
