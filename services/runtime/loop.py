@@ -45,6 +45,7 @@ class RunLoop:
         self._settings = services.settings
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stop_reasons: dict[str, str] = {}
+        self._handoff: dict[str, run_pb2.Run] = {}  # claims made for runs whose task was already there
 
     def active(self, run_id: str) -> bool:
         return run_id in self._tasks
@@ -55,7 +56,14 @@ class RunLoop:
     def start(self, run_id: str, owner_id: str, how: str, claimed: run_pb2.Run | None = None) -> bool:
         """Drive a run in a new task; False when this replica already does, or drives as many as it may (the run
         then waits, queued or with its decision unacknowledged, for a later sweep)."""
-        if run_id in self._tasks or not self.free_slots():
+        if run_id in self._tasks:
+            if claimed is None:
+                return False
+            # A task for the run is starting (its own claim lost to this one) or stopping: hand it the claim.
+            # A task that no longer needs it gives it back when it ends.
+            self._handoff[run_id] = claimed
+            return True
+        if not self.free_slots():
             return False
         task = asyncio.create_task(self._execute(run_id, owner_id, how, claimed), name=f"run-{run_id}")
         self._tasks[run_id] = task
@@ -88,6 +96,9 @@ class RunLoop:
                 while waiting and await self._any_decided(waiting):
                     waiting = await self._claimed_run(run_id, RESUME, None)
         finally:
+            leftover = self._handoff.pop(run_id, None)
+            if leftover is not None:
+                await _shielded(self._release(run_id, leftover.lease_epoch))
             reset_principal(token)
             self._stop_reasons.pop(run_id, None)
 
@@ -115,6 +126,7 @@ class RunLoop:
         runs = self._services.runs
         if claimed is None and how == RESUME and not await self._paused(run_id):
             how = RECOVER  # a decision for a run whose holder died mid-step: it is taken over, not resumed
+        claimed = claimed or self._handoff.pop(run_id, None)
         if claimed is None:
             try:
                 reply = await runs.ClaimRun(
@@ -122,10 +134,12 @@ class RunLoop:
                         id=run_id, holder=self._settings.replica_id, lease_ttl=Duration(seconds=self._lease())
                     )
                 )
+                claimed = reply.run
             except grpc.aio.AioRpcError as exc:
-                log.info("claim_refused", reason=from_rpc_error(exc).reason)
-                return []
-            claimed = reply.run
+                claimed = self._handoff.pop(run_id, None)  # refused because this replica's sweep claimed it
+                if claimed is None:
+                    log.info("claim_refused", reason=from_rpc_error(exc).reason)
+                    return []
         epoch = claimed.lease_epoch
         driver = asyncio.current_task()
         assert driver is not None

@@ -90,9 +90,9 @@ class Resumer:
     async def _sweeps(self) -> None:
         while True:
             with contextlib.suppress(grpc.aio.AioRpcError):
-                await self.sweep_decisions()
+                await self.claim_orphans()  # first: a decided run whose holder died is taken over, not resumed
             with contextlib.suppress(grpc.aio.AioRpcError):
-                await self.claim_orphans()
+                await self.sweep_decisions()
             await asyncio.sleep(self._services.settings.sweep_interval)
 
     async def sweep_decisions(self) -> None:
@@ -135,7 +135,5 @@ class Resumer:
         for run in reply.runs:
             log.info("run_taken_over", run_id=run.id, epoch=run.lease_epoch)
             if not self._loop.start(run.id, run.owner_id, RECOVER, claimed=run):
-                # This replica already has a task for the run (one just starting, whose own claim this one
-                # beat, or one that let its lease lapse and is now fenced): hand the run back, so that the
-                # next sweep claims it for a task of its own.
+                # This replica drives as many runs as it may: hand the run back for a later sweep.
                 await self._release_as_owner(run)
