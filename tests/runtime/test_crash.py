@@ -4,9 +4,17 @@ server's own record shows each approved write applied exactly once, and stream r
 
 The store, provider (demo model) and confirm services run in this process; the runtime is a real process
 (`python -m services.runtime`, lease 2 s, sweep 0.5 s) running the example notes MCP server over stdio. The
-restarted runtime finds the crashed run by its sweep (ClaimRuns once the dead holder's lease expired) or, for a
-paused run, by the decision sweep. Every test reads the run's log twice: live, from before the kill, with
-StreamRunEvents(follow), and replayed once the run ended; both must be the same gap-free log.
+restarted runtime finds a crashed run by its sweeps: ClaimRuns once the dead holder's lease expired, and the
+decision sweep for a paused run (resumed: run_resumed) or for one killed while executing an approved write (its
+decision is unacknowledged: taken over, step_restarted). Every test reads the run's log twice: live, from before
+the kill, with StreamRunEvents(follow), and replayed once the run ended; both must be the same gap-free log.
+
+(b) The example server has no slow read tool, so the read is held in flight by freezing the server (SIGSTOP).
+(c) SIGKILL of the runtime alone leaves its stdio notes server running: it finishes a write it has read (exactly
+once, under the approved confirmation's key) and exits at the end of its input. Killed with the runtime, it dies
+inside the write's delay and nothing is applied. Either way the non-idempotent create is never re-run silently:
+the user is asked (OUTCOME_UNKNOWN), and a retry carries the new confirmation's key. What holds in general is "at
+most once per key"; a user who approves a retry of a write that did land gets it twice, as the preview warns.
 """
 
 from __future__ import annotations
@@ -123,7 +131,7 @@ async def test_killed_during_a_read_tool_the_read_runs_again_and_the_run_complet
         run = await user.start_run(runtime, "Please list_notes")
         follower = user.follow(run.id)
         await eventually(lambda: stdin_waiting(server) > 0, what="the read call to reach the notes server")
-        assert follower.seen("tool_call_started")
+        await eventually(lambda: follower.seen("tool_call_started"), what="the read call in the log")
         await runtime.kill()
     finally:
         os.kill(server, signal.SIGCONT)  # it answers into a closed pipe and exits
