@@ -177,8 +177,8 @@ async def test_a_replica_frozen_during_an_approved_write_is_fenced_and_the_write
     names = kinds(events)
     assert names.count("step_restarted") == 1, names  # the other replica took it over mid-write
     assert names.index("confirmation_decided") < names.index("step_restarted") < names.index("tool_call_finished")
-    # The claim that drove it is the last one; the other replica may have claimed and given the run back before
-    # (a runtime bug, see the module docstring), so it need not be the first claim after the freeze.
+    # The claim that drove it is the last one. It is usually the first claim after the freeze too (the race in the
+    # module docstring is fixed), but this test does not yet rely on that.
     restarted = events[names.index("step_restarted")].step_restarted
     assert taken.lease_epoch <= restarted.lease_epoch == ended.lease_epoch
     assert names.count("tool_call_finished") == 1
