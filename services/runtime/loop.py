@@ -22,7 +22,7 @@ import grpc
 import structlog
 from google.protobuf.duration_pb2 import Duration
 
-from services.runtime import steps
+from services.runtime import budgets, steps
 from services.runtime.agents import limits_for, load_agent
 from services.runtime.context import RunContext, Services
 from services.runtime.events import EventWriter
@@ -159,6 +159,7 @@ class RunLoop:
                 step_count=claimed.step_count,
             )
             ctx.usage.CopyFrom(claimed.usage)
+            await budgets.hold_run_budget(self._services.provider, claimed, ctx.limits)
             return await steps.drive(ctx, how)
         except asyncio.CancelledError:
             why = self._stop_reasons.get(run_id, "shutdown")
