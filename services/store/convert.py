@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import Row
 
 from services.store.db.models import ConversationRow, MessageRow, RunRow
 from steward.common.v1 import content_pb2, limits_pb2, usage_pb2
@@ -48,7 +50,8 @@ def conversation_message(row: ConversationRow) -> conversation_pb2.Conversation:
     )
 
 
-def message_message(row: MessageRow) -> conversation_pb2.Message:
+def message_message(row: MessageRow | Row[Any]) -> conversation_pb2.Message:
+    """A message from its ORM row or a Core row of the messages table."""
     return conversation_pb2.Message(
         id=row.id,
         conversation_id=row.conversation_id,
@@ -60,7 +63,8 @@ def message_message(row: MessageRow) -> conversation_pb2.Message:
     )
 
 
-def run_message(row: RunRow) -> run_pb2.Run:
+def run_message(row: RunRow | Row[Any]) -> run_pb2.Run:
+    """A run from its ORM row or a Core row of the runs table."""
     run = run_pb2.Run(
         id=row.id,
         conversation_id=row.conversation_id,

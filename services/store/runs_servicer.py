@@ -178,6 +178,7 @@ class RunServicer(pb_grpc.RunServiceServicer):
             step_count=request.step_count,
             usage=request.usage if request.HasField("usage") else None,
             request_id=v.optional_request_id(request.request_id),
+            message_ids=v.message_ids(request.message_ids, len(request.messages)),
         )
         run, messages = await self._writes.checkpoint(current_principal().user_id, run_id, step)
         self._notifier.forget(run_id)

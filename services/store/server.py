@@ -56,7 +56,7 @@ async def create_server(settings: StoreSettings, address: str) -> GrpcServer:
     wakeups = PostgresWakeups(asyncpg_dsn(url), notifier) if engine.dialect.name == "postgresql" else None
     if wakeups is not None:
         await wakeups.start()
-    conversations = ConversationServicer(ConversationRepository(sessions))
+    conversations = ConversationServicer(ConversationRepository(sessions, runner))
     runs = RunServicer(
         RunRepository(sessions, runner),
         LeaseRepository(sessions),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from services.store.text import plain_text as plain_text
 from steward.common.v1 import content_pb2
@@ -35,6 +36,23 @@ def client_run_id(value: str) -> str:
         return str(uuid.UUID(value))
     except ValueError as exc:
         raise invalid_argument("run_id", "run_id must be a UUID") from exc
+
+
+def message_ids(values: Sequence[str], messages: int) -> list[str] | None:
+    """Caller-minted message ids: none (the store mints them), or one canonical UUID per message (events may
+    carry them verbatim, so no other spelling is accepted)."""
+    if not values:
+        return None
+    if len(values) != messages:
+        raise invalid_argument("message_ids", "message_ids must have one id per message")
+    for value in values:
+        try:
+            canonical = str(uuid.UUID(value))
+        except ValueError:
+            canonical = ""
+        if canonical != value:
+            raise invalid_argument("message_ids", "message_ids must be UUIDs in canonical form")
+    return list(values)
 
 
 def page_size(value: int, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:

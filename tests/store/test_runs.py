@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import grpc
 import pytest
@@ -191,3 +192,65 @@ async def test_duplicate_create_with_a_request_id_returns_the_first_run(store: S
         await conversations.ListMessages(pb.ListMessagesRequest(conversation_id=conversation.id), metadata=user)
     ).messages
     assert len(messages) == 1
+
+
+async def test_message_ids_minted_by_the_caller_are_used_once(store: StoreUnderTest) -> None:
+    user = store.user()
+    conversation_id, run_id = await _run(store, user)
+    runs = store.runs
+    claim = pb.ClaimRunRequest(id=run_id, holder="a", lease_ttl=Duration(seconds=30))
+    epoch = (await runs.ClaimRun(claim, metadata=user)).run.lease_epoch
+    minted = str(uuid.uuid4())
+    done = await runs.CheckpointRun(
+        pb.CheckpointRunRequest(
+            run_id=run_id,
+            lease_epoch=epoch,
+            messages=[_text("answer")],
+            message_ids=[minted],
+            events=[ev.RunEvent(run_completed=ev.RunCompleted(message_id=minted))],
+            state=run_pb2.RUN_STATE_COMPLETED,
+        ),
+        metadata=user,
+    )
+    assert [m.id for m in done.messages] == [minted]
+    listed = await store.conversations.ListMessages(
+        pb.ListMessagesRequest(conversation_id=conversation_id), metadata=user
+    )
+    assert [m.id for m in listed.messages][-1] == minted
+    events = [
+        item.event async for item in runs.StreamRunEvents(pb.StreamRunEventsRequest(run_id=run_id), metadata=user)
+    ]
+    assert events[-1].run_completed.message_id == minted
+
+
+@pytest.mark.parametrize(
+    ("ids", "reason"),
+    [
+        (["not-a-uuid"], "INVALID_ARGUMENT"),
+        ([str(uuid.uuid4()).upper()], "INVALID_ARGUMENT"),  # events carry ids verbatim: one spelling only
+        ([str(uuid.uuid4()), str(uuid.uuid4())], "INVALID_ARGUMENT"),  # two ids for one message
+        (None, "MESSAGE_ID_CONFLICT"),  # the id of a message that exists
+    ],
+)
+async def test_bad_or_taken_message_ids_are_refused_and_change_nothing(
+    store: StoreUnderTest, ids: list[str] | None, reason: str
+) -> None:
+    user = store.user()
+    conversation_id, run_id = await _run(store, user)
+    runs, conversations = store.runs, store.conversations
+    claim = pb.ClaimRunRequest(id=run_id, holder="a", lease_ttl=Duration(seconds=30))
+    epoch = (await runs.ClaimRun(claim, metadata=user)).run.lease_epoch
+    listing = pb.ListMessagesRequest(conversation_id=conversation_id)
+    before = (await conversations.ListMessages(listing, metadata=user)).messages
+    request = pb.CheckpointRunRequest(
+        run_id=run_id,
+        lease_epoch=epoch,
+        messages=[_text("answer")],
+        message_ids=ids if ids is not None else [before[0].id],
+        events=[ev.RunEvent(usage=ev.UsageReported())],
+        step_count=1,
+    )
+    await _expect(reason, runs.CheckpointRun(request, metadata=user))
+    assert (await conversations.ListMessages(listing, metadata=user)).messages == before
+    run = (await runs.GetRun(pb.GetRunRequest(id=run_id), metadata=user)).run
+    assert (run.last_event_seq, run.step_count, run.state) == (0, 0, run_pb2.RUN_STATE_RUNNING)

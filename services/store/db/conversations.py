@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.store import convert
 from services.store.db.models import ConversationRow, MessageRow
 from services.store.db.paging import page
+from services.store.db.runner import TransactionRunner
 from steward.common.v1 import content_pb2
 from steward.errors import not_found
 from steward.store.v1 import conversation_pb2
@@ -54,9 +58,90 @@ async def append_message(
     return row
 
 
+_ADVANCE_SEQ = (
+    update(ConversationRow)
+    .where(ConversationRow.id == bindparam("conversation_id"), ConversationRow.owner_id == bindparam("b_owner_id"))
+    .values(last_message_seq=ConversationRow.last_message_seq + bindparam("count"), update_time=bindparam("now"))
+    .returning(ConversationRow.last_message_seq)
+)
+_INSERT_MESSAGES = insert(MessageRow)
+_OWNED = select(ConversationRow.id).where(
+    ConversationRow.id == bindparam("conversation_id"), ConversationRow.owner_id == bindparam("owner_id")
+)
+_MESSAGES_PAGE = (
+    select(MessageRow.__table__)
+    .where(MessageRow.conversation_id == bindparam("conversation_id"), MessageRow.owner_id == bindparam("owner_id"))
+    .order_by(MessageRow.seq)
+    .offset(bindparam("offset"))
+    .limit(bindparam("limit"))
+)
+
+
+def append_messages(
+    connection: Connection,
+    owner_id: str,
+    conversation_id: str,
+    messages: Sequence[content_pb2.ChatMessage],
+    run_id: str,
+    created: datetime,
+    ids: Sequence[str] | None = None,
+) -> list[conversation_pb2.Message]:
+    """Append messages at the conversation's next seqs, on a sync connection inside a write transaction; `ids`
+    (one per message) when the caller minted them.
+
+    One UPDATE advances (and so locks) the conversation's seq; NOT_FOUND when it is not the owner's. A taken id
+    raises IntegrityError (the caller's to map).
+    """
+    if not messages:
+        return []
+    advance = {"conversation_id": conversation_id, "b_owner_id": owner_id, "count": len(messages), "now": created}
+    last = connection.execute(_ADVANCE_SEQ, advance).scalar()
+    if last is None:
+        raise not_found("CONVERSATION_NOT_FOUND", f"conversation {conversation_id} not found")
+    stored = [
+        conversation_pb2.Message(
+            id=ids[index] if ids else str(uuid.uuid4()),
+            conversation_id=conversation_id,
+            seq=last - len(messages) + 1 + index,
+            role=message.role,
+            content=message.content,
+            run_id=run_id,
+            create_time=convert.timestamp(created),
+        )
+        for index, message in enumerate(messages)
+    ]
+    connection.execute(
+        _INSERT_MESSAGES,
+        [
+            {
+                "id": message.id,
+                "conversation_id": conversation_id,
+                "owner_id": owner_id,
+                "seq": message.seq,
+                "role": message.role,
+                "content": convert.content_to_json(list(message.content)),
+                "run_id": run_id,
+                "request_id": None,
+                "create_time": created,
+            }
+            for message in stored
+        ],
+    )
+    return stored
+
+
+def earlier_messages(connection: Connection, ids: Sequence[str]) -> list[conversation_pb2.Message]:
+    """The messages with these ids, in conversation order (what an earlier write appended)."""
+    if not ids:
+        return []
+    rows = connection.execute(select(MessageRow.__table__).where(MessageRow.id.in_(ids)).order_by(MessageRow.seq))
+    return [convert.message_message(row) for row in rows]
+
+
 class ConversationRepository:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], runner: TransactionRunner) -> None:
         self._sessions = sessions
+        self._runner = runner
 
     async def create(
         self, owner_id: str, title: str, agent_id: str, request_id: str | None
@@ -135,20 +220,16 @@ class ConversationRepository:
     async def list_messages(
         self, owner_id: str, conversation_id: str, offset: int, limit: int
     ) -> tuple[list[conversation_pb2.Message], str]:
-        async with self._sessions() as session:
-            exists = await session.scalar(
-                select(func.count())
-                .select_from(ConversationRow)
-                .where(ConversationRow.id == conversation_id, ConversationRow.owner_id == owner_id)
-            )
-            if not exists:
-                raise not_found("CONVERSATION_NOT_FOUND", f"conversation {conversation_id} not found")
-            return await page(
-                session,
-                select(MessageRow)
-                .where(MessageRow.conversation_id == conversation_id, MessageRow.owner_id == owner_id)
-                .order_by(MessageRow.seq),
-                offset,
-                limit,
-                convert.message_message,
-            )
+        """Messages `offset`..`offset+limit` in order (one read transaction), and the next page token."""
+        owned = {"conversation_id": conversation_id, "owner_id": owner_id}
+
+        def work(connection: Connection) -> list[Row[Any]] | None:
+            if connection.execute(_OWNED, owned).first() is None:
+                return None
+            return list(connection.execute(_MESSAGES_PAGE, {**owned, "offset": offset, "limit": limit + 1}))
+
+        rows = await self._runner.read(work)
+        if rows is None:
+            raise not_found("CONVERSATION_NOT_FOUND", f"conversation {conversation_id} not found")
+        next_token = str(offset + limit) if len(rows) > limit else ""
+        return [convert.message_message(row) for row in rows[:limit]], next_token

@@ -11,25 +11,27 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+import grpc
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.store import convert
-from services.store.db.conversations import append_message, lock_conversation
-from services.store.db.models import MessageRow, RunEventRow, RunRow, RunWriteRow
+from services.store.db.conversations import append_messages, earlier_messages
+from services.store.db.models import RunEventRow, RunRow, RunWriteRow
 from services.store.db.run_rows import (
     TERMINAL_STATES,
     announce,
     announce_sync,
     event_values,
     insert_events,
-    lock_fenced,
     lock_run,
 )
 from services.store.db.runner import TransactionRunner
 from steward.common.v1 import content_pb2, usage_pb2
-from steward.errors import failed_precondition, not_found
+from steward.errors import StewardError, failed_precondition, not_found
 from steward.store.v1 import conversation_pb2, run_event_pb2, run_pb2
 
 
@@ -45,38 +47,116 @@ class Checkpoint:
     step_count: int
     usage: usage_pb2.Usage | None
     request_id: str | None = None
+    message_ids: list[str] | None = None  # minted by the caller; None: the store mints them
 
 
-async def _earlier_write(session: AsyncSession, run_id: str, request_id: str | None) -> RunWriteRow | None:
+# The hot paths' statements, built once: constructing a statement costs more than SQLite takes to run it.
+_RUN = select(RunRow.__table__).where(RunRow.id == bindparam("run_id"), RunRow.owner_id == bindparam("owner_id"))
+_RUN_LOCKED = _RUN.with_for_update()
+_EARLIER_WRITE = select(RunWriteRow.first_seq, RunWriteRow.last_seq, RunWriteRow.message_ids).where(
+    RunWriteRow.run_id == bindparam("run_id"), RunWriteRow.request_id == bindparam("request_id")
+)
+_RESERVE_SEQS = (
+    update(RunRow)
+    .where(
+        RunRow.id == bindparam("run_id"),
+        RunRow.owner_id == bindparam("b_owner_id"),  # not "owner_id": an UPDATE reserves its columns' names
+        RunRow.lease_epoch == bindparam("epoch"),
+        RunRow.state.not_in(TERMINAL_STATES),
+    )
+    .values(last_event_seq=RunRow.last_event_seq + bindparam("count"), update_time=bindparam("now"))
+    .returning(RunRow.last_event_seq)
+)
+_INSERT_EVENTS = insert(RunEventRow)
+_RECORD_WRITE = insert(RunWriteRow)
+# What a checkpoint may change; every column is written (the unchanged ones with their current value).
+_CHECKPOINTED = (
+    "state",
+    "pause_reason",
+    "incomplete_reason",
+    "error",
+    "lease_holder",
+    "lease_expire_time",
+    "end_time",
+    "step_count",
+    "usage",
+    "last_event_seq",
+    "update_time",
+)
+_UPDATE_RUN = (
+    update(RunRow)
+    .where(RunRow.id == bindparam("run_id"))
+    .values({name: bindparam(f"new_{name}") for name in _CHECKPOINTED})
+)
+
+
+def _fenced_run(connection: Connection, owner_id: str, run_id: str, epoch: int, *, lock: bool) -> Row[Any]:
+    """The run's row; NOT_FOUND for an unknown or foreign run, LEASE_LOST for a stale epoch."""
+    row = connection.execute(_RUN_LOCKED if lock else _RUN, {"run_id": run_id, "owner_id": owner_id}).first()
+    if row is None:
+        raise not_found("RUN_NOT_FOUND", f"run {run_id} not found")
+    if row.lease_epoch != epoch:
+        raise failed_precondition("LEASE_LOST", f"lease epoch {epoch} is stale; the run is at {row.lease_epoch}")
+    return row
+
+
+def _earlier_write(connection: Connection, run_id: str, request_id: str | None) -> Row[int, int, str] | None:
     if request_id is None:
         return None
-    return await session.scalar(
-        select(RunWriteRow).where(RunWriteRow.run_id == run_id, RunWriteRow.request_id == request_id)
-    )
+    return connection.execute(_EARLIER_WRITE, {"run_id": run_id, "request_id": request_id}).first()
 
 
-def _record_write(session: AsyncSession, row: RunRow, request_id: str | None, first: int, messages: list[str]) -> None:
+def _insert_events(
+    connection: Connection, run_id: str, first: int, events: Sequence[run_event_pb2.RunEvent], created: datetime
+) -> None:
+    if events:
+        rows = [event_values(run_id, first + index, event, created) for index, event in enumerate(events)]
+        connection.execute(_INSERT_EVENTS, rows)
+
+
+def _record_write(
+    connection: Connection,
+    run_id: str,
+    request_id: str | None,
+    seqs: tuple[int, int],
+    message_ids: list[str],
+    created: datetime,
+) -> None:
     if request_id is not None:
-        session.add(
-            RunWriteRow(
-                run_id=row.id,
-                request_id=request_id,
-                first_seq=first,
-                last_seq=row.last_event_seq,
-                message_ids=json.dumps(messages),
-                create_time=convert.now(),
-            )
+        connection.execute(
+            _RECORD_WRITE,
+            {
+                "run_id": run_id,
+                "request_id": request_id,
+                "first_seq": seqs[0],
+                "last_seq": seqs[1],
+                "message_ids": json.dumps(message_ids),
+                "create_time": created,
+            },
         )
 
 
-def _fence(connection: Connection, owner_id: str, run_id: str, epoch: int, *, lock: bool) -> None:
-    """NOT_FOUND for an unknown or foreign run, LEASE_LOST for a stale epoch."""
-    query = select(RunRow.lease_epoch).where(RunRow.id == run_id, RunRow.owner_id == owner_id)
-    current = connection.execute(query.with_for_update() if lock else query).scalar()
-    if current is None:
-        raise not_found("RUN_NOT_FOUND", f"run {run_id} not found")
-    if current != epoch:
-        raise failed_precondition("LEASE_LOST", f"lease epoch {epoch} is stale; the run is at {current}")
+def _checkpointed(row: Row[Any], step: Checkpoint, now: datetime) -> dict[str, Any]:
+    """The run's checkpointed columns after `step`: its current values, with what the step changes."""
+    values: dict[str, Any] = {name: getattr(row, name) for name in _CHECKPOINTED}
+    values |= {"last_event_seq": row.last_event_seq + len(step.events), "update_time": now}
+    if step.state != run_pb2.RUN_STATE_UNSPECIFIED:
+        values |= {
+            "state": step.state,
+            "pause_reason": step.pause_reason,
+            "incomplete_reason": step.incomplete_reason,
+        }
+        if step.error is not None:
+            values["error"] = step.error.SerializeToString()
+        if step.state != run_pb2.RUN_STATE_RUNNING:
+            values |= {"lease_holder": "", "lease_expire_time": None}
+        if step.state in TERMINAL_STATES:
+            values["end_time"] = now
+    if step.step_count:
+        values["step_count"] = step.step_count
+    if step.usage is not None:
+        values["usage"] = step.usage.SerializeToString()
+    return values
 
 
 class RunWriteRepository:
@@ -103,44 +183,18 @@ class RunWriteRepository:
 
         def work(connection: Connection) -> tuple[int, int, datetime | None]:
             if request_id is not None:
-                _fence(connection, owner_id, run_id, epoch, lock=True)
-                earlier = connection.execute(
-                    select(RunWriteRow.first_seq, RunWriteRow.last_seq).where(
-                        RunWriteRow.run_id == run_id, RunWriteRow.request_id == request_id
-                    )
-                ).first()
+                _fenced_run(connection, owner_id, run_id, epoch, lock=True)
+                earlier = _earlier_write(connection, run_id, request_id)
                 if earlier is not None:
-                    return int(earlier[0]), int(earlier[1]), None
-            last = connection.execute(
-                update(RunRow)
-                .where(
-                    RunRow.id == run_id,
-                    RunRow.owner_id == owner_id,
-                    RunRow.lease_epoch == epoch,
-                    RunRow.state.not_in(TERMINAL_STATES),
-                )
-                .values(last_event_seq=RunRow.last_event_seq + len(events), update_time=created)
-                .returning(RunRow.last_event_seq)
-            ).scalar()
+                    return int(earlier.first_seq), int(earlier.last_seq), None
+            reserve = {"run_id": run_id, "b_owner_id": owner_id, "epoch": epoch, "count": len(events), "now": created}
+            last = connection.execute(_RESERVE_SEQS, reserve).scalar()
             if last is None:
-                _fence(connection, owner_id, run_id, epoch, lock=False)  # raises NOT_FOUND or LEASE_LOST
+                _fenced_run(connection, owner_id, run_id, epoch, lock=False)  # raises NOT_FOUND or LEASE_LOST
                 raise failed_precondition("RUN_STATE_CONFLICT", f"run {run_id} has ended")
             first = last - len(events) + 1
-            connection.execute(
-                insert(RunEventRow),
-                [event_values(run_id, first + index, event, created) for index, event in enumerate(events)],
-            )
-            if request_id is not None:
-                connection.execute(
-                    insert(RunWriteRow).values(
-                        run_id=run_id,
-                        request_id=request_id,
-                        first_seq=first,
-                        last_seq=last,
-                        message_ids="[]",
-                        create_time=created,
-                    )
-                )
+            _insert_events(connection, run_id, first, events, created)
+            _record_write(connection, run_id, request_id, (first, last), [], created)
             announce_sync(connection, run_id)
             return first, last, created
 
@@ -149,48 +203,41 @@ class RunWriteRepository:
     async def checkpoint(
         self, owner_id: str, run_id: str, step: Checkpoint
     ) -> tuple[run_pb2.Run, list[conversation_pb2.Message]]:
-        """Append a step's messages and events and move the run's state, atomically."""
-        async with self._sessions() as session, session.begin():
-            row = await lock_fenced(session, owner_id, run_id, step.epoch)
-            earlier = await _earlier_write(session, run_id, step.request_id)
+        """Append a step's messages and events and move the run's state, atomically.
+
+        One unit of work on the runner (one thread hop on SQLite): lock the run and check the epoch,
+        find an earlier write with the same request id, append the messages (the conversation's seq
+        is advanced by one UPDATE), insert the events, update the run, record the request id.
+        """
+        created = convert.now()
+
+        def work(connection: Connection) -> tuple[run_pb2.Run, list[conversation_pb2.Message]]:
+            row = _fenced_run(connection, owner_id, run_id, step.epoch, lock=True)
+            earlier = _earlier_write(connection, run_id, step.request_id)
             if earlier is not None:
-                ids = json.loads(earlier.message_ids)
-                rows = (await session.scalars(select(MessageRow).where(MessageRow.id.in_(ids)))).all() if ids else []
-                ordered = sorted(rows, key=lambda m: m.seq)
-                return convert.run_message(row), [convert.message_message(m) for m in ordered]
+                return convert.run_message(row), earlier_messages(connection, json.loads(earlier.message_ids))
             if row.state in TERMINAL_STATES:
                 raise failed_precondition("RUN_STATE_CONFLICT", f"run {run_id} has ended")
-            created = convert.now()
-            first = row.last_event_seq + 1
-            message_rows: list[MessageRow] = []
-            if step.messages:
-                conversation = await lock_conversation(session, owner_id, row.conversation_id)
-                for message in step.messages:
-                    message_rows.append(await append_message(session, conversation, message, run_id=row.id))
-            await insert_events(session, row, step.events, created)
-            self._apply_state(row, step, created)
-            _record_write(session, row, step.request_id, first, [m.id for m in message_rows])
-            await announce(session, run_id)
-        return convert.run_message(row), [convert.message_message(m) for m in message_rows]
+            messages = append_messages(
+                connection, owner_id, row.conversation_id, step.messages, run_id, created, step.message_ids
+            )
+            _insert_events(connection, run_id, row.last_event_seq + 1, step.events, created)
+            values = _checkpointed(row, step, created)
+            connection.execute(_UPDATE_RUN, {"run_id": run_id, **{f"new_{k}": v for k, v in values.items()}})
+            seqs = (row.last_event_seq + 1, values["last_event_seq"])
+            _record_write(connection, run_id, step.request_id, seqs, [m.id for m in messages], created)
+            announce_sync(connection, run_id)
+            return convert.run_message(RunRow(**{**row._mapping, **values})), messages
 
-    @staticmethod
-    def _apply_state(row: RunRow, step: Checkpoint, now: object) -> None:
-        if step.state != run_pb2.RUN_STATE_UNSPECIFIED:
-            row.state = step.state
-            row.pause_reason = step.pause_reason
-            row.incomplete_reason = step.incomplete_reason
-            if step.error is not None:
-                row.error = step.error.SerializeToString()
-            if step.state != run_pb2.RUN_STATE_RUNNING:
-                row.lease_holder = ""
-                row.lease_expire_time = None
-            if step.state in TERMINAL_STATES:
-                row.end_time = now  # type: ignore[assignment]
-        if step.step_count:
-            row.step_count = step.step_count
-        if step.usage is not None:
-            row.usage = step.usage.SerializeToString()
-        row.update_time = now  # type: ignore[assignment]
+        try:
+            return await self._runner.write(work)
+        except IntegrityError as exc:
+            if step.message_ids is None:
+                raise
+            # The run's row lock serializes its checkpoints: only a caller-minted message id can collide.
+            raise StewardError(
+                grpc.StatusCode.ALREADY_EXISTS, "MESSAGE_ID_CONFLICT", "a message id is already taken"
+            ) from exc
 
     async def request_cancel(self, owner_id: str, run_id: str, cancelled_by: str) -> run_pb2.Run:
         """Cancel a queued or paused run now; flag a running one for its holder; leave an ended one."""

@@ -106,6 +106,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The calling principal has no user record (NOT_FOUND)."""
     ERROR_REASON_TOKEN_NOT_FOUND: _ErrorReason.ValueType  # 39
     """The API token does not exist or belongs to someone else (NOT_FOUND)."""
+    ERROR_REASON_MESSAGE_ID_CONFLICT: _ErrorReason.ValueType  # 40
+    """A message id minted by the caller is already taken (ALREADY_EXISTS)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable reasons that Steward services put in
@@ -202,4 +204,6 @@ ERROR_REASON_USER_NOT_FOUND: ErrorReason.ValueType  # 38
 """The calling principal has no user record (NOT_FOUND)."""
 ERROR_REASON_TOKEN_NOT_FOUND: ErrorReason.ValueType  # 39
 """The API token does not exist or belongs to someone else (NOT_FOUND)."""
+ERROR_REASON_MESSAGE_ID_CONFLICT: ErrorReason.ValueType  # 40
+"""A message id minted by the caller is already taken (ALREADY_EXISTS)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -1327,6 +1327,7 @@ class CheckpointRunRequest(_message.Message):
     STEP_COUNT_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_IDS_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """The run's id."""
     lease_epoch: _builtins.int
@@ -1357,6 +1358,14 @@ class CheckpointRunRequest(_message.Message):
     def usage(self) -> _usage_pb2.Usage:
         """The run's total usage after this checkpoint."""
 
+    @_builtins.property
+    def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids for the messages, minted by the caller (UUIDs), so that events of the
+        same checkpoint can name them (a run_completed event's message_id); empty
+        lets the store mint them, otherwise one per message. An id already taken
+        is ALREADY_EXISTS (MESSAGE_ID_CONFLICT) and changes nothing.
+        """
+
     def __init__(
         self,
         *,
@@ -1371,10 +1380,11 @@ class CheckpointRunRequest(_message.Message):
         step_count: _builtins.int = ...,
         usage: _usage_pb2.Usage | None = ...,
         request_id: _builtins.str = ...,
+        message_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "events", b"events", "incomplete_reason", b"incomplete_reason", "lease_epoch", b"lease_epoch", "messages", b"messages", "pause_reason", b"pause_reason", "request_id", b"request_id", "run_id", b"run_id", "state", b"state", "step_count", b"step_count", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "events", b"events", "incomplete_reason", b"incomplete_reason", "lease_epoch", b"lease_epoch", "message_ids", b"message_ids", "messages", b"messages", "pause_reason", b"pause_reason", "request_id", b"request_id", "run_id", b"run_id", "state", b"state", "step_count", b"step_count", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1056,7 +1056,9 @@ class RunServiceServicer:
         """Commits a step: appends messages and events and updates the run's state,
         counters and usage in one transaction. Leaving running releases the lease.
         FAILED_PRECONDITION (LEASE_LOST) for a stale epoch, (RUN_STATE_CONFLICT)
-        for a transition out of a terminal state; NOT_FOUND (RUN_NOT_FOUND).
+        for a transition out of a terminal state; NOT_FOUND (RUN_NOT_FOUND);
+        INVALID_ARGUMENT (INVALID_ARGUMENT) for message_ids that are not one UUID
+        per message; ALREADY_EXISTS (MESSAGE_ID_CONFLICT) for a message id taken.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

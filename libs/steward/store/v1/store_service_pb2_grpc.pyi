@@ -448,7 +448,9 @@ class RunServiceStub:
     """Commits a step: appends messages and events and updates the run's state,
     counters and usage in one transaction. Leaving running releases the lease.
     FAILED_PRECONDITION (LEASE_LOST) for a stale epoch, (RUN_STATE_CONFLICT)
-    for a transition out of a terminal state; NOT_FOUND (RUN_NOT_FOUND).
+    for a transition out of a terminal state; NOT_FOUND (RUN_NOT_FOUND);
+    INVALID_ARGUMENT (INVALID_ARGUMENT) for message_ids that are not one UUID
+    per message; ALREADY_EXISTS (MESSAGE_ID_CONFLICT) for a message id taken.
     """
     RequestRunCancel: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.RequestRunCancelRequest, _store_service_pb2.RequestRunCancelResponse]
     """Asks for a run to be cancelled. A queued or paused run is cancelled at
@@ -511,7 +513,9 @@ class RunServiceAsyncStub(RunServiceStub):
     """Commits a step: appends messages and events and updates the run's state,
     counters and usage in one transaction. Leaving running releases the lease.
     FAILED_PRECONDITION (LEASE_LOST) for a stale epoch, (RUN_STATE_CONFLICT)
-    for a transition out of a terminal state; NOT_FOUND (RUN_NOT_FOUND).
+    for a transition out of a terminal state; NOT_FOUND (RUN_NOT_FOUND);
+    INVALID_ARGUMENT (INVALID_ARGUMENT) for message_ids that are not one UUID
+    per message; ALREADY_EXISTS (MESSAGE_ID_CONFLICT) for a message id taken.
     """
     RequestRunCancel: _aio.UnaryUnaryMultiCallable[_store_service_pb2.RequestRunCancelRequest, _store_service_pb2.RequestRunCancelResponse]  # type: ignore[assignment]
     """Asks for a run to be cancelled. A queued or paused run is cancelled at
@@ -625,7 +629,9 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         """Commits a step: appends messages and events and updates the run's state,
         counters and usage in one transaction. Leaving running releases the lease.
         FAILED_PRECONDITION (LEASE_LOST) for a stale epoch, (RUN_STATE_CONFLICT)
-        for a transition out of a terminal state; NOT_FOUND (RUN_NOT_FOUND).
+        for a transition out of a terminal state; NOT_FOUND (RUN_NOT_FOUND);
+        INVALID_ARGUMENT (INVALID_ARGUMENT) for message_ids that are not one UUID
+        per message; ALREADY_EXISTS (MESSAGE_ID_CONFLICT) for a message id taken.
         """
 
     @_abc_1.abstractmethod
