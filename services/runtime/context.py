@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from services.runtime.agents import AgentSpec, Limits
 from services.runtime.events import EventWriter
+from services.runtime.history import History
 from services.runtime.hooks import Hooks
 from services.runtime.settings import RuntimeSettings
 from services.runtime.toolbox import Toolbox
@@ -39,7 +40,7 @@ class RunContext:
     mode: int
     usage: usage_pb2.Usage = field(default_factory=usage_pb2.Usage)
     step_count: int = 0
-    last_message_id: str = ""  # the assistant message of the last step taken
+    history: History = field(default_factory=History)  # read when the loop starts, then kept up to date
 
     @property
     def run_id(self) -> str:

@@ -232,7 +232,7 @@ class RunLoop:
                 store_pb.CheckpointRunRequest(
                     run_id=ctx.run_id,
                     lease_epoch=ctx.epoch,
-                    events=[ev.RunEvent(run_cancelled=ev.RunCancelled(cancelled_by="user"))],
+                    events=[*await ctx.writer.drain(), ev.RunEvent(run_cancelled=ev.RunCancelled(cancelled_by="user"))],
                     state=run_pb2.RUN_STATE_CANCELLED,
                     request_id=f"{ctx.run_id}/cancelled",
                 ),
@@ -249,11 +249,12 @@ class RunLoop:
         run_error = run_pb2.RunError(reason=error.reason, message=error.message, transient=transient)
         log.warning("run_failed", reason=error.reason, transient=transient)
         try:
+            unwritten = await ctx.writer.drain() if ctx is not None else []
             await self._services.runs.CheckpointRun(
                 store_pb.CheckpointRunRequest(
                     run_id=run_id,
                     lease_epoch=epoch,
-                    events=[ev.RunEvent(run_failed=ev.RunFailed(error=run_error))],
+                    events=[*unwritten, ev.RunEvent(run_failed=ev.RunFailed(error=run_error))],
                     state=run_pb2.RUN_STATE_FAILED,
                     error=run_error,
                     request_id=f"{run_id}/{epoch}/failed",

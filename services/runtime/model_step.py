@@ -1,10 +1,11 @@
 """One model step: a Generate call streamed into the run's event log.
 
-Text and reasoning deltas go to the log as they come (text coalesced by the
+Text and reasoning deltas go to the log as they come (coalesced by the
 EventWriter); tool calls are assembled from their fragments and logged once
-their arguments are complete. Usage is summed over the provider's attempts
-(each attempt reports its own cumulative usage). The first event must come
-within the first-token limit.
+their arguments are complete. What is still buffered when the stream ends is
+handed back (`StepResult.unwritten`) for the step's checkpoint to write.
+Usage is summed over the provider's attempts (each attempt reports its own
+cumulative usage). The first event must come within the first-token limit.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class StepResult:
     stop_reason: int = provider_pb.STOP_REASON_UNSPECIFIED
     tool_calls: list[content_pb2.ToolCallBlock] = field(default_factory=list)
     capped: bool = False  # the step's max_tokens was lowered to what the run's token limit had left
+    unwritten: list[ev.RunEvent] = field(default_factory=list)  # the step's events still to be written, in order
 
 
 def add_usage(total: usage_pb2.Usage, more: usage_pb2.Usage) -> None:
@@ -79,13 +81,12 @@ async def run_step(
             kind = chunk.WhichOneof("event")
             if kind == "text_delta":
                 parts.text.append(chunk.text_delta.text)
-                await writer.text(step, chunk.text_delta.text)
+                writer.text(step, chunk.text_delta.text)
             elif kind == "reasoning_delta":
                 parts.reasoning.append(chunk.reasoning_delta.text)
                 parts.signature = chunk.reasoning_delta.signature or parts.signature
                 if chunk.reasoning_delta.text:
-                    delta = ev.ReasoningDelta(text=chunk.reasoning_delta.text)
-                    await writer.emit(ev.RunEvent(step=step, reasoning_delta=delta))
+                    writer.reasoning(step, chunk.reasoning_delta.text)
             elif kind == "tool_call_started":
                 started = chunk.tool_call_started
                 parts.calls[started.index] = content_pb2.ToolCallBlock(id=started.id, name=started.name)
@@ -102,7 +103,7 @@ async def run_step(
                     started_event = ev.ToolCallStarted(
                         tool_call_id=call.id, tool_name=call.name, arguments_json=call.arguments_json
                     )
-                    await writer.emit(ev.RunEvent(step=step, tool_call_started=started_event))
+                    writer.later(ev.RunEvent(step=step, tool_call_started=started_event))
             elif kind == "attempt_started":
                 add_usage(total, attempt)  # the previous attempt's usage stands; the new one starts at zero
                 attempt = usage_pb2.Usage()
@@ -114,9 +115,8 @@ async def run_step(
     finally:
         stream.cancel()
     add_usage(total, attempt)
-    await writer.flush()
-    message = parts.message()
-    return StepResult(message, total, stop, [parts.calls[index] for index in sorted(parts.calls)])
+    calls = [parts.calls[index] for index in sorted(parts.calls)]
+    return StepResult(parts.message(), total, stop, calls, unwritten=await writer.drain())
 
 
 def is_transient(error: StewardError) -> bool:

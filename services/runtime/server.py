@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from services.runtime.context import Services
-from services.runtime.hooks import AuditLog, Hooks
+from services.runtime.hooks import AuditLog, Hook, Hooks
 from services.runtime.loop import RunLoop
 from services.runtime.resume import Resumer
 from services.runtime.servicer import RuntimeServicer
@@ -23,8 +25,11 @@ DOMAIN = "runtime.steward"
 ACTOR = "runtime"
 
 
-async def create_server(settings: RuntimeSettings, address: str, *, toolbox: Toolbox | None = None) -> GrpcServer:
-    """Connect to the store, provider and confirm services, start the tools, and serve RuntimeService."""
+async def create_server(
+    settings: RuntimeSettings, address: str, *, toolbox: Toolbox | None = None, hooks: Sequence[Hook] = ()
+) -> GrpcServer:
+    """Connect to the store, provider and confirm services, start the tools, and serve RuntimeService; `hooks` run
+    after the built-in audit log."""
     secret = settings.internal_secret.get_secret_value()
     signer = TokenSigner(secret, issuer=ACTOR)
     channels = {
@@ -43,7 +48,7 @@ async def create_server(settings: RuntimeSettings, address: str, *, toolbox: Too
         provider=provider_grpc.ProviderServiceStub(channels["provider"]),
         confirm=confirm_grpc.ConfirmationServiceStub(channels["confirm"]),
         toolbox=tools,
-        hooks=Hooks([AuditLog()]),
+        hooks=Hooks([AuditLog(), *hooks]),
         settings=settings,
     )
     loop = RunLoop(services)

@@ -13,21 +13,22 @@ back before any content.
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import grpc
 import structlog
 
 from services.runtime import client_tools, model_step
 from services.runtime.context import RunContext, Services
-from services.runtime.history import pending_calls
+from services.runtime.history import History, pending_calls
 from services.runtime.tool_calls import resolve
 from services.runtime.toolbox import ToolInfo
 from steward.common.v1 import content_pb2
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.errors import StewardError, from_rpc_error
 from steward.provider.v1 import provider_service_pb2 as provider_pb
+from steward.store.v1 import conversation_pb2, run_pb2
 from steward.store.v1 import run_event_pb2 as ev
-from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 
 log = structlog.get_logger(__name__)
@@ -37,18 +38,14 @@ STEP_RESTARTS = 2
 MAX_OUTPUT_TOKENS = 4096  # per step, unless the run's token limit leaves less
 
 
-async def history(ctx: RunContext) -> list[content_pb2.ChatMessage]:
-    return await conversation_messages(ctx.services, ctx.run.conversation_id)
-
-
-async def conversation_messages(services: Services, conversation_id: str) -> list[content_pb2.ChatMessage]:
-    messages: list[content_pb2.ChatMessage] = []
+async def conversation_messages(services: Services, conversation_id: str) -> list[conversation_pb2.Message]:
+    messages: list[conversation_pb2.Message] = []
     token = ""
     while True:
         page = await services.conversations.ListMessages(
             store_pb.ListMessagesRequest(conversation_id=conversation_id, page_size=HISTORY_PAGE_SIZE, page_token=token)
         )
-        messages.extend(content_pb2.ChatMessage(role=m.role, content=m.content) for m in page.messages)
+        messages.extend(page.messages)
         if not page.next_page_token:
             return messages
         token = page.next_page_token
@@ -74,14 +71,15 @@ async def _opening_event(ctx: RunContext, how: str) -> None:
         event = ev.RunEvent(step=ctx.step_count + 1, step_restarted=ev.StepRestarted(lease_epoch=ctx.epoch))
     else:
         event = ev.RunEvent(run_started=ev.RunStarted(agent_id=ctx.agent.id, model_route=ctx.agent.model_route))
-    await ctx.writer.emit(event)
+    ctx.writer.later(event)  # with the first write that follows
 
 
 async def _loop(ctx: RunContext) -> list[str]:
     tools = {tool.name: tool for tool in await ctx.services.toolbox.tools_for(ctx.agent, ctx.mode)}
     tools.update((tool.name, tool) for tool in client_tools.infos(ctx.run))
+    ctx.history = History(await conversation_messages(ctx.services, ctx.run.conversation_id))
     while True:
-        messages = await history(ctx)
+        messages = ctx.history.messages
         pending = pending_calls(messages)
         if pending.calls:
             resolution = await resolve(ctx, pending.calls, tools)
@@ -102,13 +100,20 @@ async def _loop(ctx: RunContext) -> list[str]:
         result = await _step(ctx, messages, list(tools.values()))
         if result is None:
             return []
-        if result.stop_reason == provider_pb.STOP_REASON_MAX_TOKENS and result.capped:
-            # The answer was cut short by what was left of the run's token limit, not by the model.
-            await finish(ctx, run_pb2.RUN_STATE_INCOMPLETE, incomplete=run_pb2.INCOMPLETE_REASON_MAX_TOKENS)
+        ending = _ending(result)
+        await _checkpoint_step(ctx, result, ending)
+        if ending is not None:
             return []
-        if not result.tool_calls:
-            await finish(ctx, run_pb2.RUN_STATE_COMPLETED, message_id=ctx.last_message_id)
-            return []
+
+
+def _ending(result: model_step.StepResult) -> tuple[int, int] | None:
+    """How a step ends the run (state, incomplete reason), or None when the run goes on with its tool calls."""
+    if result.stop_reason == provider_pb.STOP_REASON_MAX_TOKENS and result.capped:
+        # The answer was cut short by what was left of the run's token limit, not by the model.
+        return run_pb2.RUN_STATE_INCOMPLETE, run_pb2.INCOMPLETE_REASON_MAX_TOKENS
+    if not result.tool_calls:
+        return run_pb2.RUN_STATE_COMPLETED, run_pb2.INCOMPLETE_REASON_UNSPECIFIED
+    return None
 
 
 def _limit_reached(ctx: RunContext) -> int:
@@ -149,12 +154,13 @@ def _request(
 async def _step(
     ctx: RunContext, messages: list[content_pb2.ChatMessage], tools: list[ToolInfo]
 ) -> model_step.StepResult | None:
-    """One model step, checkpointed; None when the run ended instead (budget, or a failure)."""
+    """One model step, not yet checkpointed (see `_checkpoint_step`); None when the run ended instead (budget)."""
     step = ctx.step_count + 1
     for attempt in range(STEP_RESTARTS + 1):
         if attempt:
             await ctx.writer.emit(ev.RunEvent(step=step, step_restarted=ev.StepRestarted(lease_epoch=ctx.epoch)))
-        await ctx.writer.emit(ev.RunEvent(step=step, step_started=ev.StepStarted(model_route=ctx.agent.model_route)))
+        # Written while the model call starts: the writer keeps the log's order, and a failed write fails the next.
+        ctx.writer.send(ev.RunEvent(step=step, step_started=ev.StepStarted(model_route=ctx.agent.model_route)))
         await ctx.services.hooks.before_model_call(ctx.run_id, step, ctx.agent.model_route)
         try:
             request = _request(ctx, messages, tools, step)
@@ -179,30 +185,43 @@ async def _step(
                 grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", "the model sent nothing in time"
             ) from exc
         await ctx.services.hooks.after_model_call(ctx.run_id, step, len(result.tool_calls))
-        model_step.add_usage(ctx.usage, result.usage)
-        usage_event = ev.RunEvent(step=step, usage=ev.UsageReported(usage=result.usage, run_total=ctx.usage))
-        committed = await checkpoint(
-            ctx,
-            store_pb.CheckpointRunRequest(
-                run_id=ctx.run_id,
-                lease_epoch=ctx.epoch,
-                messages=[result.message] if result.message.content else [],
-                events=[usage_event],
-                step_count=step,
-                usage=ctx.usage,
-                request_id=f"{ctx.run_id}/{ctx.epoch}/step/{step}",
-            ),
-        )
-        ctx.step_count = step
-        ctx.last_message_id = committed.messages[0].id if committed.messages else ""
         result.capped = request.max_tokens < MAX_OUTPUT_TOKENS
         return result
     raise AssertionError("unreachable")
 
 
+async def _checkpoint_step(ctx: RunContext, result: model_step.StepResult, ending: tuple[int, int] | None) -> None:
+    """Checkpoint a model step: its assistant message, its events and usage, and, when the step ends the run, the
+    end in the same write (the message id is minted here so that the end event can name it)."""
+    step = ctx.step_count + 1
+    model_step.add_usage(ctx.usage, result.usage)
+    message_id = str(uuid.uuid4()) if result.message.content else ""
+    usage = ev.RunEvent(step=step, usage=ev.UsageReported(usage=result.usage, run_total=ctx.usage))
+    request = store_pb.CheckpointRunRequest(
+        run_id=ctx.run_id,
+        lease_epoch=ctx.epoch,
+        messages=[result.message] if message_id else [],
+        message_ids=[message_id] if message_id else [],
+        events=[*result.unwritten, usage],
+        step_count=step,
+        usage=ctx.usage,
+        request_id=f"{ctx.run_id}/{ctx.epoch}/step/{step}",
+    )
+    if ending is not None:
+        state, incomplete = ending
+        request.events.append(_end_event(state, incomplete, message_id))
+        request.state, request.incomplete_reason = state, incomplete  # type: ignore[assignment]
+    await checkpoint(ctx, request)
+    ctx.step_count = step
+    if ending is not None:
+        await _ended(ctx, ending[0])
+
+
 async def checkpoint(ctx: RunContext, request: store_pb.CheckpointRunRequest) -> store_pb.CheckpointRunResponse:
-    """CheckpointRun, then the hooks' event tap for each event it wrote (with its seq)."""
+    """CheckpointRun; then the messages it appended join the claim's history, and the hooks' event tap sees each
+    event it wrote (with its seq)."""
     reply = await ctx.services.runs.CheckpointRun(request)
+    ctx.history.add(reply.messages)
     first = reply.last_event_seq - len(request.events) + 1
     for offset, event in enumerate(request.events):
         event.seq = first + offset
@@ -227,13 +246,12 @@ async def _acknowledge(ctx: RunContext, confirmation_ids: list[str]) -> None:
 
 async def pause(ctx: RunContext, reason: run_pb2.PauseReason.ValueType) -> None:
     """Wait for a person or the caller: checkpoint paused (which gives up the lease)."""
-    await ctx.writer.close()
     await checkpoint(
         ctx,
         store_pb.CheckpointRunRequest(
             run_id=ctx.run_id,
             lease_epoch=ctx.epoch,
-            events=[ev.RunEvent(run_paused=ev.RunPaused(reason=reason))],
+            events=[*await ctx.writer.drain(), ev.RunEvent(run_paused=ev.RunPaused(reason=reason))],
             state=run_pb2.RUN_STATE_PAUSED,
             pause_reason=reason,
             request_id=f"{ctx.run_id}/{ctx.epoch}/paused",
@@ -242,19 +260,14 @@ async def pause(ctx: RunContext, reason: run_pb2.PauseReason.ValueType) -> None:
     log.info("run_paused", steps=ctx.step_count)
 
 
-async def finish(ctx: RunContext, state: int, *, incomplete: int = 0, message_id: str = "") -> None:
-    """End the run: completed or incomplete (with its limit)."""
-    await ctx.writer.close()
-    if state == run_pb2.RUN_STATE_COMPLETED:
-        event = ev.RunEvent(run_completed=ev.RunCompleted(message_id=message_id))
-    else:
-        event = ev.RunEvent(run_incomplete=ev.RunIncomplete(reason=incomplete))  # type: ignore[arg-type]
+async def finish(ctx: RunContext, state: int, *, incomplete: int = 0) -> None:
+    """End the run between steps: completed or incomplete (with its limit)."""
     await checkpoint(
         ctx,
         store_pb.CheckpointRunRequest(
             run_id=ctx.run_id,
             lease_epoch=ctx.epoch,
-            events=[event],
+            events=[*await ctx.writer.drain(), _end_event(state, incomplete, "")],
             state=state,  # type: ignore[arg-type]
             incomplete_reason=incomplete,  # type: ignore[arg-type]
             step_count=ctx.step_count,
@@ -262,6 +275,16 @@ async def finish(ctx: RunContext, state: int, *, incomplete: int = 0, message_id
             request_id=f"{ctx.run_id}/{ctx.epoch}/end",
         ),
     )
+    await _ended(ctx, state)
+
+
+def _end_event(state: int, incomplete: int, message_id: str) -> ev.RunEvent:
+    if state == run_pb2.RUN_STATE_COMPLETED:
+        return ev.RunEvent(run_completed=ev.RunCompleted(message_id=message_id))
+    return ev.RunEvent(run_incomplete=ev.RunIncomplete(reason=incomplete))  # type: ignore[arg-type]
+
+
+async def _ended(ctx: RunContext, state: int) -> None:
     if state != run_pb2.RUN_STATE_COMPLETED:
         await cancel_confirmations(ctx.services, ctx.run_id)
     log.info("run_ended", state=run_pb2.RunState.Name(state), steps=ctx.step_count)  # type: ignore[arg-type]

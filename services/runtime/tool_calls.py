@@ -91,6 +91,7 @@ async def record_result(
             request_id=f"{ctx.run_id}/{call.id}/result",
         )
     )
+    ctx.history.add(committed.messages)
     event.seq = committed.last_event_seq
     await ctx.services.hooks.on_event(ctx.run_id, event)
     await ctx.services.hooks.after_tool_call(ctx.run_id, call.id, call.name, outcome.is_error)
