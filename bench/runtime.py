@@ -1,15 +1,17 @@
 """Runtime benchmarks: the agent loop's own cost per step, and 1,000 runs parked on a confirmation.
 
-Store, provider (demo model, no token delay) and confirm run in this process (SQLite); the tools are the example
-notes MCP server over stdio, started by the runtime.
+Store, provider (demo model, no token delay) and confirm run as deployed, each in its own process (SQLite), logging
+at WARNING; the tools are the example notes MCP server over stdio, started by the runtime.
 
 - Per-step overhead: sequential "Please list_notes" runs (a read-tool step, then an answer step), each in a new
-  conversation and followed on StreamRunEvents as the gateway would, on a runtime in this process. A step's wall
-  time runs from its `step_started` event to the next step's `step_started` (the last step: to `run_completed`),
-  by the store's `create_time`s. Subtracted: model time (the runtime awaiting each chunk of the provider's Generate
-  stream) and tool time (the Toolbox call: MCP client, stdio, notes server). What remains is the runtime's work
-  and what it waits on: history reads, event appends, checkpoints (store round trips), hooks, and its handling of
-  every chunk. Run start (CreateRun called to the first `step_started`) is reported on its own.
+  conversation and followed on StreamRunEvents as the gateway would, on a runtime in this process (logging at
+  WARNING, as the other services). A step's wall time is taken on the runtime's own clock, through a hook: from
+  the step's start (its before-model-call hook) to the next step's start, or, for the last step, to the moment the
+  run's end is durable (the event tap on `run_completed`). Subtracted: model time (the runtime awaiting each chunk
+  of the provider's Generate stream) and tool time (the Toolbox call: MCP client, stdio, notes server). What
+  remains is the runtime's work and what it waits on: event appends and checkpoints (store round trips) that are
+  not overlapped with the model, hooks, and its handling of every chunk. Run start (CreateRun called to step 1's
+  start) is reported on its own.
 - Parked runs: the runtime in its own process (`python -m services.runtime`). Its RSS (/proc VmRSS) after warm-up
   runs, then with 500 and 1,000 runs paused on a `create_note` confirmation (started 16 at a time); its peak
   (VmHWM). Then all are approved at once (16 decisions in flight): time from the first decision to the last run's
@@ -21,16 +23,11 @@ Targets (issue acceptance): <= 5 ms p95 per step; <= 50 MB for 1,000 parked runs
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
-import secrets
-import sys
 import tempfile
 import time
-import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -39,36 +36,23 @@ from unittest import mock
 
 import grpc
 
-from bench.provider import _free_port
+from bench.runtime_stack import Backing, Client, backing_services, runtime_process
 from bench.store import percentile
 from examples.notes_mcp.store import read_applied_writes
-from services.confirm.server import create_server as create_confirm
-from services.confirm.settings import ConfirmSettings
-from services.provider.server import create_server as create_provider
-from services.provider.settings import ProviderSettings
 from services.runtime import server as runtime_server
 from services.runtime.agents import AgentSpec
+from services.runtime.hooks import Hook
 from services.runtime.settings import RuntimeSettings
 from services.runtime.tool_setup import toolbox_from_settings
 from services.runtime.toolbox import Toolbox, ToolInfo, ToolOutcome
 from services.store.db.run_rows import TERMINAL_EVENT_KINDS
-from services.store.server import create_server as create_store
-from services.store.settings import StoreSettings
-from steward.common.v1 import content_pb2
-from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
 from steward.confirm.v1.confirm_service_pb2 import DecideConfirmationRequest
 from steward.confirm.v1.confirmation_pb2 import SURFACE_GRPC
+from steward.logs import configure_logging
 from steward.provider.v1 import provider_service_pb2 as provider_pb
 from steward.provider.v1 import provider_service_pb2_grpc as provider_grpc
-from steward.rpc.server import GrpcServer
-from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
-from steward.runtime.v1 import runtime_service_pb2_grpc as runtime_grpc
-from steward.store.v1 import agent_pb2, run_pb2
 from steward.store.v1 import run_event_pb2 as ev
-from steward.store.v1 import store_service_pb2 as store_pb
-from steward.store.v1 import store_service_pb2_grpc as store_grpc
-from tests.grpc_helpers import principal_metadata
-from tests.runtime.harness import tools_file
+from steward.store.v1 import run_pb2
 
 WARM_UP = 20
 LOOP_RUNS = 200
@@ -81,104 +65,25 @@ APPROVE = '{"outcome": "approve"}'
 
 
 @dataclass
-class Backing:
-    """Store, provider and confirm in this process, and the settings a runtime needs to reach them."""
+class StepClock(Hook):
+    """The runtime's own clock (time.perf_counter), per (run id, step): when each step began (the runtime's
+    before-model-call hook), when the run's end was durable (its event tap), and the seconds it spent awaiting the
+    model and tools."""
 
-    secret: str
-    data_dir: Path
-    servers: dict[str, GrpcServer]
-
-    def runtime_settings(self, **more: object) -> dict[str, object]:
-        return {
-            "internal_secret": self.secret,
-            "data_dir": str(self.data_dir),
-            "log_level": "WARNING",
-            "tools_file": str(tools_file(self.data_dir, self.data_dir / "notes.db")),
-            **{f"{name}_address": f"127.0.0.1:{server.port}" for name, server in self.servers.items()},
-            **more,
-        }
-
-
-@asynccontextmanager
-async def backing_services(data_dir: Path) -> AsyncIterator[Backing]:
-    secret = secrets.token_urlsafe(32)
-    base: dict[str, object] = {"internal_secret": secret, "data_dir": data_dir, "log_json": False}
-    store = {**base, "token_pepper": secrets.token_urlsafe(32), "retention_interval": 0}
-    provider = {**base, "demo_token_interval": 0.0, "master_key": base64.b64encode(secrets.token_bytes(32)).decode()}
-    servers = {"store": await create_store(StoreSettings.model_validate(store), "127.0.0.1:0")}
-    servers["provider"] = await create_provider(ProviderSettings.model_validate(provider), "127.0.0.1:0")
-    servers["confirm"] = await create_confirm(ConfirmSettings.model_validate(base), "127.0.0.1:0")
-    try:
-        yield Backing(secret, data_dir, servers)
-    finally:
-        for server in reversed(servers.values()):
-            await server.stop(0.5)
-
-
-class Client:
-    """A user with an agent that may use the notes tools; starts runs through the runtime."""
-
-    def __init__(self, backing: Backing, runtime_address: str) -> None:
-        self.user = principal_metadata(backing.secret, f"bench-{uuid.uuid4().hex[:8]}")
-        store = grpc.aio.insecure_channel(f"127.0.0.1:{backing.servers['store'].port}")
-        confirm = grpc.aio.insecure_channel(f"127.0.0.1:{backing.servers['confirm'].port}")
-        runtime = grpc.aio.insecure_channel(runtime_address)
-        self.channels = [store, confirm, runtime]
-        self.runs, self.conversations = store_grpc.RunServiceStub(store), store_grpc.ConversationServiceStub(store)
-        self.agents, self.confirm = store_grpc.AgentServiceStub(store), confirm_grpc.ConfirmationServiceStub(confirm)
-        self.runtime, self.agent_id = runtime_grpc.RuntimeServiceStub(runtime), ""
-
-    async def create_agent(self) -> None:
-        agent = agent_pb2.Agent(name="bench", system_prompt="You keep notes.", model_route="demo", tools=["notes.*"])
-        agent.approval_policy.mode = agent_pb2.RUN_MODE_INTERACTIVE
-        created = await self.agents.CreateAgent(store_pb.CreateAgentRequest(agent=agent), metadata=self.user)
-        self.agent_id = created.agent.id
-
-    async def start(self, text: str) -> tuple[str, float]:
-        """A run in a new conversation: its id, and when CreateRun was called (time.time)."""
-        request = store_pb.CreateConversationRequest(title="bench", agent_id=self.agent_id)
-        conversation = (await self.conversations.CreateConversation(request, metadata=self.user)).conversation
-        block = content_pb2.ContentBlock(text=content_pb2.TextBlock(text=text))
-        called = time.time()
-        create = runtime_pb.CreateRunRequest(conversation_id=conversation.id, input=[block])
-        return (await self.runtime.CreateRun(create, metadata=self.user)).run.id, called
-
-    async def follow(self, run_id: str, until: set[str]) -> list[ev.RunEvent]:
-        """The run's events, followed live until one of the `until` kinds or the run's end."""
-        request = store_pb.StreamRunEventsRequest(run_id=run_id, follow=True)
-        call = self.runs.StreamRunEvents(request, metadata=self.user)
-        events: list[ev.RunEvent] = []
-        try:
-            async for item in call:
-                events.append(item.event)
-                if item.event.WhichOneof("payload") in until | TERMINAL_EVENT_KINDS:
-                    break
-        finally:
-            call.cancel()
-        return events
-
-    async def list_runs(self) -> list[run_pb2.Run]:
-        runs: list[run_pb2.Run] = []
-        token = ""
-        while True:
-            request = store_pb.ListRunsRequest(page_size=500, page_token=token)
-            page = await self.runs.ListRuns(request, metadata=self.user)
-            runs += page.runs
-            if not (token := page.next_page_token):
-                return runs
-
-    async def close(self) -> None:
-        for channel in self.channels:
-            await channel.close()
-
-
-@dataclass
-class StepClock:
-    """Seconds the runtime spent awaiting the model and tools, per (run id, step)."""
-
+    began: dict[tuple[str, int], float] = field(default_factory=dict)
+    ended: dict[str, float] = field(default_factory=dict)
+    end_seen: defaultdict[str, asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
     model: defaultdict[tuple[str, int], float] = field(default_factory=lambda: defaultdict(float))
     tools: defaultdict[tuple[str, int], float] = field(default_factory=lambda: defaultdict(float))
     step: dict[str, int] = field(default_factory=dict)  # the step each run last asked the model for
+
+    async def before_model_call(self, run_id: str, step: int, model_route: str) -> None:
+        self.began.setdefault((run_id, step), time.perf_counter())  # a restarted step keeps its first start
+
+    async def on_event(self, run_id: str, event: ev.RunEvent) -> None:
+        if event.WhichOneof("payload") in TERMINAL_EVENT_KINDS:
+            self.ended[run_id] = time.perf_counter()
+            self.end_seen[run_id].set()
 
 
 class TimedStream:
@@ -230,18 +135,15 @@ class TimedToolbox:
             self._clock.tools[run_id, self._clock.step.get(run_id, 0)] += time.perf_counter() - started
 
 
-def _seconds(event: ev.RunEvent) -> float:
-    return event.create_time.ToNanoseconds() / 1e9
-
-
 def step_samples(run_id: str, called: float, events: list[ev.RunEvent], clock: StepClock) -> dict[str, float]:
     """Milliseconds: run start, and per step its overhead, model time and tool time (see the module docstring)."""
     if events[-1].WhichOneof("payload") != "run_completed":
         raise RuntimeError(f"run {run_id} did not complete: {events}")
-    starts = [(event.step, _seconds(event)) for event in events if event.HasField("step_started")]
-    ends = [at for _, at in starts[1:]] + [_seconds(events[-1])]
-    samples = {"start": starts[0][1] - called}
-    for (step, begun), ended in zip(starts, ends, strict=True):
+    steps = sorted({event.step for event in events if event.HasField("step_started")})
+    starts = [clock.began[run_id, step] for step in steps]
+    ends = [*starts[1:], clock.ended[run_id]]
+    samples = {"start": starts[0] - called}
+    for step, begun, ended in zip(steps, starts, ends, strict=True):
         model, tools = clock.model[run_id, step], clock.tools[run_id, step]
         samples |= {f"step {step}": ended - begun - model - tools, f"model {step}": model, f"tool {step}": tools}
     return {name: seconds * 1000 for name, seconds in samples.items()}
@@ -257,14 +159,19 @@ async def step_overhead(backing: Backing) -> None:
     toolbox, close_tools = await toolbox_from_settings(settings)
     stubs = SimpleNamespace(ProviderServiceStub=lambda channel: TimedProvider(channel, clock))
     with mock.patch.object(runtime_server, "provider_grpc", stubs):  # create_server takes no provider stub
-        runtime = await runtime_server.create_server(settings, "127.0.0.1:0", toolbox=TimedToolbox(toolbox, clock))
+        runtime = await runtime_server.create_server(
+            settings, "127.0.0.1:0", toolbox=TimedToolbox(toolbox, clock), hooks=[clock]
+        )
     client = Client(backing, f"127.0.0.1:{runtime.port}")
     samples: defaultdict[str, list[float]] = defaultdict(list)
     try:
         await client.create_agent()
         for index in range(WARM_UP + LOOP_RUNS):
             run_id, called = await client.start("Please list_notes")
-            measured = step_samples(run_id, called, await client.follow(run_id, set()), clock)
+            events = await client.follow(run_id, set())
+            # The reader may see the end before the runtime's tap runs.
+            await asyncio.wait_for(clock.end_seen[run_id].wait(), 10)
+            measured = step_samples(run_id, called, events, clock)
             for name, value in measured.items() if index >= WARM_UP else ():
                 samples[name].append(value)
     finally:
@@ -289,23 +196,6 @@ def memory_mb(pid: int) -> tuple[float, float]:
     """A process's resident memory now and at its peak (VmRSS, VmHWM), in MB."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-@asynccontextmanager
-async def runtime_process(backing: Backing) -> AsyncIterator[tuple[int, Client]]:
-    """`python -m services.runtime`, configured by STEWARD_* variables, once it serves; its pid and a client."""
-    address = f"127.0.0.1:{_free_port()}"
-    values = backing.runtime_settings(runtime_address=address)
-    env = {**os.environ, **{f"STEWARD_{name.upper()}": str(value) for name, value in values.items()}}
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.runtime", env=env)
-    client = Client(backing, address)
-    try:
-        await asyncio.wait_for(client.channels[2].channel_ready(), 60)  # it binds once its tools are ready
-        yield process.pid, client
-    finally:
-        await client.close()
-        process.terminate()
-        await process.wait()
 
 
 async def in_flight(count: int, work: Callable[[int], Awaitable[None]]) -> None:
@@ -393,6 +283,7 @@ async def parked_runs(backing: Backing) -> None:
 
 
 async def main() -> None:
+    configure_logging("bench", "WARNING", json=False)
     print(f"Runtime benchmarks (SQLite, demo model with no token delay, notes MCP server, {os.cpu_count()} cores)")
     for part in (step_overhead, parked_runs):
         with tempfile.TemporaryDirectory() as data_dir:
