@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from services.runtime.agents import AgentSpec, Limits
 from services.runtime.events import EventWriter
-from services.runtime.history import History
 from services.runtime.hooks import Hooks
 from services.runtime.settings import RuntimeSettings
 from services.runtime.toolbox import Toolbox
-from steward.common.v1 import usage_pb2
+from steward.common.v1 import content_pb2, usage_pb2
 from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
 from steward.provider.v1 import provider_service_pb2_grpc as provider_grpc
 from steward.store.v1 import run_pb2
+from steward.store.v1 import store_service_pb2 as store_pb
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
 
 
@@ -40,8 +41,19 @@ class RunContext:
     mode: int
     usage: usage_pb2.Usage = field(default_factory=usage_pb2.Usage)
     step_count: int = 0
-    history: History = field(default_factory=History)  # read when the loop starts, then kept up to date
+    # The conversation: read when the loop starts, then extended with every message the claim checkpoints.
+    history: list[content_pb2.ChatMessage] = field(default_factory=list)
 
     @property
     def run_id(self) -> str:
         return self.run.id
+
+    def checkpoint_soon(self, request: store_pb.CheckpointRunRequest) -> asyncio.Future[store_pb.CheckpointRunResponse]:
+        """Queue a checkpoint (events.py); its messages join the history now, in the order of the writes."""
+        task = self.writer.checkpoint_soon(request)
+        self.history.extend(content_pb2.ChatMessage(role=m.role, content=m.content) for m in request.messages)
+        return task
+
+    async def checkpoint(self, request: store_pb.CheckpointRunRequest) -> store_pb.CheckpointRunResponse:
+        """`checkpoint_soon`, waited for."""
+        return await self.checkpoint_soon(request)

@@ -1,25 +1,44 @@
-"""EventWriter: appends a run's events to the store, coalescing deltas.
+"""EventWriter: every write a claim makes to its run, in order, most of them behind the loop.
 
-The first text or reasoning delta of a run is written at once, in the
-background while the stream goes on (fast first token); later deltas are
-merged with the one before them (same step, same kind) and written at most
-every `interval` seconds, or sooner when an event that must be written now
-follows. Events that need not be written at once (`later`) ride with the next
-write, or are written after `interval`. The buffered tail can be taken
-(`drain`) to go into a checkpoint instead of a write of its own. Writes are
-serialized, so the log keeps the order in which events were produced; a
-background write that failed fails every write after it. A tap (the hooks'
-event tap) sees each event once it is durable, with its seq.
+Event appends and checkpoints are queued and sent by one task, in the order
+the loop made them; whatever queued up while a write was on its way goes in
+the next one, merged into a single CheckpointRun (group commit). Most writes
+are not awaited: the loop
+goes on (calls the model, runs a read tool) while its writes are on their way,
+and waits for them (`settle`) only before what cannot be repeated or must not
+come first: a write tool, a confirmation, a client tool request, a pause, the
+run's end. A crash in between costs at most a step or a read done again, from
+the last durable checkpoint (ADR 0009).
+
+Deltas are coalesced: the first text or reasoning delta of a run is written
+at once, in the background (fast first token); later ones are merged with the
+one before them (same step, same kind) and written at most every `interval`
+seconds, or with the next write. Events that need not be written at once
+(`later`) ride with the next write, or are written after `interval`. A
+checkpoint takes what is buffered ahead of its own events instead of a write
+of its own.
+
+A write that failed fails every write after it (raised at the next call), so
+a fenced or cut-off claim stops instead of writing around a hole. A tap (the
+hooks' event tap) sees each event once it is durable, with its seq.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from steward.store.v1 import run_event_pb2 as ev
 from steward.store.v1 import store_service_pb2 as store_pb
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
+
+
+@dataclass
+class _Write:
+    request: store_pb.CheckpointRunRequest
+    done: asyncio.Future[store_pb.CheckpointRunResponse]
 
 
 class EventWriter:
@@ -36,26 +55,29 @@ class EventWriter:
         self._run_id = run_id
         self._epoch = epoch
         self._interval = interval
-        self._pending: list[ev.RunEvent] = []
-        self._lock = asyncio.Lock()
-        self._timer: asyncio.TimerHandle | None = None  # a background write, scheduled
-        self._writes: set[asyncio.Task[None]] = set()  # background writes in flight
-        self._error: BaseException | None = None  # the first background write's failure
+        self._pending: list[ev.RunEvent] = []  # buffered events, not yet in a write
+        self._queue: list[_Write] = []  # writes made, not yet sent
+        self._sender: asyncio.Task[None] | None = None  # sends the queue, one (merged) write at a time
+        self._timer: asyncio.TimerHandle | None = None  # a write of the buffer, scheduled
+        self._error: BaseException | None = None  # the first write's failure
         self._delta_written = False
-        self._batches = 0
+        self._writes = 0
 
     async def emit(self, event: ev.RunEvent) -> None:
-        """Write an event (and what is buffered before it) now."""
+        """Write an event (and what is buffered before it) now, and wait until it is durable."""
+        self._check()
         self._pending.append(event)
-        await self.flush()
+        await self._write(store_pb.CheckpointRunRequest())
 
     def send(self, event: ev.RunEvent) -> None:
         """Write an event (and what is buffered before it) now, in the background: the caller goes on at once."""
+        self._check()
         self._pending.append(event)
-        self._write_in_background()
+        self._write(store_pb.CheckpointRunRequest())
 
     def later(self, event: ev.RunEvent) -> None:
         """Buffer an event: it goes with the next write, or on its own after `interval`."""
+        self._check()
         self._pending.append(event)
         self._arm()
 
@@ -67,7 +89,109 @@ class EventWriter:
         """Buffer a reasoning delta, merging it into the previous one of the same step."""
         self._delta(step, "reasoning_delta", text)
 
+    def checkpoint_soon(self, request: store_pb.CheckpointRunRequest) -> asyncio.Future[store_pb.CheckpointRunResponse]:
+        """Queue a checkpoint behind the writes before it, with what is buffered ahead of its own events; await the
+        future (or `settle`) to know it is durable."""
+        self._check()
+        return self._write(request)
+
+    async def checkpoint(self, request: store_pb.CheckpointRunRequest) -> store_pb.CheckpointRunResponse:
+        """`checkpoint_soon`, waited for."""
+        return await self.checkpoint_soon(request)
+
+    async def flush(self) -> None:
+        """Write what is buffered, behind the writes before it, and wait until it is durable."""
+        self._check()
+        if self._pending:
+            await self._write(store_pb.CheckpointRunRequest())
+
+    async def settle(self) -> None:
+        """Make every write made so far durable: write what is buffered, wait for the queue; raise the first
+        failure."""
+        await self.flush()
+        while self._sender is not None:
+            await asyncio.shield(self._sender)
+        self._check()
+
+    async def abandon(self) -> list[ev.RunEvent]:
+        """For a claim that is ending badly: let the queued writes land (or fail), and take what is buffered,
+        unwritten."""
+        self._cancel_timer()
+        while self._sender is not None:
+            await asyncio.shield(self._sender)
+        batch, self._pending = self._pending, []
+        return batch
+
+    def _write(self, request: store_pb.CheckpointRunRequest) -> asyncio.Future[store_pb.CheckpointRunResponse]:
+        self._cancel_timer()  # what the timer would write goes with this write
+        if self._pending:
+            events = [*self._pending, *request.events]
+            self._pending = []
+            del request.events[:]
+            request.events.extend(events)
+        if request.messages and not request.message_ids:
+            # Minted here, so that writes can be merged (the store takes ids for all of a write's messages or none).
+            request.message_ids.extend(str(uuid.uuid4()) for _ in request.messages)
+        done: asyncio.Future[store_pb.CheckpointRunResponse] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Write(request, done))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send())
+        return done
+
+    async def _send(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                request = self._merged([write.request for write in batch])
+                try:
+                    reply = await self._runs.CheckpointRun(request)
+                except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - failed writes fail every later one
+                    self._error = self._error or exc
+                    for write in [*batch, *self._queue]:
+                        if not write.done.done():
+                            write.done.set_exception(exc)
+                            write.done.exception()  # retrieved here: a write nobody awaits is no error to log
+                    self._queue = []
+                    return
+                first = reply.last_event_seq - len(request.events) + 1
+                for write in batch:
+                    if not write.done.done():  # a caller that stopped waiting cancelled its future
+                        write.done.set_result(reply)
+                if self._tap is not None:
+                    for offset, event in enumerate(request.events):
+                        event.seq = first + offset
+                        await self._tap(event)
+        finally:
+            self._sender = None
+
+    def _merged(self, requests: list[store_pb.CheckpointRunRequest]) -> store_pb.CheckpointRunRequest:
+        """One request for the writes queued behind each other: messages and events in order, the last state."""
+        self._writes += 1
+        # Keyed per holder and write: a retried call after a timeout writes nothing twice.
+        key = f"{self._run_id}/{self._epoch}/writes/{self._writes}"
+        if len(requests) == 1:
+            request = requests[0]
+            request.run_id, request.lease_epoch = self._run_id, self._epoch
+            request.request_id = request.request_id or key
+            return request
+        merged = store_pb.CheckpointRunRequest(run_id=self._run_id, lease_epoch=self._epoch, request_id=key)
+        for request in requests:
+            merged.messages.extend(request.messages)
+            merged.message_ids.extend(request.message_ids)
+            merged.events.extend(request.events)
+            if request.state:
+                merged.state, merged.pause_reason = request.state, request.pause_reason
+                merged.incomplete_reason = request.incomplete_reason
+                if request.HasField("error"):
+                    merged.error.CopyFrom(request.error)
+            if request.step_count:
+                merged.step_count = request.step_count
+            if request.HasField("usage"):
+                merged.usage.CopyFrom(request.usage)
+        return merged
+
     def _delta(self, step: int, kind: str, text: str) -> None:
+        self._check()
         last = self._pending[-1] if self._pending else None
         if last is not None and last.step == step and last.WhichOneof("payload") == kind:
             merged = last.text_delta if kind == "text_delta" else last.reasoning_delta
@@ -78,66 +202,24 @@ class EventWriter:
             self._pending.append(ev.RunEvent(step=step, reasoning_delta=ev.ReasoningDelta(text=text)))
         if not self._delta_written:
             self._delta_written = True
-            self._write_in_background()  # the first token: written now, while the stream goes on
+            self._write(store_pb.CheckpointRunRequest())  # the first token: written now, while the stream goes on
         else:
             self._arm()
 
     def _arm(self) -> None:
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._interval, self._write_in_background)
+            self._timer = asyncio.get_running_loop().call_later(self._interval, self._write_buffer)
 
-    def _write_in_background(self) -> None:
+    def _write_buffer(self) -> None:
+        self._timer = None
+        if self._pending and self._error is None:
+            self._write(store_pb.CheckpointRunRequest())
+
+    def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        task = asyncio.create_task(self.flush())
-        self._writes.add(task)
-        task.add_done_callback(self._written)
 
-    def _written(self, task: asyncio.Task[None]) -> None:
-        self._writes.discard(task)
-        if not task.cancelled() and task.exception() is not None and self._error is None:
-            self._error = task.exception()
-
-    async def flush(self) -> None:
-        """Write everything buffered, in order; a background write's failure is raised here."""
-        async with self._lock:
-            if self._error is not None:
-                raise self._error
-            if not self._pending:
-                return
-            batch, self._pending = self._pending, []
-            self._batches += 1
-            # Keyed per holder and batch: a retried append after a timeout appends nothing twice.
-            request_id = f"{self._run_id}/{self._epoch}/events/{self._batches}"
-            reply = await self._runs.AppendRunEvents(
-                store_pb.AppendRunEventsRequest(
-                    run_id=self._run_id, lease_epoch=self._epoch, events=batch, request_id=request_id
-                )
-            )
-            if self._tap is not None:
-                for offset, event in enumerate(batch):
-                    event.seq = reply.first_seq + offset
-                    await self._tap(event)
-
-    async def drain(self) -> list[ev.RunEvent]:
-        """Take what is buffered and unwritten: the caller writes it (in a checkpoint), ahead of its own events."""
-        await self._settle()
-        async with self._lock:
-            if self._error is not None:
-                raise self._error
-            batch, self._pending = self._pending, []
-        return batch
-
-    async def close(self) -> None:
-        """Write what is left, and wait for the background writes."""
-        await self._settle()
-        await self.flush()
-
-    async def _settle(self) -> None:
-        """Cancel a scheduled background write; wait for those in flight."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        while self._writes:
-            await asyncio.wait(set(self._writes))
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error

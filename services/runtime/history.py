@@ -5,14 +5,13 @@ result is then checkpointed as its own tool message as soon as it is known.
 So after any pause or crash, the tool calls still owed a result are those of
 the last assistant message without a tool result after it.
 
-A claim reads the conversation once (`History`) and then adds what it
-checkpoints itself, in the store's order (by seq): the store is not read again
-for every step.
+A claim reads the conversation once and then adds what it checkpoints itself,
+in the order of its writes, which is the store's order (events.py): the store
+is not read again for every step.
 """
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -20,23 +19,9 @@ from steward.common.v1 import content_pb2
 from steward.store.v1 import conversation_pb2
 
 
-class History:
-    """The conversation as one claim of a run knows it, in the store's order."""
-
-    def __init__(self, messages: Iterable[conversation_pb2.Message] = ()) -> None:
-        self._seqs: list[int] = []
-        self.messages: list[content_pb2.ChatMessage] = []
-        self.add(messages)
-
-    def add(self, messages: Iterable[conversation_pb2.Message]) -> None:
-        """Add checkpointed messages at their place (replies to parallel checkpoints may come out of order); a
-        message already here (a retried checkpoint answers with what it wrote before) is not added twice."""
-        for message in messages:
-            index = bisect.bisect(self._seqs, message.seq)
-            if index and self._seqs[index - 1] == message.seq:
-                continue
-            self._seqs.insert(index, message.seq)
-            self.messages.insert(index, content_pb2.ChatMessage(role=message.role, content=message.content))
+def chat_messages(messages: Iterable[conversation_pb2.Message]) -> list[content_pb2.ChatMessage]:
+    """The conversation's stored messages as the model sees them (role and content)."""
+    return [content_pb2.ChatMessage(role=message.role, content=message.content) for message in messages]
 
 
 @dataclass(frozen=True)

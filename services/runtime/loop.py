@@ -167,13 +167,13 @@ class RunLoop:
                 await _shielded(self._cancelled(ctx))
                 return []
             if why == "shutdown":
-                await _shielded(self._release(run_id, epoch))
+                await _shielded(self._release(run_id, epoch, ctx))
             raise
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
                 # A dependency is overloaded or away: give the run back for a later sweep, from its checkpoint.
                 log.warning("run_released", reason=from_rpc_error(exc).reason)
-                await _shielded(self._release(run_id, epoch))
+                await _shielded(self._release(run_id, epoch, ctx))
                 return []
             await self._failed(ctx, run_id, epoch, from_rpc_error(exc))
         except StewardError as exc:
@@ -220,19 +220,21 @@ class RunLoop:
                 driver.cancel()
                 return
 
-    async def _release(self, run_id: str, epoch: int) -> None:
+    async def _release(self, run_id: str, epoch: int, ctx: RunContext | None = None) -> None:
+        if ctx is not None:
+            await ctx.writer.abandon()  # the writes in flight land (or fail) before the lease is given up
         with contextlib.suppress(grpc.aio.AioRpcError):
             await self._services.runs.ReleaseRun(store_pb.ReleaseRunRequest(id=run_id, lease_epoch=epoch))
 
     async def _cancelled(self, ctx: RunContext) -> None:
         log.info("run_cancelled")
         try:
-            await steps.checkpoint(
+            await self._last_write(
                 ctx,
                 store_pb.CheckpointRunRequest(
                     run_id=ctx.run_id,
                     lease_epoch=ctx.epoch,
-                    events=[*await ctx.writer.drain(), ev.RunEvent(run_cancelled=ev.RunCancelled(cancelled_by="user"))],
+                    events=[ev.RunEvent(run_cancelled=ev.RunCancelled(cancelled_by="user"))],
                     state=run_pb2.RUN_STATE_CANCELLED,
                     request_id=f"{ctx.run_id}/cancelled",
                 ),
@@ -249,20 +251,32 @@ class RunLoop:
         run_error = run_pb2.RunError(reason=error.reason, message=error.message, transient=transient)
         log.warning("run_failed", reason=error.reason, transient=transient)
         try:
-            unwritten = await ctx.writer.drain() if ctx is not None else []
-            await self._services.runs.CheckpointRun(
+            await self._last_write(
+                ctx,
                 store_pb.CheckpointRunRequest(
                     run_id=run_id,
                     lease_epoch=epoch,
-                    events=[*unwritten, ev.RunEvent(run_failed=ev.RunFailed(error=run_error))],
+                    events=[ev.RunEvent(run_failed=ev.RunFailed(error=run_error))],
                     state=run_pb2.RUN_STATE_FAILED,
                     error=run_error,
                     request_id=f"{run_id}/{epoch}/failed",
-                )
+                ),
             )
             await steps.cancel_confirmations(self._services, run_id)
         except grpc.aio.AioRpcError as exc:
             log.error("run_fail_not_recorded", reason=from_rpc_error(exc).reason)
+
+    async def _last_write(self, ctx: RunContext | None, request: store_pb.CheckpointRunRequest) -> None:
+        """A claim's last checkpoint, made directly (the writer may have failed): the writes in flight land first,
+        and what the writer still buffers goes ahead of the request's events."""
+        if ctx is not None:
+            events = [*await ctx.writer.abandon(), *request.events]
+            del request.events[:]
+            request.events.extend(events)
+        reply = await self._services.runs.CheckpointRun(request)
+        for offset, event in enumerate(request.events):
+            event.seq = reply.last_event_seq - len(request.events) + 1 + offset
+            await self._services.hooks.on_event(request.run_id, event)
 
 
 async def _shielded(work: Awaitable[None]) -> None:

@@ -2,8 +2,8 @@
 
 Text and reasoning deltas go to the log as they come (coalesced by the
 EventWriter); tool calls are assembled from their fragments and logged once
-their arguments are complete. What is still buffered when the stream ends is
-handed back (`StepResult.unwritten`) for the step's checkpoint to write.
+their arguments are complete. What is still buffered when the stream ends
+goes with the step's checkpoint.
 Usage is summed over the provider's attempts (each attempt reports its own
 cumulative usage). The first event must come within the first-token limit.
 """
@@ -28,7 +28,6 @@ class StepResult:
     stop_reason: int = provider_pb.STOP_REASON_UNSPECIFIED
     tool_calls: list[content_pb2.ToolCallBlock] = field(default_factory=list)
     capped: bool = False  # the step's max_tokens was lowered to what the run's token limit had left
-    unwritten: list[ev.RunEvent] = field(default_factory=list)  # the step's events still to be written, in order
 
 
 def add_usage(total: usage_pb2.Usage, more: usage_pb2.Usage) -> None:
@@ -116,7 +115,7 @@ async def run_step(
         stream.cancel()
     add_usage(total, attempt)
     calls = [parts.calls[index] for index in sorted(parts.calls)]
-    return StepResult(parts.message(), total, stop, calls, unwritten=await writer.drain())
+    return StepResult(parts.message(), total, stop, calls)
 
 
 def is_transient(error: StewardError) -> bool:

@@ -11,7 +11,7 @@ from google.protobuf.duration_pb2 import Duration
 from services.runtime import client_tools, steps
 from services.runtime.agents import AgentSpec, default_agent, from_stored
 from services.runtime.context import Services
-from services.runtime.history import History, pending_calls, result_message
+from services.runtime.history import chat_messages, pending_calls, result_message
 from services.runtime.loop import RESUME, START, RunLoop
 from services.runtime.steps import cancel_confirmations
 from services.runtime.toolbox import CLIENT_PREFIX, Kind
@@ -120,7 +120,7 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
         if not ids or len(set(ids)) != len(ids) or not all(ids):
             raise invalid_argument("results", "one result per tool call id, each with its tool_call_id")
         run = (await self._services.runs.GetRun(store_pb.GetRunRequest(id=request.run_id))).run
-        messages = History(await steps.conversation_messages(self._services, run.conversation_id)).messages
+        messages = chat_messages(await steps.conversation_messages(self._services, run.conversation_id))
         pending = {call.id: call for call in pending_calls(messages).calls if call.name.startswith(CLIENT_PREFIX)}
         answered = {
             block.tool_result.tool_call_id

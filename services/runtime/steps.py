@@ -20,7 +20,7 @@ import structlog
 
 from services.runtime import client_tools, model_step
 from services.runtime.context import RunContext, Services
-from services.runtime.history import History, pending_calls
+from services.runtime.history import chat_messages, pending_calls
 from services.runtime.tool_calls import resolve
 from services.runtime.toolbox import ToolInfo
 from steward.common.v1 import content_pb2
@@ -77,9 +77,9 @@ async def _opening_event(ctx: RunContext, how: str) -> None:
 async def _loop(ctx: RunContext) -> list[str]:
     tools = {tool.name: tool for tool in await ctx.services.toolbox.tools_for(ctx.agent, ctx.mode)}
     tools.update((tool.name, tool) for tool in client_tools.infos(ctx.run))
-    ctx.history = History(await conversation_messages(ctx.services, ctx.run.conversation_id))
+    ctx.history = chat_messages(await conversation_messages(ctx.services, ctx.run.conversation_id))
     while True:
-        messages = ctx.history.messages
+        messages = ctx.history
         pending = pending_calls(messages)
         if pending.calls:
             resolution = await resolve(ctx, pending.calls, tools)
@@ -191,42 +191,31 @@ async def _step(
 
 
 async def _checkpoint_step(ctx: RunContext, result: model_step.StepResult, ending: tuple[int, int] | None) -> None:
-    """Checkpoint a model step: its assistant message, its events and usage, and, when the step ends the run, the
-    end in the same write (the message id is minted here so that the end event can name it)."""
+    """Checkpoint a model step: its assistant message, its events and usage. A step that ends the run carries the
+    end in the same write (the message id is minted here so that the end event can name it) and is waited for; one
+    that goes on to its tool calls is not (events.py: what needs it durable settles the writer first)."""
     step = ctx.step_count + 1
     model_step.add_usage(ctx.usage, result.usage)
     message_id = str(uuid.uuid4()) if result.message.content else ""
-    usage = ev.RunEvent(step=step, usage=ev.UsageReported(usage=result.usage, run_total=ctx.usage))
     request = store_pb.CheckpointRunRequest(
         run_id=ctx.run_id,
         lease_epoch=ctx.epoch,
         messages=[result.message] if message_id else [],
         message_ids=[message_id] if message_id else [],
-        events=[*result.unwritten, usage],
+        events=[ev.RunEvent(step=step, usage=ev.UsageReported(usage=result.usage, run_total=ctx.usage))],
         step_count=step,
         usage=ctx.usage,
         request_id=f"{ctx.run_id}/{ctx.epoch}/step/{step}",
     )
-    if ending is not None:
-        state, incomplete = ending
-        request.events.append(_end_event(state, incomplete, message_id))
-        request.state, request.incomplete_reason = state, incomplete  # type: ignore[assignment]
-    await checkpoint(ctx, request)
     ctx.step_count = step
-    if ending is not None:
-        await _ended(ctx, ending[0])
-
-
-async def checkpoint(ctx: RunContext, request: store_pb.CheckpointRunRequest) -> store_pb.CheckpointRunResponse:
-    """CheckpointRun; then the messages it appended join the claim's history, and the hooks' event tap sees each
-    event it wrote (with its seq)."""
-    reply = await ctx.services.runs.CheckpointRun(request)
-    ctx.history.add(reply.messages)
-    first = reply.last_event_seq - len(request.events) + 1
-    for offset, event in enumerate(request.events):
-        event.seq = first + offset
-        await ctx.services.hooks.on_event(ctx.run_id, event)
-    return reply
+    if ending is None:
+        ctx.checkpoint_soon(request)
+        return
+    state, incomplete = ending
+    request.events.append(_end_event(state, incomplete, message_id))
+    request.state, request.incomplete_reason = state, incomplete  # type: ignore[assignment]
+    await ctx.checkpoint(request)
+    await _ended(ctx, state)
 
 
 async def cancel_confirmations(services: Services, run_id: str, reason: str = "") -> None:
@@ -238,6 +227,9 @@ async def cancel_confirmations(services: Services, run_id: str, reason: str = ""
 
 
 async def _acknowledge(ctx: RunContext, confirmation_ids: list[str]) -> None:
+    """Acknowledge consumed decisions once their results are durable (a crash before that sweeps them again)."""
+    if confirmation_ids:
+        await ctx.writer.settle()
     for confirmation_id in confirmation_ids:
         await ctx.services.confirm.AcknowledgeDecision(
             confirm_pb.AcknowledgeDecisionRequest(confirmation_id=confirmation_id, lease_epoch=ctx.epoch)
@@ -246,12 +238,11 @@ async def _acknowledge(ctx: RunContext, confirmation_ids: list[str]) -> None:
 
 async def pause(ctx: RunContext, reason: run_pb2.PauseReason.ValueType) -> None:
     """Wait for a person or the caller: checkpoint paused (which gives up the lease)."""
-    await checkpoint(
-        ctx,
+    await ctx.checkpoint(
         store_pb.CheckpointRunRequest(
             run_id=ctx.run_id,
             lease_epoch=ctx.epoch,
-            events=[*await ctx.writer.drain(), ev.RunEvent(run_paused=ev.RunPaused(reason=reason))],
+            events=[ev.RunEvent(run_paused=ev.RunPaused(reason=reason))],
             state=run_pb2.RUN_STATE_PAUSED,
             pause_reason=reason,
             request_id=f"{ctx.run_id}/{ctx.epoch}/paused",
@@ -262,12 +253,11 @@ async def pause(ctx: RunContext, reason: run_pb2.PauseReason.ValueType) -> None:
 
 async def finish(ctx: RunContext, state: int, *, incomplete: int = 0) -> None:
     """End the run between steps: completed or incomplete (with its limit)."""
-    await checkpoint(
-        ctx,
+    await ctx.checkpoint(
         store_pb.CheckpointRunRequest(
             run_id=ctx.run_id,
             lease_epoch=ctx.epoch,
-            events=[*await ctx.writer.drain(), _end_event(state, incomplete, "")],
+            events=[_end_event(state, incomplete, "")],
             state=state,  # type: ignore[arg-type]
             incomplete_reason=incomplete,  # type: ignore[arg-type]
             step_count=ctx.step_count,

@@ -68,10 +68,10 @@ def parse_arguments(tool: ToolInfo, arguments_json: str, ctx: RunContext) -> dic
 
 
 async def record_result(
-    ctx: RunContext, call: content_pb2.ToolCallBlock, outcome: ToolOutcome, *, reason: str = ""
+    ctx: RunContext, call: content_pb2.ToolCallBlock, outcome: ToolOutcome, *, reason: str = "", wait: bool = True
 ) -> None:
-    """Checkpoint one tool result (message + event), once."""
-    await ctx.writer.flush()
+    """Checkpoint one tool result (message + event), once; `wait=False` leaves it behind the loop (events.py), for
+    results whose loss in a crash costs only the call done again (reads, and results no tool call produced)."""
     if outcome.is_error:
         event = ev.RunEvent(
             step=ctx.step_count,
@@ -82,7 +82,7 @@ async def record_result(
     else:
         finished = ev.ToolCallFinished(tool_call_id=call.id, result=outcome.content)
         event = ev.RunEvent(step=ctx.step_count, tool_call_finished=finished)
-    committed = await ctx.services.runs.CheckpointRun(
+    written = ctx.checkpoint_soon(
         store_pb.CheckpointRunRequest(
             run_id=ctx.run_id,
             lease_epoch=ctx.epoch,
@@ -91,16 +91,15 @@ async def record_result(
             request_id=f"{ctx.run_id}/{call.id}/result",
         )
     )
-    ctx.history.add(committed.messages)
-    event.seq = committed.last_event_seq
-    await ctx.services.hooks.on_event(ctx.run_id, event)
+    if wait:
+        await written
     await ctx.services.hooks.after_tool_call(ctx.run_id, call.id, call.name, outcome.is_error)
 
 
 async def _read(ctx: RunContext, call: content_pb2.ToolCallBlock, tool: ToolInfo, arguments: dict[str, object]) -> None:
     await ctx.services.hooks.before_tool_call(ctx.run_id, call.id, tool.name, "")
     outcome = await call_tool(ctx, tool, arguments, f"{ctx.run_id}:{call.id}")
-    await record_result(ctx, call, outcome)
+    await record_result(ctx, call, outcome, wait=False)
 
 
 async def confirmation_for(
@@ -156,7 +155,7 @@ async def announce_decision(ctx: RunContext, confirmation: confirmation_pb2.Conf
 
 
 async def append_once(ctx: RunContext, event: ev.RunEvent, key: str) -> None:
-    await ctx.writer.flush()
+    await ctx.writer.settle()
     await ctx.services.runs.AppendRunEvents(
         store_pb.AppendRunEventsRequest(
             run_id=ctx.run_id, lease_epoch=ctx.epoch, events=[event], request_id=f"{ctx.run_id}/event/{key}"
@@ -180,6 +179,7 @@ async def _write(
     arguments: dict[str, object],
     resolution: Resolution,
 ) -> None:
+    await ctx.writer.settle()  # the step (and every result before) is durable before any write or confirmation
     if not tool.needs_confirmation:
         await ctx.services.hooks.before_tool_call(ctx.run_id, call.id, tool.name, "")
         await record_result(ctx, call, await call_tool(ctx, tool, arguments, f"{ctx.run_id}:{call.id}"))
@@ -227,11 +227,13 @@ async def resolve(ctx: RunContext, calls: list[content_pb2.ToolCallBlock], tools
         for call in calls:
             tool = tools.get(call.name)
             if tool is None:
-                await record_result(ctx, call, ToolOutcome(f"There is no tool named {call.name}.", is_error=True))
+                unknown = ToolOutcome(f"There is no tool named {call.name}.", is_error=True)
+                await record_result(ctx, call, unknown, wait=False)
                 continue
             arguments = parse_arguments(tool, call.arguments_json, ctx)
             if isinstance(arguments, str):
-                await record_result(ctx, call, ToolOutcome(arguments, is_error=True), reason="INVALID_ARGUMENTS")
+                invalid = ToolOutcome(arguments, is_error=True)
+                await record_result(ctx, call, invalid, reason="INVALID_ARGUMENTS", wait=False)
             elif tool.kind == Kind.READ:
                 reads.append(asyncio.create_task(_read(ctx, call, tool, arguments)))
             elif tool.kind == Kind.CLIENT:
