@@ -1,9 +1,11 @@
 """EventWriter: every write a claim makes to its run, in order, most of them behind the loop.
 
-Event appends and checkpoints are queued and sent by one task, in the order
-the loop made them; whatever queued up while a write was on its way goes in
-the next one, merged into a single CheckpointRun (group commit). Most writes
-are not awaited: the loop
+The claim's event appends and checkpoints are queued and sent by one task, in
+the order the loop made them; whatever queued up while a write was on its way
+goes in the next one, merged into a single CheckpointRun (group commit, within
+a size limit). Two writes go around the queue, after settling it: events
+appended once per key across claims (tool_calls.append_once) and a claim's
+last write when it ends badly (loop.py). Most writes are not awaited: the loop
 goes on (calls the model, runs a read tool) while its writes are on their way,
 and waits for them (`settle`) only before what cannot be repeated or must not
 come first: a write tool, a confirmation, a client tool request, a pause, the
@@ -19,20 +21,29 @@ checkpoint takes what is buffered ahead of its own events instead of a write
 of its own.
 
 A write that failed fails every write after it (raised at the next call), so
-a fenced or cut-off claim stops instead of writing around a hole. A tap (the
-hooks' event tap) sees each event once it is durable, with its seq.
+a fenced or cut-off claim stops instead of writing around a hole. After a
+write that ends or pauses the run, the writer takes no other. A tap (the
+hooks' event tap) sees each event once it is durable, with its seq, before
+whoever waits for the write goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from steward.store.v1 import run_event_pb2 as ev
+from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
+
+# A merged write stays well within gRPC's message limit and the store's events per call; a single write larger
+# than this still goes (alone), as it would have without merging.
+MAX_MERGED_BYTES = 2 * 1024 * 1024
+MAX_MERGED_EVENTS = 500
 
 
 @dataclass
@@ -62,6 +73,7 @@ class EventWriter:
         self._error: BaseException | None = None  # the first write's failure
         self._delta_written = False
         self._writes = 0
+        self.last_write_made = False  # a write that ends or pauses the run is queued: the claim writes nothing after
 
     async def emit(self, event: ev.RunEvent) -> None:
         """Write an event (and what is buffered before it) now, and wait until it is durable."""
@@ -115,14 +127,23 @@ class EventWriter:
 
     async def abandon(self) -> list[ev.RunEvent]:
         """For a claim that is ending badly: let the queued writes land (or fail), and take what is buffered,
-        unwritten."""
+        unwritten; nothing once a write failed (what came after it would follow a hole in the log)."""
         self._cancel_timer()
         while self._sender is not None:
-            await asyncio.shield(self._sender)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._sender)
         batch, self._pending = self._pending, []
-        return batch
+        return [] if self._error is not None else batch
+
+    def close(self) -> None:
+        """The claim is over: no timer fires, no write is taken any more."""
+        self._cancel_timer()
+        self._error = self._error or RuntimeError("the claim is over")
 
     def _write(self, request: store_pb.CheckpointRunRequest) -> asyncio.Future[store_pb.CheckpointRunResponse]:
+        if self.last_write_made:
+            raise RuntimeError("the claim's last write (an end or a pause) was already made")
+        self.last_write_made = request.state not in (run_pb2.RUN_STATE_UNSPECIFIED, run_pb2.RUN_STATE_RUNNING)
         self._cancel_timer()  # what the timer would write goes with this write
         if self._pending:
             events = [*self._pending, *request.events]
@@ -139,30 +160,51 @@ class EventWriter:
         return done
 
     async def _send(self) -> None:
+        batch: list[_Write] = []
         try:
             while self._queue:
-                batch, self._queue = self._queue, []
+                batch = self._next_batch()
                 request = self._merged([write.request for write in batch])
                 try:
                     reply = await self._runs.CheckpointRun(request)
-                except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - failed writes fail every later one
-                    self._error = self._error or exc
-                    for write in [*batch, *self._queue]:
-                        if not write.done.done():
-                            write.done.set_exception(exc)
-                            write.done.exception()  # retrieved here: a write nobody awaits is no error to log
-                    self._queue = []
+                except Exception as exc:  # noqa: BLE001 - a failed write fails every later one
+                    self._fail(exc, batch)
                     return
-                first = reply.last_event_seq - len(request.events) + 1
-                for write in batch:
-                    if not write.done.done():  # a caller that stopped waiting cancelled its future
-                        write.done.set_result(reply)
-                if self._tap is not None:
+                if self._tap is not None:  # before the waiters go on: they see their events tapped
+                    first = reply.last_event_seq - len(request.events) + 1
                     for offset, event in enumerate(request.events):
                         event.seq = first + offset
                         await self._tap(event)
+                for write in batch:
+                    if not write.done.done():  # a caller that stopped waiting cancelled its future
+                        write.done.set_result(reply)
+                batch = []
+        except BaseException as exc:
+            self._fail(exc, batch)  # cancelled (the loop is closing) or a tap that raised past the hooks
+            raise
         finally:
             self._sender = None
+
+    def _next_batch(self) -> list[_Write]:
+        """The writes at the head of the queue that fit one request (the store's and gRPC's limits)."""
+        batch = [self._queue.pop(0)]
+        size, events = batch[0].request.ByteSize(), len(batch[0].request.events)
+        while self._queue:
+            request = self._queue[0].request
+            size, events = size + request.ByteSize(), events + len(request.events)
+            if size > MAX_MERGED_BYTES or events > MAX_MERGED_EVENTS:
+                break
+            batch.append(self._queue.pop(0))
+        return batch
+
+    def _fail(self, exc: BaseException, batch: list[_Write]) -> None:
+        """The writer failed: this write and every queued one fail with `exc` (and so does every later one)."""
+        self._error = self._error or exc
+        for write in [*batch, *self._queue]:
+            if not write.done.done():
+                write.done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("the writer stopped"))
+                write.done.exception()  # retrieved here: a write nobody awaits is no error to log
+        self._queue = []
 
     def _merged(self, requests: list[store_pb.CheckpointRunRequest]) -> store_pb.CheckpointRunRequest:
         """One request for the writes queued behind each other: messages and events in order, the last state."""

@@ -7,9 +7,10 @@ checkpointed with its assistant message; each tool result with its own message. 
 completed, incomplete (a limit), failed, or cancelled, or pauses for a confirmation and gives up its
 lease; a decision (resume.py) or a restart starts a new task that claims it again.
 
-A task that loses its lease (another replica claimed the run: LEASE_LOST on any write) stops
-without writing anything more. A task stopped by shutdown releases the lease, so another replica
-can go on at once.
+A task that loses its lease (another replica claimed the run: LEASE_LOST on any write, or on the
+heartbeat) stops and makes no new write; writes it had already queued are refused by the store. A
+task stopped by shutdown lets its queued writes land, then releases the lease, so another replica can
+go on at once.
 """
 
 from __future__ import annotations
@@ -182,6 +183,8 @@ class RunLoop:
             log.exception("run_crashed")
             await self._failed(ctx, run_id, epoch, StewardError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error"))
         finally:
+            if ctx is not None:
+                ctx.writer.close()
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat

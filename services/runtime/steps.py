@@ -59,6 +59,9 @@ async def drive(ctx: RunContext, how: str) -> list[str]:
         async with asyncio.timeout(ctx.limits.timeout):
             return await _loop(ctx)
     except TimeoutError:
+        if ctx.writer.last_write_made:  # time ran out while the run was ending or pausing: that write stands
+            await ctx.writer.settle()
+            return []
         await finish(ctx, run_pb2.RUN_STATE_INCOMPLETE, incomplete=run_pb2.INCOMPLETE_REASON_TIMEOUT)
         return []
 

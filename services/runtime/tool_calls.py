@@ -13,8 +13,11 @@ For every call still owed a result (history.pending_calls), in order:
   expired: an error result saying so. Approved: executed through the execution ledger
   (ledger.execute), with the decider's edited arguments if any.
 
-Each result is checkpointed as its own tool message with its event as soon as it is known, keyed by
-"<run id>/<tool call id>/result", so a replica resuming after a crash never repeats a finished call.
+Each result is checkpointed as its own tool message with its event as soon as it is known. The results
+of reads (and the error results no tool call produced) are written behind the loop (events.py): a crash
+before they land costs the read again. Every other result is durable before the loop goes on, and the
+writer is settled before any write, confirmation or client tool request, so the step that asked for it
+is durable first; a replica resuming after a crash never repeats a finished write.
 """
 
 from __future__ import annotations
@@ -155,12 +158,15 @@ async def announce_decision(ctx: RunContext, confirmation: confirmation_pb2.Conf
 
 
 async def append_once(ctx: RunContext, event: ev.RunEvent, key: str) -> None:
+    """Append one event, once per key (not through the writer's queue: its key must be the same in every claim, so
+    a resumed run does not announce twice); the writer is settled first, so the log keeps its order."""
     await ctx.writer.settle()
-    await ctx.services.runs.AppendRunEvents(
+    reply = await ctx.services.runs.AppendRunEvents(
         store_pb.AppendRunEventsRequest(
             run_id=ctx.run_id, lease_epoch=ctx.epoch, events=[event], request_id=f"{ctx.run_id}/event/{key}"
         )
     )
+    event.seq = reply.first_seq
     await ctx.services.hooks.on_event(ctx.run_id, event)
 
 

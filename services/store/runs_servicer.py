@@ -180,10 +180,10 @@ class RunServicer(pb_grpc.RunServiceServicer):
             request_id=v.optional_request_id(request.request_id),
             message_ids=v.message_ids(request.message_ids, len(request.messages)),
         )
-        run, messages = await self._writes.checkpoint(current_principal().user_id, run_id, step)
+        run, messages, last_seq = await self._writes.checkpoint(current_principal().user_id, run_id, step)
         self._notifier.forget(run_id)
         self._notifier.notify(run_id)
-        return pb.CheckpointRunResponse(run=run, messages=messages, last_event_seq=run.last_event_seq)
+        return pb.CheckpointRunResponse(run=run, messages=messages, last_event_seq=last_seq)
 
     async def StreamRunEvents(
         self, request: pb.StreamRunEventsRequest, context: Context

@@ -121,11 +121,15 @@ async def test_retried_writes_with_a_request_id_change_nothing(store: StoreUnder
     twice = await store.runs.CheckpointRun(checkpoint, metadata=user)
     assert [m.id for m in twice.messages] == [m.id for m in once.messages]
     assert twice.last_event_seq == once.last_event_seq == 3
+    # A retry that comes after later writes still gets its own seq back, not the log's end.
+    later = pb.AppendRunEventsRequest(run_id=run_id, lease_epoch=epoch, events=[_delta("c")], request_id="k3")
+    assert (await store.runs.AppendRunEvents(later, metadata=user)).last_seq == 4
+    assert (await store.runs.CheckpointRun(checkpoint, metadata=user)).last_event_seq == 3
     messages = await store.conversations.ListMessages(
         pb.ListMessagesRequest(conversation_id=conversation_id), metadata=user
     )
     assert [m.content[0].text.text for m in messages.messages] == ["answer"]
-    assert len(await _log(store, user, run_id)) == 3
+    assert len(await _log(store, user, run_id)) == 4
 
 
 async def test_nul_is_refused_in_text_columns_and_round_trips_in_content(store: StoreUnderTest) -> None:

@@ -44,9 +44,15 @@ class Claimed:
         return [item.event async for item in self.runs.StreamRunEvents(request)]
 
     async def messages(self) -> list[str]:
-        listing = pb.ListMessagesRequest(conversation_id=self.run.conversation_id)
-        page = await pb_grpc.ConversationServiceStub(self.channel).ListMessages(listing)
-        return [block.text.text for message in page.messages for block in message.content]
+        """The conversation's texts, read a message at a time (a page of large ones would pass gRPC's limit)."""
+        texts: list[str] = []
+        token = ""
+        while True:
+            listing = pb.ListMessagesRequest(conversation_id=self.run.conversation_id, page_size=1, page_token=token)
+            page = await pb_grpc.ConversationServiceStub(self.channel).ListMessages(listing)
+            texts += [block.text.text for message in page.messages for block in message.content]
+            if not (token := page.next_page_token):
+                return texts
 
 
 @contextlib.contextmanager
@@ -165,3 +171,27 @@ async def test_abandon_lets_queued_writes_land_and_returns_what_was_only_buffere
         assert _payloads(left) == ["step_started"]
         assert _payloads(await claimed.log()) == ["run_started"]
         assert await claimed.messages() == ["kept"]
+
+
+async def test_large_writes_queued_together_are_sent_in_requests_that_fit(claimed: Claimed) -> None:
+    with acting_for(claimed.user):
+        writer = claimed.writer()
+        writer.send(ev.RunEvent(run_started=ev.RunStarted()))  # in flight while the large ones queue behind it
+        big = "x" * 3_000_000  # three of these merged would pass gRPC's 8 MiB message limit
+        done = [writer.checkpoint_soon(pb.CheckpointRunRequest(messages=[_text(big)])) for _ in range(3)]
+        await writer.settle()
+        assert all(future.done() and future.exception() is None for future in done)
+        assert [len(text) for text in await claimed.messages()] == [len(big)] * 3
+
+
+async def test_nothing_is_written_after_the_write_that_ends_the_run(claimed: Claimed) -> None:
+    with acting_for(claimed.user):
+        writer = claimed.writer()
+        end = pb.CheckpointRunRequest(
+            events=[ev.RunEvent(run_completed=ev.RunCompleted())], state=run_pb2.RUN_STATE_COMPLETED
+        )
+        ended = writer.checkpoint_soon(end)
+        with pytest.raises(RuntimeError):
+            writer.send(ev.RunEvent(run_incomplete=ev.RunIncomplete()))
+        await ended
+        assert _payloads(await claimed.log()) == ["run_completed"]

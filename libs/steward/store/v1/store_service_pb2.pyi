@@ -1400,7 +1400,9 @@ class CheckpointRunResponse(_message.Message):
     MESSAGES_FIELD_NUMBER: _builtins.int
     LAST_EVENT_SEQ_FIELD_NUMBER: _builtins.int
     last_event_seq: _builtins.int
-    """The seq of the last event in the log after the checkpoint."""
+    """The seq of the checkpoint's last event (for a retried checkpoint: of the
+    first call's), or the log's last seq when the checkpoint had no events.
+    """
     @_builtins.property
     def run(self) -> _run_pb2.Run:
         """The run after the checkpoint."""
