@@ -180,9 +180,13 @@ class RunServicer(pb_grpc.RunServiceServicer):
             request_id=v.optional_request_id(request.request_id),
             message_ids=v.message_ids(request.message_ids, len(request.messages)),
         )
-        run, messages, last_seq = await self._writes.checkpoint(current_principal().user_id, run_id, step)
-        self._notifier.forget(run_id)
-        self._notifier.notify(run_id)
+        run, messages, last_seq, created = await self._writes.checkpoint(current_principal().user_id, run_id, step)
+        if created is not None and request.events:
+            # Live readers take the new events from memory, as after an append.
+            first = last_seq - len(request.events) + 1
+            self._notifier.publish(run_id, _committed(run_id, first, created, request.events))
+        else:
+            self._notifier.notify(run_id)
         return pb.CheckpointRunResponse(run=run, messages=messages, last_event_seq=last_seq)
 
     async def StreamRunEvents(

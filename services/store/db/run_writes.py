@@ -202,9 +202,10 @@ class RunWriteRepository:
 
     async def checkpoint(
         self, owner_id: str, run_id: str, step: Checkpoint
-    ) -> tuple[run_pb2.Run, list[conversation_pb2.Message], int]:
-        """Append a step's messages and events and move the run's state, atomically; the run, the messages and the
-        seq of the checkpoint's last event (a retry gets the first call's messages and seq back).
+    ) -> tuple[run_pb2.Run, list[conversation_pb2.Message], int, datetime | None]:
+        """Append a step's messages and events and move the run's state, atomically; the run, the messages, the
+        seq of the checkpoint's last event and the events' time (a retry gets the first call's messages and seq
+        back, and no time: it appended nothing).
 
         One unit of work on the runner (one thread hop on SQLite): lock the run and check the epoch,
         find an earlier write with the same request id, append the messages (the conversation's seq
@@ -212,12 +213,12 @@ class RunWriteRepository:
         """
         created = convert.now()
 
-        def work(connection: Connection) -> tuple[run_pb2.Run, list[conversation_pb2.Message], int]:
+        def work(connection: Connection) -> tuple[run_pb2.Run, list[conversation_pb2.Message], int, datetime | None]:
             row = _fenced_run(connection, owner_id, run_id, step.epoch, lock=True)
             earlier = _earlier_write(connection, run_id, step.request_id)
             if earlier is not None:
                 messages = earlier_messages(connection, json.loads(earlier.message_ids))
-                return convert.run_message(row), messages, int(earlier.last_seq)
+                return convert.run_message(row), messages, int(earlier.last_seq), None
             if row.state in TERMINAL_STATES:
                 raise failed_precondition("RUN_STATE_CONFLICT", f"run {run_id} has ended")
             messages = append_messages(
@@ -229,7 +230,8 @@ class RunWriteRepository:
             seqs = (row.last_event_seq + 1, values["last_event_seq"])
             _record_write(connection, run_id, step.request_id, seqs, [m.id for m in messages], created)
             announce_sync(connection, run_id)
-            return convert.run_message(RunRow(**{**row._mapping, **values})), messages, values["last_event_seq"]
+            run = convert.run_message(RunRow(**{**row._mapping, **values}))
+            return run, messages, values["last_event_seq"], created
 
         try:
             return await self._runner.write(work)
