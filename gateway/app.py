@@ -13,6 +13,7 @@ from gateway.routes import confirmations, conversations, ops, runs
 from gateway.settings import GatewaySettings
 from steward.auth import TokenSigner
 from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
+from steward.provider.v1 import provider_service_pb2_grpc as provider_grpc
 from steward.rpc.channels import create_channel
 from steward.runtime.v1 import runtime_service_pb2_grpc as runtime_grpc
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
@@ -45,6 +46,9 @@ async def _clients(app: web.Application) -> AsyncIterator[None]:
     app[CLIENTS] = Clients(
         conversations=store_grpc.ConversationServiceStub(channels["store"]),
         runs=store_grpc.RunServiceStub(channels["store"]),
+        agents=store_grpc.AgentServiceStub(channels["store"]),
+        identity=store_grpc.IdentityServiceStub(channels["store"]),
+        provider=provider_grpc.ProviderServiceStub(channels["provider"]),
         runtime=runtime_grpc.RuntimeServiceStub(channels["runtime"]),
         confirm=confirm_grpc.ConfirmationServiceStub(channels["confirm"]),
         health={area: health_pb2_grpc.HealthStub(channel) for area, channel in channels.items()},

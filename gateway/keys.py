@@ -9,6 +9,7 @@ from grpc_health.v1 import health_pb2_grpc
 
 from gateway.settings import GatewaySettings
 from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
+from steward.provider.v1 import provider_service_pb2_grpc as provider_grpc
 from steward.runtime.v1 import runtime_service_pb2_grpc as runtime_grpc
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
 
@@ -19,6 +20,9 @@ class Clients:
 
     conversations: store_grpc.ConversationServiceAsyncStub
     runs: store_grpc.RunServiceAsyncStub
+    agents: store_grpc.AgentServiceAsyncStub
+    identity: store_grpc.IdentityServiceAsyncStub
+    provider: provider_grpc.ProviderServiceAsyncStub
     runtime: runtime_grpc.RuntimeServiceAsyncStub
     confirm: confirm_grpc.ConfirmationServiceAsyncStub
     health: dict[str, health_pb2_grpc.HealthStub]
