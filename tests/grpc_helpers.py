@@ -13,9 +13,9 @@ from steward.auth import METADATA_KEY, TokenSigner
 AREAS = ("common", "store", "provider", "confirm", "runtime")
 
 
-def principal_metadata(secret: str, user_id: str) -> tuple[tuple[str, str], ...]:
-    """Call metadata carrying a valid internal token for `user_id`."""
-    return ((METADATA_KEY, TokenSigner(secret, issuer="tests").mint(user_id)),)
+def principal_metadata(secret: str, user_id: str, actor: str = "") -> tuple[tuple[str, str], ...]:
+    """Call metadata carrying a valid internal token for `user_id`, acted for by `actor` if given."""
+    return ((METADATA_KEY, TokenSigner(secret, issuer="tests").mint(user_id, actor=actor)),)
 
 
 def all_services() -> Iterator[tuple[str, ServiceDescriptor]]:

@@ -42,6 +42,8 @@ def new_confirmation(
         raise invalid_argument(
             "related_confirmation_id", "related_confirmation_id is required for OUTCOME_UNKNOWN and only for it"
         )
+    if request.approved_by_policy and request.kind != confirmation_pb2.CONFIRMATION_KIND_TOOL_WRITE:
+        raise invalid_argument("approved_by_policy", "only a TOOL_WRITE confirmation may be approved by policy")
     ttl = v.ttl(request.ttl, default_ttl, max_ttl)
     epoch = v.lease_epoch(request.lease_epoch)
     arguments_hash = canonical.sha256_hex(arguments)
@@ -58,6 +60,7 @@ def new_confirmation(
         "kind": request.kind,
         "related_confirmation_id": related,
         "ttl": [request.ttl.seconds, request.ttl.nanos],
+        "approved_by_policy": request.approved_by_policy,
     }
     return NewConfirmation(
         request_id=request_id,
@@ -75,6 +78,7 @@ def new_confirmation(
         ttl=ttl,
         lease_epoch=epoch,
         actor=actor,
+        approved_by_policy=request.approved_by_policy,
     )
 
 

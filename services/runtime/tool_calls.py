@@ -6,8 +6,9 @@ For every call still owed a result (history.pending_calls), in order:
 - a client tool (the caller's own): a `client_tool_requested` event, and the call waits for
   SubmitToolResults;
 - a read tool: called at once (all read calls of the step in parallel), each with the tool timeout;
-- a write tool the agent's policy lets through (autonomous mode, as the tool layer classifies it):
-  called with the idempotency key "<run id>:<tool call id>";
+- a write tool the agent's policy lets through (autonomous mode, as the tool layer classifies it): a
+  confirmation created approved by the policy ("<run id>/<tool call id>/policy"), executed through the
+  execution ledger like any approved write;
 - any other write: a confirmation (idempotent by "<run id>/<tool call id>/write", so a resumed run
   finds the one it made before). Pending: the call waits and the run will pause. Rejected or
   expired: an error result saying so. Approved: executed through the execution ledger
@@ -106,16 +107,23 @@ async def _read(ctx: RunContext, call: content_pb2.ToolCallBlock, tool: ToolInfo
 
 
 async def confirmation_for(
-    ctx: RunContext, call: content_pb2.ToolCallBlock, tool: ToolInfo, arguments: dict[str, object]
+    ctx: RunContext,
+    call: content_pb2.ToolCallBlock,
+    tool: ToolInfo,
+    arguments: dict[str, object],
+    *,
+    by_policy: bool = False,
 ) -> confirmation_pb2.Confirmation:
-    """The confirmation for a write call: created the first time, found again after that."""
+    """The confirmation for a write call: created the first time, found again after that; `by_policy` when the
+    agent's policy approves it (created approved, so the write still goes through the ledger)."""
     preview = confirmation_pb2.Preview(
         kind=confirmation_pb2.PREVIEW_KIND_JSON,
         title=f"{tool.name} wants to make a change",
         content=json.dumps(arguments, indent=2, ensure_ascii=False),
     )
     request = confirm_pb.CreateConfirmationRequest(
-        request_id=f"{ctx.run_id}/{call.id}/write",
+        request_id=f"{ctx.run_id}/{call.id}/{'policy' if by_policy else 'write'}",
+        approved_by_policy=by_policy,
         run_id=ctx.run_id,
         conversation_id=ctx.run.conversation_id,
         tool_call_id=call.id,
@@ -186,11 +194,10 @@ async def _write(
     resolution: Resolution,
 ) -> None:
     await ctx.writer.settle()  # the step (and every result before) is durable before any write or confirmation
-    if not tool.needs_confirmation:
-        await ctx.services.hooks.before_tool_call(ctx.run_id, call.id, tool.name, "")
-        await record_result(ctx, call, await call_tool(ctx, tool, arguments, f"{ctx.run_id}:{call.id}"))
-        return
-    confirmation = await confirmation_for(ctx, call, tool, arguments)
+    # A write the agent's policy lets through (autonomous mode) is approved as it is proposed, and goes through
+    # the ledger like any approved write: a crash mid-call never runs it silently twice.
+    by_policy = not tool.needs_confirmation
+    confirmation = await confirmation_for(ctx, call, tool, arguments, by_policy=by_policy)
     if confirmation.state == confirmation_pb2.CONFIRMATION_STATE_PENDING:
         await announce_request(ctx, confirmation)
         resolution.waiting.append(confirmation.id)
@@ -198,8 +205,9 @@ async def _write(
     if confirmation.state not in DECIDED:
         await record_result(ctx, call, ToolOutcome("The confirmation was cancelled.", is_error=True))
         return
-    await announce_request(ctx, confirmation)  # no-op when written before
-    await announce_decision(ctx, confirmation)
+    if not by_policy:
+        await announce_request(ctx, confirmation)  # no-op when written before
+        await announce_decision(ctx, confirmation)
     if confirmation.state != confirmation_pb2.CONFIRMATION_STATE_APPROVED:
         await record_result(ctx, call, rejection(confirmation), reason="REJECTED")
         resolution.acknowledge.append(confirmation.id)

@@ -67,6 +67,7 @@ class World:
 
     stack: Stack
     notes_data: Path
+    user_id: str
     user: Metadata
     agent_id: str
     channels: list[grpc.aio.Channel]
@@ -147,7 +148,8 @@ async def world(
         **runtime_settings,
     }
     async with running_stack(directory, demo_token_interval=demo_token_interval, runtime=settings) as stack:
-        user = principal_metadata(stack.secret, f"user-{uuid.uuid4().hex[:8]}")
+        user_id = f"user-{uuid.uuid4().hex[:8]}"
+        user = principal_metadata(stack.secret, user_id)
         store = grpc.aio.insecure_channel(stack.address(stack.store))
         runtime = grpc.aio.insecure_channel(stack.address(stack.runtime))
         confirm = grpc.aio.insecure_channel(stack.address(stack.confirm))
@@ -164,6 +166,7 @@ async def world(
             yield World(
                 stack=stack,
                 notes_data=notes_data,
+                user_id=user_id,
                 user=user,
                 agent_id=created.agent.id,
                 channels=[store, runtime, confirm],

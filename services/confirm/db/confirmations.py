@@ -20,6 +20,9 @@ from steward.confirm.v1 import audit_event_pb2, confirmation_pb2
 from steward.errors import StewardError, failed_precondition, invalid_argument, not_found
 
 EXPIRY_BATCH = 500
+# Who decided a write the agent's approval policy let through, and the decision recorded for it.
+POLICY = "policy"
+POLICY_DECISION = '{"outcome":"approve"}'
 
 
 def confirmation_not_found(confirmation_id: str) -> StewardError:
@@ -48,6 +51,7 @@ class NewConfirmation:
     ttl: timedelta
     lease_epoch: int
     actor: str
+    approved_by_policy: bool = False
 
 
 class ConfirmationRepository:
@@ -94,6 +98,16 @@ class ConfirmationRepository:
                     reason="",
                     now=now,
                 )
+                if new.approved_by_policy:
+                    audit.record(
+                        session,
+                        row,
+                        audit_event_pb2.AUDIT_EVENT_KIND_DECIDED,
+                        actor=POLICY,
+                        surface=confirmation_pb2.SURFACE_POLICY,
+                        reason="",
+                        now=now,
+                    )
         if expired:
             self._db.notifier.notify()
         return convert.confirmation_message(row)
@@ -220,7 +234,7 @@ class ConfirmationRepository:
 
     @staticmethod
     def _row(user_id: str, new: NewConfirmation, now: datetime) -> ConfirmationRow:
-        return ConfirmationRow(
+        row = ConfirmationRow(
             id=str(uuid.uuid4()),
             user_id=user_id,
             run_id=new.run_id,
@@ -248,3 +262,13 @@ class ConfirmationRepository:
             request_id=new.request_id,
             request_hash=new.request_hash,
         )
+        if new.approved_by_policy:
+            # Decided as it is made, and acknowledged: no decision feed entry, nothing waits for it.
+            row.state = confirmation_pb2.CONFIRMATION_STATE_APPROVED
+            row.outcome = confirmation_pb2.DECISION_OUTCOME_APPROVE
+            row.decision_json = POLICY_DECISION
+            row.decided_by = POLICY
+            row.decision_surface = confirmation_pb2.SURFACE_POLICY
+            row.decide_time = now
+            row.acknowledge_time = now
+        return row

@@ -40,6 +40,7 @@ class CreateConfirmationRequest(_message.Message):
     RELATED_CONFIRMATION_ID_FIELD_NUMBER: _builtins.int
     TTL_FIELD_NUMBER: _builtins.int
     LEASE_EPOCH_FIELD_NUMBER: _builtins.int
+    APPROVED_BY_POLICY_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """A client-chosen idempotency key; the runtime derives it from the run, tool call and kind
     so a replica resuming after a crash finds the confirmation created before it.
@@ -62,6 +63,10 @@ class CreateConfirmationRequest(_message.Message):
     """For CONFIRMATION_KIND_OUTCOME_UNKNOWN, the confirmation whose outcome is unknown."""
     lease_epoch: _builtins.int
     """The run lease epoch of the calling replica."""
+    approved_by_policy: _builtins.bool
+    """The agent's policy approves this write (autonomous mode): store it APPROVED, for the
+    execution ledger, instead of asking a person. Only for CONFIRMATION_KIND_TOOL_WRITE.
+    """
     @_builtins.property
     def preview(self) -> _confirmation_pb2.Preview:
         """The preview of the change; required."""
@@ -87,10 +92,11 @@ class CreateConfirmationRequest(_message.Message):
         related_confirmation_id: _builtins.str = ...,
         ttl: _duration_pb2.Duration | None = ...,
         lease_epoch: _builtins.int = ...,
+        approved_by_policy: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "conversation_id", b"conversation_id", "decision_schema_json", b"decision_schema_json", "kind", b"kind", "lease_epoch", b"lease_epoch", "preview", b"preview", "related_confirmation_id", b"related_confirmation_id", "request_id", b"request_id", "run_id", b"run_id", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved_by_policy", b"approved_by_policy", "arguments_json", b"arguments_json", "conversation_id", b"conversation_id", "decision_schema_json", b"decision_schema_json", "kind", b"kind", "lease_epoch", b"lease_epoch", "preview", b"preview", "related_confirmation_id", b"related_confirmation_id", "request_id", b"request_id", "run_id", b"run_id", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

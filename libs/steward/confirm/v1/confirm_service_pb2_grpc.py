@@ -139,7 +139,11 @@ class ConfirmationServiceServicer:
 
     def CreateConfirmation(self, request, context):
         """CreateConfirmation stores a pending confirmation for a paused tool call (runtime only).
-        Atomic (the CREATED audit event is written with it). Idempotent by request_id: a repeat
+        With approved_by_policy it stores the write already APPROVED by the agent's policy
+        (decided_by "policy", SURFACE_POLICY, DECIDED audit event), acknowledged at once (nothing
+        waits for it in the decision feed), so that the write goes through the execution ledger
+        like any approved one. Atomic (the CREATED audit event is written with it). Idempotent by
+        request_id: a repeat
         with the same content (every field but lease_epoch) returns the same confirmation.
         Errors: INVALID_ARGUMENT (INVALID_ARGUMENT); PERMISSION_DENIED (PERMISSION_DENIED);
         ALREADY_EXISTS (REQUEST_ID_CONFLICT) when request_id was used with other content;

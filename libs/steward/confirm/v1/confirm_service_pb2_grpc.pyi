@@ -54,7 +54,11 @@ class ConfirmationServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ConfirmationServiceAsyncStub: ...
     CreateConfirmation: _grpc.UnaryUnaryMultiCallable[_confirm_service_pb2.CreateConfirmationRequest, _confirm_service_pb2.CreateConfirmationResponse]
     """CreateConfirmation stores a pending confirmation for a paused tool call (runtime only).
-    Atomic (the CREATED audit event is written with it). Idempotent by request_id: a repeat
+    With approved_by_policy it stores the write already APPROVED by the agent's policy
+    (decided_by "policy", SURFACE_POLICY, DECIDED audit event), acknowledged at once (nothing
+    waits for it in the decision feed), so that the write goes through the execution ledger
+    like any approved one. Atomic (the CREATED audit event is written with it). Idempotent by
+    request_id: a repeat
     with the same content (every field but lease_epoch) returns the same confirmation.
     Errors: INVALID_ARGUMENT (INVALID_ARGUMENT); PERMISSION_DENIED (PERMISSION_DENIED);
     ALREADY_EXISTS (REQUEST_ID_CONFLICT) when request_id was used with other content;
@@ -172,7 +176,11 @@ class ConfirmationServiceAsyncStub(ConfirmationServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateConfirmation: _aio.UnaryUnaryMultiCallable[_confirm_service_pb2.CreateConfirmationRequest, _confirm_service_pb2.CreateConfirmationResponse]  # type: ignore[assignment]
     """CreateConfirmation stores a pending confirmation for a paused tool call (runtime only).
-    Atomic (the CREATED audit event is written with it). Idempotent by request_id: a repeat
+    With approved_by_policy it stores the write already APPROVED by the agent's policy
+    (decided_by "policy", SURFACE_POLICY, DECIDED audit event), acknowledged at once (nothing
+    waits for it in the decision feed), so that the write goes through the execution ledger
+    like any approved one. Atomic (the CREATED audit event is written with it). Idempotent by
+    request_id: a repeat
     with the same content (every field but lease_epoch) returns the same confirmation.
     Errors: INVALID_ARGUMENT (INVALID_ARGUMENT); PERMISSION_DENIED (PERMISSION_DENIED);
     ALREADY_EXISTS (REQUEST_ID_CONFLICT) when request_id was used with other content;
@@ -293,7 +301,11 @@ class ConfirmationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_confirm_service_pb2.CreateConfirmationResponse, _abc.Awaitable[_confirm_service_pb2.CreateConfirmationResponse]]:
         """CreateConfirmation stores a pending confirmation for a paused tool call (runtime only).
-        Atomic (the CREATED audit event is written with it). Idempotent by request_id: a repeat
+        With approved_by_policy it stores the write already APPROVED by the agent's policy
+        (decided_by "policy", SURFACE_POLICY, DECIDED audit event), acknowledged at once (nothing
+        waits for it in the decision feed), so that the write goes through the execution ledger
+        like any approved one. Atomic (the CREATED audit event is written with it). Idempotent by
+        request_id: a repeat
         with the same content (every field but lease_epoch) returns the same confirmation.
         Errors: INVALID_ARGUMENT (INVALID_ARGUMENT); PERMISSION_DENIED (PERMISSION_DENIED);
         ALREADY_EXISTS (REQUEST_ID_CONFLICT) when request_id was used with other content;

@@ -152,6 +152,10 @@ class _SurfaceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Surface.Value
     """The HTTP JSON API."""
     SURFACE_SYSTEM: _Surface.ValueType  # 5
     """Steward itself, for example the auto-reject at expiry; callers may never send it."""
+    SURFACE_POLICY: _Surface.ValueType  # 6
+    """The agent's approval policy (autonomous mode) approved the write when it was proposed;
+    set only by CreateConfirmation's approved_by_policy, callers may never send it.
+    """
 
 class Surface(_Surface, metaclass=_SurfaceEnumTypeWrapper):
     """Surface names where a decision or other action came from."""
@@ -168,6 +172,10 @@ SURFACE_API: Surface.ValueType  # 4
 """The HTTP JSON API."""
 SURFACE_SYSTEM: Surface.ValueType  # 5
 """Steward itself, for example the auto-reject at expiry; callers may never send it."""
+SURFACE_POLICY: Surface.ValueType  # 6
+"""The agent's approval policy (autonomous mode) approved the write when it was proposed;
+set only by CreateConfirmation's approved_by_policy, callers may never send it.
+"""
 Global___Surface: _TypeAlias = Surface  # noqa: Y015
 
 @_typing.final
