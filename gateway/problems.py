@@ -43,7 +43,7 @@ def problem(
 
 
 def from_error(error: StewardError, instance: str, request_id: str) -> web.Response:
-    status = 499 if error.code == grpc.StatusCode.CANCELLED else http_status_for(error.code)
+    status = 499 if error.code == grpc.StatusCode.CANCELLED else http_status_for(error.code, error.reason)
     extra: dict[str, object] = {"request_id": request_id}
     if error.metadata:
         extra["metadata"] = error.metadata

@@ -36,6 +36,28 @@ def test_grpc_codes_map_to_http(code: grpc.StatusCode, status: int) -> None:
     assert http_status_for(code) == status
 
 
+@pytest.mark.parametrize(
+    ("code", "reason", "status"),
+    [
+        (grpc.StatusCode.FAILED_PRECONDITION, "CONFIRMATION_ALREADY_DECIDED", 409),
+        (grpc.StatusCode.FAILED_PRECONDITION, "CONFIRMATION_EXPIRED", 409),
+        (grpc.StatusCode.FAILED_PRECONDITION, "CONFIRMATION_STATE_CONFLICT", 409),
+        (grpc.StatusCode.FAILED_PRECONDITION, "RUN_STATE_CONFLICT", 409),
+        (grpc.StatusCode.FAILED_PRECONDITION, "LEASE_LOST", 409),
+        (grpc.StatusCode.FAILED_PRECONDITION, "CURSOR_EXPIRED", 410),
+        (grpc.StatusCode.FAILED_PRECONDITION, "ARGUMENTS_MISMATCH", 400),
+        (grpc.StatusCode.FAILED_PRECONDITION, "", 400),
+        (grpc.StatusCode.INTERNAL, "RUN_STATE_CONFLICT", 500),  # a reason overrides only its own code
+        (grpc.StatusCode.NOT_FOUND, "CURSOR_EXPIRED", 404),
+    ],
+)
+def test_state_conflicts_override_failed_precondition_by_reason(
+    code: grpc.StatusCode, reason: str, status: int
+) -> None:
+    assert http_status_for(code, reason) == status
+    assert {reason} <= KNOWN_REASONS | {""}
+
+
 REPO = Path(__file__).resolve().parent.parent
 # Calls whose reason argument is a string literal: not_found("X", ...), HttpError(400, "X", ...), ...
 _REASON_ARG = re.compile(

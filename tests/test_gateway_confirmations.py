@@ -111,7 +111,7 @@ async def test_a_second_different_decision_is_refused(stack: Stack, gateway: Cli
     assert (await _decide(gateway, auth, confirmation.id, {"decision": {"outcome": "reject"}})).status == 200
     decided = await _state(gateway, auth, confirmation.id)
     response = await _decide(gateway, auth, confirmation.id, {"decision": {"outcome": "approve"}})
-    assert response.status == 400  # FAILED_PRECONDITION, as in the gRPC-to-HTTP table
+    assert response.status == 409  # a conflict with the confirmation's state, by reason
     assert (await response.json())["reason"] == "CONFIRMATION_ALREADY_DECIDED"
     assert await _state(gateway, auth, confirmation.id) == decided
 
@@ -132,7 +132,7 @@ async def test_an_expired_confirmation_cannot_be_decided(stack: Stack, gateway: 
     confirmation = await _create(stack, ttl_seconds=1)
     await asyncio.sleep(1.2)
     response = await _decide(gateway, auth, confirmation.id, {"decision": {"outcome": "approve"}})
-    assert response.status == 400  # FAILED_PRECONDITION, as in the gRPC-to-HTTP table
+    assert response.status == 409  # a conflict with the confirmation's state, by reason
     assert (await response.json())["reason"] == "CONFIRMATION_EXPIRED"
     assert (await _state(gateway, auth, confirmation.id))["state"] == "expired"
 

@@ -2,8 +2,9 @@
 
 Services raise `StewardError`; an interceptor turns it into `google.rpc.Status`
 with `ErrorInfo{reason, domain, metadata}`. Clients turn an `AioRpcError` back
-into a `StewardError` with `from_rpc_error`. The gateway maps codes to HTTP with
-`http_status_for`, the one table for the whole system.
+into a `StewardError` with `from_rpc_error`. The gateway maps errors to HTTP with
+`http_status_for`, the one table for the whole system: by code, with a few
+reasons overriding their code's status.
 """
 
 from __future__ import annotations
@@ -127,6 +128,22 @@ _HTTP_STATUS: dict[grpc.StatusCode, int] = {
 }
 
 
-def http_status_for(code: grpc.StatusCode) -> int:
-    """The HTTP status for a gRPC status code."""
+# Reasons whose FAILED_PRECONDITION means more than "bad request": conflicts with the resource's current
+# state are 409, and an event cursor older than the retained log is 410 Gone. The override applies only to
+# FAILED_PRECONDITION, the code the contract gives these reasons, so a reason never turns another code's
+# status (401, 5xx, ...) into a 4xx conflict.
+_HTTP_STATUS_BY_REASON: dict[str, int] = {
+    "CONFIRMATION_ALREADY_DECIDED": 409,
+    "CONFIRMATION_EXPIRED": 409,
+    "CONFIRMATION_STATE_CONFLICT": 409,
+    "RUN_STATE_CONFLICT": 409,
+    "LEASE_LOST": 409,
+    "CURSOR_EXPIRED": 410,
+}
+
+
+def http_status_for(code: grpc.StatusCode, reason: str = "") -> int:
+    """The HTTP status for a gRPC status code and, for FAILED_PRECONDITION, its reason."""
+    if code == grpc.StatusCode.FAILED_PRECONDITION and reason in _HTTP_STATUS_BY_REASON:
+        return _HTTP_STATUS_BY_REASON[reason]
     return _HTTP_STATUS.get(code, 500)
