@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2_grpc
 from gateway.keys import CLIENTS, SETTINGS, Clients
 from gateway.middlewares import MIDDLEWARES
 from gateway.routes import confirmations, conversations, ops, runs
+from gateway.routes.agents import routes as agent_routes
 from gateway.settings import GatewaySettings
 from steward.auth import TokenSigner
 from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
@@ -28,6 +29,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.router.add_routes(ops.routes)
     app.router.add_routes(conversations.routes)
     app.router.add_routes(runs.routes)
+    app.router.add_routes(agent_routes)
     app.router.add_routes(confirmations.routes)
     app.cleanup_ctx.append(_clients)
     return app

@@ -10,11 +10,12 @@ import json
 from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from steward.common.v1 import content_pb2, usage_pb2
+from steward.common.v1 import content_pb2, limits_pb2, usage_pb2
 from steward.confirm.v1 import confirmation_pb2
-from steward.store.v1 import conversation_pb2, run_event_pb2, run_pb2
+from steward.store.v1 import agent_pb2, conversation_pb2, run_event_pb2, run_pb2
 
 
 def _time(value: Timestamp, present: bool = True) -> str | None:
@@ -87,6 +88,53 @@ def message_json(message: conversation_pb2.Message) -> dict[str, Any]:
     }
 
 
+def _seconds(value: Duration) -> int | float | None:
+    millis = value.ToMilliseconds()
+    if millis == 0:
+        return None
+    return millis // 1000 if millis % 1000 == 0 else millis / 1000
+
+
+def mode_name(mode: int) -> str | None:
+    return _enum(agent_pb2.RunMode.Name(mode), "RUN_MODE_")  # type: ignore[arg-type]
+
+
+def limits_json(limits: limits_pb2.RunLimits) -> dict[str, int | float | None]:
+    """Every limit, null where unset (the next default applies); durations in seconds."""
+    return {
+        "max_steps": limits.max_steps or None,
+        "max_tokens": limits.max_tokens or None,
+        "max_cost_micros": limits.max_cost_micros or None,
+        "timeout_seconds": _seconds(limits.timeout),
+        "tool_timeout_seconds": _seconds(limits.tool_timeout),
+        "first_token_timeout_seconds": _seconds(limits.first_token_timeout),
+    }
+
+
+def tool_spec_json(spec: content_pb2.ToolSpec) -> dict[str, Any]:
+    return {"name": spec.name, "description": spec.description, "input_schema": _arguments(spec.input_schema_json)}
+
+
+def agent_json(agent: agent_pb2.Agent) -> dict[str, Any]:
+    policy = agent.approval_policy
+    return {
+        "id": agent.id,
+        "name": agent.name,
+        "description": agent.description,
+        "system_prompt": agent.system_prompt,
+        "model_route": agent.model_route,
+        "tools": list(agent.tools),
+        "approval_policy": {
+            "mode": mode_name(policy.mode),
+            "auto_approved_tools": list(policy.auto_approved_tools),
+            "always_confirm_tools": list(policy.always_confirm_tools),
+        },
+        "limits": limits_json(agent.limits),
+        "create_time": _time(agent.create_time),
+        "update_time": _time(agent.update_time),
+    }
+
+
 def usage_json(usage: usage_pb2.Usage) -> dict[str, int]:
     return {
         "input_tokens": usage.input_tokens,
@@ -110,6 +158,9 @@ def run_json(run: run_pb2.Run) -> dict[str, Any]:
             if run.HasField("error")
             else None
         ),
+        "mode": mode_name(run.mode),
+        "limits": limits_json(run.limits),
+        "client_tools": [tool_spec_json(spec) for spec in run.client_tools],
         "step_count": run.step_count,
         "usage": usage_json(run.usage),
         "last_event_seq": run.last_event_seq,

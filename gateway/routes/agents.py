@@ -1,0 +1,116 @@
+"""Agents: /api/v1/agents[/{id}], over the store's AgentService.
+
+An agent's JSON (see `presenters.agent_json`) uses the same field names on the
+way in. POST takes the whole agent; PATCH changes only the fields its body
+names, each replaced whole (`approval_policy` and `limits` included). `id` and
+the times are read-only and ignored in bodies, so a client may send back what
+it read; any other unknown field is refused, so a misspelt one is not lost.
+The gateway checks JSON types; the store checks names, patterns and lengths.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from google.protobuf.field_mask_pb2 import FieldMask
+
+from gateway import presenters
+from gateway.bodies import (
+    field_error,
+    json_object,
+    object_field,
+    optional_str,
+    page,
+    reject_unknown,
+    run_limits,
+    run_mode,
+    string_list,
+)
+from gateway.keys import CLIENTS
+from steward.store.v1 import agent_pb2
+from steward.store.v1 import store_service_pb2 as store_pb
+
+routes = web.RouteTableDef()
+
+# The fields a body may set, in the order of the store's update mask paths.
+MUTABLE = ("name", "description", "system_prompt", "model_route", "tools", "approval_policy", "limits")
+READ_ONLY = {"id", "create_time", "update_time"}
+POLICY_FIELDS = {"mode", "auto_approved_tools", "always_confirm_tools"}
+MAX_STRING = 200_000  # the store holds the real limits; this only bounds what the gateway copies
+MAX_TOOLS = 1_000
+
+
+def _policy(body: dict[str, Any]) -> agent_pb2.ApprovalPolicy:
+    policy = object_field(body, "approval_policy")
+    reject_unknown(policy, POLICY_FIELDS, "approval_policy.")
+    return agent_pb2.ApprovalPolicy(
+        mode=run_mode(policy.get("mode"), "approval_policy.mode"),  # type: ignore[arg-type]
+        auto_approved_tools=string_list(policy, "auto_approved_tools", max_items=MAX_TOOLS, max_length=MAX_STRING),
+        always_confirm_tools=string_list(policy, "always_confirm_tools", max_items=MAX_TOOLS, max_length=MAX_STRING),
+    )
+
+
+def _agent(body: dict[str, Any], agent_id: str = "") -> tuple[agent_pb2.Agent, list[str]]:
+    """The agent the body describes, and the fields it names (absent fields keep their zero values)."""
+    reject_unknown(body, set(MUTABLE) | READ_ONLY)
+    agent = agent_pb2.Agent(
+        id=agent_id,
+        name=optional_str(body, "name", MAX_STRING),
+        description=optional_str(body, "description", MAX_STRING),
+        system_prompt=optional_str(body, "system_prompt", MAX_STRING),
+        model_route=optional_str(body, "model_route", MAX_STRING),
+        tools=string_list(body, "tools", max_items=MAX_TOOLS, max_length=MAX_STRING),
+        approval_policy=_policy(body),
+        limits=run_limits(body.get("limits"), "limits"),
+    )
+    return agent, [name for name in MUTABLE if name in body]
+
+
+@routes.post("/api/v1/agents")
+async def create_agent(request: web.Request) -> web.Response:
+    """Create an agent; an `Idempotency-Key` makes a retry return the agent instead of a second one."""
+    agent, _ = _agent(await json_object(request))
+    reply = await request.app[CLIENTS].agents.CreateAgent(
+        store_pb.CreateAgentRequest(agent=agent, request_id=request.headers.get("Idempotency-Key", ""))
+    )
+    return web.json_response(presenters.agent_json(reply.agent), status=201)
+
+
+@routes.get("/api/v1/agents")
+async def list_agents(request: web.Request) -> web.Response:
+    page_size, page_token = page(request)
+    reply = await request.app[CLIENTS].agents.ListAgents(
+        store_pb.ListAgentsRequest(page_size=page_size, page_token=page_token)
+    )
+    return web.json_response(
+        {
+            "agents": [presenters.agent_json(agent) for agent in reply.agents],
+            "next_page_token": reply.next_page_token or None,
+        }
+    )
+
+
+@routes.get("/api/v1/agents/{agent_id}")
+async def get_agent(request: web.Request) -> web.Response:
+    reply = await request.app[CLIENTS].agents.GetAgent(store_pb.GetAgentRequest(id=request.match_info["agent_id"]))
+    return web.json_response(presenters.agent_json(reply.agent))
+
+
+@routes.patch("/api/v1/agents/{agent_id}")
+async def update_agent(request: web.Request) -> web.Response:
+    """Change the fields the body names. An empty mask would mean "every field" to the store, so a body
+    naming none is refused rather than clearing the agent."""
+    agent, paths = _agent(await json_object(request), request.match_info["agent_id"])
+    if not paths:
+        raise field_error("body", f"must name at least one of {', '.join(MUTABLE)}")
+    reply = await request.app[CLIENTS].agents.UpdateAgent(
+        store_pb.UpdateAgentRequest(agent=agent, update_mask=FieldMask(paths=paths))
+    )
+    return web.json_response(presenters.agent_json(reply.agent))
+
+
+@routes.delete("/api/v1/agents/{agent_id}")
+async def delete_agent(request: web.Request) -> web.Response:
+    await request.app[CLIENTS].agents.DeleteAgent(store_pb.DeleteAgentRequest(id=request.match_info["agent_id"]))
+    return web.Response(status=204)
