@@ -1,15 +1,17 @@
-"""Runs and their event streams: /api/v1/runs/{id}[/events].
+"""Runs and their event streams: /api/v1/runs[/{id}[/events|/cancel|/tool_results]].
 
 The event stream is SSE: `id:` is the event's seq, `event:` its type, `data:`
 one line of JSON. `Last-Event-ID` (or `?last_event_id=` for page reloads)
-resumes exactly after that seq. A client leaving cancels the upstream gRPC
-stream; it never cancels the run.
+resumes exactly after that seq; a cursor older than the retained log is a 410
+problem (CURSOR_EXPIRED) before the stream starts. A client leaving cancels the
+upstream gRPC stream; it never cancels the run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import grpc
 import structlog
@@ -17,14 +19,34 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
 from gateway import presenters
-from gateway.bodies import field_error
+from gateway.bodies import (
+    field_error,
+    input_blocks,
+    json_object,
+    optional_str,
+    page,
+    reject_unknown,
+    run_limits,
+    run_mode,
+)
 from gateway.keys import CLIENTS, SETTINGS
+from steward.common.v1 import content_pb2
 from steward.errors import from_rpc_error
 from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
+from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
+
+RUN_FIELDS = {"conversation_id", "content", "agent_id", "run_id", "request_id", "mode", "limits", "client_tools"}
+TOOL_FIELDS = {"name", "description", "input_schema"}
+RESULT_FIELDS = {"tool_call_id", "content", "is_error"}
+MAX_TOOLS = 1_000  # the runtime holds the real limits; these only bound what the gateway copies
+MAX_RESULTS = 1_000
+MAX_STRING = 1_000_000
+ENDED = {run_pb2.RUN_STATE_COMPLETED, run_pb2.RUN_STATE_FAILED, run_pb2.RUN_STATE_CANCELLED}
+ENDED |= {run_pb2.RUN_STATE_INCOMPLETE, run_pb2.RUN_STATE_EXPIRED}
 
 
 def _cursor(request: web.Request) -> int:
@@ -49,14 +71,10 @@ async def cancel_run(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/runs")
 async def list_runs(request: web.Request) -> web.Response:
-    raw = request.query.get("page_size", "0")
-    if not raw.isdecimal() or len(raw) > 6:
-        raise field_error("page_size", "must be a non-negative integer")
+    page_size, page_token = page(request)
     reply = await request.app[CLIENTS].runs.ListRuns(
         store_pb.ListRunsRequest(
-            conversation_id=request.query.get("conversation_id", ""),
-            page_size=int(raw),
-            page_token=request.query.get("page_token", ""),
+            conversation_id=request.query.get("conversation_id", ""), page_size=page_size, page_token=page_token
         )
     )
     return web.json_response(
@@ -64,13 +82,118 @@ async def list_runs(request: web.Request) -> web.Response:
     )
 
 
-async def _pump(call: grpc.aio.UnaryStreamCall, sse: EventSourceResponse, retry_ms: int) -> None:  # type: ignore[type-arg]
-    first = True
+def _client_tools(body: dict[str, Any]) -> list[content_pb2.ToolSpec]:
+    """`client_tools`: [{"name": ..., "description": ..., "input_schema": {...}}]; the runtime checks names
+    and schemas, and qualifies the names as "client.<name>"."""
+    tools = body.get("client_tools")
+    if tools is None:
+        return []
+    if not isinstance(tools, list) or len(tools) > MAX_TOOLS:
+        raise field_error("client_tools", f"must be a list of at most {MAX_TOOLS} tools")
+    specs = []
+    for index, tool in enumerate(tools):
+        where = f"client_tools[{index}]"
+        if not isinstance(tool, dict):
+            raise field_error(where, "must be a JSON object")
+        reject_unknown(tool, TOOL_FIELDS, f"{where}.")
+        schema = tool.get("input_schema")
+        if schema is not None and not isinstance(schema, dict):
+            raise field_error(f"{where}.input_schema", "must be a JSON Schema object")
+        specs.append(
+            content_pb2.ToolSpec(
+                name=optional_str(tool, "name", MAX_STRING),
+                description=optional_str(tool, "description", MAX_STRING),
+                input_schema_json=json.dumps(schema) if schema is not None else "",
+            )
+        )
+    return specs
+
+
+def _tool_results(body: dict[str, Any]) -> list[content_pb2.ToolResultBlock]:
+    """`results`: [{"tool_call_id": ..., "content": "...", "is_error": false}]."""
+    results = body.get("results")
+    if not isinstance(results, list) or not results or len(results) > MAX_RESULTS:
+        raise field_error("results", f"must be a non-empty list of at most {MAX_RESULTS} results")
+    blocks = []
+    for index, result in enumerate(results):
+        where = f"results[{index}]"
+        if not isinstance(result, dict):
+            raise field_error(where, "must be a JSON object")
+        reject_unknown(result, RESULT_FIELDS, f"{where}.")
+        if not isinstance(result.get("tool_call_id"), str) or not result["tool_call_id"]:
+            raise field_error(f"{where}.tool_call_id", "must be a non-empty string")
+        if not isinstance(result.get("content"), str):
+            raise field_error(f"{where}.content", "must be a string (serialize JSON results as text)")
+        is_error = result.get("is_error", False)
+        if not isinstance(is_error, bool):
+            raise field_error(f"{where}.is_error", "must be true or false")
+        blocks.append(
+            content_pb2.ToolResultBlock(
+                tool_call_id=optional_str(result, "tool_call_id", MAX_STRING),
+                content=optional_str(result, "content", MAX_STRING),
+                is_error=is_error,
+            )
+        )
+    return blocks
+
+
+@routes.post("/api/v1/runs")
+async def create_run(request: web.Request) -> web.Response:
+    """Start a run in a conversation; 202 with the run and its events URL, 200 for a duplicate create
+    (same `Idempotency-Key` or client-minted `run_id`), which returns the first run."""
+    body = await json_object(request)
+    reject_unknown(body, RUN_FIELDS)
+    conversation_id = optional_str(body, "conversation_id", 64)
+    if not conversation_id:
+        raise field_error("conversation_id", "is required")
+    reply = await request.app[CLIENTS].runtime.CreateRun(
+        runtime_pb.CreateRunRequest(
+            conversation_id=conversation_id,
+            input=input_blocks(body, required=False),
+            run_id=optional_str(body, "run_id", 64),
+            agent_id=optional_str(body, "agent_id", 64),
+            mode=run_mode(body.get("mode"), "mode"),  # type: ignore[arg-type]
+            limits=run_limits(body.get("limits"), "limits"),
+            client_tools=_client_tools(body),
+            request_id=request.headers.get("Idempotency-Key", "") or optional_str(body, "request_id", 128),
+        )
+    )
+    return web.json_response(
+        {
+            "run": presenters.run_json(reply.run),
+            "existed": reply.existed,
+            "events_url": f"/api/v1/runs/{reply.run.id}/events",
+        },
+        status=200 if reply.existed else 202,
+    )
+
+
+@routes.post("/api/v1/runs/{run_id}/tool_results")
+async def submit_tool_results(request: web.Request) -> web.Response:
+    """Answer the client tool calls a paused run waits for (their ids are in its `client_tool_requested`
+    events); the run resumes. Repeating a result changes nothing; 409 RUN_STATE_CONFLICT for calls the run
+    does not wait for."""
+    body = await json_object(request)
+    reject_unknown(body, {"results"})
+    reply = await request.app[CLIENTS].runtime.SubmitToolResults(
+        runtime_pb.SubmitToolResultsRequest(run_id=request.match_info["run_id"], results=_tool_results(body))
+    )
+    return web.json_response(presenters.run_json(reply.run))
+
+
+Call = grpc.aio.UnaryStreamCall[store_pb.StreamRunEventsRequest, store_pb.StreamRunEventsResponse]
+
+
+async def _pump(call: Call, sse: EventSourceResponse, retry_ms: int, first: object | None) -> None:
+    """Send the stream's items (starting with `first`, when it was read already) as SSE events."""
+    retry: int | None = retry_ms
     try:
-        async for item in call:
+        item = first if first is not None else await call.read()
+        while isinstance(item, store_pb.StreamRunEventsResponse):  # until grpc.aio.EOF
             kind, body = presenters.event_json(item.event)
-            await sse.send(json.dumps(body), id=str(item.event.seq), event=kind, retry=retry_ms if first else None)
-            first = False
+            await sse.send(json.dumps(body), id=str(item.event.seq), event=kind, retry=retry)
+            retry = None
+            item = await call.read()
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.CANCELLED:
             return
@@ -86,10 +209,20 @@ async def run_events(request: web.Request) -> web.StreamResponse:
     run_id = request.match_info["run_id"]
     after = _cursor(request)
     # Answer an unknown or foreign run with a plain 404 before the stream starts.
-    await clients.runs.GetRun(store_pb.GetRunRequest(id=run_id))
+    run = (await clients.runs.GetRun(store_pb.GetRunRequest(id=run_id))).run
     call = clients.runs.StreamRunEvents(store_pb.StreamRunEventsRequest(run_id=run_id, after_seq=after, follow=True))
+    first: object | None = None
+    if run.state in ENDED:
+        # Only ended runs are compacted, and the store answers for them at once from its log: read the first
+        # item here, so that an expired cursor (or any refusal) is a problem response, not an `error` event.
+        # A live run's stream may wait long for its next event, so it starts at once.
+        try:
+            first = await call.read()  # an item, or EOF when the cursor is at the log's end
+        except BaseException:
+            call.cancel()
+            raise
     async with sse_response(request, ping_interval=settings.sse_ping_seconds) as sse:
-        pump = asyncio.create_task(_pump(call, sse, settings.sse_retry_ms))
+        pump = asyncio.create_task(_pump(call, sse, settings.sse_retry_ms, first))
         gone = asyncio.create_task(sse.wait())  # ends when a ping finds the client gone
         try:
             await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
