@@ -1,0 +1,166 @@
+"""A run's event log (the store's StreamRunEvents, the log every surface reads) as pieces of a chat completion.
+
+text_delta → text; usage → usage; a pause or the run's end → the `End` with its finish reason:
+completed → "stop", incomplete → "length", paused for client tools → "tool_calls" (with the calls),
+paused for a confirmation → "stop" with a notice saying what waits for whose decision where, and
+failed / cancelled / expired → "error" with a note saying so.
+
+A continuation reads the log from its start and emits only what follows a point: the results it
+submitted, or the decisions on the confirmations an earlier answer named. So a repeated follow-up
+gets the same answer again, and what came before (already answered) is never sent twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+
+from gateway.keys import Clients
+from gateway.openai_api import notices
+from gateway.openai_api.requests import CLIENT_PREFIX, call_id_for
+from steward.store.v1 import run_event_pb2, run_pb2
+from steward.store.v1 import store_service_pb2 as store_pb
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str  # call_id_for(run, call): what the client answers with
+    name: str  # as the client named the tool
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+
+
+@dataclass(frozen=True)
+class End:
+    finish_reason: str
+    note: str = ""  # text for the person, after the model's (a confirmation notice, a failure)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+
+Piece = Text | Usage | End
+
+
+@dataclass
+class _Log:
+    """What the log said so far, whether or not it is emitted."""
+
+    run_id: str
+    client_calls: dict[str, ToolCall] = field(default_factory=dict)
+    answered: set[str] = field(default_factory=set)
+    confirmations: dict[str, run_event_pb2.ConfirmationRequested] = field(default_factory=dict)
+    decided: set[str] = field(default_factory=set)
+
+    def see(self, event: run_event_pb2.RunEvent) -> None:
+        kind = event.WhichOneof("payload")
+        if kind == "client_tool_requested":
+            call = event.client_tool_requested
+            name = call.tool_name.removeprefix(CLIENT_PREFIX)
+            self.client_calls[call.tool_call_id] = ToolCall(
+                call_id_for(self.run_id, call.tool_call_id), name, call.arguments_json
+            )
+        elif kind == "tool_call_finished":
+            self.answered.add(event.tool_call_finished.tool_call_id)
+        elif kind == "tool_call_failed":
+            self.answered.add(event.tool_call_failed.tool_call_id)
+        elif kind == "confirmation_requested":
+            self.confirmations[event.confirmation_requested.confirmation_id] = event.confirmation_requested
+        elif kind == "confirmation_decided":
+            self.decided.add(event.confirmation_decided.confirmation_id)
+
+    def pause(self, reason: int) -> End:
+        if reason == run_pb2.PAUSE_REASON_AWAITING_CLIENT_TOOL:
+            calls = [call for call_id, call in self.client_calls.items() if call_id not in self.answered]
+            return End("tool_calls", tool_calls=calls)
+        pending = [c for c_id, c in self.confirmations.items() if c_id not in self.decided]
+        return End("stop", note=notices.confirmation_notice(self.run_id, pending))
+
+
+def _end(event: run_event_pb2.RunEvent) -> End | None:
+    kind = event.WhichOneof("payload")
+    if kind == "run_completed":
+        return End("stop")
+    if kind == "run_incomplete":
+        reason = run_pb2.IncompleteReason.Name(event.run_incomplete.reason).removeprefix("INCOMPLETE_REASON_").lower()
+        return End("length", note=notices.incomplete_note(reason))
+    if kind == "run_failed":
+        error = event.run_failed.error
+        return End("error", note=notices.failure_note(error.reason, error.message))
+    if kind == "run_cancelled":
+        return End("error", note=notices.CANCELLED)
+    if kind == "run_expired":
+        return End("error", note=notices.EXPIRED)
+    return None
+
+
+Start = Callable[[_Log], bool]  # whether the emitted part of the log has begun
+
+
+def from_start(log: _Log) -> bool:
+    return True
+
+
+def after_results(call_ids: set[str]) -> Start:
+    return lambda log: call_ids <= log.answered
+
+
+def after_decisions(confirmation_ids: frozenset[str]) -> Start:
+    return lambda log: confirmation_ids <= log.decided
+
+
+async def pieces(clients: Clients, run: run_pb2.Run, start: Start = from_start) -> AsyncGenerator[Piece, None]:
+    """The run's pieces from `start` to its next pause or its end; the last piece is always an End."""
+    log = _Log(run.id)
+    emitting = False
+    last_pause: End | None = None
+    after = 0
+    follow = run.state != run_pb2.RUN_STATE_PAUSED  # a paused run does not move: its log is complete
+    while True:
+        call = clients.runs.StreamRunEvents(
+            store_pb.StreamRunEventsRequest(run_id=run.id, after_seq=after, follow=follow)
+        )
+        try:
+            async for item in call:
+                event = item.event
+                after = event.seq
+                log.see(event)
+                kind = event.WhichOneof("payload")
+                end = _end(event)
+                if not emitting:
+                    if kind == "run_paused":
+                        last_pause = log.pause(event.run_paused.reason)
+                    emitting = start(log) or end is not None
+                    if end is None:
+                        continue
+                if end is not None:
+                    yield end
+                    return
+                if kind == "text_delta":
+                    yield Text(event.text_delta.text)
+                elif kind == "usage":
+                    usage = event.usage.usage
+                    yield Usage(
+                        usage.input_tokens + usage.cache_read_input_tokens + usage.cache_write_input_tokens,
+                        usage.output_tokens,
+                        usage.cache_read_input_tokens,
+                    )
+                elif kind == "run_paused":
+                    yield log.pause(event.run_paused.reason)
+                    return
+        finally:
+            call.cancel()
+        if emitting and not follow:  # the run moved on after it was read as paused: follow it
+            follow = True
+            continue
+        yield last_pause if last_pause is not None and not emitting else End("error", note=notices.LOG_ENDED)
+        return

@@ -1,0 +1,165 @@
+"""GET /v1/models[/{model}] and POST /v1/chat/completions."""
+
+from __future__ import annotations
+
+import contextlib
+
+import grpc
+import structlog
+from aiohttp import web
+
+from gateway.bodies import json_object
+from gateway.keys import CLIENTS, Clients
+from gateway.middlewares import REQUEST_ID
+from gateway.openai_api import events
+from gateway.openai_api.errors import OpenAIError, as_openai_error, openai_errors
+from gateway.openai_api.requests import ChatRequest, ContinueAfterConfirmation, NewRun, SubmitResults, parse
+from gateway.openai_api.shapes import DONE, Answer, model_json, sse
+from steward.auth import current_principal
+from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
+from steward.store.v1 import agent_pb2, run_pb2
+from steward.store.v1 import store_service_pb2 as store_pb
+
+log = structlog.get_logger(__name__)
+routes = web.RouteTableDef()
+
+DEFAULT_MODEL = "steward"  # the built-in default agent (runs with no agent_id)
+MAX_AGENT_PAGES = 20
+
+
+async def _agents(clients: Clients) -> list[agent_pb2.Agent]:
+    agents: list[agent_pb2.Agent] = []
+    token = ""
+    for _ in range(MAX_AGENT_PAGES):
+        reply = await clients.agents.ListAgents(store_pb.ListAgentsRequest(page_size=500, page_token=token))
+        agents.extend(reply.agents)
+        token = reply.next_page_token
+        if not token:
+            break
+    return agents
+
+
+async def _agent_id(clients: Clients, model: str) -> str:
+    """The agent a model name stands for: the caller's agent of that name, else "" for "steward"."""
+    for agent in await _agents(clients):
+        if agent.name == model:
+            return agent.id
+    if model == DEFAULT_MODEL:
+        return ""
+    raise OpenAIError(
+        404, "model_not_found", f"The model `{model}` does not exist or you do not have access to it.", param="model"
+    )
+
+
+def _models(agents: list[agent_pb2.Agent]) -> list[dict[str, object]]:
+    owner = current_principal().user_id
+    models = [model_json(agent.name, agent.create_time.seconds, owner) for agent in agents]
+    if all(agent.name != DEFAULT_MODEL for agent in agents):
+        models.insert(0, model_json(DEFAULT_MODEL, 0, "steward"))
+    return models
+
+
+@routes.get("/v1/models")
+@openai_errors
+async def list_models(request: web.Request) -> web.StreamResponse:
+    agents = await _agents(request.app[CLIENTS])
+    return web.json_response({"object": "list", "data": _models(agents)})
+
+
+@routes.get("/v1/models/{model}")
+@openai_errors
+async def get_model(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["model"]
+    for model in _models(await _agents(request.app[CLIENTS])):
+        if model["id"] == name:
+            return web.json_response(model)
+    raise OpenAIError(404, "model_not_found", f"The model `{name}` does not exist or you do not have access to it.")
+
+
+async def _new_run(clients: Clients, chat: ChatRequest, plan: NewRun, agent_id: str) -> run_pb2.Run:
+    """A new conversation holding the request's history, and a run answering its last user message."""
+    conversation = (
+        await clients.conversations.CreateConversation(
+            store_pb.CreateConversationRequest(title=f"{chat.model} (/v1/chat/completions)", agent_id=agent_id)
+        )
+    ).conversation
+    for message in plan.history:
+        await clients.conversations.AppendMessage(
+            store_pb.AppendMessageRequest(conversation_id=conversation.id, message=message)
+        )
+    reply = await clients.runtime.CreateRun(
+        runtime_pb.CreateRunRequest(
+            conversation_id=conversation.id, input=plan.input, agent_id=agent_id, client_tools=chat.tools
+        )
+    )
+    return reply.run
+
+
+async def _begin(clients: Clients, chat: ChatRequest) -> tuple[run_pb2.Run, events.Start]:
+    """Start or continue the run the request asks for; what of its log answers this request."""
+    agent_id = await _agent_id(clients, chat.model)
+    plan = chat.plan
+    if isinstance(plan, NewRun):
+        return await _new_run(clients, chat, plan, agent_id), events.from_start
+    if isinstance(plan, SubmitResults):
+        reply = await clients.runtime.SubmitToolResults(
+            runtime_pb.SubmitToolResultsRequest(run_id=plan.run_id, results=plan.results)
+        )
+        return reply.run, events.after_results({result.tool_call_id for result in plan.results})
+    assert isinstance(plan, ContinueAfterConfirmation)
+    run = (await clients.runs.GetRun(store_pb.GetRunRequest(id=plan.run_id))).run
+    return run, events.after_decisions(plan.confirmation_ids)
+
+
+def _headers(run: run_pb2.Run) -> dict[str, str]:
+    return {"X-Steward-Run-Id": run.id, "X-Steward-Conversation-Id": run.conversation_id}
+
+
+@routes.post("/v1/chat/completions")
+@openai_errors
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """Run the agent named by `model` (or continue its paused run) and answer as OpenAI's API would."""
+    chat = parse(await json_object(request))
+    clients = request.app[CLIENTS]
+    run, start = await _begin(clients, chat)
+    answer = Answer(completion_id=f"chatcmpl-{run.id}", model=chat.model)
+    if chat.stream:
+        return await _stream(request, chat, run, start, answer)
+    async with contextlib.aclosing(events.pieces(clients, run, start)) as pieces:
+        async for piece in pieces:
+            answer.add(piece)
+    return web.json_response(answer.completion_json(), headers=_headers(run))
+
+
+async def _stream(
+    request: web.Request, chat: ChatRequest, run: run_pb2.Run, start: events.Start, answer: Answer
+) -> web.StreamResponse:
+    """The answer as SSE chunks; a failure after the stream began is sent as an `error` event."""
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Request-ID": request.get(REQUEST_ID, ""),
+            **_headers(run),
+        }
+    )
+    await response.prepare(request)
+    try:
+        await response.write(answer.chunk({"role": "assistant", "content": ""}))
+        async with contextlib.aclosing(events.pieces(request.app[CLIENTS], run, start)) as pieces:
+            async for piece in pieces:
+                for chunk in answer.chunks_for(piece):
+                    await response.write(chunk)
+        if chat.include_usage:
+            await response.write(answer.usage_chunk())
+        await response.write(DONE)
+    except ConnectionResetError:
+        return response  # the client left; the run goes on
+    except Exception as exc:  # noqa: BLE001 - the headers are sent: the failure can only be told in the stream
+        if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.CANCELLED:
+            return response
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(sse(as_openai_error(exc).body()))
+        return response
+    await response.write_eof()
+    return response

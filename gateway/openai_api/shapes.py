@@ -1,0 +1,126 @@
+"""OpenAI's JSON objects: models, chat completions, chunks and usage."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.openai_api.events import End, Piece, Text, ToolCall, Usage
+
+
+def model_json(model_id: str, created: int, owned_by: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by}
+
+
+def tool_calls_json(calls: list[ToolCall], *, indexed: bool) -> list[dict[str, Any]]:
+    out = []
+    for index, call in enumerate(calls):
+        item: dict[str, Any] = {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+        }
+        if indexed:
+            item["index"] = index
+        out.append(item)
+    return out
+
+
+def with_note(text: str, note: str) -> str:
+    return f"{text}\n\n{note}" if text and note else text or note
+
+
+@dataclass
+class Answer:
+    """A completion as it is put together from a run's pieces."""
+
+    completion_id: str
+    model: str
+    created: int = field(default_factory=lambda: int(time.time()))
+    text: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    end: End | None = None
+
+    def add(self, piece: Piece) -> None:
+        if isinstance(piece, Text):
+            self.text += piece.text
+        elif isinstance(piece, Usage):
+            self.input_tokens += piece.input_tokens
+            self.output_tokens += piece.output_tokens
+            self.cached_tokens += piece.cached_tokens
+        else:
+            self.end = piece
+
+    def usage_json(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.input_tokens,
+            "completion_tokens": self.output_tokens,
+            "total_tokens": self.input_tokens + self.output_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        }
+
+    def completion_json(self) -> dict[str, Any]:
+        end = self.end or End("error")
+        message: dict[str, Any] = {"role": "assistant", "content": with_note(self.text, end.note) or None}
+        message["refusal"] = None
+        if end.tool_calls:
+            message["tool_calls"] = tool_calls_json(end.tool_calls, indexed=False)
+        return {
+            "id": self.completion_id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "message": message, "finish_reason": end.finish_reason, "logprobs": None}],
+            "usage": self.usage_json(),
+        }
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        body = {
+            "id": self.completion_id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+        }
+        return sse(body)
+
+    def usage_chunk(self) -> bytes:
+        body = {
+            "id": self.completion_id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": [],
+            "usage": self.usage_json(),
+        }
+        return sse(body)
+
+    def chunks_for(self, piece: Piece) -> list[bytes]:
+        """The SSE chunks that stream `piece` (and take it into the answer)."""
+        had_text = bool(self.text)
+        self.add(piece)
+        if isinstance(piece, Text):
+            return [self.chunk({"content": piece.text})] if piece.text else []
+        if isinstance(piece, Usage):
+            return []
+        out = []
+        if piece.note:
+            out.append(self.chunk({"content": ("\n\n" if had_text else "") + piece.note}))
+        if piece.tool_calls:
+            out.append(self.chunk({"tool_calls": tool_calls_json(piece.tool_calls, indexed=True)}))
+        out.append(self.chunk({}, piece.finish_reason))
+        return out
+
+
+def sse(body: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
+
+
+DONE = b"data: [DONE]\n\n"
