@@ -119,6 +119,10 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
         ids = [result.tool_call_id for result in request.results]
         if not ids or len(set(ids)) != len(ids) or not all(ids):
             raise invalid_argument("results", "one result per tool call id, each with its tool_call_id")
+        limit = self._services.settings.max_tool_result_chars
+        for index, result in enumerate(request.results):
+            if len(result.content) > limit:
+                raise invalid_argument(f"results[{index}].content", f"a tool result may be at most {limit} characters")
         run = (await self._services.runs.GetRun(store_pb.GetRunRequest(id=request.run_id))).run
         messages = chat_messages(await steps.conversation_messages(self._services, run.conversation_id))
         pending = {call.id: call for call in pending_calls(messages).calls if call.name.startswith(CLIENT_PREFIX)}

@@ -24,6 +24,9 @@ class RuntimeSettings(CommonSettings):
     default_run_timeout: float = 30.0
     default_tool_timeout: float = 30.0
     default_first_token_timeout: float = 30.0
+    # A tool's result longer than this (characters) is cut to it, with a note saying so, before the model and
+    # the log see it; a client tool's longer result is refused.
+    max_tool_result_chars: int = 100_000
     # Text deltas after the first are coalesced into one event per this many seconds.
     text_flush_interval: float = 0.03
     # Confirmations: seconds before an unanswered one is auto-rejected (0: the confirm service's default).

@@ -24,6 +24,7 @@ is durable first; a replica resuming after a crash never repeats a finished writ
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -75,7 +76,9 @@ async def record_result(
     ctx: RunContext, call: content_pb2.ToolCallBlock, outcome: ToolOutcome, *, reason: str = "", wait: bool = True
 ) -> None:
     """Checkpoint one tool result (message + event), once; `wait=False` leaves it behind the loop (events.py), for
-    results whose loss in a crash costs only the call done again (reads, and results no tool call produced)."""
+    results whose loss in a crash costs only the call done again (reads, and results no tool call produced). A
+    result over the deployment's limit is cut to it, with a note the model can read."""
+    outcome = capped(outcome, ctx.services.settings.max_tool_result_chars)
     if outcome.is_error:
         event = ev.RunEvent(
             step=ctx.step_count,
@@ -98,6 +101,14 @@ async def record_result(
     if wait:
         await written
     await ctx.services.hooks.after_tool_call(ctx.run_id, call.id, call.name, outcome.is_error)
+
+
+def capped(outcome: ToolOutcome, limit: int) -> ToolOutcome:
+    """The outcome with its content cut to `limit` characters, saying so, when it is longer."""
+    if len(outcome.content) <= limit:
+        return outcome
+    note = f"\n[truncated: the tool returned {len(outcome.content)} characters; the first {limit} are shown]"
+    return dataclasses.replace(outcome, content=outcome.content[:limit] + note)
 
 
 async def _read(ctx: RunContext, call: content_pb2.ToolCallBlock, tool: ToolInfo, arguments: dict[str, object]) -> None:

@@ -95,3 +95,23 @@ async def test_every_list_pages_through_everything_once(store: StoreUnderTest, p
     assert len(messages) == len(set(messages)) == 5
     runs = await pages(store.runs.ListRuns, pb.ListRunsRequest(page_size=page_size), "runs")
     assert len(runs) == len(set(runs)) == 5
+
+
+async def test_a_page_of_large_messages_stops_short_and_the_next_page_goes_on(store: StoreUnderTest) -> None:
+    user = store.user()
+    conversation_id = await _conversation(store, user)
+    texts = [f"{index}" + "x" * 3_000_000 for index in range(3)]  # two of them would not fit one answer
+    for text in texts:
+        message = c.ChatMessage(role=c.ROLE_USER, content=[_block(text=c.TextBlock(text=text))])
+        await store.conversations.AppendMessage(
+            pb.AppendMessageRequest(conversation_id=conversation_id, message=message), metadata=user
+        )
+    pages: list[list[str]] = []
+    token = ""
+    while True:
+        request = pb.ListMessagesRequest(conversation_id=conversation_id, page_size=10, page_token=token)
+        page = await store.conversations.ListMessages(request, metadata=user)
+        pages.append([message.content[0].text.text[:1] for message in page.messages])
+        if not (token := page.next_page_token):
+            break
+    assert pages == [["0"], ["1"], ["2"]]

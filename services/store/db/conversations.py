@@ -58,6 +58,8 @@ async def append_message(
     return row
 
 
+# A page of messages stops once it holds this much content (gRPC answers are limited to 8 MiB).
+MAX_PAGE_BYTES = 4 * 1024 * 1024
 _ADVANCE_SEQ = (
     update(ConversationRow)
     .where(ConversationRow.id == bindparam("conversation_id"), ConversationRow.owner_id == bindparam("b_owner_id"))
@@ -231,5 +233,12 @@ class ConversationRepository:
         rows = await self._runner.read(work)
         if rows is None:
             raise not_found("CONVERSATION_NOT_FOUND", f"conversation {conversation_id} not found")
-        next_token = str(offset + limit) if len(rows) > limit else ""
-        return [convert.message_message(row) for row in rows[:limit]], next_token
+        page: list[Row[Any]] = []
+        size = 0
+        for row in rows[:limit]:
+            size += len(row.content)
+            if page and size > MAX_PAGE_BYTES:  # a page of large messages stops short: the next page goes on
+                break
+            page.append(row)
+        next_token = str(offset + len(page)) if len(page) < len(rows) else ""
+        return [convert.message_message(row) for row in page], next_token
