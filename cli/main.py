@@ -6,6 +6,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
+from cli import tokens
 from cli.supervisor import Supervisor
 
 
@@ -20,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--fake-llm", action="store_true", help="route the default agent to a local fake OpenAI-compatible upstream"
     )
+    tokens.add_parser(commands)
     return parser
 
 
@@ -30,4 +32,6 @@ def main(argv: list[str] | None = None) -> int:
             args.data_dir, host=args.host, port=args.port, verbose=args.verbose, fake_llm=args.fake_llm
         )
         return asyncio.run(supervisor.run())
+    if args.command == "token":
+        return tokens.run(args)
     return 2

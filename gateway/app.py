@@ -12,6 +12,7 @@ from gateway.middlewares import MIDDLEWARES
 from gateway.openai_api import routes as openai_routes
 from gateway.routes import confirmations, conversations, ops, runs
 from gateway.routes.agents import routes as agent_routes
+from gateway.routes.tokens import routes as token_routes
 from gateway.settings import GatewaySettings
 from steward.auth import TokenSigner
 from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
@@ -32,6 +33,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.router.add_routes(runs.routes)
     app.router.add_routes(agent_routes)
     app.router.add_routes(confirmations.routes)
+    app.router.add_routes(token_routes)
     app.router.add_routes(openai_routes)
     app.cleanup_ctx.append(_clients)
     return app

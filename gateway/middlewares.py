@@ -1,8 +1,10 @@
-"""Middlewares, outermost first: request id, access log, errors to problem+json, authentication."""
+"""Middlewares, outermost first: request id, access log, errors to problem+json, authentication.
+
+Authentication (the dev token and API tokens) lives in `gateway.auth`.
+"""
 
 from __future__ import annotations
 
-import hmac
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,8 +14,7 @@ import structlog
 from aiohttp import web
 
 from gateway import problems
-from gateway.keys import SETTINGS
-from steward.auth import Principal, reset_principal, set_principal
+from gateway.auth import auth_middleware
 from steward.errors import StewardError, from_rpc_error
 
 log = structlog.get_logger(__name__)
@@ -21,7 +22,6 @@ access_log = structlog.get_logger("gateway.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID = web.RequestKey("request_id", str)
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 _MAX_REQUEST_ID = 128
 
 
@@ -87,32 +87,6 @@ def _problem_for(request: web.Request, exc: Exception) -> web.Response:
     else:
         log.error("unhandled_error", exc_info=exc)
     return problems.problem(status, reason, detail, instance=request.path, extra=extra, headers=headers)
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
-        return await handler(request)
-    settings = request.app[SETTINGS]
-    challenge = {"WWW-Authenticate": 'Bearer realm="steward"'}
-    if any(key.lower() in {"access_token", "token", "api_key"} for key in request.query):
-        raise problems.HttpError(400, "INVALID_ARGUMENT", "tokens are not accepted in the query string")
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if not header:
-        raise problems.HttpError(401, "TOKEN_MISSING", "an Authorization: Bearer token is required", headers=challenge)
-    if scheme.lower() != "bearer" or not token.strip():
-        raise problems.HttpError(
-            401, "TOKEN_INVALID", "the Authorization header must be 'Bearer <token>'", headers=challenge
-        )
-    if not hmac.compare_digest(token.strip().encode(), settings.dev_token.get_secret_value().encode()):
-        raise problems.HttpError(401, "TOKEN_INVALID", "the token is not valid", headers=challenge)
-    principal_token = set_principal(Principal(user_id=settings.dev_user_id))
-    try:
-        with structlog.contextvars.bound_contextvars(user_id=settings.dev_user_id):
-            return await handler(request)
-    finally:
-        reset_principal(principal_token)
 
 
 MIDDLEWARES = [request_id_middleware, access_log_middleware, error_middleware, auth_middleware]

@@ -12,9 +12,13 @@ class GatewaySettings(CommonSettings):
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
-    # Until API tokens land, one development token authenticates as `dev_user_id`.
+    # The development token (what `make run` prints) authenticates as `dev_user_id`.
     dev_token: SecretStr
     dev_user_id: str = "dev-user"
+    # API tokens verified by the store are trusted for this long without asking again (0: always ask);
+    # a revoke made through another replica takes effect here within this time.
+    token_cache_seconds: float = 30.0
+    token_cache_size: int = 10_000
     max_body_bytes: int = 1024 * 1024
     sse_ping_seconds: float = 15.0
     sse_retry_ms: int = 2000

@@ -1,0 +1,258 @@
+"""Authentication: bearer tokens in, the caller's principal forwarded to the services.
+
+Two credentials are accepted in `Authorization: Bearer <token>`:
+
+- the dev token (`settings.dev_token`, what `make run` prints), compared in constant time; it acts as
+  `settings.dev_user_id`;
+- API tokens (`stw_<prefix>_<secret>`), verified by the store's `VerifyApiToken`, which only service
+  principals may call, so the gateway calls it as `service:gateway`.
+
+Successful verifications are cached per app for `token_cache_seconds` (0 turns the cache off), keyed by
+SHA-256 of the token text, bounded by `token_cache_size`, and never past the token's own expiry. Failures
+are never cached. A revoke through this gateway drops the token from its cache at once; a revoke made
+elsewhere (another replica) takes effect here within `token_cache_seconds`. No log line or error carries
+token text.
+
+The dev user and the store. The store assigns user ids and creates tokens only for users it has a record
+of, while the dev user's id (`dev-user`) is fixed and has no record. Its tokens therefore belong to a store
+user made for it on first need: `CreateUser` as `service:gateway` with a request id derived from
+`dev_user_id`, so every replica finds the same record. A token of that record acts as `dev_user_id`, so a
+token made with the dev token sees the dev user's conversations and runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+
+import grpc
+import structlog
+from aiohttp import web
+
+from gateway import problems
+from gateway.keys import CLIENTS, SETTINGS
+from steward.auth import Principal, reset_principal, service_principal, set_principal
+from steward.errors import from_rpc_error
+from steward.store.v1 import identity_pb2
+from steward.store.v1 import store_service_pb2 as store_pb
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+QUERY_TOKEN_KEYS = frozenset({"access_token", "token", "api_key"})
+GATEWAY = service_principal("gateway")
+API_TOKEN_START = "stw_"  # noqa: S105 - the public start of every API token, not a secret
+MAX_TOKEN_LENGTH = 256
+DEV_RECORD_REQUEST_PREFIX = "gateway-dev-user:"
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="steward"'}
+INVALID_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="steward", error="invalid_token"'}
+SCOPE_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="steward", error="insufficient_scope"'}
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a request acts for, and how it proved it."""
+
+    user_id: str
+    via: str  # "dev_token" or "api_token"
+    token_id: str = ""  # the API token's id; empty for the dev token
+
+
+CALLER = web.RequestKey("caller", Caller)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    user_id: str
+    token_id: str
+    until: float  # time.monotonic()
+
+
+class TokenCache:
+    """Verified API tokens by SHA-256 of their text; least recently used out first."""
+
+    def __init__(self, ttl_seconds: float, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl_seconds
+        self._max = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+
+    @staticmethod
+    def key(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def get(self, key: str) -> _Entry | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.until <= self._clock():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: str, user_id: str, token: identity_pb2.ApiToken) -> None:
+        if self._ttl <= 0 or self._max <= 0:
+            return
+        lifetime = self._ttl
+        if token.HasField("expire_time"):
+            expires = token.expire_time.seconds + token.expire_time.nanos / 1e9
+            lifetime = min(lifetime, expires - time.time())
+        if lifetime <= 0:
+            return
+        self._entries[key] = _Entry(user_id, token.id, self._clock() + lifetime)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def forget_token(self, token_id: str) -> None:
+        for key in [k for k, entry in self._entries.items() if entry.token_id == token_id]:
+            del self._entries[key]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass
+class _AuthState:
+    cache: TokenCache
+    dev_record: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+# Per-app state, kept beside the app rather than in it: an app's state cannot change once it has started.
+_STATES: weakref.WeakKeyDictionary[web.Application, _AuthState] = weakref.WeakKeyDictionary()
+
+
+def _state(app: web.Application) -> _AuthState:
+    state = _STATES.get(app)
+    if state is None:
+        settings = app[SETTINGS]
+        state = _STATES[app] = _AuthState(TokenCache(settings.token_cache_seconds, settings.token_cache_size))
+    return state
+
+
+def token_cache(app: web.Application) -> TokenCache:
+    """The app's cache of verified API tokens."""
+    return _state(app).cache
+
+
+@contextmanager
+def acting_as(principal: Principal) -> Iterator[None]:
+    """Calls made inside carry `principal`'s internal token."""
+    token = set_principal(principal)
+    try:
+        yield
+    finally:
+        reset_principal(token)
+
+
+async def dev_record_id(app: web.Application) -> str:
+    """The store user that holds the dev user's API tokens, created on first need (see the module doc)."""
+    state = _state(app)
+    if state.dev_record is None:
+        async with state.lock:
+            if state.dev_record is None:
+                settings = app[SETTINGS]
+                request = store_pb.CreateUserRequest(
+                    display_name=settings.dev_user_id[:200],
+                    request_id=f"{DEV_RECORD_REQUEST_PREFIX}{settings.dev_user_id}",
+                )
+                with acting_as(GATEWAY):
+                    reply = await app[CLIENTS].identity.CreateUser(request)
+                state.dev_record = reply.user.id
+    return state.dev_record
+
+
+@asynccontextmanager
+async def as_token_owner(request: web.Request) -> AsyncIterator[None]:
+    """Store identity calls made inside act for the store user that owns the caller's tokens."""
+    caller = request[CALLER]
+    owner = caller.user_id
+    if owner == request.app[SETTINGS].dev_user_id:
+        owner = await dev_record_id(request.app)
+    with acting_as(Principal(user_id=owner)):
+        yield
+
+
+def _invalid(detail: str = "the token is not valid") -> problems.HttpError:
+    return problems.HttpError(401, "TOKEN_INVALID", detail, headers=INVALID_CHALLENGE)
+
+
+def _bearer(request: web.Request) -> str:
+    if any(key.lower() in QUERY_TOKEN_KEYS for key in request.query):
+        raise problems.HttpError(400, "INVALID_ARGUMENT", "tokens are not accepted in the query string")
+    header = request.headers.get("Authorization", "")
+    if not header:
+        raise problems.HttpError(401, "TOKEN_MISSING", "an Authorization: Bearer token is required", headers=CHALLENGE)
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise _invalid("the Authorization header must be 'Bearer <token>'")
+    return token
+
+
+async def _verify_api_token(app: web.Application, token: str) -> Caller:
+    cache = _state(app).cache
+    key = TokenCache.key(token)
+    hit = cache.get(key)
+    if hit is not None:
+        return Caller(hit.user_id, "api_token", hit.token_id)
+    try:
+        with acting_as(GATEWAY):
+            reply = await app[CLIENTS].identity.VerifyApiToken(store_pb.VerifyApiTokenRequest(secret=token))
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED and from_rpc_error(exc).reason == "TOKEN_INVALID":
+            log.info("api_token_refused")
+            raise _invalid() from None
+        raise
+    record = reply.token
+    if record.scopes:
+        # Nothing enforces scopes yet: a scoped token would get all of its user's rights, so it gets none.
+        raise problems.HttpError(
+            403, "PERMISSION_DENIED", "scoped API tokens are not supported yet", headers=SCOPE_CHALLENGE
+        )
+    user_id = record.user_id
+    if not user_id or user_id.startswith("service:"):
+        raise _invalid()
+    if user_id == await dev_record_id(app):
+        user_id = app[SETTINGS].dev_user_id
+    cache.put(key, user_id, record)
+    return Caller(user_id, "api_token", record.id)
+
+
+async def authenticate(request: web.Request) -> Caller:
+    """The caller a request's bearer token proves; raises a 400/401/403 HttpError otherwise."""
+    token = _bearer(request)
+    settings = request.app[SETTINGS]
+    if hmac.compare_digest(token.encode(), settings.dev_token.get_secret_value().encode()):
+        return Caller(settings.dev_user_id, "dev_token")
+    # Only text shaped like an API token is worth a store call; anything else is refused here.
+    if not token.startswith(API_TOKEN_START) or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+        raise _invalid()
+    return await _verify_api_token(request.app, token)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    caller = await authenticate(request)
+    request[CALLER] = caller
+    bound: dict[str, str] = {"user_id": caller.user_id}
+    if caller.token_id:
+        bound["token_id"] = caller.token_id
+    principal_token = set_principal(Principal(user_id=caller.user_id))
+    try:
+        with structlog.contextvars.bound_contextvars(**bound):
+            return await handler(request)
+    finally:
+        reset_principal(principal_token)

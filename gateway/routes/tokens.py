@@ -1,0 +1,129 @@
+"""The caller's API tokens: /api/v1/tokens[/{id}].
+
+A token's text is answered once, by the create; lists and revokes show only its metadata and the
+non-secret lookup prefix. Scoped tokens are refused until something enforces scopes.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gateway import auth
+from gateway.bodies import field_error, json_object, optional_str
+from gateway.keys import CLIENTS
+from steward.store.v1 import identity_pb2
+from steward.store.v1 import store_service_pb2 as store_pb
+
+routes = web.RouteTableDef()
+
+MAX_LABEL = 200
+MAX_TTL = timedelta(days=366)  # the store's limit
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _time(value: Timestamp, present: bool) -> str | None:
+    return value.ToJsonString() if present else None
+
+
+def token_json(token: identity_pb2.ApiToken) -> dict[str, Any]:
+    """A token's metadata; it never holds the token's text."""
+    expired = token.HasField("expire_time") and token.expire_time.seconds <= time.time()
+    revoked = token.HasField("revoke_time")
+    return {
+        "id": token.id,
+        "label": token.label,
+        "prefix": token.prefix,
+        "scopes": list(token.scopes),
+        "state": "revoked" if revoked else "expired" if expired else "active",
+        "create_time": _time(token.create_time, token.HasField("create_time")),
+        "expire_time": _time(token.expire_time, token.HasField("expire_time")),
+        "revoke_time": _time(token.revoke_time, revoked),
+    }
+
+
+def _ttl(body: dict[str, Any]) -> timedelta | None:
+    """`ttl_seconds` (an integer) or `expire_time` (RFC 3339 with an offset), or neither: never expires."""
+    ttl, expire = body.get("ttl_seconds"), body.get("expire_time")
+    if ttl is not None and expire is not None:
+        raise field_error("ttl_seconds", "give ttl_seconds or expire_time, not both")
+    if ttl is not None:
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 < ttl <= MAX_TTL.total_seconds():
+            raise field_error("ttl_seconds", f"must be an integer from 1 to {int(MAX_TTL.total_seconds())}")
+        return timedelta(seconds=ttl)
+    if expire is None:
+        return None
+    if not isinstance(expire, str):
+        raise field_error("expire_time", "must be an RFC 3339 timestamp string")
+    try:
+        when = datetime.fromisoformat(expire)
+    except ValueError as exc:
+        raise field_error("expire_time", "must be an RFC 3339 timestamp") from exc
+    if when.tzinfo is None:
+        raise field_error("expire_time", "must carry a UTC offset (for example Z)")
+    left = when - datetime.now(UTC)
+    if left < timedelta(seconds=1):
+        raise field_error("expire_time", "must be in the future")
+    if left > MAX_TTL:
+        raise field_error("expire_time", f"must be at most {MAX_TTL.days} days from now")
+    return left
+
+
+def _check_scopes(body: dict[str, Any]) -> None:
+    scopes = body.get("scopes")
+    if scopes is None:
+        return
+    if not isinstance(scopes, list):
+        raise field_error("scopes", "must be a list")
+    if scopes:
+        raise field_error("scopes", "scoped tokens are not supported yet; omit scopes for a token with all your rights")
+
+
+def _page(request: web.Request) -> tuple[int, str]:
+    raw = request.query.get("page_size", "0")
+    if not raw.isdecimal() or len(raw) > 6:
+        raise field_error("page_size", "must be a non-negative integer")
+    return int(raw), request.query.get("page_token", "")
+
+
+@routes.post("/api/v1/tokens")
+async def create_token(request: web.Request) -> web.Response:
+    """A new token for the caller: its text is in `token`, shown this once."""
+    body = await json_object(request)
+    label = optional_str(body, "label", MAX_LABEL)
+    ttl = _ttl(body)
+    _check_scopes(body)
+    message = store_pb.CreateApiTokenRequest(label=label)
+    if ttl is not None:
+        message.ttl.CopyFrom(Duration(seconds=int(ttl.total_seconds())))
+    async with auth.as_token_owner(request):
+        reply = await request.app[CLIENTS].identity.CreateApiToken(message)
+    return web.json_response({**token_json(reply.token), "token": reply.secret}, status=201, headers=NO_STORE)
+
+
+@routes.get("/api/v1/tokens")
+async def list_tokens(request: web.Request) -> web.Response:
+    page_size, page_token = _page(request)
+    async with auth.as_token_owner(request):
+        reply = await request.app[CLIENTS].identity.ListApiTokens(
+            store_pb.ListApiTokensRequest(page_size=page_size, page_token=page_token)
+        )
+    return web.json_response(
+        {"tokens": [token_json(t) for t in reply.tokens], "next_page_token": reply.next_page_token or None}
+    )
+
+
+@routes.delete("/api/v1/tokens/{token_id}")
+async def revoke_token(request: web.Request) -> web.Response:
+    """Revoke one of the caller's tokens (idempotent); another user's token is 404 TOKEN_NOT_FOUND."""
+    async with auth.as_token_owner(request):
+        reply = await request.app[CLIENTS].identity.RevokeApiToken(
+            store_pb.RevokeApiTokenRequest(id=request.match_info["token_id"])
+        )
+    auth.token_cache(request.app).forget_token(reply.token.id)
+    return web.json_response(token_json(reply.token))

@@ -1,0 +1,308 @@
+"""API tokens at the gateway: made with the dev token, verified by the real store, revoked, refused.
+
+Two gateways serve the same in-process stack: the session's (`gateway`, caching verified tokens for the
+default 30 s) and `replica` (cache off), to show a revoke made through another replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import pytest
+import structlog
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import create_app
+from gateway.auth import TokenCache
+from steward.auth import METADATA_KEY, SERVICE_PREFIX, TokenSigner
+from steward.store.v1 import identity_pb2
+from steward.store.v1 import store_service_pb2 as store_pb
+from steward.store.v1 import store_service_pb2_grpc as store_grpc
+from tests.stack import Stack
+
+Client = TestClient[Any, Any]
+INVALID_CHALLENGE = 'Bearer realm="steward", error="invalid_token"'
+
+
+@pytest.fixture(scope="module")
+async def replica(stack: Stack) -> AsyncIterator[Client]:
+    """A second gateway on the same stack that does not cache verified tokens."""
+    server = TestServer(create_app(stack.gateway_settings(token_cache_seconds=0)), host="127.0.0.1", port=0)
+    async with TestClient(server) as client:
+        yield client
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _reason(response: Any, status: int) -> str:
+    assert response.status == status, await response.text()
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    reason: str = (await response.json())["reason"]
+    return reason
+
+
+async def _create_token(gateway: Client, auth: dict[str, str], **body: object) -> dict[str, Any]:
+    response = await gateway.post("/api/v1/tokens", json={"label": "tests", **body}, headers=auth)
+    assert response.status == 201, await response.text()
+    assert response.headers["Cache-Control"] == "no-store"
+    created: dict[str, Any] = await response.json()
+    return created
+
+
+async def _store_user_token(stack: Stack, scopes: tuple[str, ...] = ()) -> str:
+    """The text of a token of a brand-new store user, made directly in the store."""
+    signer = TokenSigner(stack.secret, issuer="tests")
+    async with grpc.aio.insecure_channel(stack.address(stack.store)) as channel:
+        identity = store_grpc.IdentityServiceStub(channel)
+        user = await identity.CreateUser(
+            store_pb.CreateUserRequest(display_name="other"),
+            metadata=((METADATA_KEY, signer.mint(f"{SERVICE_PREFIX}tests")),),
+        )
+        reply = await identity.CreateApiToken(
+            store_pb.CreateApiTokenRequest(label="theirs", scopes=list(scopes)),
+            metadata=((METADATA_KEY, signer.mint(user.user.id)),),
+        )
+    return reply.secret
+
+
+async def _conversation(gateway: Client, auth: dict[str, str]) -> str:
+    response = await gateway.post("/api/v1/conversations", json={"title": "mine"}, headers=auth)
+    assert response.status == 201, await response.text()
+    conversation_id: str = (await response.json())["id"]
+    return conversation_id
+
+
+async def test_a_token_made_with_the_dev_token_acts_as_the_dev_user(
+    stack: Stack, gateway: Client, auth: dict[str, str]
+) -> None:
+    created = await _create_token(gateway, auth, label="laptop")
+    assert created["token"].startswith("stw_")
+    assert (created["label"], created["state"], created["expire_time"], created["revoke_time"]) == (
+        "laptop",
+        "active",
+        None,
+        None,
+    )
+    token = _bearer(created["token"])
+    by_dev_token = await _conversation(gateway, auth)
+    shown = await gateway.get(f"/api/v1/conversations/{by_dev_token}", headers=token)
+    assert shown.status == 200
+    by_api_token = await _conversation(gateway, token)
+    assert (await gateway.get(f"/api/v1/conversations/{by_api_token}", headers=auth)).status == 200
+
+
+async def test_another_users_token_sees_nothing_of_ours(stack: Stack, gateway: Client, auth: dict[str, str]) -> None:
+    ours = _bearer((await _create_token(gateway, auth))["token"])
+    theirs = _bearer(await _store_user_token(stack))
+    mine = await _conversation(gateway, ours)
+    assert await _reason(await gateway.get(f"/api/v1/conversations/{mine}", headers=theirs), 404) == (
+        "CONVERSATION_NOT_FOUND"
+    )
+    listed = await (await gateway.get("/api/v1/conversations?page_size=500", headers=theirs)).json()
+    assert mine not in [c["id"] for c in listed["conversations"]]
+    their_conversation = await _conversation(gateway, theirs)
+    assert (await gateway.get(f"/api/v1/conversations/{their_conversation}", headers=theirs)).status == 200
+    assert (await gateway.get(f"/api/v1/conversations/{their_conversation}", headers=ours)).status == 404
+
+
+async def test_tokens_are_listed_without_their_text(gateway: Client, auth: dict[str, str]) -> None:
+    created = await _create_token(gateway, auth, label="listed")
+    response = await gateway.get("/api/v1/tokens?page_size=500", headers=auth)
+    assert response.status == 200
+    text = await response.text()
+    assert created["token"] not in text
+    secret_part = created["token"].rsplit("_", 1)[1]
+    assert secret_part not in text
+    listed = {t["id"]: t for t in (await response.json())["tokens"]}
+    assert "token" not in listed[created["id"]]
+    assert {k: listed[created["id"]][k] for k in ("label", "prefix", "state")} == {
+        "label": "listed",
+        "prefix": created["prefix"],
+        "state": "active",
+    }
+    # The token lists the same tokens as the dev token: both are the dev user.
+    by_token = await (await gateway.get("/api/v1/tokens?page_size=500", headers=_bearer(created["token"]))).json()
+    assert created["id"] in [t["id"] for t in by_token["tokens"]]
+
+
+async def test_a_revoked_token_is_refused_at_once_by_the_gateway_that_revoked_it(
+    gateway: Client, auth: dict[str, str]
+) -> None:
+    created = await _create_token(gateway, auth)
+    token = _bearer(created["token"])
+    assert (await gateway.get("/api/v1/conversations", headers=token)).status == 200  # now cached
+    revoked = await gateway.delete(f"/api/v1/tokens/{created['id']}", headers=auth)
+    assert revoked.status == 200
+    assert (await revoked.json())["state"] == "revoked"
+    refused = await gateway.get("/api/v1/conversations", headers=token)
+    assert await _reason(refused, 401) == "TOKEN_INVALID"
+    assert refused.headers["WWW-Authenticate"] == INVALID_CHALLENGE
+    again = await gateway.delete(f"/api/v1/tokens/{created['id']}", headers=auth)  # idempotent
+    assert again.status == 200
+
+
+async def test_a_revoke_elsewhere_is_seen_by_a_replica_without_a_cache(
+    gateway: Client, replica: Client, auth: dict[str, str]
+) -> None:
+    created = await _create_token(gateway, auth)
+    token = _bearer(created["token"])
+    assert (await replica.get("/api/v1/conversations", headers=token)).status == 200
+    assert (await gateway.delete(f"/api/v1/tokens/{created['id']}", headers=auth)).status == 200
+    assert await _reason(await replica.get("/api/v1/conversations", headers=token), 401) == "TOKEN_INVALID"
+
+
+async def test_another_users_token_cannot_be_revoked(stack: Stack, gateway: Client, auth: dict[str, str]) -> None:
+    created = await _create_token(gateway, auth)
+    theirs = _bearer(await _store_user_token(stack))
+    response = await gateway.delete(f"/api/v1/tokens/{created['id']}", headers=theirs)
+    assert await _reason(response, 404) == "TOKEN_NOT_FOUND"
+    listed = await (await gateway.get("/api/v1/tokens", headers=theirs)).json()
+    assert created["id"] not in [t["id"] for t in listed["tokens"]]
+    assert (await gateway.get("/api/v1/conversations", headers=_bearer(created["token"]))).status == 200
+    unknown = await gateway.delete(f"/api/v1/tokens/{uuid.uuid4()}", headers=auth)
+    assert await _reason(unknown, 404) == "TOKEN_NOT_FOUND"
+
+
+async def test_an_expired_token_is_refused_even_while_cached(gateway: Client, auth: dict[str, str]) -> None:
+    created = await _create_token(gateway, auth, ttl_seconds=1)
+    assert created["expire_time"] is not None
+    token = _bearer(created["token"])
+    first = await gateway.get("/api/v1/conversations", headers=token)
+    if first.status == 200:  # still inside its second: it is cached until its expiry, not for 30 s
+        deadline = time.monotonic() + 5
+        while (await gateway.get("/api/v1/conversations", headers=token)).status == 200:
+            assert time.monotonic() < deadline, "an expired token was still accepted"
+            await asyncio.sleep(0.1)
+    refused = await gateway.get("/api/v1/conversations", headers=token)
+    assert await _reason(refused, 401) == "TOKEN_INVALID"
+    listed = await (await gateway.get("/api/v1/tokens?page_size=500", headers=auth)).json()
+    assert {t["id"]: t["state"] for t in listed["tokens"]}[created["id"]] == "expired"
+
+
+async def test_an_expire_time_sets_the_expiry(gateway: Client, auth: dict[str, str]) -> None:
+    when = datetime.now(UTC) + timedelta(hours=2)
+    created = await _create_token(gateway, auth, expire_time=when.isoformat())
+    expires = datetime.fromisoformat(created["expire_time"])
+    assert abs((expires - when).total_seconds()) < 5
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "garbage",
+        "stw_",
+        "stw_" + "A" * 12 + "_" + "b" * 43,  # well formed, unknown
+        "stw_" + "A" * 300,
+        "stw_ünïcode",
+    ],
+)
+async def test_unknown_tokens_are_refused(gateway: Client, token: str) -> None:
+    response = await gateway.get("/api/v1/conversations", headers=_bearer(token))
+    assert await _reason(response, 401) == "TOKEN_INVALID"
+    assert response.headers["WWW-Authenticate"] == INVALID_CHALLENGE
+
+
+async def test_a_missing_token_is_refused_with_a_challenge(gateway: Client) -> None:
+    response = await gateway.get("/api/v1/tokens")
+    assert await _reason(response, 401) == "TOKEN_MISSING"
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="steward"'
+
+
+@pytest.mark.parametrize("name", ["access_token", "token", "api_key"])
+async def test_a_token_in_the_query_string_is_refused(gateway: Client, auth: dict[str, str], name: str) -> None:
+    created = await _create_token(gateway, auth)
+    response = await gateway.get(f"/api/v1/conversations?{name}={created['token']}")
+    assert await _reason(response, 400) == "INVALID_ARGUMENT"
+    with_header = await gateway.get(f"/api/v1/conversations?{name}={created['token']}", headers=auth)
+    assert await _reason(with_header, 400) == "INVALID_ARGUMENT"
+
+
+async def test_a_scoped_token_is_refused_until_scopes_are_enforced(stack: Stack, gateway: Client) -> None:
+    scoped = await _store_user_token(stack, scopes=("conversations:read",))
+    response = await gateway.get("/api/v1/conversations", headers=_bearer(scoped))
+    assert await _reason(response, 403) == "PERMISSION_DENIED"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"label": 5}, "INVALID_ARGUMENT"),
+        ({"label": "x" * 201}, "INVALID_ARGUMENT"),
+        ({"ttl_seconds": "60"}, "INVALID_ARGUMENT"),
+        ({"ttl_seconds": True}, "INVALID_ARGUMENT"),
+        ({"ttl_seconds": 0}, "INVALID_ARGUMENT"),
+        ({"ttl_seconds": 1.5}, "INVALID_ARGUMENT"),
+        ({"ttl_seconds": 400 * 86400}, "INVALID_ARGUMENT"),
+        ({"ttl_seconds": 60, "expire_time": "2099-01-01T00:00:00Z"}, "INVALID_ARGUMENT"),
+        ({"expire_time": "tomorrow"}, "INVALID_ARGUMENT"),
+        ({"expire_time": "2020-01-01T00:00:00Z"}, "INVALID_ARGUMENT"),
+        ({"expire_time": "2099-01-01T00:00:00"}, "INVALID_ARGUMENT"),
+        ({"expire_time": 12}, "INVALID_ARGUMENT"),
+        ({"scopes": ["runs:write"]}, "INVALID_ARGUMENT"),
+        ({"scopes": "runs:write"}, "INVALID_ARGUMENT"),
+    ],
+)
+async def test_bad_create_bodies_are_400(gateway: Client, auth: dict[str, str], body: object, reason: str) -> None:
+    response = await gateway.post("/api/v1/tokens", json=body, headers=auth)
+    assert await _reason(response, 400) == reason
+
+
+@pytest.mark.parametrize("raw", [b"{bad", b"[1]", b'"label"'])
+async def test_malformed_create_bodies_are_400(gateway: Client, auth: dict[str, str], raw: bytes) -> None:
+    headers = {**auth, "Content-Type": "application/json"}
+    response = await gateway.post("/api/v1/tokens", data=raw, headers=headers)
+    assert await _reason(response, 400) == "MALFORMED_JSON"
+
+
+async def test_no_token_text_reaches_the_logs(
+    stack: Stack, gateway: Client, auth: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with structlog.testing.capture_logs() as events:
+        created = await _create_token(gateway, auth)
+        token = created["token"]
+        await gateway.get("/api/v1/conversations", headers=_bearer(token))
+        await gateway.get(f"/api/v1/conversations?access_token={token}")
+        await gateway.delete(f"/api/v1/tokens/{created['id']}", headers=_bearer(token))
+        await gateway.get("/api/v1/conversations", headers=_bearer(token))  # refused: revoked
+        altered = token[:-1] + ("A" if token[-1] != "A" else "B")
+        await gateway.get("/api/v1/conversations", headers=_bearer(altered))  # refused: unknown
+    assert any(event.get("event") == "http_request" for event in events)  # the capture saw the gateway
+    assert any(event.get("event") == "api_token_refused" for event in events)
+    for secret in (token, token.rsplit("_", 1)[1], stack.dev_token):
+        assert secret not in repr(events)
+        assert secret not in caplog.text
+        assert all(secret not in repr(record.__dict__) for record in caplog.records)
+
+
+def test_the_cache_is_bounded_and_expires() -> None:
+    now = [0.0]
+    cache = TokenCache(30, 2, clock=lambda: now[0])
+    forever = identity_pb2.ApiToken(id="t1")
+    for name in ("a", "b", "c"):
+        cache.put(name, "u", forever)
+    assert (cache.get("a"), len(cache)) == (None, 2)  # the least recently used went out
+    assert cache.get("b") is not None
+    now[0] = 30.0
+    assert cache.get("b") is None
+    soon = identity_pb2.ApiToken(id="t2")
+    soon.expire_time.FromSeconds(int(time.time()) + 2)
+    now[0] = 100.0
+    cache.put("d", "u", soon)
+    now[0] = 103.0
+    assert cache.get("d") is None  # gone at the token's expiry, before the cache's 30 s
+    cache.put("e", "u", forever)
+    cache.forget_token("t1")
+    assert cache.get("e") is None
+    off = TokenCache(0, 10)
+    off.put("x", "u", forever)
+    assert len(off) == 0
