@@ -20,6 +20,16 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 TIMEOUT_SECONDS = 30.0
 
 
+class _Refuse(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: following it would send the Authorization header to wherever it points."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_Refuse)
+
+
 class CliError(Exception):
     """A failure to report in one line, with exit status 1."""
 
@@ -60,7 +70,7 @@ def _call(url: str, token: str, method: str, path: str, body: dict[str, Any] | N
         headers["Content-Type"] = "application/json"
     request = urllib.request.Request(url.rstrip("/") + path, data=data, headers=headers, method=method)  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310 - http(s) checked
+        with _NO_REDIRECTS.open(request, timeout=TIMEOUT_SECONDS) as response:
             return json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         try:

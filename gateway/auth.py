@@ -26,7 +26,6 @@ import asyncio
 import hashlib
 import hmac
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -64,6 +63,7 @@ class Caller:
     user_id: str
     via: str  # "dev_token" or "api_token"
     token_id: str = ""  # the API token's id; empty for the dev token
+    token_expires: float | None = None  # when the API token expires (time.time()); None: never
 
 
 CALLER = web.RequestKey("caller", Caller)
@@ -74,6 +74,14 @@ class _Entry:
     user_id: str
     token_id: str
     until: float  # time.monotonic()
+    expires: float | None  # the token's own expiry (time.time()); None: never
+
+
+def _expires(token: identity_pb2.ApiToken) -> float | None:
+    """When a token expires (time.time()), or None when it never does."""
+    if not token.HasField("expire_time"):
+        return None
+    return token.expire_time.seconds + token.expire_time.nanos / 1e9
 
 
 class TokenCache:
@@ -84,6 +92,7 @@ class TokenCache:
         self._max = max_entries
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._generation = 0
 
     @staticmethod
     def key(token: str) -> str:
@@ -99,21 +108,29 @@ class TokenCache:
         self._entries.move_to_end(key)
         return entry
 
-    def put(self, key: str, user_id: str, token: identity_pb2.ApiToken) -> None:
-        if self._ttl <= 0 or self._max <= 0:
+    def put(self, key: str, user_id: str, token: identity_pb2.ApiToken, *, generation: int) -> None:
+        """Remember a verified token, unless a token was forgotten since its verification began (`generation`):
+        the store may have answered before a revoke that this cache has already applied."""
+        if self._ttl <= 0 or self._max <= 0 or generation != self._generation:
             return
         lifetime = self._ttl
-        if token.HasField("expire_time"):
-            expires = token.expire_time.seconds + token.expire_time.nanos / 1e9
+        expires = _expires(token)
+        if expires is not None:
             lifetime = min(lifetime, expires - time.time())
         if lifetime <= 0:
             return
-        self._entries[key] = _Entry(user_id, token.id, self._clock() + lifetime)
+        self._entries[key] = _Entry(user_id, token.id, self._clock() + lifetime, _expires(token))
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
 
+    @property
+    def generation(self) -> int:
+        """Advanced by every `forget_token`: a verification begun before one may not be cached after it."""
+        return self._generation
+
     def forget_token(self, token_id: str) -> None:
+        self._generation += 1
         for key in [k for k, entry in self._entries.items() if entry.token_id == token_id]:
             del self._entries[key]
 
@@ -122,22 +139,25 @@ class TokenCache:
 
 
 @dataclass
-class _AuthState:
+class AuthState:
+    """One gateway app's authentication state: its cache of verified tokens, and the dev user's store record."""
+
     cache: TokenCache
     dev_record: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-# Per-app state, kept beside the app rather than in it: an app's state cannot change once it has started.
-_STATES: weakref.WeakKeyDictionary[web.Application, _AuthState] = weakref.WeakKeyDictionary()
+AUTH = web.AppKey("auth", AuthState)
 
 
-def _state(app: web.Application) -> _AuthState:
-    state = _STATES.get(app)
-    if state is None:
-        settings = app[SETTINGS]
-        state = _STATES[app] = _AuthState(TokenCache(settings.token_cache_seconds, settings.token_cache_size))
-    return state
+def install(app: web.Application) -> None:
+    """Give a gateway app its authentication state (a token cache of its own)."""
+    settings = app[SETTINGS]
+    app[AUTH] = AuthState(TokenCache(settings.token_cache_seconds, settings.token_cache_size))
+
+
+def _state(app: web.Application) -> AuthState:
+    return app[AUTH]
 
 
 def token_cache(app: web.Application) -> TokenCache:
@@ -197,6 +217,8 @@ def _bearer(request: web.Request) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise _invalid("the Authorization header must be 'Bearer <token>'")
+    if not token.isascii():  # no token is anything else; comparing one that is not would fail to encode
+        raise _invalid()
     return token
 
 
@@ -205,7 +227,8 @@ async def _verify_api_token(app: web.Application, token: str) -> Caller:
     key = TokenCache.key(token)
     hit = cache.get(key)
     if hit is not None:
-        return Caller(hit.user_id, "api_token", hit.token_id)
+        return Caller(hit.user_id, "api_token", hit.token_id, hit.expires)
+    generation = cache.generation
     try:
         with acting_as(GATEWAY):
             reply = await app[CLIENTS].identity.VerifyApiToken(store_pb.VerifyApiTokenRequest(secret=token))
@@ -225,8 +248,8 @@ async def _verify_api_token(app: web.Application, token: str) -> Caller:
         raise _invalid()
     if user_id == await dev_record_id(app):
         user_id = app[SETTINGS].dev_user_id
-    cache.put(key, user_id, record)
-    return Caller(user_id, "api_token", record.id)
+    cache.put(key, user_id, record, generation=generation)
+    return Caller(user_id, "api_token", record.id, _expires(record))
 
 
 async def authenticate(request: web.Request) -> Caller:

@@ -23,6 +23,8 @@ async def json_object(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HttpError(400, "MALFORMED_JSON", f"the body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise HttpError(400, "MALFORMED_JSON", "the body nests too deeply") from exc
     if not isinstance(body, dict):
         raise HttpError(400, "MALFORMED_JSON", "the body must be a JSON object")
     try:  # JSON may escape lone UTF-16 surrogates ("\ud800"), which no UTF-8 text can carry
@@ -30,6 +32,17 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     except UnicodeEncodeError as exc:
         raise HttpError(400, "MALFORMED_JSON", "the body contains an unpaired UTF-16 surrogate") from exc
     return body
+
+
+MAX_IDEMPOTENCY_KEY = 128
+
+
+def idempotency_key(request: web.Request) -> str:
+    """The `Idempotency-Key` header ("" when absent): printable ASCII of at most 128 characters."""
+    value = request.headers.get("Idempotency-Key", "")
+    if len(value) > MAX_IDEMPOTENCY_KEY or not (value.isascii() and value.isprintable()):
+        raise field_error("Idempotency-Key", f"must be printable ASCII of at most {MAX_IDEMPOTENCY_KEY} characters")
+    return value
 
 
 def field_error(field: str, detail: str) -> HttpError:

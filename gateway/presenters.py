@@ -18,7 +18,8 @@ from steward.confirm.v1 import confirmation_pb2
 from steward.store.v1 import agent_pb2, conversation_pb2, run_event_pb2, run_pb2
 
 
-def _time(value: Timestamp, present: bool = True) -> str | None:
+def time_json(value: Timestamp, present: bool = True) -> str | None:
+    """A timestamp as RFC 3339 text; None when it is not set."""
     if not present or (value.seconds == 0 and value.nanos == 0):
         return None
     return value.ToJsonString()
@@ -71,8 +72,8 @@ def conversation_json(conversation: conversation_pb2.Conversation) -> dict[str, 
         "id": conversation.id,
         "title": conversation.title,
         "agent_id": conversation.agent_id or None,
-        "create_time": _time(conversation.create_time),
-        "update_time": _time(conversation.update_time),
+        "create_time": time_json(conversation.create_time),
+        "update_time": time_json(conversation.update_time),
     }
 
 
@@ -84,7 +85,7 @@ def message_json(message: conversation_pb2.Message) -> dict[str, Any]:
         "role": role_name(message.role),
         "content": [block_json(block) for block in message.content],
         "run_id": message.run_id or None,
-        "create_time": _time(message.create_time),
+        "create_time": time_json(message.create_time),
     }
 
 
@@ -130,8 +131,8 @@ def agent_json(agent: agent_pb2.Agent) -> dict[str, Any]:
             "always_confirm_tools": list(policy.always_confirm_tools),
         },
         "limits": limits_json(agent.limits),
-        "create_time": _time(agent.create_time),
-        "update_time": _time(agent.update_time),
+        "create_time": time_json(agent.create_time),
+        "update_time": time_json(agent.update_time),
     }
 
 
@@ -165,9 +166,9 @@ def run_json(run: run_pb2.Run) -> dict[str, Any]:
         "usage": usage_json(run.usage),
         "last_event_seq": run.last_event_seq,
         "cancel_requested": run.cancel_requested,
-        "create_time": _time(run.create_time),
-        "update_time": _time(run.update_time),
-        "end_time": _time(run.end_time, run.HasField("end_time")),
+        "create_time": time_json(run.create_time),
+        "update_time": time_json(run.update_time),
+        "end_time": time_json(run.end_time, run.HasField("end_time")),
     }
 
 
@@ -180,7 +181,7 @@ def event_json(event: run_event_pb2.RunEvent) -> tuple[str, dict[str, Any]]:
         "run_id": event.run_id,
         "step": event.step,
         "type": kind,
-        "time": _time(event.create_time),
+        "time": time_json(event.create_time),
         "data": payload,
     }
 
@@ -214,12 +215,12 @@ def confirmation_json(confirmation: confirmation_pb2.Confirmation) -> dict[str, 
                 else None,
                 "decided_by": decision.decided_by or None,
                 "surface": _enum(confirmation_pb2.Surface.Name(decision.surface), "SURFACE_"),
-                "decide_time": _time(decision.decide_time),
+                "decide_time": time_json(decision.decide_time),
             }
             if decided
             else None
         ),
-        "create_time": _time(confirmation.create_time),
-        "expire_time": _time(confirmation.expire_time),
-        "acknowledge_time": _time(confirmation.acknowledge_time, confirmation.HasField("acknowledge_time")),
+        "create_time": time_json(confirmation.create_time),
+        "expire_time": time_json(confirmation.expire_time),
+        "acknowledge_time": time_json(confirmation.acknowledge_time, confirmation.HasField("acknowledge_time")),
     }

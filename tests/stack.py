@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
 from gateway.settings import GatewaySettings
 from services.confirm.server import create_server as create_confirm
 from services.confirm.settings import ConfirmSettings
@@ -18,7 +20,10 @@ from services.runtime.server import create_server as create_runtime
 from services.runtime.settings import RuntimeSettings
 from services.store.server import create_server as create_store
 from services.store.settings import StoreSettings
+from steward.auth import METADATA_KEY, SERVICE_PREFIX, TokenSigner
 from steward.rpc.server import GrpcServer
+from steward.store.v1 import store_service_pb2 as store_pb
+from steward.store.v1 import store_service_pb2_grpc as store_grpc
 
 
 @dataclass
@@ -92,3 +97,19 @@ async def running_stack(
     finally:
         for server in (runtime_server, confirm, provider, store):
             await server.stop(0.5)
+
+
+async def store_user_token(stack: Stack, scopes: tuple[str, ...] = ()) -> str:
+    """The text of a token of a brand-new store user, made directly in the store."""
+    signer = TokenSigner(stack.secret, issuer="tests")
+    async with grpc.aio.insecure_channel(stack.address(stack.store)) as channel:
+        identity = store_grpc.IdentityServiceStub(channel)
+        user = await identity.CreateUser(
+            store_pb.CreateUserRequest(display_name="other"),
+            metadata=((METADATA_KEY, signer.mint(f"{SERVICE_PREFIX}tests")),),
+        )
+        reply = await identity.CreateApiToken(
+            store_pb.CreateApiTokenRequest(label="theirs", scopes=list(scopes)),
+            metadata=((METADATA_KEY, signer.mint(user.user.id)),),
+        )
+    return reply.secret

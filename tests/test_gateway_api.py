@@ -23,6 +23,7 @@ from steward.auth import METADATA_KEY, TokenSigner
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
 from steward.confirm.v1 import confirmation_pb2
+from tests.raw_http import raw_request
 from tests.sse import SseEvent, parse_sse, read_sse
 from tests.stack import Stack
 
@@ -228,3 +229,15 @@ async def test_an_expired_cursor_is_410_before_the_stream_starts(
     rest = await read_sse(gateway, events_url, {**auth, "Last-Event-ID": str(through)})
     assert rest == [event for event in kept if int(event.id) > through]
     assert await read_sse(gateway, events_url, {**auth, "Last-Event-ID": str(run["last_event_seq"])}) == []
+
+
+async def test_an_idempotency_key_that_is_not_printable_ascii_is_a_400(gateway: Client, auth: dict[str, str]) -> None:
+    body = b'{"title": "x"}'
+    head = (
+        b"POST /api/v1/conversations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: {auth['Authorization']}\r\nContent-Length: {len(body)}\r\n".encode()
+        + b"Idempotency-Key: \xff\xfe\r\n\r\n"
+    )
+    answer = await raw_request(gateway, head + body)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b'"reason": "INVALID_ARGUMENT"' in answer

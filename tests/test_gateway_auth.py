@@ -14,18 +14,15 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import grpc
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
 from gateway.auth import TokenCache
-from steward.auth import METADATA_KEY, SERVICE_PREFIX, TokenSigner
 from steward.store.v1 import identity_pb2
-from steward.store.v1 import store_service_pb2 as store_pb
-from steward.store.v1 import store_service_pb2_grpc as store_grpc
-from tests.stack import Stack
+from tests.raw_http import raw_request
+from tests.stack import Stack, store_user_token
 
 Client = TestClient[Any, Any]
 INVALID_CHALLENGE = 'Bearer realm="steward", error="invalid_token"'
@@ -58,22 +55,6 @@ async def _create_token(gateway: Client, auth: dict[str, str], **body: object) -
     return created
 
 
-async def _store_user_token(stack: Stack, scopes: tuple[str, ...] = ()) -> str:
-    """The text of a token of a brand-new store user, made directly in the store."""
-    signer = TokenSigner(stack.secret, issuer="tests")
-    async with grpc.aio.insecure_channel(stack.address(stack.store)) as channel:
-        identity = store_grpc.IdentityServiceStub(channel)
-        user = await identity.CreateUser(
-            store_pb.CreateUserRequest(display_name="other"),
-            metadata=((METADATA_KEY, signer.mint(f"{SERVICE_PREFIX}tests")),),
-        )
-        reply = await identity.CreateApiToken(
-            store_pb.CreateApiTokenRequest(label="theirs", scopes=list(scopes)),
-            metadata=((METADATA_KEY, signer.mint(user.user.id)),),
-        )
-    return reply.secret
-
-
 async def _conversation(gateway: Client, auth: dict[str, str]) -> str:
     response = await gateway.post("/api/v1/conversations", json={"title": "mine"}, headers=auth)
     assert response.status == 201, await response.text()
@@ -102,7 +83,7 @@ async def test_a_token_made_with_the_dev_token_acts_as_the_dev_user(
 
 async def test_another_users_token_sees_nothing_of_ours(stack: Stack, gateway: Client, auth: dict[str, str]) -> None:
     ours = _bearer((await _create_token(gateway, auth))["token"])
-    theirs = _bearer(await _store_user_token(stack))
+    theirs = _bearer(await store_user_token(stack))
     mine = await _conversation(gateway, ours)
     assert await _reason(await gateway.get(f"/api/v1/conversations/{mine}", headers=theirs), 404) == (
         "CONVERSATION_NOT_FOUND"
@@ -162,7 +143,7 @@ async def test_a_revoke_elsewhere_is_seen_by_a_replica_without_a_cache(
 
 async def test_another_users_token_cannot_be_revoked(stack: Stack, gateway: Client, auth: dict[str, str]) -> None:
     created = await _create_token(gateway, auth)
-    theirs = _bearer(await _store_user_token(stack))
+    theirs = _bearer(await store_user_token(stack))
     response = await gateway.delete(f"/api/v1/tokens/{created['id']}", headers=theirs)
     assert await _reason(response, 404) == "TOKEN_NOT_FOUND"
     listed = await (await gateway.get("/api/v1/tokens", headers=theirs)).json()
@@ -227,7 +208,7 @@ async def test_a_token_in_the_query_string_is_refused(gateway: Client, auth: dic
 
 
 async def test_a_scoped_token_is_refused_until_scopes_are_enforced(stack: Stack, gateway: Client) -> None:
-    scoped = await _store_user_token(stack, scopes=("conversations:read",))
+    scoped = await store_user_token(stack, scopes=("conversations:read",))
     response = await gateway.get("/api/v1/conversations", headers=_bearer(scoped))
     assert await _reason(response, 403) == "PERMISSION_DENIED"
 
@@ -249,6 +230,7 @@ async def test_a_scoped_token_is_refused_until_scopes_are_enforced(stack: Stack,
         ({"expire_time": 12}, "INVALID_ARGUMENT"),
         ({"scopes": ["runs:write"]}, "INVALID_ARGUMENT"),
         ({"scopes": "runs:write"}, "INVALID_ARGUMENT"),
+        ({"ttl": 3600}, "INVALID_ARGUMENT"),  # a misspelt expiry must not make a token that never expires
     ],
 )
 async def test_bad_create_bodies_are_400(gateway: Client, auth: dict[str, str], body: object, reason: str) -> None:
@@ -256,7 +238,7 @@ async def test_bad_create_bodies_are_400(gateway: Client, auth: dict[str, str], 
     assert await _reason(response, 400) == reason
 
 
-@pytest.mark.parametrize("raw", [b"{bad", b"[1]", b'"label"'])
+@pytest.mark.parametrize("raw", [b"{bad", b"[1]", b'"label"', b"[" * 100_000])
 async def test_malformed_create_bodies_are_400(gateway: Client, auth: dict[str, str], raw: bytes) -> None:
     headers = {**auth, "Content-Type": "application/json"}
     response = await gateway.post("/api/v1/tokens", data=raw, headers=headers)
@@ -289,7 +271,7 @@ def test_the_cache_is_bounded_and_expires() -> None:
     cache = TokenCache(30, 2, clock=lambda: now[0])
     forever = identity_pb2.ApiToken(id="t1")
     for name in ("a", "b", "c"):
-        cache.put(name, "u", forever)
+        cache.put(name, "u", forever, generation=0)
     assert (cache.get("a"), len(cache)) == (None, 2)  # the least recently used went out
     assert cache.get("b") is not None
     now[0] = 30.0
@@ -297,12 +279,40 @@ def test_the_cache_is_bounded_and_expires() -> None:
     soon = identity_pb2.ApiToken(id="t2")
     soon.expire_time.FromSeconds(int(time.time()) + 2)
     now[0] = 100.0
-    cache.put("d", "u", soon)
+    cache.put("d", "u", soon, generation=0)
     now[0] = 103.0
     assert cache.get("d") is None  # gone at the token's expiry, before the cache's 30 s
-    cache.put("e", "u", forever)
+    cache.put("e", "u", forever, generation=0)
     cache.forget_token("t1")
     assert cache.get("e") is None
     off = TokenCache(0, 10)
-    off.put("x", "u", forever)
+    off.put("x", "u", forever, generation=0)
     assert len(off) == 0
+
+
+def test_a_verification_that_raced_a_revoke_is_not_cached() -> None:
+    cache = TokenCache(30, 10)
+    token = identity_pb2.ApiToken(id="t1")
+    begun = cache.generation  # the store is asked now...
+    cache.forget_token("t1")  # ...a revoke lands on this gateway before the answer...
+    cache.put("k", "u", token, generation=begun)  # ...which may predate the revoke: not cached
+    assert cache.get("k") is None
+    cache.put("k", "u", token, generation=cache.generation)  # a verification begun after it is
+    assert cache.get("k") is not None
+
+
+async def test_a_token_made_with_a_token_expires_no_later_than_it(gateway: Client, auth: dict[str, str]) -> None:
+    parent = await _create_token(gateway, auth, ttl_seconds=120)
+    child = await _create_token(gateway, _bearer(parent["token"]))  # asks for no expiry at all
+    assert child["expire_time"] is not None
+    assert datetime.fromisoformat(child["expire_time"]) <= datetime.fromisoformat(parent["expire_time"])
+    longer = await _create_token(gateway, _bearer(parent["token"]), ttl_seconds=3600)
+    assert datetime.fromisoformat(longer["expire_time"]) <= datetime.fromisoformat(parent["expire_time"])
+
+
+async def test_a_token_that_is_not_ascii_is_refused(gateway: Client) -> None:
+    # Raw bytes on the wire: aiohttp decodes them with surrogateescape, which no comparison may choke on.
+    request = b"GET /api/v1/conversations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer stw_\xff\xfe\r\n\r\n"
+    answer = await raw_request(gateway, request)
+    assert answer.startswith(b"HTTP/1.1 401 ")
+    assert b'"reason": "TOKEN_INVALID"' in answer

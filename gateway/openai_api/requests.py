@@ -232,7 +232,8 @@ def parse(body: dict[str, Any]) -> ChatRequest:
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw or len(raw) > MAX_MESSAGES:
         raise invalid("messages", f"must be a non-empty list of at most {MAX_MESSAGES} messages")
-    if body.get("n", 1) not in {1, None}:
+    n = body.get("n", 1)
+    if n is not None and (isinstance(n, bool) or n != 1):
         raise invalid("n", "only one choice (n = 1) is supported")
     stream = body.get("stream") or False
     options = body.get("stream_options") or {}

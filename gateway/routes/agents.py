@@ -18,6 +18,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from gateway import presenters
 from gateway.bodies import (
     field_error,
+    idempotency_key,
     json_object,
     object_field,
     optional_str,
@@ -72,7 +73,7 @@ async def create_agent(request: web.Request) -> web.Response:
     """Create an agent; an `Idempotency-Key` makes a retry return the agent instead of a second one."""
     agent, _ = _agent(await json_object(request))
     reply = await request.app[CLIENTS].agents.CreateAgent(
-        store_pb.CreateAgentRequest(agent=agent, request_id=request.headers.get("Idempotency-Key", ""))
+        store_pb.CreateAgentRequest(agent=agent, request_id=idempotency_key(request))
     )
     return web.json_response(presenters.agent_json(reply.agent), status=201)
 

@@ -21,6 +21,7 @@ from aiohttp_sse import EventSourceResponse, sse_response
 from gateway import presenters
 from gateway.bodies import (
     field_error,
+    idempotency_key,
     input_blocks,
     json_object,
     optional_str,
@@ -155,7 +156,7 @@ async def create_run(request: web.Request) -> web.Response:
             mode=run_mode(body.get("mode"), "mode"),  # type: ignore[arg-type]
             limits=run_limits(body.get("limits"), "limits"),
             client_tools=_client_tools(body),
-            request_id=request.headers.get("Idempotency-Key", "") or optional_str(body, "request_id", 128),
+            request_id=idempotency_key(request) or optional_str(body, "request_id", 128),
         )
     )
     return web.json_response(

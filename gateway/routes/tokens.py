@@ -12,10 +12,9 @@ from typing import Any
 
 from aiohttp import web
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway import auth
-from gateway.bodies import field_error, json_object, optional_str
+from gateway import auth, presenters, problems
+from gateway.bodies import field_error, json_object, optional_str, page, reject_unknown
 from gateway.keys import CLIENTS
 from steward.store.v1 import identity_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
@@ -25,10 +24,6 @@ routes = web.RouteTableDef()
 MAX_LABEL = 200
 MAX_TTL = timedelta(days=366)  # the store's limit
 NO_STORE = {"Cache-Control": "no-store"}
-
-
-def _time(value: Timestamp, present: bool) -> str | None:
-    return value.ToJsonString() if present else None
 
 
 def token_json(token: identity_pb2.ApiToken) -> dict[str, Any]:
@@ -41,9 +36,9 @@ def token_json(token: identity_pb2.ApiToken) -> dict[str, Any]:
         "prefix": token.prefix,
         "scopes": list(token.scopes),
         "state": "revoked" if revoked else "expired" if expired else "active",
-        "create_time": _time(token.create_time, token.HasField("create_time")),
-        "expire_time": _time(token.expire_time, token.HasField("expire_time")),
-        "revoke_time": _time(token.revoke_time, revoked),
+        "create_time": presenters.time_json(token.create_time, token.HasField("create_time")),
+        "expire_time": presenters.time_json(token.expire_time, token.HasField("expire_time")),
+        "revoke_time": presenters.time_json(token.revoke_time, revoked),
     }
 
 
@@ -74,6 +69,17 @@ def _ttl(body: dict[str, Any]) -> timedelta | None:
     return left
 
 
+def _capped(ttl: timedelta | None, caller: auth.Caller) -> timedelta | None:
+    """A token made with an API token expires no later than that token, so a short-lived one cannot mint a
+    lasting one (revoking a token does not revoke those made with it)."""
+    if caller.token_expires is None:
+        return ttl
+    left = timedelta(seconds=caller.token_expires - time.time())
+    if left < timedelta(seconds=1):
+        raise problems.HttpError(401, "TOKEN_INVALID", "the token is not valid", headers=auth.INVALID_CHALLENGE)
+    return left if ttl is None else min(ttl, left)
+
+
 def _check_scopes(body: dict[str, Any]) -> None:
     scopes = body.get("scopes")
     if scopes is None:
@@ -84,19 +90,13 @@ def _check_scopes(body: dict[str, Any]) -> None:
         raise field_error("scopes", "scoped tokens are not supported yet; omit scopes for a token with all your rights")
 
 
-def _page(request: web.Request) -> tuple[int, str]:
-    raw = request.query.get("page_size", "0")
-    if not raw.isdecimal() or len(raw) > 6:
-        raise field_error("page_size", "must be a non-negative integer")
-    return int(raw), request.query.get("page_token", "")
-
-
 @routes.post("/api/v1/tokens")
 async def create_token(request: web.Request) -> web.Response:
     """A new token for the caller: its text is in `token`, shown this once."""
     body = await json_object(request)
+    reject_unknown(body, {"label", "ttl_seconds", "expire_time", "scopes"})
     label = optional_str(body, "label", MAX_LABEL)
-    ttl = _ttl(body)
+    ttl = _capped(_ttl(body), request[auth.CALLER])
     _check_scopes(body)
     message = store_pb.CreateApiTokenRequest(label=label)
     if ttl is not None:
@@ -108,7 +108,7 @@ async def create_token(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/tokens")
 async def list_tokens(request: web.Request) -> web.Response:
-    page_size, page_token = _page(request)
+    page_size, page_token = page(request)
     async with auth.as_token_owner(request):
         reply = await request.app[CLIENTS].identity.ListApiTokens(
             store_pb.ListApiTokensRequest(page_size=page_size, page_token=page_token)
