@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from google.protobuf import json_format
@@ -63,8 +64,8 @@ def message_message(row: MessageRow | Row[Any]) -> conversation_pb2.Message:
     )
 
 
-def run_message(row: RunRow | Row[Any]) -> run_pb2.Run:
-    """A run from its ORM row or a Core row of the runs table."""
+def run_message(row: RunRow | Row[Any] | SimpleNamespace) -> run_pb2.Run:
+    """A run from its ORM row, a Core row of the runs table, or a namespace of its columns."""
     run = run_pb2.Run(
         id=row.id,
         conversation_id=row.conversation_id,

@@ -11,10 +11,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
-from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -52,9 +53,22 @@ class Checkpoint:
 
 # The hot paths' statements, built once: constructing a statement costs more than SQLite takes to run it.
 _RUN = select(RunRow.__table__).where(RunRow.id == bindparam("run_id"), RunRow.owner_id == bindparam("owner_id"))
-_RUN_LOCKED = _RUN.with_for_update()
-_EARLIER_WRITE = select(RunWriteRow.first_seq, RunWriteRow.last_seq, RunWriteRow.message_ids).where(
-    RunWriteRow.run_id == bindparam("run_id"), RunWriteRow.request_id == bindparam("request_id")
+# The locked run with the write already made under the request id, if any (earlier_* NULL otherwise): one read.
+_RUN_AND_EARLIER = (
+    select(
+        RunRow.__table__,
+        RunWriteRow.first_seq.label("earlier_first_seq"),
+        RunWriteRow.last_seq.label("earlier_last_seq"),
+        RunWriteRow.message_ids.label("earlier_message_ids"),
+    )
+    .select_from(
+        RunRow.__table__.outerjoin(
+            RunWriteRow.__table__,
+            and_(RunWriteRow.run_id == RunRow.id, RunWriteRow.request_id == bindparam("request_id")),
+        )
+    )
+    .where(RunRow.id == bindparam("run_id"), RunRow.owner_id == bindparam("owner_id"))
+    .with_for_update(of=RunRow.__table__)
 )
 _RESERVE_SEQS = (
     update(RunRow)
@@ -90,9 +104,8 @@ _UPDATE_RUN = (
 )
 
 
-def _fenced_run(connection: Connection, owner_id: str, run_id: str, epoch: int, *, lock: bool) -> Row[Any]:
+def _fenced(row: Row[Any] | None, run_id: str, epoch: int) -> Row[Any]:
     """The run's row; NOT_FOUND for an unknown or foreign run, LEASE_LOST for a stale epoch."""
-    row = connection.execute(_RUN_LOCKED if lock else _RUN, {"run_id": run_id, "owner_id": owner_id}).first()
     if row is None:
         raise not_found("RUN_NOT_FOUND", f"run {run_id} not found")
     if row.lease_epoch != epoch:
@@ -100,10 +113,10 @@ def _fenced_run(connection: Connection, owner_id: str, run_id: str, epoch: int, 
     return row
 
 
-def _earlier_write(connection: Connection, run_id: str, request_id: str | None) -> Row[int, int, str] | None:
-    if request_id is None:
-        return None
-    return connection.execute(_EARLIER_WRITE, {"run_id": run_id, "request_id": request_id}).first()
+def _locked_run(connection: Connection, owner_id: str, run_id: str, epoch: int, request_id: str | None) -> Row[Any]:
+    """The run, locked and fenced, with the write already made under `request_id` in its earlier_* columns."""
+    params = {"run_id": run_id, "owner_id": owner_id, "request_id": request_id}
+    return _fenced(connection.execute(_RUN_AND_EARLIER, params).first(), run_id, epoch)
 
 
 def _insert_events(
@@ -183,14 +196,14 @@ class RunWriteRepository:
 
         def work(connection: Connection) -> tuple[int, int, datetime | None]:
             if request_id is not None:
-                _fenced_run(connection, owner_id, run_id, epoch, lock=True)
-                earlier = _earlier_write(connection, run_id, request_id)
-                if earlier is not None:
-                    return int(earlier.first_seq), int(earlier.last_seq), None
+                locked = _locked_run(connection, owner_id, run_id, epoch, request_id)
+                if locked.earlier_first_seq is not None:
+                    return int(locked.earlier_first_seq), int(locked.earlier_last_seq), None
             reserve = {"run_id": run_id, "b_owner_id": owner_id, "epoch": epoch, "count": len(events), "now": created}
             last = connection.execute(_RESERVE_SEQS, reserve).scalar()
             if last is None:
-                _fenced_run(connection, owner_id, run_id, epoch, lock=False)  # raises NOT_FOUND or LEASE_LOST
+                row = connection.execute(_RUN, {"run_id": run_id, "owner_id": owner_id}).first()
+                _fenced(row, run_id, epoch)  # raises NOT_FOUND or LEASE_LOST
                 raise failed_precondition("RUN_STATE_CONFLICT", f"run {run_id} has ended")
             first = last - len(events) + 1
             _insert_events(connection, run_id, first, events, created)
@@ -214,11 +227,10 @@ class RunWriteRepository:
         created = convert.now()
 
         def work(connection: Connection) -> tuple[run_pb2.Run, list[conversation_pb2.Message], int, datetime | None]:
-            row = _fenced_run(connection, owner_id, run_id, step.epoch, lock=True)
-            earlier = _earlier_write(connection, run_id, step.request_id)
-            if earlier is not None:
-                messages = earlier_messages(connection, json.loads(earlier.message_ids))
-                return convert.run_message(row), messages, int(earlier.last_seq), None
+            row = _locked_run(connection, owner_id, run_id, step.epoch, step.request_id)
+            if row.earlier_first_seq is not None:
+                messages = earlier_messages(connection, json.loads(row.earlier_message_ids))
+                return convert.run_message(row), messages, int(row.earlier_last_seq), None
             if row.state in TERMINAL_STATES:
                 raise failed_precondition("RUN_STATE_CONFLICT", f"run {run_id} has ended")
             messages = append_messages(
@@ -230,7 +242,7 @@ class RunWriteRepository:
             seqs = (row.last_event_seq + 1, values["last_event_seq"])
             _record_write(connection, run_id, step.request_id, seqs, [m.id for m in messages], created)
             announce_sync(connection, run_id)
-            run = convert.run_message(RunRow(**{**row._mapping, **values}))
+            run = convert.run_message(SimpleNamespace(**{**row._mapping, **values}))  # earlier_* go unread
             return run, messages, values["last_event_seq"], created
 
         try:
