@@ -17,6 +17,7 @@ from steward.auth import METADATA_KEY, TokenSigner
 from steward.store.v1 import agent_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
+from tests.gateway_http import answer, refusal
 from tests.stack import Stack
 
 Client = TestClient[Any, Any]
@@ -51,60 +52,48 @@ def _full_agent() -> dict[str, Any]:
     }
 
 
-async def _json(response: Any, status: int) -> Any:
-    assert response.status == status, await response.text()
-    return await response.json()
-
-
-async def _reason(response: Any, status: int) -> str:
-    assert response.status == status, await response.text()
-    assert response.headers["Content-Type"].startswith("application/problem+json")
-    reason: str = (await response.json())["reason"]
-    return reason
-
-
 async def test_an_agent_round_trip(gateway: Client, auth: dict[str, str]) -> None:
     sent = _full_agent()
-    created = await _json(await gateway.post("/api/v1/agents", json=sent, headers=auth), 201)
+    created = await answer(await gateway.post("/api/v1/agents", json=sent, headers=auth), 201)
     agent_id = created["id"]
     assert {key: created[key] for key in sent if key != "limits"} == {k: v for k, v in sent.items() if k != "limits"}
     assert created["limits"] == {**LIMITS_UNSET, **sent["limits"]}
     assert created["create_time"] is not None
     assert created["update_time"] is not None
     path = f"/api/v1/agents/{agent_id}"
-    assert await _json(await gateway.get(path, headers=auth), 200) == created
+    assert await answer(await gateway.get(path, headers=auth), 200) == created
 
     patch = {"description": "changed", "limits": {"max_steps": 2, "tool_timeout_seconds": 1.5}}
-    changed = await _json(await gateway.patch(path, json=patch, headers=auth), 200)
+    changed = await answer(await gateway.patch(path, json=patch, headers=auth), 200)
     assert changed["description"] == "changed"
     assert changed["limits"] == {**LIMITS_UNSET, "max_steps": 2, "tool_timeout_seconds": 1.5}  # replaced whole
     untouched = ("name", "system_prompt", "model_route", "tools", "approval_policy", "create_time")
     assert {key: changed[key] for key in untouched} == {key: created[key] for key in untouched}
-    echoed = await _json(await gateway.patch(path, json={**changed, "limits": None}, headers=auth), 200)
+    echoed = await answer(await gateway.patch(path, json={**changed, "limits": None}, headers=auth), 200)
     assert echoed["limits"] == LIMITS_UNSET  # read-only fields sent back are ignored; null clears
 
     assert (await gateway.delete(path, headers=auth)).status == 204
-    assert await _reason(await gateway.get(path, headers=auth), 404) == "AGENT_NOT_FOUND"
-    assert await _reason(await gateway.delete(path, headers=auth), 404) == "AGENT_NOT_FOUND"
-    assert await _reason(await gateway.patch(path, json={"description": "x"}, headers=auth), 404) == "AGENT_NOT_FOUND"
+    assert await refusal(await gateway.get(path, headers=auth), 404) == "AGENT_NOT_FOUND"
+    assert await refusal(await gateway.delete(path, headers=auth), 404) == "AGENT_NOT_FOUND"
+    assert await refusal(await gateway.patch(path, json={"description": "x"}, headers=auth), 404) == "AGENT_NOT_FOUND"
 
 
 async def test_agents_are_listed_in_pages(gateway: Client, auth: dict[str, str]) -> None:
     for _ in range(3):
-        await _json(
+        await answer(
             await gateway.post("/api/v1/agents", json={"name": _name(), "model_route": "demo"}, headers=auth), 201
         )
     seen: list[str] = []
     token = ""
     for _ in range(100):
         query = f"?page_size=2&page_token={token}" if token else "?page_size=2"
-        page = await _json(await gateway.get(f"/api/v1/agents{query}", headers=auth), 200)
+        page = await answer(await gateway.get(f"/api/v1/agents{query}", headers=auth), 200)
         assert len(page["agents"]) <= 2
         seen += [agent["id"] for agent in page["agents"]]
         if page["next_page_token"] is None:
             break
         token = page["next_page_token"]
-    everything = await _json(await gateway.get("/api/v1/agents?page_size=500", headers=auth), 200)
+    everything = await answer(await gateway.get("/api/v1/agents?page_size=500", headers=auth), 200)
     assert seen == [agent["id"] for agent in everything["agents"]]
     assert len(seen) >= 3
 
@@ -114,14 +103,14 @@ async def test_names_are_unique_and_an_idempotency_key_returns_the_first_agent(
 ) -> None:
     body = {"name": _name(), "model_route": "demo"}
     key = {**auth, "Idempotency-Key": uuid.uuid4().hex}
-    first = await _json(await gateway.post("/api/v1/agents", json=body, headers=key), 201)
-    again = await _json(await gateway.post("/api/v1/agents", json=body, headers=key), 201)
+    first = await answer(await gateway.post("/api/v1/agents", json=body, headers=key), 201)
+    again = await answer(await gateway.post("/api/v1/agents", json=body, headers=key), 201)
     assert again["id"] == first["id"]
     duplicate = await gateway.post("/api/v1/agents", json=body, headers=auth)
-    assert await _reason(duplicate, 409) == "AGENT_ALREADY_EXISTS"
-    other = await _json(await gateway.post("/api/v1/agents", json={**body, "name": _name()}, headers=auth), 201)
+    assert await refusal(duplicate, 409) == "AGENT_ALREADY_EXISTS"
+    other = await answer(await gateway.post("/api/v1/agents", json={**body, "name": _name()}, headers=auth), 201)
     renamed = await gateway.patch(f"/api/v1/agents/{other['id']}", json={"name": body["name"]}, headers=auth)
-    assert await _reason(renamed, 409) == "AGENT_ALREADY_EXISTS"
+    assert await refusal(renamed, 409) == "AGENT_ALREADY_EXISTS"
 
 
 @pytest.mark.parametrize(
@@ -145,18 +134,18 @@ async def test_names_are_unique_and_an_idempotency_key_returns_the_first_agent(
     ],
 )
 async def test_bad_agents_are_refused(gateway: Client, auth: dict[str, str], body: dict[str, Any]) -> None:
-    assert await _reason(await gateway.post("/api/v1/agents", json=body, headers=auth), 400) == "INVALID_ARGUMENT"
+    assert await refusal(await gateway.post("/api/v1/agents", json=body, headers=auth), 400) == "INVALID_ARGUMENT"
 
 
 async def test_bad_changes_are_refused_and_change_nothing(gateway: Client, auth: dict[str, str]) -> None:
-    created = await _json(await gateway.post("/api/v1/agents", json=_full_agent(), headers=auth), 201)
+    created = await answer(await gateway.post("/api/v1/agents", json=_full_agent(), headers=auth), 201)
     path = f"/api/v1/agents/{created['id']}"
     for body in ({}, {"id": "ignored"}, {"limits": {"max_tokens": -5}}, {"model_route": ""}, {"nme": "x"}):
-        assert await _reason(await gateway.patch(path, json=body, headers=auth), 400) == "INVALID_ARGUMENT", body
+        assert await refusal(await gateway.patch(path, json=body, headers=auth), 400) == "INVALID_ARGUMENT", body
     malformed = await gateway.patch(path, data=b"{", headers={**auth, "Content-Type": "application/json"})
-    assert await _reason(malformed, 400) == "MALFORMED_JSON"
-    assert await _json(await gateway.get(path, headers=auth), 200) == created
-    assert await _reason(await gateway.get("/api/v1/agents?page_size=-1", headers=auth), 400) == "INVALID_ARGUMENT"
+    assert await refusal(malformed, 400) == "MALFORMED_JSON"
+    assert await answer(await gateway.get(path, headers=auth), 200) == created
+    assert await refusal(await gateway.get("/api/v1/agents?page_size=-1", headers=auth), 400) == "INVALID_ARGUMENT"
 
 
 async def test_another_users_agent_is_not_found(stack: Stack, gateway: Client, auth: dict[str, str]) -> None:
@@ -172,6 +161,6 @@ async def test_another_users_agent_is_not_found(stack: Stack, gateway: Client, a
         await gateway.patch(path, json={"description": "mine now"}, headers=auth),
         await gateway.delete(path, headers=auth),
     ):
-        assert await _reason(response, 404) == "AGENT_NOT_FOUND"
-    listed = await _json(await gateway.get("/api/v1/agents?page_size=500", headers=auth), 200)
+        assert await refusal(response, 404) == "AGENT_NOT_FOUND"
+    listed = await answer(await gateway.get("/api/v1/agents?page_size=500", headers=auth), 200)
     assert reply.agent.id not in [agent["id"] for agent in listed["agents"]]

@@ -23,7 +23,7 @@ from steward.auth import METADATA_KEY, TokenSigner
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
 from steward.confirm.v1 import confirmation_pb2
-from tests.raw_http import raw_request
+from tests.gateway_http import answer, raw_request, refusal
 from tests.sse import SseEvent, parse_sse, read_sse
 from tests.stack import Stack
 
@@ -35,20 +35,8 @@ WEATHER = {
 }
 
 
-async def _json(response: Any, status: int) -> Any:
-    assert response.status == status, await response.text()
-    return await response.json()
-
-
-async def _reason(response: Any, status: int) -> str:
-    assert response.status == status, await response.text()
-    assert response.headers["Content-Type"].startswith("application/problem+json")
-    reason: str = (await response.json())["reason"]
-    return reason
-
-
 async def _conversation(gateway: Client, auth: dict[str, str]) -> str:
-    conversation_id: str = (await _json(await gateway.post("/api/v1/conversations", json={}, headers=auth), 201))["id"]
+    conversation_id: str = (await answer(await gateway.post("/api/v1/conversations", json={}, headers=auth), 201))["id"]
     return conversation_id
 
 
@@ -74,23 +62,23 @@ async def test_a_run_is_created_once_per_run_id_and_idempotency_key(gateway: Cli
     run_id = str(uuid.uuid4())
     body = {"conversation_id": conversation_id, "content": "Hello once", "run_id": run_id}
     headers = {**auth, "Idempotency-Key": uuid.uuid4().hex}
-    first = await _json(await gateway.post("/api/v1/runs", json=body, headers=headers), 202)
+    first = await answer(await gateway.post("/api/v1/runs", json=body, headers=headers), 202)
     assert (first["run"]["id"], first["existed"]) == (run_id, False)
     assert first["events_url"] == f"/api/v1/runs/{run_id}/events"
-    again = await _json(await gateway.post("/api/v1/runs", json=body, headers=headers), 200)
+    again = await answer(await gateway.post("/api/v1/runs", json=body, headers=headers), 200)
     assert (again["run"]["id"], again["existed"]) == (run_id, True)
 
     events = await read_sse(gateway, first["events_url"], auth)
     assert events[-1].event == "run_completed"
-    messages = await _json(await gateway.get(f"/api/v1/conversations/{conversation_id}/messages", headers=auth), 200)
+    messages = await answer(await gateway.get(f"/api/v1/conversations/{conversation_id}/messages", headers=auth), 200)
     assert [m["role"] for m in messages["messages"]] == ["user", "assistant"]  # one input, appended once
-    runs = await _json(await gateway.get(f"/api/v1/runs?conversation_id={conversation_id}", headers=auth), 200)
+    runs = await answer(await gateway.get(f"/api/v1/runs?conversation_id={conversation_id}", headers=auth), 200)
     assert [r["id"] for r in runs["runs"]] == [run_id]
 
 
 async def test_a_run_takes_an_agent_a_mode_and_limits(gateway: Client, auth: dict[str, str]) -> None:
     agent = {"name": f"runner-{uuid.uuid4().hex[:8]}", "model_route": "demo"}
-    agent_id = (await _json(await gateway.post("/api/v1/agents", json=agent, headers=auth), 201))["id"]
+    agent_id = (await answer(await gateway.post("/api/v1/agents", json=agent, headers=auth), 201))["id"]
     body = {
         "conversation_id": await _conversation(gateway, auth),
         "content": [{"type": "text", "text": "Hi"}],
@@ -98,7 +86,7 @@ async def test_a_run_takes_an_agent_a_mode_and_limits(gateway: Client, auth: dic
         "mode": "autonomous",
         "limits": {"max_steps": 3, "timeout_seconds": 30},
     }
-    created = await _json(await gateway.post("/api/v1/runs", json=body, headers=auth), 202)
+    created = await answer(await gateway.post("/api/v1/runs", json=body, headers=auth), 202)
     run = created["run"]
     assert (run["agent_id"], run["mode"]) == (agent_id, "autonomous")
     assert (run["limits"]["max_steps"], run["limits"]["timeout_seconds"]) == (3, 30)
@@ -127,8 +115,8 @@ async def test_bad_runs_are_refused(
     body = {
         key: value for key, value in {"conversation_id": conversation_id, "content": "x", **change}.items() if value
     }
-    assert await _reason(await gateway.post("/api/v1/runs", json=body, headers=auth), status) == reason
-    listed = await _json(await gateway.get(f"/api/v1/runs?conversation_id={conversation_id}", headers=auth), 200)
+    assert await refusal(await gateway.post("/api/v1/runs", json=body, headers=auth), status) == reason
+    listed = await answer(await gateway.get(f"/api/v1/runs?conversation_id={conversation_id}", headers=auth), 200)
     assert listed["runs"] == []
 
 
@@ -138,29 +126,29 @@ async def test_a_client_tool_round_trip_over_http(gateway: Client, auth: dict[st
         "content": "What is get_weather in Zürich?",
         "client_tools": [WEATHER],
     }
-    created = await _json(await gateway.post("/api/v1/runs", json=body, headers=auth), 202)
+    created = await answer(await gateway.post("/api/v1/runs", json=body, headers=auth), 202)
     run_id, events_url = created["run"]["id"], created["events_url"]
     assert [tool["name"] for tool in created["run"]["client_tools"]] == ["client.get_weather"]
     events = await _events_until(gateway, events_url, auth, "run_paused")
     (requested,) = [json.loads(e.data)["data"] for e in events if e.event == "client_tool_requested"]
     assert requested["tool_name"] == "client.get_weather"
-    paused = await _json(await gateway.get(f"/api/v1/runs/{run_id}", headers=auth), 200)
+    paused = await answer(await gateway.get(f"/api/v1/runs/{run_id}", headers=auth), 200)
     assert (paused["state"], paused["pause_reason"]) == ("paused", "awaiting_client_tool")
 
     path = f"/api/v1/runs/{run_id}/tool_results"
     stranger = {"results": [{"tool_call_id": "call_nope", "content": "x"}]}
-    assert await _reason(await gateway.post(path, json=stranger, headers=auth), 409) == "RUN_STATE_CONFLICT"
+    assert await refusal(await gateway.post(path, json=stranger, headers=auth), 409) == "RUN_STATE_CONFLICT"
     result = {"results": [{"tool_call_id": requested["tool_call_id"], "content": "Sunny, 21 °C", "is_error": False}]}
-    await _json(await gateway.post(path, json=result, headers=auth), 200)
+    await answer(await gateway.post(path, json=result, headers=auth), 200)
     rest = await read_sse(gateway, events_url, {**auth, "Last-Event-ID": events[-1].id})
     assert rest[-1].event == "run_completed"
-    ended = await _json(await gateway.get(f"/api/v1/runs/{run_id}", headers=auth), 200)
+    ended = await answer(await gateway.get(f"/api/v1/runs/{run_id}", headers=auth), 200)
     assert ended["state"] == "completed"
-    messages = await _json(
+    messages = await answer(
         await gateway.get(f"/api/v1/conversations/{body['conversation_id']}/messages", headers=auth), 200
     )
     assert "Sunny, 21 °C" in messages["messages"][-1]["content"][0]["text"]
-    assert (await _json(await gateway.post(path, json=result, headers=auth), 200))["state"] == "completed"  # a repeat
+    assert (await answer(await gateway.post(path, json=result, headers=auth), 200))["state"] == "completed"  # a repeat
 
 
 async def test_bad_tool_results_are_refused(gateway: Client, auth: dict[str, str]) -> None:
@@ -174,9 +162,9 @@ async def test_bad_tool_results_are_refused(gateway: Client, auth: dict[str, str
         {"results": [{"tool_call_id": "c", "content": "x"}], "run_id": "extra"},
     ]
     for body in bodies:
-        assert await _reason(await gateway.post(path, json=body, headers=auth), 400) == "INVALID_ARGUMENT", body
+        assert await refusal(await gateway.post(path, json=body, headers=auth), 400) == "INVALID_ARGUMENT", body
     unknown = {"results": [{"tool_call_id": "c", "content": "x"}]}
-    assert await _reason(await gateway.post(path, json=unknown, headers=auth), 404) == "RUN_NOT_FOUND"
+    assert await refusal(await gateway.post(path, json=unknown, headers=auth), 404) == "RUN_NOT_FOUND"
 
 
 async def test_a_second_different_decision_is_a_conflict(stack: Stack, gateway: Client, auth: dict[str, str]) -> None:
@@ -197,16 +185,16 @@ async def test_a_second_different_decision_is_a_conflict(stack: Stack, gateway: 
             metadata=((METADATA_KEY, token),),
         )
     path = f"/api/v1/confirmations/{reply.confirmation.id}/decision"
-    await _json(await gateway.post(path, json={"decision": {"outcome": "reject"}}, headers=auth), 200)
+    await answer(await gateway.post(path, json={"decision": {"outcome": "reject"}}, headers=auth), 200)
     second = await gateway.post(path, json={"decision": {"outcome": "approve"}}, headers=auth)
-    assert await _reason(second, 409) == "CONFIRMATION_ALREADY_DECIDED"
+    assert await refusal(second, 409) == "CONFIRMATION_ALREADY_DECIDED"
 
 
 async def test_an_expired_cursor_is_410_before_the_stream_starts(
     stack: Stack, gateway: Client, auth: dict[str, str]
 ) -> None:
     body = {"conversation_id": await _conversation(gateway, auth), "content": "compact me later"}
-    created = await _json(await gateway.post("/api/v1/runs", json=body, headers=auth), 202)
+    created = await answer(await gateway.post("/api/v1/runs", json=body, headers=auth), 202)
     events_url = created["events_url"]
     full = await read_sse(gateway, events_url, auth)
     assert full[-1].event == "run_completed"
@@ -217,15 +205,15 @@ async def test_an_expired_cursor_is_410_before_the_stream_starts(
         assert await RetentionRepository(create_sessionmaker(engine)).compact(convert.now() + timedelta(seconds=1)) >= 1
     finally:
         await engine.dispose()
-    run = await _json(await gateway.get(f"/api/v1/runs/{created['run']['id']}", headers=auth), 200)
+    run = await answer(await gateway.get(f"/api/v1/runs/{created['run']['id']}", headers=auth), 200)
     kept = [event for event in full if event.event not in ("text_delta", "reasoning_delta")]
     through = max(int(event.id) for event in full if event.event == "text_delta")
 
     for headers in (auth, {**auth, "Last-Event-ID": "1"}, {**auth, "Last-Event-ID": str(through - 1)}):
         response = await gateway.get(events_url, headers=headers)
-        assert await _reason(response, 410) == "CURSOR_EXPIRED"
+        assert await refusal(response, 410) == "CURSOR_EXPIRED"
         assert "X-Request-ID" in response.headers
-    assert await _reason(await gateway.get(f"{events_url}?last_event_id=0", headers=auth), 410) == "CURSOR_EXPIRED"
+    assert await refusal(await gateway.get(f"{events_url}?last_event_id=0", headers=auth), 410) == "CURSOR_EXPIRED"
     rest = await read_sse(gateway, events_url, {**auth, "Last-Event-ID": str(through)})
     assert rest == [event for event in kept if int(event.id) > through]
     assert await read_sse(gateway, events_url, {**auth, "Last-Event-ID": str(run["last_event_seq"])}) == []

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.app import create_app
 from gateway.auth import TokenCache
 from steward.store.v1 import identity_pb2
-from tests.raw_http import raw_request
+from tests.gateway_http import raw_request, refusal
 from tests.stack import Stack, store_user_token
 
 Client = TestClient[Any, Any]
@@ -38,13 +38,6 @@ async def replica(stack: Stack) -> AsyncIterator[Client]:
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-async def _reason(response: Any, status: int) -> str:
-    assert response.status == status, await response.text()
-    assert response.headers["Content-Type"].startswith("application/problem+json")
-    reason: str = (await response.json())["reason"]
-    return reason
 
 
 async def _create_token(gateway: Client, auth: dict[str, str], **body: object) -> dict[str, Any]:
@@ -85,7 +78,7 @@ async def test_another_users_token_sees_nothing_of_ours(stack: Stack, gateway: C
     ours = _bearer((await _create_token(gateway, auth))["token"])
     theirs = _bearer(await store_user_token(stack))
     mine = await _conversation(gateway, ours)
-    assert await _reason(await gateway.get(f"/api/v1/conversations/{mine}", headers=theirs), 404) == (
+    assert await refusal(await gateway.get(f"/api/v1/conversations/{mine}", headers=theirs), 404) == (
         "CONVERSATION_NOT_FOUND"
     )
     listed = await (await gateway.get("/api/v1/conversations?page_size=500", headers=theirs)).json()
@@ -125,7 +118,7 @@ async def test_a_revoked_token_is_refused_at_once_by_the_gateway_that_revoked_it
     assert revoked.status == 200
     assert (await revoked.json())["state"] == "revoked"
     refused = await gateway.get("/api/v1/conversations", headers=token)
-    assert await _reason(refused, 401) == "TOKEN_INVALID"
+    assert await refusal(refused, 401) == "TOKEN_INVALID"
     assert refused.headers["WWW-Authenticate"] == INVALID_CHALLENGE
     again = await gateway.delete(f"/api/v1/tokens/{created['id']}", headers=auth)  # idempotent
     assert again.status == 200
@@ -138,19 +131,19 @@ async def test_a_revoke_elsewhere_is_seen_by_a_replica_without_a_cache(
     token = _bearer(created["token"])
     assert (await replica.get("/api/v1/conversations", headers=token)).status == 200
     assert (await gateway.delete(f"/api/v1/tokens/{created['id']}", headers=auth)).status == 200
-    assert await _reason(await replica.get("/api/v1/conversations", headers=token), 401) == "TOKEN_INVALID"
+    assert await refusal(await replica.get("/api/v1/conversations", headers=token), 401) == "TOKEN_INVALID"
 
 
 async def test_another_users_token_cannot_be_revoked(stack: Stack, gateway: Client, auth: dict[str, str]) -> None:
     created = await _create_token(gateway, auth)
     theirs = _bearer(await store_user_token(stack))
     response = await gateway.delete(f"/api/v1/tokens/{created['id']}", headers=theirs)
-    assert await _reason(response, 404) == "TOKEN_NOT_FOUND"
+    assert await refusal(response, 404) == "TOKEN_NOT_FOUND"
     listed = await (await gateway.get("/api/v1/tokens", headers=theirs)).json()
     assert created["id"] not in [t["id"] for t in listed["tokens"]]
     assert (await gateway.get("/api/v1/conversations", headers=_bearer(created["token"]))).status == 200
     unknown = await gateway.delete(f"/api/v1/tokens/{uuid.uuid4()}", headers=auth)
-    assert await _reason(unknown, 404) == "TOKEN_NOT_FOUND"
+    assert await refusal(unknown, 404) == "TOKEN_NOT_FOUND"
 
 
 async def test_an_expired_token_is_refused_even_while_cached(gateway: Client, auth: dict[str, str]) -> None:
@@ -164,7 +157,7 @@ async def test_an_expired_token_is_refused_even_while_cached(gateway: Client, au
             assert time.monotonic() < deadline, "an expired token was still accepted"
             await asyncio.sleep(0.1)
     refused = await gateway.get("/api/v1/conversations", headers=token)
-    assert await _reason(refused, 401) == "TOKEN_INVALID"
+    assert await refusal(refused, 401) == "TOKEN_INVALID"
     listed = await (await gateway.get("/api/v1/tokens?page_size=500", headers=auth)).json()
     assert {t["id"]: t["state"] for t in listed["tokens"]}[created["id"]] == "expired"
 
@@ -188,13 +181,13 @@ async def test_an_expire_time_sets_the_expiry(gateway: Client, auth: dict[str, s
 )
 async def test_unknown_tokens_are_refused(gateway: Client, token: str) -> None:
     response = await gateway.get("/api/v1/conversations", headers=_bearer(token))
-    assert await _reason(response, 401) == "TOKEN_INVALID"
+    assert await refusal(response, 401) == "TOKEN_INVALID"
     assert response.headers["WWW-Authenticate"] == INVALID_CHALLENGE
 
 
 async def test_a_missing_token_is_refused_with_a_challenge(gateway: Client) -> None:
     response = await gateway.get("/api/v1/tokens")
-    assert await _reason(response, 401) == "TOKEN_MISSING"
+    assert await refusal(response, 401) == "TOKEN_MISSING"
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="steward"'
 
 
@@ -202,15 +195,15 @@ async def test_a_missing_token_is_refused_with_a_challenge(gateway: Client) -> N
 async def test_a_token_in_the_query_string_is_refused(gateway: Client, auth: dict[str, str], name: str) -> None:
     created = await _create_token(gateway, auth)
     response = await gateway.get(f"/api/v1/conversations?{name}={created['token']}")
-    assert await _reason(response, 400) == "INVALID_ARGUMENT"
+    assert await refusal(response, 400) == "INVALID_ARGUMENT"
     with_header = await gateway.get(f"/api/v1/conversations?{name}={created['token']}", headers=auth)
-    assert await _reason(with_header, 400) == "INVALID_ARGUMENT"
+    assert await refusal(with_header, 400) == "INVALID_ARGUMENT"
 
 
 async def test_a_scoped_token_is_refused_until_scopes_are_enforced(stack: Stack, gateway: Client) -> None:
     scoped = await store_user_token(stack, scopes=("conversations:read",))
     response = await gateway.get("/api/v1/conversations", headers=_bearer(scoped))
-    assert await _reason(response, 403) == "PERMISSION_DENIED"
+    assert await refusal(response, 403) == "PERMISSION_DENIED"
 
 
 @pytest.mark.parametrize(
@@ -235,14 +228,14 @@ async def test_a_scoped_token_is_refused_until_scopes_are_enforced(stack: Stack,
 )
 async def test_bad_create_bodies_are_400(gateway: Client, auth: dict[str, str], body: object, reason: str) -> None:
     response = await gateway.post("/api/v1/tokens", json=body, headers=auth)
-    assert await _reason(response, 400) == reason
+    assert await refusal(response, 400) == reason
 
 
 @pytest.mark.parametrize("raw", [b"{bad", b"[1]", b'"label"', b"[" * 100_000])
 async def test_malformed_create_bodies_are_400(gateway: Client, auth: dict[str, str], raw: bytes) -> None:
     headers = {**auth, "Content-Type": "application/json"}
     response = await gateway.post("/api/v1/tokens", data=raw, headers=headers)
-    assert await _reason(response, 400) == "MALFORMED_JSON"
+    assert await refusal(response, 400) == "MALFORMED_JSON"
 
 
 async def test_no_token_text_reaches_the_logs(

@@ -1,4 +1,5 @@
-"""HTTP requests written byte for byte, for what an HTTP client would not send as given (non-ASCII headers)."""
+"""Gateway test helpers: answers checked for their status, and requests written byte for byte (for what an
+HTTP client would not send as given, such as non-ASCII headers)."""
 
 from __future__ import annotations
 
@@ -20,3 +21,17 @@ async def raw_request(client: TestClient[Any, Any], request: bytes) -> bytes:
         return await asyncio.wait_for(reader.read(), 10)
     finally:
         writer.close()
+
+
+async def answer(response: Any, status: int) -> Any:
+    """The JSON body of a response that must have `status`."""
+    assert response.status == status, await response.text()
+    return await response.json()
+
+
+async def refusal(response: Any, status: int) -> str:
+    """The `reason` of a problem+json response that must have `status`."""
+    assert response.status == status, await response.text()
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    reason: str = (await response.json())["reason"]
+    return reason
