@@ -80,25 +80,20 @@ class Answer:
         }
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        body = {
-            "id": self.completion_id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": None,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
-        }
-        return sse(body)
+        return self._chunk([{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}])
 
     def usage_chunk(self) -> bytes:
+        return self._chunk([], usage=self.usage_json())
+
+    def _chunk(self, choices: list[dict[str, Any]], **more: Any) -> bytes:
         body = {
             "id": self.completion_id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
             "system_fingerprint": None,
-            "choices": [],
-            "usage": self.usage_json(),
+            "choices": choices,
+            **more,
         }
         return sse(body)
 

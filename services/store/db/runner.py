@@ -20,6 +20,7 @@ own thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -85,10 +86,8 @@ class TransactionRunner:
     async def write(self, work: Work[T]) -> T:
         """Run `work` in a write transaction (committed if it returns, rolled back if it raises)."""
         if self._sync is not None and self._writer is not None and self._at_once is not None:
-            try:
+            with contextlib.suppress(_LockHeldError):  # the lock is held: wait for it on the writer thread
                 return _write_at_once(self._at_once, work)
-            except _LockHeldError:
-                pass
             sync = self._sync
 
             def run() -> T:
