@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
 import secrets
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +23,9 @@ from services.runtime.settings import RuntimeSettings
 from services.store.server import create_server as create_store
 from services.store.settings import StoreSettings
 from steward.auth import METADATA_KEY, SERVICE_PREFIX, TokenSigner
+from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
+from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
+from steward.confirm.v1 import confirmation_pb2
 from steward.rpc.server import GrpcServer
 from steward.store.v1 import store_service_pb2 as store_pb
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
@@ -113,3 +118,29 @@ async def store_user_token(stack: Stack, scopes: tuple[str, ...] = ()) -> str:
             metadata=((METADATA_KEY, signer.mint(user.user.id)),),
         )
     return reply.secret
+
+
+async def runtime_confirmation(
+    stack: Stack, *, user: str = "dev-user", ttl_seconds: int = 0
+) -> confirmation_pb2.Confirmation:
+    """A pending write confirmation of `user`'s, made as the runtime makes one (CreateConfirmation as the runtime
+    acting for the user) on the real confirm service."""
+    token = TokenSigner(stack.secret, issuer="tests").mint(user, actor="runtime")
+    async with grpc.aio.insecure_channel(stack.address(stack.confirm)) as channel:
+        request = confirm_pb.CreateConfirmationRequest(
+            request_id=uuid.uuid4().hex,
+            run_id=str(uuid.uuid4()),
+            conversation_id=str(uuid.uuid4()),
+            tool_call_id="call_1",
+            tool_name="notes.create_note",
+            arguments_json=json.dumps({"title": "Groceries"}),
+            preview=confirmation_pb2.Preview(kind=confirmation_pb2.PREVIEW_KIND_JSON, content='{"title": "Groceries"}'),
+            kind=confirmation_pb2.CONFIRMATION_KIND_TOOL_WRITE,
+            lease_epoch=1,
+        )
+        if ttl_seconds:
+            request.ttl.seconds = ttl_seconds
+        reply = await confirm_grpc.ConfirmationServiceStub(channel).CreateConfirmation(
+            request, metadata=((METADATA_KEY, token),)
+        )
+    return reply.confirmation

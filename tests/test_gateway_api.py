@@ -12,20 +12,15 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-import grpc
 import pytest
 from aiohttp.test_utils import TestClient
 
 from services.store import convert
 from services.store.db.engine import create_engine, create_sessionmaker
 from services.store.db.retention import RetentionRepository
-from steward.auth import METADATA_KEY, TokenSigner
-from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
-from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
-from steward.confirm.v1 import confirmation_pb2
 from tests.gateway_http import answer, raw_request, refusal
 from tests.sse import SseEvent, parse_sse, read_sse
-from tests.stack import Stack
+from tests.stack import Stack, runtime_confirmation
 
 Client = TestClient[Any, Any]
 WEATHER = {
@@ -168,23 +163,8 @@ async def test_bad_tool_results_are_refused(gateway: Client, auth: dict[str, str
 
 
 async def test_a_second_different_decision_is_a_conflict(stack: Stack, gateway: Client, auth: dict[str, str]) -> None:
-    token = TokenSigner(stack.secret, issuer="tests").mint("dev-user", actor="runtime")
-    async with grpc.aio.insecure_channel(stack.address(stack.confirm)) as channel:
-        reply = await confirm_grpc.ConfirmationServiceStub(channel).CreateConfirmation(
-            confirm_pb.CreateConfirmationRequest(
-                request_id=uuid.uuid4().hex,
-                run_id=str(uuid.uuid4()),
-                conversation_id=str(uuid.uuid4()),
-                tool_call_id="call_1",
-                tool_name="notes.create_note",
-                arguments_json=json.dumps({"title": "Groceries"}),
-                preview=confirmation_pb2.Preview(kind=confirmation_pb2.PREVIEW_KIND_JSON, content="{}"),
-                kind=confirmation_pb2.CONFIRMATION_KIND_TOOL_WRITE,
-                lease_epoch=1,
-            ),
-            metadata=((METADATA_KEY, token),),
-        )
-    path = f"/api/v1/confirmations/{reply.confirmation.id}/decision"
+    confirmation = await runtime_confirmation(stack)
+    path = f"/api/v1/confirmations/{confirmation.id}/decision"
     await answer(await gateway.post(path, json={"decision": {"outcome": "reject"}}, headers=auth), 200)
     second = await gateway.post(path, json={"decision": {"outcome": "approve"}}, headers=auth)
     assert await refusal(second, 409) == "CONFIRMATION_ALREADY_DECIDED"

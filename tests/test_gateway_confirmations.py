@@ -7,44 +7,16 @@ gateway's dev user) on the real confirm service; every refused decision leaves i
 from __future__ import annotations
 
 import asyncio
-import json
-import uuid
 from typing import Any
 
-import grpc
 import pytest
 from aiohttp.test_utils import TestClient
 
-from steward.auth import METADATA_KEY, TokenSigner
-from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
-from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
-from steward.confirm.v1 import confirmation_pb2
-from tests.stack import Stack
+from tests.stack import Stack, runtime_confirmation
 
 Client = TestClient[Any, Any]
 DEV_USER = "dev-user"
 SCHEMA = {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]}
-
-
-async def _create(stack: Stack, *, user: str = DEV_USER, ttl_seconds: int = 0) -> confirmation_pb2.Confirmation:
-    token = TokenSigner(stack.secret, issuer="tests").mint(user, actor="runtime")
-    async with grpc.aio.insecure_channel(stack.address(stack.confirm)) as channel:
-        stub = confirm_grpc.ConfirmationServiceStub(channel)
-        request = confirm_pb.CreateConfirmationRequest(
-            request_id=uuid.uuid4().hex,
-            run_id=str(uuid.uuid4()),
-            conversation_id=str(uuid.uuid4()),
-            tool_call_id="call_1",
-            tool_name="notes.create_note",
-            arguments_json=json.dumps({"title": "Groceries"}),
-            preview=confirmation_pb2.Preview(kind=confirmation_pb2.PREVIEW_KIND_JSON, content='{"title": "Groceries"}'),
-            kind=confirmation_pb2.CONFIRMATION_KIND_TOOL_WRITE,
-            lease_epoch=1,
-        )
-        if ttl_seconds:
-            request.ttl.seconds = ttl_seconds
-        reply = await stub.CreateConfirmation(request, metadata=((METADATA_KEY, token),))
-    return reply.confirmation
 
 
 async def _decide(gateway: Client, auth: dict[str, str], confirmation_id: str, body: object) -> Any:
@@ -61,7 +33,7 @@ async def _state(gateway: Client, auth: dict[str, str], confirmation_id: str) ->
 async def test_a_pending_confirmation_is_listed_and_decided_once(
     stack: Stack, gateway: Client, auth: dict[str, str]
 ) -> None:
-    confirmation = await _create(stack)
+    confirmation = await runtime_confirmation(stack)
     listed = await (await gateway.get("/api/v1/confirmations", headers=auth)).json()
     assert confirmation.id in [c["id"] for c in listed["confirmations"]]
     shown = await _state(gateway, auth, confirmation.id)
@@ -98,7 +70,7 @@ async def test_a_pending_confirmation_is_listed_and_decided_once(
 async def test_bad_decisions_are_refused_and_change_nothing(
     stack: Stack, gateway: Client, auth: dict[str, str], body: object, status: int, reason: str
 ) -> None:
-    confirmation = await _create(stack)
+    confirmation = await runtime_confirmation(stack)
     before = await _state(gateway, auth, confirmation.id)
     response = await _decide(gateway, auth, confirmation.id, body)
     assert response.status == status, await response.text()
@@ -107,7 +79,7 @@ async def test_bad_decisions_are_refused_and_change_nothing(
 
 
 async def test_a_second_different_decision_is_refused(stack: Stack, gateway: Client, auth: dict[str, str]) -> None:
-    confirmation = await _create(stack)
+    confirmation = await runtime_confirmation(stack)
     assert (await _decide(gateway, auth, confirmation.id, {"decision": {"outcome": "reject"}})).status == 200
     decided = await _state(gateway, auth, confirmation.id)
     response = await _decide(gateway, auth, confirmation.id, {"decision": {"outcome": "approve"}})
@@ -117,7 +89,7 @@ async def test_a_second_different_decision_is_refused(stack: Stack, gateway: Cli
 
 
 async def test_another_users_confirmation_is_not_found(stack: Stack, gateway: Client, auth: dict[str, str]) -> None:
-    theirs = await _create(stack, user="someone-else")
+    theirs = await runtime_confirmation(stack, user="someone-else")
     for response in (
         await gateway.get(f"/api/v1/confirmations/{theirs.id}", headers=auth),
         await _decide(gateway, auth, theirs.id, {"decision": {"outcome": "approve"}}),
@@ -129,7 +101,7 @@ async def test_another_users_confirmation_is_not_found(stack: Stack, gateway: Cl
 
 
 async def test_an_expired_confirmation_cannot_be_decided(stack: Stack, gateway: Client, auth: dict[str, str]) -> None:
-    confirmation = await _create(stack, ttl_seconds=1)
+    confirmation = await runtime_confirmation(stack, ttl_seconds=1)
     await asyncio.sleep(1.2)
     response = await _decide(gateway, auth, confirmation.id, {"decision": {"outcome": "approve"}})
     assert response.status == 409  # a conflict with the confirmation's state, by reason

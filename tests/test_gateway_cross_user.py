@@ -1,0 +1,180 @@
+"""The cross-user matrix, generated from the gateway's route table: user B, given user A's ids, gets 404 (or, from
+a list, nothing of A's) and changes nothing of A's. Every route must be classified here: a new route without a
+case fails `test_every_route_is_classified`.
+
+A is the dev user; B is a store user with an API token of their own (tests/stack.py `store_user_token`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
+from tests.gateway_http import answer
+from tests.stack import Stack, runtime_confirmation, store_user_token
+
+Client = TestClient[Any, Any]
+
+
+@dataclass(frozen=True)
+class Mine:
+    """A's resources, and a marker text in each that must never reach B."""
+
+    marker: str
+    conversation: str
+    run: str
+    agent: str
+    agent_name: str
+    confirmation: str
+    token: str
+
+
+@dataclass(frozen=True)
+class Ask:
+    """B's request with A's ids, and what B must get: 404, or 200 with nothing of A's (a list)."""
+
+    method: str
+    path: str
+    body: dict[str, Any] | None = None
+    status: int = 404
+
+
+# Routes that take no id of anybody's (they act on the caller's own resources, or on none).
+NO_ID = {
+    ("GET", "/healthz"): "public",
+    ("GET", "/readyz"): "public",
+    ("POST", "/api/v1/conversations"): "creates the caller's own",
+    ("GET", "/api/v1/conversations"): "lists the caller's own (checked below: nothing of A's)",
+    ("POST", "/api/v1/agents"): "creates the caller's own",
+    ("GET", "/api/v1/agents"): "lists the caller's own (checked below)",
+    ("POST", "/api/v1/tokens"): "creates the caller's own",
+    ("GET", "/api/v1/tokens"): "lists the caller's own (checked below)",
+    ("GET", "/v1/models"): "lists the caller's agents (checked below)",
+}
+
+# Every route that takes an id (in its path, query or body): B's request with A's id.
+# Each case is given A's resources and a conversation of B's own (for requests that mix the two).
+CASES: dict[tuple[str, str], Callable[[Mine, str], list[Ask]]] = {
+    ("GET", "/api/v1/conversations/{conversation_id}"): lambda a, _b: [
+        Ask("GET", f"/api/v1/conversations/{a.conversation}")
+    ],
+    ("DELETE", "/api/v1/conversations/{conversation_id}"): lambda a, _b: [
+        Ask("DELETE", f"/api/v1/conversations/{a.conversation}")
+    ],
+    ("GET", "/api/v1/conversations/{conversation_id}/messages"): lambda a, _b: [
+        Ask("GET", f"/api/v1/conversations/{a.conversation}/messages")
+    ],
+    ("POST", "/api/v1/conversations/{conversation_id}/messages"): lambda a, _b: [
+        Ask("POST", f"/api/v1/conversations/{a.conversation}/messages", {"content": "from B"})
+    ],
+    ("GET", "/api/v1/runs/{run_id}"): lambda a, _b: [Ask("GET", f"/api/v1/runs/{a.run}")],
+    ("POST", "/api/v1/runs/{run_id}/cancel"): lambda a, _b: [Ask("POST", f"/api/v1/runs/{a.run}/cancel")],
+    ("POST", "/api/v1/runs/{run_id}/tool_results"): lambda a, _b: [
+        Ask("POST", f"/api/v1/runs/{a.run}/tool_results", {"results": [{"tool_call_id": "c", "content": "x"}]})
+    ],
+    ("GET", "/api/v1/runs/{run_id}/events"): lambda a, _b: [Ask("GET", f"/api/v1/runs/{a.run}/events")],
+    ("GET", "/api/v1/runs"): lambda a, _b: [Ask("GET", f"/api/v1/runs?conversation_id={a.conversation}", status=200)],
+    ("POST", "/api/v1/runs"): lambda a, b: [
+        Ask("POST", "/api/v1/runs", {"conversation_id": a.conversation, "content": "from B"}),
+        Ask("POST", "/api/v1/runs", {"conversation_id": b, "agent_id": a.agent, "content": "from B"}),
+    ],
+    ("GET", "/api/v1/agents/{agent_id}"): lambda a, _b: [Ask("GET", f"/api/v1/agents/{a.agent}")],
+    ("PATCH", "/api/v1/agents/{agent_id}"): lambda a, _b: [
+        Ask("PATCH", f"/api/v1/agents/{a.agent}", {"description": "changed by B"})
+    ],
+    ("DELETE", "/api/v1/agents/{agent_id}"): lambda a, _b: [Ask("DELETE", f"/api/v1/agents/{a.agent}")],
+    ("GET", "/api/v1/confirmations"): lambda a, _b: [Ask("GET", f"/api/v1/confirmations?run_id={a.run}", status=200)],
+    ("GET", "/api/v1/confirmations/{confirmation_id}"): lambda a, _b: [
+        Ask("GET", f"/api/v1/confirmations/{a.confirmation}")
+    ],
+    ("POST", "/api/v1/confirmations/{confirmation_id}/decision"): lambda a, _b: [
+        Ask("POST", f"/api/v1/confirmations/{a.confirmation}/decision", {"decision": {"outcome": "approve"}})
+    ],
+    ("DELETE", "/api/v1/tokens/{token_id}"): lambda a, _b: [Ask("DELETE", f"/api/v1/tokens/{a.token}")],
+    ("GET", "/v1/models/{model}"): lambda a, _b: [Ask("GET", f"/v1/models/{a.agent_name}")],
+    ("POST", "/v1/chat/completions"): lambda a, _b: [
+        Ask("POST", "/v1/chat/completions", {"model": a.agent_name, "messages": [{"role": "user", "content": "x"}]})
+    ],
+}
+
+
+def _routes(stack: Stack) -> set[tuple[str, str]]:
+    app = create_app(stack.gateway_settings())
+    found = set()
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("formatter") or info.get("path")
+        if route.method != "HEAD" and isinstance(path, str):
+            found.add((route.method, path))
+    return found
+
+
+def test_every_route_is_classified(stack: Stack) -> None:
+    routes = _routes(stack)
+    assert len(routes) > 20  # the walk still finds the routes
+    unclassified = routes - NO_ID.keys() - CASES.keys()
+    assert unclassified == set(), f"add a cross-user case for {sorted(unclassified)}"
+    assert (NO_ID.keys() | CASES.keys()) - routes == set()  # no case for a route that is gone
+
+
+@pytest.fixture(scope="module")
+async def mine(stack: Stack, gateway: Client) -> Mine:
+    a = {"Authorization": f"Bearer {stack.dev_token}"}
+    marker = f"a-secret-{uuid.uuid4().hex}"
+    conversation = await answer(await gateway.post("/api/v1/conversations", json={"title": marker}, headers=a), 201)
+    path = f"/api/v1/conversations/{conversation['id']}/messages"
+    started = await answer(await gateway.post(path, json={"content": marker}, headers=a), 202)
+    agent_body = {"name": marker[:40], "description": marker, "model_route": "demo"}
+    agent = await answer(await gateway.post("/api/v1/agents", json=agent_body, headers=a), 201)
+    token = await answer(await gateway.post("/api/v1/tokens", json={"label": marker}, headers=a), 201)
+    confirmation = await runtime_confirmation(stack)
+    run = started["run"]["id"]
+    return Mine(marker, conversation["id"], run, agent["id"], agent["name"], confirmation.id, token["id"])
+
+
+async def _untouched(stack: Stack, gateway: Client, mine: Mine) -> None:
+    """A still sees every one of A's resources as it was."""
+    a = {"Authorization": f"Bearer {stack.dev_token}"}
+    conversation = await answer(await gateway.get(f"/api/v1/conversations/{mine.conversation}", headers=a), 200)
+    assert conversation["title"] == mine.marker
+    messages = await answer(await gateway.get(f"/api/v1/conversations/{mine.conversation}/messages", headers=a), 200)
+    assert all("from B" not in str(message) for message in messages["messages"])
+    runs = await answer(await gateway.get(f"/api/v1/runs?conversation_id={mine.conversation}", headers=a), 200)
+    assert [run["id"] for run in runs["runs"]] == [mine.run]
+    agent = await answer(await gateway.get(f"/api/v1/agents/{mine.agent}", headers=a), 200)
+    assert agent["description"] == mine.marker
+    confirmation = await answer(await gateway.get(f"/api/v1/confirmations/{mine.confirmation}", headers=a), 200)
+    assert confirmation["state"] == "pending"
+    tokens = await answer(await gateway.get("/api/v1/tokens", headers=a), 200)
+    assert [token["state"] for token in tokens["tokens"] if token["id"] == mine.token] == ["active"]
+
+
+@pytest.mark.parametrize("route", sorted(CASES), ids=" ".join)
+async def test_b_with_as_ids_gets_nothing_of_as_and_changes_nothing(
+    stack: Stack, gateway: Client, mine: Mine, route: tuple[str, str]
+) -> None:
+    b = {"Authorization": f"Bearer {await store_user_token(stack)}"}
+    theirs = await answer(await gateway.post("/api/v1/conversations", json={"title": "B's"}, headers=b), 201)
+    for ask in CASES[route](mine, theirs["id"]):
+        response = await gateway.request(ask.method, ask.path, json=ask.body, headers=b)
+        text = await response.text()
+        assert response.status == ask.status, (ask, text)
+        assert mine.marker not in text, ask
+        if ask.status == 200:  # a list: none of A's ids either
+            for own in (mine.conversation, mine.run, mine.agent, mine.confirmation, mine.token):
+                assert own not in text, ask
+    await _untouched(stack, gateway, mine)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/conversations", "/api/v1/agents", "/api/v1/tokens", "/v1/models"])
+async def test_bs_lists_hold_nothing_of_as(stack: Stack, gateway: Client, mine: Mine, path: str) -> None:
+    b = {"Authorization": f"Bearer {await store_user_token(stack)}"}
+    text = await answer(await gateway.get(path, headers=b), 200)
+    for own in (mine.marker[:40], mine.conversation, mine.agent, mine.token):
+        assert own not in str(text)
