@@ -43,7 +43,7 @@ from steward.store.v1 import identity_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 QUERY_TOKEN_KEYS = frozenset({"access_token", "token", "api_key"})
 GATEWAY = service_principal("gateway")
 API_TOKEN_START = "stw_"  # noqa: S105 - the public start of every API token, not a secret

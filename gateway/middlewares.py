@@ -1,26 +1,25 @@
-"""Middlewares, outermost first: request id, access log, errors to problem+json, authentication.
+"""Middlewares, outermost first: request id, access log, metrics, errors to problem+json, authentication.
 
-Authentication (the dev token and API tokens) lives in `gateway.auth`.
+Authentication (the dev token and API tokens) lives in `gateway.auth`, metrics in `gateway.metrics`.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 
 import grpc
 import structlog
 from aiohttp import web
 
 from gateway import problems
-from gateway.auth import auth_middleware
+from gateway.auth import Handler, auth_middleware
+from gateway.metrics import metrics_middleware
 from steward.errors import StewardError, from_rpc_error
 
 log = structlog.get_logger(__name__)
 access_log = structlog.get_logger("gateway.access")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID = web.RequestKey("request_id", str)
 _MAX_REQUEST_ID = 128
 
@@ -89,4 +88,4 @@ def _problem_for(request: web.Request, exc: Exception) -> web.Response:
     return problems.problem(status, reason, detail, instance=request.path, extra=extra, headers=headers)
 
 
-MIDDLEWARES = [request_id_middleware, access_log_middleware, error_middleware, auth_middleware]
+MIDDLEWARES = [request_id_middleware, access_log_middleware, metrics_middleware, error_middleware, auth_middleware]

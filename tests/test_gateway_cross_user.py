@@ -49,6 +49,7 @@ class Ask:
 NO_ID = {
     ("GET", "/healthz"): "public",
     ("GET", "/readyz"): "public",
+    ("GET", "/metrics"): "public; counts by route template, no ids",
     ("POST", "/api/v1/conversations"): "creates the caller's own",
     ("GET", "/api/v1/conversations"): "lists the caller's own (checked below: nothing of A's)",
     ("POST", "/api/v1/agents"): "creates the caller's own",
