@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from grpc_health.v1 import health_pb2_grpc
 
-from gateway import auth, metrics
+from gateway import auth, metrics, ratelimit
 from gateway.keys import CLIENTS, SETTINGS, Clients
 from gateway.middlewares import MIDDLEWARES
 from gateway.openai_api import routes as openai_routes
@@ -31,6 +31,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[SETTINGS] = settings
     auth.install(app)
     metrics.install(app)
+    ratelimit.install(app)
     app.router.add_routes(ops.routes)
     app.router.add_routes(conversations.routes)
     app.router.add_routes(runs.routes)

@@ -1,6 +1,8 @@
-"""Middlewares, outermost first: request id, access log, metrics, errors to problem+json, authentication.
+"""Middlewares, outermost first: request id, access log, metrics, errors to problem+json, authentication,
+rate limits.
 
-Authentication (the dev token and API tokens) lives in `gateway.auth`, metrics in `gateway.metrics`.
+Authentication (the dev token and API tokens) lives in `gateway.auth`, metrics in `gateway.metrics`, rate
+limits in `gateway.ratelimit`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from aiohttp import web
 from gateway import problems
 from gateway.auth import Handler, auth_middleware
 from gateway.metrics import metrics_middleware
+from gateway.ratelimit import rate_limit_middleware
 from steward.errors import StewardError, from_rpc_error
 
 log = structlog.get_logger(__name__)
@@ -88,4 +91,11 @@ def _problem_for(request: web.Request, exc: Exception) -> web.Response:
     return problems.problem(status, reason, detail, instance=request.path, extra=extra, headers=headers)
 
 
-MIDDLEWARES = [request_id_middleware, access_log_middleware, metrics_middleware, error_middleware, auth_middleware]
+MIDDLEWARES = [
+    request_id_middleware,
+    access_log_middleware,
+    metrics_middleware,
+    error_middleware,
+    auth_middleware,
+    rate_limit_middleware,
+]

@@ -19,6 +19,9 @@ class GatewaySettings(CommonSettings):
     # a revoke made through another replica takes effect here within this time.
     token_cache_seconds: float = 30.0
     token_cache_size: int = 10_000
+    # Per-user token bucket on each replica: sustained requests per second and burst (0 per second: no limit).
+    rate_limit_per_second: float = 50.0
+    rate_limit_burst: int = 100
     max_body_bytes: int = 1024 * 1024
     sse_ping_seconds: float = 15.0
     sse_retry_ms: int = 2000
