@@ -357,3 +357,24 @@ async def test_another_user_cannot_continue_a_paused_run_by_its_tool_call_id(api
             await stranger.chat.completions.create(model="steward", messages=forged, tools=[WEATHER])
     run = await api.get(f"/api/v1/runs/{run_id}")
     assert (run["state"], run["pause_reason"]) == ("paused", "awaiting_client_tool")  # untouched
+
+
+async def test_a_quiet_stream_is_kept_alive_with_comment_pings(api: Api) -> None:
+    runner = web.AppRunner(create_app(api.stack.gateway_settings(sse_ping_seconds=0.002)))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        body = {"model": "steward", "stream": True, "messages": [{"role": "user", "content": "Tell me a story"}]}
+        async with api.http.post(base + "/v1/chat/completions", json=body) as response:
+            raw = await response.read()
+        assert b": ping\n\n" in raw  # comments between chunks: SSE clients skip them
+        assert raw.rstrip().endswith(b"data: [DONE]")
+        async with AsyncOpenAI(base_url=f"{base}/v1", api_key=api.stack.dev_token, max_retries=0) as sdk:
+            messages: list[Any] = [{"role": "user", "content": "Tell me a story"}]
+            stream = await sdk.chat.completions.create(model="steward", messages=messages, stream=True)
+            text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
+        assert text.startswith("This is Steward's offline demo model")
+    finally:
+        await runner.cleanup()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
+from collections.abc import Awaitable, Callable
 
 import grpc
 import structlog
 from aiohttp import web
 
 from gateway.bodies import json_object
-from gateway.keys import CLIENTS, Clients
+from gateway.keys import CLIENTS, SETTINGS, Clients
 from gateway.middlewares import REQUEST_ID
 from gateway.openai_api import events
 from gateway.openai_api.errors import OpenAIError, as_openai_error, openai_errors
@@ -131,35 +134,82 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return web.json_response(answer.completion_json(), headers=_headers(run))
 
 
+PING = b": ping\n\n"
+
+
 async def _stream(
     request: web.Request, chat: ChatRequest, run: run_pb2.Run, start: events.Start, answer: Answer
 ) -> web.StreamResponse:
-    """The answer as SSE chunks; a failure after the stream began is sent as an `error` event."""
+    """The answer as SSE chunks, with a comment ping whenever nothing was sent for `sse_ping_seconds` (a client
+    that left is noticed then, and its upstream stream cancelled; the run goes on). A failure after the stream
+    began is sent as an `error` event."""
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
             "X-Request-ID": request.get(REQUEST_ID, ""),
             **_headers(run),
         }
     )
     await response.prepare(request)
+    lock = asyncio.Lock()
+    last_write = [time.monotonic()]
+
+    async def write(data: bytes) -> None:
+        async with lock:
+            await response.write(data)
+            last_write[0] = time.monotonic()
+
+    pump = asyncio.create_task(_pump(request, chat, run, start, answer, write))
+    pings = asyncio.create_task(_ping(write, last_write, request.app[SETTINGS].sse_ping_seconds))
     try:
-        await response.write(answer.chunk({"role": "assistant", "content": ""}))
+        await asyncio.wait({pump, pings}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (pump, pings):
+            task.cancel()
+        await asyncio.gather(pump, pings, return_exceptions=True)
+    if pump.done() and not pump.cancelled() and pump.exception() is None and pump.result():
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+    return response
+
+
+async def _ping(write: Callable[[bytes], Awaitable[None]], last_write: list[float], interval: float) -> None:
+    """Ping while the answer is quiet; return once a write finds the client gone."""
+    while True:
+        await asyncio.sleep(max(0.0, last_write[0] + interval - time.monotonic()))
+        if time.monotonic() - last_write[0] >= interval:
+            try:
+                await write(PING)
+            except ConnectionResetError:
+                return
+
+
+async def _pump(
+    request: web.Request,
+    chat: ChatRequest,
+    run: run_pb2.Run,
+    start: events.Start,
+    answer: Answer,
+    write: Callable[[bytes], Awaitable[None]],
+) -> bool:
+    """Write the answer's chunks; True once it was written to its end."""
+    try:
+        await write(answer.chunk({"role": "assistant", "content": ""}))
         async with contextlib.aclosing(events.pieces(request.app[CLIENTS], run, start)) as pieces:
             async for piece in pieces:
                 for chunk in answer.chunks_for(piece):
-                    await response.write(chunk)
+                    await write(chunk)
         if chat.include_usage:
-            await response.write(answer.usage_chunk())
-        await response.write(DONE)
+            await write(answer.usage_chunk())
+        await write(DONE)
+        return True
     except ConnectionResetError:
-        return response  # the client left; the run goes on
+        return False  # the client left; the run goes on
     except Exception as exc:  # noqa: BLE001 - the headers are sent: the failure can only be told in the stream
         if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.CANCELLED:
-            return response
+            return False
         with contextlib.suppress(ConnectionResetError):
-            await response.write(sse(as_openai_error(exc).body()))
-        return response
-    await response.write_eof()
-    return response
+            await write(sse(as_openai_error(exc).body()))
+        return False
