@@ -19,6 +19,7 @@ from gateway.openai_api.errors import OpenAIError, as_openai_error, openai_error
 from gateway.openai_api.requests import ChatRequest, ContinueAfterConfirmation, NewRun, SubmitResults, parse
 from gateway.openai_api.shapes import DONE, Answer, model_json, sse
 from steward.auth import current_principal
+from steward.errors import from_rpc_error
 from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
 from steward.store.v1 import agent_pb2, run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
@@ -49,9 +50,7 @@ async def _agent_id(clients: Clients, model: str) -> str:
             return agent.id
     if model == DEFAULT_MODEL:
         return ""
-    raise OpenAIError(
-        404, "model_not_found", f"The model `{model}` does not exist or you do not have access to it.", param="model"
-    )
+    raise _model_not_found(model)
 
 
 def _models(agents: list[agent_pb2.Agent]) -> list[dict[str, object]]:
@@ -79,31 +78,33 @@ async def get_model(request: web.Request) -> web.StreamResponse:
     raise OpenAIError(404, "model_not_found", f"The model `{name}` does not exist or you do not have access to it.")
 
 
-async def _new_run(clients: Clients, chat: ChatRequest, plan: NewRun, agent_id: str) -> run_pb2.Run:
-    """A new conversation holding the request's history, and a run answering its last user message."""
-    conversation = (
-        await clients.conversations.CreateConversation(
-            store_pb.CreateConversationRequest(title=f"{chat.model} (/v1/chat/completions)", agent_id=agent_id)
-        )
-    ).conversation
-    for message in plan.history:
-        await clients.conversations.AppendMessage(
-            store_pb.AppendMessageRequest(conversation_id=conversation.id, message=message)
-        )
-    reply = await clients.runtime.CreateRun(
-        runtime_pb.CreateRunRequest(
-            conversation_id=conversation.id, input=plan.input, agent_id=agent_id, client_tools=chat.tools
-        )
+def _model_not_found(model: str) -> OpenAIError:
+    return OpenAIError(
+        404, "model_not_found", f"The model `{model}` does not exist or you do not have access to it.", param="model"
     )
-    return reply.run
+
+
+async def _new_run(clients: Clients, chat: ChatRequest, plan: NewRun) -> run_pb2.Run:
+    """A run answering the request's last user message, in a new conversation holding the request's history: one
+    runtime call, which finds the agent named by `model`, and creates the conversation and the run (and claims
+    it) in one store transaction."""
+    request = runtime_pb.CreateRunRequest(input=plan.input, agent_name=chat.model, client_tools=chat.tools)
+    request.new_conversation.title = f"{chat.model} (/v1/chat/completions)"
+    request.new_conversation.messages.extend(plan.history)
+    try:
+        return (await clients.runtime.CreateRun(request)).run
+    except grpc.aio.AioRpcError as exc:
+        if from_rpc_error(exc).reason == "AGENT_NOT_FOUND":
+            raise _model_not_found(chat.model) from exc
+        raise
 
 
 async def _begin(clients: Clients, chat: ChatRequest) -> tuple[run_pb2.Run, events.Start]:
     """Start or continue the run the request asks for; what of its log answers this request."""
-    agent_id = await _agent_id(clients, chat.model)
     plan = chat.plan
     if isinstance(plan, NewRun):
-        return await _new_run(clients, chat, plan, agent_id), events.from_start
+        return await _new_run(clients, chat, plan), events.from_start
+    await _agent_id(clients, chat.model)  # a follow-up names a model that exists
     if isinstance(plan, SubmitResults):
         reply = await clients.runtime.SubmitToolResults(
             runtime_pb.SubmitToolResultsRequest(run_id=plan.run_id, results=plan.results)

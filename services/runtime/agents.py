@@ -39,6 +39,10 @@ class AgentSpec:
     limits: limits_pb2.RunLimits = field(default_factory=limits_pb2.RunLimits)
 
 
+# The name that stands for the default agent when the caller has no agent of that name.
+DEFAULT_AGENT_NAME = "steward"
+
+
 def default_agent(settings: RuntimeSettings) -> AgentSpec:
     return AgentSpec(
         id="",

@@ -24,7 +24,7 @@ import structlog
 from google.protobuf.duration_pb2 import Duration
 
 from services.runtime import budgets, steps
-from services.runtime.agents import limits_for, load_agent
+from services.runtime.agents import AgentSpec, limits_for, load_agent
 from services.runtime.context import RunContext, Services
 from services.runtime.events import EventWriter
 from steward.auth import Principal, reset_principal, set_principal
@@ -47,6 +47,7 @@ class RunLoop:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stop_reasons: dict[str, str] = {}
         self._handoff: dict[str, run_pb2.Run] = {}  # claims made for runs whose task was already there
+        self._releasing: set[asyncio.Task[None]] = set()
 
     def active(self, run_id: str) -> bool:
         return run_id in self._tasks
@@ -54,9 +55,17 @@ class RunLoop:
     def free_slots(self) -> int:
         return max(0, self._settings.max_active_runs - len(self._tasks))
 
-    def start(self, run_id: str, owner_id: str, how: str, claimed: run_pb2.Run | None = None) -> bool:
-        """Drive a run in a new task; False when this replica already does, or drives as many as it may (the run
-        then waits, queued or with its decision unacknowledged, for a later sweep)."""
+    def start(
+        self,
+        run_id: str,
+        owner_id: str,
+        how: str,
+        claimed: run_pb2.Run | None = None,
+        agent: AgentSpec | None = None,
+    ) -> bool:
+        """Drive a run in a new task (`claimed`: its claim is made; `agent`: its agent is loaded); False when this
+        replica already does, or drives as many as it may (the run then waits, queued or with its decision
+        unacknowledged, for a later sweep; the caller gives back a claim it made)."""
         if run_id in self._tasks:
             if claimed is None:
                 return False
@@ -66,7 +75,7 @@ class RunLoop:
             return True
         if not self.free_slots():
             return False
-        task = asyncio.create_task(self._execute(run_id, owner_id, how, claimed), name=f"run-{run_id}")
+        task = asyncio.create_task(self._execute(run_id, owner_id, how, claimed, agent), name=f"run-{run_id}")
         self._tasks[run_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
         return True
@@ -87,11 +96,19 @@ class RunLoop:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
-    async def _execute(self, run_id: str, owner_id: str, how: str, claimed: run_pb2.Run | None) -> None:
+    def give_back(self, claimed: run_pb2.Run) -> None:
+        """Release a claim no task will drive, in the background, so that a sweep can take the run at once."""
+        task = asyncio.create_task(self._release(claimed.id, claimed.lease_epoch))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    async def _execute(
+        self, run_id: str, owner_id: str, how: str, claimed: run_pb2.Run | None, agent: AgentSpec | None
+    ) -> None:
         token = set_principal(Principal(owner_id))
         try:
             with structlog.contextvars.bound_contextvars(run_id=run_id):
-                waiting = await self._claimed_run(run_id, how, claimed)
+                waiting = await self._claimed_run(run_id, how, claimed, agent)
                 # A decision made while the run was still on its way to pausing found no paused run to
                 # resume (its claim was refused): look once more now that it is paused.
                 while waiting and await self._any_decided(waiting):
@@ -122,8 +139,11 @@ class RunLoop:
                 return True
         return False
 
-    async def _claimed_run(self, run_id: str, how: str, claimed: run_pb2.Run | None) -> list[str]:
-        """Claim (unless `claimed`) and drive the run; the confirmations it paused for, if it paused."""
+    async def _claimed_run(
+        self, run_id: str, how: str, claimed: run_pb2.Run | None, agent: AgentSpec | None = None
+    ) -> list[str]:
+        """Claim (unless `claimed`) and drive the run (its agent loaded unless given); the confirmations it paused
+        for, if it paused."""
         runs = self._services.runs
         if claimed is None and how == RESUME and not await self._paused(run_id):
             how = RECOVER  # a decision for a run whose holder died mid-step: it is taken over, not resumed
@@ -132,7 +152,7 @@ class RunLoop:
             try:
                 reply = await runs.ClaimRun(
                     store_pb.ClaimRunRequest(
-                        id=run_id, holder=self._settings.replica_id, lease_ttl=Duration(seconds=self._lease())
+                        id=run_id, holder=self._settings.replica_id, lease_ttl=Duration(seconds=self.lease_seconds())
                     )
                 )
                 claimed = reply.run
@@ -147,7 +167,8 @@ class RunLoop:
         heartbeat = asyncio.create_task(self._heartbeat(claimed.id, epoch, driver))
         ctx: RunContext | None = None
         try:
-            agent = await load_agent(self._services.agents, claimed, self._settings)
+            if agent is None:
+                agent = await load_agent(self._services.agents, claimed, self._settings)
             writer = EventWriter(runs, claimed.id, epoch, self._settings.text_flush_interval, tap=self._tap(claimed.id))
             ctx = RunContext(
                 services=self._services,
@@ -190,7 +211,7 @@ class RunLoop:
                 await heartbeat
         return []
 
-    def _lease(self) -> int:
+    def lease_seconds(self) -> int:
         return max(1, int(self._settings.lease_seconds))
 
     def _tap(self, run_id: str) -> Callable[[ev.RunEvent], Awaitable[None]]:
@@ -202,11 +223,11 @@ class RunLoop:
     async def _heartbeat(self, run_id: str, epoch: int, driver: asyncio.Task[None]) -> None:
         """Extend the lease every third of its length; stop the driver when the run is cancelled or fenced."""
         while True:
-            await asyncio.sleep(self._lease() / 3)
+            await asyncio.sleep(self.lease_seconds() / 3)
             try:
                 reply = await self._services.runs.HeartbeatRun(
                     store_pb.HeartbeatRunRequest(
-                        id=run_id, lease_epoch=epoch, lease_ttl=Duration(seconds=self._lease())
+                        id=run_id, lease_epoch=epoch, lease_ttl=Duration(seconds=self.lease_seconds())
                     )
                 )
             except grpc.aio.AioRpcError as exc:

@@ -9,7 +9,7 @@ import structlog
 from google.protobuf.duration_pb2 import Duration
 
 from services.runtime import client_tools, steps
-from services.runtime.agents import AgentSpec, default_agent, from_stored
+from services.runtime.agents import DEFAULT_AGENT_NAME, AgentSpec, default_agent, from_stored
 from services.runtime.context import Services
 from services.runtime.history import chat_messages, pending_calls, result_message
 from services.runtime.loop import RESUME, START, RunLoop
@@ -57,25 +57,35 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
         self._services = services
         self._loop = loop
 
-    async def _agent(self, agent_id: str) -> AgentSpec:
-        if not agent_id:
-            return default_agent(self._services.settings)
-        reply = await self._services.agents.GetAgent(store_pb.GetAgentRequest(id=agent_id))  # NOT_FOUND passes up
-        return from_stored(reply.agent, self._services.settings)
+    async def _agent(self, agent_id: str, name: str = "") -> tuple[str, AgentSpec]:
+        """The agent to run, by id, else by name ("steward": the caller's agent of that name, else the default
+        agent), else the default agent: its id ("" for the default agent) and spec."""
+        if not agent_id and not name:
+            return "", default_agent(self._services.settings)
+        try:
+            reply = await self._services.agents.GetAgent(store_pb.GetAgentRequest(id=agent_id, name=name))
+        except grpc.aio.AioRpcError as exc:
+            if agent_id or name != DEFAULT_AGENT_NAME or exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise  # NOT_FOUND (AGENT_NOT_FOUND) passes up
+            return "", default_agent(self._services.settings)
+        return reply.agent.id, from_stored(reply.agent, self._services.settings)
 
     async def CreateRun(self, request: pb.CreateRunRequest, context: Context) -> pb.CreateRunResponse:
+        """Create the run (and its conversation, when asked) and claim it for this replica in one store call, then
+        drive it here; a run this replica cannot take now waits queued for a sweep."""
         owner = require_user().user_id
-        if not request.conversation_id:
-            raise invalid_argument("conversation_id", "conversation_id is required")
+        new_conversation = request.HasField("new_conversation")
+        if new_conversation == bool(request.conversation_id):
+            raise invalid_argument("conversation_id", "give conversation_id or new_conversation (one of them)")
         specs = client_tools.qualified(list(request.client_tools))
         _validate_input(list(request.input))
-        agent_id = request.agent_id
-        if not agent_id:
+        agent_id, name = request.agent_id, request.agent_name
+        if not agent_id and not name and request.conversation_id:
             conversation = await self._services.conversations.GetConversation(
                 store_pb.GetConversationRequest(id=request.conversation_id)
             )
             agent_id = conversation.conversation.agent_id
-        await self._agent(agent_id)
+        agent_id, agent = await self._agent(agent_id, name)
         create = store_pb.CreateRunRequest(
             conversation_id=request.conversation_id,
             run_id=request.run_id,
@@ -85,12 +95,21 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
             request_id=request.request_id,
             client_tools=specs,
         )
+        if new_conversation:
+            create.new_conversation.CopyFrom(request.new_conversation)
+        if self._loop.free_slots():
+            create.claim_holder = self._services.settings.replica_id
+            create.lease_ttl.FromSeconds(self._loop.lease_seconds())
         if request.input:
             create.input_message.CopyFrom(content_pb2.ChatMessage(role=content_pb2.ROLE_USER, content=request.input))
         created = await self._services.runs.CreateRun(create)
-        if created.run.state == run_pb2.RUN_STATE_QUEUED:
-            self._loop.start(created.run.id, owner, START)
-        return pb.CreateRunResponse(run=created.run, existed=created.existed)
+        run = created.run
+        if not created.existed and create.claim_holder:
+            if not self._loop.start(run.id, owner, START, claimed=run, agent=agent):
+                self._loop.give_back(run)  # the replica filled up meanwhile: a sweep takes the run
+        elif run.state == run_pb2.RUN_STATE_QUEUED:
+            self._loop.start(run.id, owner, START)
+        return pb.CreateRunResponse(run=run, existed=created.existed)
 
     async def CancelRun(self, request: pb.CancelRunRequest, context: Context) -> pb.CancelRunResponse:
         require_user()
@@ -165,7 +184,7 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
 
     async def ListTools(self, request: pb.ListToolsRequest, context: Context) -> pb.ListToolsResponse:
         require_user()
-        agent = await self._agent(request.agent_id)
+        _, agent = await self._agent(request.agent_id)
         tools = await self._services.toolbox.tools_for(agent, agent.mode)
         return pb.ListToolsResponse(
             tools=[

@@ -20,7 +20,7 @@ from services.store.db.agents import MUTABLE_FIELDS, AgentRepository
 from services.store.text import no_nul, plain_text, text_list
 from steward.auth import require_user
 from steward.common.v1 import limits_pb2
-from steward.errors import invalid_argument
+from steward.errors import invalid_argument, not_found
 from steward.store.v1 import agent_pb2
 from steward.store.v1 import store_service_pb2 as pb
 from steward.store.v1 import store_service_pb2_grpc as pb_grpc
@@ -116,6 +116,10 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
 
     async def GetAgent(self, request: pb.GetAgentRequest, context: Context) -> pb.GetAgentResponse:
         owner = require_user().user_id
+        if not request.id and request.name:
+            if NAME_PATTERN.fullmatch(request.name) is None:  # no agent can have it
+                raise not_found("AGENT_NOT_FOUND", "no agent has that name")
+            return pb.GetAgentResponse(agent=await self._agents.get_by_name(owner, request.name))
         return pb.GetAgentResponse(agent=await self._agents.get(owner, v.require_id(request.id, "id")))
 
     async def ListAgents(self, request: pb.ListAgentsRequest, context: Context) -> pb.ListAgentsResponse:

@@ -77,9 +77,20 @@ class RunServicer(pb_grpc.RunServiceServicer):
         self._live_poll_seconds = live_poll_seconds
 
     async def CreateRun(self, request: pb.CreateRunRequest, context: Context) -> pb.CreateRunResponse:
+        new_conversation = None
+        if request.HasField("new_conversation"):
+            if request.conversation_id:
+                raise invalid_argument("conversation_id", "conversation_id must be empty with new_conversation")
+            new_conversation = request.new_conversation
+            v.plain_text(new_conversation.title, "new_conversation.title", v.MAX_TITLE_LENGTH)
+            for index, earlier in enumerate(new_conversation.messages):
+                v.chat_message(earlier, f"new_conversation.messages[{index}]")
+        claim = None
+        if request.claim_holder:
+            claim = _holder(request.claim_holder), _lease_ttl(request.lease_ttl)
         new = NewRun(
             run_id=v.client_run_id(request.run_id),
-            conversation_id=v.require_id(request.conversation_id, "conversation_id"),
+            conversation_id="" if new_conversation is not None else v.require_id(request.conversation_id, "conversation_id"),
             agent_id=v.require_id(request.agent_id, "agent_id") if request.agent_id else "",
             mode=request.mode,
             limits=request.limits,
@@ -88,6 +99,8 @@ class RunServicer(pb_grpc.RunServiceServicer):
                 v.chat_message(request.input_message, "input_message") if request.HasField("input_message") else None
             ),
             client_tools=v.tool_specs(list(request.client_tools), "client_tools"),
+            new_conversation=new_conversation,
+            claim=claim,
         )
         run, existed, message = await self._runs.create(current_principal().user_id, new)
         return pb.CreateRunResponse(run=run, existed=existed, input_message=message)

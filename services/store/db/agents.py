@@ -46,6 +46,13 @@ def _not_found(agent_id: str) -> StewardError:
     return not_found("AGENT_NOT_FOUND", f"agent {agent_id} not found")
 
 
+async def require_agent(session: AsyncSession, owner_id: str, agent_id: str) -> None:
+    """AGENT_NOT_FOUND unless the owner has this agent (a run or conversation never names another user's)."""
+    found = await session.scalar(select(AgentRow.id).where(AgentRow.id == agent_id, AgentRow.owner_id == owner_id))
+    if found is None:
+        raise _not_found(agent_id)
+
+
 def agent_message(row: AgentRow) -> agent_pb2.Agent:
     agent = agent_pb2.Agent(
         id=row.id,
@@ -121,6 +128,13 @@ class AgentRepository:
             row = await session.scalar(select(AgentRow).where(AgentRow.id == agent_id, AgentRow.owner_id == owner_id))
         if row is None:
             raise _not_found(agent_id)
+        return agent_message(row)
+
+    async def get_by_name(self, owner_id: str, name: str) -> agent_pb2.Agent:
+        async with self._sessions() as session:
+            row = await session.scalar(select(AgentRow).where(AgentRow.name == name, AgentRow.owner_id == owner_id))
+        if row is None:
+            raise not_found("AGENT_NOT_FOUND", f"agent named {name!r} not found")
         return agent_message(row)
 
     async def list_agents(self, owner_id: str, offset: int, limit: int) -> tuple[list[agent_pb2.Agent], str]:

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Row, bindparam, delete, insert, select, updat
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.store import convert
+from services.store.db.agents import require_agent
 from services.store.db.models import ConversationRow, MessageRow
 from services.store.db.paging import page
 from services.store.db.runner import TransactionRunner
@@ -157,6 +158,8 @@ class ConversationRepository:
                 )
                 if existing is not None:
                     return convert.conversation_message(existing)
+            if agent_id:
+                await require_agent(session, owner_id, agent_id)
             created = convert.now()
             row = ConversationRow(
                 id=str(uuid.uuid4()),

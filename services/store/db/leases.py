@@ -25,7 +25,7 @@ def _lease_live(row: RunRow, now: datetime) -> bool:
     return bool(row.lease_holder) and row.lease_expire_time is not None and convert.aware(row.lease_expire_time) > now
 
 
-def _take(row: RunRow, holder: str, ttl: timedelta, now: datetime) -> None:
+def take(row: RunRow, holder: str, ttl: timedelta, now: datetime) -> None:
     row.lease_epoch += 1
     row.lease_holder = holder
     row.lease_expire_time = now + ttl
@@ -47,7 +47,7 @@ class LeaseRepository:
                 raise failed_precondition("RUN_STATE_CONFLICT", f"run {run_id} has ended")
             if _lease_live(row, now):
                 raise failed_precondition("RUN_STATE_CONFLICT", f"run {run_id} is held by a live lease")
-            _take(row, holder, ttl, now)
+            take(row, holder, ttl, now)
         return convert.run_message(row)
 
     async def claim_runnable(self, holder: str, max_runs: int, ttl: timedelta) -> list[run_pb2.Run]:
@@ -72,7 +72,7 @@ class LeaseRepository:
                 )
             ).all()
             for row in rows:
-                _take(row, holder, ttl, now)
+                take(row, holder, ttl, now)
         return [convert.run_message(row) for row in rows]
 
     async def heartbeat(self, owner_id: str, run_id: str, epoch: int, ttl: timedelta) -> tuple[run_pb2.Run, datetime]:

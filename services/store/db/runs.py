@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import grpc
 from sqlalchemy import select
@@ -10,8 +12,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.store import convert
+from services.store.db.agents import require_agent
 from services.store.db.conversations import append_message, lock_conversation
-from services.store.db.models import MessageRow, RunEventRow, RunRow
+from services.store.db.leases import take
+from services.store.db.models import ConversationRow, MessageRow, RunEventRow, RunRow
 from services.store.db.paging import page
 from services.store.db.run_rows import TERMINAL_STATES, event_message
 from services.store.db.runner import TransactionRunner
@@ -30,10 +34,33 @@ class NewRun:
     request_id: str | None
     input_message: content_pb2.ChatMessage | None
     client_tools: list[content_pb2.ToolSpec] | None = None
+    # A conversation to create for the run (conversation_id is then empty).
+    new_conversation: conversation_pb2.NewConversation | None = None
+    # Claim the new run for this holder, for this long, in the same transaction.
+    claim: tuple[str, timedelta] | None = None
 
 
 def _client_tools(specs: list[content_pb2.ToolSpec] | None) -> bytes | None:
     return run_pb2.Run(client_tools=specs).SerializeToString(deterministic=True) if specs else None
+
+
+async def _new_conversation(session: AsyncSession, owner_id: str, new: NewRun, created: datetime) -> ConversationRow:
+    """The run's new conversation, with the messages it starts with."""
+    assert new.new_conversation is not None
+    conversation = ConversationRow(
+        id=str(uuid.uuid4()),
+        owner_id=owner_id,
+        title=new.new_conversation.title,
+        agent_id=new.agent_id,
+        request_id=None,
+        last_message_seq=0,
+        create_time=created,
+        update_time=created,
+    )
+    session.add(conversation)
+    for message in new.new_conversation.messages:
+        await append_message(session, conversation, message)
+    return conversation
 
 
 class RunRepository:
@@ -52,14 +79,16 @@ class RunRepository:
 
     async def _create(self, owner_id: str, new: NewRun) -> tuple[run_pb2.Run, bool, conversation_pb2.Message | None]:
         async with self._sessions() as session, session.begin():
-            conversation = await lock_conversation(session, owner_id, new.conversation_id)
+            if new.new_conversation is None:
+                conversation = await lock_conversation(session, owner_id, new.conversation_id)
             existing = await session.scalar(select(RunRow).where(RunRow.id == new.run_id))
             if existing is None and new.request_id is not None:
                 existing = await session.scalar(
                     select(RunRow).where(RunRow.owner_id == owner_id, RunRow.request_id == new.request_id)
                 )
             if existing is not None:
-                if existing.owner_id != owner_id or existing.conversation_id != new.conversation_id:
+                same_conversation = new.new_conversation is not None or existing.conversation_id == new.conversation_id
+                if existing.owner_id != owner_id or not same_conversation:
                     raise StewardError(
                         grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_CONFLICT", "run id or request_id already used"
                     )
@@ -68,10 +97,14 @@ class RunRepository:
                 )
                 return convert.run_message(existing), True, convert.message_message(first) if first else None
             created = convert.now()
+            if new.agent_id:
+                await require_agent(session, owner_id, new.agent_id)
+            if new.new_conversation is not None:
+                conversation = await _new_conversation(session, owner_id, new, created)
             row = RunRow(
                 id=new.run_id,
                 owner_id=owner_id,
-                conversation_id=new.conversation_id,
+                conversation_id=conversation.id,
                 agent_id=new.agent_id or conversation.agent_id,
                 state=run_pb2.RUN_STATE_QUEUED,
                 mode=new.mode,
@@ -87,6 +120,8 @@ class RunRepository:
                 create_time=created,
                 update_time=created,
             )
+            if new.claim is not None:
+                take(row, *new.claim, created)
             session.add(row)
             message_row = None
             if new.input_message is not None:

@@ -11,6 +11,7 @@ from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from steward.common.v1 import content_pb2 as _content_pb2
 from steward.common.v1 import limits_pb2 as _limits_pb2
 from steward.store.v1 import agent_pb2 as _agent_pb2
+from steward.store.v1 import conversation_pb2 as _conversation_pb2
 from steward.store.v1 import run_pb2 as _run_pb2
 import builtins as _builtins
 import sys
@@ -103,6 +104,8 @@ class CreateRunRequest(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     CLIENT_TOOLS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    AGENT_NAME_FIELD_NUMBER: _builtins.int
+    NEW_CONVERSATION_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """The conversation to answer in."""
     run_id: _builtins.str
@@ -113,6 +116,11 @@ class CreateRunRequest(_message.Message):
     """Whether writes need confirmation; unspecified takes the agent's mode."""
     request_id: _builtins.str
     """An idempotency key: a duplicate create returns the first run."""
+    agent_name: _builtins.str
+    """The agent to run, by name, when agent_id is empty. The name "steward"
+    falls back to the built-in default agent when the caller has no agent of
+    that name.
+    """
     @_builtins.property
     def input(self) -> _containers.RepeatedCompositeFieldContainer[_content_pb2.ContentBlock]:
         """The new user message; may be empty to run on the conversation as it is."""
@@ -125,6 +133,12 @@ class CreateRunRequest(_message.Message):
     def client_tools(self) -> _containers.RepeatedCompositeFieldContainer[_content_pb2.ToolSpec]:
         """Tools the caller runs itself, offered to the model beside the agent's."""
 
+    @_builtins.property
+    def new_conversation(self) -> _conversation_pb2.NewConversation:
+        """A conversation to create for the run (conversation_id must then be
+        empty), in the same store transaction as the run.
+        """
+
     def __init__(
         self,
         *,
@@ -136,10 +150,12 @@ class CreateRunRequest(_message.Message):
         limits: _limits_pb2.RunLimits | None = ...,
         client_tools: _abc.Iterable[_content_pb2.ToolSpec] | None = ...,
         request_id: _builtins.str = ...,
+        agent_name: _builtins.str = ...,
+        new_conversation: _conversation_pb2.NewConversation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "new_conversation", b"new_conversation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "client_tools", b"client_tools", "conversation_id", b"conversation_id", "input", b"input", "limits", b"limits", "mode", b"mode", "request_id", b"request_id", "run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_name", b"agent_name", "client_tools", b"client_tools", "conversation_id", b"conversation_id", "input", b"input", "limits", b"limits", "mode", b"mode", "new_conversation", b"new_conversation", "request_id", b"request_id", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from steward.common.v1 import content_pb2 as steward_dot_common_dot_v1_dot_content__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#steward/store/v1/conversation.proto\x12\x10steward.store.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fsteward/common/v1/content.proto\"\x9d\x01\n\x0c\x43onversation\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd5\x01\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12%\n\x04role\x18\x04 \x01(\x0e\x32\x17.steward.common.v1.Role\x12\x30\n\x07\x63ontent\x18\x05 \x03(\x0b\x32\x1f.steward.common.v1.ContentBlock\x12\x0e\n\x06run_id\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#steward/store/v1/conversation.proto\x12\x10steward.store.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fsteward/common/v1/content.proto\"\x9d\x01\n\x0c\x43onversation\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd5\x01\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12%\n\x04role\x18\x04 \x01(\x0e\x32\x17.steward.common.v1.Role\x12\x30\n\x07\x63ontent\x18\x05 \x03(\x0b\x32\x1f.steward.common.v1.ContentBlock\x12\x0e\n\x06run_id\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"R\n\x0fNewConversation\x12\r\n\x05title\x18\x01 \x01(\t\x12\x30\n\x08messages\x18\x02 \x03(\x0b\x32\x1e.steward.common.v1.ChatMessageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,4 +37,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONVERSATION']._serialized_end=281
   _globals['_MESSAGE']._serialized_start=284
   _globals['_MESSAGE']._serialized_end=497
+  _globals['_NEWCONVERSATION']._serialized_start=499
+  _globals['_NEWCONVERSATION']._serialized_end=581
 # @@protoc_insertion_point(module_scope)

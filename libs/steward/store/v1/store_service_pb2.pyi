@@ -387,16 +387,20 @@ class GetAgentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """The agent's id."""
+    """The agent's id; empty to find the agent by name instead."""
+    name: _builtins.str
+    """The agent's name (unique per user), when id is empty."""
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
+        name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -894,6 +898,9 @@ class CreateRunRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     INPUT_MESSAGE_FIELD_NUMBER: _builtins.int
     CLIENT_TOOLS_FIELD_NUMBER: _builtins.int
+    NEW_CONVERSATION_FIELD_NUMBER: _builtins.int
+    CLAIM_HOLDER_FIELD_NUMBER: _builtins.int
+    LEASE_TTL_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """The conversation to answer in."""
     run_id: _builtins.str
@@ -904,6 +911,11 @@ class CreateRunRequest(_message.Message):
     """Whether writes need confirmation; unspecified takes the agent's mode."""
     request_id: _builtins.str
     """An idempotency key: a duplicate create returns the first run."""
+    claim_holder: _builtins.str
+    """When set, the new run is claimed for this holder in the same transaction,
+    as ClaimRun would (state running, epoch 1, lease until now + lease_ttl).
+    A run that already existed is returned as it is, unclaimed.
+    """
     @_builtins.property
     def limits(self) -> _limits_pb2.RunLimits:
         """Limits over the agent's."""
@@ -918,6 +930,17 @@ class CreateRunRequest(_message.Message):
     def client_tools(self) -> _containers.RepeatedCompositeFieldContainer[_content_pb2.ToolSpec]:
         """Tools the caller runs itself, kept with the run (see Run.client_tools)."""
 
+    @_builtins.property
+    def new_conversation(self) -> _conversation_pb2.NewConversation:
+        """A conversation to create for the run, in the same transaction
+        (conversation_id must then be empty; a duplicate create returns the first
+        run in the conversation it created).
+        """
+
+    @_builtins.property
+    def lease_ttl(self) -> _duration_pb2.Duration:
+        """The lease's length when claim_holder is set (required then)."""
+
     def __init__(
         self,
         *,
@@ -929,10 +952,13 @@ class CreateRunRequest(_message.Message):
         request_id: _builtins.str = ...,
         input_message: _content_pb2.ChatMessage | None = ...,
         client_tools: _abc.Iterable[_content_pb2.ToolSpec] | None = ...,
+        new_conversation: _conversation_pb2.NewConversation | None = ...,
+        claim_holder: _builtins.str = ...,
+        lease_ttl: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["input_message", b"input_message", "limits", b"limits"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input_message", b"input_message", "lease_ttl", b"lease_ttl", "limits", b"limits", "new_conversation", b"new_conversation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "client_tools", b"client_tools", "conversation_id", b"conversation_id", "input_message", b"input_message", "limits", b"limits", "mode", b"mode", "request_id", b"request_id", "run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "claim_holder", b"claim_holder", "client_tools", b"client_tools", "conversation_id", b"conversation_id", "input_message", b"input_message", "lease_ttl", b"lease_ttl", "limits", b"limits", "mode", b"mode", "new_conversation", b"new_conversation", "request_id", b"request_id", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
