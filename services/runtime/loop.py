@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import grpc
 import structlog
@@ -28,6 +29,7 @@ from services.runtime.agents import AgentSpec, limits_for, load_agent
 from services.runtime.context import RunContext, Services
 from services.runtime.events import EventWriter
 from steward.auth import Principal, reset_principal, set_principal
+from steward.common.v1 import content_pb2
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirmation_pb2
 from steward.errors import StewardError, from_rpc_error
@@ -38,6 +40,15 @@ from steward.store.v1 import store_service_pb2 as store_pb
 log = structlog.get_logger(__name__)
 
 START, RESUME, RECOVER = "start", "resume", "recover"
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the caller that created a run already knows of it: its agent, and its conversation's messages (None:
+    read them)."""
+
+    agent: AgentSpec
+    history: list[content_pb2.ChatMessage] | None
 
 
 class RunLoop:
@@ -61,9 +72,9 @@ class RunLoop:
         owner_id: str,
         how: str,
         claimed: run_pb2.Run | None = None,
-        agent: AgentSpec | None = None,
+        known: Known | None = None,
     ) -> bool:
-        """Drive a run in a new task (`claimed`: its claim is made; `agent`: its agent is loaded); False when this
+        """Drive a run in a new task (`claimed`: its claim is made; `known`: its agent and history); False when this
         replica already does, or drives as many as it may (the run then waits, queued or with its decision
         unacknowledged, for a later sweep; the caller gives back a claim it made)."""
         if run_id in self._tasks:
@@ -75,7 +86,7 @@ class RunLoop:
             return True
         if not self.free_slots():
             return False
-        task = asyncio.create_task(self._execute(run_id, owner_id, how, claimed, agent), name=f"run-{run_id}")
+        task = asyncio.create_task(self._execute(run_id, owner_id, how, claimed, known), name=f"run-{run_id}")
         self._tasks[run_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
         return True
@@ -103,12 +114,12 @@ class RunLoop:
         task.add_done_callback(self._releasing.discard)
 
     async def _execute(
-        self, run_id: str, owner_id: str, how: str, claimed: run_pb2.Run | None, agent: AgentSpec | None
+        self, run_id: str, owner_id: str, how: str, claimed: run_pb2.Run | None, known: Known | None
     ) -> None:
         token = set_principal(Principal(owner_id))
         try:
             with structlog.contextvars.bound_contextvars(run_id=run_id):
-                waiting = await self._claimed_run(run_id, how, claimed, agent)
+                waiting = await self._claimed_run(run_id, how, claimed, known)
                 # A decision made while the run was still on its way to pausing found no paused run to
                 # resume (its claim was refused): look once more now that it is paused.
                 while waiting and await self._any_decided(waiting):
@@ -140,10 +151,10 @@ class RunLoop:
         return False
 
     async def _claimed_run(
-        self, run_id: str, how: str, claimed: run_pb2.Run | None, agent: AgentSpec | None = None
+        self, run_id: str, how: str, claimed: run_pb2.Run | None, known: Known | None = None
     ) -> list[str]:
-        """Claim (unless `claimed`) and drive the run (its agent loaded unless given); the confirmations it paused
-        for, if it paused."""
+        """Claim (unless `claimed`) and drive the run (its agent and history read unless `known`); the
+        confirmations it paused for, if it paused."""
         runs = self._services.runs
         if claimed is None and how == RESUME and not await self._paused(run_id):
             how = RECOVER  # a decision for a run whose holder died mid-step: it is taken over, not resumed
@@ -167,7 +178,9 @@ class RunLoop:
         heartbeat = asyncio.create_task(self._heartbeat(claimed.id, epoch, driver))
         ctx: RunContext | None = None
         try:
-            if agent is None:
+            if known is not None:
+                agent = known.agent
+            else:
                 agent = await load_agent(self._services.agents, claimed, self._settings)
             writer = EventWriter(runs, claimed.id, epoch, self._settings.text_flush_interval, tap=self._tap(claimed.id))
             ctx = RunContext(
@@ -182,7 +195,7 @@ class RunLoop:
             )
             ctx.usage.CopyFrom(claimed.usage)
             await budgets.hold_run_budget(self._services.provider, claimed, ctx.limits)
-            return await steps.drive(ctx, how)
+            return await steps.drive(ctx, how, known.history if known is not None else None)
         except asyncio.CancelledError:
             why = self._stop_reasons.get(run_id, "shutdown")
             if why == "cancel" and ctx is not None:

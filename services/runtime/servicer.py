@@ -12,7 +12,7 @@ from services.runtime import client_tools, steps
 from services.runtime.agents import DEFAULT_AGENT_NAME, AgentSpec, default_agent, from_stored
 from services.runtime.context import Services
 from services.runtime.history import chat_messages, pending_calls, result_message
-from services.runtime.loop import RESUME, START, RunLoop
+from services.runtime.loop import RESUME, START, Known, RunLoop
 from services.runtime.steps import cancel_confirmations
 from services.runtime.toolbox import CLIENT_PREFIX, Kind
 from steward.auth import require_user
@@ -105,7 +105,13 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
         created = await self._services.runs.CreateRun(create)
         run = created.run
         if not created.existed and create.claim_holder:
-            if not self._loop.start(run.id, owner, START, claimed=run, agent=agent):
+            history = None
+            if new_conversation:  # the conversation holds what this call put in it, nothing else
+                history = [*request.new_conversation.messages]
+                if create.HasField("input_message"):
+                    history.append(create.input_message)
+            known = Known(agent, history)
+            if not self._loop.start(run.id, owner, START, claimed=run, known=known):
                 self._loop.give_back(run)  # the replica filled up meanwhile: a sweep takes the run
         elif run.state == run_pb2.RUN_STATE_QUEUED:
             self._loop.start(run.id, owner, START)

@@ -51,13 +51,14 @@ async def conversation_messages(services: Services, conversation_id: str) -> lis
         token = page.next_page_token
 
 
-async def drive(ctx: RunContext, how: str) -> list[str]:
+async def drive(ctx: RunContext, how: str, history: list[content_pb2.ChatMessage] | None = None) -> list[str]:
     """Run from the checkpoint until the run ends or pauses (see the module docstring); the ids of the
-    confirmations a paused run waits for."""
+    confirmations a paused run waits for. `history`: the conversation's messages, when the caller knows them (a
+    run it just created with its conversation)."""
     await _opening_event(ctx, how)
     try:
         async with asyncio.timeout(ctx.limits.timeout):
-            return await _loop(ctx)
+            return await _loop(ctx, history)
     except TimeoutError:
         if ctx.writer.last_write_made:  # time ran out while the run was ending or pausing: that write stands
             await ctx.writer.settle()
@@ -77,10 +78,12 @@ async def _opening_event(ctx: RunContext, how: str) -> None:
     ctx.writer.later(event)  # with the first write that follows
 
 
-async def _loop(ctx: RunContext) -> list[str]:
+async def _loop(ctx: RunContext, history: list[content_pb2.ChatMessage] | None) -> list[str]:
     tools = {tool.name: tool for tool in await ctx.services.toolbox.tools_for(ctx.agent, ctx.mode)}
     tools.update((tool.name, tool) for tool in client_tools.infos(ctx.run))
-    ctx.history = chat_messages(await conversation_messages(ctx.services, ctx.run.conversation_id))
+    if history is None:
+        history = chat_messages(await conversation_messages(ctx.services, ctx.run.conversation_id))
+    ctx.history = history
     while True:
         messages = ctx.history
         pending = pending_calls(messages)
