@@ -88,9 +88,12 @@ class RunServicer(pb_grpc.RunServiceServicer):
         claim = None
         if request.claim_holder:
             claim = _holder(request.claim_holder), _lease_ttl(request.lease_ttl)
+        conversation_id = ""
+        if new_conversation is None:
+            conversation_id = v.require_id(request.conversation_id, "conversation_id")
         new = NewRun(
             run_id=v.client_run_id(request.run_id),
-            conversation_id="" if new_conversation is not None else v.require_id(request.conversation_id, "conversation_id"),
+            conversation_id=conversation_id,
             agent_id=v.require_id(request.agent_id, "agent_id") if request.agent_id else "",
             mode=request.mode,
             limits=request.limits,
