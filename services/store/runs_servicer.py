@@ -15,8 +15,9 @@ from services.store import validation as v
 from services.store.convert import timestamp
 from services.store.db.leases import LeaseRepository
 from services.store.db.run_rows import TERMINAL_EVENT_KINDS
+from services.store.db.run_start import NewRun
 from services.store.db.run_writes import Checkpoint, RunWriteRepository
-from services.store.db.runs import NewRun, RunRepository
+from services.store.db.runs import RunRepository
 from services.store.notifier import EventNotifier
 from steward.auth import current_principal, require_service
 from steward.errors import invalid_argument
