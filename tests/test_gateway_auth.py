@@ -94,7 +94,8 @@ async def test_tokens_are_listed_without_their_text(gateway: Client, auth: dict[
     assert response.status == 200
     text = await response.text()
     assert created["token"] not in text
-    secret_part = created["token"].rsplit("_", 1)[1]
+    secret_part = created["token"].removeprefix(f"stw_{created['prefix']}_")  # the secret itself may hold "_"
+    assert len(secret_part) >= 32
     assert secret_part not in text
     listed = {t["id"]: t for t in (await response.json())["tokens"]}
     assert "token" not in listed[created["id"]]
@@ -200,12 +201,6 @@ async def test_a_token_in_the_query_string_is_refused(gateway: Client, auth: dic
     assert await refusal(with_header, 400) == "INVALID_ARGUMENT"
 
 
-async def test_a_scoped_token_is_refused_until_scopes_are_enforced(stack: Stack, gateway: Client) -> None:
-    scoped = await store_user_token(stack, scopes=("conversations:read",))
-    response = await gateway.get("/api/v1/conversations", headers=_bearer(scoped))
-    assert await refusal(response, 403) == "PERMISSION_DENIED"
-
-
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
@@ -221,8 +216,9 @@ async def test_a_scoped_token_is_refused_until_scopes_are_enforced(stack: Stack,
         ({"expire_time": "2020-01-01T00:00:00Z"}, "INVALID_ARGUMENT"),
         ({"expire_time": "2099-01-01T00:00:00"}, "INVALID_ARGUMENT"),
         ({"expire_time": 12}, "INVALID_ARGUMENT"),
-        ({"scopes": ["runs:write"]}, "INVALID_ARGUMENT"),
+        ({"scopes": ["runs:admin"]}, "INVALID_ARGUMENT"),  # not a scope (tests/test_gateway_scopes.py)
         ({"scopes": "runs:write"}, "INVALID_ARGUMENT"),
+        ({"scopes": [5]}, "INVALID_ARGUMENT"),
         ({"ttl": 3600}, "INVALID_ARGUMENT"),  # a misspelt expiry must not make a token that never expires
     ],
 )

@@ -334,11 +334,18 @@ async def test_a_run_ended_by_a_limit_finishes_with_length(api: Api) -> None:
     assert (run["state"], run["incomplete_reason"]) == ("incomplete", "max_steps")
 
 
-async def test_a_non_integer_n_is_a_400(api: Api) -> None:
-    body = {"model": "steward", "messages": [{"role": "user", "content": "hi"}], "n": []}
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"n": []}, None), ({"messages": [{"role": {}, "content": "hi"}]}, "messages[0].role")],
+)
+async def test_bodies_of_the_wrong_types_are_a_400(api: Api, change: dict[str, Any], field: str | None) -> None:
+    body = {"model": "steward", "messages": [{"role": "user", "content": "hi"}], **change}
     async with api.http.post(api.base + "/v1/chat/completions", json=body) as response:
         assert response.status == 400, await response.text()
-        assert (await response.json())["error"]["code"] == "INVALID_ARGUMENT"
+        error = (await response.json())["error"]
+    assert error["code"] == "INVALID_ARGUMENT"
+    if field is not None:
+        assert error["param"] == field
 
 
 async def test_another_user_cannot_continue_a_paused_run_by_its_tool_call_id(api: Api) -> None:

@@ -119,6 +119,8 @@ def _message(message: object, index: int) -> content_pb2.ChatMessage | None:
     if not isinstance(message, dict):
         raise invalid(where, "must be an object")
     role = message.get("role")
+    if not isinstance(role, str):
+        raise invalid(f"{where}.role", "must be system, developer, user, assistant or tool")
     if role in {"system", "developer"}:
         return None
     if role == "user":
