@@ -12,8 +12,13 @@ BUF_VERSION := 1.75.0
 PROTO_FILES = $(shell find protos -name '*.proto' | sort)
 AREAS := common store provider confirm runtime
 STAMP := $(VENV)/.installed
+# schemathesis pins conflict with ours (FIELD-NOTES): it gets a virtualenv of its own, used only by fuzz-api.
+FUZZ_VENV := .venv-fuzz
+SCHEMATHESIS_VERSION := 4.32.5
+FUZZ_STAMP := $(FUZZ_VENV)/.installed-$(SCHEMATHESIS_VERSION)
 
 .PHONY: help setup run run-fake-llm test lint typecheck generate check-generate check-migrations buf-lint buf-breaking ci bench clean
+.PHONY: fuzz-api
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -23,6 +28,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[all,dev]'
 	touch $(STAMP)
+
+$(FUZZ_STAMP):
+	rm -rf $(FUZZ_VENV)
+	$(PYTHON) -m venv $(FUZZ_VENV)
+	$(FUZZ_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FUZZ_VENV)/bin/python -m pip install --quiet 'schemathesis==$(SCHEMATHESIS_VERSION)'
+	touch $(FUZZ_STAMP)
 
 $(BUF):
 	npm install --silent --no-save --no-package-lock --prefix .tools @bufbuild/buf@$(BUF_VERSION)
@@ -77,10 +89,13 @@ lint: $(STAMP) buf-lint ## ruff (lint + format check) and import boundaries.
 typecheck: $(STAMP) ## mypy --strict over libs, services, gateway, cli and tests.
 	$(VENV)/bin/mypy
 
-ci: setup lint typecheck check-generate check-migrations buf-breaking test ## Everything CI checks.
+fuzz-api: $(STAMP) $(FUZZ_STAMP) ## Fuzz the HTTP API from its OpenAPI document (schemathesis, bounded) against a fresh stack.
+	$(PY) -m tests.fuzz_api
+
+ci: setup lint typecheck check-generate check-migrations buf-breaking fuzz-api test ## Everything CI checks.
 
 bench: $(STAMP) ## Run the benchmarks.
 	$(PY) -m bench
 
 clean: ## Remove the venv, tools and caches (not the data directory).
-	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(FUZZ_VENV) .tools .mypy_cache .ruff_cache .pytest_cache

@@ -44,6 +44,15 @@ def add_parser(commands: Any) -> None:
     create = actions.add_parser("create", parents=[common], help="create a token; its text is printed once")
     create.add_argument("--label", default="cli", help="a name to recognise the token by (default: cli)")
     create.add_argument("--ttl", type=int, default=None, metavar="SECONDS", help="expire after this many seconds")
+    create.add_argument(
+        "--scope",
+        action="append",
+        dest="scopes",
+        default=None,
+        metavar="SCOPE",
+        help="limit the token to this scope (repeat for several, e.g. --scope runs:read --scope runs:write); "
+        "without it the token has all your rights, or those of a scoped token it is made with",
+    )
     actions.add_parser("list", parents=[common], help="list your tokens (never their text)")
     revoke = actions.add_parser("revoke", parents=[common], help="revoke a token by id")
     revoke.add_argument("id")
@@ -85,7 +94,9 @@ def _call(url: str, token: str, method: str, path: str, body: dict[str, Any] | N
 
 def _line(token: dict[str, Any]) -> str:
     expires = token.get("expire_time") or "never"
-    return f"{token['id']}  {token['prefix']}  {token['state']:<7}  expires {expires}  {token['label']}"
+    scopes = ",".join(token.get("scopes") or []) or "all"
+    state = f"{token['state']:<7}"
+    return f"{token['id']}  {token['prefix']}  {state}  expires {expires}  scopes {scopes}  {token['label']}"
 
 
 def run(args: argparse.Namespace, out: IO[str] | None = None) -> int:
@@ -97,8 +108,12 @@ def run(args: argparse.Namespace, out: IO[str] | None = None) -> int:
             body: dict[str, Any] = {"label": args.label}
             if args.ttl is not None:
                 body["ttl_seconds"] = args.ttl
+            if args.scopes:
+                body["scopes"] = args.scopes
             created = _call(args.url, token, "POST", "/api/v1/tokens", body)
             print(f"token: {created['token']}", file=out)
+            if created.get("scopes"):
+                print(f"scopes: {' '.join(created['scopes'])}", file=out)
             print(f"id: {created['id']}  (the token is shown only this once)", file=out)
         elif args.action == "list":
             for item in _call(args.url, token, "GET", "/api/v1/tokens?page_size=500")["tokens"]:

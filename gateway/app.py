@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from grpc_health.v1 import health_pb2_grpc
 
-from gateway import auth, metrics, ratelimit
+from gateway import auth, metrics, openapi, openapi_validation, ratelimit
 from gateway.keys import CLIENTS, SETTINGS, Clients
+from gateway.mcp import endpoint as mcp_endpoint
 from gateway.middlewares import MIDDLEWARES
 from gateway.openai_api import routes as openai_routes
-from gateway.routes import confirmations, conversations, ops, runs
+from gateway.routes import budgets, confirmations, conversations, keys, ops, runs, usage
 from gateway.routes.agents import routes as agent_routes
 from gateway.routes.tokens import routes as token_routes
 from gateway.settings import GatewaySettings
@@ -33,13 +34,19 @@ def create_app(settings: GatewaySettings) -> web.Application:
     metrics.install(app)
     ratelimit.install(app)
     app.router.add_routes(ops.routes)
+    app.router.add_routes(openapi.routes)
+    openapi_validation.operations()  # compile the request validators now, not on the first request
     app.router.add_routes(conversations.routes)
     app.router.add_routes(runs.routes)
     app.router.add_routes(agent_routes)
     app.router.add_routes(confirmations.routes)
     app.router.add_routes(token_routes)
+    app.router.add_routes(keys.routes)
+    app.router.add_routes(usage.routes)
+    app.router.add_routes(budgets.routes)
     app.router.add_routes(openai_routes)
     app.cleanup_ctx.append(_clients)
+    mcp_endpoint.install(app)  # after _clients: the MCP sessions end before the channels close
     return app
 
 

@@ -1,11 +1,16 @@
 """Authentication: bearer tokens in, the caller's principal forwarded to the services.
 
-Two credentials are accepted in `Authorization: Bearer <token>`:
+These credentials are accepted in `Authorization: Bearer <token>`:
 
 - the dev token (`settings.dev_token`, what `make run` prints), compared in constant time; it acts as
   `settings.dev_user_id`;
 - API tokens (`stw_<prefix>_<secret>`), verified by the store's `VerifyApiToken`, which only service
-  principals may call, so the gateway calls it as `service:gateway`.
+  principals may call, so the gateway calls it as `service:gateway`;
+- when OIDC is configured, JWTs of the configured issuer (`gateway.oidc`).
+
+A token with scopes (an API token created with some, a JWT with a `scope` claim) may call only the routes
+whose scope it holds (`gateway.scopes`, checked here after authentication); one without has all its user's
+rights.
 
 Successful verifications are cached per app for `token_cache_seconds` (0 turns the cache off), keyed by
 SHA-256 of the token text, bounded by `token_cache_size`, and never past the token's own expiry. Failures
@@ -35,15 +40,16 @@ import grpc
 import structlog
 from aiohttp import web
 
-from gateway import problems
+from gateway import oidc, problems, scopes
 from gateway.keys import CLIENTS, SETTINGS
+from gateway.mcp import metadata as mcp_metadata
 from steward.auth import Principal, reset_principal, service_principal, set_principal
 from steward.errors import from_rpc_error
 from steward.store.v1 import identity_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", *mcp_metadata.METADATA_PATHS})
 QUERY_TOKEN_KEYS = frozenset({"access_token", "token", "api_key"})
 GATEWAY = service_principal("gateway")
 API_TOKEN_START = "stw_"  # noqa: S105 - the public start of every API token, not a secret
@@ -51,7 +57,6 @@ MAX_TOKEN_LENGTH = 256
 DEV_RECORD_REQUEST_PREFIX = "gateway-dev-user:"
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="steward"'}
 INVALID_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="steward", error="invalid_token"'}
-SCOPE_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="steward", error="insufficient_scope"'}
 
 log = structlog.get_logger(__name__)
 
@@ -61,9 +66,10 @@ class Caller:
     """Who a request acts for, and how it proved it."""
 
     user_id: str
-    via: str  # "dev_token" or "api_token"
+    via: str  # "dev_token", "api_token" or "oidc"
     token_id: str = ""  # the API token's id; empty for the dev token
     token_expires: float | None = None  # when the API token expires (time.time()); None: never
+    scopes: frozenset[str] | None = None  # what the token may do (gateway.scopes); None: all the user's rights
 
 
 CALLER = web.RequestKey("caller", Caller)
@@ -75,6 +81,12 @@ class _Entry:
     token_id: str
     until: float  # time.monotonic()
     expires: float | None  # the token's own expiry (time.time()); None: never
+    scopes: frozenset[str] | None
+
+
+def _scopes(token: identity_pb2.ApiToken) -> frozenset[str] | None:
+    """A token's scopes; None (all its user's rights) when it has none."""
+    return frozenset(token.scopes) if token.scopes else None
 
 
 def _expires(token: identity_pb2.ApiToken) -> float | None:
@@ -119,7 +131,7 @@ class TokenCache:
             lifetime = min(lifetime, expires - time.time())
         if lifetime <= 0:
             return
-        self._entries[key] = _Entry(user_id, token.id, self._clock() + lifetime, _expires(token))
+        self._entries[key] = _Entry(user_id, token.id, self._clock() + lifetime, _expires(token), _scopes(token))
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
@@ -154,6 +166,7 @@ def install(app: web.Application) -> None:
     """Give a gateway app its authentication state (a token cache of its own)."""
     settings = app[SETTINGS]
     app[AUTH] = AuthState(TokenCache(settings.token_cache_seconds, settings.token_cache_size))
+    oidc.install(app)
 
 
 def _state(app: web.Application) -> AuthState:
@@ -227,7 +240,7 @@ async def _verify_api_token(app: web.Application, token: str) -> Caller:
     key = TokenCache.key(token)
     hit = cache.get(key)
     if hit is not None:
-        return Caller(hit.user_id, "api_token", hit.token_id, hit.expires)
+        return Caller(hit.user_id, "api_token", hit.token_id, hit.expires, hit.scopes)
     generation = cache.generation
     try:
         with acting_as(GATEWAY):
@@ -238,18 +251,13 @@ async def _verify_api_token(app: web.Application, token: str) -> Caller:
             raise _invalid() from None
         raise
     record = reply.token
-    if record.scopes:
-        # Nothing enforces scopes yet: a scoped token would get all of its user's rights, so it gets none.
-        raise problems.HttpError(
-            403, "PERMISSION_DENIED", "scoped API tokens are not supported yet", headers=SCOPE_CHALLENGE
-        )
     user_id = record.user_id
     if not user_id or user_id.startswith("service:"):
         raise _invalid()
     if user_id == await dev_record_id(app):
         user_id = app[SETTINGS].dev_user_id
     cache.put(key, user_id, record, generation=generation)
-    return Caller(user_id, "api_token", record.id, _expires(record))
+    return Caller(user_id, "api_token", record.id, _expires(record), _scopes(record))
 
 
 async def authenticate(request: web.Request) -> Caller:
@@ -258,6 +266,13 @@ async def authenticate(request: web.Request) -> Caller:
     settings = request.app[SETTINGS]
     if hmac.compare_digest(token.encode(), settings.dev_token.get_secret_value().encode()):
         return Caller(settings.dev_user_id, "dev_token")
+    jwts = oidc.verifier(request.app)
+    if jwts is not None and oidc.looks_like_jwt(token):
+        try:
+            identity = await jwts.identity(request.app, token)
+        except oidc.InvalidJwtError as exc:
+            raise _invalid(str(exc)) from None
+        return Caller(identity.user_id, "oidc", scopes=identity.scopes)
     # Only text shaped like an API token is worth a store call; anything else is refused here.
     if not token.startswith(API_TOKEN_START) or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
         raise _invalid()
@@ -268,7 +283,11 @@ async def authenticate(request: web.Request) -> Caller:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in PUBLIC_PATHS:
         return await handler(request)
-    caller = await authenticate(request)
+    try:
+        caller = await authenticate(request)
+        scopes.check(request, caller.scopes)
+    except problems.HttpError as exc:  # on /mcp, the challenge names its RFC 9728 metadata
+        raise mcp_metadata.challenge(request, exc) from None
     request[CALLER] = caller
     bound: dict[str, str] = {"user_id": caller.user_id}
     if caller.token_id:

@@ -11,9 +11,14 @@ from gateway.problems import HttpError
 from steward.common.v1 import content_pb2, limits_pb2
 from steward.store.v1 import agent_pb2
 
+JSON_BODY: web.RequestKey[dict[str, Any]] = web.RequestKey("json_body", dict)
+
 
 async def json_object(request: web.Request) -> dict[str, Any]:
-    """The body as a JSON object; 415 for another content type, 400 for bad JSON."""
+    """The body as a JSON object; 415 for another content type, 400 for bad JSON. Parsed once per request
+    (request validation reads it before the handler)."""
+    if JSON_BODY in request:
+        return request[JSON_BODY]
     if not request.body_exists:
         return {}
     if request.content_type != "application/json":
@@ -31,6 +36,7 @@ async def json_object(request: web.Request) -> dict[str, Any]:
         json.dumps(body, ensure_ascii=False).encode()
     except UnicodeEncodeError as exc:
         raise HttpError(400, "MALFORMED_JSON", "the body contains an unpaired UTF-16 surrogate") from exc
+    request[JSON_BODY] = body
     return body
 
 

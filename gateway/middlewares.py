@@ -1,5 +1,5 @@
-"""Middlewares, outermost first: request id, access log, metrics, errors to problem+json, authentication,
-rate limits.
+"""Middlewares, outermost first: request id, access log, metrics, errors to problem+json, the public OpenAPI
+document, authentication, rate limits, request validation against the document.
 
 Authentication (the dev token and API tokens) lives in `gateway.auth`, metrics in `gateway.metrics`, rate
 limits in `gateway.ratelimit`.
@@ -17,6 +17,8 @@ from aiohttp import web
 from gateway import problems
 from gateway.auth import Handler, auth_middleware
 from gateway.metrics import metrics_middleware
+from gateway.openapi import public_document_middleware
+from gateway.openapi_validation import InvalidRequestError, validation_middleware
 from gateway.ratelimit import rate_limit_middleware
 from steward.errors import StewardError, from_rpc_error
 
@@ -77,6 +79,8 @@ def _problem_for(request: web.Request, exc: Exception) -> web.Response:
     status, reason, detail, headers = 500, "INTERNAL", "internal error", None
     if isinstance(exc, problems.HttpError):
         status, reason, detail, headers = exc.status, exc.reason, exc.detail, exc.headers
+        if isinstance(exc, InvalidRequestError):
+            extra["metadata"] = exc.metadata
     elif isinstance(exc, web.HTTPNotFound):
         status, reason, detail = 404, "ROUTE_NOT_FOUND", "no such route"
     elif isinstance(exc, web.HTTPMethodNotAllowed):
@@ -96,6 +100,8 @@ MIDDLEWARES = [
     access_log_middleware,
     metrics_middleware,
     error_middleware,
+    public_document_middleware,
     auth_middleware,
     rate_limit_middleware,
+    validation_middleware,
 ]

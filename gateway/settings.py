@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, model_validator
 
 from steward.settings import CommonSettings
+
+# OIDC JWTs are verified with public keys only: `none` and HMAC algorithms can never be configured.
+OIDC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class GatewaySettings(CommonSettings):
@@ -27,3 +33,44 @@ class GatewaySettings(CommonSettings):
     sse_retry_ms: int = 2000
     # Seconds allowed to unary calls to the services.
     upstream_timeout: float = 10.0
+    # The MCP endpoint at /mcp (gateway/mcp, ADR 0010). Host and Origin values it accepts (DNS-rebinding protection;
+    # "name:*" allows any port); empty: loopback names on any port, gateway_host:gateway_port, mcp_public_url's host.
+    mcp_allowed_hosts: list[str] = Field(default_factory=list)
+    mcp_allowed_origins: list[str] = Field(default_factory=list)
+    # Where clients reach the gateway behind a proxy (https://steward.example.com): the origin of the RFC 9728
+    # metadata and of the 401 challenge's resource_metadata; empty: the request's own origin.
+    mcp_public_url: str = Field(default="", pattern=r"^(https?://[^/?#\s]+)?$")
+    # Serve the 2025-11-25 revision without sessions, so any replica answers any request.
+    mcp_stateless: bool = False
+    mcp_session_idle_seconds: float = Field(default=1800.0, gt=0)
+    mcp_max_sessions: int = Field(default=10_000, gt=0)
+    # How long chat and decide_confirmation wait for the run to pause or end before answering "still running".
+    mcp_wait_seconds: float = Field(default=300.0, gt=0)
+    # How often a waiting /mcp request checks that its client is still connected.
+    mcp_disconnect_poll_seconds: float = Field(default=0.5, gt=0)
+    # OIDC bearer JWTs (gateway/oidc.py), off unless oidc_issuer is set: tokens of that issuer for that audience,
+    # signed with one of the algorithms by a key of the JWKS at oidc_jwks_url (https, or http on loopback).
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_jwks_url: str = ""
+    oidc_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    oidc_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    # The key set is fetched again after this long, and on an unknown key id at most once per min_refresh.
+    oidc_jwks_cache_seconds: float = Field(default=300.0, ge=0)
+    oidc_jwks_min_refresh_seconds: float = Field(default=10.0, ge=0)
+    oidc_jwks_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _oidc_is_whole(self) -> GatewaySettings:
+        if not self.oidc_issuer:
+            if self.oidc_audience or self.oidc_jwks_url:
+                raise ValueError("oidc_audience and oidc_jwks_url need oidc_issuer")
+            return self
+        if not self.oidc_audience or not self.oidc_jwks_url:
+            raise ValueError("OIDC needs oidc_issuer, oidc_audience and oidc_jwks_url")
+        if not self.oidc_algorithms or not set(self.oidc_algorithms) <= OIDC_ALGORITHMS:
+            raise ValueError(f"oidc_algorithms must be some of {sorted(OIDC_ALGORITHMS)}")
+        url = urlsplit(self.oidc_jwks_url)
+        if not url.hostname or not (url.scheme == "https" or (url.scheme == "http" and url.hostname in LOOPBACK_HOSTS)):
+            raise ValueError("oidc_jwks_url must be an https URL (http only on loopback)")
+        return self

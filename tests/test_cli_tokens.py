@@ -63,3 +63,19 @@ async def test_no_dev_token_is_a_clear_error(
     monkeypatch.delenv("STEWARD_TOKEN", raising=False)
     assert await _cli("token", "list", "--data-dir", str(tmp_path), "--url", "http://127.0.0.1:9") == 1
     assert "dev-token" in capsys.readouterr().err
+
+
+async def test_create_with_scopes(gateway: Client, data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    where = ("--url", str(gateway.make_url("/")), "--data-dir", str(data_dir))
+    scoped = ("--scope", "conversations:read", "--scope", "runs:read")
+    assert await _cli("token", "create", "--label", "reader", *scoped, *where) == 0
+    lines = capsys.readouterr().out.splitlines()
+    token = next(line.removeprefix("token: ") for line in lines if line.startswith("token: "))
+    assert "scopes: conversations:read runs:read" in lines
+    reader = {"Authorization": f"Bearer {token}"}
+    assert (await gateway.get("/api/v1/conversations", headers=reader)).status == 200
+    assert (await gateway.post("/api/v1/conversations", json={"title": "x"}, headers=reader)).status == 403
+    assert await _cli("token", "list", *where) == 0
+    assert any("scopes conversations:read,runs:read  reader" in line for line in capsys.readouterr().out.splitlines())
+    assert await _cli("token", "create", "--scope", "runs:admin", *where) == 1
+    assert "INVALID_ARGUMENT" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
 from tests.gateway_http import answer
+from tests.mcp_client import MODES, mcp_client, refused
 from tests.stack import Stack, runtime_confirmation, store_user_token
 
 Client = TestClient[Any, Any]
@@ -33,6 +34,7 @@ class Mine:
     agent_name: str
     confirmation: str
     token: str
+    key: str
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,11 @@ NO_ID = {
     ("GET", "/healthz"): "public",
     ("GET", "/readyz"): "public",
     ("GET", "/metrics"): "public; counts by route template, no ids",
+    ("GET", "/.well-known/oauth-protected-resource"): "public; RFC 9728 metadata",
+    ("GET", "/.well-known/oauth-protected-resource/mcp"): "public; RFC 9728 metadata",
+    ("POST", "/mcp"): "MCP: each tool is classified in MCP_NO_ID / MCP_CASES below",
+    ("GET", "/mcp"): "MCP: a session's stream (a session answers only its user: tests/test_gateway_mcp.py)",
+    ("DELETE", "/mcp"): "MCP: ends a session (idem)",
     ("POST", "/api/v1/conversations"): "creates the caller's own",
     ("GET", "/api/v1/conversations"): "lists the caller's own (checked below: nothing of A's)",
     ("POST", "/api/v1/agents"): "creates the caller's own",
@@ -57,6 +64,11 @@ NO_ID = {
     ("POST", "/api/v1/tokens"): "creates the caller's own",
     ("GET", "/api/v1/tokens"): "lists the caller's own (checked below)",
     ("GET", "/v1/models"): "lists the caller's agents (checked below)",
+    ("GET", "/api/v1/openapi.json"): "public; the API's description",
+    ("POST", "/api/v1/keys"): "puts the caller's own",
+    ("GET", "/api/v1/keys"): "lists the caller's own (checked below)",
+    ("GET", "/api/v1/budget"): "the caller's own",
+    ("PUT", "/api/v1/budget"): "the caller's own",
 }
 
 # Every route that takes an id (in its path, query or body): B's request with A's id.
@@ -98,6 +110,19 @@ CASES: dict[tuple[str, str], Callable[[Mine, str], list[Ask]]] = {
         Ask("POST", f"/api/v1/confirmations/{a.confirmation}/decision", {"decision": {"outcome": "approve"}})
     ],
     ("DELETE", "/api/v1/tokens/{token_id}"): lambda a, _b: [Ask("DELETE", f"/api/v1/tokens/{a.token}")],
+    ("DELETE", "/api/v1/keys/{key_id}"): lambda a, _b: [Ask("DELETE", f"/api/v1/keys/{a.key}")],
+    ("GET", "/api/v1/usage/records"): lambda a, _b: [
+        Ask("GET", f"/api/v1/usage/records?run_id={a.run}", status=200),
+        Ask("GET", f"/api/v1/usage/records?agent_id={a.agent}", status=200),
+    ],
+    ("GET", "/api/v1/usage/summary"): lambda a, _b: [
+        Ask("GET", f"/api/v1/usage/summary?run_id={a.run}&group_by=run,agent", status=200)
+    ],
+    ("GET", "/api/v1/agents/{agent_id}/budget"): lambda a, _b: [Ask("GET", f"/api/v1/agents/{a.agent}/budget")],
+    ("PUT", "/api/v1/agents/{agent_id}/budget"): lambda a, _b: [
+        Ask("PUT", f"/api/v1/agents/{a.agent}/budget", {"limit_micros": 1, "period": "day"})
+    ],
+    ("GET", "/api/v1/runs/{run_id}/budget"): lambda a, _b: [Ask("GET", f"/api/v1/runs/{a.run}/budget")],
     ("GET", "/v1/models/{model}"): lambda a, _b: [Ask("GET", f"/v1/models/{a.agent_name}")],
     ("POST", "/v1/chat/completions"): lambda a, _b: [
         Ask("POST", "/v1/chat/completions", {"model": a.agent_name, "messages": [{"role": "user", "content": "x"}]})
@@ -135,8 +160,10 @@ async def mine(stack: Stack, gateway: Client) -> Mine:
     agent = await answer(await gateway.post("/api/v1/agents", json=agent_body, headers=a), 201)
     token = await answer(await gateway.post("/api/v1/tokens", json={"label": marker}, headers=a), 201)
     confirmation = await runtime_confirmation(stack)
+    key_body = {"provider": "anthropic", "secret": f"sk-{uuid.uuid4().hex}", "label": marker}
+    key = await answer(await gateway.post("/api/v1/keys", json=key_body, headers=a), 200)
     run = started["run"]["id"]
-    return Mine(marker, conversation["id"], run, agent["id"], agent["name"], confirmation.id, token["id"])
+    return Mine(marker, conversation["id"], run, agent["id"], agent["name"], confirmation.id, token["id"], key["id"])
 
 
 async def _untouched(stack: Stack, gateway: Client, mine: Mine) -> None:
@@ -154,6 +181,10 @@ async def _untouched(stack: Stack, gateway: Client, mine: Mine) -> None:
     assert confirmation["state"] == "pending"
     tokens = await answer(await gateway.get("/api/v1/tokens", headers=a), 200)
     assert [token["state"] for token in tokens["tokens"] if token["id"] == mine.token] == ["active"]
+    keys = await answer(await gateway.get("/api/v1/keys", headers=a), 200)
+    assert [key["label"] for key in keys["keys"] if key["id"] == mine.key] == [mine.marker]
+    budget = await answer(await gateway.get(f"/api/v1/agents/{mine.agent}/budget", headers=a), 200)
+    assert budget["limit_micros"] == 0  # B's PUT did not set it
 
 
 @pytest.mark.parametrize("route", sorted(CASES), ids=" ".join)
@@ -168,14 +199,98 @@ async def test_b_with_as_ids_gets_nothing_of_as_and_changes_nothing(
         assert response.status == ask.status, (ask, text)
         assert mine.marker not in text, ask
         if ask.status == 200:  # a list: none of A's ids either
-            for own in (mine.conversation, mine.run, mine.agent, mine.confirmation, mine.token):
+            for own in (mine.conversation, mine.run, mine.agent, mine.confirmation, mine.token, mine.key):
                 assert own not in text, ask
     await _untouched(stack, gateway, mine)
 
 
-@pytest.mark.parametrize("path", ["/api/v1/conversations", "/api/v1/agents", "/api/v1/tokens", "/v1/models"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/conversations",
+        "/api/v1/agents",
+        "/api/v1/tokens",
+        "/v1/models",
+        "/api/v1/keys",
+        "/api/v1/usage/records",
+    ],
+)
 async def test_bs_lists_hold_nothing_of_as(stack: Stack, gateway: Client, mine: Mine, path: str) -> None:
     b = {"Authorization": f"Bearer {await store_user_token(stack)}"}
     text = await answer(await gateway.get(path, headers=b), 200)
-    for own in (mine.marker[:40], mine.conversation, mine.agent, mine.token):
+    for own in (mine.marker[:40], mine.conversation, mine.agent, mine.token, mine.key, mine.run):
         assert own not in str(text)
+
+
+# MCP tools (gateway/mcp, listed by the MCP SDK's client from /mcp) that take no id of anybody's.
+MCP_NO_ID = {"list_agents": "lists the caller's own agents (checked below: nothing of A's)"}
+
+
+@dataclass(frozen=True)
+class ToolAsk:
+    """B's MCP tool call with A's ids, and what B must get: a tool error with `reason` (None: a result holding
+    nothing of A's)."""
+
+    arguments: dict[str, Any]
+    reason: str | None
+
+
+# Every MCP tool that takes an id: B's calls with A's ids (and B's own conversation, for calls that mix the two).
+MCP_CASES: dict[str, Callable[[Mine, str], list[ToolAsk]]] = {
+    "chat": lambda a, b: [
+        ToolAsk({"message": "from B", "conversation_id": a.conversation}, "CONVERSATION_NOT_FOUND"),
+        ToolAsk({"message": "from B", "agent": a.agent}, "AGENT_NOT_FOUND"),
+        ToolAsk({"message": "from B", "agent": a.agent_name, "conversation_id": b}, "AGENT_NOT_FOUND"),
+    ],
+    "get_run": lambda a, _b: [ToolAsk({"run_id": a.run}, "RUN_NOT_FOUND")],
+    "list_pending_confirmations": lambda a, _b: [ToolAsk({"run_id": a.run}, None)],
+    "decide_confirmation": lambda a, _b: [
+        ToolAsk({"confirmation_id": a.confirmation, "outcome": "approve"}, "CONFIRMATION_NOT_FOUND"),
+        ToolAsk(
+            {"confirmation_id": a.confirmation, "outcome": "reject", "wait_for_run": False}, "CONFIRMATION_NOT_FOUND"
+        ),
+    ],
+}
+
+
+async def test_every_mcp_tool_is_classified(stack: Stack, gateway: Client) -> None:
+    async with mcp_client(str(gateway.make_url("/mcp")), stack.dev_token) as client:
+        tools = {tool.name for tool in (await client.list_tools()).tools}
+    assert len(tools) >= 5  # the listing still finds the tools
+    unclassified = tools - MCP_NO_ID.keys() - MCP_CASES.keys()
+    assert unclassified == set(), f"add a cross-user case for the MCP tools {sorted(unclassified)}"
+    assert (MCP_NO_ID.keys() | MCP_CASES.keys()) - tools == set()  # no case for a tool that is gone
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("tool", sorted(MCP_CASES))
+async def test_b_with_as_ids_gets_nothing_of_as_over_mcp(
+    stack: Stack, gateway: Client, mine: Mine, tool: str, mode: str
+) -> None:
+    token = await store_user_token(stack)
+    theirs = await answer(
+        await gateway.post(
+            "/api/v1/conversations", json={"title": "B's"}, headers={"Authorization": f"Bearer {token}"}
+        ),
+        201,
+    )
+    async with mcp_client(str(gateway.make_url("/mcp")), token, mode) as client:
+        for ask in MCP_CASES[tool](mine, theirs["id"]):
+            result = await client.call_tool(tool, ask.arguments)
+            text = result.model_dump_json()
+            assert mine.marker not in text, ask
+            if ask.reason is not None:
+                assert refused(result) == ask.reason, (ask, text)
+                continue
+            assert not result.is_error, (ask, text)
+            for own in (mine.conversation, mine.run, mine.agent, mine.confirmation, mine.token, mine.key):
+                if own not in str(ask.arguments.values()):
+                    assert own not in text, ask
+    await _untouched(stack, gateway, mine)
+
+
+async def test_bs_mcp_agent_list_holds_nothing_of_as(stack: Stack, gateway: Client, mine: Mine) -> None:
+    async with mcp_client(str(gateway.make_url("/mcp")), await store_user_token(stack)) as client:
+        text = (await client.call_tool("list_agents", {})).model_dump_json()
+    for own in (mine.marker[:40], mine.conversation, mine.agent, mine.run, mine.confirmation):
+        assert own not in text

@@ -1,7 +1,8 @@
 """The caller's API tokens: /api/v1/tokens[/{id}].
 
 A token's text is answered once, by the create; lists and revokes show only its metadata and the
-non-secret lookup prefix. Scoped tokens are refused until something enforces scopes.
+non-secret lookup prefix. A token may be given scopes (`gateway.scopes`); a token made by a caller with
+scopes holds at most the caller's scopes (its own, when it asks for none).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from google.protobuf.duration_pb2 import Duration
 
-from gateway import auth, presenters, problems
+from gateway import auth, presenters, problems, scopes
 from gateway.bodies import field_error, json_object, optional_str, page, reject_unknown
 from gateway.keys import CLIENTS
 from steward.store.v1 import identity_pb2
@@ -80,25 +81,16 @@ def _capped(ttl: timedelta | None, caller: auth.Caller) -> timedelta | None:
     return left if ttl is None else min(ttl, left)
 
 
-def _check_scopes(body: dict[str, Any]) -> None:
-    scopes = body.get("scopes")
-    if scopes is None:
-        return
-    if not isinstance(scopes, list):
-        raise field_error("scopes", "must be a list")
-    if scopes:
-        raise field_error("scopes", "scoped tokens are not supported yet; omit scopes for a token with all your rights")
-
-
 @routes.post("/api/v1/tokens")
 async def create_token(request: web.Request) -> web.Response:
     """A new token for the caller: its text is in `token`, shown this once."""
     body = await json_object(request)
     reject_unknown(body, {"label", "ttl_seconds", "expire_time", "scopes"})
     label = optional_str(body, "label", MAX_LABEL)
-    ttl = _capped(_ttl(body), request[auth.CALLER])
-    _check_scopes(body)
-    message = store_pb.CreateApiTokenRequest(label=label)
+    caller = request[auth.CALLER]
+    ttl = _capped(_ttl(body), caller)
+    granted = scopes.narrowed(scopes.requested(body.get("scopes")), caller.scopes)
+    message = store_pb.CreateApiTokenRequest(label=label, scopes=granted)
     if ttl is not None:
         message.ttl.CopyFrom(Duration(seconds=int(ttl.total_seconds())))
     async with auth.as_token_owner(request):

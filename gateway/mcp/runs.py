@@ -1,0 +1,152 @@
+"""Following a run's event log for an MCP answer, with the OpenAI facade's reader (`openai_api.events`).
+
+`follow` reads a run's log from a point (its start, or just after a decision) to the run's next pause or
+its end, passing each text delta on as progress, and answers with what the run said, its state, and the
+confirmations it waits for. A run that neither pauses nor ends within `mcp_wait_seconds` is answered as
+still running (the run goes on; `get_run` reads its answer later): disconnect, or waiting less, is never
+cancel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from gateway import presenters
+from gateway.keys import Clients
+from gateway.mcp.calls import Answer, Call
+from gateway.openai_api import events
+from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
+from steward.confirm.v1 import confirmation_pb2
+from steward.errors import from_rpc_error
+from steward.store.v1 import run_pb2
+from steward.store.v1 import store_service_pb2 as store_pb
+
+MOVING = frozenset({run_pb2.RUN_STATE_QUEUED, run_pb2.RUN_STATE_RUNNING})
+
+
+def confirmation_data(confirmation: confirmation_pb2.Confirmation) -> dict[str, Any]:
+    """A confirmation as the HTTP API shows it, and for a pending one, the tool call that decides it."""
+    data = presenters.confirmation_json(confirmation)
+    if confirmation.state == confirmation_pb2.CONFIRMATION_STATE_PENDING:
+        data["decide_with"] = {
+            "tool": "decide_confirmation",
+            "arguments": {"confirmation_id": confirmation.id, "outcome": "approve or reject"},
+        }
+    return data
+
+
+async def pending_confirmations(clients: Clients, run_id: str) -> list[confirmation_pb2.Confirmation]:
+    reply = await clients.confirm.ListConfirmations(confirm_pb.ListConfirmationsRequest(run_id=run_id, page_size=200))
+    return list(reply.confirmations)
+
+
+def notice(pending: list[confirmation_pb2.Confirmation]) -> str:
+    """What waits for a person's decision, in plain words, and how to give it over MCP."""
+    parts = []
+    for confirmation in pending:
+        arguments = json.dumps(presenters.confirmation_json(confirmation)["arguments"], ensure_ascii=False)
+        lines = [f"The agent wants to call `{confirmation.tool_name}` with {arguments}."]
+        if confirmation.preview.content:
+            lines.append(f"Preview:\n{confirmation.preview.content}")
+        until = presenters.time_json(confirmation.expire_time)
+        lines.append(
+            f"It waits for a person's decision on confirmation `{confirmation.id}`: ask them, then call "
+            '`decide_confirmation` with that confirmation_id and outcome "approve" or "reject" (and an optional '
+            "reason)" + (f", before {until}." if until else ".")
+        )
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    run: run_pb2.Run
+    text: str  # what the run said from the point read
+    note: str  # why it ended short of an answer (a failure, a limit), if it did
+    pending: list[confirmation_pb2.Confirmation]
+    still_moving: bool  # the wait ran out before the run paused or ended
+
+
+async def follow(call: Call, run: run_pb2.Run, start: events.Start) -> Outcome:
+    """Read `run`'s log from `start` to its next pause or end (at most `mcp_wait_seconds`)."""
+    texts: list[str] = []
+    note = ""
+    still_moving = False
+    try:
+        async with asyncio.timeout(call.settings.mcp_wait_seconds):
+            async with contextlib.aclosing(events.pieces(call.clients, run, start)) as pieces:
+                async for piece in pieces:
+                    if isinstance(piece, events.Text):
+                        texts.append(piece.text)
+                        await call.progress(piece.text)
+                    elif isinstance(piece, events.End):
+                        note = piece.note
+    except TimeoutError:
+        still_moving = True
+    current = (await call.clients.runs.GetRun(store_pb.GetRunRequest(id=run.id))).run
+    pending = await pending_confirmations(call.clients, run.id)
+    if pending:
+        note = ""  # the reader's pause notice names HTTP routes; `notice` says how to decide over MCP
+    return Outcome(current, "".join(texts), note, pending, still_moving)
+
+
+def run_data(run: run_pb2.Run) -> dict[str, Any]:
+    return {
+        "run_id": run.id,
+        "conversation_id": run.conversation_id,
+        "agent_id": run.agent_id or None,
+        "state": presenters.run_json(run)["state"],
+        "pause_reason": presenters.run_json(run)["pause_reason"],
+    }
+
+
+def outcome_answer(outcome: Outcome, **extra: Any) -> Answer:
+    run = outcome.run
+    data: dict[str, Any] = {
+        **extra,
+        **run_data(run),
+        "answer": outcome.text,
+        "note": outcome.note or None,
+        "pending_confirmations": [confirmation_data(c) for c in outcome.pending],
+        "usage": presenters.usage_json(run.usage),
+        "still_running": outcome.still_moving,
+    }
+    parts = [outcome.text, outcome.note, notice(outcome.pending)]
+    if outcome.still_moving and not outcome.pending:
+        parts.append(
+            f"[Steward: run `{run.id}` is still {data['state']}; call `get_run` with this run_id later for the rest.]"
+        )
+    return Answer(data, "\n\n".join(part for part in parts if part))
+
+
+async def logged_answer(call: Call, run: run_pb2.Run) -> str | None:
+    """Everything a paused or ended run said (every step's text, across its pauses), from its log; text of a step
+    redone after a crash is dropped with `step_restarted`. None for a run still moving, or a compacted log."""
+    if run.state in MOVING:
+        return None
+    texts: dict[int, list[str]] = {}
+    stream = call.clients.runs.StreamRunEvents(store_pb.StreamRunEventsRequest(run_id=run.id, follow=False))
+    try:
+        async with asyncio.timeout(call.settings.upstream_timeout):
+            async for item in stream:
+                event = item.event
+                kind = event.WhichOneof("payload")
+                if kind == "text_delta":
+                    texts.setdefault(event.step, []).append(event.text_delta.text)
+                elif kind == "step_restarted":
+                    texts.pop(event.step, None)
+    except TimeoutError:
+        return None
+    except grpc.aio.AioRpcError as exc:
+        if from_rpc_error(exc).reason == "CURSOR_EXPIRED":
+            return None
+        raise
+    finally:
+        stream.cancel()
+    return "".join(text for step in sorted(texts) for text in texts[step])

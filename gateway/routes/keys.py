@@ -1,0 +1,88 @@
+"""The caller's provider keys, write-only: /api/v1/keys[/{id}], over the provider service.
+
+A key's secret goes in once, with the put, straight to the provider service (the only holder of keys);
+no answer, log line or error of the gateway ever carries it: listings show the id, provider, label and the
+last 4 characters (none for secrets shorter than 12). Each user holds at most one key per provider, so a
+put for a provider that has a key replaces it and keeps its id. Over HTTP a user manages only their own
+keys; the instance's keys are managed by services (administrators), not through this API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway import presenters
+from gateway.bodies import field_error, json_object, optional_str, page, reject_unknown
+from gateway.keys import CLIENTS
+from steward.provider.v1 import key_pb2
+from steward.provider.v1 import provider_service_pb2 as provider_pb
+
+routes = web.RouteTableDef()
+
+MAX_PROVIDER = 64
+MAX_LABEL = 200
+MAX_SECRET = 8 * 1024  # the provider service's limit is 8 KiB of UTF-8; this only bounds what the gateway copies
+NO_STORE = {"Cache-Control": "no-store"}
+_SCOPES = {key_pb2.KEY_SCOPE_USER: "user", key_pb2.KEY_SCOPE_INSTANCE: "instance"}
+
+
+def key_json(key: key_pb2.ProviderKey) -> dict[str, Any]:
+    """A key's metadata; a ProviderKey has no secret to leak."""
+    return {
+        "id": key.id,
+        "provider": key.provider,
+        "label": key.label,
+        "last4": key.last4 or None,
+        "scope": _SCOPES.get(key.scope),
+        "create_time": presenters.time_json(key.create_time, key.HasField("create_time")),
+        "update_time": presenters.time_json(key.update_time, key.HasField("update_time")),
+    }
+
+
+def _secret(body: dict[str, Any]) -> str:
+    """The secret: its errors name the rule, never the value."""
+    secret = body.get("secret")
+    if not isinstance(secret, str) or not secret:
+        raise field_error("secret", "is required: the provider's API key as a non-empty string")
+    if len(secret) > MAX_SECRET:
+        raise field_error("secret", f"must be at most {MAX_SECRET} characters")
+    return secret
+
+
+@routes.post("/api/v1/keys")
+async def put_key(request: web.Request) -> web.Response:
+    """Store the caller's key for a provider (`{"provider", "secret", "label"?}`), replacing the one they had for
+    that provider; 200 with the key's metadata."""
+    body = await json_object(request)
+    reject_unknown(body, {"provider", "secret", "label"})
+    provider = optional_str(body, "provider", MAX_PROVIDER)
+    if not provider:
+        raise field_error("provider", "is required (for example anthropic or openai)")
+    message = provider_pb.PutKeyRequest(
+        scope=key_pb2.KEY_SCOPE_USER,
+        provider=provider,
+        label=optional_str(body, "label", MAX_LABEL),
+        secret=_secret(body),
+    )
+    reply = await request.app[CLIENTS].provider.PutKey(message)
+    return web.json_response(key_json(reply.key), headers=NO_STORE)
+
+
+@routes.get("/api/v1/keys")
+async def list_keys(request: web.Request) -> web.Response:
+    page_size, page_token = page(request)
+    reply = await request.app[CLIENTS].provider.ListKeys(
+        provider_pb.ListKeysRequest(page_size=page_size, page_token=page_token)
+    )
+    return web.json_response(
+        {"keys": [key_json(key) for key in reply.keys], "next_page_token": reply.next_page_token or None}
+    )
+
+
+@routes.delete("/api/v1/keys/{key_id}")
+async def delete_key(request: web.Request) -> web.Response:
+    """Delete one of the caller's keys; another user's key, or one already deleted, is 404 KEY_NOT_FOUND."""
+    await request.app[CLIENTS].provider.DeleteKey(provider_pb.DeleteKeyRequest(id=request.match_info["key_id"]))
+    return web.Response(status=204)
