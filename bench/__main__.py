@@ -1,10 +1,16 @@
 import asyncio
 import sys
 
-from bench import foundation, provider, runtime, store
+from bench import foundation, gateway, provider, runtime, store
 from steward.logs import configure_logging
 
-SUITES = {"foundation": foundation.main, "store": store.main, "provider": provider.main, "runtime": runtime.main}
+SUITES = {
+    "foundation": foundation.main,
+    "store": store.main,
+    "provider": provider.main,
+    "runtime": runtime.main,
+    "gateway": gateway.main,
+}
 
 
 async def run(names: list[str]) -> None:

@@ -186,10 +186,11 @@ def _free_port() -> int:
 
 
 @asynccontextmanager
-async def upstream_process() -> AsyncIterator[str]:
-    """The fake upstream in its own process, answering every call with PIECES text pieces; yields its root URL."""
+async def upstream_process(pieces: int = PIECES, chunk_delay: float = CHUNK_DELAY) -> AsyncIterator[str]:
+    """The fake upstream in its own process, answering every call with `pieces` text pieces `chunk_delay` seconds
+    apart; yields its root URL."""
     port = _free_port()
-    args = ["-m", "fakes", "--port", str(port), "--chunk-delay", str(CHUNK_DELAY), "--pieces", str(PIECES)]
+    args = ["-m", "fakes", "--port", str(port), "--chunk-delay", str(chunk_delay), "--pieces", str(pieces)]
     process = await asyncio.create_subprocess_exec(sys.executable, *args, stdout=asyncio.subprocess.PIPE)
     try:
         assert process.stdout is not None
