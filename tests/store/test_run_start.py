@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
+from sqlalchemy.engine import make_url
 
 from steward.common.v1 import content_pb2
 from steward.errors import from_rpc_error
@@ -120,3 +124,32 @@ async def test_an_agent_is_found_by_its_name_and_only_by_its_owner(store: StoreU
     for name in ("bobs-agent", "nobody", "Not A Valid Name!", "x" * 300):
         assert await _reason(store.agents.GetAgent(pb.GetAgentRequest(name=name), metadata=alice)) == "AGENT_NOT_FOUND"
     assert await _reason(store.agents.GetAgent(pb.GetAgentRequest(), metadata=alice)) == "INVALID_ARGUMENT"
+
+
+async def test_reads_go_on_while_another_connection_holds_the_write_lock(store: StoreUnderTest) -> None:
+    """ORM reads take no write lock on SQLite (db/engine.py): they answer at once while a writer holds it."""
+    if store.backend != "sqlite":
+        pytest.skip("SQLite's database-wide write lock")
+    user = store.user()
+    agent = await _agent(store, user, "reader")
+    created = await store.runs.CreateRun(_start(agent.id, holder=""), metadata=user)
+    path = make_url(store.database_url).database
+    assert path is not None
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, held until the reads are done
+        reads = [
+            store.agents.GetAgent(pb.GetAgentRequest(name="reader"), metadata=user),
+            store.agents.GetAgent(pb.GetAgentRequest(id=agent.id), metadata=user),
+            store.agents.ListAgents(pb.ListAgentsRequest(), metadata=user),
+            store.runs.GetRun(pb.GetRunRequest(id=created.run.id), metadata=user),
+            store.conversations.GetConversation(
+                pb.GetConversationRequest(id=created.run.conversation_id), metadata=user
+            ),
+        ]
+        answers = await asyncio.wait_for(asyncio.gather(*reads), timeout=5)  # the busy timeout is 30 s
+        assert answers[0].agent.id == answers[1].agent.id == agent.id
+        assert answers[3].run.id == created.run.id
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
