@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.store import validation as v
 from services.store.db.agents import MUTABLE_FIELDS, AgentRepository
+from services.store.db.runner import TransactionRunner
 from services.store.text import no_nul, plain_text, text_list
 from steward.auth import require_user
 from steward.common.v1 import limits_pb2
@@ -142,6 +143,6 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         return pb.DeleteAgentResponse()
 
 
-def agents_servicer(sessions: async_sessionmaker[AsyncSession]) -> AgentServicer:
+def agents_servicer(sessions: async_sessionmaker[AsyncSession], runner: TransactionRunner) -> AgentServicer:
     """The AgentService servicer over `sessions`."""
-    return AgentServicer(AgentRepository(sessions))
+    return AgentServicer(AgentRepository(sessions, runner))

@@ -65,7 +65,7 @@ async def create_server(settings: StoreSettings, address: str) -> GrpcServer:
         settings.live_poll_seconds,
     )
     identity = identity_servicer(sessions, settings.token_pepper.get_secret_value().encode())
-    agents = agents_servicer(sessions)
+    agents = agents_servicer(sessions, runner)
     server = await start_grpc_server(
         [
             registration(pb, pb_grpc, "IdentityService", identity),

@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
-from sqlalchemy import select
+from sqlalchemy import Row, Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.store import convert
 from services.store.db.models import AgentRow
 from services.store.db.paging import page
+from services.store.db.runner import TransactionRunner
 from steward.common.v1 import limits_pb2
 from steward.errors import StewardError, invalid_argument, not_found
 from steward.store.v1 import agent_pb2
@@ -53,7 +55,7 @@ async def require_agent(session: AsyncSession, owner_id: str, agent_id: str) -> 
         raise _not_found(agent_id)
 
 
-def agent_message(row: AgentRow) -> agent_pb2.Agent:
+def agent_message(row: AgentRow | Row[Any]) -> agent_pb2.Agent:
     agent = agent_pb2.Agent(
         id=row.id,
         name=row.name,
@@ -92,9 +94,20 @@ def _apply(row: AgentRow, agent: agent_pb2.Agent, paths: Sequence[str]) -> None:
             raise invalid_argument("update_mask", f"update_mask names an unknown field {path!r}")
 
 
+_BY_ID = select(AgentRow.__table__).where(AgentRow.id == bindparam("key"), AgentRow.owner_id == bindparam("owner_id"))
+_BY_NAME = select(AgentRow.__table__).where(
+    AgentRow.name == bindparam("key"), AgentRow.owner_id == bindparam("owner_id")
+)
+
+
 class AgentRepository:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], runner: TransactionRunner) -> None:
         self._sessions = sessions
+        self._runner = runner
+
+    async def _read_one(self, statement: Select[Any], owner_id: str, key: str) -> Row[Any] | None:
+        """One agent row, read on the runner (Core, one hop): a run's start reads its agent."""
+        return await self._runner.read(lambda c: c.execute(statement, {"key": key, "owner_id": owner_id}).first())
 
     async def create(self, owner_id: str, agent: agent_pb2.Agent, request_id: str | None) -> agent_pb2.Agent:
         """A new agent; a retry with the same request_id returns the first agent as it is now."""
@@ -124,15 +137,13 @@ class AgentRepository:
         return agent_message(row)
 
     async def get(self, owner_id: str, agent_id: str) -> agent_pb2.Agent:
-        async with self._sessions() as session:
-            row = await session.scalar(select(AgentRow).where(AgentRow.id == agent_id, AgentRow.owner_id == owner_id))
+        row = await self._read_one(_BY_ID, owner_id, agent_id)
         if row is None:
             raise _not_found(agent_id)
         return agent_message(row)
 
     async def get_by_name(self, owner_id: str, name: str) -> agent_pb2.Agent:
-        async with self._sessions() as session:
-            row = await session.scalar(select(AgentRow).where(AgentRow.name == name, AgentRow.owner_id == owner_id))
+        row = await self._read_one(_BY_NAME, owner_id, name)
         if row is None:
             raise not_found("AGENT_NOT_FOUND", f"agent named {name!r} not found")
         return agent_message(row)

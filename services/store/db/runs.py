@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import grpc
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -15,6 +15,8 @@ from services.store.db.run_start import NewRun, create_run
 from services.store.db.runner import TransactionRunner
 from steward.errors import StewardError, failed_precondition, not_found
 from steward.store.v1 import conversation_pb2, run_event_pb2, run_pb2
+
+_RUN = select(RunRow.__table__).where(RunRow.id == bindparam("run_id"), RunRow.owner_id == bindparam("owner_id"))
 
 
 class RunRepository:
@@ -33,8 +35,8 @@ class RunRepository:
             ) from exc
 
     async def get(self, owner_id: str, run_id: str) -> run_pb2.Run:
-        async with self._sessions() as session:
-            row = await session.scalar(select(RunRow).where(RunRow.id == run_id, RunRow.owner_id == owner_id))
+        params = {"run_id": run_id, "owner_id": owner_id}
+        row = await self._runner.read(lambda connection: connection.execute(_RUN, params).first())
         if row is None:
             raise not_found("RUN_NOT_FOUND", f"run {run_id} not found")
         return convert.run_message(row)
