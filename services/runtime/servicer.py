@@ -17,7 +17,7 @@ from services.runtime.steps import cancel_confirmations
 from services.runtime.toolbox import CLIENT_PREFIX, Kind
 from steward.auth import require_user
 from steward.common.v1 import content_pb2
-from steward.errors import failed_precondition, invalid_argument
+from steward.errors import failed_precondition, from_rpc_error, invalid_argument
 from steward.runtime.v1 import runtime_service_pb2 as pb
 from steward.runtime.v1 import runtime_service_pb2_grpc as pb_grpc
 from steward.store.v1 import run_event_pb2 as ev
@@ -57,39 +57,28 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
         self._services = services
         self._loop = loop
 
-    async def _agent(self, agent_id: str, name: str = "") -> tuple[str, AgentSpec]:
-        """The agent to run, by id, else by name ("steward": the caller's agent of that name, else the default
-        agent), else the default agent: its id ("" for the default agent) and spec."""
-        if not agent_id and not name:
-            return "", default_agent(self._services.settings)
-        try:
-            reply = await self._services.agents.GetAgent(store_pb.GetAgentRequest(id=agent_id, name=name))
-        except grpc.aio.AioRpcError as exc:
-            if agent_id or name != DEFAULT_AGENT_NAME or exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise  # NOT_FOUND (AGENT_NOT_FOUND) passes up
-            return "", default_agent(self._services.settings)
-        return reply.agent.id, from_stored(reply.agent, self._services.settings)
+    async def _agent(self, agent_id: str) -> AgentSpec:
+        if not agent_id:
+            return default_agent(self._services.settings)
+        reply = await self._services.agents.GetAgent(store_pb.GetAgentRequest(id=agent_id))  # NOT_FOUND passes up
+        return from_stored(reply.agent, self._services.settings)
 
     async def CreateRun(self, request: pb.CreateRunRequest, context: Context) -> pb.CreateRunResponse:
-        """Create the run (and its conversation, when asked) and claim it for this replica in one store call, then
-        drive it here; a run this replica cannot take now waits queued for a sweep."""
+        """Create the run (and its conversation, when asked) and claim it for this replica in one store call, which
+        also finds its agent (by id, by name, or the conversation's), then drive it here; a run this replica cannot
+        take now waits queued for a sweep. The name "steward" is the default agent unless the caller has an agent
+        of that name."""
         owner = require_user().user_id
         new_conversation = request.HasField("new_conversation")
         if new_conversation == bool(request.conversation_id):
             raise invalid_argument("conversation_id", "give conversation_id or new_conversation (one of them)")
         specs = client_tools.qualified(list(request.client_tools))
         _validate_input(list(request.input))
-        agent_id, name = request.agent_id, request.agent_name
-        if not agent_id and not name and request.conversation_id:
-            conversation = await self._services.conversations.GetConversation(
-                store_pb.GetConversationRequest(id=request.conversation_id)
-            )
-            agent_id = conversation.conversation.agent_id
-        agent_id, agent = await self._agent(agent_id, name)
         create = store_pb.CreateRunRequest(
             conversation_id=request.conversation_id,
             run_id=request.run_id,
-            agent_id=agent_id,
+            agent_id=request.agent_id,
+            agent_name="" if request.agent_id else request.agent_name,
             mode=request.mode,
             limits=request.limits,
             request_id=request.request_id,
@@ -102,7 +91,13 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
             create.lease_ttl.FromSeconds(self._loop.lease_seconds())
         if request.input:
             create.input_message.CopyFrom(content_pb2.ChatMessage(role=content_pb2.ROLE_USER, content=request.input))
-        created = await self._services.runs.CreateRun(create)
+        try:
+            created = await self._services.runs.CreateRun(create)
+        except grpc.aio.AioRpcError as exc:
+            if create.agent_name != DEFAULT_AGENT_NAME or from_rpc_error(exc).reason != "AGENT_NOT_FOUND":
+                raise  # NOT_FOUND (AGENT_NOT_FOUND) passes up
+            create.agent_name = ""  # the caller has no agent named "steward": the default agent answers
+            created = await self._services.runs.CreateRun(create)
         run = created.run
         if not created.existed and create.claim_holder:
             history = None
@@ -110,8 +105,9 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
                 history = [*request.new_conversation.messages]
                 if create.HasField("input_message"):
                     history.append(create.input_message)
-            known = Known(agent, history)
-            if not self._loop.start(run.id, owner, START, claimed=run, known=known):
+            settings = self._services.settings
+            agent = from_stored(created.agent, settings) if created.HasField("agent") else default_agent(settings)
+            if not self._loop.start(run.id, owner, START, claimed=run, known=Known(agent, history)):
                 self._loop.give_back(run)  # the replica filled up meanwhile: a sweep takes the run
         elif run.state == run_pb2.RUN_STATE_QUEUED:
             self._loop.start(run.id, owner, START)
@@ -190,7 +186,7 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
 
     async def ListTools(self, request: pb.ListToolsRequest, context: Context) -> pb.ListToolsResponse:
         require_user()
-        _, agent = await self._agent(request.agent_id)
+        agent = await self._agent(request.agent_id)
         tools = await self._services.toolbox.tools_for(agent, agent.mode)
         return pb.ListToolsResponse(
             tools=[

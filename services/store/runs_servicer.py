@@ -96,6 +96,7 @@ class RunServicer(pb_grpc.RunServiceServicer):
             run_id=v.client_run_id(request.run_id),
             conversation_id=conversation_id,
             agent_id=v.require_id(request.agent_id, "agent_id") if request.agent_id else "",
+            agent_name=request.agent_name,
             mode=request.mode,
             limits=request.limits,
             request_id=v.optional_request_id(request.request_id),
@@ -106,8 +107,10 @@ class RunServicer(pb_grpc.RunServiceServicer):
             new_conversation=new_conversation,
             claim=claim,
         )
-        run, existed, message = await self._runs.create(current_principal().user_id, new)
-        return pb.CreateRunResponse(run=run, existed=existed, input_message=message)
+        started = await self._runs.create(current_principal().user_id, new)
+        return pb.CreateRunResponse(
+            run=started.run, existed=started.existed, input_message=started.input_message, agent=started.agent
+        )
 
     async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.GetRunResponse:
         return pb.GetRunResponse(run=await self._runs.get(current_principal().user_id, v.require_id(request.id, "id")))

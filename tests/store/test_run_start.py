@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Awaitable
+from typing import Any
 
 import grpc
 import pytest
@@ -59,6 +61,7 @@ async def test_a_run_starts_with_its_conversation_and_its_claim_in_one_call(stor
     run = created.run
     assert not created.existed
     assert (run.state, run.lease_epoch, run.agent_id) == (run_pb2.RUN_STATE_RUNNING, 1, agent.id)
+    assert created.agent == agent  # the runtime starts the run with it: no second read
     conversation = (
         await store.conversations.GetConversation(pb.GetConversationRequest(id=run.conversation_id), metadata=user)
     ).conversation
@@ -138,7 +141,7 @@ async def test_reads_go_on_while_another_connection_holds_the_write_lock(store: 
     holder = sqlite3.connect(path, isolation_level=None)
     try:
         holder.execute("BEGIN IMMEDIATE")  # the write lock, held until the reads are done
-        reads = [
+        reads: list[Awaitable[Any]] = [
             store.agents.GetAgent(pb.GetAgentRequest(name="reader"), metadata=user),
             store.agents.GetAgent(pb.GetAgentRequest(id=agent.id), metadata=user),
             store.agents.ListAgents(pb.ListAgentsRequest(), metadata=user),
@@ -153,3 +156,24 @@ async def test_reads_go_on_while_another_connection_holds_the_write_lock(store: 
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+async def test_a_run_names_its_agent_by_name_or_takes_its_conversations(store: StoreUnderTest) -> None:
+    user = store.user()
+    agent = await _agent(store, user, "by-name")
+    by_name = _start()
+    by_name.agent_name = "by-name"
+    created = await store.runs.CreateRun(by_name, metadata=user)
+    assert (created.run.agent_id, created.agent.id) == (agent.id, agent.id)
+    # A run in an existing conversation, naming no agent, is answered by the conversation's agent.
+    more = _message(content_pb2.ROLE_USER, "more")
+    conversation = pb.CreateRunRequest(conversation_id=created.run.conversation_id, input_message=more)
+    again = await store.runs.CreateRun(conversation, metadata=user)
+    assert (again.run.agent_id, again.agent.id) == (agent.id, agent.id)
+    # No agent at all: the default agent, and no agent in the answer.
+    default = await store.runs.CreateRun(_start(holder=""), metadata=user)
+    assert (default.run.agent_id, default.HasField("agent")) == ("", False)
+    for name in ("nobody", "theirs"):
+        unknown = _start()
+        unknown.agent_name = name
+        assert await _reason(store.runs.CreateRun(unknown, metadata=user)) == "AGENT_NOT_FOUND"

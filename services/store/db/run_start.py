@@ -19,6 +19,7 @@ import grpc
 from sqlalchemy import Connection, bindparam, insert, or_, select
 
 from services.store import convert
+from services.store.db.agents import agent_message
 from services.store.db.conversations import append_messages
 from services.store.db.models import AgentRow, ConversationRow, MessageRow, RunRow
 from steward.common.v1 import content_pb2, limits_pb2
@@ -40,6 +41,19 @@ class NewRun:
     new_conversation: conversation_pb2.NewConversation | None = None
     # Claim the new run for this holder, for this long, in the same transaction.
     claim: tuple[str, timedelta] | None = None
+    # The agent by name, when agent_id is empty.
+    agent_name: str = ""
+
+
+@dataclass(frozen=True)
+class Started:
+    """What creating a run answers: the run, whether it existed, its input message, and its agent (a new run's
+    stored agent; None for the default agent or a run that existed)."""
+
+    run: run_pb2.Run
+    existed: bool
+    input_message: conversation_pb2.Message | None
+    agent: agent_pb2.Agent | None = None
 
 
 _EARLIER = select(RunRow.__table__).where(
@@ -54,7 +68,12 @@ _EARLIER_INPUT = (
     .order_by(MessageRow.seq)
     .limit(1)
 )
-_AGENT = select(AgentRow.id).where(AgentRow.id == bindparam("agent_id"), AgentRow.owner_id == bindparam("owner_id"))
+_AGENT_BY_ID = select(AgentRow.__table__).where(
+    AgentRow.id == bindparam("key"), AgentRow.owner_id == bindparam("owner_id")
+)
+_AGENT_BY_NAME = select(AgentRow.__table__).where(
+    AgentRow.name == bindparam("key"), AgentRow.owner_id == bindparam("owner_id")
+)
 _CONVERSATION_AGENT = select(ConversationRow.agent_id).where(
     ConversationRow.id == bindparam("conversation_id"), ConversationRow.owner_id == bindparam("owner_id")
 )
@@ -66,9 +85,18 @@ def _conflict() -> StewardError:
     return StewardError(grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_CONFLICT", "run id or request_id already used")
 
 
-def _earlier(
-    connection: Connection, owner_id: str, new: NewRun
-) -> tuple[run_pb2.Run, bool, conversation_pb2.Message | None] | None:
+def _agent(connection: Connection, owner_id: str, agent_id: str, name: str) -> agent_pb2.Agent | None:
+    """The owner's agent by id, else by name; None for neither; AGENT_NOT_FOUND for one the owner lacks."""
+    if not agent_id and not name:
+        return None
+    statement, key = (_AGENT_BY_ID, agent_id) if agent_id else (_AGENT_BY_NAME, name)
+    row = connection.execute(statement, {"key": key, "owner_id": owner_id}).first()
+    if row is None:
+        raise not_found("AGENT_NOT_FOUND", f"agent {agent_id} not found" if agent_id else "no agent has that name")
+    return agent_message(row)
+
+
+def _earlier(connection: Connection, owner_id: str, new: NewRun) -> Started | None:
     """The run an earlier create made for this run id or request id, if any."""
     params = {"run_id": new.run_id, "owner_id": owner_id, "request_id": new.request_id}
     rows = connection.execute(_EARLIER, params).all()
@@ -79,23 +107,26 @@ def _earlier(
     if len(rows) > 1 or row.owner_id != owner_id or not same_conversation:
         raise _conflict()
     first = connection.execute(_EARLIER_INPUT, {"run_id": row.id}).first()
-    return convert.run_message(row), True, convert.message_message(first) if first is not None else None
+    return Started(convert.run_message(row), True, convert.message_message(first) if first is not None else None)
 
 
-def _conversation(connection: Connection, owner_id: str, new: NewRun, created: datetime) -> tuple[str, str]:
-    """The run's conversation (created now when asked, with the messages it starts with): its id and agent id."""
+def _conversation(
+    connection: Connection, owner_id: str, new: NewRun, agent_id: str, created: datetime
+) -> tuple[str, str]:
+    """The run's conversation (created now when asked, with the messages it starts with, answered by `agent_id`):
+    its id and agent id."""
     if new.new_conversation is None:
         params = {"conversation_id": new.conversation_id, "owner_id": owner_id}
-        agent_id = connection.execute(_CONVERSATION_AGENT, params).scalar()
-        if agent_id is None:
+        answering: str | None = connection.execute(_CONVERSATION_AGENT, params).scalar()
+        if answering is None:
             raise not_found("CONVERSATION_NOT_FOUND", f"conversation {new.conversation_id} not found")
-        return new.conversation_id, agent_id
+        return new.conversation_id, answering
     conversation_id = str(uuid.uuid4())
     values = {
         "id": conversation_id,
         "owner_id": owner_id,
         "title": new.new_conversation.title,
-        "agent_id": new.agent_id,
+        "agent_id": agent_id,
         "request_id": None,
         "last_message_seq": 0,
         "create_time": created,
@@ -103,25 +134,24 @@ def _conversation(connection: Connection, owner_id: str, new: NewRun, created: d
     }
     connection.execute(_INSERT_CONVERSATION, values)
     append_messages(connection, owner_id, conversation_id, list(new.new_conversation.messages), "", created)
-    return conversation_id, new.agent_id
+    return conversation_id, agent_id
 
 
-def create_run(
-    connection: Connection, owner_id: str, new: NewRun
-) -> tuple[run_pb2.Run, bool, conversation_pb2.Message | None]:
-    """Create the run once (see the module docstring): the run, whether it existed, and its input message."""
+def create_run(connection: Connection, owner_id: str, new: NewRun) -> Started:
+    """Create the run once (see the module docstring)."""
     earlier = _earlier(connection, owner_id, new)
     if earlier is not None:
         return earlier
     created = convert.now()
-    if new.agent_id and connection.execute(_AGENT, {"agent_id": new.agent_id, "owner_id": owner_id}).first() is None:
-        raise not_found("AGENT_NOT_FOUND", f"agent {new.agent_id} not found")
-    conversation_id, conversation_agent = _conversation(connection, owner_id, new, created)
+    agent = _agent(connection, owner_id, new.agent_id, new.agent_name)
+    conversation_id, conversation_agent = _conversation(connection, owner_id, new, agent.id if agent else "", created)
+    if agent is None and conversation_agent:  # the conversation's agent answers
+        agent = _agent(connection, owner_id, conversation_agent, "")
     values: dict[str, Any] = {
         "id": new.run_id,
         "owner_id": owner_id,
         "conversation_id": conversation_id,
-        "agent_id": new.agent_id or conversation_agent,
+        "agent_id": agent.id if agent else "",
         "state": run_pb2.RUN_STATE_QUEUED,
         "pause_reason": run_pb2.PAUSE_REASON_UNSPECIFIED,
         "incomplete_reason": run_pb2.INCOMPLETE_REASON_UNSPECIFIED,
@@ -154,4 +184,4 @@ def create_run(
     message = None
     if new.input_message is not None:
         (message,) = append_messages(connection, owner_id, conversation_id, [new.input_message], new.run_id, created)
-    return convert.run_message(SimpleNamespace(**values)), False, message
+    return Started(convert.run_message(SimpleNamespace(**values)), False, message, agent)

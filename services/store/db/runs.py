@@ -11,10 +11,10 @@ from services.store import convert
 from services.store.db.models import RunEventRow, RunRow
 from services.store.db.paging import page
 from services.store.db.run_rows import TERMINAL_STATES, event_message
-from services.store.db.run_start import NewRun, create_run
+from services.store.db.run_start import NewRun, Started, create_run
 from services.store.db.runner import TransactionRunner
 from steward.errors import StewardError, failed_precondition, not_found
-from steward.store.v1 import conversation_pb2, run_event_pb2, run_pb2
+from steward.store.v1 import run_event_pb2, run_pb2
 
 _RUN = select(RunRow.__table__).where(RunRow.id == bindparam("run_id"), RunRow.owner_id == bindparam("owner_id"))
 
@@ -24,7 +24,7 @@ class RunRepository:
         self._sessions = sessions
         self._runner = runner
 
-    async def create(self, owner_id: str, new: NewRun) -> tuple[run_pb2.Run, bool, conversation_pb2.Message | None]:
+    async def create(self, owner_id: str, new: NewRun) -> Started:
         """Create a run (its conversation and input message, its claim when asked) once; a duplicate returns the
         first (run_start.py)."""
         try:

@@ -901,6 +901,7 @@ class CreateRunRequest(_message.Message):
     NEW_CONVERSATION_FIELD_NUMBER: _builtins.int
     CLAIM_HOLDER_FIELD_NUMBER: _builtins.int
     LEASE_TTL_FIELD_NUMBER: _builtins.int
+    AGENT_NAME_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """The conversation to answer in."""
     run_id: _builtins.str
@@ -915,6 +916,10 @@ class CreateRunRequest(_message.Message):
     """When set, the new run is claimed for this holder in the same transaction,
     as ClaimRun would (state running, epoch 1, lease until now + lease_ttl).
     A run that already existed is returned as it is, unclaimed.
+    """
+    agent_name: _builtins.str
+    """The agent by name, when agent_id is empty: NOT_FOUND (AGENT_NOT_FOUND)
+    when the owner has no agent of that name.
     """
     @_builtins.property
     def limits(self) -> _limits_pb2.RunLimits:
@@ -955,10 +960,11 @@ class CreateRunRequest(_message.Message):
         new_conversation: _conversation_pb2.NewConversation | None = ...,
         claim_holder: _builtins.str = ...,
         lease_ttl: _duration_pb2.Duration | None = ...,
+        agent_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["input_message", b"input_message", "lease_ttl", b"lease_ttl", "limits", b"limits", "new_conversation", b"new_conversation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "claim_holder", b"claim_holder", "client_tools", b"client_tools", "conversation_id", b"conversation_id", "input_message", b"input_message", "lease_ttl", b"lease_ttl", "limits", b"limits", "mode", b"mode", "new_conversation", b"new_conversation", "request_id", b"request_id", "run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_name", b"agent_name", "claim_holder", b"claim_holder", "client_tools", b"client_tools", "conversation_id", b"conversation_id", "input_message", b"input_message", "lease_ttl", b"lease_ttl", "limits", b"limits", "mode", b"mode", "new_conversation", b"new_conversation", "request_id", b"request_id", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -973,6 +979,7 @@ class CreateRunResponse(_message.Message):
     RUN_FIELD_NUMBER: _builtins.int
     EXISTED_FIELD_NUMBER: _builtins.int
     INPUT_MESSAGE_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
     existed: _builtins.bool
     """True when the run already existed for this request_id or run id."""
     @_builtins.property
@@ -983,16 +990,23 @@ class CreateRunResponse(_message.Message):
     def input_message(self) -> _conversation_pb2.Message:
         """The stored input message, when the request carried one."""
 
+    @_builtins.property
+    def agent(self) -> _agent_pb2.Agent:
+        """The run's agent as stored, when a new run has one (the one named, or the
+        conversation's); unset for the default agent and for a run that existed.
+        """
+
     def __init__(
         self,
         *,
         run: _run_pb2.Run | None = ...,
         existed: _builtins.bool = ...,
         input_message: _conversation_pb2.Message | None = ...,
+        agent: _agent_pb2.Agent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["input_message", b"input_message", "run", b"run"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "input_message", b"input_message", "run", b"run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["existed", b"existed", "input_message", b"input_message", "run", b"run"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "existed", b"existed", "input_message", b"input_message", "run", b"run"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
