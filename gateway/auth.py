@@ -8,9 +8,9 @@ These credentials are accepted in `Authorization: Bearer <token>`:
   principals may call, so the gateway calls it as `service:gateway`;
 - when OIDC is configured, JWTs of the configured issuer (`gateway.oidc`).
 
-A token with scopes (an API token created with some, a JWT with a `scope` claim) may call only the routes
-whose scope it holds (`gateway.scopes`, checked here after authentication); one without has all its user's
-rights.
+A token with scopes (an API token created with some, any JWT) may call only the routes whose scope it holds
+(`gateway.scopes`, checked here after authentication); an API token without scopes, and the dev token, have all
+their user's rights.
 
 Successful verifications are cached per app for `token_cache_seconds` (0 turns the cache off), keyed by
 SHA-256 of the token text, bounded by `token_cache_size`, and never past the token's own expiry. Failures
@@ -67,8 +67,8 @@ class Caller:
 
     user_id: str
     via: str  # "dev_token", "api_token" or "oidc"
-    token_id: str = ""  # the API token's id; empty for the dev token
-    token_expires: float | None = None  # when the API token expires (time.time()); None: never
+    token_id: str = ""  # the API token's id; empty for the dev token and JWTs
+    token_expires: float | None = None  # when the API token or JWT expires (time.time()); None: never
     scopes: frozenset[str] | None = None  # what the token may do (gateway.scopes); None: all the user's rights
 
 
@@ -272,7 +272,7 @@ async def authenticate(request: web.Request) -> Caller:
             identity = await jwts.identity(request.app, token)
         except oidc.InvalidJwtError as exc:
             raise _invalid(str(exc)) from None
-        return Caller(identity.user_id, "oidc", scopes=identity.scopes)
+        return Caller(identity.user_id, "oidc", token_expires=identity.expires, scopes=identity.scopes)
     # Only text shaped like an API token is worth a store call; anything else is refused here.
     if not token.startswith(API_TOKEN_START) or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
         raise _invalid()

@@ -1,10 +1,11 @@
 """Scopes: what a scoped API token or OIDC JWT may do, and the one scope each route requires.
 
-A caller with no scopes (the dev token, an API token created without scopes, a JWT without a `scope` claim)
-has all of its user's rights. A caller with scopes may call only the routes whose scope it holds; any other
-route answers 403 PERMISSION_DENIED with `WWW-Authenticate: Bearer error="insufficient_scope", scope="..."`.
-Scopes Steward does not know grant nothing. Scopes restrict, never widen: a scope never reaches another
-user's data, which the services scope by the principal whatever the token holds.
+A caller with no scopes (the dev token, an API token created without scopes) has all of its user's rights; a JWT
+without a scope claim holds the configured `oidc_default_scopes`, none unless set (`gateway.oidc`). A caller
+with scopes may call only the routes whose scope it holds; any other route answers 403 PERMISSION_DENIED with
+`WWW-Authenticate: Bearer error="insufficient_scope", scope="..."`. Scopes Steward does not know grant nothing.
+Scopes restrict, never widen: a scope never reaches another user's data, which the services scope by the
+principal whatever the token holds.
 
 `ROUTE_SCOPES` is the one table, keyed by the aiohttp route (method and canonical path; HEAD is GET's). Public
 routes (`PUBLIC`) need no token at all. `tests/test_gateway_scopes.py` fails when a route of the app has no
@@ -41,7 +42,7 @@ SCOPES: dict[str, str] = {
     "keys:write": "add and delete the user's provider keys",
     "usage:read": "read usage records and summaries, and budgets",
     "budgets:write": "set the user's and their agents' budgets",
-    "mcp": "use the MCP endpoint (its tools list agents, chat, read runs and decide confirmations)",
+    "mcp": "reach the MCP endpoint; each of its tools also needs the scope of its HTTP route (ToolDef.scope)",
 }
 
 PUBLIC = None  # a route anyone may call, without a token
@@ -126,14 +127,17 @@ def check(request: web.Request, granted: frozenset[str] | None) -> None:
         raise insufficient(scope, f"the token's scopes do not include {scope}")
 
 
-def from_claim(value: object) -> frozenset[str] | None:
-    """A JWT's `scope` claim (space-separated, RFC 8693 / RFC 9068): None (all rights) when absent; otherwise
-    exactly the scopes it names, so one that names none of Steward's (only `openid`, say) grants nothing."""
+def from_claim(value: object, default: frozenset[str]) -> frozenset[str]:
+    """A JWT's scope claim (`scope`, RFC 9068: space-separated; or `scp`, often a list): `default` when absent;
+    otherwise exactly the scopes it names, so one that names none of Steward's (only `openid`, say) grants nothing.
+    ValueError for a claim that is neither a string nor a list of strings."""
     if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError("the scope claim must be a space-separated string")
-    return frozenset(value.split())
+        return default
+    if isinstance(value, str):
+        return frozenset(value.split())
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return frozenset(value)
+    raise ValueError("the scope claim must be a space-separated string or a list of strings")
 
 
 def requested(value: object) -> list[str]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 
+from gateway.scopes import SCOPES
 from steward.settings import CommonSettings
 
 # OIDC JWTs are verified with public keys only: `none` and HMAC algorithms can never be configured.
@@ -42,10 +45,14 @@ class GatewaySettings(CommonSettings):
     mcp_public_url: str = Field(default="", pattern=r"^(https?://[^/?#\s]+)?$")
     # Serve the 2025-11-25 revision without sessions, so any replica answers any request.
     mcp_stateless: bool = False
-    mcp_session_idle_seconds: float = Field(default=1800.0, gt=0)
+    # A session with no request in flight (and no open GET stream) for this long ends; its id then answers 404.
+    mcp_session_idle_seconds: float = Field(default=300.0, gt=0)
+    # Open sessions on one replica: in all, and of one user (one more is refused: 429 RATE_LIMITED).
     mcp_max_sessions: int = Field(default=10_000, gt=0)
-    # How long chat and decide_confirmation wait for the run to pause or end before answering "still running".
-    mcp_wait_seconds: float = Field(default=300.0, gt=0)
+    mcp_max_sessions_per_user: int = Field(default=16, gt=0)
+    # How long chat and decide_confirmation wait for the run to pause or end before answering "still running"
+    # (under the 60 s request timeout common MCP clients use; the run goes on, get_run reads it later).
+    mcp_wait_seconds: float = Field(default=25.0, gt=0)
     # How often a waiting /mcp request checks that its client is still connected.
     mcp_disconnect_poll_seconds: float = Field(default=0.5, gt=0)
     # OIDC bearer JWTs (gateway/oidc.py), off unless oidc_issuer is set: tokens of that issuer for that audience,
@@ -57,8 +64,17 @@ class GatewaySettings(CommonSettings):
     oidc_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
     # The key set is fetched again after this long, and on an unknown key id at most once per min_refresh.
     oidc_jwks_cache_seconds: float = Field(default=300.0, ge=0)
-    oidc_jwks_min_refresh_seconds: float = Field(default=10.0, ge=0)
+    oidc_jwks_min_refresh_seconds: float = Field(default=10.0, ge=1)
     oidc_jwks_timeout_seconds: float = Field(default=5.0, gt=0)
+    # The claim that holds a JWT's scopes: "scope" (RFC 9068) or "scp" (Azure AD, Okta); a space-separated string
+    # or a list of strings. A JWT without it (an ID token, say) holds oidc_default_scopes: by default none, no rights.
+    oidc_scope_claim: Literal["scope", "scp"] = "scope"
+    oidc_default_scopes: list[str] = Field(default_factory=list)
+    # The JWT header `typ` values accepted (["at+jwt"] for RFC 9068 access tokens; "application/" and case do not
+    # matter); empty: not checked.
+    oidc_token_types: list[str] = Field(default_factory=list)
+    # The longest lifetime (`exp` - `iat`, seconds) a JWT may claim, which then must carry `iat`; 0: no limit.
+    oidc_max_token_lifetime_seconds: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _oidc_is_whole(self) -> GatewaySettings:
@@ -73,4 +89,9 @@ class GatewaySettings(CommonSettings):
         url = urlsplit(self.oidc_jwks_url)
         if not url.hostname or not (url.scheme == "https" or (url.scheme == "http" and url.hostname in LOOPBACK_HOSTS)):
             raise ValueError("oidc_jwks_url must be an https URL (http only on loopback)")
+        unknown = sorted(set(self.oidc_default_scopes) - SCOPES.keys())
+        if unknown:
+            raise ValueError(f"oidc_default_scopes {unknown} are not scopes; the scopes are: {', '.join(SCOPES)}")
+        if not all(re.fullmatch(r"[!-~]+", kind) for kind in self.oidc_token_types):
+            raise ValueError("oidc_token_types must be media types (at+jwt, JWT, ...)")
         return self

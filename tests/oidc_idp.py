@@ -1,8 +1,10 @@
 """A test OIDC issuer: signing keys made with `cryptography`, a real JWKS endpoint (aiohttp) that can rotate
-keys or fail on demand, and gateways configured to trust it (tests/test_gateway_oidc.py, test_gateway_jwks.py)."""
+keys, publish broken or private keys, or fail on demand (an error, a redirect, a huge body, no answer), and
+gateways configured to trust it (tests/test_gateway_oidc*.py, test_gateway_jwks.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -22,7 +24,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from gateway import oidc
 from gateway.app import create_app
+from gateway.jwks import JwksCache
+from gateway.scopes import SCOPES
 from gateway.settings import GatewaySettings
 from tests.stack import Stack
 
@@ -31,6 +36,8 @@ Client = TestClient[Any, Any]
 ISSUER = "https://idp.example.test/realms/steward"
 AUDIENCE = "steward-api"
 INVALID_CHALLENGE = 'Bearer realm="steward", error="invalid_token"'
+ALL_SCOPES = " ".join(SCOPES)  # what test tokens carry unless a test says otherwise
+CERTS = "/protocol/openid-connect/certs"
 
 
 @dataclass
@@ -58,6 +65,16 @@ class Key:
 
 
 @dataclass
+class LeakedKey(Key):
+    """A key published with its private members (`d`, `p`, `q`, ...), as an issuer might by mistake."""
+
+    def jwk(self) -> dict[str, Any]:
+        algorithm = RSAAlgorithm if self.alg.startswith("RS") else ECAlgorithm
+        jwk: dict[str, Any] = algorithm.to_jwk(self.private, as_dict=True)
+        return {**jwk, "kid": self.kid, "alg": self.alg, "use": "sig"}
+
+
+@dataclass
 class BareKey(Key):
     """A key published without `alg` (allowed by RFC 7517): only the configured algorithms may use it."""
 
@@ -67,12 +84,17 @@ class BareKey(Key):
 
 @dataclass
 class Idp:
-    """A JWKS endpoint: serves `keys` (or fails, as `mode` says) and counts its requests."""
+    """A JWKS endpoint: serves `keys` and the raw JWKs in `extra` (or fails, as `mode` says), counts its requests."""
 
     keys: list[Key]
-    mode: str = "ok"  # ok | error | garbage | not_a_key_set
+    mode: str = "ok"  # ok | error | garbage | not_a_key_set | redirect | huge | hang
+    extra: list[dict[str, Any]] = field(default_factory=list)
     hits: int = 0
     server: TestServer | None = field(default=None)
+    release: asyncio.Event = field(default_factory=asyncio.Event)  # ends every hanging request
+
+    def document(self) -> dict[str, Any]:
+        return {"keys": [key.jwk() for key in self.keys] + self.extra}
 
     async def handle(self, _request: web.Request) -> web.Response:
         self.hits += 1
@@ -82,12 +104,21 @@ class Idp:
             return web.Response(text="<html>login</html>")
         if self.mode == "not_a_key_set":
             return web.json_response({"issuer": ISSUER})
-        return web.json_response({"keys": [key.jwk() for key in self.keys]})
+        if self.mode == "redirect":  # to a good key set: following it would be the mistake
+            raise web.HTTPFound(f"{CERTS}/moved")
+        if self.mode == "huge":
+            return web.json_response({**self.document(), "padding": "x" * (600 * 1024)})
+        if self.mode == "hang":
+            await asyncio.wait_for(self.release.wait(), 30)
+        return web.json_response(self.document())
+
+    async def moved(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.document())
 
     @property
     def url(self) -> str:
         assert self.server is not None
-        return str(self.server.make_url("/protocol/openid-connect/certs"))
+        return str(self.server.make_url(CERTS))
 
 
 @dataclass(frozen=True)
@@ -108,35 +139,54 @@ def make_keys() -> Keys:
 @asynccontextmanager
 async def serving(idp: Idp) -> AsyncIterator[Idp]:
     app = web.Application()
-    app.router.add_get("/protocol/openid-connect/certs", idp.handle)
+    app.router.add_get(CERTS, idp.handle)
+    app.router.add_get(f"{CERTS}/moved", idp.moved)
     idp.server = TestServer(app, host="127.0.0.1", port=0)
     await idp.server.start_server()
     try:
         yield idp
     finally:
+        idp.release.set()
         await idp.server.close()
 
 
 def oidc_settings(stack: Stack, url: str, **overrides: object) -> GatewaySettings:
-    values: dict[str, object] = {
-        "oidc_issuer": ISSUER,
-        "oidc_audience": AUDIENCE,
-        "oidc_jwks_url": url,
-        "oidc_jwks_min_refresh_seconds": 0,
-    }
+    values: dict[str, object] = {"oidc_issuer": ISSUER, "oidc_audience": AUDIENCE, "oidc_jwks_url": url}
     return stack.gateway_settings(**{**values, **overrides})
 
 
 @asynccontextmanager
-async def gateway_for(stack: Stack, url: str, **overrides: object) -> AsyncIterator[Client]:
-    server = TestServer(create_app(oidc_settings(stack, url, **overrides)), host="127.0.0.1", port=0)
-    async with TestClient(server) as client:
+async def gateway_for(
+    stack: Stack, url: str, *, min_refresh: float = 0.0, **overrides: object
+) -> AsyncIterator[Client]:
+    """A gateway trusting the issuer at `url`; its key set may be fetched again every `min_refresh` seconds (the
+    setting's floor is 1 s; tests lower it on the cache)."""
+    app = create_app(oidc_settings(stack, url, **overrides))
+    jwks_of(app).min_interval = min_refresh
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
         yield client
 
 
+def jwks_of(target: web.Application | Client) -> JwksCache:
+    """The key set cache of a gateway app, or of the gateway a test client talks to."""
+    app = target.app if isinstance(target, TestClient) else target
+    assert app is not None
+    verifier = oidc.verifier(app)
+    assert verifier is not None
+    return verifier.jwks
+
+
 def claims(subject: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """A JWT's claims: valid for five minutes, holding every scope (override `scope`; None leaves it out)."""
     now = int(time.time())
-    values = {"iss": ISSUER, "aud": AUDIENCE, "sub": subject or f"user-{uuid.uuid4()}", "iat": now, "exp": now + 300}
+    values = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": subject or f"user-{uuid.uuid4()}",
+        "iat": now,
+        "exp": now + 300,
+        "scope": ALL_SCOPES,
+    }
     values.update(overrides)
     return {name: value for name, value in values.items() if value is not None}
 

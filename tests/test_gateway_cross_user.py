@@ -33,18 +33,32 @@ class Mine:
     agent: str
     agent_name: str
     confirmation: str
+    confirmation_run: str  # the run A's confirmation belongs to
     token: str
     key: str
+
+    def ids(self) -> tuple[str, ...]:
+        return (
+            self.conversation,
+            self.run,
+            self.agent,
+            self.confirmation,
+            self.confirmation_run,
+            self.token,
+            self.key,
+        )
 
 
 @dataclass(frozen=True)
 class Ask:
-    """B's request with A's ids, and what B must get: 404, or 200 with nothing of A's (a list)."""
+    """B's request with A's ids, and what B must get: 404, or 200 with nothing of A's (a list). `control`: an id
+    of A's that the same request made by A answers with (so the request would find A's data if B could see it)."""
 
     method: str
     path: str
     body: dict[str, Any] | None = None
     status: int = 404
+    control: str | None = None
 
 
 # Routes that take no id of anybody's (they act on the caller's own resources, or on none).
@@ -102,7 +116,11 @@ CASES: dict[tuple[str, str], Callable[[Mine, str], list[Ask]]] = {
         Ask("PATCH", f"/api/v1/agents/{a.agent}", {"description": "changed by B"})
     ],
     ("DELETE", "/api/v1/agents/{agent_id}"): lambda a, _b: [Ask("DELETE", f"/api/v1/agents/{a.agent}")],
-    ("GET", "/api/v1/confirmations"): lambda a, _b: [Ask("GET", f"/api/v1/confirmations?run_id={a.run}", status=200)],
+    ("GET", "/api/v1/confirmations"): lambda a, _b: [
+        Ask("GET", f"/api/v1/confirmations?run_id={a.confirmation_run}", status=200, control=a.confirmation),
+        Ask("GET", "/api/v1/confirmations", status=200, control=a.confirmation),
+        Ask("GET", f"/api/v1/confirmations?run_id={a.run}", status=200),
+    ],
     ("GET", "/api/v1/confirmations/{confirmation_id}"): lambda a, _b: [
         Ask("GET", f"/api/v1/confirmations/{a.confirmation}")
     ],
@@ -163,7 +181,17 @@ async def mine(stack: Stack, gateway: Client) -> Mine:
     key_body = {"provider": "anthropic", "secret": f"sk-{uuid.uuid4().hex}", "label": marker}
     key = await answer(await gateway.post("/api/v1/keys", json=key_body, headers=a), 200)
     run = started["run"]["id"]
-    return Mine(marker, conversation["id"], run, agent["id"], agent["name"], confirmation.id, token["id"], key["id"])
+    return Mine(
+        marker,
+        conversation["id"],
+        run,
+        agent["id"],
+        agent["name"],
+        confirmation.id,
+        confirmation.run_id,
+        token["id"],
+        key["id"],
+    )
 
 
 async def _untouched(stack: Stack, gateway: Client, mine: Mine) -> None:
@@ -192,14 +220,17 @@ async def test_b_with_as_ids_gets_nothing_of_as_and_changes_nothing(
     stack: Stack, gateway: Client, mine: Mine, route: tuple[str, str]
 ) -> None:
     b = {"Authorization": f"Bearer {await store_user_token(stack)}"}
+    a = {"Authorization": f"Bearer {stack.dev_token}"}
     theirs = await answer(await gateway.post("/api/v1/conversations", json={"title": "B's"}, headers=b), 201)
     for ask in CASES[route](mine, theirs["id"]):
+        if ask.control is not None:  # the same request as A finds A's data
+            assert ask.control in str(await answer(await gateway.request(ask.method, ask.path, headers=a), 200)), ask
         response = await gateway.request(ask.method, ask.path, json=ask.body, headers=b)
         text = await response.text()
         assert response.status == ask.status, (ask, text)
         assert mine.marker not in text, ask
         if ask.status == 200:  # a list: none of A's ids either
-            for own in (mine.conversation, mine.run, mine.agent, mine.confirmation, mine.token, mine.key):
+            for own in mine.ids():
                 assert own not in text, ask
     await _untouched(stack, gateway, mine)
 
@@ -233,6 +264,7 @@ class ToolAsk:
 
     arguments: dict[str, Any]
     reason: str | None
+    control: str | None = None  # an id of A's that the same call made by A answers with
 
 
 # Every MCP tool that takes an id: B's calls with A's ids (and B's own conversation, for calls that mix the two).
@@ -243,7 +275,11 @@ MCP_CASES: dict[str, Callable[[Mine, str], list[ToolAsk]]] = {
         ToolAsk({"message": "from B", "agent": a.agent_name, "conversation_id": b}, "AGENT_NOT_FOUND"),
     ],
     "get_run": lambda a, _b: [ToolAsk({"run_id": a.run}, "RUN_NOT_FOUND")],
-    "list_pending_confirmations": lambda a, _b: [ToolAsk({"run_id": a.run}, None)],
+    "list_pending_confirmations": lambda a, _b: [
+        ToolAsk({"run_id": a.confirmation_run}, None, control=a.confirmation),
+        ToolAsk({}, None, control=a.confirmation),
+        ToolAsk({"run_id": a.run}, None),
+    ],
     "decide_confirmation": lambda a, _b: [
         ToolAsk({"confirmation_id": a.confirmation, "outcome": "approve"}, "CONFIRMATION_NOT_FOUND"),
         ToolAsk(
@@ -274,8 +310,13 @@ async def test_b_with_as_ids_gets_nothing_of_as_over_mcp(
         ),
         201,
     )
-    async with mcp_client(str(gateway.make_url("/mcp")), token, mode) as client:
+    async with (
+        mcp_client(str(gateway.make_url("/mcp")), stack.dev_token, mode) as as_a,
+        mcp_client(str(gateway.make_url("/mcp")), token, mode) as client,
+    ):
         for ask in MCP_CASES[tool](mine, theirs["id"]):
+            if ask.control is not None:  # the same call as A finds A's data
+                assert ask.control in (await as_a.call_tool(tool, ask.arguments)).model_dump_json(), ask
             result = await client.call_tool(tool, ask.arguments)
             text = result.model_dump_json()
             assert mine.marker not in text, ask
@@ -283,7 +324,7 @@ async def test_b_with_as_ids_gets_nothing_of_as_over_mcp(
                 assert refused(result) == ask.reason, (ask, text)
                 continue
             assert not result.is_error, (ask, text)
-            for own in (mine.conversation, mine.run, mine.agent, mine.confirmation, mine.token, mine.key):
+            for own in mine.ids():
                 if own not in str(ask.arguments.values()):
                     assert own not in text, ask
     await _untouched(stack, gateway, mine)

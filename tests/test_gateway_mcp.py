@@ -2,22 +2,23 @@
 loopback port and the real in-process services (the offline demo model calls the tool a message names, and
 the example notes server's writes wait for a confirmation).
 
-Assertions are on structure, ids, states and reasons, not on the demo model's prose.
+Assertions are on structure, ids, states and reasons, not on the demo model's prose. Sessions (their binding to
+a user, the cap per user, the manager's lifetime) are in tests/test_gateway_mcp_sessions.py; a restarted step in
+tests/test_step_restart_readers.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import grpc
 import httpx2
+import mcp_types as types
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
@@ -28,23 +29,23 @@ from mcp.shared.exceptions import MCPError
 from gateway import scopes
 from gateway.app import create_app
 from gateway.mcp.metadata import MCP_SCOPE, document
-from gateway.settings import GatewaySettings
-from steward.store.v1 import agent_pb2
-from steward.store.v1 import store_service_pb2 as store_pb
-from steward.store.v1 import store_service_pb2_grpc as store_grpc
-from tests.grpc_helpers import principal_metadata
-from tests.mcp_client import LEGACY, MODERN, MODES, mcp_client, ok, refused
-from tests.runtime.harness import tools_file
-from tests.stack import Stack, running_stack, store_user_token
+from tests.mcp_client import (
+    ACCEPT,
+    AGENT,
+    INITIALIZE,
+    LEGACY,
+    MODERN,
+    MODES,
+    Mcp,
+    mcp_client,
+    notes_stack,
+    ok,
+    refused,
+    serving,
+)
+from tests.stack import Stack
 
-AGENT = "notes-keeper"
 TOOLS = {"list_agents", "chat", "list_pending_confirmations", "decide_confirmation", "get_run"}
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
-}
 MODERN_LIST = {
     "jsonrpc": "2.0",
     "id": 1,
@@ -56,61 +57,14 @@ MODERN_LIST = {
         }
     },
 }
-ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-
-
-@dataclass
-class Mcp:
-    stack: Stack
-    base: str
-    http: aiohttp.ClientSession  # Steward's HTTP API as the dev user
-
-    @property
-    def url(self) -> str:
-        return f"{self.base}/mcp"
-
-    @property
-    def token(self) -> str:
-        return self.stack.dev_token
-
-    async def get(self, path: str, **params: str) -> Any:
-        async with self.http.get(self.base + path, params=params) as response:
-            assert response.status == 200, await response.text()
-            return await response.json()
-
-
-async def _serve(settings: GatewaySettings) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(create_app(settings))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+STATUS = "[Steward:"  # how Steward's own progress messages begin (the others are the agent's text)
 
 
 @pytest.fixture(scope="module")
 async def mcp(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mcp]:
     directory: Path = tmp_path_factory.mktemp("mcp")
-    runtime = {"tools_file": str(tools_file(directory, directory / "notes.db")), "sweep_interval": 0.5}
-    async with running_stack(directory, runtime=runtime) as stack:
-        settings = stack.gateway_settings()
-        async with grpc.aio.insecure_channel(stack.address(stack.store)) as channel:
-            agent = agent_pb2.Agent(
-                name=AGENT,
-                system_prompt="You keep notes.",
-                model_route="demo",
-                tools=["notes.*"],
-                approval_policy=agent_pb2.ApprovalPolicy(mode=agent_pb2.RUN_MODE_INTERACTIVE),
-            )
-            await store_grpc.AgentServiceStub(channel).CreateAgent(
-                store_pb.CreateAgentRequest(agent=agent),
-                metadata=principal_metadata(stack.secret, settings.dev_user_id),
-            )
-        runner, base = await _serve(settings)
-        try:
-            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {stack.dev_token}"}) as http:
-                yield Mcp(stack, base, http)
-        finally:
-            await runner.cleanup()
+    async with notes_stack(directory) as running:
+        yield running
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -138,25 +92,143 @@ async def test_both_revisions_list_the_tools_with_schemas_and_annotations(mcp: M
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_chat_answers_streams_progress_and_continues_the_conversation(mcp: Mcp, mode: str) -> None:
-    texts: list[str] = []
+    notes: list[tuple[float, str]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        texts.append(message or "")
+        notes.append((progress, message or ""))
 
     async with mcp_client(mcp.url, mcp.token, mode) as client:
+        if mode == LEGACY:
+            assert client.server_info is not None
+            assert client.server_info.version == importlib.metadata.version("steward")
         agents = ok(await client.call_tool("list_agents", {}))
         assert AGENT in [agent["name"] for agent in agents["agents"]]
-        first = ok(await client.call_tool("chat", {"message": "Hello"}, progress_callback=on_progress))
+        result = await client.call_tool("chat", {"message": "Hello"}, progress_callback=on_progress)
+        first = ok(result)
         assert (first["state"], first["pending_confirmations"], first["still_running"]) == ("completed", [], False)
         assert first["answer"]
-        assert "".join(texts) == first["answer"]  # streamed as it came, all of it
         again = ok(await client.call_tool("chat", {"message": "Again", "conversation_id": first["conversation_id"]}))
         run = ok(await client.call_tool("get_run", {"run_id": again["run_id"]}))
+    # The first notification names the run and its conversation; then the agent's text, all of it, as it came.
+    (_, opening), *rest = notes
+    assert all(part in opening for part in (first["run_id"], first["conversation_id"], "get_run"))
+    assert "".join(message for _, message in rest if not message.startswith(STATUS)) == first["answer"]
+    assert all(message for _, message in notes)  # no empty notification
+    values = [value for value, _ in notes]
+    assert values == sorted(set(values))  # strictly increasing
+    # The answer travels once in the content: as text, not again inside the JSON block beside it.
+    text, rest_json = result.content
+    assert isinstance(text, types.TextContent)
+    assert isinstance(rest_json, types.TextContent)
+    assert text.text == first["answer"]
+    assert "answer" not in json.loads(rest_json.text)
+    assert json.loads(rest_json.text)["run_id"] == first["run_id"]
     assert again["conversation_id"] == first["conversation_id"]
     assert again["run_id"] != first["run_id"]
     assert (run["state"], run["run"]["id"], run["answer"]) == ("completed", again["run_id"], again["answer"])
     messages = await mcp.get(f"/api/v1/conversations/{first['conversation_id']}/messages")
     assert [m["role"] for m in messages["messages"]] == ["user", "assistant", "user", "assistant"]
+
+
+async def test_tool_calls_are_progress_while_the_run_goes(mcp: Mcp) -> None:
+    notes: list[str] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        notes.append(message or "")
+
+    async with mcp_client(mcp.url, mcp.token, MODERN) as client:
+        arguments = {"agent": AGENT, "message": "please list_notes"}
+        ok(await client.call_tool("chat", arguments, progress_callback=on_progress))
+    activity = [note for note in notes if note.startswith(STATUS) and "notes.list_notes" in note]
+    assert activity == ["[Steward: tool `notes.list_notes` started.]", "[Steward: tool `notes.list_notes` finished.]"]
+
+
+async def test_a_retried_chat_with_its_request_id_starts_no_second_run(mcp: Mcp) -> None:
+    key = f"retry-{time.monotonic_ns()}"
+    async with mcp_client(mcp.url, mcp.token, MODERN) as client:
+        first = ok(await client.call_tool("chat", {"message": "Hello", "request_id": key}))
+        second = ok(await client.call_tool("chat", {"message": "Hello", "request_id": key}))
+        assert refused(await client.call_tool("chat", {"message": "Hi", "request_id": "has space"})) == (
+            "INVALID_ARGUMENT"
+        )
+    assert (second["run_id"], second["conversation_id"]) == (first["run_id"], first["conversation_id"])
+    assert second["answer"] == first["answer"]
+    runs = await mcp.get("/api/v1/runs", conversation_id=first["conversation_id"])
+    assert [r["id"] for r in runs["runs"]] == [first["run_id"]]
+    messages = await mcp.get(f"/api/v1/conversations/{first['conversation_id']}/messages")
+    assert [m["role"] for m in messages["messages"]] == ["user", "assistant"]
+
+
+async def test_a_cancelled_run_is_an_error_result(mcp: Mcp) -> None:
+    key = f"cancel-{time.monotonic_ns()}"
+    async with mcp_client(mcp.url, mcp.token, MODERN) as client:
+        paused = ok(await client.call_tool("chat", {"agent": AGENT, "message": "create_note Later", "request_id": key}))
+        await mcp.post(f"/api/v1/runs/{paused['run_id']}/cancel")
+        result = await client.call_tool("chat", {"agent": AGENT, "message": "create_note Later", "request_id": key})
+    assert result.is_error
+    assert isinstance(result.structured_content, dict)
+    assert (result.structured_content["run_id"], result.structured_content["state"]) == (paused["run_id"], "cancelled")
+
+
+async def test_the_default_agent_named_in_another_agents_conversation_is_refused(mcp: Mcp) -> None:
+    async with mcp_client(mcp.url, mcp.token, MODERN) as client:
+        first = ok(await client.call_tool("chat", {"agent": AGENT, "message": "Hello"}))
+        conversation = first["conversation_id"]
+        default = await client.call_tool("chat", {"agent": "steward", "message": "Hi", "conversation_id": conversation})
+        implicit = ok(await client.call_tool("chat", {"message": "Hi", "conversation_id": conversation}))
+        own = ok(await client.call_tool("chat", {"agent": "steward", "message": "Hello"}))
+        again = ok(
+            await client.call_tool(
+                "chat", {"agent": "steward", "message": "Hi", "conversation_id": own["conversation_id"]}
+            )
+        )
+    assert refused(default) == "INVALID_ARGUMENT"
+    assert isinstance(default.structured_content, dict)
+    assert default.structured_content["error"]["metadata"] == {"field": "agent"}
+    assert first["agent_id"] is not None
+    assert implicit["agent_id"] == first["agent_id"]  # no agent named: the conversation's
+    assert (own["agent_id"], again["agent_id"]) == (None, None)  # the default agent's own conversation goes on
+    runs = await mcp.get("/api/v1/runs", conversation_id=conversation)
+    assert len(runs["runs"]) == 2  # the refused call started nothing
+
+
+async def test_every_service_call_of_a_tool_has_the_upstream_deadline(mcp: Mcp) -> None:
+    async with (
+        serving(mcp.stack.gateway_settings(upstream_timeout=1e-6)) as (_runner, base),
+        mcp_client(f"{base}/mcp", mcp.token, MODERN) as client,
+    ):
+        for tool, arguments in [
+            ("list_agents", {}),
+            ("list_pending_confirmations", {}),
+            ("get_run", {"run_id": "00000000-0000-4000-8000-000000000000"}),
+            ("chat", {"message": "Hello"}),
+            ("decide_confirmation", {"confirmation_id": "00000000-0000-4000-8000-000000000000", "outcome": "approve"}),
+        ]:
+            assert refused(await client.call_tool(tool, arguments)) == "DEADLINE_EXCEEDED", tool
+
+
+async def test_a_long_run_is_answered_still_running_with_its_ids_and_goes_on(tmp_path: Path, mcp: Mcp) -> None:
+    notes: list[str] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        notes.append(message or "")
+
+    async with (
+        serving(mcp.stack.gateway_settings(mcp_wait_seconds=0.001)) as (_runner, base),
+        mcp_client(f"{base}/mcp", mcp.token, MODERN) as client,
+    ):
+        result = await client.call_tool("chat", {"message": "Hello"}, progress_callback=on_progress)
+        waiting = ok(result)
+        assert (waiting["still_running"], waiting["state"]) in {(True, "running"), (True, "queued")}
+        text = result.content[0]
+        assert isinstance(text, types.TextContent)
+        assert all(part in text.text for part in (waiting["run_id"], waiting["conversation_id"], "get_run"))
+        assert waiting["run_id"] in notes[0]
+        deadline = time.monotonic() + 20
+        while (run := ok(await client.call_tool("get_run", {"run_id": waiting["run_id"]})))["state"] != "completed":
+            assert time.monotonic() < deadline, run
+            await asyncio.sleep(0.05)
+    assert run["answer"]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -253,9 +325,15 @@ async def test_mcp_takes_the_gateways_tokens_and_its_401_names_the_resource_meta
     }
     assert root.json()["resource"] == mcp.base
     assert MCP_SCOPE in scopes.SCOPES
-    with pytest.raises(Exception):  # noqa: B017, PT011 - the SDK client fails in its own way on a 401
-        async with mcp_client(mcp.url, "stw_not_a_token"):
-            pass
+    for mode in MODES:
+        statuses: list[int] = []
+        # The SDK's client fails its call with INTERNAL_ERROR ("Server returned an error response"), in task groups.
+        with pytest.RaisesGroup(
+            pytest.RaisesExc(MCPError, check=lambda e: e.error.code == types.INTERNAL_ERROR), flatten_subgroups=True
+        ):
+            async with mcp_client(mcp.url, "stw_not_a_token", mode, statuses=statuses) as client:
+                await client.list_tools()
+        assert statuses == [401], mode
 
 
 def test_with_oidc_the_metadata_names_the_issuer_as_the_sdk_expects(stack: Stack) -> None:
@@ -293,27 +371,6 @@ async def test_a_foreign_host_is_421_and_a_foreign_origin_403(mcp: Mcp, version:
             response.close()
 
 
-async def test_a_session_answers_only_its_own_user(mcp: Mcp) -> None:
-    other = await store_user_token(mcp.stack)
-    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
-    async with aiohttp.ClientSession() as http:
-        a = {**ACCEPT, "Authorization": f"Bearer {mcp.token}"}
-        async with http.post(mcp.url, json=INITIALIZE, headers=a) as opened:
-            assert opened.status == 200, await opened.text()
-            session = opened.headers["Mcp-Session-Id"]
-        in_session = {"Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
-        async with http.post(
-            mcp.url, json=listing, headers={**ACCEPT, **in_session, "Authorization": f"Bearer {other}"}
-        ) as b:
-            assert b.status == 404, await b.text()
-            assert "notes" not in await b.text()
-        async with http.post(mcp.url, json=listing, headers={**a, **in_session}) as mine:
-            assert mine.status == 200
-            assert "list_agents" in await mine.text()
-        async with http.delete(mcp.url, headers={**a, **in_session}) as closed:
-            assert closed.status == 200
-
-
 async def test_an_open_stream_does_not_spin_and_a_stateless_gateway_serves_2025_11_25(mcp: Mcp) -> None:
     async with aiohttp.ClientSession() as http:
         a = {**ACCEPT, "Authorization": f"Bearer {mcp.token}"}
@@ -328,9 +385,7 @@ async def test_an_open_stream_does_not_spin_and_a_stateless_gateway_serves_2025_
             await asyncio.sleep(1.0)  # an idle stream: the SDK waits on receive(), which must not return at once
             assert time.process_time() - cpu < 0.5 * (time.monotonic() - wall)
             stream.close()  # leave now (the context's exit would wait for the stream's end)
-    settings = mcp.stack.gateway_settings(mcp_stateless=True)
-    runner, base = await _serve(settings)
-    try:
+    async with serving(mcp.stack.gateway_settings(mcp_stateless=True)) as (_runner, base):
         async with mcp_client(f"{base}/mcp", mcp.token, LEGACY) as client:
             assert client.protocol_version == "2025-11-25"
             assert ok(await client.call_tool("list_agents", {}))["agents"]
@@ -340,5 +395,3 @@ async def test_an_open_stream_does_not_spin_and_a_stateless_gateway_serves_2025_
                 assert opened.status == 200
                 assert "Mcp-Session-Id" not in opened.headers
                 assert json.loads((await opened.text()).split("data: ", 1)[1].splitlines()[0])["result"]
-    finally:
-        await runner.cleanup()

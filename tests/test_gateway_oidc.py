@@ -1,7 +1,8 @@
 """OIDC bearer JWTs at the gateway, against a real local JWKS server (tests/oidc_idp.py) and the real in-process
 stack: RS256 and ES256 tokens work end to end, one subject is one store user on every replica, every kind of bad
-token is 401 invalid_token, the leeway is enforced, the `scope` claim maps onto the scope table. The key set's
-fetching, rotation and failures: tests/test_gateway_jwks.py.
+token is 401 invalid_token, the leeway is enforced, the `scope` claim maps onto the scope table, API tokens made
+with a JWT expire no later than it. What a JWT without scopes may do, `scp`, `typ` and the lifetime limit:
+tests/test_gateway_oidc_claims.py. The key set's fetching, rotation and failures: tests/test_gateway_jwks.py.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import jwt
 import pytest
@@ -83,8 +85,18 @@ async def test_a_subject_is_one_user_on_every_replica(stack: Stack, idp: Idp, oi
         assert (await replica.get(path, headers=bearer(keys.ec.sign(claims(subject))))).status == 200
         bob = bearer(keys.ec.sign(claims(f"bob-{uuid.uuid4()}")))
         assert await refusal(await replica.get(path, headers=bob), 404) == "CONVERSATION_NOT_FOUND"
-    dev = bearer(keys.rsa.sign(claims(stack.gateway_settings().dev_user_id)))  # a subject named like the dev user
-    assert (await answer(await oidc_gateway.get("/api/v1/conversations", headers=dev), 200))["conversations"] == []
+
+
+async def test_a_subject_named_like_the_dev_user_is_not_the_dev_user(
+    stack: Stack, oidc_gateway: Client, keys: Keys, auth: dict[str, str]
+) -> None:
+    devs = await answer(await oidc_gateway.post("/api/v1/conversations", json={"title": "dev"}, headers=auth), 201)
+    assert (await oidc_gateway.get(f"/api/v1/conversations/{devs['id']}", headers=auth)).status == 200
+    dev = bearer(keys.rsa.sign(claims(stack.gateway_settings().dev_user_id)))
+    listed = await answer(await oidc_gateway.get("/api/v1/conversations", headers=dev), 200)
+    assert devs["id"] not in [conversation["id"] for conversation in listed["conversations"]]
+    shown = await oidc_gateway.get(f"/api/v1/conversations/{devs['id']}", headers=dev)
+    assert await refusal(shown, 404) == "CONVERSATION_NOT_FOUND"
 
 
 def _bad_tokens(keys: Keys) -> dict[str, str]:
@@ -118,7 +130,8 @@ def _bad_tokens(keys: Keys) -> dict[str, str]:
         "an algorithm not configured": jwt.encode(
             claims(), keys.rsa.private, algorithm="RS384", headers={"kid": "rsa-1"}
         ),
-        "scope claim not a string": keys.rsa.sign(claims(scope=["runs:read"])),
+        "scope claim a number": keys.rsa.sign(claims(scope=42)),
+        "scope claim a list holding a number": keys.rsa.sign(claims(scope=["runs:read", 7])),
         "not a JWT at all": "a.b.c",
     }
 
@@ -142,7 +155,8 @@ BAD = (
     "tampered payload",
     "signed by another key under a known kid",
     "an algorithm not configured",
-    "scope claim not a string",
+    "scope claim a number",
+    "scope claim a list holding a number",
     "not a JWT at all",
 )
 
@@ -182,17 +196,34 @@ async def test_the_scope_claim_maps_onto_the_scope_table(oidc_gateway: Client, k
 
 async def test_api_tokens_made_with_a_jwt_are_the_same_user_and_no_wider(oidc_gateway: Client, keys: Keys) -> None:
     subject = f"dave-{uuid.uuid4()}"
-    scoped = bearer(keys.ec.sign(claims(subject, scope="tokens:write conversations:read conversations:write openid")))
+    exp = int(time.time()) + 300
+    wanted = "tokens:write conversations:read conversations:write openid"
+    scoped = bearer(keys.ec.sign(claims(subject, scope=wanted, exp=exp)))
     made = await answer(await oidc_gateway.post("/api/v1/conversations", json={"title": "d"}, headers=scoped), 201)
     created = await answer(await oidc_gateway.post("/api/v1/tokens", json={"label": "d"}, headers=scoped), 201)
     assert created["scopes"] == ["conversations:read", "conversations:write", "tokens:write"]
-    assert created["expire_time"] is None  # a JWT is a primary credential: not capped at its own expiry
+    # Capped at the JWT's expiry: a five-minute JWT cannot mint a token that never expires.
+    assert created["expire_time"] is not None
+    assert datetime.fromisoformat(created["expire_time"]).timestamp() <= exp
+    longer = await oidc_gateway.post("/api/v1/tokens", json={"ttl_seconds": 86400}, headers=scoped)
+    assert datetime.fromisoformat((await answer(longer, 201))["expire_time"]).timestamp() <= exp
     api = bearer(created["token"])
     assert (await oidc_gateway.get(f"/api/v1/conversations/{made['id']}", headers=api)).status == 200
     wider = await oidc_gateway.post("/api/v1/tokens", json={"scopes": ["runs:write"]}, headers=scoped)
     assert await refusal(wider, 403) == "PERMISSION_DENIED"
     listed = await answer(await oidc_gateway.get("/api/v1/tokens", headers=bearer(keys.ec.sign(claims(subject)))), 200)
-    assert [token["id"] for token in listed["tokens"]] == [created["id"]]
+    assert {token["id"] for token in listed["tokens"]} == {created["id"], (await longer.json())["id"]}
+
+
+async def test_a_token_made_with_a_jwt_lives_at_most_as_long_as_tokens_may(oidc_gateway: Client, keys: Keys) -> None:
+    now = int(time.time())
+    centuries = bearer(keys.rsa.sign(claims(exp=now + 10**10)))
+    created = await answer(await oidc_gateway.post("/api/v1/tokens", json={"label": "c"}, headers=centuries), 201)
+    assert datetime.fromisoformat(created["expire_time"]).timestamp() <= now + 367 * 86400
+    ending = bearer(keys.rsa.sign(claims(exp=now - 5)))  # accepted within the leeway, but has no time left to give
+    assert (await oidc_gateway.get("/api/v1/conversations", headers=ending)).status == 200
+    refused = await oidc_gateway.post("/api/v1/tokens", json={"label": "late"}, headers=ending)
+    assert await refusal(refused, 401) == "TOKEN_INVALID"
 
 
 async def test_without_oidc_settings_a_jwt_is_just_an_invalid_token(gateway: Client, keys: Keys) -> None:
@@ -225,9 +256,20 @@ WHOLE = {"oidc_issuer": ISSUER, "oidc_audience": AUDIENCE, "oidc_jwks_url": "htt
         {**WHOLE, "oidc_jwks_url": "file:///etc/keys.json"},
         {**WHOLE, "oidc_leeway_seconds": -1},
         {**WHOLE, "oidc_leeway_seconds": 3600},
+        {**WHOLE, "oidc_jwks_min_refresh_seconds": 0},  # an unknown kid would fetch the key set every time
+        {**WHOLE, "oidc_jwks_min_refresh_seconds": 0.5},
+        {**WHOLE, "oidc_default_scopes": ["runs:admin"]},
+        {**WHOLE, "oidc_default_scopes": ["openid"]},
+        {**WHOLE, "oidc_scope_claim": "roles"},
+        {**WHOLE, "oidc_token_types": ["at jwt"]},
+        {**WHOLE, "oidc_token_types": [""]},
+        {**WHOLE, "oidc_max_token_lifetime_seconds": -1},
     ],
 )
 def test_incomplete_or_unsafe_oidc_settings_are_refused(stack: Stack, values: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         stack.gateway_settings(**values)
-    assert stack.gateway_settings(**WHOLE).oidc_algorithms == ["RS256", "ES256"]
+    defaults = stack.gateway_settings(**WHOLE)
+    assert defaults.oidc_algorithms == ["RS256", "ES256"]
+    assert (defaults.oidc_default_scopes, defaults.oidc_scope_claim, defaults.oidc_token_types) == ([], "scope", [])
+    assert defaults.oidc_jwks_min_refresh_seconds == 10

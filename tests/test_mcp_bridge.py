@@ -1,7 +1,8 @@
 """The aiohttp-to-ASGI bridge under `/mcp` (gateway/mcp/bridge.py), served over real loopback HTTP with small ASGI
 applications of the tests' own: a stream passes through chunk by chunk, a waiting `receive()` neither returns
-at once (a caller would spin) nor misses the client leaving, and a one-message response is a plain aiohttp
-response that the middlewares can still add headers to.
+at once (a caller would spin) nor misses the client leaving, a one-message response is a plain aiohttp
+response that the middlewares can still add headers to, and a client that leaves before any response ends the
+request quietly (the SDK's own behaviour then: tests/test_gateway_mcp_sessions.py).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
 
 from gateway.mcp.bridge import AsgiApp, AsgiBridge, Message, Receive, Scope, Send
@@ -22,10 +25,29 @@ from gateway.mcp.bridge import AsgiApp, AsgiBridge, Message, Receive, Scope, Sen
 SSE = [(b"content-type", b"text/event-stream")]
 
 
+@dataclass
+class Outcomes:
+    """How the handlers ended (a status, or the name of what they raised), and the server's port."""
+
+    items: list[int | str] = field(default_factory=list)
+    added: asyncio.Event = field(default_factory=asyncio.Event)
+    port: int = 0
+
+    def add(self, outcome: int | str) -> None:
+        self.items.append(outcome)
+        self.added.set()
+
+
 @asynccontextmanager
 async def serving(
-    app: AsgiApp, bridges: list[AsgiBridge] | None = None, *, cancel_handlers: bool = False
+    app: AsgiApp,
+    bridges: list[AsgiBridge] | None = None,
+    *,
+    cancel_handlers: bool = False,
+    outcomes: Outcomes | None = None,
 ) -> AsyncIterator[aiohttp.ClientSession]:
+    """`app` behind the bridge; `outcomes` collects each handler's status, or the name of what it raised."""
+
     async def handler(request: web.Request) -> web.StreamResponse:
         bridge = AsgiBridge(request, poll_seconds=0.05)
         if bridges is not None:
@@ -34,7 +56,14 @@ async def serving(
 
     @web.middleware
     async def stamp(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except BaseException as exc:
+            if outcomes is not None:
+                outcomes.add(type(exc).__name__)
+            raise
+        if outcomes is not None:
+            outcomes.add(response.status)
         if not response.prepared:  # as the gateway's request-id middleware does
             response.headers["X-Stamped"] = "yes"
         return response
@@ -48,6 +77,8 @@ async def serving(
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    if outcomes is not None:
+        outcomes.port = runner.addresses[0][1]
     try:
         async with aiohttp.ClientSession(base_url=base) as client:
             yield client
@@ -145,3 +176,32 @@ async def test_a_request_body_arrives_whole_and_a_one_message_answer_is_a_plain_
         assert response.status == 201
         assert response.headers["X-Stamped"] == "yes"  # not sent before the middlewares saw it
         assert await response.json() == {"length": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+
+
+@pytest.mark.parametrize("cancel_handlers", [False, True])
+async def test_a_client_that_leaves_mid_body_ends_the_request_quietly(cancel_handlers: bool) -> None:
+    seen: list[Message] = []
+    done = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            while (message := await receive())["type"] == "http.request":
+                pass
+            seen.append(message)  # the body never ended: the client is gone; nothing to answer
+        finally:
+            done.set()
+
+    outcomes = Outcomes()
+    with structlog.testing.capture_logs() as logs:
+        async with serving(app, outcomes=outcomes, cancel_handlers=cancel_handlers), asyncio.timeout(10):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", outcomes.port)
+            writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            writer.transport.abort()
+            await done.wait()
+            await outcomes.added.wait()
+    assert seen == [{"type": "http.disconnect"}]
+    # Without handler cancellation the handler returns a 499 nobody receives; with it, aiohttp cancelled it.
+    assert outcomes.items == (["CancelledError"] if cancel_handlers else [499])
+    assert [e for e in logs if e["log_level"] in ("error", "critical")] == []

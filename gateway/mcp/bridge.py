@@ -33,6 +33,7 @@ Send = Callable[[Message], Awaitable[None]]
 AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 POLL_SECONDS = 0.5
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
 CHUNK_BYTES = 64 * 1024
 # Hop-by-hop headers are aiohttp's to write; copying the application's would duplicate or contradict them.
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"upgrade"})
@@ -80,6 +81,7 @@ class AsgiBridge:
         self._headers: list[tuple[str, str]] = []
         self._response: web.StreamResponse | None = None
         self._eof = False
+        self._left = False  # the client went away before the response was complete
         self.receive_calls = 0  # how often the application asked (a spinning one would ask without end)
 
     @property
@@ -94,6 +96,7 @@ class AsgiBridge:
                 chunk = await self._request.content.readany()
             except OSError:  # the connection was lost mid-body (ConnectionResetError and the like)
                 self._body_done = True
+                self._left = True
                 self._finished.set()
                 return {"type": "http.disconnect"}
             self._body_done = self._request.content.at_eof()
@@ -104,6 +107,8 @@ class AsgiBridge:
                     await self._finished.wait()
             except TimeoutError:
                 pass
+        if not self._finished.is_set():
+            self._left = True
         self._finished.set()
         return {"type": "http.disconnect"}
 
@@ -140,6 +145,7 @@ class AsgiBridge:
                 self._finished.set()
         except OSError:
             # The client left: say so to the application's next receive(); it stops sending then.
+            self._left = True
             self._finished.set()
 
     async def _stream(self) -> None:
@@ -149,6 +155,7 @@ class AsgiBridge:
             try:
                 await self._response.prepare(self._request)
             except OSError:
+                self._left = True
                 self._finished.set()
 
     async def run(self, app: AsgiApp, extra_scope: dict[str, Any]) -> web.StreamResponse:
@@ -170,6 +177,9 @@ class AsgiBridge:
             raise
         self._finished.set()
         if self._response is None:
+            if self._left or self.client_gone:
+                log.debug("asgi_client_left_before_response", path=self._request.path)
+                return web.Response(status=CLIENT_CLOSED_REQUEST)  # nobody receives it; the access log records it
             log.error("asgi_app_sent_no_response", path=self._request.path)
             raise RuntimeError("the MCP transport sent no response")
         if self._response.prepared and not self._eof:  # the application ended a stream without a last message

@@ -8,39 +8,58 @@
   (stateless, no `initialize`); anything else takes the 2025-11-25 path (an `initialize` handshake, then an
   `Mcp-Session-Id` session). `mcp_stateless` serves that path without sessions too (any replica answers
   any request; the server can then send the client no requests of its own, which no tool here needs).
+- **Sessions per user**: a user holds at most `mcp_max_sessions_per_user` sessions on a replica (`sessions`):
+  a request that would open one more is refused with 429 `RATE_LIMITED` before the SDK sees it.
 - **Host and Origin** are checked by the SDK's DNS-rebinding protection, configured from the gateway
   settings (`hosts`): 421 for a Host, 403 for an Origin it does not allow.
 - **Lifetime**: the session manager runs in one task from the app's startup to its cleanup: anyio cancel
   scopes must be left in the task that entered them, and aiohttp may run startup and cleanup in different
-  tasks.
+  tasks. Should that task end early (a crash), it is logged at once and `/mcp` answers 503 `SHUTTING_DOWN`
+  from then on, instead of failing every request with a 500.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+import structlog
 from aiohttp import web
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.requests import ClientDisconnect
 
+from gateway import problems
 from gateway.auth import CALLER
 from gateway.keys import SETTINGS
 from gateway.mcp import hosts, metadata
 from gateway.mcp.bridge import AsgiBridge
-from gateway.mcp.server import USER_ID, build_server
+from gateway.mcp.server import SCOPES, USER_ID, build_server
+from gateway.mcp.sessions import CountingSessionManager, SessionCounts, SessionLimitError, counted
+from gateway.middlewares import REQUEST_ID
+
+log = structlog.get_logger(__name__)
 
 ISSUER = "steward"
 
 
 @dataclass
 class Endpoint:
-    """The running session manager, and how often a waiting request checks for its client."""
+    """The running session manager (and its task), the sessions per user, and how often a waiting request checks
+    for its client."""
 
     manager: StreamableHTTPSessionManager
+    task: asyncio.Task[None]
+    counts: SessionCounts
+    stateless: bool
     poll_seconds: float
+    idle_seconds: float
 
 
 ENDPOINT = web.AppKey("mcp_endpoint", Endpoint)
@@ -59,11 +78,42 @@ def _user(request: web.Request) -> AuthenticatedUser:
     return AuthenticatedUser(token)
 
 
+def _may_open_session(request: web.Request, endpoint: Endpoint) -> bool:
+    """Whether the SDK takes this request as one that may open a session (as its manager routes it: no
+    `Mcp-Session-Id`, a handshake revision or none, sessions on)."""
+    if endpoint.stateless or MCP_SESSION_ID_HEADER in request.headers:
+        return False
+    version = request.headers.get(MCP_PROTOCOL_VERSION_HEADER)
+    return version is None or version in HANDSHAKE_PROTOCOL_VERSIONS
+
+
+def _too_many_sessions(request: web.Request, endpoint: Endpoint, exc: SessionLimitError) -> web.Response:
+    detail = (
+        f"you have {exc.held} open MCP sessions, the most one user may hold here; end one (DELETE /mcp with its "
+        f"Mcp-Session-Id) or let an idle one expire (after {endpoint.idle_seconds:g} s without requests)"
+    )
+    extra: dict[str, object] = {
+        "request_id": request.get(REQUEST_ID, ""),
+        "metadata": {"limit": "mcp_sessions_per_user", "max_sessions": str(exc.cap)},
+    }
+    return problems.problem(429, "RATE_LIMITED", detail, instance=request.path, extra=extra)
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
     endpoint = request.app[ENDPOINT]
+    if endpoint.task.done():
+        raise problems.HttpError(503, "SHUTTING_DOWN", "the MCP endpoint is not running; the rest of the API is")
+    user_id = request[CALLER].user_id
+    extra = {"user": _user(request), USER_ID: user_id, SCOPES: request[CALLER].scopes}
     bridge = AsgiBridge(request, poll_seconds=endpoint.poll_seconds)
-    extra = {"user": _user(request), USER_ID: request[CALLER].user_id}
-    return await bridge.run(endpoint.manager.handle_request, extra)
+    opening = _may_open_session(request, endpoint)
+    app = counted(endpoint.manager.handle_request, endpoint.counts, user_id, opening=opening)
+    if opening:  # the place is taken here and given back by `app` (settled however the request ends)
+        try:
+            endpoint.counts.reserve(user_id)
+        except SessionLimitError as exc:
+            return _too_many_sessions(request, endpoint, exc)
+    return await bridge.run(app, extra)
 
 
 async def _run_manager(manager: StreamableHTTPSessionManager, ready: asyncio.Event, stop: asyncio.Event) -> None:
@@ -72,15 +122,34 @@ async def _run_manager(manager: StreamableHTTPSessionManager, ready: asyncio.Eve
         await stop.wait()
 
 
+def _report_end(stop: asyncio.Event) -> Callable[[asyncio.Task[None]], None]:
+    """A done-callback for the manager's task: an end before cleanup asked for it is an error, said at once."""
+
+    def ended(task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            if not stop.is_set():
+                log.error("mcp_session_manager_stopped", cause="cancelled")
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("mcp_session_manager_crashed", exc_info=error)
+        elif not stop.is_set():
+            log.error("mcp_session_manager_stopped", cause="returned")
+
+    return ended
+
+
 async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    manager = StreamableHTTPSessionManager(
+    counts = SessionCounts(settings.mcp_max_sessions_per_user)
+    manager = CountingSessionManager(
         app=build_server(app),
         stateless=settings.mcp_stateless,
         security_settings=hosts.security(settings),
         max_request_body_size=settings.max_body_bytes,
         session_idle_timeout=settings.mcp_session_idle_seconds,
         max_sessions=settings.mcp_max_sessions,
+        counts=counts,
     )
     ready, stop = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(_run_manager(manager, ready, stop), name="mcp-session-manager")
@@ -90,16 +159,37 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         started.cancel()
         await task  # it ended before it started: raise its error
         raise RuntimeError("the MCP session manager stopped before it started")
-    app[ENDPOINT] = Endpoint(manager, settings.mcp_disconnect_poll_seconds)
+    task.add_done_callback(_report_end(stop))
+    app[ENDPOINT] = Endpoint(
+        manager,
+        task,
+        counts,
+        settings.mcp_stateless,
+        settings.mcp_disconnect_poll_seconds,
+        settings.mcp_session_idle_seconds,
+    )
     try:
         yield
     finally:
         stop.set()
-        await task
+        await asyncio.wait({task})  # an early end was reported by its callback already
+
+
+class _ClientLeftMidBody(logging.Filter):
+    """Drops the SDK's error log of a client that left in the middle of its request body ("Error handling POST
+    request" with starlette's `ClientDisconnect` and a traceback): nothing failed, and nobody is left to answer
+    (the bridge ends such a request quietly, a 499 in the access log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ClientDisconnect))
+
+
+_CLIENT_LEFT_MID_BODY = _ClientLeftMidBody()
 
 
 def install(app: web.Application) -> None:
     """Mount `/mcp` and its metadata documents on `app`, and run the session manager for the app's lifetime."""
+    logging.getLogger("mcp.server.streamable_http").addFilter(_CLIENT_LEFT_MID_BODY)  # once, however many apps
     for method in ("POST", "GET", "DELETE"):
         app.router.add_route(method, metadata.MCP_PATH, handle)
     app.router.add_get(metadata.WELL_KNOWN, metadata.gateway_document, allow_head=False)

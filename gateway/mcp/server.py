@@ -8,12 +8,19 @@ than the gateway: not to the services, and never to the MCP servers agents call 
 Arguments are checked against the tool's model; a failure the caller can fix is a tool result with
 `isError: true` and `structuredContent.error.reason` (a stable reason from `ErrorReason`). An unknown tool
 is a protocol error (INVALID_PARAMS), as the MCP specification has it.
+
+**A result's content.** `structuredContent` holds the tool's data. Without a text of the tool's own, the
+content is that data as one JSON text block (the specification's convention for clients that do not read
+structured content). With one (chat's answer, a confirmation notice), the content is that text, then the data
+as JSON *without* the `answer` member the text already holds: an agent's long answer travels once in the
+content, not twice.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -27,15 +34,16 @@ from pydantic import ValidationError
 
 from gateway import auth
 from gateway.keys import CLIENTS, SETTINGS
-from gateway.mcp import chat, tools
-from gateway.mcp.calls import Answer, Call, ToolDef, ToolError
+from gateway.mcp import action_tools, read_tools
+from gateway.mcp.tooling import Answer, Call, Progress, ToolDef, ToolError
 from steward.auth import Principal
 from steward.errors import StewardError, from_rpc_error
 
 log = structlog.get_logger(__name__)
 
 USER_ID = "steward.user_id"  # the ASGI scope key holding the authenticated caller's user id
-TOOLS: dict[str, ToolDef] = {tool.name: tool for tool in [*tools.TOOLS, *chat.TOOLS]}
+SCOPES = "steward.scopes"  # the ASGI scope key holding the caller's scopes (None: all the user's rights)
+TOOLS: dict[str, ToolDef] = {tool.name: tool for tool in [*read_tools.TOOLS, *action_tools.TOOLS]}
 INSTRUCTIONS = (
     "Steward runs agents on a server. Use chat to talk to an agent (list_agents names them). Agents ask before "
     "they write: a chat answer may be a pending confirmation instead, which a person must approve or reject "
@@ -44,8 +52,11 @@ INSTRUCTIONS = (
 
 
 def _result(data: dict[str, Any], text: str, *, error: bool) -> types.CallToolResult:
-    content = [types.TextContent(text=text)] if text else []
-    content.append(types.TextContent(text=json.dumps(data, ensure_ascii=False)))
+    if not text:
+        content = [types.TextContent(text=json.dumps(data, ensure_ascii=False))]
+    else:
+        rest = {key: value for key, value in data.items() if key != "answer"}  # the text holds the answer
+        content = [types.TextContent(text=text), types.TextContent(text=json.dumps(rest, ensure_ascii=False))]
     return types.CallToolResult(content=content, structured_content=data, is_error=error)
 
 
@@ -57,7 +68,7 @@ def failure(reason: str, message: str, metadata: Mapping[str, str] | None = None
 
 
 def success(answer: Answer) -> types.CallToolResult:
-    return _result(answer.data, answer.text, error=False)
+    return _result(answer.data, answer.text, error=answer.error)
 
 
 def _invalid(exc: ValidationError) -> types.CallToolResult:
@@ -94,22 +105,41 @@ def _user_id(ctx: ServerRequestContext[Any, Any]) -> str:
     return user_id
 
 
-def _progress(ctx: ServerRequestContext[Any, Any]) -> Callable[[str], Awaitable[None]]:
-    """Text as `notifications/progress` (progress = characters so far), when the client asked for progress."""
+def _scopes(ctx: ServerRequestContext[Any, Any]) -> frozenset[str] | None:
+    """The caller's scopes (None: an unscoped caller, with all its user's rights)."""
+    scope = getattr(ctx.request, "scope", None)
+    held = scope.get(SCOPES) if isinstance(scope, Mapping) else None
+    return frozenset(held) if held is not None else None
+
+
+def _progress(ctx: ServerRequestContext[Any, Any]) -> Progress:
+    """Messages as `notifications/progress` when the client asked for progress (a no-op otherwise). `progress`
+    counts the notifications sent, so it strictly increases (the specification's rule); empty messages are not
+    sent. No `total`: how long a run goes is not known."""
     sent = 0
 
-    async def report(text: str) -> None:
+    async def report(message: str) -> None:
         nonlocal sent
-        sent += len(text)
+        if not message:
+            return
+        sent += 1
         try:
-            await ctx.session.report_progress(sent, message=text)
+            await ctx.session.report_progress(sent, message=message)
         except Exception:  # noqa: BLE001 - a client that stopped listening does not stop the tool
             log.debug("mcp_progress_dropped")
 
     return report
 
 
-def build_server(app: web.Application, version: str = "") -> Server[Any]:
+def version() -> str:
+    """Steward's version, as `serverInfo.version`."""
+    try:
+        return importlib.metadata.version("steward")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "0.0.0+unknown"
+
+
+def build_server(app: web.Application) -> Server[Any]:
     """A server whose tools use `app`'s service clients (open when the first call arrives)."""
 
     async def list_tools(
@@ -124,6 +154,13 @@ def build_server(app: web.Application, version: str = "") -> Server[Any]:
         if definition is None:
             raise MCPError(code=types.INVALID_PARAMS, message=f"unknown tool: {params.name}")
         user_id = _user_id(ctx)
+        held = _scopes(ctx)
+        if held is not None and definition.scope not in held:
+            return failure(
+                "PERMISSION_DENIED",
+                f"this token may not use {definition.name}: it needs the {definition.scope} scope",
+                {"scope": definition.scope},
+            )
         call = Call(app[CLIENTS], app[SETTINGS], user_id, _progress(ctx))
         with (
             auth.acting_as(Principal(user_id=user_id)),
@@ -137,7 +174,7 @@ def build_server(app: web.Application, version: str = "") -> Server[Any]:
 
     return Server(
         "steward",
-        version=version,
+        version=version(),
         title="Steward",
         instructions=INSTRUCTIONS,
         get_tool_input_schema=input_schema,

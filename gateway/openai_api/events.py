@@ -1,9 +1,17 @@
 """A run's event log (the store's StreamRunEvents, the log every surface reads) as pieces of a chat completion.
 
-text_delta → text; usage → usage; a pause or the run's end → the `End` with its finish reason:
-completed → "stop", incomplete → "length", paused for client tools → "tool_calls" (with the calls),
+text_delta → text (with its step); usage → usage; a pause or the run's end → the `End` with its finish
+reason: completed → "stop", incomplete → "length", paused for client tools → "tool_calls" (with the calls),
 paused for a confirmation → "stop" with a notice saying what waits for whose decision where, and
-failed / cancelled / expired → "error" with a note saying so.
+failed / cancelled / expired → "error" with a note saying so. Tool calls starting and ending are `Activity`
+(for readers that show progress; a completion ignores them).
+
+**A restarted step** (`step_restarted`: the runtime redoes a step whose model stream broke, or that a crashed
+replica left unfinished) is a `Restarted` piece, after the abandoned text and before the redone step's text.
+Readers drop that step's text so far (ARCHITECTURE §3): an answer put together from the pieces (the OpenAI
+API's non-streamed completion, MCP's chat and decide_confirmation) holds only the redone step's text, as
+`logged_answer` and the conversation's stored message do. Text already streamed cannot be taken back: a
+streamed completion goes on with the redone step's text after what it sent (see `routes._stream`).
 
 A continuation reads the log from its start and emits only what follows a point: the results it
 submitted, or the decisions on the confirmations an earlier answer named. So a repeated follow-up
@@ -25,6 +33,22 @@ from steward.store.v1 import store_service_pb2 as store_pb
 @dataclass(frozen=True)
 class Text:
     text: str
+    step: int = 0  # the step (model call) that said it
+
+
+@dataclass(frozen=True)
+class Restarted:
+    """The step is being redone: drop the text it said so far."""
+
+    step: int
+
+
+@dataclass(frozen=True)
+class Activity:
+    """A tool call started, finished or failed (a sign of life while no text comes)."""
+
+    tool_name: str
+    state: str  # "started", "finished" or "failed"
 
 
 @dataclass(frozen=True)
@@ -48,7 +72,7 @@ class End:
     tool_calls: list[ToolCall] = field(default_factory=list)
 
 
-Piece = Text | Usage | End
+Piece = Text | Usage | End | Restarted | Activity
 
 
 @dataclass
@@ -60,6 +84,7 @@ class _Log:
     answered: set[str] = field(default_factory=set)
     confirmations: dict[str, run_event_pb2.ConfirmationRequested] = field(default_factory=dict)
     decided: set[str] = field(default_factory=set)
+    tool_names: dict[str, str] = field(default_factory=dict)  # tool call id -> tool name
 
     def see(self, event: run_event_pb2.RunEvent) -> None:
         kind = event.WhichOneof("payload")
@@ -69,6 +94,8 @@ class _Log:
             self.client_calls[call.tool_call_id] = ToolCall(
                 call_id_for(self.run_id, call.tool_call_id), name, call.arguments_json
             )
+        elif kind == "tool_call_started":
+            self.tool_names[event.tool_call_started.tool_call_id] = event.tool_call_started.tool_name
         elif kind == "tool_call_finished":
             self.answered.add(event.tool_call_finished.tool_call_id)
         elif kind == "tool_call_failed":
@@ -102,6 +129,8 @@ def _end(event: run_event_pb2.RunEvent) -> End | None:
         return End("error", note=notices.EXPIRED)
     return None
 
+
+_ACTIVITY = {"tool_call_started": "started", "tool_call_finished": "finished", "tool_call_failed": "failed"}
 
 Start = Callable[[_Log], bool]  # whether the emitted part of the log has begun
 
@@ -146,7 +175,12 @@ async def pieces(clients: Clients, run: run_pb2.Run, start: Start = from_start) 
                     yield end
                     return
                 if kind == "text_delta":
-                    yield Text(event.text_delta.text)
+                    yield Text(event.text_delta.text, event.step)
+                elif kind == "step_restarted":
+                    yield Restarted(event.step)
+                elif kind in _ACTIVITY:
+                    call_id = getattr(event, kind).tool_call_id
+                    yield Activity(log.tool_names.get(call_id, ""), _ACTIVITY[kind])
                 elif kind == "usage":
                     usage = event.usage.usage
                     yield Usage(

@@ -143,7 +143,12 @@ async def _stream(
 ) -> web.StreamResponse:
     """The answer as SSE chunks, with a comment ping whenever nothing was sent for `sse_ping_seconds` (a client
     that left is noticed then, and its upstream stream cancelled; the run goes on). A failure after the stream
-    began is sent as an `error` event."""
+    began is sent as an `error` event.
+
+    A step the runtime restarts (`step_restarted`) cannot be taken back from a stream: the chunks already sent
+    keep the abandoned step's partial text, and the stream goes on with the redone step's text after it (no
+    marker is inserted: a chunk's content is the model's text). The non-streamed completion of the same run,
+    the conversation's stored message and every reader of the whole log hold the redone step's text only."""
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",

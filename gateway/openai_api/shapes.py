@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.openai_api.events import End, Piece, Text, ToolCall, Usage
+from gateway.openai_api.events import End, Piece, Restarted, Text, ToolCall, Usage
 
 
 def model_json(model_id: str, created: int, owned_by: str) -> dict[str, Any]:
@@ -34,25 +34,33 @@ def with_note(text: str, note: str) -> str:
 
 @dataclass
 class Answer:
-    """A completion as it is put together from a run's pieces."""
+    """A completion as it is put together from a run's pieces. The text of a step that was restarted is
+    dropped (`Restarted`): the answer holds the redone step's text only."""
 
     completion_id: str
     model: str
     created: int = field(default_factory=lambda: int(time.time()))
-    text: str = ""
+    texts: list[Text] = field(default_factory=list)
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
     end: End | None = None
+    streamed_text: bool = False  # whether a chunk with text was streamed (text sent cannot be unsent)
+
+    @property
+    def text(self) -> str:
+        return "".join(piece.text for piece in self.texts)
 
     def add(self, piece: Piece) -> None:
         if isinstance(piece, Text):
-            self.text += piece.text
+            self.texts.append(piece)
+        elif isinstance(piece, Restarted):
+            self.texts = [text for text in self.texts if text.step != piece.step]
         elif isinstance(piece, Usage):
             self.input_tokens += piece.input_tokens
             self.output_tokens += piece.output_tokens
             self.cached_tokens += piece.cached_tokens
-        else:
+        elif isinstance(piece, End):
             self.end = piece
 
     def usage_json(self) -> dict[str, Any]:
@@ -98,16 +106,19 @@ class Answer:
         return sse(body)
 
     def chunks_for(self, piece: Piece) -> list[bytes]:
-        """The SSE chunks that stream `piece` (and take it into the answer)."""
-        had_text = bool(self.text)
+        """The SSE chunks that stream `piece` (and take it into the answer). A restarted step's text was sent
+        already: the stream goes on with the redone step's text after it."""
         self.add(piece)
         if isinstance(piece, Text):
-            return [self.chunk({"content": piece.text})] if piece.text else []
-        if isinstance(piece, Usage):
+            if not piece.text:
+                return []
+            self.streamed_text = True
+            return [self.chunk({"content": piece.text})]
+        if not isinstance(piece, End):
             return []
         out = []
         if piece.note:
-            out.append(self.chunk({"content": ("\n\n" if had_text else "") + piece.note}))
+            out.append(self.chunk({"content": ("\n\n" if self.streamed_text else "") + piece.note}))
         if piece.tool_calls:
             out.append(self.chunk({"tool_calls": tool_calls_json(piece.tool_calls, indexed=True)}))
         out.append(self.chunk({}, piece.finish_reason))

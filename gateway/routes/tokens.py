@@ -2,7 +2,8 @@
 
 A token's text is answered once, by the create; lists and revokes show only its metadata and the
 non-secret lookup prefix. A token may be given scopes (`gateway.scopes`); a token made by a caller with
-scopes holds at most the caller's scopes (its own, when it asks for none).
+scopes holds at most the caller's scopes (its own, when it asks for none), and one made with an expiring
+credential (an API token, an OIDC JWT) expires no later than it.
 """
 
 from __future__ import annotations
@@ -71,14 +72,15 @@ def _ttl(body: dict[str, Any]) -> timedelta | None:
 
 
 def _capped(ttl: timedelta | None, caller: auth.Caller) -> timedelta | None:
-    """A token made with an API token expires no later than that token, so a short-lived one cannot mint a
-    lasting one (revoking a token does not revoke those made with it)."""
+    """A token made with an expiring credential (an API token, an OIDC JWT) expires no later than it, so a
+    short-lived one cannot mint a lasting one (revoking a token does not revoke those made with it)."""
     if caller.token_expires is None:
         return ttl
-    left = timedelta(seconds=caller.token_expires - time.time())
-    if left < timedelta(seconds=1):
+    left = caller.token_expires - time.time()
+    if left < 1:
         raise problems.HttpError(401, "TOKEN_INVALID", "the token is not valid", headers=auth.INVALID_CHALLENGE)
-    return left if ttl is None else min(ttl, left)
+    cap = timedelta(seconds=min(left, MAX_TTL.total_seconds()))  # a JWT may claim an exp centuries away
+    return cap if ttl is None else min(ttl, cap)
 
 
 @routes.post("/api/v1/tokens")

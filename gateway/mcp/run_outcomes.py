@@ -1,10 +1,15 @@
-"""Following a run's event log for an MCP answer, with the OpenAI facade's reader (`openai_api.events`).
+"""What chat, decide_confirmation and get_run answer about a run, read from its event log with the OpenAI
+facade's reader (`openai_api.events`).
 
-`follow` reads a run's log from a point (its start, or just after a decision) to the run's next pause or
-its end, passing each text delta on as progress, and answers with what the run said, its state, and the
-confirmations it waits for. A run that neither pauses nor ends within `mcp_wait_seconds` is answered as
-still running (the run goes on; `get_run` reads its answer later): disconnect, or waiting less, is never
-cancel.
+`follow` reads a run's log from a point (its start, or just after a decision) to the run's next pause or its
+end, and answers with what the run said, its state, and the confirmations it waits for. While it reads, and
+when the client asked for progress, each text delta, each tool call starting or ending, and each restarted step
+is a progress notification (a restarted step's text so far is dropped from the answer: ARCHITECTURE §3). A run
+that neither pauses nor ends within `mcp_wait_seconds` is answered as still running, with its ids and the
+advice to call `get_run` later: the run goes on (disconnect, or waiting less, is never cancel).
+
+A run that failed, was cancelled or expired is answered with `isError: true` (the tool call did not get the
+agent's answer); a failed run's `error` carries the run's own stable reason.
 """
 
 from __future__ import annotations
@@ -18,8 +23,7 @@ from typing import Any
 import grpc
 
 from gateway import presenters
-from gateway.keys import Clients
-from gateway.mcp.calls import Answer, Call
+from gateway.mcp.tooling import Answer, Call
 from gateway.openai_api import events
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirmation_pb2
@@ -28,6 +32,7 @@ from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 
 MOVING = frozenset({run_pb2.RUN_STATE_QUEUED, run_pb2.RUN_STATE_RUNNING})
+ENDED_BADLY = frozenset({run_pb2.RUN_STATE_FAILED, run_pb2.RUN_STATE_CANCELLED, run_pb2.RUN_STATE_EXPIRED})
 
 
 def confirmation_data(confirmation: confirmation_pb2.Confirmation) -> dict[str, Any]:
@@ -41,9 +46,15 @@ def confirmation_data(confirmation: confirmation_pb2.Confirmation) -> dict[str, 
     return data
 
 
-async def pending_confirmations(clients: Clients, run_id: str) -> list[confirmation_pb2.Confirmation]:
-    reply = await clients.confirm.ListConfirmations(confirm_pb.ListConfirmationsRequest(run_id=run_id, page_size=200))
+async def pending_confirmations(call: Call, run_id: str) -> list[confirmation_pb2.Confirmation]:
+    reply = await call.clients.confirm.ListConfirmations(
+        confirm_pb.ListConfirmationsRequest(run_id=run_id, page_size=200), timeout=call.timeout
+    )
     return list(reply.confirmations)
+
+
+async def read_run(call: Call, run_id: str) -> run_pb2.Run:
+    return (await call.clients.runs.GetRun(store_pb.GetRunRequest(id=run_id), timeout=call.timeout)).run
 
 
 def notice(pending: list[confirmation_pb2.Confirmation]) -> str:
@@ -64,10 +75,26 @@ def notice(pending: list[confirmation_pb2.Confirmation]) -> str:
     return "\n\n".join(parts)
 
 
+def started(run: run_pb2.Run) -> str:
+    """The progress message sent as soon as a run exists: its ids, so a client that gives up waiting can find it."""
+    return (
+        f"[Steward: run `{run.id}` started in conversation `{run.conversation_id}`. If this call ends before the "
+        f"run does, call get_run with run_id `{run.id}` for its answer.]"
+    )
+
+
+def _activity(piece: events.Activity) -> str:
+    return f"[Steward: tool `{piece.tool_name or 'unknown'}` {piece.state}.]"
+
+
+def _restarted(piece: events.Restarted) -> str:
+    return f"[Steward: step {piece.step} is being redone; its text so far is dropped from the answer.]"
+
+
 @dataclass(frozen=True)
 class Outcome:
     run: run_pb2.Run
-    text: str  # what the run said from the point read
+    text: str  # what the run said from the point read (a restarted step's abandoned text left out)
     note: str  # why it ended short of an answer (a failure, a limit), if it did
     pending: list[confirmation_pb2.Confirmation]
     still_moving: bool  # the wait ran out before the run paused or ended
@@ -75,34 +102,40 @@ class Outcome:
 
 async def follow(call: Call, run: run_pb2.Run, start: events.Start) -> Outcome:
     """Read `run`'s log from `start` to its next pause or end (at most `mcp_wait_seconds`)."""
-    texts: list[str] = []
+    texts: list[events.Text] = []
     note = ""
     still_moving = False
     try:
         async with asyncio.timeout(call.settings.mcp_wait_seconds):
             async with contextlib.aclosing(events.pieces(call.clients, run, start)) as pieces:
                 async for piece in pieces:
-                    if isinstance(piece, events.Text):
-                        texts.append(piece.text)
+                    if isinstance(piece, events.Text) and piece.text:
+                        texts.append(piece)
                         await call.progress(piece.text)
+                    elif isinstance(piece, events.Restarted):
+                        texts = [text for text in texts if text.step != piece.step]
+                        await call.progress(_restarted(piece))
+                    elif isinstance(piece, events.Activity):
+                        await call.progress(_activity(piece))
                     elif isinstance(piece, events.End):
                         note = piece.note
     except TimeoutError:
         still_moving = True
-    current = (await call.clients.runs.GetRun(store_pb.GetRunRequest(id=run.id))).run
-    pending = await pending_confirmations(call.clients, run.id)
+    current = await read_run(call, run.id)
+    pending = await pending_confirmations(call, run.id)
     if pending:
         note = ""  # the reader's pause notice names HTTP routes; `notice` says how to decide over MCP
-    return Outcome(current, "".join(texts), note, pending, still_moving)
+    return Outcome(current, "".join(text.text for text in texts), note, pending, still_moving)
 
 
 def run_data(run: run_pb2.Run) -> dict[str, Any]:
+    shown = presenters.run_json(run)
     return {
         "run_id": run.id,
         "conversation_id": run.conversation_id,
         "agent_id": run.agent_id or None,
-        "state": presenters.run_json(run)["state"],
-        "pause_reason": presenters.run_json(run)["pause_reason"],
+        "state": shown["state"],
+        "pause_reason": shown["pause_reason"],
     }
 
 
@@ -117,12 +150,15 @@ def outcome_answer(outcome: Outcome, **extra: Any) -> Answer:
         "usage": presenters.usage_json(run.usage),
         "still_running": outcome.still_moving,
     }
+    if run.state == run_pb2.RUN_STATE_FAILED and run.HasField("error"):
+        data["error"] = {"reason": run.error.reason, "message": run.error.message, "transient": run.error.transient}
     parts = [outcome.text, outcome.note, notice(outcome.pending)]
     if outcome.still_moving and not outcome.pending:
         parts.append(
-            f"[Steward: run `{run.id}` is still {data['state']}; call `get_run` with this run_id later for the rest.]"
+            f"[Steward: run `{run.id}` (conversation `{run.conversation_id}`) is still {data['state']}; it goes on "
+            f"without this call. Call `get_run` with run_id `{run.id}` later for its answer.]"
         )
-    return Answer(data, "\n\n".join(part for part in parts if part))
+    return Answer(data, "\n\n".join(part for part in parts if part), error=run.state in ENDED_BADLY)
 
 
 async def logged_answer(call: Call, run: run_pb2.Run) -> str | None:

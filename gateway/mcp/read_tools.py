@@ -1,7 +1,8 @@
 """The MCP tools that only read: list_agents, list_pending_confirmations, get_run.
 
 Every call acts as the authenticated caller (the services scope each query by that principal), so another
-user's id answers as an unknown one: a tool result with `isError` and the `*_NOT_FOUND` reason.
+user's id answers as an unknown one: a tool result with `isError` and the `*_NOT_FOUND` reason. Reading a run
+that failed is a successful read: get_run answers it without `isError` (its `state` and `run.error` say so).
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from typing import Any
 from pydantic import Field
 
 from gateway import presenters
-from gateway.keys import Clients
-from gateway.mcp.calls import Answer, Arguments, Call, ToolDef, ToolError, read_only
-from gateway.mcp.runs import confirmation_data, logged_answer, pending_confirmations, run_data
+from gateway.mcp.run_outcomes import confirmation_data, logged_answer, pending_confirmations, read_run, run_data
+from gateway.mcp.tooling import Answer, Arguments, Call, ToolDef, ToolError, read_only
 from gateway.openai_api.routes import DEFAULT_MODEL
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.store.v1 import agent_pb2, run_pb2
@@ -34,12 +34,14 @@ def agent_data(agent: agent_pb2.Agent) -> dict[str, Any]:
     }
 
 
-async def find_agent(clients: Clients, ref: str) -> agent_pb2.Agent | None:
+async def find_agent(call: Call, ref: str) -> agent_pb2.Agent | None:
     """The caller's agent with this name or id; None for the built-in default agent (`steward`, unless the caller
     has an agent of that name). Raises AGENT_NOT_FOUND for any other name or id, another user's included."""
     token = ""
     for _ in range(MAX_AGENT_PAGES):
-        reply = await clients.agents.ListAgents(store_pb.ListAgentsRequest(page_size=500, page_token=token))
+        reply = await call.clients.agents.ListAgents(
+            store_pb.ListAgentsRequest(page_size=500, page_token=token), timeout=call.timeout
+        )
         for agent in reply.agents:
             if ref in (agent.name, agent.id):
                 return agent
@@ -58,7 +60,7 @@ class ListAgentsArguments(Arguments):
 
 async def list_agents(call: Call, args: ListAgentsArguments) -> Answer:
     reply = await call.clients.agents.ListAgents(
-        store_pb.ListAgentsRequest(page_size=args.page_size, page_token=args.page_token)
+        store_pb.ListAgentsRequest(page_size=args.page_size, page_token=args.page_token), timeout=call.timeout
     )
     agents = [agent_data(agent) for agent in reply.agents]
     return Answer({"agents": agents, "next_page_token": reply.next_page_token or None, "default_agent": DEFAULT_MODEL})
@@ -72,7 +74,8 @@ class ListPendingArguments(Arguments):
 
 async def list_pending_confirmations(call: Call, args: ListPendingArguments) -> Answer:
     reply = await call.clients.confirm.ListConfirmations(
-        confirm_pb.ListConfirmationsRequest(page_size=args.page_size, page_token=args.page_token, run_id=args.run_id)
+        confirm_pb.ListConfirmationsRequest(page_size=args.page_size, page_token=args.page_token, run_id=args.run_id),
+        timeout=call.timeout,
     )
     confirmations = [confirmation_data(c) for c in reply.confirmations]
     return Answer({"confirmations": confirmations, "next_page_token": reply.next_page_token or None})
@@ -83,9 +86,9 @@ class GetRunArguments(Arguments):
 
 
 async def get_run(call: Call, args: GetRunArguments) -> Answer:
-    run = (await call.clients.runs.GetRun(store_pb.GetRunRequest(id=args.run_id))).run
+    run = await read_run(call, args.run_id)
     data: dict[str, Any] = {**run_data(run), "run": presenters.run_json(run)}
-    pending = await pending_confirmations(call.clients, run.id) if run.state == run_pb2.RUN_STATE_PAUSED else []
+    pending = await pending_confirmations(call, run.id) if run.state == run_pb2.RUN_STATE_PAUSED else []
     data["pending_confirmations"] = [confirmation_data(c) for c in pending]
     data["answer"] = await logged_answer(call, run)
     return Answer(data)
@@ -94,6 +97,7 @@ async def get_run(call: Call, args: GetRunArguments) -> Answer:
 TOOLS = [
     ToolDef(
         name="list_agents",
+        scope="agents:read",
         title="List agents",
         description=(
             "List your Steward agents (id, name, description, model route, tools). Chat with one by name or id; "
@@ -105,6 +109,7 @@ TOOLS = [
     ),
     ToolDef(
         name="list_pending_confirmations",
+        scope="confirmations:read",
         title="List pending confirmations",
         description=(
             "List the writes waiting for your decision (newest first): the tool an agent wants to call, its "
@@ -116,6 +121,7 @@ TOOLS = [
     ),
     ToolDef(
         name="get_run",
+        scope="runs:read",
         title="Get a run",
         description=(
             "Read a run: its state (queued, running, paused, completed, failed, ...), usage, the confirmations it "

@@ -2,9 +2,10 @@
 
 A tool's arguments are a pydantic model: the model's JSON Schema is the tool's `inputSchema`, and the same
 model checks the arguments a client sends, so the two cannot drift apart. A tool answers an `Answer`
-(structured data, and optionally a text for people and models). A failure the model can fix (an unknown
-agent, a bad or foreign id, a refused decision) is a `ToolError` with a stable reason, or a `StewardError`
-from a service; the server turns both into a tool result with `isError: true`, never a protocol error.
+(structured data, and optionally a text for people and models; `error` for a run that failed, was cancelled
+or expired). A failure the model can fix (an unknown agent, a bad or foreign id, a refused decision) is a
+`ToolError` with a stable reason, or a `StewardError` from a service; the server turns both into a tool
+result with `isError: true`, never a protocol error.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pydantic import BaseModel, ConfigDict
 from gateway.keys import Clients
 from gateway.settings import GatewaySettings
 
+Progress = Callable[[str], Awaitable[None]]  # sends one progress notification with this message (if asked for)
+
 
 class Arguments(BaseModel):
     """Base of every tool's arguments: unknown arguments are refused, not ignored."""
@@ -28,21 +31,28 @@ class Arguments(BaseModel):
 
 @dataclass(frozen=True)
 class Call:
-    """One tool call: the services, the settings, the caller, and a way to report progress text."""
+    """One tool call: the services, the settings, the caller, and a way to report progress."""
 
     clients: Clients
     settings: GatewaySettings
     user_id: str
-    progress: Callable[[str], Awaitable[None]]
+    progress: Progress
+
+    @property
+    def timeout(self) -> float:
+        """The deadline of every unary service call a tool makes (`upstream_timeout`)."""
+        return self.settings.upstream_timeout
 
 
 @dataclass(frozen=True)
 class Answer:
-    """A tool's result: `data` becomes `structuredContent` (and a JSON text block); `text`, when given,
-    comes first, written for the person or model reading it."""
+    """A tool's result: `data` becomes `structuredContent`; `text`, when given, is the content written for the
+    person or model reading it (see `server.result`). `error`: the result is `isError` (a run that failed, was
+    cancelled or expired)."""
 
     data: dict[str, Any]
     text: str = ""
+    error: bool = False
 
 
 @dataclass
@@ -68,6 +78,8 @@ class ToolDef:
     arguments: type[Arguments]
     annotations: types.ToolAnnotations
     run: Runner
+    # The scope a scoped caller needs for this tool besides `mcp` (gateway.scopes): the one its HTTP route needs.
+    scope: str
 
     def input_schema(self) -> dict[str, Any]:
         return self.arguments.model_json_schema()
