@@ -59,12 +59,34 @@ class RunLoop:
         self._stop_reasons: dict[str, str] = {}
         self._handoff: dict[str, run_pb2.Run] = {}  # claims made for runs whose task was already there
         self._releasing: set[asyncio.Task[None]] = set()
+        self._backlogged = False  # a run found no free slot since the last one ended
+        self._freed = asyncio.Event()
 
     def active(self, run_id: str) -> bool:
         return run_id in self._tasks
 
     def free_slots(self) -> int:
-        return max(0, self._settings.max_active_runs - len(self._tasks))
+        """Runs this replica may still take; at none, the replica notes that runs wait (`backlog`)."""
+        free = max(0, self._settings.max_active_runs - len(self._tasks))
+        if not free:
+            self._backlogged = True
+        return free
+
+    def note_backlog(self) -> None:
+        """Runs may be waiting for a slot (a claim took as many as there were): look again when one frees."""
+        self._backlogged = True
+
+    async def slot_freed(self) -> None:
+        """Return once a run ended while others waited for a slot (the sweep, which waits for this or for its
+        interval, then claims the waiting runs at once instead of at its next interval)."""
+        await self._freed.wait()
+        self._freed.clear()
+
+    def _ended(self, run_id: str) -> None:
+        self._tasks.pop(run_id, None)
+        if self._backlogged:
+            self._backlogged = False
+            self._freed.set()
 
     def start(
         self,
@@ -88,7 +110,7 @@ class RunLoop:
             return False
         task = asyncio.create_task(self._execute(run_id, owner_id, how, claimed, known), name=f"run-{run_id}")
         self._tasks[run_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
+        task.add_done_callback(lambda _: self._ended(run_id))
         return True
 
     def cancel_local(self, run_id: str) -> bool:

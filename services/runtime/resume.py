@@ -89,11 +89,16 @@ class Resumer:
 
     async def _sweeps(self) -> None:
         while True:
+            more = False
             with contextlib.suppress(grpc.aio.AioRpcError):
-                await self.claim_orphans()  # first: a decided run whose holder died is taken over, not resumed
+                more = await self.claim_orphans()  # first: a decided run whose holder died is taken over, not resumed
+            if more and self._loop.free_slots():
+                continue  # a full batch was claimed and slots are left: claim the next batch now
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await self.sweep_decisions()
-            await asyncio.sleep(self._services.settings.sweep_interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._services.settings.sweep_interval):
+                    await self._loop.slot_freed()
 
     async def sweep_decisions(self) -> None:
         """Resume every run whose confirmation was decided but not yet consumed."""
@@ -121,19 +126,23 @@ class Resumer:
         finally:
             reset_principal(token)
 
-    async def claim_orphans(self) -> None:
-        """Claim runs nobody drives (queued and never started, or running under an expired lease)."""
+    async def claim_orphans(self) -> bool:
+        """Claim runs nobody drives (queued and never started, or running under an expired lease); whether more
+        may be waiting (the claim took as many as it asked for)."""
         settings = self._services.settings
         slots = min(CLAIM_BATCH, self._loop.free_slots())
         if not slots:
-            return  # this replica drives as many runs as it may; others (or a later sweep) take these
+            return True  # this replica drives as many runs as it may; others (or a later sweep) take these
         reply = await self._services.runs.ClaimRuns(
             store_pb.ClaimRunsRequest(
                 holder=settings.replica_id, max_runs=slots, lease_ttl=Duration(seconds=settings.lease_seconds)
             )
         )
+        if len(reply.runs) == slots:
+            self._loop.note_backlog()  # the claim filled every free slot: more may wait
         for run in reply.runs:
             log.info("run_taken_over", run_id=run.id, epoch=run.lease_epoch)
             if not self._loop.start(run.id, run.owner_id, RECOVER, claimed=run):
                 # This replica drives as many runs as it may: hand the run back for a later sweep.
                 await self._release_as_owner(run)
+        return len(reply.runs) == slots

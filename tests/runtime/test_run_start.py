@@ -82,3 +82,16 @@ async def test_a_replica_with_no_free_slot_leaves_the_run_queued_for_a_sweep(tmp
         assert (created.run.state, created.run.lease_epoch) == (run_pb2.RUN_STATE_QUEUED, 0)
         run = await full.run(created.run.id)
         assert (run.state, run.lease_epoch) == (run_pb2.RUN_STATE_QUEUED, 0)
+
+
+async def test_runs_that_found_the_replica_full_start_as_soon_as_a_slot_frees(tmp_path: Path) -> None:
+    """Not at the next sweep (30 s here): a run that ends while others wait lets the sweep claim them at once."""
+    async with world(tmp_path, max_active_runs=1, sweep_interval=30.0) as one_slot:
+        texts = [f"Please list_notes, run {index}" for index in range(3)]  # a tool call, then the answer
+        created = [
+            await one_slot.runtime.CreateRun(_start(text, agent_name="steward"), metadata=one_slot.user)
+            for text in texts
+        ]
+        assert [c.run.state for c in created][1:] == [run_pb2.RUN_STATE_QUEUED] * 2  # the replica was full
+        ended = [await one_slot.wait(c.run.id, within=10.0) for c in created]
+    assert [run.state for run in ended] == [run_pb2.RUN_STATE_COMPLETED] * 3
