@@ -27,8 +27,9 @@ class RuntimeSettings(CommonSettings):
     # A tool's result longer than this (characters) is cut to it, with a note saying so, before the model and
     # the log see it; a client tool's longer result is refused.
     max_tool_result_chars: int = 100_000
-    # Text deltas after the first are coalesced into one event per this many seconds.
-    text_flush_interval: float = 0.03
+    # Text deltas after the first are coalesced into one event per this many seconds (at most): shorter than a
+    # model's usual gap between tokens, so readers see the gaps the model made (bench gateway's inter-chunk gaps).
+    text_flush_interval: float = 0.01
     # Confirmations: seconds before an unanswered one is auto-rejected (0: the confirm service's default).
     confirmation_ttl: float = 0.0
     # Seconds between sweeps for decided confirmations and for runs whose lease expired.
