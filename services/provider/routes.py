@@ -95,6 +95,12 @@ class Routes:
             raise invalid_argument("target", "a route or a model is required")
         return Route(model, "", [self.target(model)])
 
+    def takes_keys(self, provider: str) -> bool:
+        """Whether keys may be put for `provider`: an upstream this deployment knows, other than the demo model
+        (which takes none)."""
+        upstream = self._upstreams.get(provider)
+        return upstream is not None and upstream.protocol != DEMO_PROTOCOL
+
     def targets(self) -> list[Target]:
         """Every model some route names, once, by name."""
         unique = {t.name: t for route in self._routes.values() for t in route.targets}

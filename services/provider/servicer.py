@@ -128,6 +128,8 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
 
     async def PutKey(self, request: pb.PutKeyRequest, context: Context) -> pb.PutKeyResponse:
         owner = _key_owner(current_principal(), request.scope)
+        if not self._routes.takes_keys(request.provider):
+            raise invalid_argument("provider", "not a provider of this deployment that takes a key")
         stored = await self._keys.put(owner, request.provider, request.label, request.secret)
         self._generator.forget_keys(owner)
         return pb.PutKeyResponse(key=_key_message(stored))

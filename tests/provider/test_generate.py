@@ -190,6 +190,17 @@ async def test_users_cannot_write_instance_keys(provider: ProviderUnderTest) -> 
     assert from_rpc_error(raised.value).reason == "PERMISSION_DENIED"
 
 
+@pytest.mark.parametrize("name", ["no-such-provider", "demo", ""])
+async def test_keys_are_refused_for_providers_that_are_unknown_or_take_none(
+    provider: ProviderUnderTest, name: str
+) -> None:
+    user = provider.user()
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await provider.stub.PutKey(pb.PutKeyRequest(provider=name, secret="sk-x-123456789012"), metadata=user)
+    assert from_rpc_error(raised.value).reason == "INVALID_ARGUMENT"
+    assert not (await provider.stub.ListKeys(pb.ListKeysRequest(), metadata=user)).keys
+
+
 async def test_models_and_routes_say_what_the_caller_can_use(provider: ProviderUnderTest) -> None:
     user = provider.user()
     await provider.stub.PutKey(pb.PutKeyRequest(provider="fake-openai", secret="sk-openai-000000000000"), metadata=user)
