@@ -148,4 +148,5 @@ async def test_health_endpoints_need_no_token(gateway: Client) -> None:
         "provider": "serving",
         "runtime": "serving",
         "store": "serving",
+        "mcp": "serving",
     }
