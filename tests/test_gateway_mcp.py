@@ -192,21 +192,6 @@ async def test_the_default_agent_named_in_another_agents_conversation_is_refused
     assert len(runs["runs"]) == 2  # the refused call started nothing
 
 
-async def test_every_service_call_of_a_tool_has_the_upstream_deadline(mcp: Mcp) -> None:
-    async with (
-        serving(mcp.stack.gateway_settings(upstream_timeout=1e-6)) as (_runner, base),
-        mcp_client(f"{base}/mcp", mcp.token, MODERN) as client,
-    ):
-        for tool, arguments in [
-            ("list_agents", {}),
-            ("list_pending_confirmations", {}),
-            ("get_run", {"run_id": "00000000-0000-4000-8000-000000000000"}),
-            ("chat", {"message": "Hello"}),
-            ("decide_confirmation", {"confirmation_id": "00000000-0000-4000-8000-000000000000", "outcome": "approve"}),
-        ]:
-            assert refused(await client.call_tool(tool, arguments)) == "DEADLINE_EXCEEDED", tool
-
-
 async def test_a_long_run_is_answered_still_running_with_its_ids_and_goes_on(tmp_path: Path, mcp: Mcp) -> None:
     notes: list[str] = []
 
