@@ -33,16 +33,10 @@ from tests.oidc_idp import (
     gateway_for,
     handmade,
     jwks_of,
-    make_keys,
     oidc_settings,
     serving,
 )
 from tests.stack import Stack
-
-
-@pytest.fixture(scope="module")
-def keys() -> Keys:
-    return make_keys()
 
 
 async def test_only_configured_algorithms_verify_even_with_keys_that_name_none(stack: Stack, keys: Keys) -> None:

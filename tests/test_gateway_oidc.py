@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
 
 import jwt
@@ -32,28 +31,9 @@ from tests.oidc_idp import (
     claims,
     gateway_for,
     handmade,
-    make_keys,
-    serving,
 )
 from tests.sse import read_sse
 from tests.stack import Stack
-
-
-@pytest.fixture(scope="module")
-def keys() -> Keys:
-    return make_keys()
-
-
-@pytest.fixture(scope="module")
-async def idp(keys: Keys) -> AsyncIterator[Idp]:
-    async with serving(Idp([keys.rsa, keys.ec])) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-async def oidc_gateway(stack: Stack, idp: Idp) -> AsyncIterator[Client]:
-    async with gateway_for(stack, idp.url) as client:
-        yield client
 
 
 @pytest.mark.parametrize("which", ["rsa", "ec"])

@@ -7,35 +7,17 @@ some; `oidc_scope_claim = "scp"` reads scopes from `scp` (string or list); `oidc
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import ClientResponse
 
 from gateway import scopes
 from tests.gateway_http import refusal
-from tests.oidc_idp import Client, Idp, Keys, bearer, claims, gateway_for, make_keys, serving
+from tests.oidc_idp import Client, Idp, Keys, bearer, claims, gateway_for
 from tests.stack import Stack
 
 CONVERSATIONS = "/api/v1/conversations"
 WEB_CLIENT = "steward-web"  # the client an ID token is issued to
-
-
-@pytest.fixture(scope="module")
-def keys() -> Keys:
-    return make_keys()
-
-
-@pytest.fixture(scope="module")
-async def idp(keys: Keys) -> AsyncIterator[Idp]:
-    async with serving(Idp([keys.rsa, keys.ec])) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-async def oidc_gateway(stack: Stack, idp: Idp) -> AsyncIterator[Client]:
-    async with gateway_for(stack, idp.url) as client:  # the default settings
-        yield client
 
 
 async def _insufficient(response: ClientResponse, scope: str) -> None:

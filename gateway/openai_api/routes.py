@@ -45,9 +45,11 @@ async def _agents(clients: Clients) -> list[agent_pb2.Agent]:
 
 async def _agent_id(clients: Clients, model: str) -> str:
     """The agent a model name stands for: the caller's agent of that name, else "" for "steward"."""
-    for agent in await _agents(clients):
-        if agent.name == model:
-            return agent.id
+    try:
+        return (await clients.agents.GetAgent(store_pb.GetAgentRequest(name=model))).agent.id
+    except grpc.aio.AioRpcError as exc:
+        if from_rpc_error(exc).reason != "AGENT_NOT_FOUND":
+            raise
     if model == DEFAULT_MODEL:
         return ""
     raise _model_not_found(model)
