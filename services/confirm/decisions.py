@@ -1,9 +1,10 @@
 """Decision JSON Schemas (draft 2020-12, checked with jsonschema's Draft202012Validator) and decisions.
 
 A decision schema always requires "outcome" ("approve" or "reject") and may allow "reason" (a
-string) and "edited_arguments" (an object). The default allows exactly those three. To have
-edited arguments checked against a tool's input schema, the runtime puts that schema under
-`properties.edited_arguments` of the decision schema: the confirmation carries no other schema.
+string) and "edited_arguments" (an object). The default allows exactly those three. Edited
+arguments are also checked against the confirmation's arguments schema (the tool's input schema,
+which the runtime gives at creation; draft 2020-12 unless it names another dialect), so an edit
+the tool would refuse is refused when the person decides, and the confirmation stays pending.
 
 Schemas may only use local references ("#..."): nothing is ever fetched. Whatever a schema
 allows, a decision is also checked for the contract's shape after validation.
@@ -19,6 +20,7 @@ from typing import Any
 import grpc
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
+from jsonschema.validators import validator_for
 from referencing.exceptions import Unresolvable
 
 from services.confirm.validation import MAX_REASON_LENGTH, NUL, json_object
@@ -80,6 +82,36 @@ def decision_schema(text: str) -> str:
     return text
 
 
+def arguments_schema(text: str) -> str:
+    """The arguments schema to store: "" for none, else `text` once it is a usable JSON Schema."""
+    if not text:
+        return ""
+    field = "arguments_schema_json"
+    schema = json_object(text, field, MAX_SCHEMA_LENGTH)
+    try:
+        validator_for(schema, default=Draft202012Validator).check_schema(schema)
+    except SchemaError as exc:
+        raise invalid_argument(field, f"arguments_schema_json is not a JSON Schema: {_short(exc.message)}") from exc
+    return text
+
+
+def check_edited_arguments(schema_text: str, decision: Decision) -> None:
+    """DECISION_INVALID when the decision's edited arguments fail the arguments schema (none: nothing to check).
+
+    A schema that cannot be evaluated (a reference to a document that is not in it) refuses every edit."""
+    if not schema_text or not decision.edited_arguments_json:
+        return
+    try:
+        error = best_match(
+            _arguments_validator(schema_text).iter_errors(canonical.parse(decision.edited_arguments_json))
+        )
+    except Unresolvable as exc:
+        raise _invalid("edited_arguments cannot be checked: the tool's input schema cannot be evaluated") from exc
+    if error is not None:
+        where = "/".join(str(part) for part in error.absolute_path) or "(root)"
+        raise _invalid(f"edited_arguments fail the tool's input schema at {where}: {_short(error.message)}")
+
+
 def parse_decision(schema_text: str, decision_json: str) -> Decision:
     """The decision in `decision_json`; INVALID_ARGUMENT (DECISION_INVALID) when it is not JSON or fails."""
     if len(decision_json) > MAX_DECISION_LENGTH:
@@ -128,6 +160,13 @@ def _shape(value: Any) -> Decision:
 @lru_cache(maxsize=256)
 def _validator(schema_text: str) -> Any:
     return Draft202012Validator(canonical.parse(schema_text))
+
+
+@lru_cache(maxsize=256)
+def _arguments_validator(schema_text: str) -> Any:
+    schema = canonical.parse(schema_text)
+    cls = validator_for(schema, default=Draft202012Validator)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
 def _remote_reference(value: Any) -> bool:

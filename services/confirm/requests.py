@@ -7,7 +7,7 @@ import json
 from services.confirm import validation as v
 from services.confirm.db.confirmations import NewConfirmation
 from services.confirm.db.executions import Finish
-from services.confirm.decisions import decision_schema
+from services.confirm.decisions import arguments_schema, decision_schema
 from steward import canonical
 from steward.confirm.v1 import confirm_service_pb2 as pb
 from steward.confirm.v1 import confirmation_pb2
@@ -35,6 +35,7 @@ def new_confirmation(
     arguments = v.json_object(request.arguments_json, "arguments_json", v.MAX_ARGUMENTS_LENGTH)
     preview = _preview(request)
     schema = decision_schema(request.decision_schema_json)
+    tool_schema = arguments_schema(request.arguments_schema_json)  # not in request_hash: see the proto
     if request.kind not in CONFIRMATION_KINDS:
         raise invalid_argument("kind", "kind must be TOOL_WRITE or OUTCOME_UNKNOWN")
     related = v.plain_text(request.related_confirmation_id, "related_confirmation_id", v.MAX_ID_LENGTH)
@@ -73,6 +74,7 @@ def new_confirmation(
         arguments_hash=arguments_hash,
         preview=preview,
         decision_schema_json=schema,
+        arguments_schema_json=tool_schema,
         kind=request.kind,
         related_confirmation_id=related,
         ttl=ttl,

@@ -69,7 +69,7 @@ def parse_arguments(tool: ToolInfo, arguments_json: str, ctx: RunContext) -> dic
         if tool.kind == Kind.CLIENT
         else ctx.services.toolbox.validate(tool, arguments)
     )
-    return f"invalid arguments for {tool.name}: {problem}" if problem else arguments
+    return problem or arguments  # the validators' sentences already name the tool
 
 
 async def record_result(
@@ -141,6 +141,7 @@ async def confirmation_for(
         tool_name=tool.name,
         arguments_json=json.dumps(arguments, ensure_ascii=False),
         preview=preview,
+        arguments_schema_json=tool.input_schema_json,  # edited arguments are checked against it when decided
         kind=confirmation_pb2.CONFIRMATION_KIND_TOOL_WRITE,
         lease_epoch=ctx.epoch,
     )

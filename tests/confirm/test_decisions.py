@@ -13,7 +13,7 @@ import pytest
 from steward.confirm.v1 import audit_event_pb2 as audit
 from steward.confirm.v1 import confirm_service_pb2 as pb
 from steward.confirm.v1 import confirmation_pb2 as c
-from tests.confirm.conftest import Alice, ConfirmUnderTest, refused
+from tests.confirm.conftest import Alice, ConfirmUnderTest, create_request, refused
 
 CREATED = (audit.AUDIT_EVENT_KIND_CREATED, "")
 # A decision schema carrying the tool's input schema for edited arguments, as the runtime builds it.
@@ -82,6 +82,60 @@ async def test_edited_arguments_are_checked_against_the_tools_schema(confirm: Co
     decided = await confirm.decide(alice, created.id, edited)
     assert decided.decision.edited_arguments_json == '{"content":"buy oat milk","path":"notes/todo.md"}'
     assert decided.arguments_json == created.arguments_json  # the proposal stays as it was
+
+
+async def test_edited_arguments_are_checked_against_the_arguments_schema(confirm: ConfirmUnderTest) -> None:
+    alice = confirm.person()
+    created = await confirm.create(alice, arguments_schema_json=json.dumps(TOOL_INPUT_SCHEMA))
+    for edited in ({"path": "a"}, {"path": "a", "content": "x" * 21}, {"path": 1, "content": ""}):
+        async with unchanged(confirm, alice, created.id):
+            error = await refused(confirm.decide(alice, created.id, {"outcome": "approve", "edited_arguments": edited}))
+        assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "DECISION_INVALID")
+        assert "the tool's input schema" in error.message
+    rejected = await confirm.decide(alice, created.id, {"outcome": "reject"})  # no edit: nothing to check
+    assert rejected.state == c.CONFIRMATION_STATE_REJECTED
+
+
+async def test_a_fitting_edit_passes_the_arguments_schema(confirm: ConfirmUnderTest) -> None:
+    alice = confirm.person()
+    created = await confirm.create(alice, arguments_schema_json=json.dumps(TOOL_INPUT_SCHEMA))
+    edited = {"outcome": "approve", "edited_arguments": {"path": "notes/todo.md", "content": "buy oat milk"}}
+    decided = await confirm.decide(alice, created.id, edited)
+    assert decided.state == c.CONFIRMATION_STATE_APPROVED
+
+
+async def test_an_arguments_schema_naming_a_document_it_lacks_refuses_every_edit(confirm: ConfirmUnderTest) -> None:
+    alice = confirm.person()
+    schema = {"type": "object", "properties": {"path": {"$ref": "https://example.invalid/path.json"}}}
+    created = await confirm.create(alice, arguments_schema_json=json.dumps(schema))
+    edited = {"outcome": "approve", "edited_arguments": {"path": "a"}}
+    async with unchanged(confirm, alice, created.id):
+        error = await refused(confirm.decide(alice, created.id, edited))
+    assert (error.reason, "cannot be evaluated" in error.message) == ("DECISION_INVALID", True)
+    assert (await confirm.decide(alice, created.id, {"outcome": "approve"})).state == c.CONFIRMATION_STATE_APPROVED
+
+
+@pytest.mark.parametrize("schema", ['{"type": "object"', '["not", "an", "object"]', '{"type": "no-such-type"}'])
+async def test_a_bad_arguments_schema_is_refused_at_creation(confirm: ConfirmUnderTest, schema: str) -> None:
+    error = await refused(confirm.create(confirm.person(), arguments_schema_json=schema))
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert error.metadata["field"] == "arguments_schema_json"
+
+
+async def test_a_replayed_create_finds_the_confirmation_whatever_its_tool_schema(
+    confirm: ConfirmUnderTest,
+) -> None:
+    """A replica resuming after the tool's schema changed (or one made before the field existed) finds it again."""
+    alice = confirm.person()
+    first = create_request(alice, arguments_schema_json=json.dumps(TOOL_INPUT_SCHEMA))
+    created = (await confirm.stub.CreateConfirmation(first, metadata=alice.runtime)).confirmation
+    for schema in ("", json.dumps({"type": "object"})):
+        again = create_request(alice, **{f.name: v for f, v in first.ListFields() if f.name != "arguments_schema_json"})
+        again.arguments_schema_json = schema
+        assert (await confirm.stub.CreateConfirmation(again, metadata=alice.runtime)).confirmation.id == created.id
+    too_long = {"outcome": "approve", "edited_arguments": {"path": "a", "content": "x" * 21}}
+    error = await refused(confirm.decide(alice, created.id, too_long))  # the first request's schema still applies
+    assert error.reason == "DECISION_INVALID"
 
 
 async def test_the_default_schema_takes_any_edited_object(confirm: ConfirmUnderTest) -> None:

@@ -46,6 +46,7 @@ class NewConfirmation:
     arguments_hash: str
     preview: confirmation_pb2.Preview
     decision_schema_json: str
+    arguments_schema_json: str
     kind: confirmation_pb2.ConfirmationKind.ValueType
     related_confirmation_id: str
     ttl: timedelta
@@ -247,6 +248,7 @@ class ConfirmationRepository:
             preview_title=new.preview.title,
             preview_content=new.preview.content,
             decision_schema_json=new.decision_schema_json,
+            arguments_schema_json=new.arguments_schema_json,
             kind=new.kind,
             related_confirmation_id=new.related_confirmation_id,
             state=PENDING,

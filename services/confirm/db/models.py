@@ -56,6 +56,8 @@ class ConfirmationRow(Base):
     preview_title: Mapped[str] = mapped_column(Text, default="")
     preview_content: Mapped[str] = mapped_column(Text)
     decision_schema_json: Mapped[str] = mapped_column(Text)
+    # The tool's input schema, which edited arguments must satisfy; "" for none.
+    arguments_schema_json: Mapped[str] = mapped_column(Text, default="", server_default="")
     kind: Mapped[int] = mapped_column(Integer)
     related_confirmation_id: Mapped[str] = mapped_column(String(64), default="")
     state: Mapped[int] = mapped_column(Integer)

@@ -41,6 +41,7 @@ class CreateConfirmationRequest(_message.Message):
     TTL_FIELD_NUMBER: _builtins.int
     LEASE_EPOCH_FIELD_NUMBER: _builtins.int
     APPROVED_BY_POLICY_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_SCHEMA_JSON_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """A client-chosen idempotency key; the runtime derives it from the run, tool call and kind
     so a replica resuming after a crash finds the confirmation created before it.
@@ -66,6 +67,14 @@ class CreateConfirmationRequest(_message.Message):
     approved_by_policy: _builtins.bool
     """The agent's policy approves this write (autonomous mode): store it APPROVED, for the
     execution ledger, instead of asking a person. Only for CONFIRMATION_KIND_TOOL_WRITE.
+    """
+    arguments_schema_json: _builtins.str
+    """The JSON Schema the tool's arguments must satisfy (its input schema, as JSON text; draft
+    2020-12 unless it names another with "$schema"), at most 64 KiB. When set, a decision's
+    edited_arguments must satisfy it too, or the decision is refused with DECISION_INVALID.
+    Kept from the first request: not part of request_id's idempotency content, so a replica
+    that resumes after the tool's schema changed still finds the confirmation. A schema that
+    is not valid JSON Schema is refused with INVALID_ARGUMENT.
     """
     @_builtins.property
     def preview(self) -> _confirmation_pb2.Preview:
@@ -93,10 +102,11 @@ class CreateConfirmationRequest(_message.Message):
         ttl: _duration_pb2.Duration | None = ...,
         lease_epoch: _builtins.int = ...,
         approved_by_policy: _builtins.bool = ...,
+        arguments_schema_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved_by_policy", b"approved_by_policy", "arguments_json", b"arguments_json", "conversation_id", b"conversation_id", "decision_schema_json", b"decision_schema_json", "kind", b"kind", "lease_epoch", b"lease_epoch", "preview", b"preview", "related_confirmation_id", b"related_confirmation_id", "request_id", b"request_id", "run_id", b"run_id", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved_by_policy", b"approved_by_policy", "arguments_json", b"arguments_json", "arguments_schema_json", b"arguments_schema_json", "conversation_id", b"conversation_id", "decision_schema_json", b"decision_schema_json", "kind", b"kind", "lease_epoch", b"lease_epoch", "preview", b"preview", "related_confirmation_id", b"related_confirmation_id", "request_id", b"request_id", "run_id", b"run_id", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -185,8 +185,9 @@ class ConfirmationServiceServicer:
         (CONFIRMATION_EXPIRED) when expired, (RUN_STATE_CONFLICT) when cancelled because its run
         ended, (CONFIRMATION_ALREADY_DECIDED) when decided differently before, (ARGUMENTS_MISMATCH)
         when expected_arguments_hash differs;
-        INVALID_ARGUMENT (DECISION_INVALID) when decision_json is not JSON or fails the schema,
-        (INVALID_ARGUMENT) for other bad fields.
+        INVALID_ARGUMENT (DECISION_INVALID) when decision_json is not JSON or fails the schema, or
+        its edited_arguments fail the arguments schema given at creation, (INVALID_ARGUMENT) for
+        other bad fields.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

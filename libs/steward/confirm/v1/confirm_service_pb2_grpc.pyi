@@ -88,8 +88,9 @@ class ConfirmationServiceStub:
     (CONFIRMATION_EXPIRED) when expired, (RUN_STATE_CONFLICT) when cancelled because its run
     ended, (CONFIRMATION_ALREADY_DECIDED) when decided differently before, (ARGUMENTS_MISMATCH)
     when expected_arguments_hash differs;
-    INVALID_ARGUMENT (DECISION_INVALID) when decision_json is not JSON or fails the schema,
-    (INVALID_ARGUMENT) for other bad fields.
+    INVALID_ARGUMENT (DECISION_INVALID) when decision_json is not JSON or fails the schema, or
+    its edited_arguments fail the arguments schema given at creation, (INVALID_ARGUMENT) for
+    other bad fields.
     """
     CancelConfirmations: _grpc.UnaryUnaryMultiCallable[_confirm_service_pb2.CancelConfirmationsRequest, _confirm_service_pb2.CancelConfirmationsResponse]
     """CancelConfirmations cancels every pending confirmation of a run that ended (cancelled,
@@ -210,8 +211,9 @@ class ConfirmationServiceAsyncStub(ConfirmationServiceStub):
     (CONFIRMATION_EXPIRED) when expired, (RUN_STATE_CONFLICT) when cancelled because its run
     ended, (CONFIRMATION_ALREADY_DECIDED) when decided differently before, (ARGUMENTS_MISMATCH)
     when expected_arguments_hash differs;
-    INVALID_ARGUMENT (DECISION_INVALID) when decision_json is not JSON or fails the schema,
-    (INVALID_ARGUMENT) for other bad fields.
+    INVALID_ARGUMENT (DECISION_INVALID) when decision_json is not JSON or fails the schema, or
+    its edited_arguments fail the arguments schema given at creation, (INVALID_ARGUMENT) for
+    other bad fields.
     """
     CancelConfirmations: _aio.UnaryUnaryMultiCallable[_confirm_service_pb2.CancelConfirmationsRequest, _confirm_service_pb2.CancelConfirmationsResponse]  # type: ignore[assignment]
     """CancelConfirmations cancels every pending confirmation of a run that ended (cancelled,
@@ -353,8 +355,9 @@ class ConfirmationServiceServicer(metaclass=_abc_1.ABCMeta):
         (CONFIRMATION_EXPIRED) when expired, (RUN_STATE_CONFLICT) when cancelled because its run
         ended, (CONFIRMATION_ALREADY_DECIDED) when decided differently before, (ARGUMENTS_MISMATCH)
         when expected_arguments_hash differs;
-        INVALID_ARGUMENT (DECISION_INVALID) when decision_json is not JSON or fails the schema,
-        (INVALID_ARGUMENT) for other bad fields.
+        INVALID_ARGUMENT (DECISION_INVALID) when decision_json is not JSON or fails the schema, or
+        its edited_arguments fail the arguments schema given at creation, (INVALID_ARGUMENT) for
+        other bad fields.
         """
 
     @_abc_1.abstractmethod
