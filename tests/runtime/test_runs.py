@@ -93,6 +93,22 @@ async def test_edited_arguments_are_the_ones_written(notes: World) -> None:
     assert write.arguments == {"title": "Edited title"}
 
 
+async def test_a_write_with_arguments_outside_its_schema_is_refused_before_any_confirmation(notes: World) -> None:
+    before = len(notes.applied_writes())
+    run = await notes.start_run("update_note please")  # the demo model sends "update_note please" as the note id
+    ended = await notes.wait(run.id)
+    assert ended.state == run_pb2.RUN_STATE_COMPLETED, ended
+    kinds = await notes.events(run.id)
+    assert "confirmation_requested" not in kinds
+    assert "run_paused" not in kinds
+    ((content, is_error),) = tool_results(await notes.messages(ended))
+    assert is_error
+    assert content.startswith("invalid arguments for notes.update_note: at /")
+    assert "at /id: " in content
+    assert content.count("invalid arguments for") == 1
+    assert len(notes.applied_writes()) == before
+
+
 async def test_cancelling_a_paused_run_cancels_its_confirmation(notes: World) -> None:
     run = await notes.start_run("create_note Never mind")
     await notes.wait(run.id, paused=True)
