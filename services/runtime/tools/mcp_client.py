@@ -1,7 +1,9 @@
 """MCP client manager: one dedicated task per server holds its session; calls come from any task.
 
 Each `McpServerConnection` runs one asyncio task that enters the SDK's `Client` (stdio or
-streamable HTTP), lists the tools, refreshes the list every `refresh_interval`, and reconnects
+streamable HTTP), lists the tools, refreshes the list every `refresh_interval` and at once when
+the server says it changed (a `subscriptions/listen` stream on 2026-07-28 sessions, the
+`notifications/tools/list_changed` notification on older ones), and reconnects
 with backoff (0.2 s doubling to 10 s) when the session ends: the server's stream reached its end
 (a stdio server exited), a call found the connection closed, or the transport failed. anyio cancel
 scopes must be exited by the task that entered them, so only that task enters and leaves the
@@ -27,6 +29,8 @@ import structlog
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import Draft202012Validator, validator_for
 from mcp import Client
+from mcp.client.session import IncomingMessage
+from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
@@ -96,6 +100,7 @@ class McpServerConnection:
         self._closing = False
         self._ready = asyncio.Event()
         self._wake = asyncio.Event()
+        self._changed = False  # the server said its tool list changed: list it again at the next wake
         self._scope = anyio.CancelScope()
         self._tools: tuple[ToolDefinition, ...] = ()
         self._task: asyncio.Task[None] | None = None
@@ -146,7 +151,11 @@ class McpServerConnection:
                 transport = watched(open_transport(self.config), functools.partial(self._mark_lost, generation))
                 try:
                     async with Client(
-                        transport, cache=None, client_info=CLIENT_INFO, read_timeout_seconds=self.config.connect_timeout
+                        transport,
+                        cache=None,
+                        client_info=CLIENT_INFO,
+                        read_timeout_seconds=self.config.connect_timeout,
+                        message_handler=self._on_message,
                     ) as client:
                         await self._list(client)
                         if not self._lost:  # the stream may have ended while we listed
@@ -173,18 +182,50 @@ class McpServerConnection:
                 delay = min(delay * 2, RECONNECT_MAX)
 
     async def _serve(self, client: Client, generation: int) -> None:
-        """Refresh the tool list periodically until the session is lost."""
+        """Refresh the tool list periodically, and when the server says it changed, until the session is lost."""
         loop = asyncio.get_running_loop()
         next_refresh = loop.time() + self.refresh_interval
-        while not self._lost:
-            with anyio.move_on_after(max(next_refresh - loop.time(), 0)):
-                await self._wake.wait()
-            self._wake.clear()
-            if self._lost:
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._follow_changes, client)
+            while not self._lost:
+                with anyio.move_on_after(max(next_refresh - loop.time(), 0)):
+                    await self._wake.wait()
+                self._wake.clear()
+                if self._lost:
+                    break
+                if self._changed or loop.time() >= next_refresh:
+                    self._changed = False
+                    await self._refresh(client, generation)
+                    next_refresh = loop.time() + self.refresh_interval
+            group.cancel_scope.cancel()
+
+    def _note_change(self) -> None:
+        self._changed = True
+        self._wake.set()
+
+    async def _on_message(self, message: IncomingMessage) -> None:
+        """The SDK's handler for what the server sends unasked: a tool-list change (sessions before 2026-07-28)."""
+        if isinstance(message, types.ToolListChangedNotification):
+            self._note_change()
+        await anyio.lowlevel.checkpoint()
+
+    async def _follow_changes(self, client: Client) -> None:
+        """On a 2026-07-28 session whose server announces tool-list changes, listen for them. Without it (an older
+        session, a server that does not, a subscription that ended) the periodic refresh still applies."""
+        try:
+            tools = client.server_capabilities.tools
+            if tools is None or not tools.list_changed:
                 return
-            if loop.time() >= next_refresh:
-                await self._refresh(client, generation)
-                next_refresh = loop.time() + self.refresh_interval
+            async with client.listen(tools_list_changed=True) as subscription:
+                honored = subscription.honored
+                if honored is None or not honored.tools_list_changed:
+                    return
+                async for _ in subscription:
+                    self._note_change()
+        except ListenNotSupportedError:
+            return  # an older session: changes come as notifications (_on_message)
+        except (MCPError, SubscriptionLost, TimeoutError, anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
+            log.info("mcp_tool_changes_not_followed", server=self.name, error=_cause(exc))
 
     async def _list(self, client: Client) -> None:
         listed: list[types.Tool] = []
