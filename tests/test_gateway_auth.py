@@ -14,10 +14,13 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 import structlog
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from gateway import server as gateway_server
 from gateway.app import create_app
 from gateway.auth import TokenCache
 from steward.store.v1 import identity_pb2
@@ -235,21 +238,59 @@ async def test_malformed_create_bodies_are_400(gateway: Client, auth: dict[str, 
 
 
 async def test_no_token_text_reaches_the_logs(
-    stack: Stack, gateway: Client, auth: dict[str, str], caplog: pytest.LogCaptureFixture
+    stack: Stack, auth: dict[str, str], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The gateway is served by gateway.server.main itself, so its runner options are the production ones: aiohttp's
+    # own access log, which would write the request line (query string, token included) at INFO, is off there. The
+    # session's `gateway` (aiohttp's TestServer) keeps it on, and whether it logged here depended on whether this
+    # test opened a new connection (a connection reads the log level once, when it opens).
+    # Only the settings, the logging setup (it would take pytest's handler off the root logger and reconfigure
+    # structlog for the rest of the session) and the wait for a signal are replaced.
+    runners: list[web.AppRunner] = []
+
+    class RecordingRunner(web.AppRunner):
+        def __init__(self, app: web.Application, **kwargs: Any) -> None:
+            super().__init__(app, **kwargs)
+            runners.append(self)
+
+    seen: dict[str, str] = {}
+
+    async def requests_instead_of_a_signal() -> None:
+        (address,) = runners[0].addresses
+        async with aiohttp.ClientSession(f"http://{address[0]}:{address[1]}") as client:
+            created_response = await client.post("/api/v1/tokens", json={"label": "tests"}, headers=auth)
+            assert created_response.status == 201, await created_response.text()
+            created = await created_response.json()
+            token = seen["token"] = created["token"]
+            seen["secret"] = token.removeprefix(f"stw_{created['prefix']}_")  # the secret itself may hold "_"
+            seen["altered"] = token[:-1] + ("A" if token[-1] != "A" else "B")
+            requests = [
+                client.get("/api/v1/conversations", headers=_bearer(token)),
+                client.get(f"/api/v1/conversations?access_token={token}"),  # refused: 400
+                client.delete(f"/api/v1/tokens/{created['id']}", headers=_bearer(token)),
+                client.get("/api/v1/conversations", headers=_bearer(token)),  # refused: revoked
+                client.get("/api/v1/conversations", headers=_bearer(seen["altered"])),  # refused: unknown
+            ]
+            statuses = []
+            for request in requests:
+                async with request as response:
+                    await response.read()
+                    statuses.append(response.status)
+            assert statuses == [200, 400, 200, 401, 401]
+
+    monkeypatch.setattr(gateway_server, "GatewaySettings", lambda: stack.gateway_settings(gateway_port=0))
+    monkeypatch.setattr(gateway_server, "configure_logging", lambda *args, **kwargs: None)
+    monkeypatch.setattr(gateway_server, "wait_for_shutdown_signal", requests_instead_of_a_signal)
+    monkeypatch.setattr(web, "AppRunner", RecordingRunner)  # gateway.server calls web.AppRunner(...)
     caplog.set_level(logging.DEBUG)
     with structlog.testing.capture_logs() as events:
-        created = await _create_token(gateway, auth)
-        token = created["token"]
-        await gateway.get("/api/v1/conversations", headers=_bearer(token))
-        await gateway.get(f"/api/v1/conversations?access_token={token}")
-        await gateway.delete(f"/api/v1/tokens/{created['id']}", headers=_bearer(token))
-        await gateway.get("/api/v1/conversations", headers=_bearer(token))  # refused: revoked
-        altered = token[:-1] + ("A" if token[-1] != "A" else "B")
-        await gateway.get("/api/v1/conversations", headers=_bearer(altered))  # refused: unknown
+        await gateway_server.main()
+    assert len(runners) == 1
     assert any(event.get("event") == "http_request" for event in events)  # the capture saw the gateway
     assert any(event.get("event") == "api_token_refused" for event in events)
-    for secret in (token, token.rsplit("_", 1)[1], stack.dev_token):
+    assert any(record.levelno == logging.DEBUG for record in caplog.records)  # stdlib logging was captured too
+    assert len(seen["secret"]) >= 32
+    for secret in (seen["token"], seen["secret"], seen["altered"], stack.dev_token):
         assert secret not in repr(events)
         assert secret not in caplog.text
         assert all(secret not in repr(record.__dict__) for record in caplog.records)
