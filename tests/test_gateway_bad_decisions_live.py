@@ -209,7 +209,7 @@ async def test_edited_arguments_outside_the_tool_schema_are_refused(live: Live) 
 
 
 async def test_an_expired_confirmation_cannot_be_decided(tmp_path_factory: pytest.TempPathFactory) -> None:
-    async with _live(tmp_path_factory.mktemp("bad-decisions-expiry"), confirmation_ttl=1.5) as expiring:
+    async with _live(tmp_path_factory.mktemp("bad-decisions-expiry"), confirmation_ttl=3.0) as expiring:
         run, confirmation = await expiring.paused_run()
         expire = datetime.fromisoformat(confirmation["expire_time"].replace("Z", "+00:00")).timestamp()
         await asyncio.sleep(max(0.0, expire - time.time()) + 0.2)
@@ -231,6 +231,8 @@ async def test_an_expired_confirmation_cannot_be_decided(tmp_path_factory: pytes
         assert "Nobody confirmed" in failed[0]["message"]
 
 
+# Last in the module on purpose (pytest keeps file order; no plugin here reorders tests): it decides the shared
+# confirmation the tests above refused decisions on.
 async def test_after_every_bad_decision_one_approval_executes_the_write_once(
     live: Live, shared: tuple[Json, Json]
 ) -> None:

@@ -21,6 +21,7 @@ import grpc
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 from jsonschema.validators import validator_for
+from referencing import Registry
 from referencing.exceptions import Unresolvable
 
 from services.confirm.validation import MAX_REASON_LENGTH, NUL, json_object
@@ -98,18 +99,24 @@ def arguments_schema(text: str) -> str:
 def check_edited_arguments(schema_text: str, decision: Decision) -> None:
     """DECISION_INVALID when the decision's edited arguments fail the arguments schema (none: nothing to check).
 
-    A schema that cannot be evaluated (a reference to a document that is not in it) refuses every edit."""
+    Nothing is ever fetched: a schema that refers to a document outside itself cannot be evaluated, and refuses
+    every edit."""
     if not schema_text or not decision.edited_arguments_json:
         return
     try:
         error = best_match(
             _arguments_validator(schema_text).iter_errors(canonical.parse(decision.edited_arguments_json))
         )
-    except Unresolvable as exc:
-        raise _invalid("edited_arguments cannot be checked: the tool's input schema cannot be evaluated") from exc
+    except (Unresolvable, RecursionError) as exc:  # a reference outside the schema; an edit nested too deep
+        raise _invalid("edited_arguments cannot be checked against the tool's input schema") from exc
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or "(root)"
         raise _invalid(f"edited_arguments fail the tool's input schema at {where}: {_short(error.message)}")
+
+
+def edits_refused() -> StewardError:
+    """DECISION_INVALID for edited arguments on a confirmation that asks only whether to try a write again."""
+    return _invalid("this confirmation asks whether to try the same write again: it takes no edited_arguments")
 
 
 def parse_decision(schema_text: str, decision_json: str) -> Decision:
@@ -159,14 +166,15 @@ def _shape(value: Any) -> Decision:
 
 @lru_cache(maxsize=256)
 def _validator(schema_text: str) -> Any:
-    return Draft202012Validator(canonical.parse(schema_text))
+    return Draft202012Validator(canonical.parse(schema_text), registry=Registry())
 
 
 @lru_cache(maxsize=256)
 def _arguments_validator(schema_text: str) -> Any:
     schema = canonical.parse(schema_text)
     cls = validator_for(schema, default=Draft202012Validator)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+    # An empty registry: a reference outside the schema is Unresolvable (jsonschema's default would fetch it).
+    return cls(schema, format_checker=cls.FORMAT_CHECKER, registry=Registry())
 
 
 def _remote_reference(value: Any) -> bool:

@@ -42,6 +42,7 @@ from steward.confirm.v1 import confirmation_pb2
 from steward.store.v1 import run_event_pb2 as ev
 from steward.store.v1 import store_service_pb2 as store_pb
 
+MAX_ARGUMENTS_SCHEMA = 64 * 1024  # CreateConfirmationRequest.arguments_schema_json's limit, in characters
 DECIDED = (
     confirmation_pb2.CONFIRMATION_STATE_APPROVED,
     confirmation_pb2.CONFIRMATION_STATE_REJECTED,
@@ -141,7 +142,9 @@ async def confirmation_for(
         tool_name=tool.name,
         arguments_json=json.dumps(arguments, ensure_ascii=False),
         preview=preview,
-        arguments_schema_json=tool.input_schema_json,  # edited arguments are checked against it when decided
+        # Edited arguments are checked against it when decided; a schema over the contract's limit is not sent (the
+        # edit is still checked here before the write runs, parse_arguments).
+        arguments_schema_json=tool.input_schema_json if len(tool.input_schema_json) <= MAX_ARGUMENTS_SCHEMA else "",
         kind=confirmation_pb2.CONFIRMATION_KIND_TOOL_WRITE,
         lease_epoch=ctx.epoch,
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -104,15 +106,50 @@ async def test_a_fitting_edit_passes_the_arguments_schema(confirm: ConfirmUnderT
     assert decided.state == c.CONFIRMATION_STATE_APPROVED
 
 
-async def test_an_arguments_schema_naming_a_document_it_lacks_refuses_every_edit(confirm: ConfirmUnderTest) -> None:
+async def test_an_arguments_schema_naming_a_document_it_lacks_refuses_every_edit_and_fetches_nothing(
+    confirm: ConfirmUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetched: list[object] = []
+
+    def urlopen(*args: object, **kwargs: object) -> io.BytesIO:
+        fetched.append(args)
+        return io.BytesIO(b"{}")
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
     alice = confirm.person()
-    schema = {"type": "object", "properties": {"path": {"$ref": "https://example.invalid/path.json"}}}
+    schema = {"type": "object", "properties": {"path": {"$ref": "http://127.0.0.1:9/internal/path.json"}}}
     created = await confirm.create(alice, arguments_schema_json=json.dumps(schema))
     edited = {"outcome": "approve", "edited_arguments": {"path": "a"}}
     async with unchanged(confirm, alice, created.id):
         error = await refused(confirm.decide(alice, created.id, edited))
-    assert (error.reason, "cannot be evaluated" in error.message) == ("DECISION_INVALID", True)
+    assert (error.reason, "cannot be checked" in error.message) == ("DECISION_INVALID", True)
+    assert fetched == []  # jsonschema's default would have fetched the document (and validated against it)
     assert (await confirm.decide(alice, created.id, {"outcome": "approve"})).state == c.CONFIRMATION_STATE_APPROVED
+
+
+async def test_an_edit_nested_too_deep_for_the_schema_is_refused(confirm: ConfirmUnderTest) -> None:
+    alice = confirm.person()
+    schema = {"$defs": {"n": {"type": "object", "additionalProperties": {"$ref": "#/$defs/n"}}}, "$ref": "#/$defs/n"}
+    created = await confirm.create(alice, arguments_schema_json=json.dumps(schema))
+    nested: dict[str, object] = {}
+    for _ in range(600):
+        nested = {"n": nested}
+    async with unchanged(confirm, alice, created.id):
+        error = await refused(confirm.decide(alice, created.id, {"outcome": "approve", "edited_arguments": nested}))
+    assert error.reason == "DECISION_INVALID"
+
+
+async def test_an_outcome_unknown_confirmation_takes_no_edits(confirm: ConfirmUnderTest) -> None:
+    """It asks whether to try the same write again: an edit would be a different write (and was ignored)."""
+    alice = confirm.person()
+    approved = await confirm.create(alice)
+    await confirm.decide(alice, approved.id, {"outcome": "approve"})
+    unknown = await confirm.create(alice, kind=c.CONFIRMATION_KIND_OUTCOME_UNKNOWN, related_confirmation_id=approved.id)
+    edited = {"outcome": "approve", "edited_arguments": {"path": "elsewhere"}}
+    async with unchanged(confirm, alice, unknown.id):
+        error = await refused(confirm.decide(alice, unknown.id, edited))
+    assert (error.reason, "no edited_arguments" in error.message) == ("DECISION_INVALID", True)
+    assert (await confirm.decide(alice, unknown.id, {"outcome": "approve"})).state == c.CONFIRMATION_STATE_APPROVED
 
 
 @pytest.mark.parametrize("schema", ['{"type": "object"', '["not", "an", "object"]', '{"type": "no-such-type"}'])

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
 from examples.notes_mcp import read_applied_writes
-from services.runtime.tools.classify import AgentPolicy, Reason, RunMode, ToolKind
+from services.runtime.tools.classify import AgentPolicy, Reason, RunMode, ToolHints, ToolKind
+from services.runtime.tools.config import Trust
 from services.runtime.tools.mcp_client import McpClientManager
-from services.runtime.tools.model import ToolCallStatus
+from services.runtime.tools.model import ToolCallStatus, ToolDefinition
 from services.runtime.tools.registry import ToolRegistry
 
 AUTONOMOUS = AgentPolicy(mode=RunMode.AUTONOMOUS, auto_approve=("notes.*",), always_confirm=("notes.read_note",))
@@ -115,3 +118,29 @@ async def test_refresh_on_demand_keeps_the_catalogue(stdio_manager: McpClientMan
     assert {"calc", "time.now", "notes.list_notes"} <= before
     with pytest.raises(KeyError):
         await registry.refresh("no-such-server")
+
+
+def test_a_schema_referring_outside_itself_is_never_fetched(monkeypatch: pytest.MonkeyPatch) -> None:
+    fetched: list[object] = []
+
+    def urlopen(*args: object, **kwargs: object) -> io.BytesIO:
+        fetched.append(args)
+        return io.BytesIO(b"{}")
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    schema = {"type": "object", "properties": {"path": {"$ref": "http://127.0.0.1:9/internal/path.json"}}}
+    remote = ToolDefinition("far.write", "", schema, ToolHints(), Trust.TRUSTED, "far", "write")
+    nested: dict[str, object] = {}
+    for _ in range(600):
+        nested = {"n": nested}
+    deep_schema = {
+        "$defs": {"n": {"type": "object", "additionalProperties": {"$ref": "#/$defs/n"}}},
+        "$ref": "#/$defs/n",
+    }
+    deep = ToolDefinition("far.deep", "", deep_schema, ToolHints(), Trust.TRUSTED, "far", "deep")
+    registry = ToolRegistry(None, builtins=())
+    for definition, arguments in ((remote, {"path": "a"}), (deep, nested)):
+        error = registry.validate(definition, arguments)
+        assert error is not None
+        assert error.problems == ("the arguments cannot be checked against the tool's input schema",)
+    assert fetched == []

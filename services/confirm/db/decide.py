@@ -20,7 +20,7 @@ from services.confirm.db.confirmations import confirmation_not_found
 from services.confirm.db.database import Database
 from services.confirm.db.models import ConfirmationRow
 from services.confirm.db.publish import expire, overdue, publish
-from services.confirm.decisions import Decision, check_edited_arguments, parse_decision, same_decision
+from services.confirm.decisions import Decision, check_edited_arguments, edits_refused, parse_decision, same_decision
 from services.confirm.validation import CALLER_SURFACES
 from steward.confirm.v1 import audit_event_pb2, confirmation_pb2
 from steward.errors import StewardError, failed_precondition, invalid_argument
@@ -66,6 +66,8 @@ def judge(row: ConfirmationRow, request: DecideRequest) -> _Verdict:
         return _Verdict(failed_precondition("ARGUMENTS_MISMATCH", "the arguments changed since they were shown"))
     try:
         decision = parse_decision(row.decision_schema_json, request.decision_json)
+        if decision.edited_arguments_json and row.kind == confirmation_pb2.CONFIRMATION_KIND_OUTCOME_UNKNOWN:
+            raise edits_refused()
         check_edited_arguments(row.arguments_schema_json, decision)
     except StewardError as refused:
         return _Verdict(refused)

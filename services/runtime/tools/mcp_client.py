@@ -226,6 +226,8 @@ class McpServerConnection:
             return  # an older session: changes come as notifications (_on_message)
         except (MCPError, SubscriptionLost, TimeoutError, anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
             log.info("mcp_tool_changes_not_followed", server=self.name, error=_cause(exc))
+        except Exception as exc:  # noqa: BLE001 - best effort: never end a working session over it
+            log.warning("mcp_tool_changes_not_followed", server=self.name, error=_cause(exc))
 
     async def _list(self, client: Client) -> None:
         listed: list[types.Tool] = []

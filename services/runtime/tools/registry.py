@@ -18,6 +18,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
+from referencing import Registry
+from referencing.exceptions import Unresolvable
 
 from services.runtime.tools.builtin import BUILTINS, BuiltinTool
 from services.runtime.tools.classify import AgentPolicy, classify, matches
@@ -60,9 +62,15 @@ class ToolRegistry:
         cached = self._validators.get(definition.name)
         if cached is None or cached[0] is not definition:
             cls = validator_for(definition.input_schema, default=Draft202012Validator)
-            validator: Validator = cls(definition.input_schema, format_checker=cls.FORMAT_CHECKER)
+            # An empty registry: a reference outside the schema is Unresolvable (jsonschema's default would fetch it).
+            validator: Validator = cls(definition.input_schema, format_checker=cls.FORMAT_CHECKER, registry=Registry())
             self._validators[definition.name] = cached = (definition, validator)
-        errors = sorted(cached[1].iter_errors(arguments), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+        try:
+            errors = sorted(
+                cached[1].iter_errors(arguments), key=lambda e: (list(map(str, e.absolute_path)), e.message)
+            )
+        except (Unresolvable, RecursionError):  # a reference outside the schema; arguments nested too deep
+            return ArgumentError(definition.name, ("the arguments cannot be checked against the tool's input schema",))
         if not errors:
             return None
         problems = tuple(f"at {_pointer(list(e.absolute_path))}: {e.message}" for e in errors[:MAX_PROBLEMS])
