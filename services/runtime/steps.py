@@ -165,8 +165,9 @@ async def _step(
     for attempt in range(STEP_RESTARTS + 1):
         if attempt:
             await ctx.writer.emit(ev.RunEvent(step=step, step_restarted=ev.StepRestarted(lease_epoch=ctx.epoch)))
-        # Written while the model call starts: the writer keeps the log's order, and a failed write fails the next.
-        ctx.writer.send(ev.RunEvent(step=step, step_started=ev.StepStarted(model_route=ctx.agent.model_route)))
+        # Goes with the step's first write (its first token, at once) or after the flush interval: one write
+        # fewer per step. The writer keeps the log's order, and a failed write fails the next.
+        ctx.writer.later(ev.RunEvent(step=step, step_started=ev.StepStarted(model_route=ctx.agent.model_route)))
         await ctx.services.hooks.before_model_call(ctx.run_id, step, ctx.agent.model_route)
         try:
             request = _request(ctx, messages, tools, step)
