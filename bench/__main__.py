@@ -1,10 +1,11 @@
 import asyncio
 import sys
 
-from bench import foundation, gateway, provider, runtime, store
+from bench import foundation, gateway, provider, runtime, store, transport
 from steward.logs import configure_logging
 
 SUITES = {
+    "transport": transport.main,
     "foundation": foundation.main,
     "store": store.main,
     "provider": provider.main,
