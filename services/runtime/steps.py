@@ -165,8 +165,9 @@ async def _step(
     for attempt in range(STEP_RESTARTS + 1):
         if attempt:
             await ctx.writer.emit(ev.RunEvent(step=step, step_restarted=ev.StepRestarted(lease_epoch=ctx.epoch)))
-        # Goes with the step's first write (its first token, at once) or after the flush interval: one write
-        # fewer per step. The writer keeps the log's order, and a failed write fails the next.
+        # Goes with the writer's next write (the claim's first text delta is written at once, later ones within the
+        # flush interval) or after the flush interval: one write fewer per step. The writer keeps the log's order,
+        # and a failed write fails the next.
         ctx.writer.later(ev.RunEvent(step=step, step_started=ev.StepStarted(model_route=ctx.agent.model_route)))
         await ctx.services.hooks.before_model_call(ctx.run_id, step, ctx.agent.model_route)
         try:
