@@ -74,7 +74,9 @@ async def create_server(settings: ProviderSettings, address: str) -> GrpcServer:
         policy=RetryPolicy(settings.retry_max_attempts, settings.retry_base_delay, settings.retry_max_delay),
         timeouts=Timeouts(settings.first_token_timeout, settings.idle_timeout),
     )
-    servicer = ProviderServicer(generator, routes, keys, metering, UsageQueries(sessions))
+    servicer = ProviderServicer(
+        generator, routes, keys, metering, UsageQueries(sessions), coalesce_window=settings.coalesce_window
+    )
     server = await start_grpc_server(
         [registration(pb, pb_grpc, "ProviderService", servicer)],
         address,

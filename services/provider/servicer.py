@@ -10,6 +10,7 @@ import grpc
 
 from services.provider import demo
 from services.provider.adapters.base import GenerateCall
+from services.provider.coalesce import coalesced
 from services.provider.db.models import INSTANCE_OWNER
 from services.provider.generate import Generator
 from services.provider.keys.base import KeyStore, StoredKey
@@ -93,17 +94,26 @@ def _budget_scope(scope: int, scope_id: str) -> tuple[int, str]:
 
 class ProviderServicer(pb_grpc.ProviderServiceServicer):
     def __init__(
-        self, generator: Generator, routes: Routes, keys: KeyStore, metering: Metering, usage: UsageQueries
+        self,
+        generator: Generator,
+        routes: Routes,
+        keys: KeyStore,
+        metering: Metering,
+        usage: UsageQueries,
+        *,
+        coalesce_window: float = 0.0,
     ) -> None:
         self._generator = generator
         self._routes = routes
         self._keys = keys
         self._metering = metering
         self._usage = usage
+        self._coalesce_window = coalesce_window
 
     async def Generate(self, request: pb.GenerateRequest, context: Context) -> AsyncIterator[pb.GenerateResponse]:
         owner = require_user().user_id
-        async for event in self._generator.generate(request, owner, _call(request)):
+        events = self._generator.generate(request, owner, _call(request))
+        async for event in coalesced(events, self._coalesce_window):
             yield event
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:

@@ -39,6 +39,9 @@ class ProviderSettings(CommonSettings):
     # Seconds an attempt may wait for its first event, and between two events.
     first_token_timeout: float = 60.0
     idle_timeout: float = 60.0
+    # Once a call's first content has gone out, events arriving within this many seconds of the last
+    # message are merged into the next one (coalesce.py); 0 sends every event as it comes.
+    coalesce_window: float = 0.008
     # Attempts per target (the first included), and the backoff base and cap in seconds.
     retry_max_attempts: int = 3
     retry_base_delay: float = 0.25
