@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from services.provider.coalesce import coalesced
+from services.provider.coalesce import MAX_HELD_EVENTS, coalesced
 from steward.provider.v1 import provider_service_pb2 as pb
 
 WINDOW = 0.2  # seconds: wide, so that timing on a loaded machine cannot blur which events share a message
@@ -72,13 +72,26 @@ async def test_events_further_apart_than_the_window_go_as_they_come() -> None:
 
 
 async def test_the_end_of_the_stream_is_not_held() -> None:
-    finished = pb.GenerateResponse(finished=pb.GenerateFinished(stop_reason=pb.STOP_REASON_END_TURN))
-    source = paced((0.0, text("a")), (0.0, text("b")), (0.0, finished))
+    done = pb.GenerateResponse(finished=pb.GenerateFinished(stop_reason=pb.STOP_REASON_END_TURN))
+    source = paced((0.0, text("a")), (0.0, text("b")), (0.0, done))
     start = time.monotonic()
-    kinds = [event.WhichOneof("event") async for event in coalesced(source, WINDOW)]
+    events = [event async for event in coalesced(source, WINDOW)]
     assert time.monotonic() - start < WINDOW / 2
-    assert kinds[-1] == "finished"
-    assert "".join(k for k in kinds if k == "text_delta")  # the text went out, merged or not
+    assert "".join(e.text_delta.text for e in events) == "ab"
+    assert events[-1].WhichOneof("event") == "finished"
+
+
+async def test_the_finished_event_is_not_held_while_the_source_finishes_its_work() -> None:
+    async def source() -> AsyncIterator[pb.GenerateResponse]:
+        yield text("a")
+        await asyncio.sleep(0.01)
+        yield text("b")
+        yield pb.GenerateResponse(finished=pb.GenerateFinished(stop_reason=pb.STOP_REASON_END_TURN))
+        await asyncio.sleep(WINDOW * 3)  # the provider writes its usage row after the last event
+
+    messages = await received(coalesced(source(), WINDOW))
+    assert [what for _, what in messages] == ["text:a", "text:b", "finished"]
+    assert messages[2][0] < WINDOW / 2  # b and finished went at once, not after the window
 
 
 async def test_a_failure_comes_after_everything_before_it() -> None:
@@ -99,19 +112,67 @@ async def test_a_failure_comes_after_everything_before_it() -> None:
     assert "".join(got) == "ab"
 
 
-async def test_closing_the_stream_closes_its_source() -> None:
-    closed = asyncio.Event()
+async def test_a_source_ended_by_a_cancel_is_not_taken_for_a_finished_stream() -> None:
+    async def cancelled() -> AsyncIterator[pb.GenerateResponse]:
+        yield text("a")
+        raise asyncio.CancelledError  # as when the loop shuts the reader down
 
-    async def endless() -> AsyncIterator[pb.GenerateResponse]:
+    got: list[str] = []
+
+    async def read() -> None:
+        async for event in coalesced(cancelled(), WINDOW):
+            got.append(event.text_delta.text)
+
+    with pytest.raises(asyncio.CancelledError):
+        await read()
+    assert got == ["a"]
+
+
+def endless(closed: asyncio.Event, counter: list[int] | None = None) -> AsyncIterator[pb.GenerateResponse]:
+    async def events() -> AsyncIterator[pb.GenerateResponse]:
         try:
             while True:
+                if counter is not None:
+                    counter[0] += 1
                 yield text("x")
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0 if counter is not None else 0.01)
         finally:
             closed.set()  # where the provider writes a cancelled attempt's usage row
 
-    stream = coalesced(endless(), WINDOW)
+    return events()
+
+
+async def test_closing_the_stream_closes_its_source() -> None:
+    closed = asyncio.Event()
+    stream = coalesced(endless(closed), WINDOW)
     first = await anext(stream)
     assert first.text_delta.text == "x"
     await stream.aclose()  # type: ignore[attr-defined]
-    await asyncio.wait_for(closed.wait(), 5)
+    assert closed.is_set()  # closed before aclose returned, not later by the garbage collector
+
+
+async def test_cancelling_the_caller_closes_the_source() -> None:
+    closed = asyncio.Event()
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in coalesced(endless(closed), WINDOW):
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert closed.is_set()
+
+
+async def test_a_caller_that_falls_behind_slows_the_source_down() -> None:
+    closed = asyncio.Event()
+    produced = [0]
+    stream = coalesced(endless(closed, produced), WINDOW)
+    await anext(stream)  # then nothing is read for a while
+    await asyncio.sleep(0.2)
+    assert produced[0] <= MAX_HELD_EVENTS + 2
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert closed.is_set()
