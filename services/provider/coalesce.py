@@ -109,6 +109,8 @@ async def coalesced(source: AsyncIterator[pb.GenerateResponse], window: float) -
 
 def _take(buffer: list[pb.GenerateResponse]) -> list[pb.GenerateResponse]:
     """The events at the head of `buffer` that fit one message (at least one), taken out of it."""
+    if len(buffer) == 1:  # the usual case once the caller keeps up: no sizes to add
+        return [buffer.pop()]
     size = 0
     for index, event in enumerate(buffer):
         size += event.ByteSize()

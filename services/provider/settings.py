@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 
 from steward.settings import CommonSettings
 
@@ -53,6 +53,13 @@ class ProviderSettings(CommonSettings):
     # Model routes and the price table (JSON files); empty means the built-in defaults.
     routes_file: Path | None = None
     prices_file: Path | None = None
+
+    @field_validator("coalesce_window")
+    @classmethod
+    def _a_short_window(cls, value: float) -> float:
+        if not 0 <= value <= 1:
+            raise ValueError("must be between 0 and 1 second (tokens would wait that long)")
+        return value
 
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL of the provider's database."""

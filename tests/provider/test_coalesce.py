@@ -9,8 +9,10 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from pydantic import ValidationError
 
 from services.provider.coalesce import MAX_HELD_EVENTS, coalesced
+from services.provider.settings import ProviderSettings
 from steward.provider.v1 import provider_service_pb2 as pb
 
 WINDOW = 0.2  # seconds: wide, so that timing on a loaded machine cannot blur which events share a message
@@ -176,3 +178,9 @@ async def test_a_caller_that_falls_behind_slows_the_source_down() -> None:
     assert produced[0] <= MAX_HELD_EVENTS + 2
     await stream.aclose()  # type: ignore[attr-defined]
     assert closed.is_set()
+
+
+@pytest.mark.parametrize("window", [-0.001, 1.5])
+def test_a_window_outside_0_to_1_second_is_refused_at_start_up(window: float) -> None:
+    with pytest.raises(ValidationError, match="coalesce_window"):
+        ProviderSettings.model_validate({"internal_secret": "s" * 43, "coalesce_window": window})
