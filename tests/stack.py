@@ -6,7 +6,7 @@ import base64
 import json
 import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from services.confirm.server import create_server as create_confirm
 from services.confirm.settings import ConfirmSettings
 from services.provider.server import create_server as create_provider
 from services.provider.settings import ProviderSettings
+from services.runtime.hooks import Hook
 from services.runtime.server import create_server as create_runtime
 from services.runtime.settings import RuntimeSettings
 from services.store.server import create_server as create_store
@@ -64,10 +65,14 @@ class Stack:
 
 @asynccontextmanager
 async def running_stack(
-    data_dir: Path, *, demo_token_interval: float = 0.001, runtime: dict[str, object] | None = None
+    data_dir: Path,
+    *,
+    demo_token_interval: float = 0.001,
+    runtime: dict[str, object] | None = None,
+    hooks: Sequence[Hook] = (),
 ) -> AsyncIterator[Stack]:
     """Start store, provider, confirm and runtime in this process; stop them afterwards. `runtime` overrides
-    runtime settings (tools_file, confirmation_ttl, ...)."""
+    runtime settings (tools_file, confirmation_ttl, ...); `hooks` are the runtime's plugins."""
     secret = secrets.token_urlsafe(32)
     base: dict[str, object] = {"internal_secret": secret, "data_dir": data_dir, "log_json": False}
     store = await create_store(
@@ -96,6 +101,7 @@ async def running_stack(
             }
         ),
         "127.0.0.1:0",
+        hooks=hooks,
     )
     stack = Stack(secret, secrets.token_urlsafe(24), store, provider, confirm, runtime_server, data_dir)
     try:

@@ -5,7 +5,8 @@ EventWriter); tool calls are assembled from their fragments and logged once
 their arguments are complete. What is still buffered when the stream ends
 goes with the step's checkpoint.
 Usage is summed over the provider's attempts (each attempt reports its own
-cumulative usage). The first event must come within the first-token limit.
+cumulative usage). The first content event (text, reasoning or a tool call) must come within the
+first-token limit of the call.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from steward.errors import StewardError
 from steward.provider.v1 import provider_service_pb2 as provider_pb
 from steward.provider.v1 import provider_service_pb2_grpc as provider_grpc
 from steward.store.v1 import run_event_pb2 as ev
+
+CONTENT_KINDS = frozenset({"text_delta", "reasoning_delta", "tool_call_started"})  # what lifts the first-token limit
 
 
 @dataclass
@@ -64,7 +67,8 @@ async def run_step(
     *,
     first_token_timeout: float,
 ) -> StepResult:
-    """Stream one Generate call; raises StewardError (from the provider) or TimeoutError (first token)."""
+    """Stream one Generate call; raises StewardError (from the provider) or TimeoutError (no content event, the
+    first token, within `first_token_timeout` of the call: announcements and retries before it do not count)."""
     step = request.step
     parts = _Assembler()
     total = usage_pb2.Usage()
@@ -73,44 +77,48 @@ async def run_step(
     stream = provider.Generate(request)
     iterator = aiter(stream)
     try:
-        async with asyncio.timeout(first_token_timeout):
-            first = await anext(iterator, None)
-        chunk = first
-        while chunk is not None:
-            kind = chunk.WhichOneof("event")
-            if kind == "text_delta":
-                parts.text.append(chunk.text_delta.text)
-                writer.text(step, chunk.text_delta.text)
-            elif kind == "reasoning_delta":
-                parts.reasoning.append(chunk.reasoning_delta.text)
-                parts.signature = chunk.reasoning_delta.signature or parts.signature
-                if chunk.reasoning_delta.text:
-                    writer.reasoning(step, chunk.reasoning_delta.text)
-            elif kind == "tool_call_started":
-                started = chunk.tool_call_started
-                parts.calls[started.index] = content_pb2.ToolCallBlock(id=started.id, name=started.name)
-                parts.arguments[started.index] = []
-            elif kind == "tool_call_arguments_delta":
-                parts.arguments.setdefault(chunk.tool_call_arguments_delta.index, []).append(
-                    chunk.tool_call_arguments_delta.arguments_json_delta
-                )
-            elif kind == "tool_call_finished":
-                index = chunk.tool_call_finished.index
-                call = parts.calls.get(index)
-                if call is not None:
-                    call.arguments_json = "".join(parts.arguments.get(index, [])) or "{}"
-                    started_event = ev.ToolCallStarted(
-                        tool_call_id=call.id, tool_name=call.name, arguments_json=call.arguments_json
-                    )
-                    writer.later(ev.RunEvent(step=step, tool_call_started=started_event))
-            elif kind == "attempt_started":
-                add_usage(total, attempt)  # the previous attempt's usage stands; the new one starts at zero
-                attempt = usage_pb2.Usage()
-            elif kind == "usage":
-                attempt.CopyFrom(chunk.usage)
-            elif kind == "finished":
-                stop = chunk.finished.stop_reason
+        # The first-token limit runs from the call to its first content event; it is lifted once one arrives.
+        async with asyncio.timeout(first_token_timeout) as first_token:
+            waiting = True
             chunk = await anext(iterator, None)
+            while chunk is not None:
+                kind = chunk.WhichOneof("event")
+                if waiting and kind in CONTENT_KINDS:
+                    first_token.reschedule(None)
+                    waiting = False
+                if kind == "text_delta":
+                    parts.text.append(chunk.text_delta.text)
+                    writer.text(step, chunk.text_delta.text)
+                elif kind == "reasoning_delta":
+                    parts.reasoning.append(chunk.reasoning_delta.text)
+                    parts.signature = chunk.reasoning_delta.signature or parts.signature
+                    if chunk.reasoning_delta.text:
+                        writer.reasoning(step, chunk.reasoning_delta.text)
+                elif kind == "tool_call_started":
+                    started = chunk.tool_call_started
+                    parts.calls[started.index] = content_pb2.ToolCallBlock(id=started.id, name=started.name)
+                    parts.arguments[started.index] = []
+                elif kind == "tool_call_arguments_delta":
+                    parts.arguments.setdefault(chunk.tool_call_arguments_delta.index, []).append(
+                        chunk.tool_call_arguments_delta.arguments_json_delta
+                    )
+                elif kind == "tool_call_finished":
+                    index = chunk.tool_call_finished.index
+                    call = parts.calls.get(index)
+                    if call is not None:
+                        call.arguments_json = "".join(parts.arguments.get(index, [])) or "{}"
+                        started_event = ev.ToolCallStarted(
+                            tool_call_id=call.id, tool_name=call.name, arguments_json=call.arguments_json
+                        )
+                        writer.later(ev.RunEvent(step=step, tool_call_started=started_event))
+                elif kind == "attempt_started":
+                    add_usage(total, attempt)  # the previous attempt's usage stands; the new one starts at zero
+                    attempt = usage_pb2.Usage()
+                elif kind == "usage":
+                    attempt.CopyFrom(chunk.usage)
+                elif kind == "finished":
+                    stop = chunk.finished.stop_reason
+                chunk = await anext(iterator, None)
     finally:
         stream.cancel()
     add_usage(total, attempt)

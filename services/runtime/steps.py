@@ -4,7 +4,9 @@
            a limit reached?           → end incomplete with its reason
            else                       → one model step; no tool calls in it → completed
 
-The wall-clock limit counts this replica's running time (paused time does not count). A step whose
+The wall-clock limit counts this replica's running time (paused time does not count). The first-token
+timeout (from a step's model call to its first content: text, reasoning or a tool call) and a read's tool
+timeout end the run incomplete (timeout) too. A step whose
 stream breaks with a transient provider error is restarted (a `step_restarted` event tells readers
 to drop that step's partial output), at most twice; the provider itself already retried and fell
 back before any content.
@@ -25,7 +27,7 @@ from services.runtime.tool_calls import resolve
 from services.runtime.toolbox import ToolInfo
 from steward.common.v1 import content_pb2
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
-from steward.errors import StewardError, from_rpc_error
+from steward.errors import from_rpc_error
 from steward.provider.v1 import provider_service_pb2 as provider_pb
 from steward.store.v1 import conversation_pb2, run_pb2
 from steward.store.v1 import run_event_pb2 as ev
@@ -90,6 +92,9 @@ async def _loop(ctx: RunContext, history: list[content_pb2.ChatMessage] | None) 
         if pending.calls:
             resolution = await resolve(ctx, pending.calls, tools)
             await _acknowledge(ctx, resolution.acknowledge)
+            if resolution.timed_out:  # a limit: confirmations the step asked for are cancelled with the run
+                await finish(ctx, run_pb2.RUN_STATE_INCOMPLETE, incomplete=run_pb2.INCOMPLETE_REASON_TIMEOUT)
+                return []
             if resolution.waiting or resolution.waiting_client:
                 awaiting = (
                     run_pb2.PAUSE_REASON_AWAITING_CONFIRMATION
@@ -160,7 +165,8 @@ def _request(
 async def _step(
     ctx: RunContext, messages: list[content_pb2.ChatMessage], tools: list[ToolInfo]
 ) -> model_step.StepResult | None:
-    """One model step, not yet checkpointed (see `_checkpoint_step`); None when the run ended instead (budget)."""
+    """One model step, not yet checkpointed (see `_checkpoint_step`); None when the run ended instead (budget, or
+    no content within the first-token timeout)."""
     step = ctx.step_count + 1
     for attempt in range(STEP_RESTARTS + 1):
         if attempt:
@@ -185,13 +191,11 @@ async def _step(
                 log.info("step_restarting", step=step, reason=error.reason)
                 continue
             raise error from exc
-        except TimeoutError as exc:
+        except TimeoutError:  # a limit, not a failure: the run ends incomplete (timeout), the step is not retried
             await ctx.services.hooks.after_model_call(ctx.run_id, step, 0, "FIRST_TOKEN_TIMEOUT")
-            if attempt < STEP_RESTARTS:
-                continue
-            raise StewardError(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", "the model sent nothing in time"
-            ) from exc
+            log.info("first_token_timeout", step=step, seconds=ctx.limits.first_token_timeout)
+            await finish(ctx, run_pb2.RUN_STATE_INCOMPLETE, incomplete=run_pb2.INCOMPLETE_REASON_TIMEOUT)
+            return None
         await ctx.services.hooks.after_model_call(ctx.run_id, step, len(result.tool_calls))
         result.capped = request.max_tokens < MAX_OUTPUT_TOKENS
         return result

@@ -5,7 +5,9 @@ For every call still owed a result (history.pending_calls), in order:
   result the model can act on;
 - a client tool (the caller's own): a `client_tool_requested` event, and the call waits for
   SubmitToolResults;
-- a read tool: called at once (all read calls of the step in parallel), each with the tool timeout;
+- a read tool: called at once (all read calls of the step in parallel), each with the tool timeout; a read
+  that passes it gets a TOOL_TIMEOUT error result, and the run ends incomplete (timeout) once the step's calls
+  are resolved (steps.py: a limit, like the first-token timeout);
 - a write tool the agent's policy lets through (autonomous mode, as the tool layer classifies it): a
   confirmation created approved by the policy ("<run id>/<tool call id>/policy"), executed through the
   execution ledger like any approved write;
@@ -55,6 +57,7 @@ class Resolution:
     waiting: list[str] = field(default_factory=list)  # ids of confirmations a person has yet to decide
     waiting_client: list[str] = field(default_factory=list)  # ids of tool calls the caller has yet to answer
     acknowledge: list[str] = field(default_factory=list)  # decided confirmations consumed by this resolution
+    timed_out: bool = False  # a read passed the tool timeout: a limit, so the run ends (incomplete, timeout)
 
 
 def parse_arguments(tool: ToolInfo, arguments_json: str, ctx: RunContext) -> dict[str, object] | str:
@@ -112,10 +115,18 @@ def capped(outcome: ToolOutcome, limit: int) -> ToolOutcome:
     return dataclasses.replace(outcome, content=outcome.content[:limit] + note)
 
 
-async def _read(ctx: RunContext, call: content_pb2.ToolCallBlock, tool: ToolInfo, arguments: dict[str, object]) -> None:
+async def _read(
+    ctx: RunContext,
+    call: content_pb2.ToolCallBlock,
+    tool: ToolInfo,
+    arguments: dict[str, object],
+    resolution: Resolution,
+) -> None:
     await ctx.services.hooks.before_tool_call(ctx.run_id, call.id, tool.name, "")
     outcome = await call_tool(ctx, tool, arguments, f"{ctx.run_id}:{call.id}")
-    await record_result(ctx, call, outcome, wait=False)
+    if outcome.timed_out:
+        resolution.timed_out = True
+    await record_result(ctx, call, outcome, reason="TOOL_TIMEOUT" if outcome.timed_out else "", wait=False)
 
 
 async def confirmation_for(
@@ -264,7 +275,7 @@ async def resolve(ctx: RunContext, calls: list[content_pb2.ToolCallBlock], tools
                 invalid = ToolOutcome(arguments, is_error=True)
                 await record_result(ctx, call, invalid, reason="INVALID_ARGUMENTS", wait=False)
             elif tool.kind == Kind.READ:
-                reads.append(asyncio.create_task(_read(ctx, call, tool, arguments)))
+                reads.append(asyncio.create_task(_read(ctx, call, tool, arguments, resolution)))
             elif tool.kind == Kind.CLIENT:
                 requested = ev.ClientToolRequested(
                     tool_call_id=call.id, tool_name=call.name, arguments_json=call.arguments_json

@@ -14,6 +14,7 @@ from services.runtime.toolbox import Kind, Toolbox, ToolInfo, ToolOutcome
 from services.runtime.tools.classify import AgentPolicy, RunMode, ToolKind
 from services.runtime.tools.config import load_config
 from services.runtime.tools.mcp_client import McpClientManager
+from services.runtime.tools.model import ToolCallStatus
 from services.runtime.tools.registry import ToolRegistry
 from steward.store.v1 import agent_pb2
 
@@ -52,7 +53,12 @@ class RegistryToolbox:
         if definition is None:
             return ToolOutcome(f"no tool named {tool.name} is available", is_error=True)
         result = await self._registry.execute(definition, arguments, idempotency_key=key, timeout=time_limit)
-        return ToolOutcome(result.text, is_error=result.is_error, outcome_unknown=result.status.outcome_unknown)
+        return ToolOutcome(
+            result.text,
+            is_error=result.is_error,
+            outcome_unknown=result.status.outcome_unknown,
+            timed_out=result.status is ToolCallStatus.TIMEOUT,
+        )
 
 
 async def toolbox_from_settings(settings: RuntimeSettings) -> tuple[Toolbox, Callable[[], Awaitable[None]] | None]:

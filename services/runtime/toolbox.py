@@ -38,6 +38,7 @@ class ToolOutcome:
     content: str  # what the model reads back
     is_error: bool = False
     outcome_unknown: bool = False  # sent, but whether it took effect cannot be told (timeout, broken connection)
+    timed_out: bool = False  # sent, and no answer within the tool timeout (a limit: a read that times out ends the run)
 
 
 class Toolbox(Protocol):

@@ -12,7 +12,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 
 from examples.notes_mcp.store import AppliedWrite, read_applied_writes
+from services.runtime.hooks import Hook
 from steward.common.v1 import content_pb2
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
@@ -139,7 +140,7 @@ class World:
 
 @asynccontextmanager
 async def world(
-    directory: Path, *, demo_token_interval: float = 0.001, **runtime_settings: object
+    directory: Path, *, demo_token_interval: float = 0.001, hooks: Sequence[Hook] = (), **runtime_settings: object
 ) -> AsyncIterator[World]:
     notes_data = directory / "notes.db"
     settings: dict[str, object] = {
@@ -147,7 +148,9 @@ async def world(
         "sweep_interval": 0.5,
         **runtime_settings,
     }
-    async with running_stack(directory, demo_token_interval=demo_token_interval, runtime=settings) as stack:
+    async with running_stack(
+        directory, demo_token_interval=demo_token_interval, runtime=settings, hooks=hooks
+    ) as stack:
         user_id = f"user-{uuid.uuid4().hex[:8]}"
         user = principal_metadata(stack.secret, user_id)
         store = grpc.aio.insecure_channel(stack.address(stack.store))

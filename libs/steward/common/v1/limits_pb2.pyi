@@ -44,11 +44,17 @@ class RunLimits(_message.Message):
 
     @_builtins.property
     def tool_timeout(self) -> _duration_pb2.Duration:
-        """Time one tool call may take before it fails with a timeout."""
+        """Time one tool call may take. A read tool that passes it ends the run
+        INCOMPLETE (timeout) once the step's other calls are resolved; a write
+        whose outcome it leaves unknown asks the person what to do instead.
+        """
 
     @_builtins.property
     def first_token_timeout(self) -> _duration_pb2.Duration:
-        """Time the model may take to send its first token in a step."""
+        """Time the model may take, from a step's model call, to send its first
+        token (text, reasoning or a tool call); past it the run ends INCOMPLETE
+        (timeout) and the step is not retried.
+        """
 
     def __init__(
         self,
