@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from services.runtime.hooks import Hook
 from steward.common.v1 import content_pb2, limits_pb2
 from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
 from steward.store.v1 import run_pb2
@@ -15,6 +16,16 @@ from tests.runtime.harness import World, world
 async def cancel(running: World, run_id: str) -> run_pb2.Run:
     reply = await running.runtime.CancelRun(runtime_pb.CancelRunRequest(id=run_id), metadata=running.user)
     return reply.run
+
+
+class ToolCallsBegun(Hook):
+    """The confirmation ids of the tool calls the runtime has begun (its before-tool-call hook)."""
+
+    def __init__(self) -> None:
+        self.confirmations: set[str] = set()
+
+    async def before_tool_call(self, run_id: str, tool_call_id: str, tool_name: str, confirmation_id: str) -> None:
+        self.confirmations.add(confirmation_id)
 
 
 async def wait_for_event(running: World, run_id: str, kind: str, within: float = 10.0) -> None:
@@ -36,18 +47,27 @@ async def test_cancel_while_the_model_streams(tmp_path: Path) -> None:
 
 
 async def test_cancel_while_a_tool_runs(tmp_path: Path) -> None:
-    async with world(tmp_path) as running:
+    calls = ToolCallsBegun()
+    async with world(tmp_path, hooks=[calls]) as running:
         run = await running.start_run("create_note Slow one")
         await running.wait(run.id, paused=True)
         confirmation = await running.pending_confirmation(run.id)
-        edited = {"title": "Slow one", "delay_seconds": 3}
+        edited = {"title": "Slow one", "delay_seconds": 2}
         await running.decide(confirmation.id, {"outcome": "approve", "edited_arguments": edited})
-        await wait_for_event(running, run.id, "confirmation_decided")
-        await asyncio.sleep(0.3)  # the write is now in the notes server, for 3 s
+        async with asyncio.timeout(10):
+            while confirmation.id not in calls.confirmations:  # noqa: ASYNC110 - the hook is polled, not signalled
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # the write is in the notes server now, for 2 s
         await cancel(running, run.id)
         ended = await running.wait(run.id)
         assert ended.state == run_pb2.RUN_STATE_CANCELLED
         assert (await running.events(run.id))[-1] == "run_cancelled"
+        await asyncio.sleep(2.5)  # past the write's delay: whatever the server was going to apply is applied
+        keys = [write.idempotency_key for write in running.applied_writes()]
+        # At most once, under the approved confirmation's key (whether the server finished the call it had is its
+        # own affair); the cancelled run never sends the write again.
+        assert keys in ([], [confirmation.id])
+        assert (await running.run(run.id)).state == run_pb2.RUN_STATE_CANCELLED
 
 
 async def test_cancel_before_the_run_started(tmp_path: Path) -> None:

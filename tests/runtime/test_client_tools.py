@@ -75,3 +75,26 @@ async def test_bad_client_tools_are_refused(running: World, spec: content_pb2.To
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await running.start_run("hi", client_tools=[spec])
     assert from_rpc_error(raised.value).reason == "INVALID_ARGUMENT"
+
+
+async def test_a_run_waiting_for_a_client_tool_can_be_cancelled(running: World) -> None:
+    run = await running.start_run("What is get_weather in Oslo?", client_tools=[WEATHER])
+    paused = await running.wait(run.id, paused=True)
+    assert paused.pause_reason == run_pb2.PAUSE_REASON_AWAITING_CLIENT_TOOL
+    messages = await running.messages(paused)
+    (call,) = [b.tool_call for b in messages[-1].content if b.HasField("tool_call")]
+
+    reply = await running.runtime.CancelRun(runtime_pb.CancelRunRequest(id=run.id), metadata=running.user)
+    assert reply.run.state == run_pb2.RUN_STATE_CANCELLED
+    ended = await running.wait(run.id)
+    assert ended.state == run_pb2.RUN_STATE_CANCELLED
+    kinds = await running.events(run.id)
+    assert kinds[-3:] == ["client_tool_requested", "run_paused", "run_cancelled"]
+
+    # The caller's result, arriving after the cancel, is refused and changes nothing.
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await submit(running, run.id, content_pb2.ToolResultBlock(tool_call_id=call.id, content="Rain"))
+    assert from_rpc_error(raised.value).reason == "RUN_STATE_CONFLICT"
+    assert (await running.run(run.id)).state == run_pb2.RUN_STATE_CANCELLED
+    assert await running.messages(ended) == messages
+    assert await running.events(run.id) == kinds
