@@ -201,7 +201,8 @@ async def append_once(ctx: RunContext, event: ev.RunEvent, key: str) -> None:
         )
     )
     event.seq = reply.first_seq
-    await ctx.services.hooks.on_event(ctx.run_id, event)
+    if not reply.replayed:  # appended by an earlier claim: its tap saw it then
+        await ctx.services.hooks.on_event(ctx.run_id, event)
 
 
 def rejection(confirmation: confirmation_pb2.Confirmation) -> ToolOutcome:

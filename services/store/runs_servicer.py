@@ -179,7 +179,7 @@ class RunServicer(pb_grpc.RunServiceServicer):
         )
         if created is not None:
             self._notifier.publish(run_id, _committed(run_id, first, created, request.events))
-        return pb.AppendRunEventsResponse(first_seq=first, last_seq=last)
+        return pb.AppendRunEventsResponse(first_seq=first, last_seq=last, replayed=created is None)
 
     async def CheckpointRun(self, request: pb.CheckpointRunRequest, context: Context) -> pb.CheckpointRunResponse:
         run_id = v.require_id(request.run_id, "run_id")

@@ -109,6 +109,7 @@ async def test_retried_writes_with_a_request_id_change_nothing(store: StoreUnder
     first = await store.runs.AppendRunEvents(append, metadata=user)
     retry = await store.runs.AppendRunEvents(append, metadata=user)
     assert (retry.first_seq, retry.last_seq) == (first.first_seq, first.last_seq) == (1, 2)
+    assert (first.replayed, retry.replayed) == (False, True)  # the caller can tell the retry appended nothing
     checkpoint = pb.CheckpointRunRequest(
         run_id=run_id,
         lease_epoch=epoch,

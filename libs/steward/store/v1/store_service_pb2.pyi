@@ -1332,19 +1332,25 @@ class AppendRunEventsResponse(_message.Message):
 
     FIRST_SEQ_FIELD_NUMBER: _builtins.int
     LAST_SEQ_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
     first_seq: _builtins.int
     """The seq of the first appended event."""
     last_seq: _builtins.int
     """The seq of the last appended event."""
+    replayed: _builtins.bool
+    """True when a call with the same request_id had already appended these
+    events: nothing was appended now, and the seqs are that call's.
+    """
     def __init__(
         self,
         *,
         first_seq: _builtins.int = ...,
         last_seq: _builtins.int = ...,
+        replayed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_seq", b"first_seq", "last_seq", b"last_seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_seq", b"first_seq", "last_seq", b"last_seq", "replayed", b"replayed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
