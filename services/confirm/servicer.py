@@ -123,13 +123,17 @@ class ConfirmationServicer(pb_grpc.ConfirmationServiceServicer):
     async def WatchDecisions(
         self, request: pb.WatchDecisionsRequest, context: Context
     ) -> AsyncIterator[pb.WatchDecisionsResponse]:
-        """Replay the feed after the cursor, then follow it; every decision wakes every stream.
+        """Replay the feed after the cursor, then follow it; every decision wakes every stream. The response headers
+        are sent once the stream's position in the feed is fixed.
 
         One page is read only after the last one was written, so gRPC flow control bounds what a
         slow watcher makes the service hold.
         """
         require_runtime_service()
         cursor = await self._feed.start(request.after_cursor)
+        # The feed's position is fixed: what is decided from now on reaches this stream. The watcher, told so by
+        # these headers, can sweep for what was decided before (nothing falls between the two).
+        await context.send_initial_metadata(())
         while True:
             if self._notifier.closing:
                 raise shutting_down()

@@ -1,7 +1,8 @@
 """Bringing runs back: decided confirmations resume paused runs; expired leases are taken over.
 
-Every replica follows the confirm service's decision feed (WatchDecisions) and, on start, after a
-broken feed and every `sweep_interval` seconds, also sweeps: ListDecidedConfirmations for decisions
+Every replica follows the confirm service's decision feed (WatchDecisions) and, on start, whenever
+the feed is open again after a break (once its position is fixed) and every `sweep_interval`
+seconds, also sweeps: ListDecidedConfirmations for decisions
 whose runs still wait (so none is lost if the feed broke), and ClaimRuns for runs nobody drives
 (queued runs whose replica died before starting them, running runs whose lease expired). For each,
 the run is started in this replica's loop unless it already drives it; its claim decides which
@@ -71,11 +72,17 @@ class Resumer:
             self._loop.start(confirmation.run_id, confirmation.user_id, RESUME)
 
     async def _watch(self) -> None:
+        owed = True  # a sweep for what was decided while no stream was open (at start, and after every break)
         while True:
             try:
                 stream = self._services.confirm.WatchDecisions(
                     confirm_pb.WatchDecisionsRequest(after_cursor=self._cursor)
                 )
+                # The headers come once the stream's position in the feed is fixed: a sweep from then on finds
+                # what was decided before it, and the stream brings what is decided after.
+                await stream.initial_metadata()
+                if owed:
+                    owed = not await self.sweep_decisions()
                 async for entry in stream:
                     self._cursor = entry.cursor
                     self._resume(entry.confirmation)
@@ -84,7 +91,7 @@ class Resumer:
                 if error.reason == "CURSOR_EXPIRED":
                     self._cursor = ""  # the sweep covers what the feed no longer holds
                 log.info("decision_feed_broken", reason=error.reason)
-            await self.sweep_decisions()
+            owed = True
             await asyncio.sleep(RETRY_SECONDS)
 
     async def _sweeps(self) -> None:
@@ -100,8 +107,8 @@ class Resumer:
                 async with asyncio.timeout(self._services.settings.sweep_interval):
                     await self._loop.slot_freed()
 
-    async def sweep_decisions(self) -> None:
-        """Resume every run whose confirmation was decided but not yet consumed."""
+    async def sweep_decisions(self) -> bool:
+        """Resume every run whose confirmation was decided but not yet consumed; whether the sweep went through."""
         token = ""
         try:
             while True:
@@ -112,9 +119,10 @@ class Resumer:
                     self._resume(confirmation)
                 token = page.next_page_token
                 if not token:
-                    return
+                    return True
         except grpc.aio.AioRpcError as exc:
             log.info("decision_sweep_failed", reason=from_rpc_error(exc).reason)
+            return False
 
     async def _release_as_owner(self, run: run_pb2.Run) -> None:
         token = set_principal(Principal(run.owner_id))
