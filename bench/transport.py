@@ -10,6 +10,10 @@ connected channel):
   and StreamRunEvents); also split, on the shared monotonic clock, into call -> handler entered and handler entered ->
   first message received.
 
+- gRPC streamed calls in a burst: BURST calls begun at once (as the provider bench's concurrent rounds begin
+  them), each from its call to its first message; what the burst adds over one call alone is queueing in the
+  hop itself, which a direct upstream call does not have.
+
 Then the CPU one unary call costs, client and server, over calls made back to back. The servicer answers at once:
 no interceptor, no token, no database. These are the floors under the provider's
 added TTFT (one streamed call more than the direct SDK call) and the gateway's (several gRPC exchanges in sequence
@@ -34,6 +38,8 @@ EXCHANGES = 300
 WARM_UP = 30
 PAUSE = 0.005  # seconds between exchanges
 CPU_CALLS = 2000
+BURST = 32
+BURST_ROUNDS = 30
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
@@ -136,6 +142,11 @@ async def main() -> None:
             print(_line("gRPC streamed call, to its first message", total))
             print(_line("  of which call -> handler entered", entered))
             print(_line("  and handler entered -> first message received", answered))
+            burst = await _burst(stub, server_out)
+            print(
+                _line(f"gRPC streamed calls, {BURST} begun at once, each to its first message", burst)
+                + f" (p50 {percentile(burst, 50) - percentile(total, 50):.2f} ms over one call alone)"
+            )
             client, server = await _cpu_per_call(unary, process.pid)
             print(
                 f"[transport] CPU per gRPC unary call, {CPU_CALLS} back to back: client {client:.2f} ms, "
@@ -177,6 +188,30 @@ async def _streamed(
             answered.append((received - handler) / 1e6)
         await asyncio.sleep(PAUSE)
     return total, entered, answered
+
+
+async def _burst(stub: health_pb2_grpc.HealthStub, server_out: asyncio.StreamReader) -> list[float]:
+    """Per call of BURST_ROUNDS bursts of BURST streamed calls begun at once (ms): call -> first message received."""
+
+    async def first_message() -> float:
+        started = time.perf_counter()
+        call = stub.Watch(health_pb2.HealthCheckRequest())
+        try:
+            async for _ in call:
+                return (time.perf_counter() - started) * 1000
+            raise RuntimeError("the streamed call sent nothing")
+        finally:
+            call.cancel()
+
+    samples: list[float] = []
+    for index in range(1 + BURST_ROUNDS):  # the first round warms the channel up
+        times = await asyncio.gather(*(first_message() for _ in range(BURST)))
+        for _ in range(BURST):  # the handlers' entry reports, not used here
+            await asyncio.wait_for(server_out.readline(), 10)
+        if index:
+            samples += times
+        await asyncio.sleep(PAUSE * 10)
+    return samples
 
 
 if __name__ == "__main__":

@@ -153,6 +153,34 @@ async def test_closing_the_stream_closes_its_source() -> None:
     assert closed.is_set()  # closed before aclose returned, not later by the garbage collector
 
 
+async def test_closing_the_stream_before_any_content_closes_its_source() -> None:
+    closed = asyncio.Event()
+
+    async def announced_then_silent() -> AsyncIterator[pb.GenerateResponse]:
+        try:
+            yield started()
+            await asyncio.sleep(60)
+            yield text("never")
+        finally:
+            closed.set()
+
+    stream = coalesced(announced_then_silent(), WINDOW)
+    assert (await anext(stream)).WhichOneof("event") == "attempt_started"
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert closed.is_set()
+
+
+async def test_a_failure_before_any_content_reaches_the_caller_after_the_announcement() -> None:
+    async def refused() -> AsyncIterator[pb.GenerateResponse]:
+        yield started()
+        raise RuntimeError("refused upstream")
+
+    stream = coalesced(refused(), WINDOW)
+    assert (await anext(stream)).WhichOneof("event") == "attempt_started"
+    with pytest.raises(RuntimeError, match="refused upstream"):
+        await anext(stream)
+
+
 async def test_cancelling_the_caller_closes_the_source() -> None:
     closed = asyncio.Event()
     first = asyncio.Event()
