@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 from services.runtime.hooks import Hook
@@ -71,24 +72,38 @@ async def test_cancel_while_a_tool_runs(tmp_path: Path) -> None:
 
 
 async def test_cancel_before_the_run_started(tmp_path: Path) -> None:
-    # A run the store holds queued, which no replica has claimed yet (the sweep that would is minutes away).
+    # A run the store holds queued, which no replica has claimed yet (the sweep that would is minutes away), under
+    # an id the client minted: the client can cancel it by that id before it starts, and creating it again with the
+    # same id returns the cancelled run instead of starting one.
     async with world(tmp_path, sweep_interval=600) as running:
         await asyncio.sleep(0.5)  # past the replica's start-up sweep, which would claim a queued run
         conversation = await running.conversations.CreateConversation(
             store_pb.CreateConversationRequest(title="queued"), metadata=running.user
         )
+        run_id = str(uuid.uuid4())
         block = content_pb2.ContentBlock(text=content_pb2.TextBlock(text="never run"))
         created = await running.runs.CreateRun(
             store_pb.CreateRunRequest(
                 conversation_id=conversation.conversation.id,
+                run_id=run_id,
                 input_message=content_pb2.ChatMessage(role=content_pb2.ROLE_USER, content=[block]),
             ),
             metadata=running.user,
         )
-        assert created.run.state == run_pb2.RUN_STATE_QUEUED
-        cancelled = await cancel(running, created.run.id)
+        assert (created.run.id, created.run.state) == (run_id, run_pb2.RUN_STATE_QUEUED)
+        cancelled = await cancel(running, run_id)
         assert cancelled.state == run_pb2.RUN_STATE_CANCELLED
-        assert await running.events(created.run.id) == ["run_cancelled"]
+        assert await running.events(run_id) == ["run_cancelled"]
+
+        again = await running.runtime.CreateRun(
+            runtime_pb.CreateRunRequest(conversation_id=conversation.conversation.id, run_id=run_id, input=[block]),
+            metadata=running.user,
+        )
+        assert again.existed
+        assert (again.run.id, again.run.state) == (run_id, run_pb2.RUN_STATE_CANCELLED)
+        await asyncio.sleep(0.3)  # time enough for a run that had been started to show it
+        assert (await running.run(run_id)).state == run_pb2.RUN_STATE_CANCELLED
+        assert await running.events(run_id) == ["run_cancelled"]
 
 
 async def test_cancelling_an_ended_run_changes_nothing(tmp_path: Path) -> None:
