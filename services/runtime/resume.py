@@ -74,10 +74,8 @@ class Resumer:
     async def _watch(self) -> None:
         owed = True  # a sweep for what was decided while no stream was open (at start, and after every break)
         while True:
+            stream = self._services.confirm.WatchDecisions(confirm_pb.WatchDecisionsRequest(after_cursor=self._cursor))
             try:
-                stream = self._services.confirm.WatchDecisions(
-                    confirm_pb.WatchDecisionsRequest(after_cursor=self._cursor)
-                )
                 # The headers come once the stream's position in the feed is fixed: a sweep from then on finds
                 # what was decided before it, and the stream brings what is decided after.
                 await stream.initial_metadata()
@@ -91,6 +89,8 @@ class Resumer:
                 if error.reason == "CURSOR_EXPIRED":
                     self._cursor = ""  # the sweep covers what the feed no longer holds
                 log.info("decision_feed_broken", reason=error.reason)
+            finally:
+                stream.cancel()  # stopped while waiting (the replica's shutdown): the call ends with it
             owed = True
             await asyncio.sleep(RETRY_SECONDS)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 
 import grpc
 import structlog
@@ -23,7 +24,7 @@ import structlog
 from services.runtime import client_tools, model_step
 from services.runtime.context import RunContext, Services
 from services.runtime.history import chat_messages, pending_calls
-from services.runtime.tool_calls import resolve
+from services.runtime.tool_calls import resolve, result_parts
 from services.runtime.toolbox import ToolInfo
 from steward.common.v1 import content_pb2
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
@@ -92,8 +93,14 @@ async def _loop(ctx: RunContext, history: list[content_pb2.ChatMessage] | None) 
         if pending.calls:
             resolution = await resolve(ctx, pending.calls, tools)
             await _acknowledge(ctx, resolution.acknowledge)
-            if resolution.timed_out:  # a limit: confirmations the step asked for are cancelled with the run
-                await finish(ctx, run_pb2.RUN_STATE_INCOMPLETE, incomplete=run_pb2.INCOMPLETE_REASON_TIMEOUT)
+            if resolution.timed_out:  # a limit: the step's results that are owed are written with the end
+                parts = [result_parts(ctx, call, outcome, reason) for call, outcome, reason in resolution.ending]
+                await finish(
+                    ctx,
+                    run_pb2.RUN_STATE_INCOMPLETE,
+                    incomplete=run_pb2.INCOMPLETE_REASON_TIMEOUT,
+                    results=parts,
+                )
                 return []
             if resolution.waiting or resolution.waiting_client:
                 awaiting = (
@@ -263,13 +270,21 @@ async def pause(ctx: RunContext, reason: run_pb2.PauseReason.ValueType) -> None:
     log.info("run_paused", steps=ctx.step_count)
 
 
-async def finish(ctx: RunContext, state: int, *, incomplete: int = 0) -> None:
-    """End the run between steps: completed or incomplete (with its limit)."""
+async def finish(
+    ctx: RunContext,
+    state: int,
+    *,
+    incomplete: int = 0,
+    results: Sequence[tuple[content_pb2.ChatMessage, ev.RunEvent]] = (),
+) -> None:
+    """End the run between steps: completed or incomplete (with its limit); `results` (tool messages and their
+    events) go in the same checkpoint, before the end."""
     await ctx.checkpoint(
         store_pb.CheckpointRunRequest(
             run_id=ctx.run_id,
             lease_epoch=ctx.epoch,
-            events=[_end_event(state, incomplete, "")],
+            messages=[message for message, _ in results],
+            events=[*(event for _, event in results), _end_event(state, incomplete, "")],
             state=state,  # type: ignore[arg-type]
             incomplete_reason=incomplete,  # type: ignore[arg-type]
             step_count=ctx.step_count,

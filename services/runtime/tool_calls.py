@@ -1,13 +1,14 @@
 """Resolving a step's tool calls: read tools at once, writes through confirmations and the ledger.
 
-For every call still owed a result (history.pending_calls), in order:
+For every call still owed a result (history.pending_calls), in order (reads first, then the rest in order):
 - an unknown tool, arguments that are not a JSON object or do not fit the tool's schema: an error
   result the model can act on;
 - a client tool (the caller's own): a `client_tool_requested` event, and the call waits for
   SubmitToolResults;
 - a read tool: called at once (all read calls of the step in parallel), each with the tool timeout; a read
-  that passes it gets a TOOL_TIMEOUT error result, and the run ends incomplete (timeout) once the step's calls
-  are resolved (steps.py: a limit, like the first-token timeout);
+  that passes it gets a TOOL_TIMEOUT error result and ends the run incomplete (timeout; steps.py: a limit, like
+  the first-token timeout): the step's writes and client tools, which wait for its reads, are then not run
+  (NOT_RUN), and these results are written with the run's end;
 - a write tool the agent's policy lets through (autonomous mode, as the tool layer classifies it): a
   confirmation created approved by the policy ("<run id>/<tool call id>/policy"), executed through the
   execution ledger like any approved write;
@@ -57,7 +58,15 @@ class Resolution:
     waiting: list[str] = field(default_factory=list)  # ids of confirmations a person has yet to decide
     waiting_client: list[str] = field(default_factory=list)  # ids of tool calls the caller has yet to answer
     acknowledge: list[str] = field(default_factory=list)  # decided confirmations consumed by this resolution
-    timed_out: bool = False  # a read passed the tool timeout: a limit, so the run ends (incomplete, timeout)
+    # A read passed the tool timeout: a limit, so the run ends (incomplete, timeout). These results are not written
+    # here but with the run's end, in one checkpoint (steps.py), so that a crash between the two cannot leave a run
+    # that goes on as if the limit had not been reached: the timed-out reads' own, and a "not run" one for each write
+    # or client tool call of the step, which are then never proposed.
+    ending: list[tuple[content_pb2.ToolCallBlock, ToolOutcome, str]] = field(default_factory=list)
+
+    @property
+    def timed_out(self) -> bool:
+        return bool(self.ending)
 
 
 def parse_arguments(tool: ToolInfo, arguments_json: str, ctx: RunContext) -> dict[str, object] | str:
@@ -82,6 +91,26 @@ async def record_result(
     """Checkpoint one tool result (message + event), once; `wait=False` leaves it behind the loop (events.py), for
     results whose loss in a crash costs only the call done again (reads, and results no tool call produced). A
     result over the deployment's limit is cut to it, with a note the model can read."""
+    message, event = result_parts(ctx, call, outcome, reason)
+    written = ctx.checkpoint_soon(
+        store_pb.CheckpointRunRequest(
+            run_id=ctx.run_id,
+            lease_epoch=ctx.epoch,
+            messages=[message],
+            events=[event],
+            request_id=f"{ctx.run_id}/{call.id}/result",
+        )
+    )
+    if wait:
+        await written
+    await ctx.services.hooks.after_tool_call(ctx.run_id, call.id, call.name, outcome.is_error)
+
+
+def result_parts(
+    ctx: RunContext, call: content_pb2.ToolCallBlock, outcome: ToolOutcome, reason: str = ""
+) -> tuple[content_pb2.ChatMessage, ev.RunEvent]:
+    """A tool result as the conversation and the run's log keep it: its tool message and its event (the outcome cut
+    to the deployment's limit first)."""
     outcome = capped(outcome, ctx.services.settings.max_tool_result_chars)
     if outcome.is_error:
         event = ev.RunEvent(
@@ -93,18 +122,7 @@ async def record_result(
     else:
         finished = ev.ToolCallFinished(tool_call_id=call.id, result=outcome.content)
         event = ev.RunEvent(step=ctx.step_count, tool_call_finished=finished)
-    written = ctx.checkpoint_soon(
-        store_pb.CheckpointRunRequest(
-            run_id=ctx.run_id,
-            lease_epoch=ctx.epoch,
-            messages=[result_message(call.id, outcome.content, is_error=outcome.is_error)],
-            events=[event],
-            request_id=f"{ctx.run_id}/{call.id}/result",
-        )
-    )
-    if wait:
-        await written
-    await ctx.services.hooks.after_tool_call(ctx.run_id, call.id, call.name, outcome.is_error)
+    return result_message(call.id, outcome.content, is_error=outcome.is_error), event
 
 
 def capped(outcome: ToolOutcome, limit: int) -> ToolOutcome:
@@ -124,9 +142,11 @@ async def _read(
 ) -> None:
     await ctx.services.hooks.before_tool_call(ctx.run_id, call.id, tool.name, "")
     outcome = await call_tool(ctx, tool, arguments, f"{ctx.run_id}:{call.id}")
-    if outcome.timed_out:
-        resolution.timed_out = True
-    await record_result(ctx, call, outcome, reason="TOOL_TIMEOUT" if outcome.timed_out else "", wait=False)
+    if outcome.timed_out:  # written with the run's end (steps.py)
+        resolution.ending.append((call, outcome, "TOOL_TIMEOUT"))
+        await ctx.services.hooks.after_tool_call(ctx.run_id, call.id, call.name, True)
+        return
+    await record_result(ctx, call, outcome, wait=False)
 
 
 async def confirmation_for(
@@ -264,6 +284,7 @@ async def resolve(ctx: RunContext, calls: list[content_pb2.ToolCallBlock], tools
     """Give every call a result, or leave it waiting for a confirmation; see the module docstring."""
     resolution = Resolution()
     reads: list[asyncio.Task[None]] = []
+    later: list[tuple[content_pb2.ToolCallBlock, ToolInfo, dict[str, object]]] = []  # writes and client tools
     try:
         for call in calls:
             tool = tools.get(call.name)
@@ -277,19 +298,26 @@ async def resolve(ctx: RunContext, calls: list[content_pb2.ToolCallBlock], tools
                 await record_result(ctx, call, invalid, reason="INVALID_ARGUMENTS", wait=False)
             elif tool.kind == Kind.READ:
                 reads.append(asyncio.create_task(_read(ctx, call, tool, arguments, resolution)))
-            elif tool.kind == Kind.CLIENT:
-                requested = ev.ClientToolRequested(
-                    tool_call_id=call.id, tool_name=call.name, arguments_json=call.arguments_json
-                )
-                await append_once(
-                    ctx, ev.RunEvent(step=ctx.step_count, client_tool_requested=requested), f"{call.id}/client"
-                )
-                resolution.waiting_client.append(call.id)
             else:
-                await _write(ctx, call, tool, arguments, resolution)
+                later.append((call, tool, arguments))
+        # The reads first: a read that times out ends the run, and nobody is then asked about the step's writes.
         await asyncio.gather(*reads)
     finally:
         for task in reads:
             task.cancel()
         await asyncio.gather(*reads, return_exceptions=True)
+    for call, tool, arguments in later:
+        if resolution.timed_out:
+            not_run = ToolOutcome(f"{call.name} was not run: the run reached its tool timeout.", is_error=True)
+            resolution.ending.append((call, not_run, "NOT_RUN"))
+        elif tool.kind == Kind.CLIENT:
+            requested = ev.ClientToolRequested(
+                tool_call_id=call.id, tool_name=call.name, arguments_json=call.arguments_json
+            )
+            await append_once(
+                ctx, ev.RunEvent(step=ctx.step_count, client_tool_requested=requested), f"{call.id}/client"
+            )
+            resolution.waiting_client.append(call.id)
+        else:
+            await _write(ctx, call, tool, arguments, resolution)
     return resolution

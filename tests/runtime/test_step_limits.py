@@ -4,7 +4,9 @@ test.
 
 - The read calls of one step run in parallel: with the notes server frozen (SIGSTOP), both reads have begun
   (the runtime's before-tool-call hook) and neither has an answer.
-- A read that passes the tool timeout ends the run incomplete (timeout), after its TOOL_TIMEOUT result.
+- A read that passes the tool timeout ends the run incomplete (timeout), after its TOOL_TIMEOUT result; a write of
+  the same step is then never proposed (NOT_RUN), and the results go with the end, in one write.
+- A run waiting for its first token can be cancelled.
 - A model that sends no token within the first-token timeout ends the run incomplete (timeout), with no retry.
 """
 
@@ -27,10 +29,13 @@ from fakes.script import FakeToolCall, Reply, Stall
 from fakes.upstream import FakeUpstream
 from services.runtime.hooks import Hook
 from steward.common.v1 import content_pb2, limits_pb2
+from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
+from steward.confirm.v1 import confirmation_pb2
+from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
 from steward.store.v1 import agent_pb2, run_event_pb2, run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 from tests.runtime.harness import World, world
-from tests.runtime.procs import children, eventually
+from tests.runtime.procs import children, eventually, eventually_async
 
 ROUTE = "scripted"
 UPSTREAM = "fake-llm"
@@ -174,6 +179,60 @@ async def test_a_read_past_the_tool_timeout_ends_the_run_incomplete(scripted: Sc
     ]
     assert (result.tool_call_id, result.is_error) == ("call_slow", True)
     assert "did not answer within 0.5 s" in result.content
+
+
+async def test_a_read_timeout_ends_the_run_before_anyone_is_asked_about_the_steps_write(scripted: Scripted) -> None:
+    running = scripted.world
+    write = FakeToolCall("call_write", "notes__create_note", json.dumps({"title": "Never proposed"}))
+    scripted.fake.enqueue(Reply(text="", tool_calls=[FakeToolCall("call_read", "notes__list_notes", "{}"), write]))
+    with scripted.notes_server_frozen():
+        run = await running.start_run("Note it.", limits=limits_pb2.RunLimits(tool_timeout=seconds(0.5)))
+        ended = await running.wait(run.id)
+    events = await run_events(running, run.id)
+    assert_ended_on_timeout(ended, events)
+    failed = {
+        event.tool_call_failed.tool_call_id: event.tool_call_failed.reason
+        for event in events
+        if event.HasField("tool_call_failed")
+    }
+    assert failed == {"call_read": "TOOL_TIMEOUT", "call_write": "NOT_RUN"}
+    kinds = [event.WhichOneof("payload") for event in events]
+    assert "confirmation_requested" not in kinds
+    # The results and the end are one write: the last step's results sit right before the end.
+    assert kinds[-3:] == ["tool_call_failed", "tool_call_failed", "run_incomplete"]
+    every_state = [state for state in confirmation_pb2.ConfirmationState.values() if state]
+    confirmations = await running.confirm.ListConfirmations(
+        confirm_pb.ListConfirmationsRequest(run_id=run.id, states=every_state), metadata=running.user
+    )
+    assert list(confirmations.confirmations) == []  # nobody was asked
+    assert running.applied_writes() == []
+    # Every call of the step has its result, so a later run in the conversation has nothing left owed.
+    results = {
+        block.tool_result.tool_call_id: block.tool_result.is_error
+        for message in await running.messages(ended)
+        for block in message.content
+        if block.HasField("tool_result")
+    }
+    assert results == {"call_read": True, "call_write": True}
+
+
+async def test_a_run_waiting_for_its_first_token_can_be_cancelled(scripted: Scripted) -> None:
+    running = scripted.world
+    scripted.fake.enqueue(Stall(seconds=5.0, after_chunks=1, then=Reply(text="Too late.")))
+    started = time.monotonic()
+    run = await running.start_run("Hello", limits=limits_pb2.RunLimits(first_token_timeout=seconds(10)))
+    await eventually_async(lambda: step_started(running, run.id), what="the step to be under way")
+    await running.runtime.CancelRun(runtime_pb.CancelRunRequest(id=run.id), metadata=running.user)
+    ended = await running.wait(run.id)
+    assert ended.state == run_pb2.RUN_STATE_CANCELLED, ended
+    assert time.monotonic() - started < 4.5  # not after the stall
+    events = await run_events(running, run.id)
+    assert events[-1].WhichOneof("payload") == "run_cancelled"
+    assert not any(event.HasField("text_delta") for event in events)
+
+
+async def step_started(running: World, run_id: str) -> bool:
+    return any(event.HasField("step_started") for event in await run_events(running, run_id))
 
 
 async def test_a_model_silent_past_the_first_token_timeout_ends_the_run_incomplete(scripted: Scripted) -> None:

@@ -45,8 +45,9 @@ class RunLimits(_message.Message):
     @_builtins.property
     def tool_timeout(self) -> _duration_pb2.Duration:
         """Time one tool call may take. A read tool that passes it ends the run
-        INCOMPLETE (timeout) once the step's other calls are resolved; a write
-        whose outcome it leaves unknown asks the person what to do instead.
+        INCOMPLETE (timeout), and the step's writes and client tools, which wait
+        for its reads, are not run; a write whose outcome it leaves unknown asks
+        the person what to do instead.
         """
 
     @_builtins.property
