@@ -138,6 +138,19 @@ class World:
         return [content_pb2.ChatMessage(role=m.role, content=m.content) for m in reply.messages]
 
 
+def notes_agent(
+    *, model_route: str = "demo", tools: Sequence[str] = ("notes.*",), prefix: str = "notes"
+) -> agent_pb2.Agent:
+    """An interactive agent that keeps notes with the example notes server, under a fresh name."""
+    return agent_pb2.Agent(
+        name=f"{prefix}-{uuid.uuid4().hex[:6]}",
+        system_prompt="You keep notes.",
+        model_route=model_route,
+        tools=list(tools),
+        approval_policy=agent_pb2.ApprovalPolicy(mode=agent_pb2.RUN_MODE_INTERACTIVE),
+    )
+
+
 @asynccontextmanager
 async def world(
     directory: Path, *, demo_token_interval: float = 0.001, hooks: Sequence[Hook] = (), **runtime_settings: object
@@ -157,13 +170,7 @@ async def world(
         runtime = grpc.aio.insecure_channel(stack.address(stack.runtime))
         confirm = grpc.aio.insecure_channel(stack.address(stack.confirm))
         agents = store_grpc.AgentServiceStub(store)
-        agent = agent_pb2.Agent(
-            name=f"notes-{uuid.uuid4().hex[:6]}",
-            system_prompt="You keep notes.",
-            model_route="demo",
-            tools=["notes.*", "time.now", "calc"],
-            approval_policy=agent_pb2.ApprovalPolicy(mode=agent_pb2.RUN_MODE_INTERACTIVE),
-        )
+        agent = notes_agent(tools=("notes.*", "time.now", "calc"))
         created = await agents.CreateAgent(store_pb.CreateAgentRequest(agent=agent), metadata=user)
         try:
             yield World(

@@ -20,10 +20,11 @@ from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
 from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
 from steward.runtime.v1 import runtime_service_pb2_grpc as runtime_grpc
-from steward.store.v1 import agent_pb2, run_event_pb2, run_pb2
+from steward.store.v1 import run_event_pb2, run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
 from tests.grpc_helpers import principal_metadata
+from tests.runtime.harness import notes_agent
 from tests.runtime.procs import Backplane, RuntimeProcess
 
 ENDED = {
@@ -106,13 +107,7 @@ class User:
             await channel.close()
 
     async def create_agent(self) -> str:
-        agent = agent_pb2.Agent(
-            name=f"notes-{uuid.uuid4().hex[:6]}",
-            system_prompt="You keep notes.",
-            model_route="demo",
-            tools=["notes.*"],
-            approval_policy=agent_pb2.ApprovalPolicy(mode=agent_pb2.RUN_MODE_INTERACTIVE),
-        )
+        agent = notes_agent()
         created = await self.agents.CreateAgent(store_pb.CreateAgentRequest(agent=agent), metadata=self.metadata)
         self.agent_id = created.agent.id
         return self.agent_id

@@ -28,7 +28,7 @@ from steward.provider.v1 import provider_service_pb2_grpc as provider_grpc
 from steward.store.v1 import agent_pb2, run_event_pb2, run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 from tests.grpc_helpers import principal_metadata
-from tests.runtime.harness import Metadata, World, world
+from tests.runtime.harness import Metadata, World, notes_agent, world
 
 ROUTE = "priced"
 UPSTREAM = "fake-llm"
@@ -46,13 +46,7 @@ class Priced:
     async def as_new_user(self) -> World:
         """The world acting as a user of its own, with an agent of that user on the priced route."""
         user = principal_metadata(self.world.stack.secret, f"user-{uuid.uuid4().hex[:8]}")
-        agent = agent_pb2.Agent(
-            name=f"priced-{uuid.uuid4().hex[:6]}",
-            system_prompt="You keep notes.",
-            model_route=ROUTE,
-            tools=["notes.*"],
-            approval_policy=agent_pb2.ApprovalPolicy(mode=agent_pb2.RUN_MODE_INTERACTIVE),
-        )
+        agent = notes_agent(model_route=ROUTE, prefix="priced")
         created = await self.world.agents.CreateAgent(store_pb.CreateAgentRequest(agent=agent), metadata=user)
         return dataclasses.replace(self.world, user=user, agent_id=created.agent.id)
 

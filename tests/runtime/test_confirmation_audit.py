@@ -19,10 +19,10 @@ from steward.confirm.v1 import audit_event_pb2 as audit
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirmation_pb2
 from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
-from steward.store.v1 import agent_pb2, run_event_pb2, run_pb2
+from steward.store.v1 import run_event_pb2, run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 from tests.grpc_helpers import principal_metadata
-from tests.runtime.harness import World, world
+from tests.runtime.harness import World, notes_agent, world
 
 Entry = tuple[str, int, str, int, str]  # (confirmation id, kind, actor, surface, reason)
 
@@ -37,13 +37,7 @@ async def new_user(running: World) -> World:
     """The world as a brand-new user, with an agent of their own (so their trail holds only this test's runs)."""
     user_id = f"user-{uuid.uuid4().hex[:8]}"
     user = principal_metadata(running.stack.secret, user_id)
-    agent = agent_pb2.Agent(
-        name=f"notes-{uuid.uuid4().hex[:6]}",
-        system_prompt="You keep notes.",
-        model_route="demo",
-        tools=["notes.*"],
-        approval_policy=agent_pb2.ApprovalPolicy(mode=agent_pb2.RUN_MODE_INTERACTIVE),
-    )
+    agent = notes_agent()
     created = await running.agents.CreateAgent(store_pb.CreateAgentRequest(agent=agent), metadata=user)
     return dataclasses.replace(running, user_id=user_id, user=user, agent_id=created.agent.id)
 

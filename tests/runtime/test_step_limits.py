@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
@@ -32,9 +31,9 @@ from steward.common.v1 import content_pb2, limits_pb2
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirmation_pb2
 from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
-from steward.store.v1 import agent_pb2, run_event_pb2, run_pb2
+from steward.store.v1 import run_event_pb2, run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
-from tests.runtime.harness import World, world
+from tests.runtime.harness import World, notes_agent, world
 from tests.runtime.procs import children, eventually, eventually_async
 
 ROUTE = "scripted"
@@ -93,13 +92,7 @@ async def scripted(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sc
             env.setenv("STEWARD_ROUTES_FILE", str(directory / "routes.json"))
             async with world(directory, hooks=[hook]) as running:
                 env.undo()
-                agent = agent_pb2.Agent(
-                    name=f"scripted-{uuid.uuid4().hex[:6]}",
-                    system_prompt="You keep notes.",
-                    model_route=ROUTE,
-                    tools=["notes.*"],
-                    approval_policy=agent_pb2.ApprovalPolicy(mode=agent_pb2.RUN_MODE_INTERACTIVE),
-                )
+                agent = notes_agent(model_route=ROUTE, prefix="scripted")
                 created = await running.agents.CreateAgent(
                     store_pb.CreateAgentRequest(agent=agent), metadata=running.user
                 )
