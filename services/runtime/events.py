@@ -60,9 +60,11 @@ class EventWriter:
         epoch: int,
         interval: float,
         tap: Callable[[ev.RunEvent], Awaitable[None]] | None = None,
+        running_ms: Callable[[], int] | None = None,
     ) -> None:
         self._runs = runs
         self._tap = tap
+        self._running_ms = running_ms  # the run's running time so far, stamped on every write
         self._run_id = run_id
         self._epoch = epoch
         self._interval = interval
@@ -215,8 +217,10 @@ class EventWriter:
             request = requests[0]
             request.run_id, request.lease_epoch = self._run_id, self._epoch
             request.request_id = request.request_id or key
+            self._stamp(request)
             return request
         merged = store_pb.CheckpointRunRequest(run_id=self._run_id, lease_epoch=self._epoch, request_id=key)
+        self._stamp(merged)
         for request in requests:
             merged.messages.extend(request.messages)
             merged.message_ids.extend(request.message_ids)
@@ -231,6 +235,10 @@ class EventWriter:
             if request.HasField("usage"):
                 merged.usage.CopyFrom(request.usage)
         return merged
+
+    def _stamp(self, request: store_pb.CheckpointRunRequest) -> None:
+        if self._running_ms is not None:
+            request.running_time.FromMilliseconds(self._running_ms())
 
     def _delta(self, step: int, kind: str, text: str) -> None:
         self._check()

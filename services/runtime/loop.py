@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -204,7 +205,14 @@ class RunLoop:
                 agent = known.agent
             else:
                 agent = await load_agent(self._services.agents, claimed, self._settings)
-            writer = EventWriter(runs, claimed.id, epoch, self._settings.text_flush_interval, tap=self._tap(claimed.id))
+            writer = EventWriter(
+                runs,
+                claimed.id,
+                epoch,
+                self._settings.text_flush_interval,
+                tap=self._tap(claimed.id),
+                running_ms=_running_clock(claimed),
+            )
             ctx = RunContext(
                 services=self._services,
                 run=claimed,
@@ -345,3 +353,9 @@ async def _shielded(work: Awaitable[None]) -> None:
         await asyncio.shield(task)
     except asyncio.CancelledError:
         await task
+
+
+def _running_clock(claimed: run_pb2.Run) -> Callable[[], int]:
+    """The run's running time in milliseconds: what earlier claims checkpointed, plus this claim's so far."""
+    before, since = claimed.running_time.ToMilliseconds(), time.monotonic()
+    return lambda: before + int((time.monotonic() - since) * 1000)

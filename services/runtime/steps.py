@@ -4,7 +4,8 @@
            a limit reached?           → end incomplete with its reason
            else                       → one model step; no tool calls in it → completed
 
-The wall-clock limit counts this replica's running time (paused time does not count). The first-token
+The wall-clock limit counts the run's running time, summed over its claims (each write carries it to the
+store; paused time does not count). The first-token
 timeout (from a step's model call to its first content: text, reasoning or a tool call) and a read's tool
 timeout end the run incomplete (timeout) too. A step whose
 stream breaks with a transient provider error is restarted (a `step_restarted` event tells readers
@@ -59,8 +60,10 @@ async def drive(ctx: RunContext, how: str, history: list[content_pb2.ChatMessage
     confirmations a paused run waits for. `history`: the conversation's messages, when the caller knows them (a
     run it just created with its conversation)."""
     await _opening_event(ctx, how)
+    # The wall-clock limit counts the run's running time over all its claims (paused time does not count).
+    left = ctx.limits.timeout - ctx.run.running_time.ToMilliseconds() / 1000
     try:
-        async with asyncio.timeout(ctx.limits.timeout):
+        async with asyncio.timeout(max(0.0, left)):
             return await _loop(ctx, history)
     except TimeoutError:
         if ctx.writer.last_write_made:  # time ran out while the run was ending or pausing: that write stands

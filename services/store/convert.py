@@ -93,4 +93,6 @@ def run_message(row: RunRow | Row[Any] | SimpleNamespace) -> run_pb2.Run:
         run.usage.CopyFrom(usage_pb2.Usage.FromString(row.usage))
     if row.client_tools:
         run.client_tools.extend(run_pb2.Run.FromString(row.client_tools).client_tools)
+    if row.running_ms:
+        run.running_time.FromMilliseconds(row.running_ms)
     return run

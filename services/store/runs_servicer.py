@@ -199,6 +199,7 @@ class RunServicer(pb_grpc.RunServiceServicer):
             usage=request.usage if request.HasField("usage") else None,
             request_id=v.optional_request_id(request.request_id),
             message_ids=v.message_ids(request.message_ids, len(request.messages)),
+            running_ms=_running_ms(request),
         )
         run, messages, last_seq, created = await self._writes.checkpoint(current_principal().user_id, run_id, step)
         if created is not None and request.events:
@@ -242,3 +243,12 @@ class RunServicer(pb_grpc.RunServiceServicer):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._live_poll_seconds):
                     await waiter.wait()
+
+
+def _running_ms(request: pb.CheckpointRunRequest) -> int | None:
+    """The checkpoint's running time in milliseconds; None when unset."""
+    if not request.HasField("running_time"):
+        return None
+    if request.running_time.seconds < 0 or request.running_time.nanos < 0:
+        raise invalid_argument("running_time", "running_time must not be negative")
+    return int(request.running_time.ToMilliseconds())

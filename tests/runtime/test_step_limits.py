@@ -12,6 +12,7 @@ test.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -243,3 +244,26 @@ async def test_a_model_silent_past_the_first_token_timeout_ends_the_run_incomple
     assert scripted.model_requests() == requests + 1  # the step was not retried
     messages = await running.messages(ended)
     assert messages[-1].role == content_pb2.ROLE_USER  # no answer was recorded
+
+
+async def test_the_wall_clock_limit_counts_the_running_time_of_every_claim(scripted: Scripted) -> None:
+    # Each claim alone stays under the limit (1.5 s); the two together do not. Paused time does not count.
+    running = scripted.world
+    write = FakeToolCall("call_note", "notes__create_note", json.dumps({"title": "Slowly"}))
+    scripted.fake.enqueue(
+        Stall(seconds=0.9, after_chunks=1, then=Reply(text="", tool_calls=[write])),
+        Stall(seconds=0.9, after_chunks=1, then=Reply(text="Done.")),
+    )
+    run = await running.start_run("Note it, slowly.", limits=limits_pb2.RunLimits(timeout=seconds(1.5)))
+    paused = await running.wait(run.id, paused=True)
+    first_claim = paused.running_time.ToMilliseconds()
+    assert 900 <= first_claim < 1500, paused.running_time
+    await asyncio.sleep(1.0)  # paused: not counted
+    confirmation = await running.pending_confirmation(run.id)
+    await running.decide(confirmation.id, {"outcome": "approve"})
+    ended = await running.wait(run.id)
+    events = await run_events(running, run.id)
+    assert_ended_on_timeout(ended, events)
+    assert "run_resumed" in [event.WhichOneof("payload") for event in events]
+    assert 1500 <= ended.running_time.ToMilliseconds() < 1500 + 900  # ended by the limit, not by the stall's end
+    assert [write.idempotency_key for write in running.applied_writes()] == [confirmation.id]  # approved: made once

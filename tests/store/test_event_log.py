@@ -133,6 +133,27 @@ async def test_retried_writes_with_a_request_id_change_nothing(store: StoreUnder
     assert len(await _log(store, user, run_id)) == 4
 
 
+async def test_a_checkpoint_carries_the_runs_running_time_which_never_goes_back(store: StoreUnderTest) -> None:
+    user = store.user()
+    _, run_id, epoch = await _claimed(store, user)
+
+    async def checkpoint(key: str, running: Duration | None) -> run_pb2.Run:
+        request = pb.CheckpointRunRequest(run_id=run_id, lease_epoch=epoch, events=[_delta(key)], request_id=key)
+        if running is not None:
+            request.running_time.CopyFrom(running)
+        return (await store.runs.CheckpointRun(request, metadata=user)).run
+
+    assert (await checkpoint("r1", Duration(seconds=1, nanos=250_000_000))).running_time.ToMilliseconds() == 1250
+    assert (await checkpoint("r2", None)).running_time.ToMilliseconds() == 1250  # unset: left as it is
+    assert (await checkpoint("r3", Duration(seconds=1))).running_time.ToMilliseconds() == 1250  # never back
+    got = await store.runs.GetRun(pb.GetRunRequest(id=run_id), metadata=user)
+    assert got.run.running_time.ToMilliseconds() == 1250
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await checkpoint("r4", Duration(seconds=-1))
+    assert from_rpc_error(raised.value).reason == "INVALID_ARGUMENT"
+    assert (await store.runs.GetRun(pb.GetRunRequest(id=run_id), metadata=user)).run.last_event_seq == 3
+
+
 async def test_nul_is_refused_in_text_columns_and_round_trips_in_content(store: StoreUnderTest) -> None:
     user = store.user()
     with pytest.raises(grpc.aio.AioRpcError) as raised:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -146,6 +147,8 @@ class RunRow(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     # The caller's own tools (client-side tools): a serialized Run holding only `client_tools`; None when none.
     client_tools: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Milliseconds the run has spent running, summed over its claims (the runtime checkpoints it).
+    running_ms: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -49,6 +49,7 @@ class Checkpoint:
     usage: usage_pb2.Usage | None
     request_id: str | None = None
     message_ids: list[str] | None = None  # minted by the caller; None: the store mints them
+    running_ms: int | None = None  # the run's running time so far; None leaves it as it is
 
 
 # The hot paths' statements, built once: constructing a statement costs more than SQLite takes to run it.
@@ -96,6 +97,7 @@ _CHECKPOINTED = (
     "usage",
     "last_event_seq",
     "update_time",
+    "running_ms",
 )
 _UPDATE_RUN = (
     update(RunRow)
@@ -169,6 +171,8 @@ def _checkpointed(row: Row[Any], step: Checkpoint, now: datetime) -> dict[str, A
         values["step_count"] = step.step_count
     if step.usage is not None:
         values["usage"] = step.usage.SerializeToString()
+    if step.running_ms is not None:
+        values["running_ms"] = max(row.running_ms or 0, step.running_ms)  # it never goes back
     return values
 
 

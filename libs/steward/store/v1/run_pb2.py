@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from steward.common.v1 import content_pb2 as steward_dot_common_dot_v1_dot_content__pb2
 from steward.common.v1 import limits_pb2 as steward_dot_common_dot_v1_dot_limits__pb2
@@ -29,21 +30,21 @@ from steward.common.v1 import usage_pb2 as steward_dot_common_dot_v1_dot_usage__
 from steward.store.v1 import agent_pb2 as steward_dot_store_dot_v1_dot_agent__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asteward/store/v1/run.proto\x12\x10steward.store.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fsteward/common/v1/content.proto\x1a\x1esteward/common/v1/limits.proto\x1a\x1dsteward/common/v1/usage.proto\x1a\x1csteward/store/v1/agent.proto\">\n\x08RunError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttransient\x18\x03 \x01(\x08\"\xe9\x05\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12)\n\x05state\x18\x04 \x01(\x0e\x32\x1a.steward.store.v1.RunState\x12\x33\n\x0cpause_reason\x18\x05 \x01(\x0e\x32\x1d.steward.store.v1.PauseReason\x12=\n\x11incomplete_reason\x18\x06 \x01(\x0e\x32\".steward.store.v1.IncompleteReason\x12)\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1a.steward.store.v1.RunError\x12\'\n\x04mode\x18\x08 \x01(\x0e\x32\x19.steward.store.v1.RunMode\x12,\n\x06limits\x18\t \x01(\x0b\x32\x1c.steward.common.v1.RunLimits\x12\x12\n\nstep_count\x18\n \x01(\x05\x12\'\n\x05usage\x18\x0b \x01(\x0b\x32\x18.steward.common.v1.Usage\x12\x13\n\x0blease_epoch\x18\x0c \x01(\x03\x12\x16\n\x0elast_event_seq\x18\r \x01(\x03\x12\x12\n\nrequest_id\x18\x0e \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x0f \x01(\x08\x12/\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08owner_id\x18\x13 \x01(\t\x12\x1d\n\x15\x63ompacted_through_seq\x18\x14 \x01(\x03\x12\x31\n\x0c\x63lient_tools\x18\x15 \x03(\x0b\x32\x1b.steward.common.v1.ToolSpec*\xe1\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10RUN_STATE_QUEUED\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x14\n\x10RUN_STATE_PAUSED\x10\x03\x12\x17\n\x13RUN_STATE_COMPLETED\x10\x04\x12\x14\n\x10RUN_STATE_FAILED\x10\x05\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x06\x12\x18\n\x14RUN_STATE_INCOMPLETE\x10\x07\x12\x15\n\x11RUN_STATE_EXPIRED\x10\x08*z\n\x0bPauseReason\x12\x1c\n\x18PAUSE_REASON_UNSPECIFIED\x10\x00\x12&\n\"PAUSE_REASON_AWAITING_CONFIRMATION\x10\x01\x12%\n!PAUSE_REASON_AWAITING_CLIENT_TOOL\x10\x02*\xb5\x01\n\x10IncompleteReason\x12!\n\x1dINCOMPLETE_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1bINCOMPLETE_REASON_MAX_STEPS\x10\x01\x12 \n\x1cINCOMPLETE_REASON_MAX_TOKENS\x10\x02\x12\x1c\n\x18INCOMPLETE_REASON_BUDGET\x10\x03\x12\x1d\n\x19INCOMPLETE_REASON_TIMEOUT\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asteward/store/v1/run.proto\x12\x10steward.store.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fsteward/common/v1/content.proto\x1a\x1esteward/common/v1/limits.proto\x1a\x1dsteward/common/v1/usage.proto\x1a\x1csteward/store/v1/agent.proto\">\n\x08RunError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttransient\x18\x03 \x01(\x08\"\x9a\x06\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12)\n\x05state\x18\x04 \x01(\x0e\x32\x1a.steward.store.v1.RunState\x12\x33\n\x0cpause_reason\x18\x05 \x01(\x0e\x32\x1d.steward.store.v1.PauseReason\x12=\n\x11incomplete_reason\x18\x06 \x01(\x0e\x32\".steward.store.v1.IncompleteReason\x12)\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1a.steward.store.v1.RunError\x12\'\n\x04mode\x18\x08 \x01(\x0e\x32\x19.steward.store.v1.RunMode\x12,\n\x06limits\x18\t \x01(\x0b\x32\x1c.steward.common.v1.RunLimits\x12\x12\n\nstep_count\x18\n \x01(\x05\x12\'\n\x05usage\x18\x0b \x01(\x0b\x32\x18.steward.common.v1.Usage\x12\x13\n\x0blease_epoch\x18\x0c \x01(\x03\x12\x16\n\x0elast_event_seq\x18\r \x01(\x03\x12\x12\n\nrequest_id\x18\x0e \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x0f \x01(\x08\x12/\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08owner_id\x18\x13 \x01(\t\x12\x1d\n\x15\x63ompacted_through_seq\x18\x14 \x01(\x03\x12\x31\n\x0c\x63lient_tools\x18\x15 \x03(\x0b\x32\x1b.steward.common.v1.ToolSpec\x12/\n\x0crunning_time\x18\x16 \x01(\x0b\x32\x19.google.protobuf.Duration*\xe1\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10RUN_STATE_QUEUED\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x14\n\x10RUN_STATE_PAUSED\x10\x03\x12\x17\n\x13RUN_STATE_COMPLETED\x10\x04\x12\x14\n\x10RUN_STATE_FAILED\x10\x05\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x06\x12\x18\n\x14RUN_STATE_INCOMPLETE\x10\x07\x12\x15\n\x11RUN_STATE_EXPIRED\x10\x08*z\n\x0bPauseReason\x12\x1c\n\x18PAUSE_REASON_UNSPECIFIED\x10\x00\x12&\n\"PAUSE_REASON_AWAITING_CONFIRMATION\x10\x01\x12%\n!PAUSE_REASON_AWAITING_CLIENT_TOOL\x10\x02*\xb5\x01\n\x10IncompleteReason\x12!\n\x1dINCOMPLETE_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1bINCOMPLETE_REASON_MAX_STEPS\x10\x01\x12 \n\x1cINCOMPLETE_REASON_MAX_TOKENS\x10\x02\x12\x1c\n\x18INCOMPLETE_REASON_BUDGET\x10\x03\x12\x1d\n\x19INCOMPLETE_REASON_TIMEOUT\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'steward.store.v1.run_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNSTATE']._serialized_start=1020
-  _globals['_RUNSTATE']._serialized_end=1245
-  _globals['_PAUSEREASON']._serialized_start=1247
-  _globals['_PAUSEREASON']._serialized_end=1369
-  _globals['_INCOMPLETEREASON']._serialized_start=1372
-  _globals['_INCOMPLETEREASON']._serialized_end=1553
-  _globals['_RUNERROR']._serialized_start=207
-  _globals['_RUNERROR']._serialized_end=269
-  _globals['_RUN']._serialized_start=272
-  _globals['_RUN']._serialized_end=1017
+  _globals['_RUNSTATE']._serialized_start=1101
+  _globals['_RUNSTATE']._serialized_end=1326
+  _globals['_PAUSEREASON']._serialized_start=1328
+  _globals['_PAUSEREASON']._serialized_end=1450
+  _globals['_INCOMPLETEREASON']._serialized_start=1453
+  _globals['_INCOMPLETEREASON']._serialized_end=1634
+  _globals['_RUNERROR']._serialized_start=239
+  _globals['_RUNERROR']._serialized_end=301
+  _globals['_RUN']._serialized_start=304
+  _globals['_RUN']._serialized_end=1098
 # @@protoc_insertion_point(module_scope)

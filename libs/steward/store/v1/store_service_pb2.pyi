@@ -1374,6 +1374,7 @@ class CheckpointRunRequest(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+    RUNNING_TIME_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """The run's id."""
     lease_epoch: _builtins.int
@@ -1412,6 +1413,14 @@ class CheckpointRunRequest(_message.Message):
         is ALREADY_EXISTS (MESSAGE_ID_CONFLICT) and changes nothing.
         """
 
+    @_builtins.property
+    def running_time(self) -> _duration_pb2.Duration:
+        """The time the run has spent running so far, summed over its claims (its
+        wall-clock limit counts it); unset leaves it as it is. It never goes
+        back: a smaller value than the stored one is ignored. Negative is
+        INVALID_ARGUMENT.
+        """
+
     def __init__(
         self,
         *,
@@ -1427,10 +1436,11 @@ class CheckpointRunRequest(_message.Message):
         usage: _usage_pb2.Usage | None = ...,
         request_id: _builtins.str = ...,
         message_ids: _abc.Iterable[_builtins.str] | None = ...,
+        running_time: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "running_time", b"running_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "events", b"events", "incomplete_reason", b"incomplete_reason", "lease_epoch", b"lease_epoch", "message_ids", b"message_ids", "messages", b"messages", "pause_reason", b"pause_reason", "request_id", b"request_id", "run_id", b"run_id", "state", b"state", "step_count", b"step_count", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "events", b"events", "incomplete_reason", b"incomplete_reason", "lease_epoch", b"lease_epoch", "message_ids", b"message_ids", "messages", b"messages", "pause_reason", b"pause_reason", "request_id", b"request_id", "run_id", b"run_id", "running_time", b"running_time", "state", b"state", "step_count", b"step_count", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
