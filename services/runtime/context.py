@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from services.runtime.agents import AgentSpec, Limits
@@ -43,6 +45,22 @@ class RunContext:
     step_count: int = 0
     # The conversation: read when the loop starts, then extended with every message the claim checkpoints.
     history: list[content_pb2.ChatMessage] = field(default_factory=list)
+    # The wall-clock limit of the claim (steps.drive); a write in progress holds it off (`writing`).
+    wall_clock: asyncio.Timeout | None = None
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the wall-clock limit off while a write runs and its result is recorded: the limit never leaves a
+        write half done with nobody asked. Past its deadline meanwhile, it ends the run at the next wait after."""
+        clock = self.wall_clock if self.wall_clock is not None and not self.wall_clock.expired() else None
+        deadline = clock.when() if clock is not None else None
+        if clock is not None:
+            clock.reschedule(None)
+        try:
+            yield
+        finally:
+            if clock is not None:
+                clock.reschedule(deadline)  # already past: it fires at once
 
     @property
     def run_id(self) -> str:

@@ -236,6 +236,10 @@ class EventWriter:
                 merged.usage.CopyFrom(request.usage)
         return merged
 
+    def running_ms(self) -> int:
+        """The run's running time so far, as the writes carry it (0 with no clock)."""
+        return self._running_ms() if self._running_ms is not None else 0
+
     def _stamp(self, request: store_pb.CheckpointRunRequest) -> None:
         if self._running_ms is not None:
             request.running_time.FromMilliseconds(self._running_ms())

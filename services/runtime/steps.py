@@ -60,10 +60,12 @@ async def drive(ctx: RunContext, how: str, history: list[content_pb2.ChatMessage
     confirmations a paused run waits for. `history`: the conversation's messages, when the caller knows them (a
     run it just created with its conversation)."""
     await _opening_event(ctx, how)
-    # The wall-clock limit counts the run's running time over all its claims (paused time does not count).
-    left = ctx.limits.timeout - ctx.run.running_time.ToMilliseconds() / 1000
+    # The wall-clock limit counts the run's running time over all its claims (paused time does not count), on the
+    # clock the claim's writes carry.
+    left = ctx.limits.timeout - ctx.writer.running_ms() / 1000
     try:
-        async with asyncio.timeout(max(0.0, left)):
+        async with asyncio.timeout(max(0.0, left)) as wall_clock:
+            ctx.wall_clock = wall_clock
             return await _loop(ctx, history)
     except TimeoutError:
         if ctx.writer.last_write_made:  # time ran out while the run was ending or pausing: that write stands

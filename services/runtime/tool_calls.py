@@ -265,18 +265,19 @@ async def _write(
         await record_result(ctx, call, ToolOutcome(chosen, is_error=True), reason="INVALID_ARGUMENTS")
         resolution.acknowledge.append(confirmation.id)
         return
-    outcome = await ledger.execute(ctx, call, tool, confirmation, chosen, arguments_hash(json.dumps(chosen)))
-    if outcome is None:  # outcome unknown: a new confirmation asks the user what to do
-        resolution.acknowledge.append(confirmation.id)
-        unknown = await ledger.outcome_unknown_confirmation(ctx, call, tool, confirmation)
-        if unknown.state == confirmation_pb2.CONFIRMATION_STATE_PENDING:
-            await announce_request(ctx, unknown)
-            resolution.waiting.append(unknown.id)
-            return
-        await announce_decision(ctx, unknown)
-        resolution.acknowledge.append(unknown.id)
-        outcome = await ledger.resolve_unknown(ctx, call, tool, unknown, chosen)
-    await record_result(ctx, call, outcome)
+    with ctx.writing():  # the wall-clock limit waits for the write and its result (context.py)
+        outcome = await ledger.execute(ctx, call, tool, confirmation, chosen, arguments_hash(json.dumps(chosen)))
+        if outcome is None:  # outcome unknown: a new confirmation asks the user what to do
+            resolution.acknowledge.append(confirmation.id)
+            unknown = await ledger.outcome_unknown_confirmation(ctx, call, tool, confirmation)
+            if unknown.state == confirmation_pb2.CONFIRMATION_STATE_PENDING:
+                await announce_request(ctx, unknown)
+                resolution.waiting.append(unknown.id)
+                return
+            await announce_decision(ctx, unknown)
+            resolution.acknowledge.append(unknown.id)
+            outcome = await ledger.resolve_unknown(ctx, call, tool, unknown, chosen)
+        await record_result(ctx, call, outcome)
     resolution.acknowledge.append(confirmation.id)
 
 

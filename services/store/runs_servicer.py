@@ -32,6 +32,7 @@ MAX_CLAIM = 100
 REPLAY_BATCH = 500
 MIN_LEASE_SECONDS = 1
 MAX_LEASE_SECONDS = 3600
+MAX_RUNNING_SECONDS = 10**9  # a run's running time, at most (about 31 years; the column holds milliseconds)
 
 
 def _lease_ttl(value: Duration) -> timedelta:
@@ -249,6 +250,6 @@ def _running_ms(request: pb.CheckpointRunRequest) -> int | None:
     """The checkpoint's running time in milliseconds; None when unset."""
     if not request.HasField("running_time"):
         return None
-    if request.running_time.seconds < 0 or request.running_time.nanos < 0:
-        raise invalid_argument("running_time", "running_time must not be negative")
+    if not 0 <= request.running_time.seconds <= MAX_RUNNING_SECONDS or request.running_time.nanos < 0:
+        raise invalid_argument("running_time", f"running_time must be 0..{MAX_RUNNING_SECONDS} seconds")
     return int(request.running_time.ToMilliseconds())

@@ -6,6 +6,8 @@ import asyncio
 import uuid
 from pathlib import Path
 
+from google.protobuf.duration_pb2 import Duration
+
 from services.runtime.hooks import Hook
 from steward.common.v1 import content_pb2, limits_pb2
 from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
@@ -125,3 +127,28 @@ async def test_max_tokens_ends_the_run_incomplete(tmp_path: Path) -> None:
             run_pb2.INCOMPLETE_REASON_MAX_TOKENS,
         )
         assert ended.usage.input_tokens + ended.usage.output_tokens >= 5
+
+
+async def test_the_wall_clock_limit_waits_for_a_write_in_progress(tmp_path: Path) -> None:
+    # The approved write takes 2 s, longer than the run's whole limit (1 s): the limit never leaves it half done.
+    async with world(tmp_path) as running:
+        run = await running.start_run("create_note Slow one", limits=limits_pb2.RunLimits(timeout=Duration(seconds=1)))
+        await running.wait(run.id, paused=True)
+        confirmation = await running.pending_confirmation(run.id)
+        edited = {"title": "Slow one", "delay_seconds": 2}
+        await running.decide(confirmation.id, {"outcome": "approve", "edited_arguments": edited})
+        ended = await running.wait(run.id)
+        assert (ended.state, ended.incomplete_reason) == (
+            run_pb2.RUN_STATE_INCOMPLETE,
+            run_pb2.INCOMPLETE_REASON_TIMEOUT,
+        )
+        kinds = await running.events(run.id)
+        assert kinds[-2:] == ["tool_call_finished", "run_incomplete"]  # the write's result first, then the end
+        assert [write.idempotency_key for write in running.applied_writes()] == [confirmation.id]
+        results = [
+            block.tool_result
+            for message in await running.messages(ended)
+            for block in message.content
+            if block.HasField("tool_result")
+        ]
+        assert [(result.is_error, "Slow one" in result.content) for result in results] == [(False, True)]
