@@ -164,6 +164,7 @@ def run_json(run: run_pb2.Run) -> dict[str, Any]:
         "client_tools": [tool_spec_json(spec) for spec in run.client_tools],
         "step_count": run.step_count,
         "usage": usage_json(run.usage),
+        "running_seconds": run.running_time.ToMilliseconds() / 1000,
         "last_event_seq": run.last_event_seq,
         "cancel_requested": run.cancel_requested,
         "create_time": time_json(run.create_time),

@@ -129,6 +129,7 @@ async def test_a_client_tool_round_trip_over_http(gateway: Client, auth: dict[st
     assert requested["tool_name"] == "client.get_weather"
     paused = await answer(await gateway.get(f"/api/v1/runs/{run_id}", headers=auth), 200)
     assert (paused["state"], paused["pause_reason"]) == ("paused", "awaiting_client_tool")
+    assert paused["running_seconds"] > 0  # the first claim's running time, checkpointed with the pause
 
     path = f"/api/v1/runs/{run_id}/tool_results"
     stranger = {"results": [{"tool_call_id": "call_nope", "content": "x"}]}
@@ -139,6 +140,7 @@ async def test_a_client_tool_round_trip_over_http(gateway: Client, auth: dict[st
     assert rest[-1].event == "run_completed"
     ended = await answer(await gateway.get(f"/api/v1/runs/{run_id}", headers=auth), 200)
     assert ended["state"] == "completed"
+    assert ended["running_seconds"] > paused["running_seconds"]  # both claims counted
     messages = await answer(
         await gateway.get(f"/api/v1/conversations/{body['conversation_id']}/messages", headers=auth), 200
     )
