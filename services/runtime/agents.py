@@ -93,11 +93,13 @@ def limits_for(agent: AgentSpec, run: run_pb2.Run, settings: RuntimeSettings) ->
                 return float(getattr(source, name))
         return default
 
+    autonomous = (run.mode or agent.mode) == agent_pb2.RUN_MODE_AUTONOMOUS
+    timeout = settings.default_autonomous_run_timeout if autonomous else settings.default_run_timeout
     return Limits(
         max_steps=int(pick("max_steps", settings.default_max_steps)),
         max_tokens=int(pick("max_tokens", 0)),
         max_cost_micros=int(pick("max_cost_micros", 0)),
-        timeout=pick("timeout", settings.default_run_timeout),
+        timeout=pick("timeout", timeout),
         tool_timeout=pick("tool_timeout", settings.default_tool_timeout),
         first_token_timeout=pick("first_token_timeout", settings.default_first_token_timeout),
     )

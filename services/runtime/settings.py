@@ -21,7 +21,8 @@ class RuntimeSettings(CommonSettings):
     default_agent_tools: list[str] = Field(default_factory=lambda: ["time.now", "calc"])
     # Limits for runs whose agent and request set none (seconds for times; the timeout counts running time).
     default_max_steps: int = 10
-    default_run_timeout: float = 30.0
+    default_run_timeout: float = 30.0  # interactive runs: a person is usually waiting
+    default_autonomous_run_timeout: float = 600.0  # autonomous runs: nobody waits on each step
     default_tool_timeout: float = 30.0
     default_first_token_timeout: float = 30.0
     # A tool's result longer than this (characters) is cut to it, with a note saying so, before the model and

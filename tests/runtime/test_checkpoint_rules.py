@@ -9,7 +9,7 @@ from services.runtime.history import pending_calls, result_message
 from services.runtime.settings import RuntimeSettings
 from steward.common.v1 import content_pb2 as c
 from steward.common.v1 import limits_pb2
-from steward.store.v1 import run_pb2
+from steward.store.v1 import agent_pb2, run_pb2
 
 
 def call(call_id: str, name: str = "notes.create_note") -> c.ContentBlock:
@@ -57,3 +57,19 @@ def test_run_limits_override_agent_limits_override_defaults() -> None:
     assert (limits.max_steps, limits.max_tokens, limits.timeout, limits.tool_timeout) == (3, 100, 9.0, 2.5)
     assert limits.first_token_timeout == settings.default_first_token_timeout
     assert limits_for(default_agent(settings), run_pb2.Run(), settings).max_steps == 7
+
+
+def test_the_default_wall_clock_limit_is_longer_for_autonomous_runs() -> None:
+    settings = RuntimeSettings.model_validate(
+        {"internal_secret": "s" * 40, "default_run_timeout": 30, "default_autonomous_run_timeout": 600}
+    )
+    agent = default_agent(settings)
+    autonomous = run_pb2.Run(mode=agent_pb2.RUN_MODE_AUTONOMOUS)
+    assert limits_for(agent, run_pb2.Run(), settings).timeout == 30.0
+    assert limits_for(agent, autonomous, settings).timeout == 600.0
+    autonomous_agent = AgentSpec(**{**agent.__dict__, "mode": agent_pb2.RUN_MODE_AUTONOMOUS})
+    assert limits_for(autonomous_agent, run_pb2.Run(), settings).timeout == 600.0
+    interactive_run = run_pb2.Run(mode=agent_pb2.RUN_MODE_INTERACTIVE)
+    assert limits_for(autonomous_agent, interactive_run, settings).timeout == 30.0  # the run's mode decides
+    limited = run_pb2.Run(mode=agent_pb2.RUN_MODE_AUTONOMOUS, limits=limits_pb2.RunLimits(timeout=Duration(seconds=5)))
+    assert limits_for(agent, limited, settings).timeout == 5.0  # a limit set on the run still wins
