@@ -5,12 +5,11 @@
            else                       → one model step; no tool calls in it → completed
 
 The wall-clock limit counts the run's running time, summed over its claims (each write carries it to the
-store; paused time does not count). The first-token
-timeout (from a step's model call to its first content: text, reasoning or a tool call) and a read's tool
-timeout end the run incomplete (timeout) too. A step whose
-stream breaks with a transient provider error is restarted (a `step_restarted` event tells readers
-to drop that step's partial output), at most twice; the provider itself already retried and fell
-back before any content.
+store; paused time does not count), and never interrupts an approved write (RunContext.writing). The
+first-token timeout (from a step's model call to its first content: text, reasoning or a tool call) and a
+read's tool timeout end the run incomplete (timeout) too. A step whose stream breaks with a transient
+provider error is restarted (a `step_restarted` event tells readers to drop that step's partial output), at
+most twice; the provider itself already retried and fell back before any content.
 """
 
 from __future__ import annotations
