@@ -148,9 +148,10 @@ async def test_a_checkpoint_carries_the_runs_running_time_which_never_goes_back(
     assert (await checkpoint("r3", Duration(seconds=1))).running_time.ToMilliseconds() == 1250  # never back
     got = await store.runs.GetRun(pb.GetRunRequest(id=run_id), metadata=user)
     assert got.run.running_time.ToMilliseconds() == 1250
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await checkpoint("r4", Duration(seconds=-1))
-    assert from_rpc_error(raised.value).reason == "INVALID_ARGUMENT"
+    for key, bad in (("r4", Duration(seconds=-1)), ("r5", Duration(seconds=10**9 + 1))):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await checkpoint(key, bad)
+        assert from_rpc_error(raised.value).reason == "INVALID_ARGUMENT"
     assert (await store.runs.GetRun(pb.GetRunRequest(id=run_id), metadata=user)).run.last_event_seq == 3
 
 

@@ -1417,8 +1417,8 @@ class CheckpointRunRequest(_message.Message):
     def running_time(self) -> _duration_pb2.Duration:
         """The time the run has spent running so far, summed over its claims (its
         wall-clock limit counts it); unset leaves it as it is. It never goes
-        back: a smaller value than the stored one is ignored. Negative is
-        INVALID_ARGUMENT.
+        back: a smaller value than the stored one is ignored. Outside 0 to 10^9
+        seconds is INVALID_ARGUMENT.
         """
 
     def __init__(
