@@ -90,7 +90,7 @@ typecheck: $(STAMP) ## mypy --strict over libs, services, gateway, cli and tests
 	$(VENV)/bin/mypy
 
 fuzz-api: $(STAMP) $(FUZZ_STAMP) ## Fuzz the HTTP API from its OpenAPI document (schemathesis, bounded) against a fresh stack.
-	$(PY) -m tests.fuzz_api
+	$(PY) -m tests.gateway.fuzz_api
 
 ci: setup lint typecheck check-generate check-migrations buf-breaking fuzz-api test ## Everything CI checks.
 

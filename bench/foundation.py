@@ -23,8 +23,8 @@ from steward.logs import configure_logging
 from steward.store.v1 import run_event_pb2 as ev
 from steward.store.v1 import store_service_pb2 as pb
 from steward.store.v1 import store_service_pb2_grpc as pb_grpc
-from tests.grpc_helpers import principal_metadata
-from tests.stack import Stack, running_stack
+from tests.support.grpc_helpers import principal_metadata
+from tests.support.stack import Stack, running_stack
 
 Metadata = tuple[tuple[str, str], ...]
 

@@ -42,8 +42,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench.store import percentile
 from steward.provider.v1 import provider_service_pb2 as pb
 from steward.provider.v1 import provider_service_pb2_grpc as pb_grpc
-from tests.grpc_helpers import principal_metadata
 from tests.provider.harness import ANTHROPIC_MODEL, OPENAI_MODEL, ask
+from tests.support.grpc_helpers import principal_metadata
 
 PIECES = 64
 CHUNK_DELAY = 0.002  # seconds between streamed chunks: realistic inter-token gaps

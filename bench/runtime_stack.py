@@ -26,8 +26,8 @@ from steward.store.v1 import agent_pb2, run_pb2
 from steward.store.v1 import run_event_pb2 as ev
 from steward.store.v1 import store_service_pb2 as store_pb
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
-from tests.grpc_helpers import principal_metadata
 from tests.runtime.harness import tools_file
+from tests.support.grpc_helpers import principal_metadata
 
 
 @dataclass

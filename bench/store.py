@@ -24,8 +24,8 @@ from services.store.settings import StoreSettings
 from steward.store.v1 import run_event_pb2 as ev
 from steward.store.v1 import store_service_pb2 as pb
 from steward.store.v1 import store_service_pb2_grpc as pb_grpc
-from tests.grpc_helpers import principal_metadata
-from tests.pg import PostgresUnavailableError, create_scratch_database, drop_scratch_database
+from tests.support.grpc_helpers import principal_metadata
+from tests.support.pg import PostgresUnavailableError, create_scratch_database, drop_scratch_database
 
 Metadata = tuple[tuple[str, str], ...]
 

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of the HTTP API, served at /api/v1/openapi.json without authentication.
 
 The document is written by hand in `gateway/openapi.yaml` (package data) and read once per process; the
-JSON served is made from it once. `tests/test_gateway_openapi.py` checks that it is valid OpenAPI 3.1 and
+JSON served is made from it once. `tests/gateway/test_openapi.py` checks that it is valid OpenAPI 3.1 and
 that its operations are exactly the gateway's routes, apart from `UNDOCUMENTED` (not JSON API routes).
 Request validation against it lives in `gateway.openapi_validation`.
 """

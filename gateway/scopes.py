@@ -8,7 +8,7 @@ Scopes restrict, never widen: a scope never reaches another user's data, which t
 principal whatever the token holds.
 
 `ROUTE_SCOPES` is the one table, keyed by the aiohttp route (method and canonical path; HEAD is GET's). Public
-routes (`PUBLIC`) need no token at all. `tests/test_gateway_scopes.py` fails when a route of the app has no
+routes (`PUBLIC`) need no token at all. `tests/gateway/test_scopes.py` fails when a route of the app has no
 entry, or an entry names a route that is gone; at run time, a route missing here is refused to every scoped
 caller.
 """

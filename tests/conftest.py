@@ -10,10 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
-from tests.oidc_idp import Client as OidcClient
-from tests.oidc_idp import Idp, Keys, gateway_for, make_keys
-from tests.oidc_idp import serving as serving_idp
-from tests.stack import Stack, running_stack
+from tests.support.stack import Stack, running_stack
 
 
 @pytest.fixture(scope="session")
@@ -34,22 +31,3 @@ async def gateway(stack: Stack) -> AsyncIterator[TestClient[web.Request, web.App
 @pytest.fixture
 def auth(stack: Stack) -> dict[str, str]:
     return {"Authorization": f"Bearer {stack.dev_token}"}
-
-
-# OIDC tests (tests/test_gateway_oidc*.py, tests/test_gateway_jwks.py): keys, an identity provider serving them,
-# and a gateway that trusts it; one of each per module.
-@pytest.fixture(scope="module")
-def keys() -> Keys:
-    return make_keys()
-
-
-@pytest.fixture(scope="module")
-async def idp(keys: Keys) -> AsyncIterator[Idp]:
-    async with serving_idp(Idp([keys.rsa, keys.ec])) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-async def oidc_gateway(stack: Stack, idp: Idp) -> AsyncIterator[OidcClient]:
-    async with gateway_for(stack, idp.url) as client:  # the default settings
-        yield client

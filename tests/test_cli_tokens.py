@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from cli.main import main
-from tests.stack import Stack
+from tests.support.stack import Stack
 
 Client = TestClient[Any, Any]
 

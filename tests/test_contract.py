@@ -13,8 +13,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from steward.rpc.server import GrpcServer
-from tests.grpc_helpers import all_services, principal_metadata
-from tests.stack import Stack
+from tests.support.grpc_helpers import all_services, principal_metadata
+from tests.support.stack import Stack
 
 SERVICES = sorted(all_services(), key=lambda item: item[1].full_name)
 METHODS = [(area, service, method) for area, service in SERVICES for method in service.methods]

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from tests.sse import read_sse
+from tests.support.sse import read_sse
 
 
 async def test_chat_flow_streams_answer_and_persists_messages(

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.sse import parse_sse
+from tests.support.sse import parse_sse
 
 pytestmark = [pytest.mark.processes, pytest.mark.timeout(120)]
 REPO = Path(__file__).resolve().parent.parent

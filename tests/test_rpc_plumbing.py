@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.confirm.server import create_server as create_confirm
 from steward.rpc.channels import AREAS, service_config
 from steward.settings import CommonSettings
-from tests.grpc_helpers import all_services
+from tests.support.grpc_helpers import all_services
 
 # Methods the channel may retry: reads, and writes that are idempotent by contract.
 IDEMPOTENT_PREFIXES = (

@@ -2,7 +2,7 @@
 
 The shared server runs without the periodic sweep, so tests see the lazy expiries they cause;
 `fresh_confirm` starts a server on a database of its own with any settings (a fast sweep, say).
-Postgres follows tests/backends.py: skipped locally without a server, required on CI.
+Postgres follows tests/support/backends.py: skipped locally without a server, required on CI.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from steward.confirm.v1 import confirmation_pb2
 from steward.db import create_engine, create_sessionmaker
 from steward.errors import StewardError, from_rpc_error
 from steward.rpc.server import GrpcServer
-from tests.backends import BACKENDS, drop_database_url, fresh_database_url
+from tests.support.backends import BACKENDS, drop_database_url, fresh_database_url
 
 Metadata = tuple[tuple[str, str], ...]
 ARGUMENTS = {"path": "notes/todo.md", "content": "buy milk", "lines": [1, 2.5]}

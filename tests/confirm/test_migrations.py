@@ -21,7 +21,7 @@ from services.confirm.db.models import Base, FeedHeadRow
 from services.provider.db import migrate as provider
 from services.store.db import migrate as store
 from steward.db import create_engine
-from tests.backends import BACKENDS, drop_database_url, fresh_database_url
+from tests.support.backends import BACKENDS, drop_database_url, fresh_database_url
 
 
 @pytest.fixture(params=BACKENDS)

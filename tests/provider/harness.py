@@ -22,7 +22,7 @@ from steward.common.v1 import content_pb2
 from steward.provider.v1 import provider_service_pb2 as pb
 from steward.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from steward.rpc.server import GrpcServer
-from tests.grpc_helpers import principal_metadata
+from tests.support.grpc_helpers import principal_metadata
 
 Metadata = tuple[tuple[str, str], ...]
 ANTHROPIC_MODEL = "fake-anthropic/claude-test"

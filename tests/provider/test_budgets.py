@@ -14,8 +14,8 @@ from fakes.upstream import FakeUpstream, Reply
 from steward.errors import from_rpc_error
 from steward.provider.v1 import budget_pb2
 from steward.provider.v1 import provider_service_pb2 as pb
-from tests.backends import drop_database_url, fresh_database_url
 from tests.provider.harness import ask, provider_for
+from tests.support.backends import drop_database_url, fresh_database_url
 
 MAX_TOKENS = 1000
 

@@ -24,7 +24,7 @@ from services.provider.keys.embedded import EmbeddedKeyStore, generate_master_ke
 from services.provider.settings import ProviderSettings
 from steward.db import create_engine, create_sessionmaker
 from steward.errors import StewardError
-from tests.backends import drop_database_url, fresh_database_url
+from tests.support.backends import drop_database_url, fresh_database_url
 
 KEY_A = generate_master_key()
 KEY_B = generate_master_key()

@@ -22,7 +22,7 @@ from services.provider.db.models import Base
 from services.store.db import migrate as store
 from services.store.db.models import Base as StoreBase
 from steward.db import create_engine
-from tests.backends import drop_database_url, fresh_database_url
+from tests.support.backends import drop_database_url, fresh_database_url
 
 # Per table: primary key, indexes, unique constraints and foreign keys, by name (and columns).
 Schema = dict[str, dict[str, Any]]

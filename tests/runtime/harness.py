@@ -30,8 +30,8 @@ from steward.runtime.v1 import runtime_service_pb2_grpc as runtime_grpc
 from steward.store.v1 import agent_pb2, run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
-from tests.grpc_helpers import principal_metadata
-from tests.stack import Stack, running_stack
+from tests.support.grpc_helpers import principal_metadata
+from tests.support.stack import Stack, running_stack
 
 REPO = Path(__file__).resolve().parents[2]
 ENDED = {

@@ -23,9 +23,9 @@ from steward.runtime.v1 import runtime_service_pb2_grpc as runtime_grpc
 from steward.store.v1 import run_event_pb2, run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
-from tests.grpc_helpers import principal_metadata
 from tests.runtime.harness import notes_agent
 from tests.runtime.procs import Backplane, RuntimeProcess
+from tests.support.grpc_helpers import principal_metadata
 
 ENDED = {
     run_pb2.RUN_STATE_COMPLETED,

@@ -15,8 +15,8 @@ from steward.confirm.v1 import confirmation_pb2, execution_pb2
 from steward.errors import from_rpc_error
 from steward.store.v1 import agent_pb2, run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
-from tests.grpc_helpers import principal_metadata
 from tests.runtime.harness import World, world
+from tests.support.grpc_helpers import principal_metadata
 
 
 @pytest.fixture(scope="module")

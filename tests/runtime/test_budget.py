@@ -27,8 +27,8 @@ from steward.provider.v1 import provider_service_pb2 as provider_pb
 from steward.provider.v1 import provider_service_pb2_grpc as provider_grpc
 from steward.store.v1 import agent_pb2, run_event_pb2, run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
-from tests.grpc_helpers import principal_metadata
 from tests.runtime.harness import Metadata, World, notes_agent, world
+from tests.support.grpc_helpers import principal_metadata
 
 ROUTE = "priced"
 UPSTREAM = "fake-llm"

@@ -21,8 +21,8 @@ from steward.confirm.v1 import confirmation_pb2
 from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
 from steward.store.v1 import run_event_pb2, run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
-from tests.grpc_helpers import principal_metadata
 from tests.runtime.harness import World, notes_agent, world
+from tests.support.grpc_helpers import principal_metadata
 
 Entry = tuple[str, int, str, int, str]  # (confirmation id, kind, actor, surface, reason)
 

@@ -20,7 +20,6 @@ import pytest
 
 from steward.confirm.v1 import execution_pb2
 from steward.store.v1 import run_pb2
-from tests.backends import drop_database_url, fresh_database_url
 from tests.runtime.procs import (
     RuntimeProcess,
     backplane,
@@ -36,6 +35,7 @@ from tests.runtime.procs_client import (
     text_after_last_restart,
     whole_log,
 )
+from tests.support.backends import drop_database_url, fresh_database_url
 
 pytestmark = [pytest.mark.processes, pytest.mark.timeout(60)]
 

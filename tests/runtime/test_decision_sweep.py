@@ -25,8 +25,8 @@ from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
 from steward.confirm.v1 import confirmation_pb2
 from steward.rpc.server import GrpcServer
 from steward.store.v1 import run_pb2
-from tests.grpc_helpers import principal_metadata
 from tests.runtime.harness import World, world
+from tests.support.grpc_helpers import principal_metadata
 
 
 async def decide_elsewhere(running: World, address: str, confirmation_id: str) -> confirmation_pb2.Confirmation:

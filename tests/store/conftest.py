@@ -25,8 +25,8 @@ from services.store.settings import StoreSettings
 from steward.auth import SERVICE_PREFIX
 from steward.rpc.server import GrpcServer
 from steward.store.v1 import store_service_pb2_grpc as pb_grpc
-from tests.backends import drop_database_url, fresh_database_url
-from tests.grpc_helpers import principal_metadata
+from tests.support.backends import drop_database_url, fresh_database_url
+from tests.support.grpc_helpers import principal_metadata
 
 Metadata = tuple[tuple[str, str], ...]
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.stack import Stack, runtime_confirmation
+from tests.support.stack import Stack, runtime_confirmation
 
 Client = TestClient[Any, Any]
 DEV_USER = "dev-user"

@@ -9,8 +9,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
 from gateway.ratelimit import RateLimiter
-from tests.gateway_http import refusal
-from tests.stack import Stack, store_user_token
+from tests.support.gateway_http import refusal
+from tests.support.stack import Stack, store_user_token
 
 
 async def test_a_user_past_the_burst_is_told_to_wait_and_others_are_not(stack: Stack) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pg import PostgresUnavailableError, create_scratch_database, drop_scratch_database
+from tests.support.pg import PostgresUnavailableError, create_scratch_database, drop_scratch_database
 
 BACKENDS = ["sqlite", "postgres"]
 

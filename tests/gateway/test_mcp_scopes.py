@@ -7,8 +7,8 @@ import pytest
 
 from gateway import scopes
 from gateway.mcp.server import TOOLS
-from tests.mcp_client import MODES, data, mcp_client, ok, refused, serving
-from tests.stack import Stack, runtime_confirmation, store_user_token
+from tests.support.mcp_client import MODES, data, mcp_client, ok, refused, serving
+from tests.support.stack import Stack, runtime_confirmation, store_user_token
 
 
 def test_every_mcp_tool_names_a_known_scope() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
-from tests.stack import Stack
+from tests.support.stack import Stack
 
 Client = TestClient[Any, Any]
 

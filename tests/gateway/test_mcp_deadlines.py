@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 
 import grpc
 
-from tests.mcp_client import MODERN, mcp_client, refused, serving
-from tests.stack import Stack
+from tests.support.mcp_client import MODERN, mcp_client, refused, serving
+from tests.support.stack import Stack
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 

@@ -21,8 +21,8 @@ import structlog
 
 from gateway.mcp.endpoint import ENDPOINT
 from gateway.mcp.metadata import MCP_PATH, WELL_KNOWN
-from tests.mcp_client import ACCEPT, INITIALIZE, LISTING, MODERN, serving
-from tests.stack import Stack, running_stack, store_user_token
+from tests.support.mcp_client import ACCEPT, INITIALIZE, LISTING, MODERN, serving
+from tests.support.stack import Stack, running_stack, store_user_token
 
 IN_SESSION = {"MCP-Protocol-Version": "2025-11-25"}
 

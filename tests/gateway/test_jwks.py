@@ -1,4 +1,4 @@
-"""The issuer's key set at the gateway (gateway/jwks.py), against a real local JWKS server (tests/oidc_idp.py):
+"""The issuer's key set at the gateway (gateway/jwks.py), against a real local JWKS server (tests/support/oidc_idp.py):
 only configured algorithms verify, short keys are refused, a rotated key is picked up and a retired one refused,
 unknown key ids cannot hammer the issuer, an issuer that cannot be reached (or redirects, or answers too much, or
 not at all) is 503, never an acceptance; private keys in the set are dropped, a key that cannot be built is 503;
@@ -20,8 +20,8 @@ from jwt.warnings import InsecureKeyLengthWarning
 
 from gateway.jwks import JwksCache, JwksUnavailableError, signing_keys
 from gateway.oidc import InvalidJwtError, OidcVerifier, UnusableKeyError, build_key
-from tests.gateway_http import refusal
-from tests.oidc_idp import (
+from tests.support.gateway_http import refusal
+from tests.support.oidc_idp import (
     BareKey,
     Idp,
     Key,
@@ -36,7 +36,7 @@ from tests.oidc_idp import (
     oidc_settings,
     serving,
 )
-from tests.stack import Stack
+from tests.support.stack import Stack
 
 
 async def test_only_configured_algorithms_verify_even_with_keys_that_name_none(stack: Stack, keys: Keys) -> None:

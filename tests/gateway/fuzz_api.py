@@ -1,6 +1,6 @@
 """Schema fuzzing of the HTTP API: schemathesis against a whole stack started as `make run` starts it.
 
-    python -m tests.fuzz_api [--max-examples N] [--seed S]      (what `make fuzz-api` runs)
+    python -m tests.gateway.fuzz_api [--max-examples N] [--seed S]      (what `make fuzz-api` runs)
 
 Starts `steward up` on a free port with a fresh data directory (rate limits off: the fuzzer is one user
 making requests as fast as it can), then runs schemathesis from its own virtualenv (`.venv-fuzz`, made by
@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCHEMATHESIS = REPO / ".venv-fuzz" / "bin" / "schemathesis"
 DOCUMENT_PATH = "/api/v1/openapi.json"
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"

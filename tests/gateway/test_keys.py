@@ -15,9 +15,9 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestClient
 
-from tests.gateway_http import answer, refusal
-from tests.sse import read_sse
-from tests.stack import Stack, store_user_token
+from tests.support.gateway_http import answer, refusal
+from tests.support.sse import read_sse
+from tests.support.stack import Stack, store_user_token
 
 Client = TestClient[Any, Any]
 

@@ -26,8 +26,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from examples.notes_mcp.store import AppliedWrite, read_applied_writes
 from gateway.app import create_app
 from tests.runtime.harness import tools_file
-from tests.sse import read_sse
-from tests.stack import running_stack, store_user_token
+from tests.support.sse import read_sse
+from tests.support.stack import running_stack, store_user_token
 
 Json = dict[str, Any]
 ENDED = {"completed", "failed", "cancelled", "incomplete", "expired"}

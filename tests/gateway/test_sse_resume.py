@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from tests.sse import parse_sse, read_sse
+from tests.support.sse import parse_sse, read_sse
 
 
 async def _completed_run(gateway: TestClient[Any, Any], auth: dict[str, str]) -> str:

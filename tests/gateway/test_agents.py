@@ -17,8 +17,8 @@ from steward.auth import METADATA_KEY, TokenSigner
 from steward.store.v1 import agent_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
-from tests.gateway_http import answer, refusal
-from tests.stack import Stack
+from tests.support.gateway_http import answer, refusal
+from tests.support.stack import Stack
 
 Client = TestClient[Any, Any]
 

@@ -2,7 +2,7 @@
 a list, nothing of A's) and changes nothing of A's. Every route must be classified here: a new route without a
 case fails `test_every_route_is_classified`.
 
-A is the dev user; B is a store user with an API token of their own (tests/stack.py `store_user_token`).
+A is the dev user; B is a store user with an API token of their own (tests/support/stack.py `store_user_token`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
-from tests.gateway_http import answer
-from tests.mcp_client import MODES, mcp_client, refused
-from tests.stack import Stack, runtime_confirmation, store_user_token
+from tests.support.gateway_http import answer
+from tests.support.mcp_client import MODES, mcp_client, refused
+from tests.support.stack import Stack, runtime_confirmation, store_user_token
 
 Client = TestClient[Any, Any]
 
@@ -69,7 +69,7 @@ NO_ID = {
     ("GET", "/.well-known/oauth-protected-resource"): "public; RFC 9728 metadata",
     ("GET", "/.well-known/oauth-protected-resource/mcp"): "public; RFC 9728 metadata",
     ("POST", "/mcp"): "MCP: each tool is classified in MCP_NO_ID / MCP_CASES below",
-    ("GET", "/mcp"): "MCP: a session's stream (a session answers only its user: tests/test_gateway_mcp.py)",
+    ("GET", "/mcp"): "MCP: a session's stream (a session answers only its user: tests/gateway/test_mcp.py)",
     ("DELETE", "/mcp"): "MCP: ends a session (idem)",
     ("POST", "/api/v1/conversations"): "creates the caller's own",
     ("GET", "/api/v1/conversations"): "lists the caller's own (checked below: nothing of A's)",

@@ -1,7 +1,7 @@
 """The OpenAPI document: served publicly, valid OpenAPI 3.1, exactly the gateway's routes, answers that match
 it, and requests checked against it (400 INVALID_ARGUMENT naming the field) before their handlers run.
 
-Schema fuzzing of the whole document runs outside pytest (`make fuzz-api`, tests/fuzz_api.py).
+Schema fuzzing of the whole document runs outside pytest (`make fuzz-api`, tests/gateway/fuzz_api.py).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from referencing.jsonschema import DRAFT202012
 
 from gateway import openapi, openapi_validation
 from gateway.app import create_app
-from tests.gateway_http import refusal
-from tests.sse import SseEvent, parse_sse, read_sse
-from tests.stack import Stack, runtime_confirmation
+from tests.support.gateway_http import refusal
+from tests.support.sse import SseEvent, parse_sse, read_sse
+from tests.support.stack import Stack, runtime_confirmation
 
 Client = TestClient[Any, Any]
 DOC = "urn:test:openapi"

@@ -1,5 +1,5 @@
-"""What an OIDC JWT's claims and header let it do, against a real local JWKS server (tests/oidc_idp.py) and the real
-in-process stack: a JWT without a scope claim (an ID token, say) has no rights unless `oidc_default_scopes` gives
+"""What an OIDC JWT's claims and header let it do, against a real local JWKS server (tests/support/oidc_idp.py) and the
+real in-process stack: a JWT without a scope claim (an ID token, say) has no rights unless `oidc_default_scopes` gives
 some; `oidc_scope_claim = "scp"` reads scopes from `scp` (string or list); `oidc_token_types` checks the header's
 `typ`; `oidc_max_token_lifetime_seconds` bounds `exp - iat`.
 """
@@ -12,9 +12,9 @@ import pytest
 from aiohttp import ClientResponse
 
 from gateway import scopes
-from tests.gateway_http import refusal
-from tests.oidc_idp import Client, Idp, Keys, bearer, claims, gateway_for
-from tests.stack import Stack
+from tests.support.gateway_http import refusal
+from tests.support.oidc_idp import Client, Idp, Keys, bearer, claims, gateway_for
+from tests.support.stack import Stack
 
 CONVERSATIONS = "/api/v1/conversations"
 WEB_CLIENT = "steward-web"  # the client an ID token is issued to

@@ -23,9 +23,9 @@ from gateway.settings import GatewaySettings
 from steward.store.v1 import agent_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
-from tests.grpc_helpers import principal_metadata
 from tests.runtime.harness import tools_file
-from tests.stack import Stack, running_stack
+from tests.support.grpc_helpers import principal_metadata
+from tests.support.stack import Stack, running_stack
 
 LEGACY = "legacy"  # the 2025-11-25 revision: initialize, then a session
 MODERN = "2026-07-28"  # stateless: no initialize

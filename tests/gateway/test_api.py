@@ -18,9 +18,9 @@ from aiohttp.test_utils import TestClient
 from services.store import convert
 from services.store.db.engine import create_engine, create_sessionmaker
 from services.store.db.retention import RetentionRepository
-from tests.gateway_http import answer, raw_request, refusal
-from tests.sse import SseEvent, parse_sse, read_sse
-from tests.stack import Stack, runtime_confirmation
+from tests.support.gateway_http import answer, raw_request, refusal
+from tests.support.sse import SseEvent, parse_sse, read_sse
+from tests.support.stack import Stack, runtime_confirmation
 
 Client = TestClient[Any, Any]
 WEATHER = {

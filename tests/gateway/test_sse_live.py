@@ -13,9 +13,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
-from tests.gateway_http import answer
-from tests.sse import SseEvent, parse_sse, read_sse
-from tests.stack import Stack
+from tests.support.gateway_http import answer
+from tests.support.sse import SseEvent, parse_sse, read_sse
+from tests.support.stack import Stack
 
 Client = TestClient[web.Request, web.Application]
 INJECTION = "before\n\nevent: x\ndata: y\n\nid: 999\rlone CR\r\nretry: 1\n: a comment\nafter"

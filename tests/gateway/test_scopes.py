@@ -1,7 +1,7 @@
 """Token scopes at the gateway: one table of the scope each route requires (generated checks: a route without an
 entry fails), enforced on scoped API tokens made through the real gateway and verified by the real store.
 
-OIDC JWTs map onto the same table (tests/test_gateway_oidc.py).
+OIDC JWTs map onto the same table (tests/gateway/test_oidc.py).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from gateway.app import create_app
 from gateway.auth import PUBLIC_PATHS
 from gateway.mcp import metadata as mcp_metadata
 from gateway.scopes import PUBLIC, ROUTE_SCOPES, SCOPES
-from tests.gateway_http import answer, refusal
-from tests.stack import Stack, store_user_token
+from tests.support.gateway_http import answer, refusal
+from tests.support.stack import Stack, store_user_token
 
 Client = TestClient[Any, Any]
 PLACEHOLDER = re.compile(r"\{[^}]+\}")

@@ -8,8 +8,8 @@ import contextlib
 import aiohttp
 
 from gateway.mcp.endpoint import ENDPOINT
-from tests.mcp_client import serving
-from tests.stack import Stack
+from tests.support.mcp_client import serving
+from tests.support.stack import Stack
 
 
 async def test_readiness_follows_the_mcp_endpoint(stack: Stack) -> None:

@@ -1,8 +1,8 @@
-"""OIDC bearer JWTs at the gateway, against a real local JWKS server (tests/oidc_idp.py) and the real in-process
+"""OIDC bearer JWTs at the gateway, against a real local JWKS server (tests/support/oidc_idp.py) and the real in-process
 stack: RS256 and ES256 tokens work end to end, one subject is one store user on every replica, every kind of bad
 token is 401 invalid_token, the leeway is enforced, the `scope` claim maps onto the scope table, API tokens made
 with a JWT expire no later than it. What a JWT without scopes may do, `scp`, `typ` and the lifetime limit:
-tests/test_gateway_oidc_claims.py. The key set's fetching, rotation and failures: tests/test_gateway_jwks.py.
+tests/gateway/test_oidc_claims.py. The key set's fetching, rotation and failures: tests/gateway/test_jwks.py.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 import structlog
 from pydantic import ValidationError
 
-from tests.gateway_http import answer, refusal
-from tests.oidc_idp import (
+from tests.support.gateway_http import answer, refusal
+from tests.support.oidc_idp import (
     AUDIENCE,
     INVALID_CHALLENGE,
     ISSUER,
@@ -32,8 +32,8 @@ from tests.oidc_idp import (
     gateway_for,
     handmade,
 )
-from tests.sse import read_sse
-from tests.stack import Stack
+from tests.support.sse import read_sse
+from tests.support.stack import Stack
 
 
 @pytest.mark.parametrize("which", ["rsa", "ec"])

@@ -24,8 +24,8 @@ from gateway import server as gateway_server
 from gateway.app import create_app
 from gateway.auth import TokenCache
 from steward.store.v1 import identity_pb2
-from tests.gateway_http import raw_request, refusal
-from tests.stack import Stack, store_user_token
+from tests.support.gateway_http import raw_request, refusal
+from tests.support.stack import Stack, store_user_token
 
 Client = TestClient[Any, Any]
 INVALID_CHALLENGE = 'Bearer realm="steward", error="invalid_token"'
@@ -219,7 +219,7 @@ async def test_a_token_in_the_query_string_is_refused(gateway: Client, auth: dic
         ({"expire_time": "2020-01-01T00:00:00Z"}, "INVALID_ARGUMENT"),
         ({"expire_time": "2099-01-01T00:00:00"}, "INVALID_ARGUMENT"),
         ({"expire_time": 12}, "INVALID_ARGUMENT"),
-        ({"scopes": ["runs:admin"]}, "INVALID_ARGUMENT"),  # not a scope (tests/test_gateway_scopes.py)
+        ({"scopes": ["runs:admin"]}, "INVALID_ARGUMENT"),  # not a scope (tests/gateway/test_scopes.py)
         ({"scopes": "runs:write"}, "INVALID_ARGUMENT"),
         ({"scopes": [5]}, "INVALID_ARGUMENT"),
         ({"ttl": 3600}, "INVALID_ARGUMENT"),  # a misspelt expiry must not make a token that never expires

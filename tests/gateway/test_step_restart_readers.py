@@ -25,9 +25,9 @@ import pytest
 from fakes.upstream import Cut, Fail, FakeUpstream, Reply
 from steward.store.v1 import store_service_pb2 as store_pb
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
-from tests.grpc_helpers import principal_metadata
-from tests.mcp_client import MODERN, mcp_client, ok, refused, serving
-from tests.stack import Stack, running_stack
+from tests.support.grpc_helpers import principal_metadata
+from tests.support.mcp_client import MODERN, mcp_client, ok, refused, serving
+from tests.support.stack import Stack, running_stack
 
 ROUTE = "flaky"
 AGENT = "flaky-agent"

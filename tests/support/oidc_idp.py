@@ -1,6 +1,6 @@
 """A test OIDC issuer: signing keys made with `cryptography`, a real JWKS endpoint (aiohttp) that can rotate
 keys, publish broken or private keys, or fail on demand (an error, a redirect, a huge body, no answer), and
-gateways configured to trust it (tests/test_gateway_oidc*.py, test_gateway_jwks.py)."""
+gateways configured to trust it (tests/gateway/test_oidc*.py, test_gateway_jwks.py)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from gateway.app import create_app
 from gateway.jwks import JwksCache
 from gateway.scopes import SCOPES
 from gateway.settings import GatewaySettings
-from tests.stack import Stack
+from tests.support.stack import Stack
 
 Client = TestClient[Any, Any]
 

@@ -2,7 +2,7 @@
 applications of the tests' own: a stream passes through chunk by chunk, a waiting `receive()` neither returns
 at once (a caller would spin) nor misses the client leaving, a one-message response is a plain aiohttp
 response that the middlewares can still add headers to, and a client that leaves before any response ends the
-request quietly (the SDK's own behaviour then: tests/test_gateway_mcp_sessions.py).
+request quietly (the SDK's own behaviour then: tests/gateway/test_mcp_sessions.py).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ loopback port and the real in-process services (the offline demo model calls the
 the example notes server's writes wait for a confirmation).
 
 Assertions are on structure, ids, states and reasons, not on the demo model's prose. Sessions (their binding to
-a user, the cap per user, the manager's lifetime) are in tests/test_gateway_mcp_sessions.py; a restarted step in
-tests/test_step_restart_readers.py.
+a user, the cap per user, the manager's lifetime) are in tests/gateway/test_mcp_sessions.py; a restarted step in
+tests/gateway/test_step_restart_readers.py.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from mcp.shared.exceptions import MCPError
 from gateway import scopes
 from gateway.app import create_app
 from gateway.mcp.metadata import MCP_SCOPE, document
-from tests.mcp_client import (
+from tests.support.mcp_client import (
     ACCEPT,
     AGENT,
     INITIALIZE,
@@ -43,7 +43,7 @@ from tests.mcp_client import (
     refused,
     serving,
 )
-from tests.stack import Stack
+from tests.support.stack import Stack
 
 TOOLS = {"list_agents", "chat", "list_pending_confirmations", "decide_confirmation", "get_run"}
 MODERN_LIST = {

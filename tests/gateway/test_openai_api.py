@@ -27,9 +27,9 @@ from steward.common.v1 import limits_pb2
 from steward.store.v1 import agent_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
-from tests.grpc_helpers import principal_metadata
 from tests.runtime.harness import tools_file
-from tests.stack import Stack, running_stack, store_user_token
+from tests.support.grpc_helpers import principal_metadata
+from tests.support.stack import Stack, running_stack, store_user_token
 
 AGENT = "notes-keeper"
 ONE_STEP = "one-step"  # an agent whose runs end at a limit after one step
