@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from grpc_health.v1 import health_pb2_grpc
 
-from gateway import auth, metrics, openapi, openapi_validation, ratelimit
+from gateway import auth, metrics, openapi, openapi_responses, openapi_validation, ratelimit
 from gateway.keys import CLIENTS, SETTINGS, Clients
 from gateway.mcp import endpoint as mcp_endpoint
-from gateway.middlewares import MIDDLEWARES
+from gateway.middlewares import MIDDLEWARES, request_id_middleware
 from gateway.openai_api import routes as openai_routes
 from gateway.routes import budgets, confirmations, conversations, keys, ops, runs, usage
 from gateway.routes.agents import routes as agent_routes
@@ -28,7 +29,7 @@ ISSUER = "gateway"
 
 def create_app(settings: GatewaySettings) -> web.Application:
     """The gateway application; its gRPC channels open on startup and close on cleanup."""
-    app = web.Application(middlewares=MIDDLEWARES, client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=_middlewares(settings), client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     auth.install(app)
     metrics.install(app)
@@ -48,6 +49,15 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.cleanup_ctx.append(_clients)
     mcp_endpoint.install(app)  # after _clients: the MCP sessions end before the channels close
     return app
+
+
+def _middlewares(settings: GatewaySettings) -> Sequence[Middleware]:
+    """MIDDLEWARES, with the answers' check against the document just inside the request id when it is on."""
+    if not settings.validate_responses:
+        return MIDDLEWARES
+    first, *rest = MIDDLEWARES
+    assert first is request_id_middleware  # the check sees every answer the other middlewares make
+    return [first, openapi_responses.response_validation_middleware, *rest]
 
 
 async def _clients(app: web.Application) -> AsyncIterator[None]:

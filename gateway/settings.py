@@ -36,6 +36,9 @@ class GatewaySettings(CommonSettings):
     sse_retry_ms: int = 2000
     # Seconds allowed to unary calls to the services.
     upstream_timeout: float = 10.0
+    # Check every answer of a documented operation against the OpenAPI document (gateway/openapi_responses.py);
+    # a mismatch becomes a 500. The test suite turns it on; production leaves it off.
+    validate_responses: bool = False
     # The MCP endpoint at /mcp (gateway/mcp, ADR 0010). Host and Origin values it accepts (DNS-rebinding protection;
     # "name:*" allows any port); empty: loopback names on any port, gateway_host:gateway_port, mcp_public_url's host.
     mcp_allowed_hosts: list[str] = Field(default_factory=list)

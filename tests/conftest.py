@@ -1,8 +1,10 @@
-"""Shared fixtures: one in-process stack per session, and a gateway on a real HTTP port."""
+"""Shared fixtures: one in-process stack per session, a gateway on a real HTTP port, and every gateway answer
+checked against the OpenAPI document."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,21 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
+from gateway.openapi_responses import VIOLATIONS
 from tests.support.stack import Stack, running_stack
+
+# Every gateway the suite starts, in this process or as a subprocess, checks its answers against the document.
+os.environ["STEWARD_VALIDATE_RESPONSES"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def answers_match_the_document() -> Iterator[None]:
+    """A test fails when a gateway in this process gave an answer the OpenAPI document does not describe."""
+    before = len(VIOLATIONS)
+    yield
+    found = VIOLATIONS[before:]
+    del VIOLATIONS[before:]
+    assert found == []
 
 
 @pytest.fixture(scope="session")
