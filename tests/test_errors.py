@@ -8,7 +8,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from steward.errors import KNOWN_REASONS, http_status_for
+from steward.common.v1 import errors_pb2
+from steward.errors import KNOWN_REASONS, Reason, http_status_for
 
 
 @pytest.mark.parametrize(
@@ -75,3 +76,10 @@ def test_every_reason_raised_in_code_is_in_the_contract() -> None:
     found = {m.group(1) for path in _hand_written_sources() for m in _REASON_ARG.finditer(path.read_text())}
     assert len(found) >= 10, found  # the pattern still finds the call sites
     assert found - KNOWN_REASONS == set()
+
+
+def test_the_reason_enum_is_the_contracts_catalogue_in_its_order() -> None:
+    contract = [v.name.removeprefix("ERROR_REASON_") for v in errors_pb2.ErrorReason.DESCRIPTOR.values]
+    assert [reason.value for reason in Reason] == contract[1:]  # all but ERROR_REASON_UNSPECIFIED
+    assert {str(reason) for reason in Reason} == KNOWN_REASONS
+    assert Reason.RUN_NOT_FOUND == "RUN_NOT_FOUND"  # a member equals its text on the wire
