@@ -1,0 +1,46 @@
+"""Client interceptors that raise `StewardError` for a failed call, so callers catch one exception type.
+
+A channel from `create_channel` carries them: awaiting a unary call, or reading a stream, raises the
+remote's `StewardError` (its code, reason, metadata and domain decoded from `ErrorInfo`) instead of grpc's
+`AioRpcError`; callers compare `error.reason` with `steward.errors.Reason` members. The call object keeps
+its own behaviour otherwise: `cancel()`, `initial_metadata()` and `code()` reach the underlying call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from steward.errors import from_rpc_error
+
+__all__ = ["error_interceptors"]
+
+
+class _UnaryUnaryErrors(grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        call = await continuation(client_call_details, request)
+        try:
+            return await call
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+
+class _UnaryStreamErrors(grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        call = await continuation(client_call_details, request)
+        return _decoded(call)
+
+
+async def _decoded(call: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    try:
+        async for message in call:
+            yield message
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(exc) from None
+
+
+def error_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """The interceptors for unary and server-streaming calls (the only kinds Steward's contracts have)."""
+    return [_UnaryUnaryErrors(), _UnaryStreamErrors()]

@@ -1,0 +1,65 @@
+"""The client error interceptors (steward/rpc/client_errors.py) against the real store: a failed unary call and a
+failed stream raise `StewardError` with the remote's code and reason; the call object still cancels."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from steward.errors import Reason, StewardError
+from steward.rpc.client_errors import error_interceptors
+from steward.store.v1 import store_service_pb2 as store_pb
+from steward.store.v1 import store_service_pb2_grpc as store_grpc
+from tests.support.grpc_helpers import principal_metadata
+from tests.support.stack import Stack
+
+
+@pytest.fixture
+async def channel(stack: Stack) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(stack.address(stack.store), interceptors=error_interceptors()) as opened:
+        yield opened
+
+
+async def test_a_failed_unary_call_raises_the_remote_reason(stack: Stack, channel: grpc.aio.Channel) -> None:
+    runs = store_grpc.RunServiceStub(channel)
+    user = principal_metadata(stack.secret, f"user-{uuid.uuid4().hex}")
+    with pytest.raises(StewardError) as raised:
+        await runs.GetRun(store_pb.GetRunRequest(id=str(uuid.uuid4())), metadata=user)
+    assert raised.value.code == grpc.StatusCode.NOT_FOUND
+    assert raised.value.reason == Reason.RUN_NOT_FOUND
+
+
+async def test_a_call_without_a_principal_raises_its_reason(channel: grpc.aio.Channel) -> None:
+    with pytest.raises(StewardError) as raised:
+        await store_grpc.RunServiceStub(channel).GetRun(store_pb.GetRunRequest(id=str(uuid.uuid4())))
+    assert raised.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert raised.value.reason == Reason.PRINCIPAL_MISSING
+
+
+async def test_a_failed_stream_raises_the_remote_reason(stack: Stack, channel: grpc.aio.Channel) -> None:
+    runs = store_grpc.RunServiceStub(channel)
+    user = principal_metadata(stack.secret, f"user-{uuid.uuid4().hex}")
+    stream = runs.StreamRunEvents(store_pb.StreamRunEventsRequest(run_id=str(uuid.uuid4())), metadata=user)
+    with pytest.raises(StewardError) as raised:
+        async for _ in stream:
+            pass
+    assert raised.value.reason == Reason.RUN_NOT_FOUND
+
+
+async def test_a_successful_call_answers_as_before(stack: Stack, channel: grpc.aio.Channel) -> None:
+    user = principal_metadata(stack.secret, f"user-{uuid.uuid4().hex}")
+    created = await store_grpc.ConversationServiceStub(channel).CreateConversation(
+        store_pb.CreateConversationRequest(title="interceptors"), metadata=user
+    )
+    assert created.conversation.title == "interceptors"
+
+
+async def test_an_unreachable_server_is_dependency_unavailable() -> None:
+    async with grpc.aio.insecure_channel("127.0.0.1:1", interceptors=error_interceptors()) as closed:
+        with pytest.raises(StewardError) as raised:
+            await store_grpc.RunServiceStub(closed).GetRun(store_pb.GetRunRequest(id="x"), timeout=5)
+    assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+    assert raised.value.reason == Reason.DEPENDENCY_UNAVAILABLE
