@@ -11,10 +11,10 @@ import grpc
 import structlog
 from aiohttp import web
 
+from gateway import run_log
 from gateway.bodies import json_object
 from gateway.keys import CLIENTS, SETTINGS, Clients
 from gateway.middlewares import REQUEST_ID
-from gateway.openai_api import events
 from gateway.openai_api.errors import OpenAIError, as_openai_error, openai_errors
 from gateway.openai_api.requests import ChatRequest, ContinueAfterConfirmation, NewRun, SubmitResults, parse
 from gateway.openai_api.shapes import DONE, Answer, model_json, sse
@@ -101,20 +101,20 @@ async def _new_run(clients: Clients, chat: ChatRequest, plan: NewRun) -> run_pb2
         raise
 
 
-async def _begin(clients: Clients, chat: ChatRequest) -> tuple[run_pb2.Run, events.Start]:
+async def _begin(clients: Clients, chat: ChatRequest) -> tuple[run_pb2.Run, run_log.Start]:
     """Start or continue the run the request asks for; what of its log answers this request."""
     plan = chat.plan
     if isinstance(plan, NewRun):
-        return await _new_run(clients, chat, plan), events.from_start
+        return await _new_run(clients, chat, plan), run_log.from_start
     await _agent_id(clients, chat.model)  # a follow-up names a model that exists
     if isinstance(plan, SubmitResults):
         reply = await clients.runtime.SubmitToolResults(
             runtime_pb.SubmitToolResultsRequest(run_id=plan.run_id, results=plan.results)
         )
-        return reply.run, events.after_results({result.tool_call_id for result in plan.results})
+        return reply.run, run_log.after_results({result.tool_call_id for result in plan.results})
     assert isinstance(plan, ContinueAfterConfirmation)
     run = (await clients.runs.GetRun(store_pb.GetRunRequest(id=plan.run_id))).run
-    return run, events.after_decisions(plan.confirmation_ids)
+    return run, run_log.after_decisions(plan.confirmation_ids)
 
 
 def _headers(run: run_pb2.Run) -> dict[str, str]:
@@ -131,7 +131,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     answer = Answer(completion_id=f"chatcmpl-{run.id}", model=chat.model)
     if chat.stream:
         return await _stream(request, chat, run, start, answer)
-    async with contextlib.aclosing(events.pieces(clients, run, start)) as pieces:
+    async with contextlib.aclosing(run_log.pieces(clients, run, start)) as pieces:
         async for piece in pieces:
             answer.add(piece)
     return web.json_response(answer.completion_json(), headers=_headers(run))
@@ -141,7 +141,7 @@ PING = b": ping\n\n"
 
 
 async def _stream(
-    request: web.Request, chat: ChatRequest, run: run_pb2.Run, start: events.Start, answer: Answer
+    request: web.Request, chat: ChatRequest, run: run_pb2.Run, start: run_log.Start, answer: Answer
 ) -> web.StreamResponse:
     """The answer as SSE chunks, with a comment ping whenever nothing was sent for `sse_ping_seconds` (a client
     that left is noticed then, and its upstream stream cancelled; the run goes on). A failure after the stream
@@ -198,14 +198,14 @@ async def _pump(
     request: web.Request,
     chat: ChatRequest,
     run: run_pb2.Run,
-    start: events.Start,
+    start: run_log.Start,
     answer: Answer,
     write: Callable[[bytes], Awaitable[None]],
 ) -> bool:
     """Write the answer's chunks; True once it was written to its end."""
     try:
         await write(answer.chunk({"role": "assistant", "content": ""}))
-        async with contextlib.aclosing(events.pieces(request.app[CLIENTS], run, start)) as pieces:
+        async with contextlib.aclosing(run_log.pieces(request.app[CLIENTS], run, start)) as pieces:
             async for piece in pieces:
                 for chunk in answer.chunks_for(piece):
                     await write(chunk)

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.openai_api.events import End, Piece, Restarted, Text, ToolCall, Usage
+from gateway.run_log import End, Piece, Restarted, Text, ToolCall, Usage
 
 
 def model_json(model_id: str, created: int, owned_by: str) -> dict[str, Any]:
