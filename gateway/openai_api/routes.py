@@ -18,6 +18,7 @@ from gateway.middlewares import REQUEST_ID
 from gateway.openai_api.errors import OpenAIError, as_openai_error, openai_errors
 from gateway.openai_api.requests import ChatRequest, ContinueAfterConfirmation, NewRun, SubmitResults, parse
 from gateway.openai_api.shapes import DONE, Answer, model_json, sse
+from steward.agents import DEFAULT_AGENT_NAME
 from steward.auth import current_principal
 from steward.errors import from_rpc_error
 from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
@@ -27,7 +28,6 @@ from steward.store.v1 import store_service_pb2 as store_pb
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
-DEFAULT_MODEL = "steward"  # the built-in default agent (runs with no agent_id)
 MAX_AGENT_PAGES = 20
 
 
@@ -50,7 +50,7 @@ async def _agent_id(clients: Clients, model: str) -> str:
     except grpc.aio.AioRpcError as exc:
         if from_rpc_error(exc).reason != "AGENT_NOT_FOUND":
             raise
-    if model == DEFAULT_MODEL:
+    if model == DEFAULT_AGENT_NAME:
         return ""
     raise _model_not_found(model)
 
@@ -58,8 +58,8 @@ async def _agent_id(clients: Clients, model: str) -> str:
 def _models(agents: list[agent_pb2.Agent]) -> list[dict[str, object]]:
     owner = current_principal().user_id
     models = [model_json(agent.name, agent.create_time.seconds, owner) for agent in agents]
-    if all(agent.name != DEFAULT_MODEL for agent in agents):
-        models.insert(0, model_json(DEFAULT_MODEL, 0, "steward"))
+    if all(agent.name != DEFAULT_AGENT_NAME for agent in agents):
+        models.insert(0, model_json(DEFAULT_AGENT_NAME, 0, "steward"))
     return models
 
 
