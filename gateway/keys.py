@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -30,3 +31,8 @@ class Clients:
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
 CLIENTS = web.AppKey("clients", Clients)
+
+
+# What /readyz reports beside the services, by name: the state ("serving" when ready) of a part of the app that
+# runs on its own (the MCP session manager). Each part registers itself when it is installed.
+READINESS = web.AppKey("readiness", dict[str, Callable[[], str]])
