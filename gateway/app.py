@@ -8,7 +8,7 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2_grpc
 
 from gateway import auth, metrics, openapi, openapi_validation, ratelimit
-from gateway.keys import CLIENTS, READINESS, SETTINGS, Clients
+from gateway.keys import ACCESS, CLIENTS, READINESS, SETTINGS, Access, Clients
 from gateway.mcp import endpoint as mcp_endpoint
 from gateway.middlewares import MIDDLEWARES
 from gateway.openai_api import routes as openai_routes
@@ -30,11 +30,12 @@ def create_app(settings: GatewaySettings) -> web.Application:
     """The gateway application; its gRPC channels open on startup and close on cleanup."""
     app = web.Application(middlewares=MIDDLEWARES, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[ACCESS] = Access()
     app[READINESS] = {}
     auth.install(app)
     metrics.install(app)
     ratelimit.install(app)
-    app.router.add_routes(ops.routes)
+    ops.install(app)
     app.router.add_routes(openapi.routes)
     openapi_validation.operations()  # compile the request validators now, not on the first request
     app.router.add_routes(conversations.routes)

@@ -41,15 +41,13 @@ import structlog
 from aiohttp import web
 
 from gateway import oidc, problems, scopes
-from gateway.keys import CLIENTS, SETTINGS
-from gateway.mcp import metadata as mcp_metadata
+from gateway.keys import ACCESS, CLIENTS, SETTINGS
 from steward.auth import Principal, reset_principal, service_principal, set_principal
 from steward.errors import from_rpc_error
 from steward.store.v1 import identity_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", *mcp_metadata.METADATA_PATHS})
 QUERY_TOKEN_KEYS = frozenset({"access_token", "token", "api_key"})
 GATEWAY = service_principal("gateway")
 API_TOKEN_START = "stw_"  # noqa: S105 - the public start of every API token, not a secret
@@ -281,13 +279,15 @@ async def authenticate(request: web.Request) -> Caller:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
+    access = request.app[ACCESS]
+    if request.path in access.public_paths:
         return await handler(request)
     try:
         caller = await authenticate(request)
         scopes.check(request, caller.scopes)
-    except problems.HttpError as exc:  # on /mcp, the challenge names its RFC 9728 metadata
-        raise mcp_metadata.challenge(request, exc) from None
+    except problems.HttpError as exc:  # a path may add to its challenge (/mcp names its RFC 9728 metadata)
+        challenge = access.challenges.get(request.path)
+        raise (challenge(request, exc) if challenge is not None else exc) from None
     request[CALLER] = caller
     bound: dict[str, str] = {"user_id": caller.user_id}
     if caller.token_id:

@@ -37,7 +37,7 @@ from starlette.requests import ClientDisconnect
 
 from gateway import problems
 from gateway.auth import CALLER
-from gateway.keys import READINESS, SETTINGS
+from gateway.keys import ACCESS, READINESS, SETTINGS
 from gateway.mcp import hosts, metadata
 from gateway.mcp.bridge import AsgiBridge
 from gateway.mcp.server import SCOPES, USER_ID, build_server
@@ -198,11 +198,14 @@ _CLIENT_LEFT_MID_BODY = _ClientLeftMidBody()
 
 
 def install(app: web.Application) -> None:
-    """Mount `/mcp` and its metadata documents on `app`, and run the session manager for the app's lifetime."""
+    """Mount `/mcp` and its metadata documents (served without a token) on `app`, and run the session manager for
+    the app's lifetime."""
     logging.getLogger("mcp.server.streamable_http").addFilter(_CLIENT_LEFT_MID_BODY)  # once, however many apps
     for method in ("POST", "GET", "DELETE"):
         app.router.add_route(method, metadata.MCP_PATH, handle)
     app.router.add_get(metadata.WELL_KNOWN, metadata.gateway_document, allow_head=False)
     app.router.add_get(metadata.WELL_KNOWN + metadata.MCP_PATH, metadata.mcp_document, allow_head=False)
     app.cleanup_ctx.append(_lifetime)
+    app[ACCESS].public_paths.update(metadata.METADATA_PATHS)
+    app[ACCESS].challenges[metadata.MCP_PATH] = metadata.challenge
     app[READINESS]["mcp"] = _readiness(app)

@@ -8,10 +8,16 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health_pb2
 
-from gateway.keys import CLIENTS, READINESS
+from gateway.keys import ACCESS, CLIENTS, READINESS
 
 routes = web.RouteTableDef()
 READY_TIMEOUT = 2.0
+
+
+def install(app: web.Application) -> None:
+    """Add /healthz and /readyz to `app`, served without a token."""
+    app.router.add_routes(routes)
+    app[ACCESS].public_paths.update({"/healthz", "/readyz"})
 
 
 @routes.get("/healthz")

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway import scopes
 from gateway.app import create_app
-from gateway.auth import PUBLIC_PATHS
+from gateway.keys import ACCESS
 from gateway.mcp import metadata as mcp_metadata
 from gateway.scopes import PUBLIC, ROUTE_SCOPES, SCOPES
 from tests.support.gateway_http import answer, refusal
@@ -61,9 +61,10 @@ def test_every_route_has_a_scope(stack: Stack) -> None:
     assert all(re.fullmatch(r"[a-z][a-z0-9_.:-]{0,63}", scope) for scope in SCOPES)  # what the store accepts
 
 
-def test_paths_served_without_a_token_need_no_scope() -> None:
+def test_paths_served_without_a_token_need_no_scope(stack: Stack) -> None:
+    public_paths = create_app(stack.gateway_settings())[ACCESS].public_paths  # as the installers registered them
     public = {path for (_method, path), scope in ROUTE_SCOPES.items() if scope is PUBLIC}
-    assert {path for path in PUBLIC_PATHS if ("GET", path) in ROUTE_SCOPES} <= public
+    assert {path for path in public_paths if ("GET", path) in ROUTE_SCOPES} <= public
     assert all("{" not in path for path in public)
     assert ROUTE_SCOPES[("POST", "/mcp")] == mcp_metadata.MCP_SCOPE  # what /mcp's metadata advertises
 
