@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from grpc_health.v1 import health_pb2_grpc
 
-from gateway import auth, metrics, openapi, openapi_validation, ratelimit
+from gateway import metrics, openapi, openapi_validation, ratelimit
+from gateway.auth import bearer
 from gateway.keys import ACCESS, CLIENTS, READINESS, SETTINGS, Access, Clients
 from gateway.mcp import endpoint as mcp_endpoint
 from gateway.middlewares import MIDDLEWARES
@@ -32,7 +33,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[SETTINGS] = settings
     app[ACCESS] = Access()
     app[READINESS] = {}
-    auth.install(app)
+    bearer.install(app)
     metrics.install(app)
     ratelimit.install(app)
     ops.install(app)

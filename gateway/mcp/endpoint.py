@@ -36,7 +36,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import ClientDisconnect
 
 from gateway import problems
-from gateway.auth import CALLER
+from gateway.auth.bearer import CALLER
 from gateway.keys import ACCESS, READINESS, SETTINGS
 from gateway.mcp import hosts, metadata
 from gateway.mcp.bridge import AsgiBridge

@@ -28,7 +28,7 @@ from gateway.problems import HttpError
 MCP_PATH = "/mcp"
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
 METADATA_PATHS = frozenset({WELL_KNOWN, WELL_KNOWN + MCP_PATH})
-MCP_SCOPE = "mcp"  # the scope a scoped token needs for /mcp (gateway.scopes)
+MCP_SCOPE = "mcp"  # the scope a scoped token needs for /mcp (gateway.auth.scopes)
 
 
 def metadata_url(request: web.Request) -> str:

@@ -78,7 +78,7 @@ class ToolDef:
     arguments: type[Arguments]
     annotations: types.ToolAnnotations
     run: Runner
-    # The scope a scoped caller needs for this tool besides `mcp` (gateway.scopes): the one its HTTP route needs.
+    # The scope a scoped caller needs for this tool besides `mcp` (gateway.auth.scopes): the one its HTTP route needs.
     scope: str
 
     def input_schema(self) -> dict[str, Any]:

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway import scopes
 from gateway.app import create_app
+from gateway.auth import scopes
+from gateway.auth.scopes import PUBLIC, ROUTE_SCOPES, SCOPES
 from gateway.keys import ACCESS
 from gateway.mcp import metadata as mcp_metadata
-from gateway.scopes import PUBLIC, ROUTE_SCOPES, SCOPES
 from tests.support.gateway_http import answer, refusal
 from tests.support.stack import Stack, store_user_token
 
@@ -55,7 +55,7 @@ def test_every_route_has_a_scope(stack: Stack) -> None:
     routes = _routes(stack)
     assert len(routes) > 20  # the walk still finds the routes
     missing = routes - ROUTE_SCOPES.keys()
-    assert missing == set(), f"add the scope each of these routes requires to gateway/scopes.py: {sorted(missing)}"
+    assert missing == set(), f"add the scope each of these routes requires to gateway/auth/scopes.py: {sorted(missing)}"
     assert ROUTE_SCOPES.keys() - routes == set()  # no entry for a route that is gone
     assert {scope for scope in ROUTE_SCOPES.values() if scope is not PUBLIC} == SCOPES.keys()  # every scope guards
     assert all(re.fullmatch(r"[a-z][a-z0-9_.:-]{0,63}", scope) for scope in SCOPES)  # what the store accepts

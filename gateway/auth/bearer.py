@@ -6,10 +6,10 @@ These credentials are accepted in `Authorization: Bearer <token>`:
   `settings.dev_user_id`;
 - API tokens (`stw_<prefix>_<secret>`), verified by the store's `VerifyApiToken`, which only service
   principals may call, so the gateway calls it as `service:gateway`;
-- when OIDC is configured, JWTs of the configured issuer (`gateway.oidc`).
+- when OIDC is configured, JWTs of the configured issuer (`gateway.auth.oidc`).
 
 A token with scopes (an API token created with some, any JWT) may call only the routes whose scope it holds
-(`gateway.scopes`, checked here after authentication); an API token without scopes, and the dev token, have all
+(`gateway.auth.scopes`, checked here after authentication); an API token without scopes, and the dev token, have all
 their user's rights.
 
 Successful verifications are cached per app for `token_cache_seconds` (0 turns the cache off), keyed by
@@ -40,7 +40,8 @@ import grpc
 import structlog
 from aiohttp import web
 
-from gateway import oidc, problems, scopes
+from gateway import problems
+from gateway.auth import oidc, scopes
 from gateway.keys import ACCESS, CLIENTS, SETTINGS
 from steward.auth import Principal, reset_principal, service_principal, set_principal
 from steward.errors import from_rpc_error
@@ -67,7 +68,7 @@ class Caller:
     via: str  # "dev_token", "api_token" or "oidc"
     token_id: str = ""  # the API token's id; empty for the dev token and JWTs
     token_expires: float | None = None  # when the API token or JWT expires (time.time()); None: never
-    scopes: frozenset[str] | None = None  # what the token may do (gateway.scopes); None: all the user's rights
+    scopes: frozenset[str] | None = None  # what the token may do (gateway.auth.scopes); None: all the user's rights
 
 
 CALLER = web.RequestKey("caller", Caller)
