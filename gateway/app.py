@@ -8,8 +8,8 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2_grpc
 
 from gateway import metrics, openapi, openapi_validation, ratelimit
+from gateway.app_keys import ACCESS, CLIENTS, READINESS, SETTINGS, Access, Clients
 from gateway.auth import bearer
-from gateway.keys import ACCESS, CLIENTS, READINESS, SETTINGS, Access, Clients
 from gateway.mcp import endpoint as mcp_endpoint
 from gateway.middlewares import MIDDLEWARES
 from gateway.openai_api import routes as openai_routes

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from gateway.app_keys import ACCESS
 from gateway.auth.bearer import Handler
-from gateway.keys import ACCESS
 
 routes = web.RouteTableDef()
 UNMATCHED = "unmatched"

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway import problems
+from gateway.app_keys import ACCESS, SETTINGS
 from gateway.auth.bearer import CALLER, Handler
-from gateway.keys import ACCESS, SETTINGS
 
 MAX_BUCKETS = 100_000  # least recently used first out; a forgotten user starts again with a full bucket
 

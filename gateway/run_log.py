@@ -28,7 +28,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
 from gateway import run_notices as notices
-from gateway.keys import Clients
+from gateway.app_keys import Clients
 from steward.store.v1 import run_event_pb2, run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 

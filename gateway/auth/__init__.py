@@ -6,5 +6,5 @@
 - `scopes` is the table of the scope each route needs, and checks a scoped token against it.
 
 Nothing here imports the gateway's surfaces (REST routes, the OpenAI API, MCP): a surface that needs more of
-authentication registers it on the app (`gateway.keys.ACCESS`).
+authentication registers it on the app (`gateway.app_keys.ACCESS`).
 """

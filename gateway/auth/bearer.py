@@ -41,8 +41,8 @@ import structlog
 from aiohttp import web
 
 from gateway import problems
+from gateway.app_keys import ACCESS, CLIENTS, SETTINGS
 from gateway.auth import oidc, scopes
-from gateway.keys import ACCESS, CLIENTS, SETTINGS
 from steward.auth import Principal, reset_principal, service_principal, set_principal
 from steward.errors import from_rpc_error
 from steward.store.v1 import identity_pb2

@@ -48,9 +48,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from gateway import problems
+from gateway.app_keys import CLIENTS, SETTINGS
 from gateway.auth import scopes
 from gateway.auth.jwks import JwksCache, JwksUnavailableError
-from gateway.keys import CLIENTS, SETTINGS
 from gateway.settings import GatewaySettings
 from steward.auth import reset_principal, service_principal, set_principal
 from steward.store.v1 import store_service_pb2 as store_pb

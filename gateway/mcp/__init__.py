@@ -12,5 +12,5 @@
   decide_confirmation; `run_outcomes` reads a run's log into their answers (and progress notifications).
 
 `endpoint.install` registers `/mcp`'s metadata documents as public paths and `metadata.challenge` as `/mcp`'s 401
-challenge (`gateway.keys.ACCESS`), so authentication imports nothing of MCP.
+challenge (`gateway.app_keys.ACCESS`), so authentication imports nothing of MCP.
 """

@@ -36,8 +36,8 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import ClientDisconnect
 
 from gateway import problems
+from gateway.app_keys import ACCESS, READINESS, SETTINGS
 from gateway.auth.bearer import CALLER
-from gateway.keys import ACCESS, READINESS, SETTINGS
 from gateway.mcp import hosts, metadata
 from gateway.mcp.bridge import AsgiBridge
 from gateway.mcp.server import SCOPES, USER_ID, build_server

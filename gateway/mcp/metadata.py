@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.keys import SETTINGS
+from gateway.app_keys import SETTINGS
 from gateway.mcp.hosts import public_origin
 from gateway.problems import HttpError
 

@@ -32,8 +32,8 @@ from mcp.server.lowlevel.server import Server
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
+from gateway.app_keys import CLIENTS, SETTINGS
 from gateway.auth import bearer
-from gateway.keys import CLIENTS, SETTINGS
 from gateway.mcp import action_tools, read_tools
 from gateway.mcp.tooling import Answer, Call, Progress, ToolDef, ToolError
 from steward.auth import Principal

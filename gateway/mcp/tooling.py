@@ -17,7 +17,7 @@ from typing import Any
 import mcp_types as types
 from pydantic import BaseModel, ConfigDict
 
-from gateway.keys import Clients
+from gateway.app_keys import Clients
 from gateway.settings import GatewaySettings
 
 Progress = Callable[[str], Awaitable[None]]  # sends one progress notification with this message (if asked for)

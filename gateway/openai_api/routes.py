@@ -11,8 +11,8 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
 from gateway import run_log
+from gateway.app_keys import CLIENTS, SETTINGS, Clients
 from gateway.bodies import json_object
-from gateway.keys import CLIENTS, SETTINGS, Clients
 from gateway.middlewares import REQUEST_ID
 from gateway.openai_api.errors import OpenAIError, as_openai_error, openai_errors
 from gateway.openai_api.requests import ChatRequest, ContinueAfterConfirmation, NewRun, SubmitResults, parse

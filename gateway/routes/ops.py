@@ -8,7 +8,7 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health_pb2
 
-from gateway.keys import ACCESS, CLIENTS, READINESS
+from gateway.app_keys import ACCESS, CLIENTS, READINESS
 
 routes = web.RouteTableDef()
 READY_TIMEOUT = 2.0

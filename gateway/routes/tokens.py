@@ -16,9 +16,9 @@ from aiohttp import web
 from google.protobuf.duration_pb2 import Duration
 
 from gateway import presenters, problems
+from gateway.app_keys import CLIENTS
 from gateway.auth import bearer, scopes
 from gateway.bodies import field_error, json_object, optional_str, page, reject_unknown
-from gateway.keys import CLIENTS
 from steward.store.v1 import identity_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 

@@ -14,9 +14,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
+from gateway.app_keys import ACCESS
 from gateway.auth import scopes
 from gateway.auth.scopes import PUBLIC, ROUTE_SCOPES, SCOPES
-from gateway.keys import ACCESS
 from gateway.mcp import metadata as mcp_metadata
 from tests.support.gateway_http import answer, refusal
 from tests.support.stack import Stack, store_user_token

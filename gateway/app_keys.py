@@ -1,4 +1,4 @@
-"""Typed application keys: everything the gateway shares between handlers."""
+"""Typed application keys (AppKeys): what the gateway's handlers, installers and surfaces share on the app."""
 
 from __future__ import annotations
 
