@@ -8,8 +8,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from grpc_health.v1 import health_pb2_grpc
 
-from gateway import auth, metrics, openapi, openapi_responses, openapi_validation, ratelimit
-from gateway.keys import CLIENTS, SETTINGS, Clients
+from gateway import metrics, openapi, openapi_responses, openapi_validation, ratelimit
+from gateway.app_keys import ACCESS, CLIENTS, READINESS, SETTINGS, Access, Clients
+from gateway.auth import bearer
 from gateway.mcp import endpoint as mcp_endpoint
 from gateway.middlewares import MIDDLEWARES, request_id_middleware
 from gateway.openai_api import routes as openai_routes
@@ -31,10 +32,12 @@ def create_app(settings: GatewaySettings) -> web.Application:
     """The gateway application; its gRPC channels open on startup and close on cleanup."""
     app = web.Application(middlewares=_middlewares(settings), client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
-    auth.install(app)
+    app[ACCESS] = Access()
+    app[READINESS] = {}
+    bearer.install(app)
     metrics.install(app)
     ratelimit.install(app)
-    app.router.add_routes(ops.routes)
+    ops.install(app)
     app.router.add_routes(openapi.routes)
     openapi_validation.operations()  # compile the request validators now, not on the first request
     app.router.add_routes(conversations.routes)

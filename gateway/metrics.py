@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from gateway.auth import Handler
+from gateway.app_keys import ACCESS
+from gateway.auth.bearer import Handler
 
 routes = web.RouteTableDef()
 UNMATCHED = "unmatched"
@@ -51,9 +52,10 @@ METRICS = web.AppKey("metrics", Metrics)
 
 
 def install(app: web.Application) -> None:
-    """Give a gateway app its own metrics registry and the /metrics route."""
+    """Give a gateway app its own metrics registry and the /metrics route (served without a token)."""
     app[METRICS] = _metrics()
     app.router.add_routes(routes)
+    app[ACCESS].public_paths.add("/metrics")
 
 
 def _route(request: web.Request) -> str:

@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 
 from gateway import problems
-from gateway.auth import Handler, auth_middleware
+from gateway.auth.bearer import Handler, auth_middleware
 from gateway.metrics import metrics_middleware
 from gateway.openapi import public_document_middleware
 from gateway.openapi_validation import InvalidRequestError, validation_middleware

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from gateway.auth import Handler
+from gateway.auth.bearer import Handler
 
 DOCUMENT_PATH = "/api/v1/openapi.json"
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")

@@ -25,7 +25,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from gateway import openapi, problems
-from gateway.auth import Handler
+from gateway.auth.bearer import Handler
 
 _DOCUMENT_URI = "urn:steward:openapi"
 _SKIPPED_METHODS = frozenset({"HEAD", "OPTIONS"})

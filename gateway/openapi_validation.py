@@ -27,7 +27,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from gateway import openapi
-from gateway.auth import Handler
+from gateway.auth.bearer import Handler
 from gateway.bodies import json_object
 from gateway.problems import HttpError
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway import problems
-from gateway.auth import CALLER, PUBLIC_PATHS, Handler
-from gateway.keys import SETTINGS
+from gateway.app_keys import ACCESS, SETTINGS
+from gateway.auth.bearer import CALLER, Handler
 
 MAX_BUCKETS = 100_000  # least recently used first out; a forgotten user starts again with a full bucket
 
@@ -69,7 +69,7 @@ def install(app: web.Application) -> None:
 @web.middleware
 async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """After authentication: limit the caller's requests (429 RATE_LIMITED with Retry-After)."""
-    if request.path in PUBLIC_PATHS:
+    if request.path in request.app[ACCESS].public_paths:
         return await handler(request)
     wait = request.app[LIMITER].admit(request[CALLER].user_id)
     if wait > 0:

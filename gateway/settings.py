@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 
-from gateway.scopes import SCOPES
+from gateway.auth.scopes import SCOPES
 from steward.settings import CommonSettings
 
 # OIDC JWTs are verified with public keys only: `none` and HMAC algorithms can never be configured.
@@ -58,7 +58,7 @@ class GatewaySettings(CommonSettings):
     mcp_wait_seconds: float = Field(default=25.0, gt=0)
     # How often a waiting /mcp request checks that its client is still connected.
     mcp_disconnect_poll_seconds: float = Field(default=0.5, gt=0)
-    # OIDC bearer JWTs (gateway/oidc.py), off unless oidc_issuer is set: tokens of that issuer for that audience,
+    # OIDC bearer JWTs (gateway/auth/oidc.py), off unless oidc_issuer is set: tokens of that issuer for that audience,
     # signed with one of the algorithms by a key of the JWKS at oidc_jwks_url (https, or http on loopback).
     oidc_issuer: str = ""
     oidc_audience: str = ""

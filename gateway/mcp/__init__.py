@@ -11,5 +11,6 @@
 - `read_tools` are list_agents, list_pending_confirmations and get_run; `action_tools` are chat and
   decide_confirmation; `run_outcomes` reads a run's log into their answers (and progress notifications).
 
-This package imports nothing here, so `gateway.auth` can use `gateway.mcp.metadata` without a cycle.
+`endpoint.install` registers `/mcp`'s metadata documents as public paths and `metadata.challenge` as `/mcp`'s 401
+challenge (`gateway.app_keys.ACCESS`), so authentication imports nothing of MCP.
 """

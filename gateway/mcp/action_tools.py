@@ -20,6 +20,7 @@ from typing import Literal
 import mcp_types as types
 from pydantic import Field
 
+from gateway import run_log
 from gateway.mcp.read_tools import MAX_ID, find_agent
 from gateway.mcp.run_outcomes import (
     confirmation_data,
@@ -32,8 +33,7 @@ from gateway.mcp.run_outcomes import (
     started,
 )
 from gateway.mcp.tooling import Answer, Arguments, Call, ToolDef, ToolError
-from gateway.openai_api import events
-from gateway.openai_api.routes import DEFAULT_MODEL
+from steward.agents import DEFAULT_AGENT_NAME
 from steward.common.v1 import content_pb2
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirmation_pb2
@@ -54,7 +54,7 @@ class ChatArguments(Arguments):
         "",
         max_length=200,
         description="The agent's name or id (see list_agents). Empty: the conversation's agent, or the built-in "
-        f"default agent `{DEFAULT_MODEL}` in a new conversation. The default agent cannot continue a conversation "
+        f"default agent `{DEFAULT_AGENT_NAME}` in a new conversation. The default agent cannot continue a conversation "
         "of another agent.",
     )
     conversation_id: str = Field(
@@ -79,7 +79,7 @@ async def _refuse_default_agent_in(call: Call, conversation_id: str) -> None:
         raise ToolError(
             "INVALID_ARGUMENT",
             f"conversation {conversation_id!r} belongs to agent {reply.conversation.agent_id!r}; the default agent "
-            f"`{DEFAULT_MODEL}` cannot continue it: leave `agent` empty to continue with that agent, or leave "
+            f"`{DEFAULT_AGENT_NAME}` cannot continue it: leave `agent` empty to continue with that agent, or leave "
             "`conversation_id` empty to start a new conversation",
             {"field": "agent"},
         )
@@ -107,7 +107,7 @@ async def chat(call: Call, args: ChatArguments) -> Answer:
     request = _run_request(args, agent.id if agent is not None else "")
     run = (await call.clients.runtime.CreateRun(request, timeout=call.timeout)).run
     await call.progress(started(run))
-    return outcome_answer(await follow(call, run, events.from_start))
+    return outcome_answer(await follow(call, run, run_log.from_start))
 
 
 class DecideArguments(Arguments):
@@ -154,7 +154,7 @@ async def decide_confirmation(call: Call, args: DecideArguments) -> Answer:
         moving.CopyFrom(run)
         moving.state = run_pb2.RUN_STATE_RUNNING
         run = moving
-    outcome = await follow(call, run, events.after_decisions(frozenset({confirmation.id})))
+    outcome = await follow(call, run, run_log.after_decisions(frozenset({confirmation.id})))
     return outcome_answer(outcome, confirmation=decided)
 
 

@@ -36,8 +36,8 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import ClientDisconnect
 
 from gateway import problems
-from gateway.auth import CALLER
-from gateway.keys import SETTINGS
+from gateway.app_keys import ACCESS, READINESS, SETTINGS
+from gateway.auth.bearer import CALLER
 from gateway.mcp import hosts, metadata
 from gateway.mcp.bridge import AsgiBridge
 from gateway.mcp.server import SCOPES, USER_ID, build_server
@@ -175,6 +175,16 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         await asyncio.wait({task})  # an early end was reported by its callback already
 
 
+def _readiness(app: web.Application) -> Callable[[], str]:
+    """The session manager's state for /readyz: it runs in a task of its own, which may end early."""
+
+    def state() -> str:
+        endpoint = app.get(ENDPOINT)
+        return "stopped" if endpoint is None or endpoint.task.done() else "serving"
+
+    return state
+
+
 class _ClientLeftMidBody(logging.Filter):
     """Drops the SDK's error log of a client that left in the middle of its request body ("Error handling POST
     request" with starlette's `ClientDisconnect` and a traceback): nothing failed, and nobody is left to answer
@@ -188,10 +198,14 @@ _CLIENT_LEFT_MID_BODY = _ClientLeftMidBody()
 
 
 def install(app: web.Application) -> None:
-    """Mount `/mcp` and its metadata documents on `app`, and run the session manager for the app's lifetime."""
+    """Mount `/mcp` and its metadata documents (served without a token) on `app`, and run the session manager for
+    the app's lifetime."""
     logging.getLogger("mcp.server.streamable_http").addFilter(_CLIENT_LEFT_MID_BODY)  # once, however many apps
     for method in ("POST", "GET", "DELETE"):
         app.router.add_route(method, metadata.MCP_PATH, handle)
     app.router.add_get(metadata.WELL_KNOWN, metadata.gateway_document, allow_head=False)
     app.router.add_get(metadata.WELL_KNOWN + metadata.MCP_PATH, metadata.mcp_document, allow_head=False)
     app.cleanup_ctx.append(_lifetime)
+    app[ACCESS].public_paths.update(metadata.METADATA_PATHS)
+    app[ACCESS].challenges[metadata.MCP_PATH] = metadata.challenge
+    app[READINESS]["mcp"] = _readiness(app)

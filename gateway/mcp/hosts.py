@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from mcp.server.transport_security import TransportSecuritySettings
 
-from gateway.keys import SETTINGS
+from gateway.app_keys import SETTINGS
 from gateway.settings import GatewaySettings
 
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")

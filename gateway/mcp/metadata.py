@@ -21,14 +21,14 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.keys import SETTINGS
+from gateway.app_keys import SETTINGS
 from gateway.mcp.hosts import public_origin
 from gateway.problems import HttpError
 
 MCP_PATH = "/mcp"
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
 METADATA_PATHS = frozenset({WELL_KNOWN, WELL_KNOWN + MCP_PATH})
-MCP_SCOPE = "mcp"  # the scope a scoped token needs for /mcp (gateway.scopes)
+MCP_SCOPE = "mcp"  # the scope a scoped token needs for /mcp (gateway.auth.scopes)
 
 
 def metadata_url(request: web.Request) -> str:

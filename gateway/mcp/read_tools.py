@@ -14,7 +14,7 @@ from pydantic import Field
 from gateway import presenters
 from gateway.mcp.run_outcomes import confirmation_data, logged_answer, pending_confirmations, read_run, run_data
 from gateway.mcp.tooling import Answer, Arguments, Call, ToolDef, ToolError, read_only
-from gateway.openai_api.routes import DEFAULT_MODEL
+from steward.agents import DEFAULT_AGENT_NAME
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.store.v1 import agent_pb2, run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
@@ -48,7 +48,7 @@ async def find_agent(call: Call, ref: str) -> agent_pb2.Agent | None:
         token = reply.next_page_token
         if not token:
             break
-    if ref == DEFAULT_MODEL:
+    if ref == DEFAULT_AGENT_NAME:
         return None
     raise ToolError("AGENT_NOT_FOUND", f"you have no agent named {ref!r} or with that id; list_agents shows them")
 
@@ -63,7 +63,9 @@ async def list_agents(call: Call, args: ListAgentsArguments) -> Answer:
         store_pb.ListAgentsRequest(page_size=args.page_size, page_token=args.page_token), timeout=call.timeout
     )
     agents = [agent_data(agent) for agent in reply.agents]
-    return Answer({"agents": agents, "next_page_token": reply.next_page_token or None, "default_agent": DEFAULT_MODEL})
+    return Answer(
+        {"agents": agents, "next_page_token": reply.next_page_token or None, "default_agent": DEFAULT_AGENT_NAME}
+    )
 
 
 class ListPendingArguments(Arguments):
@@ -101,7 +103,7 @@ TOOLS = [
         title="List agents",
         description=(
             "List your Steward agents (id, name, description, model route, tools). Chat with one by name or id; "
-            f"`{DEFAULT_MODEL}` is the built-in default agent."
+            f"`{DEFAULT_AGENT_NAME}` is the built-in default agent."
         ),
         arguments=ListAgentsArguments,
         annotations=read_only("List agents"),

@@ -1,10 +1,10 @@
-"""What chat, decide_confirmation and get_run answer about a run, read from its event log with the OpenAI
-facade's reader (`openai_api.events`).
+"""What chat, decide_confirmation and get_run answer about a run, read from its event log with the reader every
+surface uses (`gateway.run_log`).
 
 `follow` reads a run's log from a point (its start, or just after a decision) to the run's next pause or its
 end, and answers with what the run said, its state, and the confirmations it waits for. While it reads, and
 when the client asked for progress, each text delta, each tool call starting or ending, and each restarted step
-is a progress notification (a restarted step's text so far is dropped from the answer: ARCHITECTURE §3). A run
+is a progress notification (a restarted step's text so far is dropped from the answer). A run
 that neither pauses nor ends within `mcp_wait_seconds` is answered as still running, with its ids and the
 advice to call `get_run` later: the run goes on (disconnect, or waiting less, is never cancel).
 
@@ -22,9 +22,8 @@ from typing import Any
 
 import grpc
 
-from gateway import presenters
+from gateway import presenters, run_log
 from gateway.mcp.tooling import Answer, Call
-from gateway.openai_api import events
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirmation_pb2
 from steward.errors import from_rpc_error
@@ -83,11 +82,11 @@ def started(run: run_pb2.Run) -> str:
     )
 
 
-def _activity(piece: events.Activity) -> str:
+def _activity(piece: run_log.Activity) -> str:
     return f"[Steward: tool `{piece.tool_name or 'unknown'}` {piece.state}.]"
 
 
-def _restarted(piece: events.Restarted) -> str:
+def _restarted(piece: run_log.Restarted) -> str:
     return f"[Steward: step {piece.step} is being redone; its text so far is dropped from the answer.]"
 
 
@@ -100,24 +99,24 @@ class Outcome:
     still_moving: bool  # the wait ran out before the run paused or ended
 
 
-async def follow(call: Call, run: run_pb2.Run, start: events.Start) -> Outcome:
+async def follow(call: Call, run: run_pb2.Run, start: run_log.Start) -> Outcome:
     """Read `run`'s log from `start` to its next pause or end (at most `mcp_wait_seconds`)."""
-    texts: list[events.Text] = []
+    texts: list[run_log.Text] = []
     note = ""
     still_moving = False
     try:
         async with asyncio.timeout(call.settings.mcp_wait_seconds):
-            async with contextlib.aclosing(events.pieces(call.clients, run, start)) as pieces:
+            async with contextlib.aclosing(run_log.pieces(call.clients, run, start)) as pieces:
                 async for piece in pieces:
-                    if isinstance(piece, events.Text) and piece.text:
+                    if isinstance(piece, run_log.Text) and piece.text:
                         texts.append(piece)
                         await call.progress(piece.text)
-                    elif isinstance(piece, events.Restarted):
+                    elif isinstance(piece, run_log.Restarted):
                         texts = [text for text in texts if text.step != piece.step]
                         await call.progress(_restarted(piece))
-                    elif isinstance(piece, events.Activity):
+                    elif isinstance(piece, run_log.Activity):
                         await call.progress(_activity(piece))
-                    elif isinstance(piece, events.End):
+                    elif isinstance(piece, run_log.End):
                         note = piece.note
     except TimeoutError:
         still_moving = True

@@ -32,8 +32,8 @@ from mcp.server.lowlevel.server import Server
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
-from gateway import auth
-from gateway.keys import CLIENTS, SETTINGS
+from gateway.app_keys import CLIENTS, SETTINGS
+from gateway.auth import bearer
 from gateway.mcp import action_tools, read_tools
 from gateway.mcp.tooling import Answer, Call, Progress, ToolDef, ToolError
 from steward.auth import Principal
@@ -163,7 +163,7 @@ def build_server(app: web.Application) -> Server[Any]:
             )
         call = Call(app[CLIENTS], app[SETTINGS], user_id, _progress(ctx))
         with (
-            auth.acting_as(Principal(user_id=user_id)),
+            bearer.acting_as(Principal(user_id=user_id)),
             structlog.contextvars.bound_contextvars(user_id=user_id, mcp_tool=definition.name),
         ):
             return await run_tool(definition, call, params.arguments or {})

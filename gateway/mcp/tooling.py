@@ -17,7 +17,7 @@ from typing import Any
 import mcp_types as types
 from pydantic import BaseModel, ConfigDict
 
-from gateway.keys import Clients
+from gateway.app_keys import Clients
 from gateway.settings import GatewaySettings
 
 Progress = Callable[[str], Awaitable[None]]  # sends one progress notification with this message (if asked for)
@@ -78,7 +78,7 @@ class ToolDef:
     arguments: type[Arguments]
     annotations: types.ToolAnnotations
     run: Runner
-    # The scope a scoped caller needs for this tool besides `mcp` (gateway.scopes): the one its HTTP route needs.
+    # The scope a scoped caller needs for this tool besides `mcp` (gateway.auth.scopes): the one its HTTP route needs.
     scope: str
 
     def input_schema(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@
   the confirmation and where to decide it; a follow-up (the conversation sent back plus one more user
   message) answers with the rest of the run once the decision is made.
 
-Errors use OpenAI's shape (errors.py); events.py reads the run's log, requests.py reads the body.
+Errors use OpenAI's shape (errors.py); `gateway.run_log` reads the run's log, requests.py reads the body.
 """
 
 from gateway.openai_api.routes import routes

@@ -3,10 +3,10 @@
 - The last message is a user message → a **new run** in a new conversation: the earlier messages are
   its history, the last one the run's input. The one exception: the message before it is an answer
   that ended at a confirmation (it names `Steward run` and its `confirmation`s) → the **continuation**
-  of that run (the new user message's text is not used; see `notices.py`).
+  of that run (the new user message's text is not used; see `gateway/run_notices.py`).
 - The last messages are tool results → their `tool_call_id`s are the ids this API returned
-  (`call_<run id>_<call id>`) → **submit** them to that paused run and continue it. Results for ids it
-  did not mint (a history from elsewhere) → a new run on the whole history with no new input.
+  (`call_<run id>_<call id>`, `run_log.call_id_for`) → **submit** them to that paused run and continue it.
+  Results for ids it did not mint (a history from elsewhere) → a new run on the whole history with no new input.
 - System and developer messages are dropped: an agent's run always uses the agent's system prompt.
 """
 
@@ -14,34 +14,17 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.openai_api.errors import invalid
+from gateway.run_log import CLIENT_PREFIX, run_of_call_id
 from steward.common.v1 import content_pb2
 
-CLIENT_PREFIX = "client."
 MAX_MESSAGES = 500
 MAX_TOOLS = 64
 _RUN_MARK = re.compile(r"Steward run `([0-9a-f-]{36})`")
 _CONFIRMATION_MARK = re.compile(r"confirmation `([A-Za-z0-9_-]{1,64})`")
-
-
-def call_id_for(run_id: str, call_id: str) -> str:
-    """The tool call id this API returns: it carries the run, so a follow-up finds the run from it alone."""
-    return f"call_{run_id}_{call_id}"
-
-
-def run_of_call_id(value: str) -> tuple[str, str] | None:
-    """(run id, the run's own call id) from an id `call_id_for` made; None for any other id."""
-    if not value.startswith("call_") or len(value) < 43 or value[41] != "_":
-        return None
-    try:
-        run_id = str(uuid.UUID(value[5:41]))
-    except ValueError:
-        return None
-    return (run_id, value[42:]) if run_id == value[5:41] else None
 
 
 @dataclass(frozen=True)

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Awaitable, Callable
 
 import grpc
 import structlog
 from aiohttp import web
+from aiohttp_sse import EventSourceResponse, sse_response
 
+from gateway import run_log
+from gateway.app_keys import CLIENTS, SETTINGS, Clients
 from gateway.bodies import json_object
-from gateway.keys import CLIENTS, SETTINGS, Clients
 from gateway.middlewares import REQUEST_ID
-from gateway.openai_api import events
 from gateway.openai_api.errors import OpenAIError, as_openai_error, openai_errors
 from gateway.openai_api.requests import ChatRequest, ContinueAfterConfirmation, NewRun, SubmitResults, parse
-from gateway.openai_api.shapes import DONE, Answer, model_json, sse
+from gateway.openai_api.shapes import DONE, Answer, event_data, model_json
+from steward.agents import DEFAULT_AGENT_NAME
 from steward.auth import current_principal
 from steward.errors import from_rpc_error
 from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
@@ -27,7 +27,6 @@ from steward.store.v1 import store_service_pb2 as store_pb
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
-DEFAULT_MODEL = "steward"  # the built-in default agent (runs with no agent_id)
 MAX_AGENT_PAGES = 20
 
 
@@ -50,7 +49,7 @@ async def _agent_id(clients: Clients, model: str) -> str:
     except grpc.aio.AioRpcError as exc:
         if from_rpc_error(exc).reason != "AGENT_NOT_FOUND":
             raise
-    if model == DEFAULT_MODEL:
+    if model == DEFAULT_AGENT_NAME:
         return ""
     raise _model_not_found(model)
 
@@ -58,8 +57,8 @@ async def _agent_id(clients: Clients, model: str) -> str:
 def _models(agents: list[agent_pb2.Agent]) -> list[dict[str, object]]:
     owner = current_principal().user_id
     models = [model_json(agent.name, agent.create_time.seconds, owner) for agent in agents]
-    if all(agent.name != DEFAULT_MODEL for agent in agents):
-        models.insert(0, model_json(DEFAULT_MODEL, 0, "steward"))
+    if all(agent.name != DEFAULT_AGENT_NAME for agent in agents):
+        models.insert(0, model_json(DEFAULT_AGENT_NAME, 0, "steward"))
     return models
 
 
@@ -101,20 +100,20 @@ async def _new_run(clients: Clients, chat: ChatRequest, plan: NewRun) -> run_pb2
         raise
 
 
-async def _begin(clients: Clients, chat: ChatRequest) -> tuple[run_pb2.Run, events.Start]:
+async def _begin(clients: Clients, chat: ChatRequest) -> tuple[run_pb2.Run, run_log.Start]:
     """Start or continue the run the request asks for; what of its log answers this request."""
     plan = chat.plan
     if isinstance(plan, NewRun):
-        return await _new_run(clients, chat, plan), events.from_start
+        return await _new_run(clients, chat, plan), run_log.from_start
     await _agent_id(clients, chat.model)  # a follow-up names a model that exists
     if isinstance(plan, SubmitResults):
         reply = await clients.runtime.SubmitToolResults(
             runtime_pb.SubmitToolResultsRequest(run_id=plan.run_id, results=plan.results)
         )
-        return reply.run, events.after_results({result.tool_call_id for result in plan.results})
+        return reply.run, run_log.after_results({result.tool_call_id for result in plan.results})
     assert isinstance(plan, ContinueAfterConfirmation)
     run = (await clients.runs.GetRun(store_pb.GetRunRequest(id=plan.run_id))).run
-    return run, events.after_decisions(plan.confirmation_ids)
+    return run, run_log.after_decisions(plan.confirmation_ids)
 
 
 def _headers(run: run_pb2.Run) -> dict[str, str]:
@@ -131,93 +130,60 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     answer = Answer(completion_id=f"chatcmpl-{run.id}", model=chat.model)
     if chat.stream:
         return await _stream(request, chat, run, start, answer)
-    async with contextlib.aclosing(events.pieces(clients, run, start)) as pieces:
+    async with contextlib.aclosing(run_log.pieces(clients, run, start)) as pieces:
         async for piece in pieces:
             answer.add(piece)
     return web.json_response(answer.completion_json(), headers=_headers(run))
 
 
-PING = b": ping\n\n"
-
-
 async def _stream(
-    request: web.Request, chat: ChatRequest, run: run_pb2.Run, start: events.Start, answer: Answer
+    request: web.Request, chat: ChatRequest, run: run_pb2.Run, start: run_log.Start, answer: Answer
 ) -> web.StreamResponse:
-    """The answer as SSE chunks, with a comment ping whenever nothing was sent for `sse_ping_seconds` (a client
-    that left is noticed then, and its upstream stream cancelled; the run goes on). A failure after the stream
-    began is sent as an `error` event.
+    """The answer as SSE chunks, with a comment ping every `sse_ping_seconds` (a client that left is noticed then,
+    and its upstream stream cancelled; the run goes on). A failure after the stream began is sent as an `error`
+    event.
 
     A step the runtime restarts (`step_restarted`) cannot be taken back from a stream: the chunks already sent
     keep the abandoned step's partial text, and the stream goes on with the redone step's text after it (no
     marker is inserted: a chunk's content is the model's text). The non-streamed completion of the same run,
     the conversation's stored message and every reader of the whole log hold the redone step's text only."""
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-            "X-Request-ID": request.get(REQUEST_ID, ""),
-            **_headers(run),
-        }
-    )
-    await response.prepare(request)
-    lock = asyncio.Lock()
-    last_write = [time.monotonic()]
-
-    async def write(data: bytes) -> None:
-        async with lock:
-            await response.write(data)
-            last_write[0] = time.monotonic()
-
-    pump = asyncio.create_task(_pump(request, chat, run, start, answer, write))
-    pings = asyncio.create_task(_ping(write, last_write, request.app[SETTINGS].sse_ping_seconds))
-    try:
-        await asyncio.wait({pump, pings}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (pump, pings):
-            task.cancel()
-        await asyncio.gather(pump, pings, return_exceptions=True)
-    if pump.done() and not pump.cancelled() and pump.exception() is None and pump.result():
-        with contextlib.suppress(ConnectionResetError):
-            await response.write_eof()
-    return response
-
-
-async def _ping(write: Callable[[bytes], Awaitable[None]], last_write: list[float], interval: float) -> None:
-    """Ping while the answer is quiet; return once a write finds the client gone."""
-    while True:
-        await asyncio.sleep(max(0.0, last_write[0] + interval - time.monotonic()))
-        if time.monotonic() - last_write[0] >= interval:
-            try:
-                await write(PING)
-            except ConnectionResetError:
-                return
+    headers = {"X-Request-ID": request.get(REQUEST_ID, ""), **_headers(run)}
+    ping = request.app[SETTINGS].sse_ping_seconds
+    # OpenAI's stream answers a POST, and its clients split events on "\n\n" as OpenAI sends them.
+    async with sse_response(request, headers=headers, sep="\n", allow_all_methods=True, ping_interval=ping) as sse:
+        pump = asyncio.create_task(_pump(request, chat, run, start, answer, sse))
+        gone = asyncio.create_task(sse.wait())  # ends when a ping finds the client gone
+        try:
+            await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump, gone):
+                task.cancel()
+            await asyncio.gather(pump, gone, return_exceptions=True)
+    return sse
 
 
 async def _pump(
     request: web.Request,
     chat: ChatRequest,
     run: run_pb2.Run,
-    start: events.Start,
+    start: run_log.Start,
     answer: Answer,
-    write: Callable[[bytes], Awaitable[None]],
-) -> bool:
-    """Write the answer's chunks; True once it was written to its end."""
+    sse: EventSourceResponse,
+) -> None:
+    """Send the answer's chunks, then `[DONE]`; a failure after the stream began is an `error` event."""
     try:
-        await write(answer.chunk({"role": "assistant", "content": ""}))
-        async with contextlib.aclosing(events.pieces(request.app[CLIENTS], run, start)) as pieces:
+        await sse.send(event_data(answer.chunk({"role": "assistant", "content": ""})))
+        async with contextlib.aclosing(run_log.pieces(request.app[CLIENTS], run, start)) as pieces:
             async for piece in pieces:
                 for chunk in answer.chunks_for(piece):
-                    await write(chunk)
+                    await sse.send(event_data(chunk))
         if chat.include_usage:
-            await write(answer.usage_chunk())
-        await write(DONE)
-        return True
+            await sse.send(event_data(answer.usage_chunk()))
+        await sse.send(DONE)
     except ConnectionResetError:
-        return False  # the client left; the run goes on
+        return  # the client left; the run goes on
     except Exception as exc:  # noqa: BLE001 - the headers are sent: the failure can only be told in the stream
         if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.CANCELLED:
-            return False
+            return
         with contextlib.suppress(ConnectionResetError):
-            await write(sse(as_openai_error(exc).body()))
-        return False
+            await sse.send(event_data(as_openai_error(exc).body()))

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.openai_api.events import End, Piece, Restarted, Text, ToolCall, Usage
+from gateway.run_log import End, Piece, Restarted, Text, ToolCall, Usage
 
 
 def model_json(model_id: str, created: int, owned_by: str) -> dict[str, Any]:
@@ -87,14 +87,14 @@ class Answer:
             "usage": self.usage_json(),
         }
 
-    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         return self._chunk([{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}])
 
-    def usage_chunk(self) -> bytes:
+    def usage_chunk(self) -> dict[str, Any]:
         return self._chunk([], usage=self.usage_json())
 
-    def _chunk(self, choices: list[dict[str, Any]], **more: Any) -> bytes:
-        body = {
+    def _chunk(self, choices: list[dict[str, Any]], **more: Any) -> dict[str, Any]:
+        return {
             "id": self.completion_id,
             "object": "chat.completion.chunk",
             "created": self.created,
@@ -103,10 +103,9 @@ class Answer:
             "choices": choices,
             **more,
         }
-        return sse(body)
 
-    def chunks_for(self, piece: Piece) -> list[bytes]:
-        """The SSE chunks that stream `piece` (and take it into the answer). A restarted step's text was sent
+    def chunks_for(self, piece: Piece) -> list[dict[str, Any]]:
+        """The chunks that stream `piece` (and take it into the answer). A restarted step's text was sent
         already: the stream goes on with the redone step's text after it."""
         self.add(piece)
         if isinstance(piece, Text):
@@ -125,8 +124,9 @@ class Answer:
         return out
 
 
-def sse(body: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
+def event_data(body: dict[str, Any]) -> str:
+    """A chunk (or an error) as the data of one SSE event: JSON on one line."""
+    return json.dumps(body, ensure_ascii=False)
 
 
-DONE = b"data: [DONE]\n\n"
+DONE = "[DONE]"  # the data of the stream's last event

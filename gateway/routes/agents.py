@@ -16,6 +16,7 @@ from aiohttp import web
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from gateway import presenters
+from gateway.app_keys import CLIENTS
 from gateway.bodies import (
     field_error,
     idempotency_key,
@@ -28,7 +29,6 @@ from gateway.bodies import (
     run_mode,
     string_list,
 )
-from gateway.keys import CLIENTS
 from steward.store.v1 import agent_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 

@@ -17,8 +17,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway import presenters
+from gateway.app_keys import CLIENTS
 from gateway.bodies import field_error, json_object, reject_unknown
-from gateway.keys import CLIENTS
 from steward.provider.v1 import budget_pb2
 from steward.provider.v1 import provider_service_pb2 as provider_pb
 from steward.store.v1 import store_service_pb2 as store_pb

@@ -15,8 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway import presenters
+from gateway.app_keys import CLIENTS
 from gateway.bodies import field_error, json_object, optional_str
-from gateway.keys import CLIENTS
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirmation_pb2
 

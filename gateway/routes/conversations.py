@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway import presenters
+from gateway.app_keys import CLIENTS
 from gateway.bodies import idempotency_key, input_blocks, json_object, optional_str, page
-from gateway.keys import CLIENTS
 from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
 from steward.store.v1 import store_service_pb2 as store_pb
 

@@ -8,11 +8,16 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health_pb2
 
-from gateway.keys import CLIENTS
-from gateway.mcp.endpoint import ENDPOINT
+from gateway.app_keys import ACCESS, CLIENTS, READINESS
 
 routes = web.RouteTableDef()
 READY_TIMEOUT = 2.0
+
+
+def install(app: web.Application) -> None:
+    """Add /healthz and /readyz to `app`, served without a token."""
+    app.router.add_routes(routes)
+    app[ACCESS].public_paths.update({"/healthz", "/readyz"})
 
 
 @routes.get("/healthz")
@@ -34,8 +39,6 @@ async def readyz(request: web.Request) -> web.Response:
     names = sorted(health)
     results = await asyncio.gather(*(_check(health[name]) for name in names))
     services = dict(zip(names, results, strict=True))
-    endpoint = request.app.get(ENDPOINT)
-    if endpoint is not None:  # the MCP endpoint's session manager runs in a task of its own
-        services["mcp"] = "stopped" if endpoint.task.done() else "serving"
+    services.update({name: state() for name, state in request.app[READINESS].items()})
     ready = all(state == "serving" for state in services.values())
     return web.json_response({"ready": ready, "services": services}, status=200 if ready else 503)

@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
 from gateway import presenters
+from gateway.app_keys import CLIENTS, SETTINGS
 from gateway.bodies import (
     field_error,
     idempotency_key,
@@ -30,7 +31,6 @@ from gateway.bodies import (
     run_limits,
     run_mode,
 )
-from gateway.keys import CLIENTS, SETTINGS
 from steward.common.v1 import content_pb2
 from steward.errors import from_rpc_error
 from steward.runtime.v1 import runtime_service_pb2 as runtime_pb

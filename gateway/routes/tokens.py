@@ -1,7 +1,7 @@
 """The caller's API tokens: /api/v1/tokens[/{id}].
 
 A token's text is answered once, by the create; lists and revokes show only its metadata and the
-non-secret lookup prefix. A token may be given scopes (`gateway.scopes`); a token made by a caller with
+non-secret lookup prefix. A token may be given scopes (`gateway.auth.scopes`); a token made by a caller with
 scopes holds at most the caller's scopes (its own, when it asks for none), and one made with an expiring
 credential (an API token, an OIDC JWT) expires no later than it.
 """
@@ -15,9 +15,10 @@ from typing import Any
 from aiohttp import web
 from google.protobuf.duration_pb2 import Duration
 
-from gateway import auth, presenters, problems, scopes
+from gateway import presenters, problems
+from gateway.app_keys import CLIENTS
+from gateway.auth import bearer, scopes
 from gateway.bodies import field_error, json_object, optional_str, page, reject_unknown
-from gateway.keys import CLIENTS
 from steward.store.v1 import identity_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 
@@ -71,14 +72,14 @@ def _ttl(body: dict[str, Any]) -> timedelta | None:
     return left
 
 
-def _capped(ttl: timedelta | None, caller: auth.Caller) -> timedelta | None:
+def _capped(ttl: timedelta | None, caller: bearer.Caller) -> timedelta | None:
     """A token made with an expiring credential (an API token, an OIDC JWT) expires no later than it, so a
     short-lived one cannot mint a lasting one (revoking a token does not revoke those made with it)."""
     if caller.token_expires is None:
         return ttl
     left = caller.token_expires - time.time()
     if left < 1:
-        raise problems.HttpError(401, "TOKEN_INVALID", "the token is not valid", headers=auth.INVALID_CHALLENGE)
+        raise problems.HttpError(401, "TOKEN_INVALID", "the token is not valid", headers=bearer.INVALID_CHALLENGE)
     cap = timedelta(seconds=min(left, MAX_TTL.total_seconds()))  # a JWT may claim an exp centuries away
     return cap if ttl is None else min(ttl, cap)
 
@@ -89,13 +90,13 @@ async def create_token(request: web.Request) -> web.Response:
     body = await json_object(request)
     reject_unknown(body, {"label", "ttl_seconds", "expire_time", "scopes"})
     label = optional_str(body, "label", MAX_LABEL)
-    caller = request[auth.CALLER]
+    caller = request[bearer.CALLER]
     ttl = _capped(_ttl(body), caller)
     granted = scopes.narrowed(scopes.requested(body.get("scopes")), caller.scopes)
     message = store_pb.CreateApiTokenRequest(label=label, scopes=granted)
     if ttl is not None:
         message.ttl.CopyFrom(Duration(seconds=int(ttl.total_seconds())))
-    async with auth.as_token_owner(request):
+    async with bearer.as_token_owner(request):
         reply = await request.app[CLIENTS].identity.CreateApiToken(message)
     return web.json_response({**token_json(reply.token), "token": reply.secret}, status=201, headers=NO_STORE)
 
@@ -103,7 +104,7 @@ async def create_token(request: web.Request) -> web.Response:
 @routes.get("/api/v1/tokens")
 async def list_tokens(request: web.Request) -> web.Response:
     page_size, page_token = page(request)
-    async with auth.as_token_owner(request):
+    async with bearer.as_token_owner(request):
         reply = await request.app[CLIENTS].identity.ListApiTokens(
             store_pb.ListApiTokensRequest(page_size=page_size, page_token=page_token)
         )
@@ -115,9 +116,9 @@ async def list_tokens(request: web.Request) -> web.Response:
 @routes.delete("/api/v1/tokens/{token_id}")
 async def revoke_token(request: web.Request) -> web.Response:
     """Revoke one of the caller's tokens (idempotent); another user's token is 404 TOKEN_NOT_FOUND."""
-    async with auth.as_token_owner(request):
+    async with bearer.as_token_owner(request):
         reply = await request.app[CLIENTS].identity.RevokeApiToken(
             store_pb.RevokeApiTokenRequest(id=request.match_info["token_id"])
         )
-    auth.token_cache(request.app).forget_token(reply.token.id)
+    bearer.token_cache(request.app).forget_token(reply.token.id)
     return web.json_response(token_json(reply.token))

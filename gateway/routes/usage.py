@@ -16,8 +16,8 @@ from aiohttp import web
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway import presenters
+from gateway.app_keys import CLIENTS
 from gateway.bodies import field_error, page
-from gateway.keys import CLIENTS
 from steward.provider.v1 import key_pb2, usage_record_pb2
 from steward.provider.v1 import provider_service_pb2 as provider_pb
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from services.runtime.settings import RuntimeSettings
+from steward.agents import DEFAULT_AGENT_NAME as DEFAULT_AGENT_NAME
 from steward.common.v1 import limits_pb2
 from steward.store.v1 import agent_pb2, run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
@@ -37,10 +38,6 @@ class AgentSpec:
     auto_approved: list[str] = field(default_factory=list)
     always_confirm: list[str] = field(default_factory=list)
     limits: limits_pb2.RunLimits = field(default_factory=limits_pb2.RunLimits)
-
-
-# The name that stands for the default agent when the caller has no agent of that name.
-DEFAULT_AGENT_NAME = "steward"
 
 
 def default_agent(settings: RuntimeSettings) -> AgentSpec:

@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway import server as gateway_server
 from gateway.app import create_app
-from gateway.auth import TokenCache
+from gateway.auth.bearer import TokenCache
 from steward.store.v1 import identity_pb2
 from tests.support.gateway_http import raw_request, refusal
 from tests.support.stack import Stack, store_user_token

@@ -1,8 +1,9 @@
-"""The issuer's key set at the gateway (gateway/jwks.py), against a real local JWKS server (tests/support/oidc_idp.py):
-only configured algorithms verify, short keys are refused, a rotated key is picked up and a retired one refused,
-unknown key ids cannot hammer the issuer, an issuer that cannot be reached (or redirects, or answers too much, or
-not at all) is 503, never an acceptance; private keys in the set are dropped, a key that cannot be built is 503;
-a stale set is revalidated in the background while known keys keep answering, until their grace runs out.
+"""The issuer's key set at the gateway (gateway/auth/jwks.py), against a real local JWKS server
+(tests/support/oidc_idp.py): only configured algorithms verify, short keys are refused, a rotated key is picked up
+and a retired one refused, unknown key ids cannot hammer the issuer, an issuer that cannot be reached (or redirects,
+or answers too much, or not at all) is 503, never an acceptance; private keys in the set are dropped, a key that
+cannot be built is 503; a stale set is revalidated in the background while known keys keep answering, until their
+grace runs out.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.warnings import InsecureKeyLengthWarning
 
-from gateway.jwks import JwksCache, JwksUnavailableError, signing_keys
-from gateway.oidc import InvalidJwtError, OidcVerifier, UnusableKeyError, build_key
+from gateway.auth.jwks import JwksCache, JwksUnavailableError, signing_keys
+from gateway.auth.oidc import InvalidJwtError, OidcVerifier, UnusableKeyError, build_key
 from tests.support.gateway_http import refusal
 from tests.support.oidc_idp import (
     BareKey,

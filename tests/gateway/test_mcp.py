@@ -26,8 +26,8 @@ from mcp.client.auth.utils import extract_resource_metadata_from_www_auth
 from mcp.shared.auth import ProtectedResourceMetadata
 from mcp.shared.exceptions import MCPError
 
-from gateway import scopes
 from gateway.app import create_app
+from gateway.auth import scopes
 from gateway.mcp.metadata import MCP_SCOPE, document
 from tests.support.mcp_client import (
     ACCEPT,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import scopes
+from gateway.auth import scopes
 from gateway.mcp.server import TOOLS
 from tests.support.mcp_client import MODES, data, mcp_client, ok, refused, serving
 from tests.support.stack import Stack, runtime_confirmation, store_user_token

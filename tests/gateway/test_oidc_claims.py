@@ -11,7 +11,7 @@ import time
 import pytest
 from aiohttp import ClientResponse
 
-from gateway import scopes
+from gateway.auth import scopes
 from tests.support.gateway_http import refusal
 from tests.support.oidc_idp import Client, Idp, Keys, bearer, claims, gateway_for
 from tests.support.stack import Stack

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway import scopes
 from gateway.app import create_app
-from gateway.auth import PUBLIC_PATHS
+from gateway.app_keys import ACCESS
+from gateway.auth import scopes
+from gateway.auth.scopes import PUBLIC, ROUTE_SCOPES, SCOPES
 from gateway.mcp import metadata as mcp_metadata
-from gateway.scopes import PUBLIC, ROUTE_SCOPES, SCOPES
 from tests.support.gateway_http import answer, refusal
 from tests.support.stack import Stack, store_user_token
 
@@ -55,15 +55,16 @@ def test_every_route_has_a_scope(stack: Stack) -> None:
     routes = _routes(stack)
     assert len(routes) > 20  # the walk still finds the routes
     missing = routes - ROUTE_SCOPES.keys()
-    assert missing == set(), f"add the scope each of these routes requires to gateway/scopes.py: {sorted(missing)}"
+    assert missing == set(), f"add the scope each of these routes requires to gateway/auth/scopes.py: {sorted(missing)}"
     assert ROUTE_SCOPES.keys() - routes == set()  # no entry for a route that is gone
     assert {scope for scope in ROUTE_SCOPES.values() if scope is not PUBLIC} == SCOPES.keys()  # every scope guards
     assert all(re.fullmatch(r"[a-z][a-z0-9_.:-]{0,63}", scope) for scope in SCOPES)  # what the store accepts
 
 
-def test_paths_served_without_a_token_need_no_scope() -> None:
+def test_paths_served_without_a_token_need_no_scope(stack: Stack) -> None:
+    public_paths = create_app(stack.gateway_settings())[ACCESS].public_paths  # as the installers registered them
     public = {path for (_method, path), scope in ROUTE_SCOPES.items() if scope is PUBLIC}
-    assert {path for path in PUBLIC_PATHS if ("GET", path) in ROUTE_SCOPES} <= public
+    assert {path for path in public_paths if ("GET", path) in ROUTE_SCOPES} <= public
     assert all("{" not in path for path in public)
     assert ROUTE_SCOPES[("POST", "/mcp")] == mcp_metadata.MCP_SCOPE  # what /mcp's metadata advertises
 

@@ -24,10 +24,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from gateway import oidc
 from gateway.app import create_app
-from gateway.jwks import JwksCache
-from gateway.scopes import SCOPES
+from gateway.auth import oidc
+from gateway.auth.jwks import JwksCache
+from gateway.auth.scopes import SCOPES
 from gateway.settings import GatewaySettings
 from tests.support.stack import Stack
 

@@ -1,12 +1,14 @@
-"""Typed application keys: everything the gateway shares between handlers."""
+"""Typed application keys (AppKeys): what the gateway's handlers, installers and surfaces share on the app."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from grpc_health.v1 import health_pb2_grpc
 
+from gateway.problems import HttpError
 from gateway.settings import GatewaySettings
 from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
 from steward.provider.v1 import provider_service_pb2_grpc as provider_grpc
@@ -28,5 +30,24 @@ class Clients:
     health: dict[str, health_pb2_grpc.HealthStub]
 
 
+Challenge = Callable[[web.Request, HttpError], HttpError]
+
+
+@dataclass
+class Access:
+    """What authentication leaves open, as the installers register it: the paths served without a token (and not
+    rate limited), and per path a hook that adds to a refusal's challenge (`/mcp` names its RFC 9728 metadata).
+    """
+
+    public_paths: set[str] = field(default_factory=set)
+    challenges: dict[str, Challenge] = field(default_factory=dict)
+
+
 SETTINGS = web.AppKey("settings", GatewaySettings)
 CLIENTS = web.AppKey("clients", Clients)
+ACCESS = web.AppKey("access", Access)
+
+
+# What /readyz reports beside the services, by name: the state ("serving" when ready) of a part of the app that
+# runs on its own (the MCP session manager). Each part registers itself when it is installed.
+READINESS = web.AppKey("readiness", dict[str, Callable[[], str]])

@@ -6,10 +6,10 @@ These credentials are accepted in `Authorization: Bearer <token>`:
   `settings.dev_user_id`;
 - API tokens (`stw_<prefix>_<secret>`), verified by the store's `VerifyApiToken`, which only service
   principals may call, so the gateway calls it as `service:gateway`;
-- when OIDC is configured, JWTs of the configured issuer (`gateway.oidc`).
+- when OIDC is configured, JWTs of the configured issuer (`gateway.auth.oidc`).
 
 A token with scopes (an API token created with some, any JWT) may call only the routes whose scope it holds
-(`gateway.scopes`, checked here after authentication); an API token without scopes, and the dev token, have all
+(`gateway.auth.scopes`, checked here after authentication); an API token without scopes, and the dev token, have all
 their user's rights.
 
 Successful verifications are cached per app for `token_cache_seconds` (0 turns the cache off), keyed by
@@ -40,16 +40,15 @@ import grpc
 import structlog
 from aiohttp import web
 
-from gateway import oidc, problems, scopes
-from gateway.keys import CLIENTS, SETTINGS
-from gateway.mcp import metadata as mcp_metadata
+from gateway import problems
+from gateway.app_keys import ACCESS, CLIENTS, SETTINGS
+from gateway.auth import oidc, scopes
 from steward.auth import Principal, reset_principal, service_principal, set_principal
 from steward.errors import from_rpc_error
 from steward.store.v1 import identity_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", *mcp_metadata.METADATA_PATHS})
 QUERY_TOKEN_KEYS = frozenset({"access_token", "token", "api_key"})
 GATEWAY = service_principal("gateway")
 API_TOKEN_START = "stw_"  # noqa: S105 - the public start of every API token, not a secret
@@ -69,7 +68,7 @@ class Caller:
     via: str  # "dev_token", "api_token" or "oidc"
     token_id: str = ""  # the API token's id; empty for the dev token and JWTs
     token_expires: float | None = None  # when the API token or JWT expires (time.time()); None: never
-    scopes: frozenset[str] | None = None  # what the token may do (gateway.scopes); None: all the user's rights
+    scopes: frozenset[str] | None = None  # what the token may do (gateway.auth.scopes); None: all the user's rights
 
 
 CALLER = web.RequestKey("caller", Caller)
@@ -281,13 +280,15 @@ async def authenticate(request: web.Request) -> Caller:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
+    access = request.app[ACCESS]
+    if request.path in access.public_paths:
         return await handler(request)
     try:
         caller = await authenticate(request)
         scopes.check(request, caller.scopes)
-    except problems.HttpError as exc:  # on /mcp, the challenge names its RFC 9728 metadata
-        raise mcp_metadata.challenge(request, exc) from None
+    except problems.HttpError as exc:  # a path may add to its challenge (/mcp names its RFC 9728 metadata)
+        challenge = access.challenges.get(request.path)
+        raise (challenge(request, exc) if challenge is not None else exc) from None
     request[CALLER] = caller
     bound: dict[str, str] = {"user_id": caller.user_id}
     if caller.token_id:

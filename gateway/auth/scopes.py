@@ -1,7 +1,7 @@
 """Scopes: what a scoped API token or OIDC JWT may do, and the one scope each route requires.
 
 A caller with no scopes (the dev token, an API token created without scopes) has all of its user's rights; a JWT
-without a scope claim holds the configured `oidc_default_scopes`, none unless set (`gateway.oidc`). A caller
+without a scope claim holds the configured `oidc_default_scopes`, none unless set (`gateway.auth.oidc`). A caller
 with scopes may call only the routes whose scope it holds; any other route answers 403 PERMISSION_DENIED with
 `WWW-Authenticate: Bearer error="insufficient_scope", scope="..."`. Scopes Steward does not know grant nothing.
 Scopes restrict, never widen: a scope never reaches another user's data, which the services scope by the

@@ -5,7 +5,7 @@ token shaped like a JWT (three dot-separated parts) is then verified here:
 
 - the header's `alg` must be one of `oidc_algorithms` (asymmetric only: `none` and HMAC are refused by the
   settings and never reach PyJWT), its `typ` one of `oidc_token_types` when that is set, and its `kid` must name a
-  key of the issuer's key set (`gateway.jwks`) of the algorithm's key type; a key that declares its own `alg`
+  key of the issuer's key set (`gateway.auth.jwks`) of the algorithm's key type; a key that declares its own `alg`
   verifies only that algorithm;
 - PyJWT checks the signature, `iss` (exactly `oidc_issuer`), `aud` (must contain `oidc_audience`), `exp`
   (required), `nbf` and `iat` when present, all with `oidc_leeway_seconds` of clock skew; `sub` is required;
@@ -23,7 +23,7 @@ request ids per creating service). Its display name is taken from `preferred_use
 `sub` once, at creation. Each replica remembers the mapping (bounded, least recently used first out).
 
 Scopes. The `oidc_scope_claim` claim (`scope` or `scp`; a space-separated string or a list of strings) maps onto
-`gateway.scopes`: present, exactly the scopes it names, so a JWT carrying only `openid profile` may call no
+`gateway.auth.scopes`: present, exactly the scopes it names, so a JWT carrying only `openid profile` may call no
 route; absent (ID tokens carry none), `oidc_default_scopes`, which is empty unless configured: fail closed.
 
 Expiry. The caller's `token_expires` is the JWT's `exp`, so an API token made with a JWT expires no later than
@@ -47,9 +47,10 @@ from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-from gateway import problems, scopes
-from gateway.jwks import JwksCache, JwksUnavailableError
-from gateway.keys import CLIENTS, SETTINGS
+from gateway import problems
+from gateway.app_keys import CLIENTS, SETTINGS
+from gateway.auth import scopes
+from gateway.auth.jwks import JwksCache, JwksUnavailableError
 from gateway.settings import GatewaySettings
 from steward.auth import reset_principal, service_principal, set_principal
 from steward.store.v1 import store_service_pb2 as store_pb

@@ -1,4 +1,7 @@
-"""A run's event log (the store's StreamRunEvents, the log every surface reads) as pieces of a chat completion.
+"""A run's event log (the store's StreamRunEvents) read as pieces of an answer: the reader every surface uses.
+
+The pieces are shaped after a chat completion, the richest answer a surface gives; the OpenAI-compatible API
+and MCP each take what they show from them.
 
 text_delta → text (with its step); usage → usage; a pause or the run's end → the `End` with its finish
 reason: completed → "stop", incomplete → "length", paused for client tools → "tool_calls" (with the calls),
@@ -8,10 +11,10 @@ failed / cancelled / expired → "error" with a note saying so. Tool calls start
 
 **A restarted step** (`step_restarted`: the runtime redoes a step whose model stream broke, or that a crashed
 replica left unfinished) is a `Restarted` piece, after the abandoned text and before the redone step's text.
-Readers drop that step's text so far (ARCHITECTURE §3): an answer put together from the pieces (the OpenAI
-API's non-streamed completion, MCP's chat and decide_confirmation) holds only the redone step's text, as
+Readers drop that step's text so far: an answer put together from the pieces (the OpenAI API's non-streamed
+completion, MCP's chat and decide_confirmation) holds only the redone step's text, as
 `logged_answer` and the conversation's stored message do. Text already streamed cannot be taken back: a
-streamed completion goes on with the redone step's text after what it sent (see `routes._stream`).
+streamed completion goes on with the redone step's text after what it sent (see `openai_api.routes`).
 
 A continuation reads the log from its start and emits only what follows a point: the results it
 submitted, or the decisions on the confirmations an earlier answer named. So a repeated follow-up
@@ -20,14 +23,33 @@ gets the same answer again, and what came before (already answered) is never sen
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
-from gateway.keys import Clients
-from gateway.openai_api import notices
-from gateway.openai_api.requests import CLIENT_PREFIX, call_id_for
+from gateway import run_notices as notices
+from gateway.app_keys import Clients
 from steward.store.v1 import run_event_pb2, run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
+
+CLIENT_PREFIX = "client."  # the runtime's qualifier of a client tool's name: "client.<name>"
+
+
+def call_id_for(run_id: str, call_id: str) -> str:
+    """The id a client answers a client tool call with: it carries the run, so a follow-up finds the run from it
+    alone."""
+    return f"call_{run_id}_{call_id}"
+
+
+def run_of_call_id(value: str) -> tuple[str, str] | None:
+    """(run id, the run's own call id) from an id `call_id_for` made; None for any other id."""
+    if not value.startswith("call_") or len(value) < 43 or value[41] != "_":
+        return None
+    try:
+        run_id = str(uuid.UUID(value[5:41]))
+    except ValueError:
+        return None
+    return (run_id, value[42:]) if run_id == value[5:41] else None
 
 
 @dataclass(frozen=True)

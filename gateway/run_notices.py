@@ -1,9 +1,9 @@
-"""What an answer says, in plain words, where the run did not simply finish.
+"""What an answer read from a run's log says, in plain words, where the run did not simply finish.
 
 A run paused for a person's confirmation answers with what is proposed (tool, arguments, preview),
 the confirmation's id and where to decide it. The notice names the run (`Steward run `<id>``) and each
 confirmation (`confirmation `<id>``): when a client sends the conversation back with one more user
-message, those marks are how the follow-up finds the same run and continues it (requests.py).
+message, those marks are how the follow-up finds the same run and continues it (the OpenAI API's `requests.py`).
 """
 
 from __future__ import annotations
