@@ -13,7 +13,7 @@ BUF_VERSION := 1.75.0
 PROTO_FILES = $(shell find protos -name '*.proto' | sort)
 AREAS := common store provider confirm runtime
 STAMP := $(VENV)/.installed
-# schemathesis pins conflict with ours (FIELD-NOTES): it gets a virtualenv of its own, used only by fuzz-api.
+# schemathesis pins conflict with ours (docs/field-notes.md): it gets a virtualenv of its own, used only by fuzz-api.
 FUZZ_VENV := .venv-fuzz
 SCHEMATHESIS_VERSION := 4.32.5
 FUZZ_STAMP := $(FUZZ_VENV)/.installed-$(SCHEMATHESIS_VERSION)
