@@ -283,6 +283,10 @@ def render() -> str:
         "(`STEWARD_OIDC_ALGORITHMS='[\"RS256\"]'`); booleans are `true` or `false`; times are seconds unless the",
         "name says otherwise. A process ignores variables meant for another.",
         "",
+        "Secrets (`STEWARD_INTERNAL_SECRET`, `STEWARD_TOKEN_PEPPER`) must be at least 32 bytes. A database URL is a",
+        "SQLAlchemy async URL: `sqlite+aiosqlite:///path/to/file.db` or `postgresql+asyncpg://user@host/db`; the",
+        "store, provider and confirm services each read their own `STEWARD_DATABASE_URL`.",
+        "",
     ]
     for found in classes:
         process = _process(found, parents)
