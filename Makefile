@@ -3,6 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 MAKEFLAGS += --warn-undefined-variables --no-builtin-rules
+.DELETE_ON_ERROR:
 
 PYTHON ?= python3
 VENV := .venv
@@ -12,13 +13,13 @@ BUF_VERSION := 1.75.0
 PROTO_FILES = $(shell find protos -name '*.proto' | sort)
 AREAS := common store provider confirm runtime
 STAMP := $(VENV)/.installed
-# schemathesis pins conflict with ours (FIELD-NOTES): it gets a virtualenv of its own, used only by fuzz-api.
+# schemathesis pins conflict with ours (docs/field-notes.md): it gets a virtualenv of its own, used only by fuzz-api.
 FUZZ_VENV := .venv-fuzz
 SCHEMATHESIS_VERSION := 4.32.5
 FUZZ_STAMP := $(FUZZ_VENV)/.installed-$(SCHEMATHESIS_VERSION)
 
 .PHONY: help setup run run-fake-llm test lint typecheck generate check-generate check-migrations buf-lint buf-breaking ci bench clean
-.PHONY: fuzz-api
+.PHONY: fuzz-api docs
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -91,6 +92,9 @@ typecheck: $(STAMP) ## mypy --strict over libs, services, gateway, cli and tests
 
 fuzz-api: $(STAMP) $(FUZZ_STAMP) ## Fuzz the HTTP API from its OpenAPI document (schemathesis, bounded) against a fresh stack.
 	$(PY) -m tests.gateway.fuzz_api
+
+docs: $(STAMP) ## Regenerate docs/configuration.md from the settings classes.
+	$(PY) -m tests.support.config_reference
 
 ci: setup lint typecheck check-generate check-migrations buf-breaking fuzz-api test ## Everything CI checks.
 

@@ -1,4 +1,7 @@
-"""Layout rules: small hand-written modules, and import boundaries between processes."""
+"""Layout rules: a hard cap on the size of hand-written modules, and import boundaries between processes.
+
+CONTRIBUTING.md gives the guidance: aim for 400 lines or fewer, split by concept; 600 is the hard cap checked here.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-MAX_LINES = 400
+MAX_LINES = 600  # the hard cap; 400 is guidance (CONTRIBUTING.md)
 HAND_WRITTEN_ROOTS = ("libs/steward", "services", "gateway", "cli", "tests", "bench", "examples")
 
 
@@ -16,7 +19,7 @@ def _hand_written() -> list[Path]:
     return [p for p in paths if "_pb2" not in p.name]
 
 
-def test_no_hand_written_module_is_over_400_lines() -> None:
+def test_no_hand_written_module_is_over_600_lines() -> None:
     modules = _hand_written()
     assert len(modules) > 30  # the walk still finds the code
     too_long = {str(p.relative_to(REPO)): n for p in modules if (n := len(p.read_text().splitlines())) > MAX_LINES}

@@ -1,7 +1,7 @@
-"""A step the runtime restarts, as every reader of the run's log sees it (ARCHITECTURE §3: readers drop that step's
-partial output): the OpenAI API's non-streamed completion and MCP's chat answer hold the redone step's text only,
-as get_run and the conversation's stored message do; a streamed completion cannot take back what it sent and goes
-on with the redone text (gateway/openai_api/routes.py `_stream`).
+"""A step the runtime restarts, as every reader of the run's log sees it (docs/architecture.md §3: readers drop
+that step's partial output): the OpenAI API's non-streamed completion and MCP's chat answer hold the redone step's
+text only, as get_run and the conversation's stored message do; a streamed completion cannot take back what it
+sent and goes on with the redone text (gateway/openai_api/routes.py `_stream`).
 
 The real services run in this process; the model is the wire-faithful fake OpenAI-compatible upstream (fakes/),
 which cuts its first stream after some text: the provider reports the broken stream as a transient error, and the
