@@ -157,8 +157,11 @@ async def _stream(
             await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (pump, gone):
-                task.cancel()
+                task.cancel()  # cancelling `gone` cancels the ping task it waits on: no ping comes after [DONE]
             await asyncio.gather(pump, gone, return_exceptions=True)
+        if not pump.cancelled() and pump.exception() is None and pump.result():
+            with contextlib.suppress(ConnectionResetError):
+                await sse.send(DONE)
     return sse
 
 
@@ -169,8 +172,9 @@ async def _pump(
     start: run_log.Start,
     answer: Answer,
     sse: EventSourceResponse,
-) -> None:
-    """Send the answer's chunks, then `[DONE]`; a failure after the stream began is an `error` event."""
+) -> bool:
+    """Send the answer's chunks; True when all were sent (`[DONE]` follows, once the pings have stopped). A
+    failure after the stream began is an `error` event."""
     try:
         await sse.send(event_data(answer.chunk({"role": "assistant", "content": ""})))
         async with contextlib.aclosing(run_log.pieces(request.app[CLIENTS], run, start)) as pieces:
@@ -179,11 +183,12 @@ async def _pump(
                     await sse.send(event_data(chunk))
         if chat.include_usage:
             await sse.send(event_data(answer.usage_chunk()))
-        await sse.send(DONE)
+        return True
     except ConnectionResetError:
-        return  # the client left; the run goes on
+        return False  # the client left; the run goes on
     except Exception as exc:  # noqa: BLE001 - the headers are sent: the failure can only be told in the stream
         if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.CANCELLED:
-            return
+            return False
         with contextlib.suppress(ConnectionResetError):
             await sse.send(event_data(as_openai_error(exc).body()))
+        return False
