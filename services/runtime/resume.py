@@ -22,8 +22,8 @@ import grpc
 import structlog
 from google.protobuf.duration_pb2 import Duration
 
-from services.runtime.context import Services
-from services.runtime.loop import RECOVER, RESUME, RunLoop
+from services.runtime.run.context import Services
+from services.runtime.run.loop import RECOVER, RESUME, RunLoop
 from steward.auth import Principal, reset_principal, service_principal, set_principal
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirmation_pb2

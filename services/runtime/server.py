@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.runtime.context import Services
 from services.runtime.hooks import AuditLog, Hook, Hooks
-from services.runtime.loop import RunLoop
 from services.runtime.resume import Resumer
+from services.runtime.run.context import Services
+from services.runtime.run.loop import RunLoop
 from services.runtime.servicer import RuntimeServicer
 from services.runtime.settings import RuntimeSettings
 from services.runtime.tool_setup import toolbox_from_settings

@@ -8,12 +8,13 @@ import grpc
 import structlog
 from google.protobuf.duration_pb2 import Duration
 
-from services.runtime import client_tools, steps
+from services.runtime import client_tools
 from services.runtime.agents import DEFAULT_AGENT_NAME, AgentSpec, default_agent, from_stored
-from services.runtime.context import Services
-from services.runtime.history import chat_messages, pending_calls, result_message
-from services.runtime.loop import RESUME, START, Known, RunLoop
-from services.runtime.steps import cancel_confirmations
+from services.runtime.run import steps
+from services.runtime.run.context import Services
+from services.runtime.run.history import chat_messages, pending_calls, result_message
+from services.runtime.run.loop import RESUME, START, Known, RunLoop
+from services.runtime.run.steps import cancel_confirmations
 from services.runtime.toolbox import CLIENT_PREFIX, Kind
 from steward.auth import require_user
 from steward.common.v1 import content_pb2

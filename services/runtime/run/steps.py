@@ -21,10 +21,11 @@ from collections.abc import Sequence
 import grpc
 import structlog
 
-from services.runtime import client_tools, model_step
-from services.runtime.context import RunContext, Services
-from services.runtime.history import chat_messages, pending_calls
-from services.runtime.tool_calls import resolve, result_parts
+from services.runtime import client_tools
+from services.runtime.run import model_step
+from services.runtime.run.context import RunContext, Services
+from services.runtime.run.history import chat_messages, pending_calls
+from services.runtime.run.tool_calls import resolve, result_parts
 from services.runtime.toolbox import ToolInfo
 from steward.common.v1 import content_pb2
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
@@ -216,7 +217,7 @@ async def _step(
 async def _checkpoint_step(ctx: RunContext, result: model_step.StepResult, ending: tuple[int, int] | None) -> None:
     """Checkpoint a model step: its assistant message, its events and usage. A step that ends the run carries the
     end in the same write (the message id is minted here so that the end event can name it) and is waited for; one
-    that goes on to its tool calls is not (events.py: what needs it durable settles the writer first)."""
+    that goes on to its tool calls is not (writer.py: what needs it durable settles the writer first)."""
     step = ctx.step_count + 1
     model_step.add_usage(ctx.usage, result.usage)
     message_id = str(uuid.uuid4()) if result.message.content else ""

@@ -18,7 +18,7 @@ For every call still owed a result (history.pending_calls), in order (reads firs
   (ledger.execute), with the decider's edited arguments if any.
 
 Each result is checkpointed as its own tool message with its event as soon as it is known. The results
-of reads (and the error results no tool call produced) are written behind the loop (events.py): a crash
+of reads (and the error results no tool call produced) are written behind the loop (writer.py): a crash
 before they land costs the read again. Every other result is durable before the loop goes on, and the
 writer is settled before any write, confirmation or client tool request, so the step that asked for it
 is durable first; a replica resuming after a crash never repeats a finished write.
@@ -32,10 +32,11 @@ import json
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from services.runtime import client_tools, ledger
-from services.runtime.context import RunContext
-from services.runtime.history import result_message
-from services.runtime.ledger import call_tool
+from services.runtime import client_tools
+from services.runtime.run import ledger
+from services.runtime.run.context import RunContext
+from services.runtime.run.history import result_message
+from services.runtime.run.ledger import call_tool
 from services.runtime.toolbox import Kind, ToolInfo, ToolOutcome
 from steward import canonical
 from steward.canonical import arguments_hash
@@ -88,7 +89,7 @@ def parse_arguments(tool: ToolInfo, arguments_json: str, ctx: RunContext) -> dic
 async def record_result(
     ctx: RunContext, call: content_pb2.ToolCallBlock, outcome: ToolOutcome, *, reason: str = "", wait: bool = True
 ) -> None:
-    """Checkpoint one tool result (message + event), once; `wait=False` leaves it behind the loop (events.py), for
+    """Checkpoint one tool result (message + event), once; `wait=False` leaves it behind the loop (writer.py), for
     results whose loss in a crash costs only the call done again (reads, and results no tool call produced). A
     result over the deployment's limit is cut to it, with a note the model can read."""
     message, event = result_parts(ctx, call, outcome, reason)

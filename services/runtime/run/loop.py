@@ -25,10 +25,10 @@ import grpc
 import structlog
 from google.protobuf.duration_pb2 import Duration
 
-from services.runtime import budgets, steps
 from services.runtime.agents import AgentSpec, limits_for, load_agent
-from services.runtime.context import RunContext, Services
-from services.runtime.events import EventWriter
+from services.runtime.run import budgets, steps
+from services.runtime.run.context import RunContext, Services
+from services.runtime.run.writer import EventWriter
 from steward.auth import Principal, reset_principal, set_principal
 from steward.common.v1 import content_pb2
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb

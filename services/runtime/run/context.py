@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from services.runtime.agents import AgentSpec, Limits
-from services.runtime.events import EventWriter
 from services.runtime.hooks import Hooks
+from services.runtime.run.writer import EventWriter
 from services.runtime.settings import RuntimeSettings
 from services.runtime.toolbox import Toolbox
 from steward.common.v1 import content_pb2, usage_pb2
@@ -67,7 +67,7 @@ class RunContext:
         return self.run.id
 
     def checkpoint_soon(self, request: store_pb.CheckpointRunRequest) -> asyncio.Future[store_pb.CheckpointRunResponse]:
-        """Queue a checkpoint (events.py); its messages join the history now, in the order of the writes."""
+        """Queue a checkpoint (writer.py); its messages join the history now, in the order of the writes."""
         task = self.writer.checkpoint_soon(request)
         self.history.extend(content_pb2.ChatMessage(role=m.role, content=m.content) for m in request.messages)
         return task

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from services.runtime.context import RunContext
+from services.runtime.run.context import RunContext
 from services.runtime.toolbox import ToolInfo, ToolOutcome
 from steward.canonical import arguments_hash
 from steward.common.v1 import content_pb2

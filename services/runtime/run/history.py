@@ -6,7 +6,7 @@ So after any pause or crash, the tool calls still owed a result are those of
 the last assistant message without a tool result after it.
 
 A claim reads the conversation once and then adds what it checkpoints itself,
-in the order of its writes, which is the store's order (events.py): the store
+in the order of its writes, which is the store's order (writer.py): the store
 is not read again for every step.
 """
 
