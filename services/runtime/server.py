@@ -10,8 +10,8 @@ from services.runtime.run.context import Services
 from services.runtime.run.loop import RunLoop
 from services.runtime.servicer import RuntimeServicer
 from services.runtime.settings import RuntimeSettings
-from services.runtime.tool_setup import toolbox_from_settings
-from services.runtime.toolbox import Toolbox
+from services.runtime.tools.registry_toolbox import toolbox_from_settings
+from services.runtime.tools.toolbox import Toolbox
 from steward.auth import TokenSigner, verifier_for
 from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
 from steward.provider.v1 import provider_service_pb2_grpc as provider_grpc

@@ -8,14 +8,14 @@ import grpc
 import structlog
 from google.protobuf.duration_pb2 import Duration
 
-from services.runtime import client_tools
 from services.runtime.agents import DEFAULT_AGENT_NAME, AgentSpec, default_agent, from_stored
 from services.runtime.run import steps
 from services.runtime.run.context import Services
 from services.runtime.run.history import chat_messages, pending_calls, result_message
 from services.runtime.run.loop import RESUME, START, Known, RunLoop
 from services.runtime.run.steps import cancel_confirmations
-from services.runtime.toolbox import CLIENT_PREFIX, Kind
+from services.runtime.tools import client
+from services.runtime.tools.toolbox import CLIENT_PREFIX, Kind
 from steward.auth import require_user
 from steward.common.v1 import content_pb2
 from steward.errors import failed_precondition, from_rpc_error, invalid_argument
@@ -73,7 +73,7 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
         new_conversation = request.HasField("new_conversation")
         if new_conversation == bool(request.conversation_id):
             raise invalid_argument("conversation_id", "give conversation_id or new_conversation (one of them)")
-        specs = client_tools.qualified(list(request.client_tools))
+        specs = client.qualified(list(request.client_tools))
         _validate_input(list(request.input))
         create = store_pb.CreateRunRequest(
             conversation_id=request.conversation_id,

@@ -11,7 +11,7 @@ from services.runtime.agents import AgentSpec, Limits
 from services.runtime.hooks import Hooks
 from services.runtime.run.writer import EventWriter
 from services.runtime.settings import RuntimeSettings
-from services.runtime.toolbox import Toolbox
+from services.runtime.tools.toolbox import Toolbox
 from steward.common.v1 import content_pb2, usage_pb2
 from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
 from steward.provider.v1 import provider_service_pb2_grpc as provider_grpc

@@ -21,12 +21,12 @@ from collections.abc import Sequence
 import grpc
 import structlog
 
-from services.runtime import client_tools
 from services.runtime.run import model_step
 from services.runtime.run.context import RunContext, Services
 from services.runtime.run.history import chat_messages, pending_calls
 from services.runtime.run.tool_calls import resolve, result_parts
-from services.runtime.toolbox import ToolInfo
+from services.runtime.tools import client
+from services.runtime.tools.toolbox import ToolInfo
 from steward.common.v1 import content_pb2
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.errors import from_rpc_error
@@ -88,7 +88,7 @@ async def _opening_event(ctx: RunContext, how: str) -> None:
 
 async def _loop(ctx: RunContext, history: list[content_pb2.ChatMessage] | None) -> list[str]:
     tools = {tool.name: tool for tool in await ctx.services.toolbox.tools_for(ctx.agent, ctx.mode)}
-    tools.update((tool.name, tool) for tool in client_tools.infos(ctx.run))
+    tools.update((tool.name, tool) for tool in client.infos(ctx.run))
     if history is None:
         history = chat_messages(await conversation_messages(ctx.services, ctx.run.conversation_id))
     ctx.history = history

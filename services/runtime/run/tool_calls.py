@@ -32,12 +32,12 @@ import json
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from services.runtime import client_tools
 from services.runtime.run import ledger
 from services.runtime.run.context import RunContext
 from services.runtime.run.history import result_message
 from services.runtime.run.ledger import call_tool
-from services.runtime.toolbox import Kind, ToolInfo, ToolOutcome
+from services.runtime.tools import client
+from services.runtime.tools.toolbox import Kind, ToolInfo, ToolOutcome
 from steward import canonical
 from steward.canonical import arguments_hash
 from steward.common.v1 import content_pb2
@@ -79,9 +79,7 @@ def parse_arguments(tool: ToolInfo, arguments_json: str, ctx: RunContext) -> dic
     if not isinstance(arguments, dict):
         return f"the arguments of {tool.name} must be a JSON object"
     problem = (
-        client_tools.validate(tool, arguments)
-        if tool.kind == Kind.CLIENT
-        else ctx.services.toolbox.validate(tool, arguments)
+        client.validate(tool, arguments) if tool.kind == Kind.CLIENT else ctx.services.toolbox.validate(tool, arguments)
     )
     return problem or arguments  # the validators' sentences already name the tool
 
