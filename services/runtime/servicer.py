@@ -10,9 +10,9 @@ from google.protobuf.duration_pb2 import Duration
 
 from services.runtime.agents import DEFAULT_AGENT_NAME, AgentSpec, default_agent, from_stored
 from services.runtime.run import steps
-from services.runtime.run.context import Services
+from services.runtime.run.context import Services, StartMode
 from services.runtime.run.history import chat_messages, pending_calls, result_message
-from services.runtime.run.loop import RESUME, START, Known, RunLoop
+from services.runtime.run.loop import Known, RunLoop
 from services.runtime.run.steps import cancel_confirmations
 from services.runtime.tools import client
 from services.runtime.tools.toolbox import CLIENT_PREFIX, Kind
@@ -108,10 +108,10 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
                     history.append(create.input_message)
             settings = self._services.settings
             agent = from_stored(created.agent, settings) if created.HasField("agent") else default_agent(settings)
-            if not self._loop.start(run.id, owner, START, claimed=run, known=Known(agent, history)):
+            if not self._loop.start(run.id, owner, StartMode.START, claimed=run, known=Known(agent, history)):
                 self._loop.give_back(run)  # the replica filled up meanwhile: a sweep takes the run
         elif run.state == run_pb2.RUN_STATE_QUEUED:
-            self._loop.start(run.id, owner, START)
+            self._loop.start(run.id, owner, StartMode.START)
         return pb.CreateRunResponse(run=run, existed=created.existed)
 
     async def CancelRun(self, request: pb.CancelRunRequest, context: Context) -> pb.CancelRunResponse:
@@ -181,7 +181,7 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
                     request_id=f"{run.id}/{result.tool_call_id}/result",
                 )
             )
-        if not self._loop.start(run.id, owner, RESUME, claimed=claimed):
+        if not self._loop.start(run.id, owner, StartMode.RESUME, claimed=claimed):
             await self._services.runs.ReleaseRun(store_pb.ReleaseRunRequest(id=run.id, lease_epoch=claimed.lease_epoch))
         return pb.SubmitToolResultsResponse(run=claimed)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -18,6 +19,14 @@ from steward.provider.v1 import provider_service_pb2_grpc as provider_grpc
 from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
+
+
+class StartMode(enum.Enum):
+    """How a task takes up a run: its first claim, after a decision or client results, or from a holder that died."""
+
+    START = "start"
+    RESUME = "resume"
+    RECOVER = "recover"
 
 
 @dataclass(frozen=True)

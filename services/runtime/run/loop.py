@@ -27,7 +27,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from services.runtime.agents import AgentSpec, limits_for, load_agent
 from services.runtime.run import budgets, steps
-from services.runtime.run.context import RunContext, Services
+from services.runtime.run.context import RunContext, Services, StartMode
 from services.runtime.run.writer import EventWriter
 from steward.auth import Principal, reset_principal, set_principal
 from steward.common.v1 import content_pb2
@@ -39,8 +39,6 @@ from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 
 log = structlog.get_logger(__name__)
-
-START, RESUME, RECOVER = "start", "resume", "recover"
 
 
 @dataclass(frozen=True)
@@ -93,7 +91,7 @@ class RunLoop:
         self,
         run_id: str,
         owner_id: str,
-        how: str,
+        how: StartMode,
         claimed: run_pb2.Run | None = None,
         known: Known | None = None,
     ) -> bool:
@@ -137,7 +135,7 @@ class RunLoop:
         task.add_done_callback(self._releasing.discard)
 
     async def _execute(
-        self, run_id: str, owner_id: str, how: str, claimed: run_pb2.Run | None, known: Known | None
+        self, run_id: str, owner_id: str, how: StartMode, claimed: run_pb2.Run | None, known: Known | None
     ) -> None:
         token = set_principal(Principal(owner_id))
         try:
@@ -146,7 +144,7 @@ class RunLoop:
                 # A decision made while the run was still on its way to pausing found no paused run to
                 # resume (its claim was refused): look once more now that it is paused.
                 while waiting and await self._any_decided(waiting):
-                    waiting = await self._claimed_run(run_id, RESUME, None)
+                    waiting = await self._claimed_run(run_id, StartMode.RESUME, None)
         finally:
             leftover = self._handoff.pop(run_id, None)
             if leftover is not None:
@@ -174,13 +172,13 @@ class RunLoop:
         return False
 
     async def _claimed_run(
-        self, run_id: str, how: str, claimed: run_pb2.Run | None, known: Known | None = None
+        self, run_id: str, how: StartMode, claimed: run_pb2.Run | None, known: Known | None = None
     ) -> list[str]:
         """Claim (unless `claimed`) and drive the run (its agent and history read unless `known`); the
         confirmations it paused for, if it paused."""
         runs = self._services.runs
-        if claimed is None and how == RESUME and not await self._paused(run_id):
-            how = RECOVER  # a decision for a run whose holder died mid-step: it is taken over, not resumed
+        if claimed is None and how is StartMode.RESUME and not await self._paused(run_id):
+            how = StartMode.RECOVER  # a decision for a run whose holder died mid-step: it is taken over, not resumed
         claimed = claimed or self._handoff.pop(run_id, None)
         if claimed is None:
             try:

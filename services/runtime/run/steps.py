@@ -22,7 +22,7 @@ import grpc
 import structlog
 
 from services.runtime.run import model_step
-from services.runtime.run.context import RunContext, Services
+from services.runtime.run.context import RunContext, Services, StartMode
 from services.runtime.run.history import chat_messages, pending_calls
 from services.runtime.run.tool_calls import resolve, result_parts
 from services.runtime.tools import client
@@ -55,7 +55,7 @@ async def conversation_messages(services: Services, conversation_id: str) -> lis
         token = page.next_page_token
 
 
-async def drive(ctx: RunContext, how: str, history: list[content_pb2.ChatMessage] | None = None) -> list[str]:
+async def drive(ctx: RunContext, how: StartMode, history: list[content_pb2.ChatMessage] | None = None) -> list[str]:
     """Run from the checkpoint until the run ends or pauses (see the module docstring); the ids of the
     confirmations a paused run waits for. `history`: the conversation's messages, when the caller knows them (a
     run it just created with its conversation)."""
@@ -75,8 +75,8 @@ async def drive(ctx: RunContext, how: str, history: list[content_pb2.ChatMessage
         return []
 
 
-async def _opening_event(ctx: RunContext, how: str) -> None:
-    if how == "resume":
+async def _opening_event(ctx: RunContext, how: StartMode) -> None:
+    if how is StartMode.RESUME:
         event = ev.RunEvent(run_resumed=ev.RunResumed())
     elif ctx.run.last_event_seq > 0:
         # Claimed from a replica that stopped mid-step: readers drop that step's partial output.
