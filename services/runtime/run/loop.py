@@ -27,6 +27,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from services.runtime.agents import AgentSpec, limits_for, load_agent
 from services.runtime.run import budgets, steps
+from services.runtime.run.confirmations import cancel_confirmations
 from services.runtime.run.context import RunContext, Services, StartMode
 from services.runtime.run.writer import EventWriter
 from steward.auth import Principal, reset_principal, set_principal
@@ -304,7 +305,7 @@ class RunLoop:
                     request_id=f"{ctx.run_id}/cancelled",
                 ),
             )
-            await steps.cancel_confirmations(ctx.services, ctx.run_id)
+            await cancel_confirmations(ctx.services, ctx.run_id)
         except grpc.aio.AioRpcError as exc:
             log.warning("cancel_not_recorded", reason=from_rpc_error(exc).reason)
 
@@ -327,7 +328,7 @@ class RunLoop:
                     request_id=f"{run_id}/{epoch}/failed",
                 ),
             )
-            await steps.cancel_confirmations(self._services, run_id)
+            await cancel_confirmations(self._services, run_id)
         except grpc.aio.AioRpcError as exc:
             log.error("run_fail_not_recorded", reason=from_rpc_error(exc).reason)
 

@@ -22,37 +22,23 @@ import grpc
 import structlog
 
 from services.runtime.run import model_step
-from services.runtime.run.context import RunContext, Services, StartMode
-from services.runtime.run.history import chat_messages, pending_calls
+from services.runtime.run.confirmations import acknowledge, cancel_confirmations
+from services.runtime.run.context import RunContext, StartMode
+from services.runtime.run.history import pending_calls, read_history
 from services.runtime.run.tool_calls import resolve, result_parts
 from services.runtime.tools import client
 from services.runtime.tools.toolbox import ToolInfo
 from steward.common.v1 import content_pb2
-from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.errors import from_rpc_error
 from steward.provider.v1 import provider_service_pb2 as provider_pb
-from steward.store.v1 import conversation_pb2, run_pb2
 from steward.store.v1 import run_event_pb2 as ev
+from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 
 log = structlog.get_logger(__name__)
 
-HISTORY_PAGE_SIZE = 1000
 STEP_RESTARTS = 2
 MAX_OUTPUT_TOKENS = 4096  # per step, unless the run's token limit leaves less
-
-
-async def conversation_messages(services: Services, conversation_id: str) -> list[conversation_pb2.Message]:
-    messages: list[conversation_pb2.Message] = []
-    token = ""
-    while True:
-        page = await services.conversations.ListMessages(
-            store_pb.ListMessagesRequest(conversation_id=conversation_id, page_size=HISTORY_PAGE_SIZE, page_token=token)
-        )
-        messages.extend(page.messages)
-        if not page.next_page_token:
-            return messages
-        token = page.next_page_token
 
 
 async def drive(ctx: RunContext, how: StartMode, history: list[content_pb2.ChatMessage] | None = None) -> list[str]:
@@ -90,14 +76,14 @@ async def _loop(ctx: RunContext, history: list[content_pb2.ChatMessage] | None) 
     tools = {tool.name: tool for tool in await ctx.services.toolbox.tools_for(ctx.agent, ctx.mode)}
     tools.update((tool.name, tool) for tool in client.infos(ctx.run))
     if history is None:
-        history = chat_messages(await conversation_messages(ctx.services, ctx.run.conversation_id))
+        history = await read_history(ctx.services.conversations, ctx.run.conversation_id)
     ctx.history = history
     while True:
         messages = ctx.history
         pending = pending_calls(messages)
         if pending.calls:
             resolution = await resolve(ctx, pending.calls, tools)
-            await _acknowledge(ctx, resolution.acknowledge)
+            await acknowledge(ctx, resolution.acknowledge)
             if resolution.timed_out:  # a limit: the step's results that are owed are written with the end
                 parts = [result_parts(ctx, call, outcome, reason) for call, outcome, reason in resolution.ending]
                 await finish(
@@ -240,24 +226,6 @@ async def _checkpoint_step(ctx: RunContext, result: model_step.StepResult, endin
     request.state, request.incomplete_reason = state, incomplete  # type: ignore[assignment]
     await ctx.checkpoint(request)
     await _ended(ctx, state)
-
-
-async def cancel_confirmations(services: Services, run_id: str, reason: str = "") -> None:
-    """Cancel the pending confirmations of a run that ended (best effort: a failure is logged)."""
-    try:
-        await services.confirm.CancelConfirmations(confirm_pb.CancelConfirmationsRequest(run_id=run_id, reason=reason))
-    except grpc.aio.AioRpcError as exc:
-        log.warning("confirmations_not_cancelled", reason=from_rpc_error(exc).reason)
-
-
-async def _acknowledge(ctx: RunContext, confirmation_ids: list[str]) -> None:
-    """Acknowledge consumed decisions once their results are durable (a crash before that sweeps them again)."""
-    if confirmation_ids:
-        await ctx.writer.settle()
-    for confirmation_id in confirmation_ids:
-        await ctx.services.confirm.AcknowledgeDecision(
-            confirm_pb.AcknowledgeDecisionRequest(confirmation_id=confirmation_id, lease_epoch=ctx.epoch)
-        )
 
 
 async def pause(ctx: RunContext, reason: run_pb2.PauseReason.ValueType) -> None:
