@@ -43,8 +43,8 @@ from services.runtime import server as runtime_server
 from services.runtime.agents import AgentSpec
 from services.runtime.hooks import Hook
 from services.runtime.settings import RuntimeSettings
-from services.runtime.tool_setup import toolbox_from_settings
-from services.runtime.toolbox import Toolbox, ToolInfo, ToolOutcome
+from services.runtime.tools.registry_toolbox import toolbox_from_settings
+from services.runtime.tools.toolbox import Toolbox, ToolInfo, ToolOutcome
 from services.store.db.run_rows import TERMINAL_EVENT_KINDS
 from steward.confirm.v1.confirm_service_pb2 import DecideConfirmationRequest
 from steward.confirm.v1.confirmation_pb2 import SURFACE_GRPC

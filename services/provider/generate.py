@@ -14,6 +14,7 @@ settled to the actual cost at the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
@@ -147,8 +148,7 @@ class Generator:
         )
         context = Attempt(owner_id, request.agent_id, request.run_id, request.step, request.request_id, route.name)
         reservation = await self._metering.reserve(context, self.worst_case_micros(route, call))
-        spent = 0
-        number = 0
+        tally = _Tally(context, route)
         last: StewardError | None = None
         try:
             for target in route.targets:
@@ -159,77 +159,103 @@ class Generator:
                         last.metadata["cause"] = "no_key"
                     continue
                 breaker = self._breakers[target.upstream.provider]
-                price = self._prices.price(target.upstream.provider, target.model)
-                adapter = self._adapters[target.upstream.protocol]
-                target_call = dataclasses.replace(call, model=target.model)
                 for tries in range(1, self._policy.max_attempts + 1):
                     if not breaker.allow():
                         last = upstream_error(UpstreamError("CIRCUIT_OPEN", "circuit open", transient=True), target)
                         break
-                    number += 1
-                    announced = False
-                    usage = usage_pb2.Usage()
-                    streamed = False
-                    outcome: usage_record_pb2.AttemptOutcome.ValueType = usage_record_pb2.ATTEMPT_OUTCOME_FAILED
-                    reason = ""
-                    try:
-                        async for event in with_timeouts(
-                            adapter.stream(target.upstream, key[0], target_call), self._timeouts
-                        ):
-                            kind = event.WhichOneof("event")
-                            if not announced:
-                                announced = True
-                                yield _announcement(number, route, target)
-                            if kind == ACCEPTED_KIND:
-                                continue
-                            if kind == "usage":
-                                usage.CopyFrom(event.usage)
-                                event.usage.cost_micros = price.cost_micros(usage)
-                            streamed = streamed or kind in CONTENT_EVENTS
+                    outcome = _Outcome()
+                    async with contextlib.aclosing(self._attempt(tally, target, key, call, outcome)) as events:
+                        async for event in events:
                             yield event
-                        outcome = usage_record_pb2.ATTEMPT_OUTCOME_COMPLETED
-                        breaker.record_success()
+                    if outcome.error is None:
                         return
-                    except UpstreamError as error:
-                        reason = error.reason
-                        if error.transient:
-                            breaker.record_failure()
-                        else:
-                            breaker.record_success()  # it answered: a refusal says the upstream is up
-                        last = upstream_error(error, target)
-                        if not announced:  # every attempt is announced, also one refused before its stream
-                            announced = True
-                            yield _announcement(number, route, target)
-                        if streamed:
-                            raise last from error  # never silently retried mid-way: the step restarts
-                        if not error.transient:
-                            break
-                        delay = self._policy.delay(tries, error.retry_after)
-                        if delay is None:
-                            break
-                        await self._sleep(delay)
-                    except (asyncio.CancelledError, GeneratorExit):
-                        outcome = usage_record_pb2.ATTEMPT_OUTCOME_CANCELLED
-                        breaker.release()
-                        raise
-                    except BaseException:
-                        breaker.release()
-                        raise
-                    finally:
-                        usage.cost_micros = price.cost_micros(usage)
-                        spent += usage.cost_micros
-                        await asyncio.shield(
-                            self._metering.record(
-                                context,
-                                provider=target.upstream.provider,
-                                model=target.model,
-                                number=number,
-                                outcome=outcome,
-                                usage=usage,
-                                key_scope=key[1],
-                                error_reason=reason,
-                            )
-                        )
+                    last = upstream_error(outcome.error, target)
+                    delay = self._policy.delay(tries, outcome.error.retry_after) if outcome.error.transient else None
+                    if delay is None:
+                        break  # a refusal, or no tries left: the next target
+                    await self._sleep(delay)
             raise last or not_found("MODEL_NOT_FOUND", f"route {route.name!r} has no usable target")
         finally:
-            await asyncio.shield(self._metering.settle(reservation, context, spent))
+            await asyncio.shield(self._metering.settle(reservation, context, tally.spent))
+
+    async def _attempt(
+        self, tally: _Tally, target: Target, key: tuple[str, int], call: GenerateCall, outcome: _Outcome
+    ) -> AsyncGenerator[pb.GenerateResponse]:
+        """Stream one try at `target`, announced, and meter it; `outcome.error` is set when it failed before any
+        content (the caller may try again). A failure after content goes up typed: never silently retried mid-way."""
+        tally.number += 1
+        breaker = self._breakers[target.upstream.provider]
+        price = self._prices.price(target.upstream.provider, target.model)
+        adapter = self._adapters[target.upstream.protocol]
+        announced = False
+        usage = usage_pb2.Usage()
+        streamed = False
+        recorded: usage_record_pb2.AttemptOutcome.ValueType = usage_record_pb2.ATTEMPT_OUTCOME_FAILED
+        reason = ""
+        try:
+            stream = adapter.stream(target.upstream, key[0], dataclasses.replace(call, model=target.model))
+            async for event in with_timeouts(stream, self._timeouts):
+                kind = event.WhichOneof("event")
+                if not announced:
+                    announced = True
+                    yield _announcement(tally.number, tally.route, target)
+                if kind == ACCEPTED_KIND:
+                    continue
+                if kind == "usage":
+                    usage.CopyFrom(event.usage)
+                    event.usage.cost_micros = price.cost_micros(usage)
+                streamed = streamed or kind in CONTENT_EVENTS
+                yield event
+            recorded = usage_record_pb2.ATTEMPT_OUTCOME_COMPLETED
+            breaker.record_success()
+        except UpstreamError as error:
+            reason = error.reason
+            if error.transient:
+                breaker.record_failure()
+            else:
+                breaker.record_success()  # it answered: a refusal says the upstream is up
+            if not announced:  # every attempt is announced, also one refused before its stream
+                announced = True
+                yield _announcement(tally.number, tally.route, target)
+            if streamed:
+                raise upstream_error(error, target) from error  # the caller restarts the step
+            outcome.error = error
+        except (asyncio.CancelledError, GeneratorExit):
+            recorded = usage_record_pb2.ATTEMPT_OUTCOME_CANCELLED
+            breaker.release()
+            raise
+        except BaseException:
+            breaker.release()
+            raise
+        finally:
+            usage.cost_micros = price.cost_micros(usage)
+            tally.spent += usage.cost_micros
+            await asyncio.shield(
+                self._metering.record(
+                    tally.context,
+                    provider=target.upstream.provider,
+                    model=target.model,
+                    number=tally.number,
+                    outcome=recorded,
+                    usage=usage,
+                    key_scope=key[1],
+                    error_reason=reason,
+                )
+            )
+
+
+@dataclasses.dataclass
+class _Tally:
+    """One Generate call's count across its tries: the attempts made (which number them) and what they cost."""
+
+    context: Attempt
+    route: Route
+    number: int = 0
+    spent: int = 0
+
+
+@dataclasses.dataclass
+class _Outcome:
+    """How one try ended: None, completed; else the upstream's error before any content."""
+
+    error: UpstreamError | None = None

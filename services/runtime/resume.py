@@ -22,8 +22,8 @@ import grpc
 import structlog
 from google.protobuf.duration_pb2 import Duration
 
-from services.runtime.context import Services
-from services.runtime.loop import RECOVER, RESUME, RunLoop
+from services.runtime.run.context import Services, StartMode
+from services.runtime.run.loop import RunLoop
 from steward.auth import Principal, reset_principal, service_principal, set_principal
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirmation_pb2
@@ -69,7 +69,7 @@ class Resumer:
             confirmation_pb2.CONFIRMATION_STATE_REJECTED,
             confirmation_pb2.CONFIRMATION_STATE_EXPIRED,
         ):
-            self._loop.start(confirmation.run_id, confirmation.user_id, RESUME)
+            self._loop.start(confirmation.run_id, confirmation.user_id, StartMode.RESUME)
 
     async def _watch(self) -> None:
         owed = True  # a sweep for what was decided while no stream was open (at start, and after every break)
@@ -150,7 +150,7 @@ class Resumer:
             self._loop.note_backlog()  # the claim filled every free slot: more may wait
         for run in reply.runs:
             log.info("run_taken_over", run_id=run.id, epoch=run.lease_epoch)
-            if not self._loop.start(run.id, run.owner_id, RECOVER, claimed=run):
+            if not self._loop.start(run.id, run.owner_id, StartMode.RECOVER, claimed=run):
                 # This replica drives as many runs as it may: hand the run back for a later sweep.
                 await self._release_as_owner(run)
         return len(reply.runs) == slots

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.runtime.context import Services
 from services.runtime.hooks import AuditLog, Hook, Hooks
-from services.runtime.loop import RunLoop
 from services.runtime.resume import Resumer
+from services.runtime.run.context import Services
+from services.runtime.run.loop import RunLoop
 from services.runtime.servicer import RuntimeServicer
 from services.runtime.settings import RuntimeSettings
-from services.runtime.tool_setup import toolbox_from_settings
-from services.runtime.toolbox import Toolbox
+from services.runtime.tools.registry_toolbox import toolbox_from_settings
+from services.runtime.tools.toolbox import Toolbox
 from steward.auth import TokenSigner, verifier_for
 from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
 from steward.provider.v1 import provider_service_pb2_grpc as provider_grpc

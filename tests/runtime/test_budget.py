@@ -20,7 +20,7 @@ import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from fakes.upstream import FakeToolCall, FakeUpstream, Reply
-from services.runtime.steps import MAX_OUTPUT_TOKENS
+from services.runtime.run.steps import MAX_OUTPUT_TOKENS
 from steward.common.v1 import limits_pb2
 from steward.provider.v1 import budget_pb2
 from steward.provider.v1 import provider_service_pb2 as provider_pb

@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf.duration_pb2 import Duration
 
 from services.runtime.agents import AgentSpec, default_agent, limits_for
-from services.runtime.history import pending_calls, result_message
+from services.runtime.run.history import pending_calls, result_message
 from services.runtime.settings import RuntimeSettings
 from steward.common.v1 import content_pb2 as c
 from steward.common.v1 import limits_pb2

@@ -2,7 +2,7 @@
 
 The lease's holder and expiry are not in the Run message (only its epoch is), so they are read from the store's
 own database (its `runs` row), as the store keeps them. The runtime's task for a run is the asyncio task that
-drives it (services/runtime/loop.py: one task per run this replica holds); a hook running in it, at the model
+drives it (services/runtime/run/loop.py: one task per run this replica holds); a hook running in it, at the model
 call, captures it, so the test can see that very task end, and that no task for the run is left.
 """
 

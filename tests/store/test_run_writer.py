@@ -11,7 +11,7 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from services.runtime.events import EventWriter
+from services.runtime.run.writer import EventWriter
 from steward.auth import Principal, TokenSigner, reset_principal, set_principal
 from steward.common.v1 import content_pb2
 from steward.errors import from_rpc_error

@@ -1,7 +1,9 @@
 """The runtime's tool layer: built-in tools, MCP servers, classification and validation (ADR 0008).
 
 Config (`config`) → connections (`mcp_client.McpClientManager`) → catalogue (`registry.ToolRegistry`)
-→ one agent's view (`registry.AgentToolset`): list, validate, call.
+→ one agent's view (`registry.AgentToolset`): list, validate, call. The loop sees tools only as a `toolbox.Toolbox`
+(`registry_toolbox.RegistryToolbox` over the registry) plus the caller's own tools (`client`); nothing here imports the
+loop (services/runtime/run/).
 """
 
 from services.runtime.tools.classify import AgentPolicy, Classification, Reason, RunMode, ToolHints, ToolKind, classify

@@ -15,7 +15,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from services.runtime.toolbox import CLIENT_PREFIX, Kind, ToolInfo
+from services.runtime.tools.toolbox import CLIENT_PREFIX, Kind, ToolInfo
 from steward.common.v1 import content_pb2
 from steward.errors import invalid_argument
 from steward.store.v1 import run_pb2

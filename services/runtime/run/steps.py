@@ -21,40 +21,27 @@ from collections.abc import Sequence
 import grpc
 import structlog
 
-from services.runtime import client_tools, model_step
-from services.runtime.context import RunContext, Services
-from services.runtime.history import chat_messages, pending_calls
-from services.runtime.tool_calls import resolve, result_parts
-from services.runtime.toolbox import ToolInfo
+from services.runtime.run import model_step
+from services.runtime.run.confirmations import acknowledge, cancel_confirmations
+from services.runtime.run.context import RunContext, StartMode
+from services.runtime.run.history import pending_calls, read_history
+from services.runtime.run.tool_calls import resolve, result_parts
+from services.runtime.tools import client
+from services.runtime.tools.toolbox import ToolInfo
 from steward.common.v1 import content_pb2
-from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.errors import from_rpc_error
 from steward.provider.v1 import provider_service_pb2 as provider_pb
-from steward.store.v1 import conversation_pb2, run_pb2
 from steward.store.v1 import run_event_pb2 as ev
+from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 
 log = structlog.get_logger(__name__)
 
-HISTORY_PAGE_SIZE = 1000
 STEP_RESTARTS = 2
 MAX_OUTPUT_TOKENS = 4096  # per step, unless the run's token limit leaves less
 
 
-async def conversation_messages(services: Services, conversation_id: str) -> list[conversation_pb2.Message]:
-    messages: list[conversation_pb2.Message] = []
-    token = ""
-    while True:
-        page = await services.conversations.ListMessages(
-            store_pb.ListMessagesRequest(conversation_id=conversation_id, page_size=HISTORY_PAGE_SIZE, page_token=token)
-        )
-        messages.extend(page.messages)
-        if not page.next_page_token:
-            return messages
-        token = page.next_page_token
-
-
-async def drive(ctx: RunContext, how: str, history: list[content_pb2.ChatMessage] | None = None) -> list[str]:
+async def drive(ctx: RunContext, how: StartMode, history: list[content_pb2.ChatMessage] | None = None) -> list[str]:
     """Run from the checkpoint until the run ends or pauses (see the module docstring); the ids of the
     confirmations a paused run waits for. `history`: the conversation's messages, when the caller knows them (a
     run it just created with its conversation)."""
@@ -74,8 +61,8 @@ async def drive(ctx: RunContext, how: str, history: list[content_pb2.ChatMessage
         return []
 
 
-async def _opening_event(ctx: RunContext, how: str) -> None:
-    if how == "resume":
+async def _opening_event(ctx: RunContext, how: StartMode) -> None:
+    if how is StartMode.RESUME:
         event = ev.RunEvent(run_resumed=ev.RunResumed())
     elif ctx.run.last_event_seq > 0:
         # Claimed from a replica that stopped mid-step: readers drop that step's partial output.
@@ -87,16 +74,16 @@ async def _opening_event(ctx: RunContext, how: str) -> None:
 
 async def _loop(ctx: RunContext, history: list[content_pb2.ChatMessage] | None) -> list[str]:
     tools = {tool.name: tool for tool in await ctx.services.toolbox.tools_for(ctx.agent, ctx.mode)}
-    tools.update((tool.name, tool) for tool in client_tools.infos(ctx.run))
+    tools.update((tool.name, tool) for tool in client.infos(ctx.run))
     if history is None:
-        history = chat_messages(await conversation_messages(ctx.services, ctx.run.conversation_id))
+        history = await read_history(ctx.services.conversations, ctx.run.conversation_id)
     ctx.history = history
     while True:
         messages = ctx.history
         pending = pending_calls(messages)
         if pending.calls:
             resolution = await resolve(ctx, pending.calls, tools)
-            await _acknowledge(ctx, resolution.acknowledge)
+            await acknowledge(ctx, resolution.acknowledge)
             if resolution.timed_out:  # a limit: the step's results that are owed are written with the end
                 parts = [result_parts(ctx, call, outcome, reason) for call, outcome, reason in resolution.ending]
                 await finish(
@@ -216,7 +203,7 @@ async def _step(
 async def _checkpoint_step(ctx: RunContext, result: model_step.StepResult, ending: tuple[int, int] | None) -> None:
     """Checkpoint a model step: its assistant message, its events and usage. A step that ends the run carries the
     end in the same write (the message id is minted here so that the end event can name it) and is waited for; one
-    that goes on to its tool calls is not (events.py: what needs it durable settles the writer first)."""
+    that goes on to its tool calls is not (writer.py: what needs it durable settles the writer first)."""
     step = ctx.step_count + 1
     model_step.add_usage(ctx.usage, result.usage)
     message_id = str(uuid.uuid4()) if result.message.content else ""
@@ -239,24 +226,6 @@ async def _checkpoint_step(ctx: RunContext, result: model_step.StepResult, endin
     request.state, request.incomplete_reason = state, incomplete  # type: ignore[assignment]
     await ctx.checkpoint(request)
     await _ended(ctx, state)
-
-
-async def cancel_confirmations(services: Services, run_id: str, reason: str = "") -> None:
-    """Cancel the pending confirmations of a run that ended (best effort: a failure is logged)."""
-    try:
-        await services.confirm.CancelConfirmations(confirm_pb.CancelConfirmationsRequest(run_id=run_id, reason=reason))
-    except grpc.aio.AioRpcError as exc:
-        log.warning("confirmations_not_cancelled", reason=from_rpc_error(exc).reason)
-
-
-async def _acknowledge(ctx: RunContext, confirmation_ids: list[str]) -> None:
-    """Acknowledge consumed decisions once their results are durable (a crash before that sweeps them again)."""
-    if confirmation_ids:
-        await ctx.writer.settle()
-    for confirmation_id in confirmation_ids:
-        await ctx.services.confirm.AcknowledgeDecision(
-            confirm_pb.AcknowledgeDecisionRequest(confirmation_id=confirmation_id, lease_epoch=ctx.epoch)
-        )
 
 
 async def pause(ctx: RunContext, reason: run_pb2.PauseReason.ValueType) -> None:

@@ -18,7 +18,7 @@ For every call still owed a result (history.pending_calls), in order (reads firs
   (ledger.execute), with the decider's edited arguments if any.
 
 Each result is checkpointed as its own tool message with its event as soon as it is known. The results
-of reads (and the error results no tool call produced) are written behind the loop (events.py): a crash
+of reads (and the error results no tool call produced) are written behind the loop (writer.py): a crash
 before they land costs the read again. Every other result is durable before the loop goes on, and the
 writer is settled before any write, confirmation or client tool request, so the step that asked for it
 is durable first; a replica resuming after a crash never repeats a finished write.
@@ -30,27 +30,27 @@ import asyncio
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from datetime import timedelta
 
-from services.runtime import client_tools, ledger
-from services.runtime.context import RunContext
-from services.runtime.history import result_message
-from services.runtime.ledger import call_tool
-from services.runtime.toolbox import Kind, ToolInfo, ToolOutcome
+from services.runtime.run import ledger
+from services.runtime.run.confirmations import (
+    DECIDED,
+    announce_decision,
+    announce_request,
+    append_once,
+    confirmation_for,
+    rejection,
+)
+from services.runtime.run.context import RunContext
+from services.runtime.run.history import result_message
+from services.runtime.run.ledger import call_tool
+from services.runtime.tools import client
+from services.runtime.tools.toolbox import Kind, ToolInfo, ToolOutcome
 from steward import canonical
 from steward.canonical import arguments_hash
 from steward.common.v1 import content_pb2
-from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirmation_pb2
 from steward.store.v1 import run_event_pb2 as ev
 from steward.store.v1 import store_service_pb2 as store_pb
-
-MAX_ARGUMENTS_SCHEMA = 64 * 1024  # CreateConfirmationRequest.arguments_schema_json's limit, in characters
-DECIDED = (
-    confirmation_pb2.CONFIRMATION_STATE_APPROVED,
-    confirmation_pb2.CONFIRMATION_STATE_REJECTED,
-    confirmation_pb2.CONFIRMATION_STATE_EXPIRED,
-)
 
 
 @dataclass
@@ -78,9 +78,7 @@ def parse_arguments(tool: ToolInfo, arguments_json: str, ctx: RunContext) -> dic
     if not isinstance(arguments, dict):
         return f"the arguments of {tool.name} must be a JSON object"
     problem = (
-        client_tools.validate(tool, arguments)
-        if tool.kind == Kind.CLIENT
-        else ctx.services.toolbox.validate(tool, arguments)
+        client.validate(tool, arguments) if tool.kind == Kind.CLIENT else ctx.services.toolbox.validate(tool, arguments)
     )
     return problem or arguments  # the validators' sentences already name the tool
 
@@ -88,7 +86,7 @@ def parse_arguments(tool: ToolInfo, arguments_json: str, ctx: RunContext) -> dic
 async def record_result(
     ctx: RunContext, call: content_pb2.ToolCallBlock, outcome: ToolOutcome, *, reason: str = "", wait: bool = True
 ) -> None:
-    """Checkpoint one tool result (message + event), once; `wait=False` leaves it behind the loop (events.py), for
+    """Checkpoint one tool result (message + event), once; `wait=False` leaves it behind the loop (writer.py), for
     results whose loss in a crash costs only the call done again (reads, and results no tool call produced). A
     result over the deployment's limit is cut to it, with a note the model can read."""
     message, event = result_parts(ctx, call, outcome, reason)
@@ -147,90 +145,6 @@ async def _read(
         await ctx.services.hooks.after_tool_call(ctx.run_id, call.id, call.name, True)
         return
     await record_result(ctx, call, outcome, wait=False)
-
-
-async def confirmation_for(
-    ctx: RunContext,
-    call: content_pb2.ToolCallBlock,
-    tool: ToolInfo,
-    arguments: dict[str, object],
-    *,
-    by_policy: bool = False,
-) -> confirmation_pb2.Confirmation:
-    """The confirmation for a write call: created the first time, found again after that; `by_policy` when the
-    agent's policy approves it (created approved, so the write still goes through the ledger)."""
-    preview = confirmation_pb2.Preview(
-        kind=confirmation_pb2.PREVIEW_KIND_JSON,
-        title=f"{tool.name} wants to make a change",
-        content=json.dumps(arguments, indent=2, ensure_ascii=False),
-    )
-    request = confirm_pb.CreateConfirmationRequest(
-        request_id=f"{ctx.run_id}/{call.id}/{'policy' if by_policy else 'write'}",
-        approved_by_policy=by_policy,
-        run_id=ctx.run_id,
-        conversation_id=ctx.run.conversation_id,
-        tool_call_id=call.id,
-        tool_name=tool.name,
-        arguments_json=json.dumps(arguments, ensure_ascii=False),
-        preview=preview,
-        # Edited arguments are checked against it when decided; a schema over the contract's limit is not sent (the
-        # edit is still checked here before the write runs, parse_arguments).
-        arguments_schema_json=tool.input_schema_json if len(tool.input_schema_json) <= MAX_ARGUMENTS_SCHEMA else "",
-        kind=confirmation_pb2.CONFIRMATION_KIND_TOOL_WRITE,
-        lease_epoch=ctx.epoch,
-    )
-    if ctx.services.settings.confirmation_ttl > 0:
-        request.ttl.FromTimedelta(timedelta(seconds=ctx.services.settings.confirmation_ttl))
-    reply = await ctx.services.confirm.CreateConfirmation(request)
-    return reply.confirmation
-
-
-async def announce_request(ctx: RunContext, confirmation: confirmation_pb2.Confirmation) -> None:
-    """The confirmation_requested event, written once per confirmation."""
-    requested = ev.ConfirmationRequested(
-        confirmation_id=confirmation.id,
-        tool_call_id=confirmation.tool_call_id,
-        tool_name=confirmation.tool_name,
-        arguments_json=confirmation.arguments_json,
-        preview=confirmation.preview.content,
-        decision_schema_json=confirmation.decision_schema_json,
-        expire_time=confirmation.expire_time,
-    )
-    await append_once(ctx, ev.RunEvent(step=ctx.step_count, confirmation_requested=requested), confirmation.id)
-
-
-async def announce_decision(ctx: RunContext, confirmation: confirmation_pb2.Confirmation) -> None:
-    decision = confirmation.decision
-    outcome = confirmation_pb2.ConfirmationState.Name(confirmation.state).removeprefix("CONFIRMATION_STATE_").lower()
-    decided = ev.ConfirmationDecided(
-        confirmation_id=confirmation.id,
-        outcome=outcome,
-        decided_by=decision.decided_by,
-        surface=confirmation_pb2.Surface.Name(decision.surface).removeprefix("SURFACE_").lower(),
-    )
-    await append_once(ctx, ev.RunEvent(step=ctx.step_count, confirmation_decided=decided), f"{confirmation.id}/decided")
-
-
-async def append_once(ctx: RunContext, event: ev.RunEvent, key: str) -> None:
-    """Append one event, once per key (not through the writer's queue: its key must be the same in every claim, so
-    a resumed run does not announce twice); the writer is settled first, so the log keeps its order."""
-    await ctx.writer.settle()
-    reply = await ctx.services.runs.AppendRunEvents(
-        store_pb.AppendRunEventsRequest(
-            run_id=ctx.run_id, lease_epoch=ctx.epoch, events=[event], request_id=f"{ctx.run_id}/event/{key}"
-        )
-    )
-    event.seq = reply.first_seq
-    if not reply.replayed:  # appended by an earlier claim: its tap saw it then
-        await ctx.services.hooks.on_event(ctx.run_id, event)
-
-
-def rejection(confirmation: confirmation_pb2.Confirmation) -> ToolOutcome:
-    if confirmation.state == confirmation_pb2.CONFIRMATION_STATE_EXPIRED:
-        return ToolOutcome("Nobody confirmed this change in time, so it was not made.", is_error=True)
-    reason = confirmation.decision.reason
-    said = f" They said: {reason}" if reason else ""
-    return ToolOutcome(f"The user rejected this change; it was not made.{said}", is_error=True)
 
 
 async def _write(

@@ -1,7 +1,7 @@
 """What the loop needs from tools: the catalogue an agent may use, and calls.
 
-The tool layer (services/runtime/tools/: MCP servers, built-ins, classification) implements
-`Toolbox` (tool_setup.RegistryToolbox); the loop depends on nothing else.
+The rest of this package (MCP servers, built-ins, classification) implements `Toolbox`
+(registry_toolbox.RegistryToolbox); the loop depends on nothing else.
 """
 
 from __future__ import annotations

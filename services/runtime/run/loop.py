@@ -25,10 +25,11 @@ import grpc
 import structlog
 from google.protobuf.duration_pb2 import Duration
 
-from services.runtime import budgets, steps
 from services.runtime.agents import AgentSpec, limits_for, load_agent
-from services.runtime.context import RunContext, Services
-from services.runtime.events import EventWriter
+from services.runtime.run import budgets, steps
+from services.runtime.run.confirmations import cancel_confirmations
+from services.runtime.run.context import RunContext, Services, StartMode
+from services.runtime.run.writer import EventWriter
 from steward.auth import Principal, reset_principal, set_principal
 from steward.common.v1 import content_pb2
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
@@ -39,8 +40,6 @@ from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 
 log = structlog.get_logger(__name__)
-
-START, RESUME, RECOVER = "start", "resume", "recover"
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,7 @@ class RunLoop:
         self,
         run_id: str,
         owner_id: str,
-        how: str,
+        how: StartMode,
         claimed: run_pb2.Run | None = None,
         known: Known | None = None,
     ) -> bool:
@@ -137,7 +136,7 @@ class RunLoop:
         task.add_done_callback(self._releasing.discard)
 
     async def _execute(
-        self, run_id: str, owner_id: str, how: str, claimed: run_pb2.Run | None, known: Known | None
+        self, run_id: str, owner_id: str, how: StartMode, claimed: run_pb2.Run | None, known: Known | None
     ) -> None:
         token = set_principal(Principal(owner_id))
         try:
@@ -146,7 +145,7 @@ class RunLoop:
                 # A decision made while the run was still on its way to pausing found no paused run to
                 # resume (its claim was refused): look once more now that it is paused.
                 while waiting and await self._any_decided(waiting):
-                    waiting = await self._claimed_run(run_id, RESUME, None)
+                    waiting = await self._claimed_run(run_id, StartMode.RESUME, None)
         finally:
             leftover = self._handoff.pop(run_id, None)
             if leftover is not None:
@@ -174,78 +173,29 @@ class RunLoop:
         return False
 
     async def _claimed_run(
-        self, run_id: str, how: str, claimed: run_pb2.Run | None, known: Known | None = None
+        self, run_id: str, how: StartMode, claimed: run_pb2.Run | None, known: Known | None = None
     ) -> list[str]:
         """Claim (unless `claimed`) and drive the run (its agent and history read unless `known`); the
         confirmations it paused for, if it paused."""
-        runs = self._services.runs
-        if claimed is None and how == RESUME and not await self._paused(run_id):
-            how = RECOVER  # a decision for a run whose holder died mid-step: it is taken over, not resumed
-        claimed = claimed or self._handoff.pop(run_id, None)
+        if claimed is None and how is StartMode.RESUME and not await self._paused(run_id):
+            how = StartMode.RECOVER  # a decision for a run whose holder died mid-step: it is taken over, not resumed
+        claimed = claimed or await self._claim(run_id)
         if claimed is None:
-            try:
-                reply = await runs.ClaimRun(
-                    store_pb.ClaimRunRequest(
-                        id=run_id, holder=self._settings.replica_id, lease_ttl=Duration(seconds=self.lease_seconds())
-                    )
-                )
-                claimed = reply.run
-            except grpc.aio.AioRpcError as exc:
-                claimed = self._handoff.pop(run_id, None)  # refused because this replica's sweep claimed it
-                if claimed is None:
-                    log.info("claim_refused", reason=from_rpc_error(exc).reason)
-                    return []
+            return []
         epoch = claimed.lease_epoch
         driver = asyncio.current_task()
         assert driver is not None
         heartbeat = asyncio.create_task(self._heartbeat(claimed.id, epoch, driver))
         ctx: RunContext | None = None
         try:
-            if known is not None:
-                agent = known.agent
-            else:
-                agent = await load_agent(self._services.agents, claimed, self._settings)
-            writer = EventWriter(
-                runs,
-                claimed.id,
-                epoch,
-                self._settings.text_flush_interval,
-                tap=self._tap(claimed.id),
-                running_ms=_running_clock(claimed),
-            )
-            ctx = RunContext(
-                services=self._services,
-                run=claimed,
-                epoch=epoch,
-                agent=agent,
-                limits=limits_for(agent, claimed, self._settings),
-                writer=writer,
-                mode=claimed.mode or agent.mode,
-                step_count=claimed.step_count,
-            )
-            ctx.usage.CopyFrom(claimed.usage)
+            ctx = await self._context(claimed, known)
             await budgets.hold_run_budget(self._services.provider, claimed, ctx.limits)
             return await steps.drive(ctx, how, known.history if known is not None else None)
         except asyncio.CancelledError:
-            why = self._stop_reasons.get(run_id, "shutdown")
-            if why == "cancel" and ctx is not None:
-                await _shielded(self._cancelled(ctx))
-                return []
-            if why == "shutdown":
-                await _shielded(self._release(run_id, epoch, ctx))
-            raise
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
-                # A dependency is overloaded or away: give the run back for a later sweep, from its checkpoint.
-                log.warning("run_released", reason=from_rpc_error(exc).reason)
-                await _shielded(self._release(run_id, epoch, ctx))
-                return []
-            await self._failed(ctx, run_id, epoch, from_rpc_error(exc))
-        except StewardError as exc:
-            await self._failed(ctx, run_id, epoch, exc)
-        except Exception:
-            log.exception("run_crashed")
-            await self._failed(ctx, run_id, epoch, StewardError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error"))
+            if not await self._stopped(run_id, epoch, ctx):
+                raise
+        except Exception as exc:  # noqa: BLE001 - every failure ends or releases the run (`_failure`)
+            await self._failure(exc, run_id, epoch, ctx)
         finally:
             if ctx is not None:
                 ctx.writer.close()
@@ -253,6 +203,75 @@ class RunLoop:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
         return []
+
+    async def _claim(self, run_id: str) -> run_pb2.Run | None:
+        """The run, claimed for this replica (or the claim handed to it); None when another holds it."""
+        claimed = self._handoff.pop(run_id, None)
+        if claimed is not None:
+            return claimed
+        request = store_pb.ClaimRunRequest(
+            id=run_id, holder=self._settings.replica_id, lease_ttl=Duration(seconds=self.lease_seconds())
+        )
+        try:
+            return (await self._services.runs.ClaimRun(request)).run
+        except grpc.aio.AioRpcError as exc:
+            claimed = self._handoff.pop(run_id, None)  # refused because this replica's sweep claimed it
+            if claimed is None:
+                log.info("claim_refused", reason=from_rpc_error(exc).reason)
+            return claimed
+
+    async def _context(self, claimed: run_pb2.Run, known: Known | None) -> RunContext:
+        """Everything the claim needs: the run's agent (read unless `known`), its limits, a writer on its epoch."""
+        if known is not None:
+            agent = known.agent
+        else:
+            agent = await load_agent(self._services.agents, claimed, self._settings)
+        writer = EventWriter(
+            self._services.runs,
+            claimed.id,
+            claimed.lease_epoch,
+            self._settings.text_flush_interval,
+            tap=self._tap(claimed.id),
+            running_ms=_running_clock(claimed),
+        )
+        ctx = RunContext(
+            services=self._services,
+            run=claimed,
+            epoch=claimed.lease_epoch,
+            agent=agent,
+            limits=limits_for(agent, claimed, self._settings),
+            writer=writer,
+            mode=claimed.mode or agent.mode,
+            step_count=claimed.step_count,
+        )
+        ctx.usage.CopyFrom(claimed.usage)
+        return ctx
+
+    async def _stopped(self, run_id: str, epoch: int, ctx: RunContext | None) -> bool:
+        """The claim's driver was cancelled: record a cancel (True: done, the run ended), or release the run on
+        shutdown, or, fenced, write nothing (False: the cancellation goes on)."""
+        why = self._stop_reasons.get(run_id, "shutdown")
+        if why == "cancel" and ctx is not None:
+            await _shielded(self._cancelled(ctx))
+            return True
+        if why == "shutdown":
+            await _shielded(self._release(run_id, epoch, ctx))
+        return False
+
+    async def _failure(self, exc: Exception, run_id: str, epoch: int, ctx: RunContext | None) -> None:
+        """Map a claim's failure to the run's outcome: a dependency away gives the run back (from its checkpoint,
+        for a later sweep); any other error fails it."""
+        if isinstance(exc, grpc.aio.AioRpcError):
+            if exc.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                log.warning("run_released", reason=from_rpc_error(exc).reason)
+                await _shielded(self._release(run_id, epoch, ctx))
+                return
+            await self._failed(ctx, run_id, epoch, from_rpc_error(exc))
+        elif isinstance(exc, StewardError):
+            await self._failed(ctx, run_id, epoch, exc)
+        else:
+            log.exception("run_crashed")
+            await self._failed(ctx, run_id, epoch, StewardError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error"))
 
     def lease_seconds(self) -> int:
         return max(1, int(self._settings.lease_seconds))
@@ -306,7 +325,7 @@ class RunLoop:
                     request_id=f"{ctx.run_id}/cancelled",
                 ),
             )
-            await steps.cancel_confirmations(ctx.services, ctx.run_id)
+            await cancel_confirmations(ctx.services, ctx.run_id)
         except grpc.aio.AioRpcError as exc:
             log.warning("cancel_not_recorded", reason=from_rpc_error(exc).reason)
 
@@ -329,7 +348,7 @@ class RunLoop:
                     request_id=f"{run_id}/{epoch}/failed",
                 ),
             )
-            await steps.cancel_confirmations(self._services, run_id)
+            await cancel_confirmations(self._services, run_id)
         except grpc.aio.AioRpcError as exc:
             log.error("run_fail_not_recorded", reason=from_rpc_error(exc).reason)
 

@@ -10,12 +10,12 @@ import anyio
 
 from services.runtime.agents import AgentSpec
 from services.runtime.settings import RuntimeSettings
-from services.runtime.toolbox import Kind, Toolbox, ToolInfo, ToolOutcome
 from services.runtime.tools.classify import AgentPolicy, RunMode, ToolKind
 from services.runtime.tools.config import load_config
 from services.runtime.tools.mcp_client import McpClientManager
 from services.runtime.tools.model import ToolCallStatus
 from services.runtime.tools.registry import ToolRegistry
+from services.runtime.tools.toolbox import Kind, Toolbox, ToolInfo, ToolOutcome
 from steward.store.v1 import agent_pb2
 
 

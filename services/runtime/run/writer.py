@@ -4,7 +4,7 @@ The claim's event appends and checkpoints are queued and sent by one task, in
 the order the loop made them; whatever queued up while a write was on its way
 goes in the next one, merged into a single CheckpointRun (group commit, within
 a size limit). Two writes go around the queue, after settling it: events
-appended once per key across claims (tool_calls.append_once) and a claim's
+appended once per key across claims (confirmations.append_once) and a claim's
 last write when it ends badly (loop.py). Most writes are not awaited: the loop
 goes on (calls the model, runs a read tool) while its writes are on their way,
 and waits for them (`settle`) only before what cannot be repeated or must not

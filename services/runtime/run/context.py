@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from services.runtime.agents import AgentSpec, Limits
-from services.runtime.events import EventWriter
 from services.runtime.hooks import Hooks
+from services.runtime.run.writer import EventWriter
 from services.runtime.settings import RuntimeSettings
-from services.runtime.toolbox import Toolbox
+from services.runtime.tools.toolbox import Toolbox
 from steward.common.v1 import content_pb2, usage_pb2
 from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
 from steward.provider.v1 import provider_service_pb2_grpc as provider_grpc
 from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
+
+
+class StartMode(enum.Enum):
+    """How a task takes up a run: its first claim, after a decision or client results, or from a holder that died."""
+
+    START = "start"
+    RESUME = "resume"
+    RECOVER = "recover"
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,7 @@ class RunContext:
         return self.run.id
 
     def checkpoint_soon(self, request: store_pb.CheckpointRunRequest) -> asyncio.Future[store_pb.CheckpointRunResponse]:
-        """Queue a checkpoint (events.py); its messages join the history now, in the order of the writes."""
+        """Queue a checkpoint (writer.py); its messages join the history now, in the order of the writes."""
         task = self.writer.checkpoint_soon(request)
         self.history.extend(content_pb2.ChatMessage(role=m.role, content=m.content) for m in request.messages)
         return task

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from services.runtime.events import EventWriter
+from services.runtime.run.writer import EventWriter
 from steward.common.v1 import content_pb2, usage_pb2
 from steward.errors import StewardError
 from steward.provider.v1 import provider_service_pb2 as provider_pb

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 
-from services.runtime.context import RunContext
-from services.runtime.toolbox import ToolInfo, ToolOutcome
+from services.runtime.run.context import RunContext
+from services.runtime.tools.toolbox import ToolInfo, ToolOutcome
 from steward.canonical import arguments_hash
 from steward.common.v1 import content_pb2
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb

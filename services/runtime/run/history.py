@@ -6,7 +6,7 @@ So after any pause or crash, the tool calls still owed a result are those of
 the last assistant message without a tool result after it.
 
 A claim reads the conversation once and then adds what it checkpoints itself,
-in the order of its writes, which is the store's order (events.py): the store
+in the order of its writes, which is the store's order (writer.py): the store
 is not read again for every step.
 """
 
@@ -17,11 +17,31 @@ from dataclasses import dataclass
 
 from steward.common.v1 import content_pb2
 from steward.store.v1 import conversation_pb2
+from steward.store.v1 import store_service_pb2 as store_pb
+from steward.store.v1 import store_service_pb2_grpc as store_grpc
+
+HISTORY_PAGE_SIZE = 1000
 
 
 def chat_messages(messages: Iterable[conversation_pb2.Message]) -> list[content_pb2.ChatMessage]:
     """The conversation's stored messages as the model sees them (role and content)."""
     return [content_pb2.ChatMessage(role=message.role, content=message.content) for message in messages]
+
+
+async def read_history(
+    conversations: store_grpc.ConversationServiceAsyncStub, conversation_id: str
+) -> list[content_pb2.ChatMessage]:
+    """The conversation's messages as the model sees them, read from the store page by page."""
+    messages: list[conversation_pb2.Message] = []
+    token = ""
+    while True:
+        page = await conversations.ListMessages(
+            store_pb.ListMessagesRequest(conversation_id=conversation_id, page_size=HISTORY_PAGE_SIZE, page_token=token)
+        )
+        messages.extend(page.messages)
+        if not page.next_page_token:
+            return chat_messages(messages)
+        token = page.next_page_token
 
 
 @dataclass(frozen=True)

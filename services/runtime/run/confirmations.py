@@ -1,0 +1,135 @@
+"""A run's confirmations: the one each write asks for, its announcements in the run's log, and what becomes of
+them (acknowledged once consumed, cancelled when the run ends).
+
+A write's confirmation is idempotent by "<run id>/<tool call id>/write" (or ".../policy" when the agent's policy
+approves it), so a resumed run finds the one it made before. Its announcements are appended once per key across
+claims (`append_once`), so a resumed run does not announce twice.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import grpc
+import structlog
+
+from services.runtime.run.context import RunContext, Services
+from services.runtime.tools.toolbox import ToolInfo, ToolOutcome
+from steward.common.v1 import content_pb2
+from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
+from steward.confirm.v1 import confirmation_pb2
+from steward.errors import from_rpc_error
+from steward.store.v1 import run_event_pb2 as ev
+from steward.store.v1 import store_service_pb2 as store_pb
+
+log = structlog.get_logger(__name__)
+
+MAX_ARGUMENTS_SCHEMA = 64 * 1024  # CreateConfirmationRequest.arguments_schema_json's limit, in characters
+DECIDED = (
+    confirmation_pb2.CONFIRMATION_STATE_APPROVED,
+    confirmation_pb2.CONFIRMATION_STATE_REJECTED,
+    confirmation_pb2.CONFIRMATION_STATE_EXPIRED,
+)
+
+
+async def confirmation_for(
+    ctx: RunContext,
+    call: content_pb2.ToolCallBlock,
+    tool: ToolInfo,
+    arguments: dict[str, object],
+    *,
+    by_policy: bool = False,
+) -> confirmation_pb2.Confirmation:
+    """The confirmation for a write call: created the first time, found again after that; `by_policy` when the
+    agent's policy approves it (created approved, so the write still goes through the ledger)."""
+    preview = confirmation_pb2.Preview(
+        kind=confirmation_pb2.PREVIEW_KIND_JSON,
+        title=f"{tool.name} wants to make a change",
+        content=json.dumps(arguments, indent=2, ensure_ascii=False),
+    )
+    request = confirm_pb.CreateConfirmationRequest(
+        request_id=f"{ctx.run_id}/{call.id}/{'policy' if by_policy else 'write'}",
+        approved_by_policy=by_policy,
+        run_id=ctx.run_id,
+        conversation_id=ctx.run.conversation_id,
+        tool_call_id=call.id,
+        tool_name=tool.name,
+        arguments_json=json.dumps(arguments, ensure_ascii=False),
+        preview=preview,
+        # Edited arguments are checked against it when decided; a schema over the contract's limit is not sent (the
+        # edit is still checked here before the write runs, parse_arguments).
+        arguments_schema_json=tool.input_schema_json if len(tool.input_schema_json) <= MAX_ARGUMENTS_SCHEMA else "",
+        kind=confirmation_pb2.CONFIRMATION_KIND_TOOL_WRITE,
+        lease_epoch=ctx.epoch,
+    )
+    if ctx.services.settings.confirmation_ttl > 0:
+        request.ttl.FromTimedelta(timedelta(seconds=ctx.services.settings.confirmation_ttl))
+    reply = await ctx.services.confirm.CreateConfirmation(request)
+    return reply.confirmation
+
+
+async def announce_request(ctx: RunContext, confirmation: confirmation_pb2.Confirmation) -> None:
+    """The confirmation_requested event, written once per confirmation."""
+    requested = ev.ConfirmationRequested(
+        confirmation_id=confirmation.id,
+        tool_call_id=confirmation.tool_call_id,
+        tool_name=confirmation.tool_name,
+        arguments_json=confirmation.arguments_json,
+        preview=confirmation.preview.content,
+        decision_schema_json=confirmation.decision_schema_json,
+        expire_time=confirmation.expire_time,
+    )
+    await append_once(ctx, ev.RunEvent(step=ctx.step_count, confirmation_requested=requested), confirmation.id)
+
+
+async def announce_decision(ctx: RunContext, confirmation: confirmation_pb2.Confirmation) -> None:
+    decision = confirmation.decision
+    outcome = confirmation_pb2.ConfirmationState.Name(confirmation.state).removeprefix("CONFIRMATION_STATE_").lower()
+    decided = ev.ConfirmationDecided(
+        confirmation_id=confirmation.id,
+        outcome=outcome,
+        decided_by=decision.decided_by,
+        surface=confirmation_pb2.Surface.Name(decision.surface).removeprefix("SURFACE_").lower(),
+    )
+    await append_once(ctx, ev.RunEvent(step=ctx.step_count, confirmation_decided=decided), f"{confirmation.id}/decided")
+
+
+async def append_once(ctx: RunContext, event: ev.RunEvent, key: str) -> None:
+    """Append one event, once per key (not through the writer's queue: its key must be the same in every claim, so
+    a resumed run does not announce twice); the writer is settled first, so the log keeps its order."""
+    await ctx.writer.settle()
+    reply = await ctx.services.runs.AppendRunEvents(
+        store_pb.AppendRunEventsRequest(
+            run_id=ctx.run_id, lease_epoch=ctx.epoch, events=[event], request_id=f"{ctx.run_id}/event/{key}"
+        )
+    )
+    event.seq = reply.first_seq
+    if not reply.replayed:  # appended by an earlier claim: its tap saw it then
+        await ctx.services.hooks.on_event(ctx.run_id, event)
+
+
+def rejection(confirmation: confirmation_pb2.Confirmation) -> ToolOutcome:
+    if confirmation.state == confirmation_pb2.CONFIRMATION_STATE_EXPIRED:
+        return ToolOutcome("Nobody confirmed this change in time, so it was not made.", is_error=True)
+    reason = confirmation.decision.reason
+    said = f" They said: {reason}" if reason else ""
+    return ToolOutcome(f"The user rejected this change; it was not made.{said}", is_error=True)
+
+
+async def cancel_confirmations(services: Services, run_id: str, reason: str = "") -> None:
+    """Cancel the pending confirmations of a run that ended (best effort: a failure is logged)."""
+    try:
+        await services.confirm.CancelConfirmations(confirm_pb.CancelConfirmationsRequest(run_id=run_id, reason=reason))
+    except grpc.aio.AioRpcError as exc:
+        log.warning("confirmations_not_cancelled", reason=from_rpc_error(exc).reason)
+
+
+async def acknowledge(ctx: RunContext, confirmation_ids: list[str]) -> None:
+    """Acknowledge consumed decisions once their results are durable (a crash before that sweeps them again)."""
+    if confirmation_ids:
+        await ctx.writer.settle()
+    for confirmation_id in confirmation_ids:
+        await ctx.services.confirm.AcknowledgeDecision(
+            confirm_pb.AcknowledgeDecisionRequest(confirmation_id=confirmation_id, lease_epoch=ctx.epoch)
+        )
