@@ -120,7 +120,7 @@ class RunServicer(pb_grpc.RunServiceServicer):
         items, next_token = await self._runs.list_runs(
             current_principal().user_id,
             v.plain_text(request.conversation_id, "conversation_id", v.MAX_ID_LENGTH),
-            v.page_offset(request.page_token),
+            request.page_token,
             v.page_size(request.page_size),
         )
         return pb.ListRunsResponse(runs=items, next_page_token=next_token)

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.store import convert
 from services.store.db.models import AgentRow
-from services.store.db.paging import page
 from services.store.db.runner import TransactionRunner
+from steward import paging
 from steward.common.v1 import limits_pb2
 from steward.errors import StewardError, invalid_argument, not_found
 from steward.store.v1 import agent_pb2
@@ -94,6 +94,7 @@ def _apply(row: AgentRow, agent: agent_pb2.Agent, paths: Sequence[str]) -> None:
             raise invalid_argument("update_mask", f"update_mask names an unknown field {path!r}")
 
 
+_BY_NAME_ORDER = paging.Keyset("agents.1", (AgentRow.name, AgentRow.id), (False, False), (str, str))
 _BY_ID = select(AgentRow.__table__).where(AgentRow.id == bindparam("key"), AgentRow.owner_id == bindparam("owner_id"))
 _BY_NAME = select(AgentRow.__table__).where(
     AgentRow.name == bindparam("key"), AgentRow.owner_id == bindparam("owner_id")
@@ -148,16 +149,11 @@ class AgentRepository:
             raise not_found("AGENT_NOT_FOUND", f"agent named {name!r} not found")
         return agent_message(row)
 
-    async def list_agents(self, owner_id: str, offset: int, limit: int) -> tuple[list[agent_pb2.Agent], str]:
+    async def list_agents(self, owner_id: str, page_token: str, limit: int) -> tuple[list[agent_pb2.Agent], str]:
         """The owner's agents by name, and the next page token ("" on the last page)."""
+        query = select(AgentRow).where(AgentRow.owner_id == owner_id)
         async with self._sessions() as session:
-            return await page(
-                session,
-                select(AgentRow).where(AgentRow.owner_id == owner_id).order_by(AgentRow.name, AgentRow.id),
-                offset,
-                limit,
-                agent_message,
-            )
+            return await paging.read_page(session, query, _BY_NAME_ORDER, page_token, limit, agent_message)
 
     async def update(self, owner_id: str, agent: agent_pb2.Agent, paths: Sequence[str]) -> agent_pb2.Agent:
         """Change the fields named by `paths` (all mutable fields when empty) of the owner's agent."""

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.store import convert
 from services.store.db.models import ApiTokenRow, UserRow
-from services.store.db.paging import page
+from steward import paging
 from steward.errors import StewardError, not_found, unauthenticated
 from steward.store.v1 import identity_pb2
 
@@ -38,6 +38,7 @@ TOKEN_SCHEME = "stw"  # noqa: S105 - the public start of every token, not a secr
 PREFIX_LENGTH = 12
 SECRET_BYTES = 32
 SECRET_LENGTH = 43  # secrets.token_urlsafe(32): 32 bytes in unpadded base64url
+_NEWEST_FIRST = paging.Keyset("tokens.1", (ApiTokenRow.create_time, ApiTokenRow.id), (True, False), (datetime, str))
 _PREFIX_ALPHABET = string.ascii_letters + string.digits
 # Fixed lengths make the parse unambiguous even though the secret may contain "_".
 _TOKEN_PATTERN = re.compile(rf"{TOKEN_SCHEME}_([A-Za-z0-9]{{{PREFIX_LENGTH}}})_[A-Za-z0-9_-]{{{SECRET_LENGTH}}}")
@@ -165,18 +166,11 @@ class IdentityRepository:
             raise _token_invalid()
         return token_message(row)
 
-    async def list_tokens(self, owner_id: str, offset: int, limit: int) -> tuple[list[identity_pb2.ApiToken], str]:
+    async def list_tokens(self, owner_id: str, page_token: str, limit: int) -> tuple[list[identity_pb2.ApiToken], str]:
         """The owner's tokens, newest first, and the next page token ("" on the last page)."""
+        query = select(ApiTokenRow).where(ApiTokenRow.owner_id == owner_id)
         async with self._sessions() as session:
-            return await page(
-                session,
-                select(ApiTokenRow)
-                .where(ApiTokenRow.owner_id == owner_id)
-                .order_by(ApiTokenRow.create_time.desc(), ApiTokenRow.id),
-                offset,
-                limit,
-                token_message,
-            )
+            return await paging.read_page(session, query, _NEWEST_FIRST, page_token, limit, token_message)
 
     async def revoke_token(self, owner_id: str, token_id: str) -> identity_pb2.ApiToken:
         """Revoke one of the owner's tokens; revoking again keeps the first revoke_time."""
