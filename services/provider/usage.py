@@ -9,7 +9,7 @@ from sqlalchemy import Select, String, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.provider.db.models import UsageRecordRow
-from steward import paging
+from steward import paging, timeutil
 from steward.common.v1 import usage_pb2
 from steward.errors import invalid_argument
 from steward.provider.v1 import provider_service_pb2 as pb
@@ -28,10 +28,6 @@ def page_size(value: int) -> int:
 _RECORD_ORDER = paging.Keyset(
     "usage-records.1", (UsageRecordRow.create_time, UsageRecordRow.id), (False, False), (datetime, str)
 )
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _filtered(query: Select[Any], owner_id: str, run_id: str, agent_id: str, start: Any, end: Any) -> Select[Any]:
@@ -70,7 +66,7 @@ def record_message(row: UsageRecordRow) -> usage_record_pb2.UsageRecord:
             cost_micros=row.cost_micros,
         ),
     )
-    record.create_time.FromDatetime(_aware(row.create_time))
+    record.create_time.FromDatetime(timeutil.aware(row.create_time))
     return record
 
 

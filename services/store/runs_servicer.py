@@ -12,7 +12,6 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from services.store import validation as v
-from services.store.convert import timestamp
 from services.store.db.leases import LeaseRepository
 from services.store.db.run_rows import TERMINAL_EVENT_KINDS
 from services.store.db.run_start import NewRun
@@ -24,6 +23,7 @@ from steward.errors import invalid_argument
 from steward.store.v1 import run_event_pb2
 from steward.store.v1 import store_service_pb2 as pb
 from steward.store.v1 import store_service_pb2_grpc as pb_grpc
+from steward.timeutil import timestamp
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

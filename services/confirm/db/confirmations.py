@@ -16,7 +16,7 @@ from services.confirm.db.database import Database
 from services.confirm.db.fencing import lock_fenced, lock_run
 from services.confirm.db.models import ConfirmationRow
 from services.confirm.db.publish import DECIDED_STATES, PENDING, expire, expire_overdue, overdue
-from steward import paging
+from steward import paging, timeutil
 from steward.confirm.v1 import audit_event_pb2, confirmation_pb2
 from steward.errors import StewardError, failed_precondition, invalid_argument, not_found
 
@@ -65,7 +65,7 @@ class ConfirmationRepository:
 
     async def create(self, user_id: str, new: NewConfirmation) -> confirmation_pb2.Confirmation:
         """Store a pending confirmation and its CREATED event; a repeated request_id returns the earlier one."""
-        now = convert.now()
+        now = timeutil.now()
         expired = False
         async with self._db.writes() as session, session.begin():
             run = await lock_fenced(session, user_id, new.run_id, new.lease_epoch, now)
@@ -123,7 +123,7 @@ class ConfirmationRepository:
             row = await session.scalar(self._owned(user_id, confirmation_id))
         if row is None:
             raise confirmation_not_found(confirmation_id)
-        now = convert.now()
+        now = timeutil.now()
         if overdue(row, now):
             async with self._db.writes() as session, session.begin():
                 row = await session.scalar(self._owned(user_id, confirmation_id).with_for_update())
@@ -151,7 +151,7 @@ class ConfirmationRepository:
 
     async def expire_overdue(self, user_id: str | None = None) -> int:
         """Expire overdue confirmations (of one user, or of all); a read finds out first whether there are any."""
-        now = convert.now()
+        now = timeutil.now()
         query = select(ConfirmationRow.id).where(ConfirmationRow.state == PENDING, ConfirmationRow.expire_time <= now)
         if user_id is not None:
             query = query.where(ConfirmationRow.user_id == user_id)
@@ -170,7 +170,7 @@ class ConfirmationRepository:
 
     async def cancel(self, user_id: str, run_id: str, reason: str, actor: str) -> list[confirmation_pb2.Confirmation]:
         """End a run's confirmations: cancel the pending ones, acknowledge its unconsumed decisions."""
-        now = convert.now()
+        now = timeutil.now()
         async with self._db.writes() as session, session.begin():
             run = await lock_run(session, user_id, run_id, now)
             if not run.cancelled:

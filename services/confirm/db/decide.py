@@ -22,6 +22,7 @@ from services.confirm.db.models import ConfirmationRow
 from services.confirm.db.publish import expire, overdue, publish
 from services.confirm.decisions import Decision, check_edited_arguments, edits_refused, parse_decision, same_decision
 from services.confirm.validation import CALLER_SURFACES
+from steward import timeutil
 from steward.confirm.v1 import audit_event_pb2, confirmation_pb2
 from steward.errors import StewardError, failed_precondition, invalid_argument
 
@@ -82,7 +83,7 @@ class DecisionRepository:
 
     async def decide(self, user_id: str, request: DecideRequest) -> confirmation_pb2.Confirmation:
         """Record a decision, or refuse it with only a DECISION_REFUSED event (see the module docstring)."""
-        now = convert.now()
+        now = timeutil.now()
         async with self._db.writes() as session, session.begin():
             row = await session.scalar(
                 select(ConfirmationRow)

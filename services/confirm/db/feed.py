@@ -19,7 +19,7 @@ from services.confirm.db.database import Database
 from services.confirm.db.fencing import lock_fenced
 from services.confirm.db.models import FEED_HEAD_ID, ConfirmationRow, FeedEntryRow, FeedHeadRow
 from services.confirm.db.publish import DECIDED_STATES
-from steward import paging
+from steward import paging, timeutil
 from steward.confirm.v1 import confirmation_pb2
 from steward.errors import StewardError, failed_precondition, internal, invalid_argument
 
@@ -86,7 +86,7 @@ class FeedRepository:
 
     async def acknowledge(self, user_id: str, confirmation_id: str, epoch: int) -> confirmation_pb2.Confirmation:
         """Mark a decision consumed by the run's lease holder; a repeat changes nothing."""
-        now = convert.now()
+        now = timeutil.now()
         owned = select(ConfirmationRow).where(ConfirmationRow.id == confirmation_id, ConfirmationRow.user_id == user_id)
         async with self._db.writes() as session, session.begin():
             row = await session.scalar(owned)

@@ -15,10 +15,10 @@ from datetime import datetime
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.confirm import convert
 from services.confirm.db import audit
 from services.confirm.db.models import FEED_HEAD_ID, ConfirmationRow, FeedEntryRow, FeedHeadRow
 from services.confirm.decisions import EXPIRED_DECISION_JSON, EXPIRED_REASON
+from steward import timeutil
 from steward.confirm.v1 import audit_event_pb2, confirmation_pb2
 
 # Postgres channel on which every confirm replica hears that the feed grew.
@@ -54,7 +54,7 @@ async def publish(session: AsyncSession, rows: Sequence[ConfirmationRow], now: d
 
 def overdue(row: ConfirmationRow, now: datetime) -> bool:
     """True for a pending confirmation at or past its expiry."""
-    return row.state == PENDING and convert.aware(row.expire_time) <= now
+    return row.state == PENDING and timeutil.aware(row.expire_time) <= now
 
 
 async def expire(session: AsyncSession, rows: Sequence[ConfirmationRow], now: datetime) -> None:

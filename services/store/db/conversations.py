@@ -14,7 +14,7 @@ from services.store import convert
 from services.store.db.agents import require_agent
 from services.store.db.models import ConversationRow, MessageRow
 from services.store.db.runner import TransactionRunner
-from steward import paging
+from steward import paging, timeutil
 from steward.common.v1 import content_pb2
 from steward.errors import not_found
 from steward.store.v1 import conversation_pb2
@@ -41,7 +41,7 @@ async def append_message(
     request_id: str | None = None,
 ) -> MessageRow:
     """Append a message at the conversation's next seq (the conversation row is locked)."""
-    created = convert.now()
+    created = timeutil.now()
     conversation.last_message_seq += 1
     conversation.update_time = created
     row = MessageRow(
@@ -114,7 +114,7 @@ def append_messages(
             role=message.role,
             content=message.content,
             run_id=run_id,
-            create_time=convert.timestamp(created),
+            create_time=timeutil.timestamp(created),
         )
         for index, message in enumerate(messages)
     ]
@@ -165,7 +165,7 @@ class ConversationRepository:
                     return convert.conversation_message(existing)
             if agent_id:
                 await require_agent(session, owner_id, agent_id)
-            created = convert.now()
+            created = timeutil.now()
             row = ConversationRow(
                 id=str(uuid.uuid4()),
                 owner_id=owner_id,

@@ -28,9 +28,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.store import convert
 from services.store.db.models import ApiTokenRow, UserRow
-from steward import paging
+from steward import paging, timeutil
 from steward.errors import StewardError, not_found, unauthenticated
 from steward.store.v1 import identity_pb2
 
@@ -55,7 +54,7 @@ def _user_not_found(user_id: str) -> StewardError:
 
 
 def user_message(row: UserRow) -> identity_pb2.User:
-    return identity_pb2.User(id=row.id, display_name=row.display_name, create_time=convert.timestamp(row.create_time))
+    return identity_pb2.User(id=row.id, display_name=row.display_name, create_time=timeutil.timestamp(row.create_time))
 
 
 def token_message(row: ApiTokenRow) -> identity_pb2.ApiToken:
@@ -66,9 +65,9 @@ def token_message(row: ApiTokenRow) -> identity_pb2.ApiToken:
         prefix=row.prefix,
         label=row.label,
         scopes=json.loads(row.scopes),
-        create_time=convert.timestamp(row.create_time),
-        expire_time=convert.timestamp(row.expire_time),
-        revoke_time=convert.timestamp(row.revoke_time),
+        create_time=timeutil.timestamp(row.create_time),
+        expire_time=timeutil.timestamp(row.expire_time),
+        revoke_time=timeutil.timestamp(row.revoke_time),
     )
 
 
@@ -93,7 +92,7 @@ class IdentityRepository:
             display_name=display_name,
             created_by=created_by,
             request_id=request_id,
-            create_time=convert.now(),
+            create_time=timeutil.now(),
         )
         try:
             async with self._sessions() as session, session.begin():
@@ -131,7 +130,7 @@ class IdentityRepository:
                 raise _user_not_found(owner_id)
             prefix = await _unused_prefix(session)
             text = f"{TOKEN_SCHEME}_{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
-            created = convert.now()
+            created = timeutil.now()
             row = ApiTokenRow(
                 id=str(uuid.uuid4()),
                 owner_id=owner_id,
@@ -161,8 +160,8 @@ class IdentityRepository:
         matches = hmac.compare_digest(presented.encode(), stored.encode())
         if row is None or not matches or row.revoke_time is not None:
             raise _token_invalid()
-        moment = now if now is not None else convert.now()
-        if row.expire_time is not None and convert.aware(row.expire_time) <= moment:
+        moment = now if now is not None else timeutil.now()
+        if row.expire_time is not None and timeutil.aware(row.expire_time) <= moment:
             raise _token_invalid()
         return token_message(row)
 
@@ -183,7 +182,7 @@ class IdentityRepository:
             if row is None:
                 raise not_found("TOKEN_NOT_FOUND", f"API token {token_id} not found")
             if row.revoke_time is None:
-                row.revoke_time = convert.now()
+                row.revoke_time = timeutil.now()
         return token_message(row)
 
 

@@ -31,6 +31,7 @@ from services.store.db.run_rows import (
     lock_run,
 )
 from services.store.db.runner import TransactionRunner
+from steward import timeutil
 from steward.common.v1 import content_pb2, usage_pb2
 from steward.errors import StewardError, failed_precondition, not_found
 from steward.store.v1 import conversation_pb2, run_event_pb2, run_pb2
@@ -196,7 +197,7 @@ class RunWriteRepository:
         state and reserves the seqs (RETURNING the new last seq), and one
         multi-row INSERT.
         """
-        created = convert.now()
+        created = timeutil.now()
 
         def work(connection: Connection) -> tuple[int, int, datetime | None]:
             if request_id is not None:
@@ -228,7 +229,7 @@ class RunWriteRepository:
         find an earlier write with the same request id, append the messages (the conversation's seq
         is advanced by one UPDATE), insert the events, update the run, record the request id.
         """
-        created = convert.now()
+        created = timeutil.now()
 
         def work(connection: Connection) -> tuple[run_pb2.Run, list[conversation_pb2.Message], int, datetime | None]:
             row = _locked_run(connection, owner_id, run_id, step.epoch, step.request_id)
@@ -265,7 +266,7 @@ class RunWriteRepository:
             row = await lock_run(session, owner_id, run_id)
             if row.state in TERMINAL_STATES:
                 return convert.run_message(row)
-            now = convert.now()
+            now = timeutil.now()
             row.cancel_requested = True
             row.update_time = now
             if row.state in (run_pb2.RUN_STATE_QUEUED, run_pb2.RUN_STATE_PAUSED):
