@@ -22,6 +22,7 @@ from services.confirm.db.executions import ExecutionRepository
 from services.confirm.db.feed import FeedRepository
 from services.confirm.db.migrate import upgrade_to_head
 from services.confirm.db.publish import NOTIFY_CHANNEL
+from services.confirm.decisions import judge
 from services.confirm.notifier import FeedNotifier
 from services.confirm.servicer import ConfirmationServicer, Policy, Repositories
 from services.confirm.settings import ConfirmSettings
@@ -81,7 +82,7 @@ async def create_server(settings: CommonSettings, address: str) -> GrpcServer:
     servicer = ConfirmationServicer(
         Repositories(
             confirmations=confirmations,
-            decisions=DecisionRepository(database),
+            decisions=DecisionRepository(database, judge),
             feed=feed,
             executions=ExecutionRepository(database),
             audit=AuditRepository(database),

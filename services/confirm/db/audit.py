@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.confirm import convert
+from services.confirm.db import convert
 from services.confirm.db.database import Database
 from services.confirm.db.models import AuditEventRow, ConfirmationRow
 from steward import paging

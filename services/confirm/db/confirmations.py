@@ -10,8 +10,7 @@ import grpc
 from sqlalchemy import Select, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.confirm import convert
-from services.confirm.db import audit
+from services.confirm.db import audit, convert
 from services.confirm.db.database import Database
 from services.confirm.db.fencing import lock_fenced, lock_run
 from services.confirm.db.models import ConfirmationRow

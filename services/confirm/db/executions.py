@@ -14,8 +14,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.confirm import convert
-from services.confirm.db import audit
+from services.confirm.db import audit, convert
 from services.confirm.db.confirmations import confirmation_not_found
 from services.confirm.db.database import Database
 from services.confirm.db.fencing import lock_fenced

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, func, select
 
-from services.confirm import convert
+from services.confirm.db import convert
 from services.confirm.db.confirmations import confirmation_not_found
 from services.confirm.db.database import Database
 from services.confirm.db.fencing import lock_fenced

@@ -9,6 +9,7 @@ cursor has already been able to see every smaller one. On Postgres the same tran
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -17,10 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.confirm.db import audit
 from services.confirm.db.models import FEED_HEAD_ID, ConfirmationRow, FeedEntryRow, FeedHeadRow
-from services.confirm.decisions import EXPIRED_DECISION_JSON, EXPIRED_REASON
 from steward import timeutil
 from steward.confirm.v1 import audit_event_pb2, confirmation_pb2
 
+# The decision recorded when a confirmation expires (SURFACE_SYSTEM, no decider).
+EXPIRED_REASON = "expired"
+EXPIRED_DECISION_JSON = json.dumps({"outcome": "reject", "reason": EXPIRED_REASON}, separators=(",", ":"))
 # Postgres channel on which every confirm replica hears that the feed grew.
 NOTIFY_CHANNEL = "steward_confirm_decisions"
 PENDING = confirmation_pb2.CONFIRMATION_STATE_PENDING

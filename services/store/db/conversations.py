@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.store import convert
+from services.store.db import convert
 from services.store.db.agents import require_agent
 from services.store.db.models import ConversationRow, MessageRow
 from services.store.db.runner import TransactionRunner

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.store import convert
+from services.store.db import convert
 from services.store.db.models import RunRow
 from services.store.db.run_rows import TERMINAL_STATES, lock_fenced, lock_run
 from steward import timeutil

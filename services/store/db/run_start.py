@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from sqlalchemy import Connection, bindparam, insert, or_, select
 
-from services.store import convert
+from services.store.db import convert
 from services.store.db.agents import agent_message
 from services.store.db.conversations import append_messages
 from services.store.db.models import AgentRow, ConversationRow, MessageRow, RunRow

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Row, and_, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.store import convert
+from services.store.db import convert
 from services.store.db.conversations import append_messages, earlier_messages
 from services.store.db.models import RunEventRow, RunRow, RunWriteRow
 from services.store.db.run_rows import (

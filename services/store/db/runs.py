@@ -9,7 +9,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.store import convert
+from services.store.db import convert
 from services.store.db.models import RunEventRow, RunRow
 from services.store.db.run_rows import TERMINAL_STATES, event_message
 from services.store.db.run_start import NewRun, Started, create_run
