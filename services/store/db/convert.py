@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -44,6 +45,11 @@ def message_message(row: MessageRow | Row[Any]) -> conversation_pb2.Message:
         run_id=row.run_id,
         create_time=timestamp(row.create_time),
     )
+
+
+def run_from_columns(values: Mapping[str, Any]) -> run_pb2.Run:
+    """A run from the plain values of its columns (a row being written, before any read-back)."""
+    return run_message(SimpleNamespace(**values))
 
 
 def run_message(row: RunRow | Row[Any] | SimpleNamespace) -> run_pb2.Run:

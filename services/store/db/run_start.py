@@ -12,7 +12,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -186,4 +185,4 @@ def create_run(connection: Connection, owner_id: str, new: NewRun) -> Started:
     message = None
     if new.input_message is not None:
         (message,) = append_messages(connection, owner_id, conversation_id, [new.input_message], new.run_id, created)
-    return Started(convert.run_message(SimpleNamespace(**values)), False, message, agent)
+    return Started(convert.run_from_columns(values), False, message, agent)

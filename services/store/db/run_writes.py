@@ -11,7 +11,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -247,7 +246,7 @@ class RunWriteRepository:
             seqs = (row.last_event_seq + 1, values["last_event_seq"])
             _record_write(connection, run_id, step.request_id, seqs, [m.id for m in messages], created)
             announce_sync(connection, run_id)
-            run = convert.run_message(SimpleNamespace(**{**row._mapping, **values}))  # earlier_* go unread
+            run = convert.run_from_columns({**row._mapping, **values})  # earlier_* go unread
             return run, messages, values["last_event_seq"], created
 
         try:
