@@ -33,6 +33,7 @@ import hashlib
 import os
 import weakref
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from logging.config import fileConfig
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,48 @@ async def upgrade_to_head(engine: AsyncEngine, config: Config, *, lock_key: int)
     await run_migration(engine, upgrade, lock_key=lock_key)
 
 
+@dataclass(frozen=True)
+class ServiceMigrations:
+    """One service's migrations: its Alembic environment, version table, lock and default SQLite file.
+
+    A service's db/migrate.py makes one and exports its methods; its Alembic env.py calls `run_env`.
+    """
+
+    ini_path: Path
+    metadata: MetaData
+    sqlite_file: str
+    version_table: str = "alembic_version"
+    lock_key: int | None = None  # default: derived from the version table (advisory_lock_key)
+
+    @property
+    def postgres_lock_key(self) -> int:
+        return advisory_lock_key(self.version_table) if self.lock_key is None else self.lock_key
+
+    def include_name(self) -> IncludeNameFn:
+        return include_only(self.metadata)
+
+    def alembic_config(self, url: str | None = None) -> Config:
+        """The service's Alembic configuration; `url` (if given) is the database the command line migrates."""
+        return alembic_config(self.ini_path, url)
+
+    async def run_migration(self, engine: AsyncEngine, operation: Callable[[Connection], None]) -> None:
+        """Run `operation` on one connection of `engine`, in one transaction committed only on success."""
+        await run_migration(engine, operation, lock_key=self.postgres_lock_key)
+
+    async def upgrade_to_head(self, engine: AsyncEngine) -> None:
+        """Bring the database behind `engine` to the newest revision (a no-op when it is there)."""
+        await upgrade_to_head(engine, self.alembic_config(), lock_key=self.postgres_lock_key)
+
+    def run_env(self) -> None:
+        """The body of the service's Alembic env.py."""
+        run_env(
+            metadata=self.metadata,
+            run_migration=self.run_migration,
+            sqlite_file=self.sqlite_file,
+            version_table=self.version_table,
+        )
+
+
 def _turn() -> asyncio.Lock:
     """This event loop's migration lock: Alembic's proxies allow one migration at a time per process."""
     loop = asyncio.get_running_loop()
@@ -140,7 +183,7 @@ def run_env(
     """The body of a service's Alembic `env.py`, for the three ways migrations run:
 
     - in-process (service start-up, tests): the caller shares an open sync connection through
-      `config.attributes["connection"]` and owns its transaction (the service's migrate.py);
+      `config.attributes["connection"]` and owns its transaction (`ServiceMigrations`);
     - the `alembic` command line: an engine is made for `sqlalchemy.url`, else
       STEWARD_DATABASE_URL, else the SQLite file <STEWARD_DATA_DIR or data>/`sqlite_file`, and
       migrated through `run_migration` (the same locks and SQLite precautions as start-up);

@@ -13,7 +13,6 @@ allows, a decision is also checked for the contract's shape after validation.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -24,10 +23,12 @@ from jsonschema.validators import validator_for
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 
-from services.confirm.validation import MAX_REASON_LENGTH, NUL, json_object
+from services.confirm.db.decide import DecideRequest, Decision, Verdict
+from services.confirm.db.models import ConfirmationRow
+from services.confirm.validation import CALLER_SURFACES, MAX_REASON_LENGTH, NUL, json_object
 from steward import canonical
 from steward.confirm.v1 import confirmation_pb2
-from steward.errors import StewardError, invalid_argument
+from steward.errors import StewardError, failed_precondition, invalid_argument
 
 MAX_SCHEMA_LENGTH = 64 * 1024
 MAX_DECISION_LENGTH = 256 * 1024
@@ -47,20 +48,6 @@ DEFAULT_DECISION_SCHEMA: dict[str, Any] = {
 }
 DEFAULT_DECISION_SCHEMA_JSON = json.dumps(DEFAULT_DECISION_SCHEMA, separators=(",", ":"))
 OUTCOMES = {"approve": confirmation_pb2.DECISION_OUTCOME_APPROVE, "reject": confirmation_pb2.DECISION_OUTCOME_REJECT}
-# The decision recorded when a confirmation expires (SURFACE_SYSTEM, no decider).
-EXPIRED_REASON = "expired"
-EXPIRED_DECISION_JSON = json.dumps({"outcome": "reject", "reason": EXPIRED_REASON}, separators=(",", ":"))
-
-
-@dataclass(frozen=True)
-class Decision:
-    """A decision that passed its schema."""
-
-    outcome: confirmation_pb2.DecisionOutcome.ValueType
-    reason: str
-    # The edited arguments in canonical form, and their hash; empty when the arguments were not edited.
-    edited_arguments_json: str
-    edited_arguments_hash: str
 
 
 def decision_schema(text: str) -> str:
@@ -195,3 +182,37 @@ def _invalid(message: str) -> StewardError:
 
 def _short(text: str) -> str:
     return text if len(text) <= _MESSAGE_LENGTH else text[: _MESSAGE_LENGTH - 1] + "…"
+
+
+def judge(row: ConfirmationRow, request: DecideRequest) -> Verdict:
+    """The contract's checks, in its order, on a confirmation that exists and is the caller's."""
+    state = row.state
+    if state == confirmation_pb2.CONFIRMATION_STATE_EXPIRED:
+        return _refuse(request, failed_precondition("CONFIRMATION_EXPIRED", f"confirmation {row.id} expired"))
+    if state == confirmation_pb2.CONFIRMATION_STATE_CANCELLED:
+        message = f"the run of confirmation {row.id} has ended"
+        return _refuse(request, failed_precondition("RUN_STATE_CONFLICT", message))
+    if state != confirmation_pb2.CONFIRMATION_STATE_PENDING:
+        if row.decided_by == request.decider and same_decision(row.decision_json, request.decision_json):
+            return Verdict()
+        message = f"confirmation {row.id} was already decided"
+        return _refuse(request, failed_precondition("CONFIRMATION_ALREADY_DECIDED", message))
+    if request.expected_arguments_hash and request.expected_arguments_hash != row.arguments_hash:
+        message = "the arguments changed since they were shown"
+        return _refuse(request, failed_precondition("ARGUMENTS_MISMATCH", message))
+    try:
+        decision = parse_decision(row.decision_schema_json, request.decision_json)
+        if decision.edited_arguments_json and row.kind == confirmation_pb2.CONFIRMATION_KIND_OUTCOME_UNKNOWN:
+            raise edits_refused()
+        check_edited_arguments(row.arguments_schema_json, decision)
+    except StewardError as refused:
+        return _refuse(request, refused)
+    if request.surface not in CALLER_SURFACES:
+        return _refuse(request, invalid_argument("surface", "surface must name where the decision was made"))
+    return Verdict(decision=decision)
+
+
+def _refuse(request: DecideRequest, refusal: StewardError) -> Verdict:
+    # The refusal's audit event names the caller's surface only when it is one a caller may name.
+    surface = request.surface if request.surface in CALLER_SURFACES else confirmation_pb2.SURFACE_UNSPECIFIED
+    return Verdict(refusal, surface=surface)

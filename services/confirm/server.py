@@ -21,15 +21,17 @@ from services.confirm.db.decide import DecisionRepository
 from services.confirm.db.executions import ExecutionRepository
 from services.confirm.db.feed import FeedRepository
 from services.confirm.db.migrate import upgrade_to_head
+from services.confirm.db.publish import NOTIFY_CHANNEL
+from services.confirm.decisions import judge
 from services.confirm.notifier import FeedNotifier
 from services.confirm.servicer import ConfirmationServicer, Policy, Repositories
 from services.confirm.settings import ConfirmSettings
 from services.confirm.sweeper import sweep_forever
-from services.confirm.wakeups import PostgresWakeups, asyncpg_dsn
 from steward.auth import verifier_for
 from steward.confirm.v1 import confirm_service_pb2 as pb
 from steward.confirm.v1 import confirm_service_pb2_grpc as pb_grpc
 from steward.db import create_engine
+from steward.pg_wakeups import PostgresWakeups, asyncpg_dsn
 from steward.rpc.server import GrpcServer, registration, serve_main, start_grpc_server
 from steward.settings import CommonSettings
 
@@ -62,7 +64,17 @@ async def create_server(settings: CommonSettings, address: str) -> GrpcServer:
     await upgrade_to_head(engine)
     notifier = FeedNotifier()
     database = open_database(engine, notifier)
-    wakeups = PostgresWakeups(asyncpg_dsn(url), notifier) if engine.dialect.name == "postgresql" else None
+    wakeups = None
+    if engine.dialect.name == "postgresql":
+        # Decisions committed while no one listened: each (re)connection lets the streams re-read.
+        wakeups = PostgresWakeups(
+            asyncpg_dsn(url),
+            NOTIFY_CHANNEL,
+            lambda _payload: notifier.notify(),
+            name="confirm",
+            log_prefix="confirm_wakeups",
+            on_listen=notifier.notify,
+        )
     if wakeups is not None:
         await wakeups.start()
     confirmations = ConfirmationRepository(database)
@@ -70,7 +82,7 @@ async def create_server(settings: CommonSettings, address: str) -> GrpcServer:
     servicer = ConfirmationServicer(
         Repositories(
             confirmations=confirmations,
-            decisions=DecisionRepository(database),
+            decisions=DecisionRepository(database, judge),
             feed=feed,
             executions=ExecutionRepository(database),
             audit=AuditRepository(database),

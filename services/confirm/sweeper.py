@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import structlog
 
-from services.confirm import convert
 from services.confirm.db.confirmations import ConfirmationRepository
 from services.confirm.db.feed import FeedRepository
+from steward import timeutil
 
 log = structlog.get_logger(__name__)
 
@@ -20,7 +20,7 @@ async def sweep_once(confirmations: ConfirmationRepository, feed: FeedRepository
     expired = await confirmations.expire_overdue()
     if expired:
         log.info("confirmations_expired", count=expired)
-    trimmed = await feed.prune(convert.now() - retention)
+    trimmed = await feed.prune(timeutil.now() - retention)
     if trimmed:
         log.info("decision_feed_trimmed", entries=trimmed)
 

@@ -15,7 +15,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import grpc
 from sqlalchemy import delete, select
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.provider.db.models import BudgetRow, ReservationRow
 from services.provider.usage_writer import UsageWriter
+from steward import timeutil
 from steward.common.v1 import usage_pb2
 from steward.errors import StewardError
 from steward.provider.v1 import budget_pb2, usage_record_pb2
@@ -53,7 +54,7 @@ def _period_start(period: int, now: datetime) -> datetime:
 def _roll(budget: BudgetRow, now: datetime) -> None:
     """Start a new period if the budget's period has passed (reservations carry over)."""
     start = _period_start(budget.period, now)
-    if _aware(budget.period_start_time) < start:
+    if timeutil.aware(budget.period_start_time) < start:
         budget.period_start_time = start
         budget.spent_micros = 0
 
@@ -123,7 +124,7 @@ class Metering:
                 "cache_read_input_tokens": usage.cache_read_input_tokens,
                 "cache_write_input_tokens": usage.cache_write_input_tokens,
                 "cost_micros": usage.cost_micros,
-                "create_time": datetime.now(UTC),
+                "create_time": timeutil.now(),
             }
         )
 
@@ -149,7 +150,7 @@ class Metering:
         if not await self._has_budgets(attempt.owner_id):
             return None
         async with self._sessions() as session, session.begin():
-            now = datetime.now(UTC)
+            now = timeutil.now()
             budgets = await self._applicable(session, attempt)
             if not budgets:
                 return None
@@ -181,7 +182,7 @@ class Metering:
         if reservation_id is None and not await self._has_budgets(attempt.owner_id):
             return
         async with self._sessions() as session, session.begin():
-            now = datetime.now(UTC)
+            now = timeutil.now()
             held = 0
             if reservation_id is not None:
                 reservation = await session.get(ReservationRow, reservation_id, with_for_update=True)
@@ -197,7 +198,7 @@ class Metering:
     async def expire_reservations(self) -> int:
         """Release reservations whose process died before settling them."""
         async with self._sessions() as session, session.begin():
-            now = datetime.now(UTC)
+            now = timeutil.now()
             expired = (
                 await session.scalars(select(ReservationRow).where(ReservationRow.expire_time < now).with_for_update())
             ).all()
@@ -215,7 +216,7 @@ class Metering:
         """Create or replace the owner's budget for one scope (its spend in the period is kept)."""
         self._budgetless.pop(owner_id, None)
         async with self._sessions() as session, session.begin():
-            now = datetime.now(UTC)
+            now = timeutil.now()
             row = await session.scalar(
                 select(BudgetRow)
                 .where(BudgetRow.owner_id == owner_id, BudgetRow.scope == scope, BudgetRow.scope_id == scope_id)
@@ -255,7 +256,7 @@ class Metering:
             )
         if row is None:
             return budget_pb2.Budget(scope=scope, scope_id=scope_id)  # type: ignore[arg-type]
-        _roll(row, datetime.now(UTC))
+        _roll(row, timeutil.now())
         return budget_message(row)
 
 
@@ -268,10 +269,6 @@ def budget_message(row: BudgetRow) -> budget_pb2.Budget:
         spent_micros=row.spent_micros,
         reserved_micros=row.reserved_micros,
     )
-    budget.period_start_time.FromDatetime(_aware(row.period_start_time))
-    budget.update_time.FromDatetime(_aware(row.update_time))
+    budget.period_start_time.FromDatetime(timeutil.aware(row.period_start_time))
+    budget.update_time.FromDatetime(timeutil.aware(row.update_time))
     return budget
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

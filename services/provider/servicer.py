@@ -16,7 +16,8 @@ from services.provider.generate import Generator
 from services.provider.keys.base import KeyStore, StoredKey
 from services.provider.metering import Metering
 from services.provider.routes import Routes
-from services.provider.usage import UsageQueries, page_offset, page_size
+from services.provider.usage import UsageQueries, page_size
+from steward import paging
 from steward.auth import Principal, current_principal, require_service, require_user
 from steward.errors import invalid_argument
 from steward.provider.v1 import budget_pb2, key_pb2, model_route_pb2
@@ -29,6 +30,7 @@ MAX_MESSAGES = 10_000
 MAX_OUTPUT_TOKENS = 200_000
 DEFAULT_MAX_TOKENS = 1024
 MAX_BUDGET_MICROS = 10**15
+_KEYS_KIND = "keys.1"
 _SCOPE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
@@ -156,10 +158,12 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
     async def ListKeys(self, request: pb.ListKeysRequest, context: Context) -> pb.ListKeysResponse:
         principal = current_principal()
         owner = INSTANCE_OWNER if principal.is_service else principal.user_id
-        keys = await self._keys.list(owner)
-        offset, size = page_offset(request.page_token), page_size(request.page_size)
-        window = keys[offset : offset + size]
-        next_token = str(offset + size) if offset + size < len(keys) else ""
+        # Key stores list by provider, and an owner has one key per provider: the provider is the keyset.
+        after = paging.decode(request.page_token, _KEYS_KIND, (str,))
+        size = page_size(request.page_size)
+        keys = [key for key in await self._keys.list(owner) if after is None or key.provider > after[0]]
+        window = keys[:size]
+        next_token = paging.encode(_KEYS_KIND, (window[-1].provider,)) if len(keys) > size else ""
         return pb.ListKeysResponse(keys=[_key_message(k) for k in window], next_page_token=next_token)
 
     async def GetBudget(self, request: pb.GetBudgetRequest, context: Context) -> pb.GetBudgetResponse:

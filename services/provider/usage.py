@@ -9,6 +9,7 @@ from sqlalchemy import Select, String, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.provider.db.models import UsageRecordRow
+from steward import paging, timeutil
 from steward.common.v1 import usage_pb2
 from steward.errors import invalid_argument
 from steward.provider.v1 import provider_service_pb2 as pb
@@ -24,16 +25,9 @@ def page_size(value: int) -> int:
     return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
-def page_offset(token: str) -> int:
-    if not token:
-        return 0
-    if not token.isdecimal() or len(token) > 12:
-        raise invalid_argument("page_token", "page_token is not one this service issued")
-    return int(token)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+_RECORD_ORDER = paging.Keyset(
+    "usage-records.1", (UsageRecordRow.create_time, UsageRecordRow.id), (False, False), (datetime, str)
+)
 
 
 def _filtered(query: Select[Any], owner_id: str, run_id: str, agent_id: str, start: Any, end: Any) -> Select[Any]:
@@ -72,7 +66,7 @@ def record_message(row: UsageRecordRow) -> usage_record_pb2.UsageRecord:
             cost_micros=row.cost_micros,
         ),
     )
-    record.create_time.FromDatetime(_aware(row.create_time))
+    record.create_time.FromDatetime(timeutil.aware(row.create_time))
     return record
 
 
@@ -83,14 +77,12 @@ class UsageQueries:
     async def records(
         self, owner_id: str, request: pb.ListUsageRecordsRequest
     ) -> tuple[list[usage_record_pb2.UsageRecord], str]:
-        offset, size = page_offset(request.page_token), page_size(request.page_size)
+        size = page_size(request.page_size)
         query = _filtered(
             select(UsageRecordRow), owner_id, request.run_id, request.agent_id, request.start_time, request.end_time
-        ).order_by(UsageRecordRow.create_time, UsageRecordRow.id)
+        )
         async with self._sessions() as session:
-            rows = (await session.scalars(query.offset(offset).limit(size + 1))).all()
-        next_token = str(offset + size) if len(rows) > size else ""
-        return [record_message(row) for row in rows[:size]], next_token
+            return await paging.read_page(session, query, _RECORD_ORDER, request.page_token, size, record_message)
 
     async def summarize(
         self, owner_id: str, request: pb.SummarizeUsageRequest
@@ -107,6 +99,9 @@ class UsageQueries:
             # Times are stored in UTC; the first ten characters of their text are the day.
             columns["day"] = func.substr(cast(UsageRecordRow.create_time, String), 1, 10)
         keys = list(columns.values())
+        # Each group's key is unique among the groups: it is the whole keyset, and the grouping names the list.
+        kind = "usage-summaries.1:" + ",".join(columns)
+        after = paging.decode(request.page_token, kind, [str] * len(keys))
         sums = [
             func.count(),
             func.sum(UsageRecordRow.input_tokens),
@@ -118,11 +113,13 @@ class UsageQueries:
         query = _filtered(
             select(*keys, *sums), owner_id, request.run_id, request.agent_id, request.start_time, request.end_time
         )
+        if after is not None:
+            query = query.where(paging.after_key(keys, [False] * len(keys), after))
         if keys:
             query = query.group_by(*keys).order_by(*keys)
-        offset, size = page_offset(request.page_token), page_size(request.page_size)
+        size = page_size(request.page_size)
         async with self._sessions() as session:
-            rows = (await session.execute(query.offset(offset).limit(size + 1))).all()
+            rows = (await session.execute(query.limit(size + 1))).all()
         summaries = []
         for row in rows[:size]:
             values = dict(zip(columns, row[: len(keys)], strict=True))
@@ -143,5 +140,5 @@ class UsageQueries:
                     ),
                 )
             )
-        next_token = str(offset + size) if len(rows) > size else ""
-        return summaries, next_token
+        last = [str(part) for part in rows[size - 1][: len(keys)]] if len(rows) > size else None
+        return summaries, "" if last is None else paging.encode(kind, last)

@@ -125,9 +125,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
 
     async def ListAgents(self, request: pb.ListAgentsRequest, context: Context) -> pb.ListAgentsResponse:
         owner = require_user().user_id
-        agents, next_token = await self._agents.list_agents(
-            owner, v.page_offset(request.page_token), v.page_size(request.page_size)
-        )
+        agents, next_token = await self._agents.list_agents(owner, request.page_token, v.page_size(request.page_size))
         return pb.ListAgentsResponse(agents=agents, next_page_token=next_token)
 
     async def UpdateAgent(self, request: pb.UpdateAgentRequest, context: Context) -> pb.UpdateAgentResponse:

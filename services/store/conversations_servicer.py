@@ -40,7 +40,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         self, request: pb.ListConversationsRequest, context: Context
     ) -> pb.ListConversationsResponse:
         items, next_token = await self._conversations.list_conversations(
-            current_principal().user_id, v.page_offset(request.page_token), v.page_size(request.page_size)
+            current_principal().user_id, request.page_token, v.page_size(request.page_size)
         )
         return pb.ListConversationsResponse(conversations=items, next_page_token=next_token)
 
@@ -63,7 +63,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         items, next_token = await self._conversations.list_messages(
             current_principal().user_id,
             v.require_id(request.conversation_id, "conversation_id"),
-            v.page_offset(request.page_token),
+            request.page_token,
             v.page_size(request.page_size, default=100, maximum=1000),
         )
         return pb.ListMessagesResponse(messages=items, next_page_token=next_token)

@@ -82,9 +82,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
 
     async def ListApiTokens(self, request: pb.ListApiTokensRequest, context: Context) -> pb.ListApiTokensResponse:
         owner = require_user().user_id
-        tokens, next_token = await self._identity.list_tokens(
-            owner, v.page_offset(request.page_token), v.page_size(request.page_size)
-        )
+        tokens, next_token = await self._identity.list_tokens(owner, request.page_token, v.page_size(request.page_size))
         return pb.ListApiTokensResponse(tokens=tokens, next_page_token=next_token)
 
     async def RevokeApiToken(self, request: pb.RevokeApiTokenRequest, context: Context) -> pb.RevokeApiTokenResponse:

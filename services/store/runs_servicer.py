@@ -12,7 +12,6 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from services.store import validation as v
-from services.store.convert import timestamp
 from services.store.db.leases import LeaseRepository
 from services.store.db.run_rows import TERMINAL_EVENT_KINDS
 from services.store.db.run_start import NewRun
@@ -24,6 +23,7 @@ from steward.errors import invalid_argument
 from steward.store.v1 import run_event_pb2
 from steward.store.v1 import store_service_pb2 as pb
 from steward.store.v1 import store_service_pb2_grpc as pb_grpc
+from steward.timeutil import timestamp
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -120,7 +120,7 @@ class RunServicer(pb_grpc.RunServiceServicer):
         items, next_token = await self._runs.list_runs(
             current_principal().user_id,
             v.plain_text(request.conversation_id, "conversation_id", v.MAX_ID_LENGTH),
-            v.page_offset(request.page_token),
+            request.page_token,
             v.page_size(request.page_size),
         )
         return pb.ListRunsResponse(runs=items, next_page_token=next_token)

@@ -9,13 +9,13 @@ from datetime import timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.store import convert
 from services.store.agents_servicer import agents_servicer
 from services.store.conversations_servicer import ConversationServicer
 from services.store.db.conversations import ConversationRepository
 from services.store.db.engine import create_engine, create_schema, create_sessionmaker
 from services.store.db.leases import LeaseRepository
 from services.store.db.retention import RetentionRepository
+from services.store.db.run_rows import NOTIFY_CHANNEL
 from services.store.db.run_writes import RunWriteRepository
 from services.store.db.runner import TransactionRunner
 from services.store.db.runs import RunRepository
@@ -23,8 +23,9 @@ from services.store.identity_servicer import identity_servicer
 from services.store.notifier import EventNotifier
 from services.store.runs_servicer import RunServicer
 from services.store.settings import StoreSettings
-from services.store.wakeups import PostgresWakeups, asyncpg_dsn
+from steward import timeutil
 from steward.auth import verifier_for
+from steward.pg_wakeups import PostgresWakeups, asyncpg_dsn
 from steward.rpc.server import GrpcServer, registration, serve_main, start_grpc_server
 from steward.store.v1 import store_service_pb2 as pb
 from steward.store.v1 import store_service_pb2_grpc as pb_grpc
@@ -37,7 +38,7 @@ async def _retention_loop(sessions: async_sessionmaker[AsyncSession], settings: 
     retention = RetentionRepository(sessions)
     while True:
         try:
-            compacted = await retention.compact(convert.now() - timedelta(days=settings.retention_days))
+            compacted = await retention.compact(timeutil.now() - timedelta(days=settings.retention_days))
             if compacted:
                 log.info("runs_compacted", runs=compacted)
         except Exception:
@@ -53,7 +54,9 @@ async def create_server(settings: StoreSettings, address: str) -> GrpcServer:
     sessions = create_sessionmaker(engine)
     runner = TransactionRunner(engine)
     notifier = EventNotifier()
-    wakeups = PostgresWakeups(asyncpg_dsn(url), notifier) if engine.dialect.name == "postgresql" else None
+    wakeups = None
+    if engine.dialect.name == "postgresql":
+        wakeups = PostgresWakeups(asyncpg_dsn(url), NOTIFY_CHANNEL, notifier.notify, name="store")
     if wakeups is not None:
         await wakeups.start()
     conversations = ConversationServicer(ConversationRepository(sessions, runner))

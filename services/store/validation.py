@@ -61,15 +61,6 @@ def page_size(value: int, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_P
     return min(value or default, maximum)
 
 
-def page_offset(token: str) -> int:
-    """Page tokens are opaque to clients; here they are a decimal offset."""
-    if not token:
-        return 0
-    if not token.isdecimal() or len(token) > 12:
-        raise invalid_argument("page_token", "page_token is not one this service issued")
-    return int(token)
-
-
 def chat_message(message: content_pb2.ChatMessage, field: str) -> content_pb2.ChatMessage:
     """A message with a role and at least one content block."""
     if message.role == content_pb2.ROLE_UNSPECIFIED:

@@ -11,11 +11,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.confirm import convert
 from services.confirm.db.database import open_database
 from services.confirm.db.feed import FeedRepository
 from services.confirm.notifier import FeedNotifier
 from services.confirm.server import create_server
+from steward import timeutil
 from steward.confirm.v1 import confirm_service_pb2 as pb
 from steward.confirm.v1 import confirmation_pb2 as c
 from steward.db import create_engine
@@ -115,7 +115,7 @@ async def test_a_cursor_older_than_the_retained_feed_is_expired(fresh_confirm: F
         engine = create_engine(confirm.database_url)
         try:
             trimmed = await FeedRepository(open_database(engine, FeedNotifier())).prune(
-                convert.now() + timedelta(minutes=1)
+                timeutil.now() + timedelta(minutes=1)
             )
         finally:
             await engine.dispose()

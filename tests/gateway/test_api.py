@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from services.store import convert
 from services.store.db.engine import create_engine, create_sessionmaker
 from services.store.db.retention import RetentionRepository
+from steward.timeutil import now
 from tests.support.gateway_http import answer, raw_request, refusal
 from tests.support.sse import SseEvent, parse_sse, read_sse
 from tests.support.stack import Stack, runtime_confirmation
@@ -184,7 +184,7 @@ async def test_an_expired_cursor_is_410_before_the_stream_starts(
     # Every other run that ended before then is compacted too; no other test reads an old run's log.
     engine = create_engine(f"sqlite+aiosqlite:///{(stack.data_dir / 'steward.db').resolve()}")
     try:
-        assert await RetentionRepository(create_sessionmaker(engine)).compact(convert.now() + timedelta(seconds=1)) >= 1
+        assert await RetentionRepository(create_sessionmaker(engine)).compact(now() + timedelta(seconds=1)) >= 1
     finally:
         await engine.dispose()
     run = await answer(await gateway.get(f"/api/v1/runs/{created['run']['id']}", headers=auth), 200)

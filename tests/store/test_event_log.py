@@ -10,9 +10,9 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from services.store import convert
 from services.store.db.retention import RetentionRepository
 from services.store.server import create_server
+from steward import timeutil
 from steward.common.v1 import content_pb2
 from steward.errors import from_rpc_error
 from steward.store.v1 import run_event_pb2 as ev
@@ -199,8 +199,8 @@ async def test_retention_compacts_deltas_and_expires_older_cursors(store: StoreU
     )
     async with direct_sessions(store) as sessions:
         retention = RetentionRepository(sessions)
-        assert await retention.compact(convert.now() - timedelta(days=1)) == 0  # ended too recently
-        assert await retention.compact(convert.now() + timedelta(seconds=1)) >= 1
+        assert await retention.compact(timeutil.now() - timedelta(days=1)) == 0  # ended too recently
+        assert await retention.compact(timeutil.now() + timedelta(seconds=1)) >= 1
     run = (await store.runs.GetRun(pb.GetRunRequest(id=run_id), metadata=user)).run
     assert run.compacted_through_seq == 3
     for cursor in (0, 2):

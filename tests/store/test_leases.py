@@ -10,13 +10,13 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from sqlalchemy import update
 
-from services.store import convert
 from services.store.db.models import RunRow
 from steward.common.v1 import content_pb2
 from steward.errors import from_rpc_error
 from steward.store.v1 import run_event_pb2 as ev
 from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as pb
+from steward.timeutil import now
 from tests.store.conftest import Metadata, StoreUnderTest, direct_sessions
 
 TTL = Duration(seconds=60)
@@ -91,7 +91,7 @@ async def test_an_expired_lease_is_claimable_and_its_old_holder_is_fenced(store:
     old = (await store.runs.ClaimRun(pb.ClaimRunRequest(id=run_id, holder="old", lease_ttl=TTL), metadata=user)).run
     async with direct_sessions(store) as sessions, sessions() as session, session.begin():  # the lease runs out
         await session.execute(
-            update(RunRow).where(RunRow.id == run_id).values(lease_expire_time=convert.now() - timedelta(seconds=1))
+            update(RunRow).where(RunRow.id == run_id).values(lease_expire_time=now() - timedelta(seconds=1))
         )
     new = (await store.runs.ClaimRun(pb.ClaimRunRequest(id=run_id, holder="new", lease_ttl=TTL), metadata=user)).run
     assert new.lease_epoch == old.lease_epoch + 1
@@ -101,7 +101,7 @@ async def test_an_expired_lease_is_claimable_and_its_old_holder_is_fenced(store:
     beat = pb.HeartbeatRunRequest(id=run_id, lease_epoch=old.lease_epoch, lease_ttl=TTL)
     assert await _reason(store.runs.HeartbeatRun(beat, metadata=user)) == "LEASE_LOST"
     fresh = pb.HeartbeatRunRequest(id=run_id, lease_epoch=new.lease_epoch, lease_ttl=TTL)
-    assert (await store.runs.HeartbeatRun(fresh, metadata=user)).lease_expire_time.ToDatetime() > convert.now().replace(
+    assert (await store.runs.HeartbeatRun(fresh, metadata=user)).lease_expire_time.ToDatetime() > now().replace(
         tzinfo=None
     )
     assert (await store.runs.GetRun(pb.GetRunRequest(id=run_id), metadata=user)).run.last_event_seq == 0

@@ -8,10 +8,14 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.confirm import convert, paging
+from services.confirm.db import convert
 from services.confirm.db.database import Database
 from services.confirm.db.models import AuditEventRow, ConfirmationRow
+from steward import paging
 from steward.confirm.v1 import audit_event_pb2, confirmation_pb2
+
+# An event's seq is unique: it is the whole key.
+_OLDEST_FIRST = paging.Keyset("audit.1", (AuditEventRow.seq,), (False,), (int,))
 
 
 def record(
@@ -48,16 +52,12 @@ class AuditRepository:
         self, user_id: str, run_id: str, confirmation_id: str, page_token: str, page_size: int
     ) -> tuple[list[audit_event_pb2.AuditEvent], str]:
         """The user's audit events, oldest first, optionally of one run or confirmation."""
-        after = paging.decode(page_token, int)
         query = select(AuditEventRow).where(AuditEventRow.user_id == user_id)
         if run_id:
             query = query.where(AuditEventRow.run_id == run_id)
         if confirmation_id:
             query = query.where(AuditEventRow.confirmation_id == confirmation_id)
-        if after is not None:
-            query = query.where(AuditEventRow.seq > after[0])
         async with self._db.reads() as session, session.begin():
-            rows = (await session.scalars(query.order_by(AuditEventRow.seq).limit(page_size + 1))).all()
-        page = rows[:page_size]
-        next_token = paging.encode(page[-1].seq) if len(rows) > page_size else ""
-        return [convert.audit_event_message(row) for row in page], next_token
+            return await paging.read_page(
+                session, query, _OLDEST_FIRST, page_token, page_size, convert.audit_event_message
+            )

@@ -7,18 +7,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import grpc
-from sqlalchemy import Select, and_, exists, or_, select
+from sqlalchemy import Select, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.confirm import convert, paging
-from services.confirm.db import audit
+from services.confirm.db import audit, convert
 from services.confirm.db.database import Database
 from services.confirm.db.fencing import lock_fenced, lock_run
 from services.confirm.db.models import ConfirmationRow
 from services.confirm.db.publish import DECIDED_STATES, PENDING, expire, expire_overdue, overdue
+from steward import paging, timeutil
 from steward.confirm.v1 import audit_event_pb2, confirmation_pb2
 from steward.errors import StewardError, failed_precondition, invalid_argument, not_found
 
+_NEWEST_FIRST = paging.Keyset(
+    "confirmations.1", (ConfirmationRow.create_time, ConfirmationRow.id), (True, True), (datetime, str)
+)
 EXPIRY_BATCH = 500
 # Who decided a write the agent's approval policy let through, and the decision recorded for it.
 POLICY = "policy"
@@ -61,7 +64,7 @@ class ConfirmationRepository:
 
     async def create(self, user_id: str, new: NewConfirmation) -> confirmation_pb2.Confirmation:
         """Store a pending confirmation and its CREATED event; a repeated request_id returns the earlier one."""
-        now = convert.now()
+        now = timeutil.now()
         expired = False
         async with self._db.writes() as session, session.begin():
             run = await lock_fenced(session, user_id, new.run_id, new.lease_epoch, now)
@@ -119,7 +122,7 @@ class ConfirmationRepository:
             row = await session.scalar(self._owned(user_id, confirmation_id))
         if row is None:
             raise confirmation_not_found(confirmation_id)
-        now = convert.now()
+        now = timeutil.now()
         if overdue(row, now):
             async with self._db.writes() as session, session.begin():
                 row = await session.scalar(self._owned(user_id, confirmation_id).with_for_update())
@@ -135,29 +138,19 @@ class ConfirmationRepository:
         self, user_id: str, states: list[int], run_id: str, page_token: str, page_size: int
     ) -> tuple[list[confirmation_pb2.Confirmation], str]:
         """The user's confirmations in `states`, newest first, after expiring the user's overdue ones."""
-        after = paging.decode(page_token, int, str)
+        _NEWEST_FIRST.after(page_token)  # a bad token is refused before anything is expired
         await self.expire_overdue(user_id)
         query = select(ConfirmationRow).where(ConfirmationRow.user_id == user_id, ConfirmationRow.state.in_(states))
         if run_id:
             query = query.where(ConfirmationRow.run_id == run_id)
-        if after is not None:
-            created, last_id = paging.from_micros(int(after[0])), str(after[1])
-            query = query.where(
-                or_(
-                    ConfirmationRow.create_time < created,
-                    and_(ConfirmationRow.create_time == created, ConfirmationRow.id < last_id),
-                )
-            )
-        query = query.order_by(ConfirmationRow.create_time.desc(), ConfirmationRow.id.desc()).limit(page_size + 1)
         async with self._db.reads() as session, session.begin():
-            rows = (await session.scalars(query)).all()
-        page = rows[:page_size]
-        next_token = paging.encode(paging.micros(page[-1].create_time), page[-1].id) if len(rows) > page_size else ""
-        return [convert.confirmation_message(row) for row in page], next_token
+            return await paging.read_page(
+                session, query, _NEWEST_FIRST, page_token, page_size, convert.confirmation_message
+            )
 
     async def expire_overdue(self, user_id: str | None = None) -> int:
         """Expire overdue confirmations (of one user, or of all); a read finds out first whether there are any."""
-        now = convert.now()
+        now = timeutil.now()
         query = select(ConfirmationRow.id).where(ConfirmationRow.state == PENDING, ConfirmationRow.expire_time <= now)
         if user_id is not None:
             query = query.where(ConfirmationRow.user_id == user_id)
@@ -176,7 +169,7 @@ class ConfirmationRepository:
 
     async def cancel(self, user_id: str, run_id: str, reason: str, actor: str) -> list[confirmation_pb2.Confirmation]:
         """End a run's confirmations: cancel the pending ones, acknowledge its unconsumed decisions."""
-        now = convert.now()
+        now = timeutil.now()
         async with self._db.writes() as session, session.begin():
             run = await lock_run(session, user_id, run_id, now)
             if not run.cancelled:

@@ -8,27 +8,37 @@ the error is raised after that commit; an unknown or foreign id commits nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.confirm import convert
-from services.confirm.db import audit
+from services.confirm.db import audit, convert
 from services.confirm.db.confirmations import confirmation_not_found
 from services.confirm.db.database import Database
 from services.confirm.db.models import ConfirmationRow
 from services.confirm.db.publish import expire, overdue, publish
-from services.confirm.decisions import Decision, check_edited_arguments, edits_refused, parse_decision, same_decision
-from services.confirm.validation import CALLER_SURFACES
+from steward import timeutil
 from steward.confirm.v1 import audit_event_pb2, confirmation_pb2
-from steward.errors import StewardError, failed_precondition, invalid_argument
+from steward.errors import StewardError
 
 _STATE_FOR = {
     confirmation_pb2.DECISION_OUTCOME_APPROVE: confirmation_pb2.CONFIRMATION_STATE_APPROVED,
     confirmation_pb2.DECISION_OUTCOME_REJECT: confirmation_pb2.CONFIRMATION_STATE_REJECTED,
 }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A decision that passed its schema."""
+
+    outcome: confirmation_pb2.DecisionOutcome.ValueType
+    reason: str
+    # The edited arguments in canonical form, and their hash; empty when the arguments were not edited.
+    edited_arguments_json: str
+    edited_arguments_hash: str
 
 
 @dataclass(frozen=True)
@@ -42,47 +52,26 @@ class DecideRequest:
 
 
 @dataclass(frozen=True)
-class _Verdict:
-    """What to do with a decision: refuse it, accept it, or answer an identical repeat."""
+class Verdict:
+    """What to do with a decision: refuse it (recording `surface`), accept it, or answer an identical repeat."""
 
     refusal: StewardError | None = None
     decision: Decision | None = None
+    surface: confirmation_pb2.Surface.ValueType = confirmation_pb2.SURFACE_UNSPECIFIED
 
 
-def judge(row: ConfirmationRow, request: DecideRequest) -> _Verdict:
-    """The contract's checks, in its order, on a confirmation that exists and is the caller's."""
-    state = row.state
-    if state == confirmation_pb2.CONFIRMATION_STATE_EXPIRED:
-        return _Verdict(failed_precondition("CONFIRMATION_EXPIRED", f"confirmation {row.id} expired"))
-    if state == confirmation_pb2.CONFIRMATION_STATE_CANCELLED:
-        return _Verdict(failed_precondition("RUN_STATE_CONFLICT", f"the run of confirmation {row.id} has ended"))
-    if state != confirmation_pb2.CONFIRMATION_STATE_PENDING:
-        if row.decided_by == request.decider and same_decision(row.decision_json, request.decision_json):
-            return _Verdict()
-        return _Verdict(
-            failed_precondition("CONFIRMATION_ALREADY_DECIDED", f"confirmation {row.id} was already decided")
-        )
-    if request.expected_arguments_hash and request.expected_arguments_hash != row.arguments_hash:
-        return _Verdict(failed_precondition("ARGUMENTS_MISMATCH", "the arguments changed since they were shown"))
-    try:
-        decision = parse_decision(row.decision_schema_json, request.decision_json)
-        if decision.edited_arguments_json and row.kind == confirmation_pb2.CONFIRMATION_KIND_OUTCOME_UNKNOWN:
-            raise edits_refused()
-        check_edited_arguments(row.arguments_schema_json, decision)
-    except StewardError as refused:
-        return _Verdict(refused)
-    if request.surface not in CALLER_SURFACES:
-        return _Verdict(invalid_argument("surface", "surface must name where the decision was made"))
-    return _Verdict(decision=decision)
+# The contract's checks on a confirmation that exists and is the caller's (services.confirm.decisions.judge).
+Judge = Callable[[ConfirmationRow, DecideRequest], Verdict]
 
 
 class DecisionRepository:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, judge: Judge) -> None:
         self._db = database
+        self._judge = judge
 
     async def decide(self, user_id: str, request: DecideRequest) -> confirmation_pb2.Confirmation:
         """Record a decision, or refuse it with only a DECISION_REFUSED event (see the module docstring)."""
-        now = convert.now()
+        now = timeutil.now()
         async with self._db.writes() as session, session.begin():
             row = await session.scalar(
                 select(ConfirmationRow)
@@ -94,9 +83,9 @@ class DecisionRepository:
             published = overdue(row, now)
             if published:
                 await expire(session, [row], now)
-            verdict = judge(row, request)
+            verdict = self._judge(row, request)
             if verdict.refusal is not None:
-                self._refused(session, row, request, verdict.refusal, now)
+                self._refused(session, row, request, verdict, now)
             elif verdict.decision is not None:
                 await self._accept(session, row, request, verdict.decision, now)
                 published = True
@@ -132,15 +121,14 @@ class DecisionRepository:
 
     @staticmethod
     def _refused(
-        session: AsyncSession, row: ConfirmationRow, request: DecideRequest, refusal: StewardError, now: datetime
+        session: AsyncSession, row: ConfirmationRow, request: DecideRequest, verdict: Verdict, now: datetime
     ) -> None:
-        surface = request.surface if request.surface in CALLER_SURFACES else confirmation_pb2.SURFACE_UNSPECIFIED
         audit.record(
             session,
             row,
             audit_event_pb2.AUDIT_EVENT_KIND_DECISION_REFUSED,
             actor=request.decider,
-            surface=surface,
-            reason=refusal.reason,
+            surface=verdict.surface,
+            reason=verdict.refusal.reason if verdict.refusal is not None else "",
             now=now,
         )

@@ -14,13 +14,12 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.confirm import convert
-from services.confirm.db import audit
+from services.confirm.db import audit, convert
 from services.confirm.db.confirmations import confirmation_not_found
 from services.confirm.db.database import Database
 from services.confirm.db.fencing import lock_fenced
 from services.confirm.db.models import ConfirmationRow, ExecutionRow
-from steward import canonical
+from steward import canonical, timeutil
 from steward.confirm.v1 import audit_event_pb2, confirmation_pb2, execution_pb2
 from steward.errors import StewardError, failed_precondition, invalid_argument, not_found
 
@@ -63,7 +62,7 @@ class ExecutionRepository:
     ) -> tuple[execution_pb2.Execution, bool]:
         """Record the approved write STARTED; an existing entry is returned as it is (created False),
         except that a higher epoch replaces its recorded one."""
-        now = convert.now()
+        now = timeutil.now()
         async with self._db.writes() as session, session.begin():
             confirmation = await self._fenced_confirmation(session, user_id, confirmation_id, lease_epoch, now)
             if confirmation.state != confirmation_pb2.CONFIRMATION_STATE_APPROVED:
@@ -96,7 +95,7 @@ class ExecutionRepository:
 
     async def finish(self, user_id: str, confirmation_id: str, finish: Finish) -> execution_pb2.Execution:
         """Move a STARTED entry to FINISHED or OUTCOME_UNKNOWN; repeating the same finish returns the entry."""
-        now = convert.now()
+        now = timeutil.now()
         async with self._db.writes() as session, session.begin():
             confirmation = await self._fenced_confirmation(session, user_id, confirmation_id, finish.lease_epoch, now)
             entry = await self._entry(session, confirmation_id)

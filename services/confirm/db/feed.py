@@ -13,15 +13,18 @@ from datetime import datetime
 
 from sqlalchemy import delete, func, select
 
-from services.confirm import convert, paging
+from services.confirm.db import convert
 from services.confirm.db.confirmations import confirmation_not_found
 from services.confirm.db.database import Database
 from services.confirm.db.fencing import lock_fenced
 from services.confirm.db.models import FEED_HEAD_ID, ConfirmationRow, FeedEntryRow, FeedHeadRow
 from services.confirm.db.publish import DECIDED_STATES
+from steward import paging, timeutil
 from steward.confirm.v1 import confirmation_pb2
 from steward.errors import StewardError, failed_precondition, internal, invalid_argument
 
+# A decision's cursor is unique (decided rows have one above 0): it is the whole key.
+_DECISION_ORDER = paging.Keyset("decided.1", (ConfirmationRow.decision_cursor,), (False,), (int,))
 _CURSOR = re.compile(r"[0-9]{1,18}")
 
 
@@ -71,27 +74,19 @@ class FeedRepository:
 
     async def list_decided(self, page_token: str, page_size: int) -> tuple[list[confirmation_pb2.Confirmation], str]:
         """Decided, unacknowledged confirmations of every user, oldest decision first."""
-        after = paging.decode(page_token, int)
-        query = (
-            select(ConfirmationRow)
-            .where(
-                ConfirmationRow.acknowledge_time.is_(None),
-                ConfirmationRow.decision_cursor > (0 if after is None else after[0]),
-                ConfirmationRow.state.in_(DECIDED_STATES),
-            )
-            .order_by(ConfirmationRow.decision_cursor)
-            .limit(page_size + 1)
+        query = select(ConfirmationRow).where(
+            ConfirmationRow.acknowledge_time.is_(None),
+            ConfirmationRow.decision_cursor > 0,
+            ConfirmationRow.state.in_(DECIDED_STATES),
         )
         async with self._db.reads() as session, session.begin():
-            rows = (await session.scalars(query)).all()
-        page = rows[:page_size]
-        last = page[-1].decision_cursor if page else None
-        next_token = paging.encode(last) if len(rows) > page_size and last is not None else ""
-        return [convert.confirmation_message(row) for row in page], next_token
+            return await paging.read_page(
+                session, query, _DECISION_ORDER, page_token, page_size, convert.confirmation_message
+            )
 
     async def acknowledge(self, user_id: str, confirmation_id: str, epoch: int) -> confirmation_pb2.Confirmation:
         """Mark a decision consumed by the run's lease holder; a repeat changes nothing."""
-        now = convert.now()
+        now = timeutil.now()
         owned = select(ConfirmationRow).where(ConfirmationRow.id == confirmation_id, ConfirmationRow.user_id == user_id)
         async with self._db.writes() as session, session.begin():
             row = await session.scalar(owned)

@@ -15,27 +15,21 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+from steward import orm
+
 FEED_HEAD_ID = 1  # the one row of confirmation_feed_head
 # An autoincrementing 64-bit key: SQLite autoincrements only INTEGER PRIMARY KEY columns.
 SEQUENCE = BigInteger().with_variant(Integer, "sqlite")
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    metadata = orm.metadata()
 
 
 class ConfirmationRow(Base):

@@ -9,18 +9,21 @@ cursor has already been able to see every smaller one. On Postgres the same tran
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.confirm import convert
 from services.confirm.db import audit
 from services.confirm.db.models import FEED_HEAD_ID, ConfirmationRow, FeedEntryRow, FeedHeadRow
-from services.confirm.decisions import EXPIRED_DECISION_JSON, EXPIRED_REASON
+from steward import timeutil
 from steward.confirm.v1 import audit_event_pb2, confirmation_pb2
 
+# The decision recorded when a confirmation expires (SURFACE_SYSTEM, no decider).
+EXPIRED_REASON = "expired"
+EXPIRED_DECISION_JSON = json.dumps({"outcome": "reject", "reason": EXPIRED_REASON}, separators=(",", ":"))
 # Postgres channel on which every confirm replica hears that the feed grew.
 NOTIFY_CHANNEL = "steward_confirm_decisions"
 PENDING = confirmation_pb2.CONFIRMATION_STATE_PENDING
@@ -54,7 +57,7 @@ async def publish(session: AsyncSession, rows: Sequence[ConfirmationRow], now: d
 
 def overdue(row: ConfirmationRow, now: datetime) -> bool:
     """True for a pending confirmation at or past its expiry."""
-    return row.state == PENDING and convert.aware(row.expire_time) <= now
+    return row.state == PENDING and timeutil.aware(row.expire_time) <= now
 
 
 async def expire(session: AsyncSession, rows: Sequence[ConfirmationRow], now: datetime) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import builtins
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 import grpc
@@ -90,15 +90,6 @@ def secrets_unavailable(detail: str) -> StewardError:
 
 def key_not_found() -> StewardError:
     return StewardError(grpc.StatusCode.NOT_FOUND, "KEY_NOT_FOUND", "no such provider key")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes: they were stored as UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def last4_of(secret: str) -> str:

@@ -35,16 +35,15 @@ from services.provider.db.models import ProviderKeyRow
 from services.provider.keys.base import (
     KeyStoreConfigError,
     StoredKey,
-    as_utc,
     key_not_found,
     last4_of,
     secrets_unavailable,
-    utc_now,
     validate_key,
     validate_owner,
     validate_provider,
 )
 from services.provider.settings import ProviderSettings
+from steward import timeutil
 from steward.db import READ_ONLY
 from steward.errors import internal
 
@@ -147,7 +146,7 @@ class EmbeddedKeyStore:
         raise AssertionError("unreachable")
 
     async def _upsert(self, owner_id: str, provider: str, label: str, secret: str) -> StoredKey:
-        now = utc_now()
+        now = timeutil.now()
         async with self._write() as session:
             query = (
                 select(ProviderKeyRow)
@@ -277,6 +276,6 @@ def _stored(row: ProviderKeyRow) -> StoredKey:
         provider=row.provider,
         label=row.label,
         last4=row.last4,
-        create_time=as_utc(row.create_time),
-        update_time=as_utc(row.update_time),
+        create_time=timeutil.aware(row.create_time),
+        update_time=timeutil.aware(row.update_time),
     )

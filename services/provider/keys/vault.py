@@ -35,12 +35,12 @@ from services.provider.keys.base import (
     key_not_found,
     last4_of,
     secrets_unavailable,
-    utc_now,
     validate_key,
     validate_owner,
     validate_provider,
 )
 from services.provider.settings import ProviderSettings
+from steward import timeutil
 from steward.errors import StewardError, internal
 
 log = structlog.get_logger(__name__)
@@ -253,7 +253,7 @@ class VaultKeyStore:
         kv = self._client.secrets.kv.v2
         for attempt in range(2):
             version, current = self._read_sync(path)
-            now = utc_now().isoformat()
+            now = timeutil.now().isoformat()
             record: Record = {
                 "id": str(current["id"]) if current and current.get("id") else str(uuid.uuid4()),
                 "label": label,

@@ -18,10 +18,9 @@ from sqlalchemy import Row, Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.store import convert
 from services.store.db.models import AgentRow
-from services.store.db.paging import page
 from services.store.db.runner import TransactionRunner
+from steward import paging, timeutil
 from steward.common.v1 import limits_pb2
 from steward.errors import StewardError, invalid_argument, not_found
 from steward.store.v1 import agent_pb2
@@ -63,8 +62,8 @@ def agent_message(row: AgentRow | Row[Any]) -> agent_pb2.Agent:
         system_prompt=row.system_prompt,
         model_route=row.model_route,
         tools=json.loads(row.tools),
-        create_time=convert.timestamp(row.create_time),
-        update_time=convert.timestamp(row.update_time),
+        create_time=timeutil.timestamp(row.create_time),
+        update_time=timeutil.timestamp(row.update_time),
     )
     if row.approval_policy:
         agent.approval_policy.CopyFrom(agent_pb2.ApprovalPolicy.FromString(row.approval_policy))
@@ -94,6 +93,7 @@ def _apply(row: AgentRow, agent: agent_pb2.Agent, paths: Sequence[str]) -> None:
             raise invalid_argument("update_mask", f"update_mask names an unknown field {path!r}")
 
 
+_BY_NAME_ORDER = paging.Keyset("agents.1", (AgentRow.name, AgentRow.id), (False, False), (str, str))
 _BY_ID = select(AgentRow.__table__).where(AgentRow.id == bindparam("key"), AgentRow.owner_id == bindparam("owner_id"))
 _BY_NAME = select(AgentRow.__table__).where(
     AgentRow.name == bindparam("key"), AgentRow.owner_id == bindparam("owner_id")
@@ -111,7 +111,7 @@ class AgentRepository:
 
     async def create(self, owner_id: str, agent: agent_pb2.Agent, request_id: str | None) -> agent_pb2.Agent:
         """A new agent; a retry with the same request_id returns the first agent as it is now."""
-        created = convert.now()
+        created = timeutil.now()
         row = AgentRow(id=str(uuid.uuid4()), owner_id=owner_id, request_id=request_id, create_time=created)
         _apply(row, agent, MUTABLE_FIELDS)
         row.update_time = created
@@ -148,16 +148,11 @@ class AgentRepository:
             raise not_found("AGENT_NOT_FOUND", f"agent named {name!r} not found")
         return agent_message(row)
 
-    async def list_agents(self, owner_id: str, offset: int, limit: int) -> tuple[list[agent_pb2.Agent], str]:
+    async def list_agents(self, owner_id: str, page_token: str, limit: int) -> tuple[list[agent_pb2.Agent], str]:
         """The owner's agents by name, and the next page token ("" on the last page)."""
+        query = select(AgentRow).where(AgentRow.owner_id == owner_id)
         async with self._sessions() as session:
-            return await page(
-                session,
-                select(AgentRow).where(AgentRow.owner_id == owner_id).order_by(AgentRow.name, AgentRow.id),
-                offset,
-                limit,
-                agent_message,
-            )
+            return await paging.read_page(session, query, _BY_NAME_ORDER, page_token, limit, agent_message)
 
     async def update(self, owner_id: str, agent: agent_pb2.Agent, paths: Sequence[str]) -> agent_pb2.Agent:
         """Change the fields named by `paths` (all mutable fields when empty) of the owner's agent."""
@@ -173,7 +168,7 @@ class AgentRepository:
                 if renamed and await _by_name(session, owner_id, agent.name) is not None:
                     raise _already_exists(agent.name)
                 _apply(row, agent, fields)
-                row.update_time = convert.now()
+                row.update_time = timeutil.now()
         except IntegrityError:
             # A concurrent create or rename took the name between the check and the commit.
             raise _already_exists(agent.name) from None

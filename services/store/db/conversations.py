@@ -10,11 +10,11 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.store import convert
+from services.store.db import convert
 from services.store.db.agents import require_agent
 from services.store.db.models import ConversationRow, MessageRow
-from services.store.db.paging import page
 from services.store.db.runner import TransactionRunner
+from steward import paging, timeutil
 from steward.common.v1 import content_pb2
 from steward.errors import not_found
 from steward.store.v1 import conversation_pb2
@@ -41,7 +41,7 @@ async def append_message(
     request_id: str | None = None,
 ) -> MessageRow:
     """Append a message at the conversation's next seq (the conversation row is locked)."""
-    created = convert.now()
+    created = timeutil.now()
     conversation.last_message_seq += 1
     conversation.update_time = created
     row = MessageRow(
@@ -61,6 +61,11 @@ async def append_message(
 
 # A page of messages stops once it holds this much content (gRPC answers are limited to 8 MiB).
 MAX_PAGE_BYTES = 4 * 1024 * 1024
+# A message's seq is unique in its conversation: the keyset of a page of messages is the seq alone.
+_MESSAGES_KIND = "messages.1"
+_RECENT_FIRST = paging.Keyset(
+    "conversations.1", (ConversationRow.update_time, ConversationRow.id), (True, False), (datetime, str)
+)
 _ADVANCE_SEQ = (
     update(ConversationRow)
     .where(ConversationRow.id == bindparam("conversation_id"), ConversationRow.owner_id == bindparam("b_owner_id"))
@@ -74,8 +79,8 @@ _OWNED = select(ConversationRow.id).where(
 _MESSAGES_PAGE = (
     select(MessageRow.__table__)
     .where(MessageRow.conversation_id == bindparam("conversation_id"), MessageRow.owner_id == bindparam("owner_id"))
+    .where(MessageRow.seq > bindparam("after_seq"))
     .order_by(MessageRow.seq)
-    .offset(bindparam("offset"))
     .limit(bindparam("limit"))
 )
 
@@ -109,7 +114,7 @@ def append_messages(
             role=message.role,
             content=message.content,
             run_id=run_id,
-            create_time=convert.timestamp(created),
+            create_time=timeutil.timestamp(created),
         )
         for index, message in enumerate(messages)
     ]
@@ -160,7 +165,7 @@ class ConversationRepository:
                     return convert.conversation_message(existing)
             if agent_id:
                 await require_agent(session, owner_id, agent_id)
-            created = convert.now()
+            created = timeutil.now()
             row = ConversationRow(
                 id=str(uuid.uuid4()),
                 owner_id=owner_id,
@@ -186,15 +191,16 @@ class ConversationRepository:
         return convert.conversation_message(row)
 
     async def list_conversations(
-        self, owner_id: str, offset: int, limit: int
+        self, owner_id: str, page_token: str, limit: int
     ) -> tuple[list[conversation_pb2.Conversation], str]:
+        """The owner's conversations, most recently updated first, and the next page token."""
+        query = select(ConversationRow).where(ConversationRow.owner_id == owner_id)
         async with self._sessions() as session:
-            return await page(
+            return await paging.read_page(
                 session,
-                select(ConversationRow)
-                .where(ConversationRow.owner_id == owner_id)
-                .order_by(ConversationRow.update_time.desc(), ConversationRow.id),
-                offset,
+                query,
+                _RECENT_FIRST,
+                page_token,
                 limit,
                 convert.conversation_message,
             )
@@ -223,15 +229,17 @@ class ConversationRepository:
         return convert.message_message(row)
 
     async def list_messages(
-        self, owner_id: str, conversation_id: str, offset: int, limit: int
+        self, owner_id: str, conversation_id: str, page_token: str, limit: int
     ) -> tuple[list[conversation_pb2.Message], str]:
-        """Messages `offset`..`offset+limit` in order (one read transaction), and the next page token."""
+        """Up to `limit` messages after the token's, in order (one read transaction), and the next page token."""
+        after = paging.decode(page_token, _MESSAGES_KIND, (int,))
         owned = {"conversation_id": conversation_id, "owner_id": owner_id}
+        after_seq = 0 if after is None else after[0]
 
         def work(connection: Connection) -> list[Row[Any]] | None:
             if connection.execute(_OWNED, owned).first() is None:
                 return None
-            return list(connection.execute(_MESSAGES_PAGE, {**owned, "offset": offset, "limit": limit + 1}))
+            return list(connection.execute(_MESSAGES_PAGE, {**owned, "after_seq": after_seq, "limit": limit + 1}))
 
         rows = await self._runner.read(work)
         if rows is None:
@@ -243,5 +251,5 @@ class ConversationRepository:
             if page and size > MAX_PAGE_BYTES:  # a page of large messages stops short: the next page goes on
                 break
             page.append(row)
-        next_token = str(offset + len(page)) if len(page) < len(rows) else ""
+        next_token = paging.encode(_MESSAGES_KIND, (page[-1].seq,)) if len(page) < len(rows) else ""
         return [convert.message_message(row) for row in page], next_token

@@ -28,9 +28,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.store import convert
 from services.store.db.models import ApiTokenRow, UserRow
-from services.store.db.paging import page
+from steward import paging, timeutil
 from steward.errors import StewardError, not_found, unauthenticated
 from steward.store.v1 import identity_pb2
 
@@ -38,6 +37,7 @@ TOKEN_SCHEME = "stw"  # noqa: S105 - the public start of every token, not a secr
 PREFIX_LENGTH = 12
 SECRET_BYTES = 32
 SECRET_LENGTH = 43  # secrets.token_urlsafe(32): 32 bytes in unpadded base64url
+_NEWEST_FIRST = paging.Keyset("tokens.1", (ApiTokenRow.create_time, ApiTokenRow.id), (True, False), (datetime, str))
 _PREFIX_ALPHABET = string.ascii_letters + string.digits
 # Fixed lengths make the parse unambiguous even though the secret may contain "_".
 _TOKEN_PATTERN = re.compile(rf"{TOKEN_SCHEME}_([A-Za-z0-9]{{{PREFIX_LENGTH}}})_[A-Za-z0-9_-]{{{SECRET_LENGTH}}}")
@@ -54,7 +54,7 @@ def _user_not_found(user_id: str) -> StewardError:
 
 
 def user_message(row: UserRow) -> identity_pb2.User:
-    return identity_pb2.User(id=row.id, display_name=row.display_name, create_time=convert.timestamp(row.create_time))
+    return identity_pb2.User(id=row.id, display_name=row.display_name, create_time=timeutil.timestamp(row.create_time))
 
 
 def token_message(row: ApiTokenRow) -> identity_pb2.ApiToken:
@@ -65,9 +65,9 @@ def token_message(row: ApiTokenRow) -> identity_pb2.ApiToken:
         prefix=row.prefix,
         label=row.label,
         scopes=json.loads(row.scopes),
-        create_time=convert.timestamp(row.create_time),
-        expire_time=convert.timestamp(row.expire_time),
-        revoke_time=convert.timestamp(row.revoke_time),
+        create_time=timeutil.timestamp(row.create_time),
+        expire_time=timeutil.timestamp(row.expire_time),
+        revoke_time=timeutil.timestamp(row.revoke_time),
     )
 
 
@@ -92,7 +92,7 @@ class IdentityRepository:
             display_name=display_name,
             created_by=created_by,
             request_id=request_id,
-            create_time=convert.now(),
+            create_time=timeutil.now(),
         )
         try:
             async with self._sessions() as session, session.begin():
@@ -130,7 +130,7 @@ class IdentityRepository:
                 raise _user_not_found(owner_id)
             prefix = await _unused_prefix(session)
             text = f"{TOKEN_SCHEME}_{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
-            created = convert.now()
+            created = timeutil.now()
             row = ApiTokenRow(
                 id=str(uuid.uuid4()),
                 owner_id=owner_id,
@@ -160,23 +160,16 @@ class IdentityRepository:
         matches = hmac.compare_digest(presented.encode(), stored.encode())
         if row is None or not matches or row.revoke_time is not None:
             raise _token_invalid()
-        moment = now if now is not None else convert.now()
-        if row.expire_time is not None and convert.aware(row.expire_time) <= moment:
+        moment = now if now is not None else timeutil.now()
+        if row.expire_time is not None and timeutil.aware(row.expire_time) <= moment:
             raise _token_invalid()
         return token_message(row)
 
-    async def list_tokens(self, owner_id: str, offset: int, limit: int) -> tuple[list[identity_pb2.ApiToken], str]:
+    async def list_tokens(self, owner_id: str, page_token: str, limit: int) -> tuple[list[identity_pb2.ApiToken], str]:
         """The owner's tokens, newest first, and the next page token ("" on the last page)."""
+        query = select(ApiTokenRow).where(ApiTokenRow.owner_id == owner_id)
         async with self._sessions() as session:
-            return await page(
-                session,
-                select(ApiTokenRow)
-                .where(ApiTokenRow.owner_id == owner_id)
-                .order_by(ApiTokenRow.create_time.desc(), ApiTokenRow.id),
-                offset,
-                limit,
-                token_message,
-            )
+            return await paging.read_page(session, query, _NEWEST_FIRST, page_token, limit, token_message)
 
     async def revoke_token(self, owner_id: str, token_id: str) -> identity_pb2.ApiToken:
         """Revoke one of the owner's tokens; revoking again keeps the first revoke_time."""
@@ -189,7 +182,7 @@ class IdentityRepository:
             if row is None:
                 raise not_found("TOKEN_NOT_FOUND", f"API token {token_id} not found")
             if row.revoke_time is None:
-                row.revoke_time = convert.now()
+                row.revoke_time = timeutil.now()
         return token_message(row)
 
 

@@ -14,15 +14,16 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.store import convert
+from services.store.db import convert
 from services.store.db.models import RunRow
 from services.store.db.run_rows import TERMINAL_STATES, lock_fenced, lock_run
+from steward import timeutil
 from steward.errors import failed_precondition
 from steward.store.v1 import run_pb2
 
 
 def _lease_live(row: RunRow, now: datetime) -> bool:
-    return bool(row.lease_holder) and row.lease_expire_time is not None and convert.aware(row.lease_expire_time) > now
+    return bool(row.lease_holder) and row.lease_expire_time is not None and timeutil.aware(row.lease_expire_time) > now
 
 
 def take(row: RunRow, holder: str, ttl: timedelta, now: datetime) -> None:
@@ -42,7 +43,7 @@ class LeaseRepository:
         """Claim one of the owner's runs unless it has ended or a live lease holds it."""
         async with self._sessions() as session, session.begin():
             row = await lock_run(session, owner_id, run_id)
-            now = convert.now()
+            now = timeutil.now()
             if row.state in TERMINAL_STATES:
                 raise failed_precondition("RUN_STATE_CONFLICT", f"run {run_id} has ended")
             if _lease_live(row, now):
@@ -53,7 +54,7 @@ class LeaseRepository:
     async def claim_runnable(self, holder: str, max_runs: int, ttl: timedelta) -> list[run_pb2.Run]:
         """Claim up to `max_runs` runnable runs of any owner, oldest first."""
         async with self._sessions() as session, session.begin():
-            now = convert.now()
+            now = timeutil.now()
             rows = (
                 await session.scalars(
                     select(RunRow)
@@ -81,7 +82,7 @@ class LeaseRepository:
             row = await lock_fenced(session, owner_id, run_id, epoch)
             if not row.lease_holder or row.state != run_pb2.RUN_STATE_RUNNING:
                 raise failed_precondition("LEASE_LOST", f"run {run_id} holds no lease")
-            now = convert.now()
+            now = timeutil.now()
             row.lease_expire_time = now + ttl
             row.update_time = now
         return convert.run_message(row), now + ttl
@@ -92,5 +93,5 @@ class LeaseRepository:
             row = await lock_fenced(session, owner_id, run_id, epoch)
             row.lease_holder = ""
             row.lease_expire_time = None
-            row.update_time = convert.now()
+            row.update_time = timeutil.now()
         return convert.run_message(row)

@@ -14,8 +14,8 @@ from datetime import datetime
 from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.store import convert
 from services.store.db.models import RunEventRow, RunRow
+from steward import timeutil
 from steward.errors import failed_precondition, invalid_argument, not_found
 from steward.store.v1 import run_event_pb2, run_pb2
 
@@ -87,7 +87,7 @@ def event_message(run_id: str, seq: int, payload: bytes, created: datetime) -> r
     event = run_event_pb2.RunEvent.FromString(payload)
     event.run_id = run_id
     event.seq = seq
-    event.create_time.FromDatetime(convert.aware(created))
+    event.create_time.FromDatetime(timeutil.aware(created))
     return event
 
 

@@ -12,16 +12,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import grpc
 from sqlalchemy import Connection, bindparam, insert, or_, select
 
-from services.store import convert
+from services.store.db import convert
 from services.store.db.agents import agent_message
 from services.store.db.conversations import append_messages
 from services.store.db.models import AgentRow, ConversationRow, MessageRow, RunRow
+from steward import timeutil
 from steward.common.v1 import content_pb2, limits_pb2
 from steward.errors import StewardError, not_found
 from steward.store.v1 import agent_pb2, conversation_pb2, run_pb2
@@ -142,7 +142,7 @@ def create_run(connection: Connection, owner_id: str, new: NewRun) -> Started:
     earlier = _earlier(connection, owner_id, new)
     if earlier is not None:
         return earlier
-    created = convert.now()
+    created = timeutil.now()
     agent = _agent(connection, owner_id, new.agent_id, new.agent_name)
     conversation_id, conversation_agent = _conversation(connection, owner_id, new, agent.id if agent else "", created)
     if agent is None and conversation_agent:  # the conversation's agent answers
@@ -185,4 +185,4 @@ def create_run(connection: Connection, owner_id: str, new: NewRun) -> Started:
     message = None
     if new.input_message is not None:
         (message,) = append_messages(connection, owner_id, conversation_id, [new.input_message], new.run_id, created)
-    return Started(convert.run_message(SimpleNamespace(**values)), False, message, agent)
+    return Started(convert.run_from_columns(values), False, message, agent)

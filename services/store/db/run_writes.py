@@ -11,7 +11,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -19,7 +18,7 @@ from sqlalchemy import Connection, Row, and_, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.store import convert
+from services.store.db import convert
 from services.store.db.conversations import append_messages, earlier_messages
 from services.store.db.models import RunEventRow, RunRow, RunWriteRow
 from services.store.db.run_rows import (
@@ -31,6 +30,7 @@ from services.store.db.run_rows import (
     lock_run,
 )
 from services.store.db.runner import TransactionRunner
+from steward import timeutil
 from steward.common.v1 import content_pb2, usage_pb2
 from steward.errors import StewardError, failed_precondition, not_found
 from steward.store.v1 import conversation_pb2, run_event_pb2, run_pb2
@@ -196,7 +196,7 @@ class RunWriteRepository:
         state and reserves the seqs (RETURNING the new last seq), and one
         multi-row INSERT.
         """
-        created = convert.now()
+        created = timeutil.now()
 
         def work(connection: Connection) -> tuple[int, int, datetime | None]:
             if request_id is not None:
@@ -228,7 +228,7 @@ class RunWriteRepository:
         find an earlier write with the same request id, append the messages (the conversation's seq
         is advanced by one UPDATE), insert the events, update the run, record the request id.
         """
-        created = convert.now()
+        created = timeutil.now()
 
         def work(connection: Connection) -> tuple[run_pb2.Run, list[conversation_pb2.Message], int, datetime | None]:
             row = _locked_run(connection, owner_id, run_id, step.epoch, step.request_id)
@@ -246,7 +246,7 @@ class RunWriteRepository:
             seqs = (row.last_event_seq + 1, values["last_event_seq"])
             _record_write(connection, run_id, step.request_id, seqs, [m.id for m in messages], created)
             announce_sync(connection, run_id)
-            run = convert.run_message(SimpleNamespace(**{**row._mapping, **values}))  # earlier_* go unread
+            run = convert.run_from_columns({**row._mapping, **values})  # earlier_* go unread
             return run, messages, values["last_event_seq"], created
 
         try:
@@ -265,7 +265,7 @@ class RunWriteRepository:
             row = await lock_run(session, owner_id, run_id)
             if row.state in TERMINAL_STATES:
                 return convert.run_message(row)
-            now = convert.now()
+            now = timeutil.now()
             row.cancel_requested = True
             row.update_time = now
             if row.state in (run_pb2.RUN_STATE_QUEUED, run_pb2.RUN_STATE_PAUSED):

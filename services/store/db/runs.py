@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import grpc
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.store import convert
+from services.store.db import convert
 from services.store.db.models import RunEventRow, RunRow
-from services.store.db.paging import page
 from services.store.db.run_rows import TERMINAL_STATES, event_message
 from services.store.db.run_start import NewRun, Started, create_run
 from services.store.db.runner import TransactionRunner
+from steward import paging
 from steward.errors import StewardError, failed_precondition, not_found
 from steward.store.v1 import run_event_pb2, run_pb2
 
+_NEWEST_FIRST = paging.Keyset("runs.1", (RunRow.create_time, RunRow.id), (True, False), (datetime, str))
 _RUN = select(RunRow.__table__).where(RunRow.id == bindparam("run_id"), RunRow.owner_id == bindparam("owner_id"))
 
 
@@ -42,14 +45,20 @@ class RunRepository:
         return convert.run_message(row)
 
     async def list_runs(
-        self, owner_id: str, conversation_id: str, offset: int, limit: int
+        self, owner_id: str, conversation_id: str, page_token: str, limit: int
     ) -> tuple[list[run_pb2.Run], str]:
+        """The owner's runs (of one conversation, if given), newest first, and the next page token."""
         query = select(RunRow).where(RunRow.owner_id == owner_id)
         if conversation_id:
             query = query.where(RunRow.conversation_id == conversation_id)
         async with self._sessions() as session:
-            return await page(
-                session, query.order_by(RunRow.create_time.desc(), RunRow.id), offset, limit, convert.run_message
+            return await paging.read_page(
+                session,
+                query,
+                _NEWEST_FIRST,
+                page_token,
+                limit,
+                convert.run_message,
             )
 
     async def events_after(

@@ -1,22 +1,22 @@
-"""Cross-replica wake-ups on Postgres: LISTEN on the channel writes NOTIFY at commit.
+"""Cross-replica wake-ups on Postgres: LISTEN on one channel that write transactions NOTIFY at commit.
 
-Each store replica keeps one asyncpg connection listening; a notification
-wakes that replica's live readers of the run. If the connection drops, it is
-re-opened with backoff; meanwhile readers still re-read the log every
-`live_poll_seconds`, so a lost notification delays an event but never loses it.
+Each replica keeps one asyncpg connection listening; a notification wakes that replica's live
+readers. If the connection drops, it is re-opened with backoff; meanwhile readers still re-read
+every `live_poll_seconds`, so a lost notification delays a change but never loses it.
+
+Used by the store (run events) and the confirm service (the decision feed); the gateway and the
+runtime never import it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 import asyncpg
 import structlog
 from sqlalchemy.engine import make_url
-
-from services.store.db.run_rows import NOTIFY_CHANNEL
-from services.store.notifier import EventNotifier
 
 log = structlog.get_logger(__name__)
 RECONNECT_MAX_SECONDS = 5.0
@@ -28,18 +28,37 @@ def asyncpg_dsn(sqlalchemy_url: str) -> str:
 
 
 class PostgresWakeups:
-    def __init__(self, dsn: str, notifier: EventNotifier) -> None:
+    """Calls `on_notify(payload)` for each notification on `channel`, and `on_listen()` each time LISTEN is
+    (re)established (a service whose readers may have missed notifications while no one listened uses it).
+
+    `name` names the task ("<name>-wakeups"); `log_prefix` starts the names of its log events.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        channel: str,
+        on_notify: Callable[[str], None],
+        *,
+        name: str,
+        log_prefix: str = "wakeups",
+        on_listen: Callable[[], None] | None = None,
+    ) -> None:
         self._dsn = dsn
-        self._notifier = notifier
+        self._channel = channel
+        self._on_notify_payload = on_notify
+        self._on_listen = on_listen
+        self._name = name
+        self._log_prefix = log_prefix
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
 
     def _on_notify(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
-        self._notifier.notify(payload)
+        self._on_notify_payload(payload)
 
     async def start(self) -> None:
         """Start listening; returns once the first LISTEN is in place."""
-        self._task = asyncio.create_task(self._run(), name="store-wakeups")
+        self._task = asyncio.create_task(self._run(), name=f"{self._name}-wakeups")
         await asyncio.wait_for(self._listening.wait(), 30)
 
     async def _run(self) -> None:
@@ -50,13 +69,15 @@ class PostgresWakeups:
                 connection = await asyncpg.connect(self._dsn, timeout=10)
                 closed = asyncio.Event()
                 connection.add_termination_listener(lambda _c, closed=closed: closed.set())
-                await connection.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                await connection.add_listener(self._channel, self._on_notify)
                 self._listening.set()
+                if self._on_listen is not None:
+                    self._on_listen()
                 delay = 0.1
                 await closed.wait()
-                log.warning("wakeups_connection_lost")
+                log.warning(f"{self._log_prefix}_connection_lost")
             except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("wakeups_connect_failed", error_type=type(exc).__name__)
+                log.warning(f"{self._log_prefix}_connect_failed", error_type=type(exc).__name__)
             finally:
                 if connection is not None and not connection.is_closed():
                     await connection.close()

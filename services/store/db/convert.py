@@ -3,34 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
 from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Row
 
 from services.store.db.models import ConversationRow, MessageRow, RunRow
 from steward.common.v1 import content_pb2, limits_pb2, usage_pb2
 from steward.store.v1 import conversation_pb2, run_pb2
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(value: datetime) -> datetime:
-    """SQLite returns naive datetimes; we only ever store UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    result = Timestamp()
-    result.FromDatetime(aware(value))
-    return result
+from steward.timeutil import timestamp
 
 
 def content_to_json(blocks: list[content_pb2.ContentBlock]) -> str:
@@ -62,6 +45,11 @@ def message_message(row: MessageRow | Row[Any]) -> conversation_pb2.Message:
         run_id=row.run_id,
         create_time=timestamp(row.create_time),
     )
+
+
+def run_from_columns(values: Mapping[str, Any]) -> run_pb2.Run:
+    """A run from the plain values of its columns (a row being written, before any read-back)."""
+    return run_message(SimpleNamespace(**values))
 
 
 def run_message(row: RunRow | Row[Any] | SimpleNamespace) -> run_pb2.Run:

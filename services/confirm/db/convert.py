@@ -2,29 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from services.confirm.db.models import AuditEventRow, ConfirmationRow, ExecutionRow
 from steward.confirm.v1 import audit_event_pb2, confirmation_pb2, execution_pb2
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(value: datetime) -> datetime:
-    """SQLite returns naive datetimes; only UTC is ever stored."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    result = Timestamp()
-    result.FromDatetime(aware(value))
-    return result
+from steward.timeutil import timestamp
 
 
 def confirmation_message(row: ConfirmationRow) -> confirmation_pb2.Confirmation:
