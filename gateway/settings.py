@@ -19,7 +19,9 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 class GatewaySettings(CommonSettings):
     """Where the gateway listens and how it authenticates callers."""
 
+    # Interface the gateway's HTTP server listens on.
     gateway_host: str = "127.0.0.1"
+    # TCP port the gateway's HTTP server listens on.
     gateway_port: int = 8080
     # The development token (what `make run` prints) authenticates as `dev_user_id`.
     dev_token: SecretStr
@@ -27,12 +29,16 @@ class GatewaySettings(CommonSettings):
     # API tokens verified by the store are trusted for this long without asking again (0: always ask);
     # a revoke made through another replica takes effect here within this time.
     token_cache_seconds: float = 30.0
+    # The most verified API tokens the gateway's cache holds.
     token_cache_size: int = 10_000
     # Per-user token bucket on each replica: sustained requests per second and burst (0 per second: no limit).
     rate_limit_per_second: float = 50.0
     rate_limit_burst: int = 100
+    # The largest request body the gateway (and its /mcp endpoint) accepts, in bytes.
     max_body_bytes: int = 1024 * 1024
+    # Seconds of silence after which an event stream sends a keep-alive comment.
     sse_ping_seconds: float = 15.0
+    # The `retry:` (milliseconds) an event stream tells clients to wait before reconnecting.
     sse_retry_ms: int = 2000
     # Seconds allowed to unary calls to the services.
     upstream_timeout: float = 10.0
@@ -64,10 +70,12 @@ class GatewaySettings(CommonSettings):
     oidc_audience: str = ""
     oidc_jwks_url: str = ""
     oidc_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    # Clock skew allowed when checking a JWT's `exp`, `nbf` and `iat`, in seconds.
     oidc_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
     # The key set is fetched again after this long, and on an unknown key id at most once per min_refresh.
     oidc_jwks_cache_seconds: float = Field(default=300.0, ge=0)
     oidc_jwks_min_refresh_seconds: float = Field(default=10.0, ge=1)
+    # Seconds allowed to fetch the JWKS.
     oidc_jwks_timeout_seconds: float = Field(default=5.0, gt=0)
     # The claim that holds a JWT's scopes: "scope" (RFC 9068) or "scp" (Azure AD, Okta); a space-separated string
     # or a list of strings. A JWT without it (an ID token, say) holds oidc_default_scopes: by default none, no rights.

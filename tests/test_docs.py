@@ -44,12 +44,6 @@ def test_names_that_are_not_settings_are_not_settings() -> None:
     assert settings & config_reference.NOT_SETTINGS.keys() == set()
 
 
-def test_every_fallback_note_is_still_needed() -> None:
-    """A fallback note is dropped once the code describes the field itself (or the field is gone)."""
-    used = {row.env for row in config_reference.all_settings() if row.source == "fallback"}
-    assert set(config_reference.FALLBACK_NOTES) - used == set()
-
-
 def test_every_setting_is_described() -> None:
     undescribed = [row.env for row in config_reference.all_settings() if not row.description]
-    assert undescribed == [], "describe them in the code (a comment above the field), or in FALLBACK_NOTES"
+    assert undescribed == [], "describe them in the code (a comment above the field)"

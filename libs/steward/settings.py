@@ -16,15 +16,21 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STEWARD_", extra="ignore")
 
     data_dir: Path = Field(default=Path("data"), description="Directory for embedded state.")
+    # Log level of the process (`DEBUG`, `INFO`, `WARNING`, `ERROR`).
     log_level: str = "INFO"
+    # Write logs as JSON lines (`false`: human-readable console lines).
     log_json: bool = True
     # Signs and verifies the short-lived internal principal tokens (HS256).
     internal_secret: SecretStr
     # During a key rotation: the previous secret, still accepted (never used to sign).
     internal_secret_previous: SecretStr | None = None
+    # host:port of the store service (it listens there; the others call it there).
     store_address: str = "127.0.0.1:50061"
+    # host:port of the provider service.
     provider_address: str = "127.0.0.1:50062"
+    # host:port of the confirm service.
     confirm_address: str = "127.0.0.1:50063"
+    # host:port of the runtime service.
     runtime_address: str = "127.0.0.1:50064"
     # Seconds a stopping server lets in-flight calls finish.
     shutdown_grace: float = 5.0

@@ -33,7 +33,9 @@ class ProviderSettings(CommonSettings):
     vault_token: SecretStr | None = None
     vault_role_id: str = ""
     vault_secret_id: SecretStr | None = None
+    # Vault store: the KV v2 mount that holds the keys.
     vault_mount: str = "secret"
+    # Vault store: the path under that mount where the keys live.
     vault_prefix: str = "steward/keys"
 
     # Seconds an attempt may wait for its first event, and between two events.

@@ -12,10 +12,16 @@ from steward.settings import CommonSettings
 class RuntimeSettings(CommonSettings):
     """Runtime settings: leases, the default agent (runs that name no stored agent) and default limits."""
 
+    # This runtime replica's name as a run lease holder (default: `runtime-` and 12 random hex).
     replica_id: str = Field(default_factory=lambda: f"runtime-{uuid.uuid4().hex[:12]}")
+    # Seconds a run's lease lasts; the replica renews it every third of that.
     lease_seconds: int = 30
+    # The model route of the built-in default agent, and of agents that name none.
     default_model_route: str = "demo"
+    # The built-in default agent's system prompt.
     default_system_prompt: str = "You are Steward's default agent. Answer helpfully and concisely."
+    # Declared but never read: a step asks for at most 4,096 output tokens (steps.MAX_OUTPUT_TOKENS), or what the
+    # run's token limit leaves, whatever this says.
     default_max_output_tokens: int = 1024
     # Tool name patterns the default agent may use.
     default_agent_tools: list[str] = Field(default_factory=lambda: ["time.now", "calc"])

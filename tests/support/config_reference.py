@@ -8,8 +8,7 @@ through another settings class) from pydantic-settings' `BaseSettings`, so movin
 no change here. Each class's fields come from pydantic (`model_fields`: type, default, constraints); the
 description is the field's `description`, else the string right under the field (an attribute docstring),
 else the comment block above it (a comment describes the fields under it up to the next comment or blank
-line) plus any comment at the end of its line. A few fields have no comment in the code: FALLBACK_NOTES
-says what they do until the code does (the test fails once the code says it itself).
+line) plus any comment at the end of its line; failing those, the comment of the group of fields it is in.
 """
 
 from __future__ import annotations
@@ -30,31 +29,6 @@ OUTPUT = REPO / "docs" / "configuration.md"
 SCAN_ROOTS = ("libs/steward", "services", "gateway", "cli")
 SOURCE_ROOTS = (REPO / "libs", REPO)
 
-# What the code does not say yet, keyed by environment variable. Only used for a field with no description,
-# docstring or comment; `tests/test_docs.py` fails when an entry is unused.
-FALLBACK_NOTES = {
-    "STEWARD_LOG_LEVEL": "Log level of the process (`DEBUG`, `INFO`, `WARNING`, `ERROR`).",
-    "STEWARD_LOG_JSON": "Write logs as JSON lines (`false`: human-readable console lines).",
-    "STEWARD_STORE_ADDRESS": "host:port of the store service (it listens there; the others call it there).",
-    "STEWARD_PROVIDER_ADDRESS": "host:port of the provider service.",
-    "STEWARD_CONFIRM_ADDRESS": "host:port of the confirm service.",
-    "STEWARD_RUNTIME_ADDRESS": "host:port of the runtime service.",
-    "STEWARD_GATEWAY_HOST": "Interface the gateway's HTTP server listens on.",
-    "STEWARD_GATEWAY_PORT": "TCP port the gateway's HTTP server listens on.",
-    "STEWARD_MAX_BODY_BYTES": "The largest request body the gateway (and its /mcp endpoint) accepts, in bytes.",
-    "STEWARD_SSE_PING_SECONDS": "Seconds of silence after which an event stream sends a keep-alive comment.",
-    "STEWARD_SSE_RETRY_MS": "The `retry:` (milliseconds) an event stream tells clients to wait before reconnecting.",
-    "STEWARD_REPLICA_ID": "This runtime replica's name as a run lease holder (default: `runtime-` and 12 random hex).",
-    "STEWARD_LEASE_SECONDS": "Seconds a run's lease lasts; the replica renews it every third of that.",
-    "STEWARD_DEFAULT_MODEL_ROUTE": "The model route of the built-in default agent, and of agents that name none.",
-    "STEWARD_DEFAULT_SYSTEM_PROMPT": "The built-in default agent's system prompt.",
-    "STEWARD_DEFAULT_MAX_OUTPUT_TOKENS": "Declared, but not read by the code today.",
-    "STEWARD_TOKEN_CACHE_SIZE": "The most verified API tokens the gateway's cache holds.",
-    "STEWARD_OIDC_LEEWAY_SECONDS": "Clock skew allowed when checking a JWT's `exp`, `nbf` and `iat`, in seconds.",
-    "STEWARD_OIDC_JWKS_TIMEOUT_SECONDS": "Seconds allowed to fetch the JWKS.",
-    "STEWARD_VAULT_MOUNT": "Vault store: the KV v2 mount that holds the keys.",
-    "STEWARD_VAULT_PREFIX": "Vault store: the path under that mount where the keys live.",
-}
 # The section title of a settings class other settings classes derive from.
 SHARED = "Every process"
 
@@ -77,7 +51,7 @@ class Setting:
     type: str
     default: str
     description: str
-    # Where the description came from: "code" (description, docstring or own comment), "fallback" or "group".
+    # Where the description came from: "code" (description, docstring or own comment) or "group".
     source: str
 
 
@@ -233,7 +207,6 @@ def settings_of(found: SettingsClass) -> list[Setting]:
             (text, where)
             for text, where in (
                 (field.description or mine, "code"),
-                (FALLBACK_NOTES.get(env, ""), "fallback"),
                 (group, "group"),
                 ("", "none"),
             )

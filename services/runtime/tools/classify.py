@@ -1,7 +1,7 @@
 """Classification: does a tool call run at once (read) or wait for a person's confirmation (write)?
 
 A pure function of the tool's MCP annotations, its server's trust level and the agent's policy
-(ARCHITECTURE §4, ADR 0008). Anything unknown falls on the safe side: a tool is a write, needs
+(docs/architecture.md §4, ADR 0008). Anything unknown falls on the safe side: a tool is a write, needs
 confirmation, may be destructive and is not idempotent unless a trusted server says otherwise.
 
 | server | annotations | kind | destructive | idempotent |
