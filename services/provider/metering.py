@@ -6,22 +6,22 @@ the worst-case cost of a call before it starts, atomically against every
 budget that applies, and settling to the actual cost afterwards; so concurrent
 calls can never spend more than a budget allows (the reservation and the check
 happen in one write transaction: SQLite serializes it, Postgres locks the
-budget rows FOR UPDATE). Reservations of a crashed process expire.
+budget rows FOR UPDATE; `db.budgets` runs them). Reservations of a crashed
+process expire.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import grpc
-from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.provider.db.models import BudgetRow, ReservationRow
+from services.provider.db.budgets import BudgetRepository, Standing
+from services.provider.db.usage import NewUsageRecord, UsageInserts
 from services.provider.usage_writer import UsageWriter
 from steward import timeutil
 from steward.common.v1 import usage_pb2
@@ -51,22 +51,35 @@ def _period_start(period: int, now: datetime) -> datetime:
     return datetime(1970, 1, 1, tzinfo=now.tzinfo)
 
 
-def _roll(budget: BudgetRow, now: datetime) -> None:
-    """Start a new period if the budget's period has passed (reservations carry over)."""
-    start = _period_start(budget.period, now)
-    if timeutil.aware(budget.period_start_time) < start:
-        budget.period_start_time = start
-        budget.spent_micros = 0
-
-
 def budget_exceeded(detail: str, scope: str) -> StewardError:
     return StewardError(grpc.StatusCode.RESOURCE_EXHAUSTED, "BUDGET_EXCEEDED", detail, metadata={"scope": scope})
 
 
+def _admit(budget: Standing, amount_micros: int) -> None:
+    """Refuse a reservation that would take the budget's settled spend and reservations past its limit."""
+    if budget.spent_micros + budget.reserved_micros + amount_micros > budget.limit_micros:
+        scope = budget_pb2.BudgetScope.Name(budget.scope).removeprefix("BUDGET_SCOPE_").lower()  # type: ignore[arg-type]
+        left = max(0, budget.limit_micros - budget.spent_micros - budget.reserved_micros)
+        raise budget_exceeded(
+            f"this call may cost up to {amount_micros} micro-dollars; the {scope} budget has {left} left",
+            scope,
+        )
+
+
+def _scopes(attempt: Attempt) -> list[tuple[int, str]]:
+    """The budgets that apply to an attempt: the user's, and its agent's and run's when it has them."""
+    scopes: list[tuple[int, str]] = [(budget_pb2.BUDGET_SCOPE_USER, "")]
+    if attempt.agent_id:
+        scopes.append((budget_pb2.BUDGET_SCOPE_AGENT, attempt.agent_id))
+    if attempt.run_id:
+        scopes.append((budget_pb2.BUDGET_SCOPE_RUN, attempt.run_id))
+    return scopes
+
+
 class Metering:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], budgetless_ttl: float = 2.0) -> None:
-        self._sessions = sessions
-        self._writer = UsageWriter(sessions)
+        self._budgets = BudgetRepository(sessions, _period_start)
+        self._writer = UsageWriter(UsageInserts(sessions))
         # Owners known to have no budget at all, until this monotonic time: their calls skip the
         # locking reserve/settle transactions. SetBudget on this replica clears the entry at once;
         # another replica's SetBudget applies here within `budgetless_ttl` seconds.
@@ -81,9 +94,7 @@ class Metering:
         until = self._budgetless.get(owner_id)
         if until is not None and until > time.monotonic():
             return False
-        async with self._sessions() as session:
-            found = await session.scalar(select(BudgetRow.id).where(BudgetRow.owner_id == owner_id).limit(1))
-        if found is not None:
+        if await self._budgets.any_for(owner_id):
             self._budgetless.pop(owner_id, None)
             return True
         if len(self._budgetless) > 100_000:
@@ -105,170 +116,55 @@ class Metering:
     ) -> None:
         """Write the usage row of one attempt (group-committed with concurrent ones)."""
         await self._writer.write(
-            {
-                "id": str(uuid.uuid4()),
-                "owner_id": attempt.owner_id,
-                "agent_id": attempt.agent_id,
-                "run_id": attempt.run_id,
-                "step": attempt.step,
-                "request_id": attempt.request_id,
-                "route": attempt.route,
-                "provider": provider,
-                "model": model,
-                "attempt": number,
-                "outcome": outcome,
-                "key_scope": key_scope,
-                "error_reason": error_reason,
-                "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens,
-                "cache_read_input_tokens": usage.cache_read_input_tokens,
-                "cache_write_input_tokens": usage.cache_write_input_tokens,
-                "cost_micros": usage.cost_micros,
-                "create_time": timeutil.now(),
-            }
-        )
-
-    async def _applicable(self, session: AsyncSession, attempt: Attempt) -> list[BudgetRow]:
-        scopes = [(budget_pb2.BUDGET_SCOPE_USER, "")]
-        if attempt.agent_id:
-            scopes.append((budget_pb2.BUDGET_SCOPE_AGENT, attempt.agent_id))
-        if attempt.run_id:
-            scopes.append((budget_pb2.BUDGET_SCOPE_RUN, attempt.run_id))
-        rows: list[BudgetRow] = []
-        for scope, scope_id in scopes:
-            row = await session.scalar(
-                select(BudgetRow)
-                .where(BudgetRow.owner_id == attempt.owner_id, BudgetRow.scope == scope, BudgetRow.scope_id == scope_id)
-                .with_for_update()
+            NewUsageRecord(
+                id=str(uuid.uuid4()),
+                owner_id=attempt.owner_id,
+                agent_id=attempt.agent_id,
+                run_id=attempt.run_id,
+                step=attempt.step,
+                request_id=attempt.request_id,
+                route=attempt.route,
+                provider=provider,
+                model=model,
+                attempt=number,
+                outcome=outcome,
+                key_scope=key_scope,
+                error_reason=error_reason,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_read_input_tokens=usage.cache_read_input_tokens,
+                cache_write_input_tokens=usage.cache_write_input_tokens,
+                cost_micros=usage.cost_micros,
+                create_time=timeutil.now(),
             )
-            if row is not None:
-                rows.append(row)
-        return rows
+        )
 
     async def reserve(self, attempt: Attempt, amount_micros: int) -> str | None:
         """Hold `amount_micros` against every budget that applies; None when none applies."""
         if not await self._has_budgets(attempt.owner_id):
             return None
-        async with self._sessions() as session, session.begin():
-            now = timeutil.now()
-            budgets = await self._applicable(session, attempt)
-            if not budgets:
-                return None
-            for budget in budgets:
-                _roll(budget, now)
-                if budget.spent_micros + budget.reserved_micros + amount_micros > budget.limit_micros:
-                    scope = budget_pb2.BudgetScope.Name(budget.scope).removeprefix("BUDGET_SCOPE_").lower()  # type: ignore[arg-type]
-                    left = max(0, budget.limit_micros - budget.spent_micros - budget.reserved_micros)
-                    raise budget_exceeded(
-                        f"this call may cost up to {amount_micros} micro-dollars; the {scope} budget has {left} left",
-                        scope,
-                    )
-            for budget in budgets:
-                budget.reserved_micros += amount_micros
-                budget.update_time = now
-            reservation = ReservationRow(
-                id=str(uuid.uuid4()),
-                owner_id=attempt.owner_id,
-                budget_ids=json.dumps([b.id for b in budgets]),
-                amount_micros=amount_micros,
-                create_time=now,
-                expire_time=now + RESERVATION_TTL,
-            )
-            session.add(reservation)
-        return reservation.id
+        return await self._budgets.reserve(attempt.owner_id, _scopes(attempt), amount_micros, RESERVATION_TTL, _admit)
 
     async def settle(self, reservation_id: str | None, attempt: Attempt, actual_micros: int) -> None:
         """Release a reservation and charge the actual cost to the budgets that apply."""
         if reservation_id is None and not await self._has_budgets(attempt.owner_id):
             return
-        async with self._sessions() as session, session.begin():
-            now = timeutil.now()
-            held = 0
-            if reservation_id is not None:
-                reservation = await session.get(ReservationRow, reservation_id, with_for_update=True)
-                if reservation is not None:
-                    held = reservation.amount_micros
-                    await session.execute(delete(ReservationRow).where(ReservationRow.id == reservation_id))
-            for budget in await self._applicable(session, attempt):
-                _roll(budget, now)
-                budget.reserved_micros = max(0, budget.reserved_micros - held)
-                budget.spent_micros += actual_micros
-                budget.update_time = now
+        await self._budgets.settle(reservation_id, attempt.owner_id, _scopes(attempt), actual_micros)
 
     async def expire_reservations(self) -> int:
         """Release reservations whose process died before settling them."""
-        async with self._sessions() as session, session.begin():
-            now = timeutil.now()
-            expired = (
-                await session.scalars(select(ReservationRow).where(ReservationRow.expire_time < now).with_for_update())
-            ).all()
-            for reservation in expired:
-                for budget_id in json.loads(reservation.budget_ids):
-                    budget = await session.get(BudgetRow, budget_id, with_for_update=True)
-                    if budget is not None:
-                        budget.reserved_micros = max(0, budget.reserved_micros - reservation.amount_micros)
-                await session.delete(reservation)
-        return len(expired)
+        return await self._budgets.expire_reservations()
 
     async def set_budget(
         self, owner_id: str, scope: int, scope_id: str, limit_micros: int, period: int
     ) -> budget_pb2.Budget:
         """Create or replace the owner's budget for one scope (its spend in the period is kept)."""
         self._budgetless.pop(owner_id, None)
-        async with self._sessions() as session, session.begin():
-            now = timeutil.now()
-            row = await session.scalar(
-                select(BudgetRow)
-                .where(BudgetRow.owner_id == owner_id, BudgetRow.scope == scope, BudgetRow.scope_id == scope_id)
-                .with_for_update()
-            )
-            if row is None:
-                row = BudgetRow(
-                    id=str(uuid.uuid4()),
-                    owner_id=owner_id,
-                    scope=scope,
-                    scope_id=scope_id,
-                    period=period,
-                    limit_micros=limit_micros,
-                    spent_micros=0,
-                    reserved_micros=0,
-                    period_start_time=_period_start(period, now),
-                    update_time=now,
-                )
-                session.add(row)
-            else:
-                if row.period != period:
-                    row.period = period
-                    row.period_start_time = _period_start(period, now)
-                    row.spent_micros = 0
-                row.limit_micros = limit_micros
-                row.update_time = now
-            _roll(row, now)
-        return budget_message(row)
+        return await self._budgets.put(owner_id, scope, scope_id, limit_micros, period)
 
     async def get_budget(self, owner_id: str, scope: int, scope_id: str) -> budget_pb2.Budget:
         """The owner's budget for one scope; a limit of 0 (no limit) when none was set."""
-        async with self._sessions() as session:
-            row = await session.scalar(
-                select(BudgetRow).where(
-                    BudgetRow.owner_id == owner_id, BudgetRow.scope == scope, BudgetRow.scope_id == scope_id
-                )
-            )
-        if row is None:
+        budget = await self._budgets.get(owner_id, scope, scope_id)
+        if budget is None:
             return budget_pb2.Budget(scope=scope, scope_id=scope_id)  # type: ignore[arg-type]
-        _roll(row, timeutil.now())
-        return budget_message(row)
-
-
-def budget_message(row: BudgetRow) -> budget_pb2.Budget:
-    budget = budget_pb2.Budget(
-        scope=row.scope,  # type: ignore[arg-type]
-        scope_id=row.scope_id,
-        limit_micros=row.limit_micros,
-        period=row.period,  # type: ignore[arg-type]
-        spent_micros=row.spent_micros,
-        reserved_micros=row.reserved_micros,
-    )
-    budget.period_start_time.FromDatetime(timeutil.aware(row.period_start_time))
-    budget.update_time.FromDatetime(timeutil.aware(row.update_time))
-    return budget
+        return budget

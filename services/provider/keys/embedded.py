@@ -19,7 +19,6 @@ import binascii
 import builtins
 import hashlib
 import os
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,11 +26,10 @@ from dataclasses import dataclass, field
 import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import delete, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.provider.db.models import ProviderKeyRow
+from services.provider.db.keys import KeyRecord, KeyRepository, Sealed
 from services.provider.keys.base import (
     KeyStoreConfigError,
     StoredKey,
@@ -43,8 +41,6 @@ from services.provider.keys.base import (
     validate_provider,
 )
 from services.provider.settings import ProviderSettings
-from steward import timeutil
-from steward.db import READ_ONLY
 from steward.errors import internal
 
 log = structlog.get_logger(__name__)
@@ -119,14 +115,14 @@ def _aad(owner_id: str, provider: str, key_id: str, key: MasterKey) -> bytes:
 
 
 class EmbeddedKeyStore:
-    """Provider keys as AES-GCM ciphertext in ProviderKeyRow (tables are created by migrations)."""
+    """Provider keys as AES-GCM ciphertext in the provider_keys table (`db.keys`; tables are created by migrations)."""
 
     def __init__(self, settings: ProviderSettings, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._current, previous = load_master_keys(settings)
         self._keys = {self._current.id: self._current}
         if previous is not None:
             self._keys[previous.id] = previous
-        self._sessions = sessions
+        self._rows = KeyRepository(sessions)
 
     @property
     def master_key_id(self) -> str:
@@ -146,56 +142,40 @@ class EmbeddedKeyStore:
         raise AssertionError("unreachable")
 
     async def _upsert(self, owner_id: str, provider: str, label: str, secret: str) -> StoredKey:
-        now = timeutil.now()
-        async with self._write() as session:
-            query = (
-                select(ProviderKeyRow)
-                .where(ProviderKeyRow.owner_id == owner_id, ProviderKeyRow.provider == provider)
-                .with_for_update()
-            )
-            row = (await session.execute(query)).scalar_one_or_none()
-            if row is None:
-                row = ProviderKeyRow(id=str(uuid.uuid4()), owner_id=owner_id, provider=provider, create_time=now)
-                session.add(row)
-            row.label = label
-            row.last4 = last4_of(secret)
-            row.update_time = now
-            self._encrypt_into(row, secret)
-            stored = _stored(row)
-        return stored
+        def seal(owner_id: str, provider: str, key_id: str) -> Sealed:
+            return self._seal(owner_id, provider, key_id, secret)
+
+        async with _database_errors():
+            record = await self._rows.upsert(owner_id, provider, label, last4_of(secret), seal)
+        return _stored(record)
 
     async def delete(self, owner_id: str, key_id: str) -> None:
         validate_owner(owner_id)
-        async with self._write() as session:
-            result = await session.execute(
-                delete(ProviderKeyRow).where(ProviderKeyRow.owner_id == owner_id, ProviderKeyRow.id == key_id)
-            )
-            deleted = getattr(result, "rowcount", 0)
+        async with _database_errors():
+            deleted = await self._rows.delete(owner_id, key_id)
         if not deleted:
             raise key_not_found()
 
     async def list(self, owner_id: str) -> builtins.list[StoredKey]:
         validate_owner(owner_id)
-        query = select(ProviderKeyRow).where(ProviderKeyRow.owner_id == owner_id).order_by(ProviderKeyRow.provider)
-        async with self._read() as session:
-            return [_stored(row) for row in (await session.execute(query)).scalars().all()]
+        async with _database_errors():
+            return [_stored(record) for record in await self._rows.list(owner_id)]
 
     async def secret_for(self, owner_id: str, provider: str) -> str | None:
         validate_owner(owner_id)
         validate_provider(provider)
-        query = select(ProviderKeyRow).where(ProviderKeyRow.owner_id == owner_id, ProviderKeyRow.provider == provider)
-        async with self._read() as session:
-            row = (await session.execute(query)).scalar_one_or_none()
-            return None if row is None else self._decrypt(row)
+        async with _database_errors():
+            record = await self._rows.find(owner_id, provider)
+        return None if record is None else self._decrypt(record)
 
     async def rotate(self) -> int:
         """Re-encrypt every row not under the current master key (fresh nonce); return how many."""
-        async with self._write() as session:
-            query = select(ProviderKeyRow).where(ProviderKeyRow.master_key_id != self._current.id).with_for_update()
-            rows = (await session.execute(query)).scalars().all()
-            for row in rows:
-                self._encrypt_into(row, self._decrypt(row))
-            count = len(rows)
+
+        def reseal(record: KeyRecord) -> Sealed:
+            return self._seal(record.owner_id, record.provider, record.id, self._decrypt(record))
+
+        async with _database_errors():
+            count = await self._rows.reseal_all(self._current.id, reseal)
         if count:
             log.info("provider keys re-encrypted", count=count, master_key_id=self._current.id)
         return count
@@ -203,52 +183,38 @@ class EmbeddedKeyStore:
     async def close(self) -> None:
         """Nothing to release: the sessions belong to the caller."""
 
-    def _encrypt_into(self, row: ProviderKeyRow, secret: str) -> None:
+    def _seal(self, owner_id: str, provider: str, key_id: str, secret: str) -> Sealed:
         nonce = os.urandom(NONCE_BYTES)
-        aad = _aad(row.owner_id, row.provider, row.id, self._current)
-        row.ciphertext = self._current.aead.encrypt(nonce, secret.encode("utf-8"), aad)
-        row.nonce = nonce
-        row.master_key_id = self._current.id
+        aad = _aad(owner_id, provider, key_id, self._current)
+        return Sealed(self._current.id, nonce, self._current.aead.encrypt(nonce, secret.encode("utf-8"), aad))
 
-    def _decrypt(self, row: ProviderKeyRow) -> str:
-        key = self._keys.get(row.master_key_id)
+    def _decrypt(self, record: KeyRecord) -> str:
+        sealed = record.sealed
+        key = self._keys.get(sealed.master_key_id)
         if key is None:
             log.error(
                 "provider key is encrypted under an unknown master key",
-                key_id=row.id,
-                owner_id=row.owner_id,
-                provider=row.provider,
-                master_key_id=row.master_key_id,
+                key_id=record.id,
+                owner_id=record.owner_id,
+                provider=record.provider,
+                master_key_id=sealed.master_key_id,
             )
             raise internal()
         try:
-            plain = key.aead.decrypt(row.nonce, row.ciphertext, _aad(row.owner_id, row.provider, row.id, key))
+            plain = key.aead.decrypt(
+                sealed.nonce, sealed.ciphertext, _aad(record.owner_id, record.provider, record.id, key)
+            )
         except InvalidTag:
             # Wrong key, or a row that was altered or copied: nothing about the secret is known here.
             log.error(
                 "provider key failed to decrypt",
-                key_id=row.id,
-                owner_id=row.owner_id,
-                provider=row.provider,
-                master_key_id=row.master_key_id,
+                key_id=record.id,
+                owner_id=record.owner_id,
+                provider=record.provider,
+                master_key_id=sealed.master_key_id,
             )
             raise internal() from None
         return plain.decode("utf-8")
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncSession]:
-        async with _database_errors(), self._sessions() as session, session.begin():
-            yield session
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncSession]:
-        async with _database_errors(), self._sessions() as session:
-            # A deferred BEGIN on SQLite: readers do not queue behind writers.
-            await session.connection(execution_options={READ_ONLY: True})
-            try:
-                yield session
-            finally:
-                await session.rollback()
 
 
 @asynccontextmanager
@@ -269,13 +235,13 @@ async def _database_errors() -> AsyncIterator[None]:
         raise internal() from None
 
 
-def _stored(row: ProviderKeyRow) -> StoredKey:
+def _stored(record: KeyRecord) -> StoredKey:
     return StoredKey(
-        id=row.id,
-        owner_id=row.owner_id,
-        provider=row.provider,
-        label=row.label,
-        last4=row.last4,
-        create_time=timeutil.aware(row.create_time),
-        update_time=timeutil.aware(row.update_time),
+        id=record.id,
+        owner_id=record.owner_id,
+        provider=record.provider,
+        label=record.label,
+        last4=record.last4,
+        create_time=record.create_time,
+        update_time=record.update_time,
     )
