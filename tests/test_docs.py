@@ -4,6 +4,7 @@ names every `STEWARD_*` variable the hand-written code uses."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -59,8 +60,10 @@ MARKDOWN_LINK = re.compile(r"\]\((?!https?://|mailto:|#)([^)\s#]+)(?:#[^)]*)?\)"
 
 
 def _tracked_text_files() -> list[Path]:
+    git = shutil.which("git")
+    assert git is not None
     listed = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=config_reference.REPO, capture_output=True, check=True, text=True
+        [git, "ls-files", "-z"], cwd=config_reference.REPO, capture_output=True, check=True, text=True
     ).stdout.split("\0")
     paths = [config_reference.REPO / name for name in listed if name]
     return [p for p in paths if p.is_file() and p.suffix in TEXT_SUFFIXES and "_pb2" not in p.name]
