@@ -47,7 +47,7 @@ def record_message(row: UsageRecordRow) -> usage_record_pb2.UsageRecord:
     record = usage_record_pb2.UsageRecord(
         id=row.id,
         user_id=row.owner_id,
-        key_scope=row.key_scope,  # type: ignore[arg-type]
+        key_scope=row.key_scope,
         agent_id=row.agent_id,
         run_id=row.run_id,
         step=row.step,
@@ -56,7 +56,7 @@ def record_message(row: UsageRecordRow) -> usage_record_pb2.UsageRecord:
         provider=row.provider,
         model=row.model,
         attempt=row.attempt,
-        outcome=row.outcome,  # type: ignore[arg-type]
+        outcome=row.outcome,
         error_reason=row.error_reason,
         usage=usage_pb2.Usage(
             input_tokens=row.input_tokens,
