@@ -45,6 +45,8 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+__all__ = ["ServiceMigrations"]
+
 # One lock per event loop: the migrations of this process take turns (see the module docstring).
 _turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 

@@ -28,6 +28,8 @@ from steward.auth import (
 )
 from steward.errors import StewardError, from_rpc_error, internal, not_implemented, to_grpc_status
 
+__all__ = ["REQUEST_ID_KEY", "ServerInterceptor", "principal_interceptors"]
+
 log = structlog.get_logger(__name__)
 
 PUBLIC_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
