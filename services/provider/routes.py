@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.provider import demo
-from services.provider.adapters.base import Upstream
+from services.provider.adapters.base import Protocol_, Upstream
 from steward.errors import invalid_argument, not_found
 from steward.provider.v1 import model_route_pb2
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-DEMO_PROTOCOL = "demo"
+DEMO_PROTOCOL: Protocol_ = "demo"
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Routes:
         upstreams: dict[str, Upstream] = {
             "anthropic": Upstream("anthropic", "anthropic"),
             "openai": Upstream("openai", "openai"),
-            demo.PROVIDER: Upstream(demo.PROVIDER, DEMO_PROTOCOL, keyless=True),  # type: ignore[arg-type]
+            demo.PROVIDER: Upstream(demo.PROVIDER, DEMO_PROTOCOL, keyless=True),
         }
         raw: dict[str, object] = json.loads(path.read_text()) if path is not None else {}
         for name, entry in dict(raw.get("upstreams", {})).items():  # type: ignore[call-overload]
