@@ -56,7 +56,7 @@ class Routes:
             demo.PROVIDER: Upstream(demo.PROVIDER, DEMO_PROTOCOL, keyless=True),
         }
         raw: dict[str, object] = json.loads(path.read_text()) if path is not None else {}
-        for name, entry in dict(raw.get("upstreams", {})).items():  # type: ignore[call-overload]
+        for name, entry in dict(raw.get("upstreams", {})).items():  # type: ignore[call-overload]  # untyped JSON (object): dict() raises on a bad section
             if (
                 not _NAME.fullmatch(name)
                 or not isinstance(entry, dict)
@@ -69,7 +69,7 @@ class Routes:
             upstreams[name] = Upstream(name, entry["protocol"], entry.get("base_url"), keyless)
         routes = cls(upstreams, {})
         routes._routes[demo.ROUTE] = Route(demo.ROUTE, "The offline demo model.", [routes.target(demo.MODEL_NAME)])
-        for name, entry in dict(raw.get("routes", {})).items():  # type: ignore[call-overload]
+        for name, entry in dict(raw.get("routes", {})).items():  # type: ignore[call-overload]  # untyped JSON (object): dict() raises on a bad section
             if not isinstance(entry, dict) or "primary" not in entry:
                 raise ValueError(f"routes file: route {name!r} needs a primary")
             targets = [routes.target(entry["primary"]), *(routes.target(t) for t in entry.get("fallbacks", []))]
