@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -37,6 +38,8 @@ PROCESSES = (
 FAKE_LLM = "fake-llm"
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
+# A child's readiness probe: true once the child serves.
+ReadyCheck = Callable[[], Awaitable[bool]]
 
 
 @dataclass
@@ -181,18 +184,18 @@ class Supervisor:
             stream.close()
         return Child(name, process, log_path)
 
-    async def _wait_ready(self, child: Child, check: object) -> None:
+    async def _wait_ready(self, child: Child, check: ReadyCheck) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if child.process.returncode is not None:
                 raise RuntimeError(f"{child.name} exited with {child.process.returncode}\n{_tail(child.log_path)}")
-            if await check():  # type: ignore[operator]
+            if await check():
                 return
             await asyncio.sleep(0.1)
         raise RuntimeError(f"{child.name} was not ready after {READY_TIMEOUT:.0f}s\n{_tail(child.log_path)}")
 
     @staticmethod
-    def _grpc_check(address: str) -> object:
+    def _grpc_check(address: str) -> ReadyCheck:
         async def check() -> bool:
             async with grpc.aio.insecure_channel(address) as channel:
                 try:
@@ -204,7 +207,7 @@ class Supervisor:
         return check
 
     @staticmethod
-    def _tcp_check(port: int) -> object:
+    def _tcp_check(port: int) -> ReadyCheck:
         async def check() -> bool:
             try:
                 _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -217,7 +220,7 @@ class Supervisor:
         return check
 
     @staticmethod
-    def _http_check(url: str) -> object:
+    def _http_check(url: str) -> ReadyCheck:
         def get() -> bool:
             try:
                 with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own loopback URL

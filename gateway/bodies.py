@@ -121,7 +121,7 @@ def string_list(body: dict[str, Any], field: str, *, max_items: int, max_length:
     return value
 
 
-def run_mode(value: object, field: str) -> int:
+def run_mode(value: object, field: str) -> agent_pb2.RunMode.ValueType:
     """ "interactive" or "autonomous"; null is unspecified (the agent's mode, else interactive)."""
     if value is None:
         return agent_pb2.RUN_MODE_UNSPECIFIED

@@ -30,8 +30,8 @@ def _enum(name: str, prefix: str) -> str | None:
     return None if short == "unspecified" else short
 
 
-def role_name(role: int) -> str | None:
-    return _enum(content_pb2.Role.Name(role), "ROLE_")  # type: ignore[arg-type]
+def role_name(role: content_pb2.Role.ValueType) -> str | None:
+    return _enum(content_pb2.Role.Name(role), "ROLE_")
 
 
 def _arguments(text: str) -> Any:
@@ -96,8 +96,8 @@ def _seconds(value: Duration) -> int | float | None:
     return millis // 1000 if millis % 1000 == 0 else millis / 1000
 
 
-def mode_name(mode: int) -> str | None:
-    return _enum(agent_pb2.RunMode.Name(mode), "RUN_MODE_")  # type: ignore[arg-type]
+def mode_name(mode: agent_pb2.RunMode.ValueType) -> str | None:
+    return _enum(agent_pb2.RunMode.Name(mode), "RUN_MODE_")
 
 
 def limits_json(limits: limits_pb2.RunLimits) -> dict[str, int | float | None]:

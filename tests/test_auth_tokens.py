@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from typing import Any
 
 import grpc
 import jwt
@@ -94,19 +95,28 @@ def test_the_previous_key_is_accepted_during_a_rotation_and_not_after() -> None:
     assert _reason(lambda: TokenVerifier(new).verify(old_token)) == "PRINCIPAL_INVALID"
 
 
-def test_client_calls_carry_the_principal_and_the_request_id() -> None:
+async def test_client_calls_carry_the_principal_and_the_request_id() -> None:
     import structlog
 
     from steward.auth import reset_principal, set_principal
-    from steward.rpc.interceptors import REQUEST_ID_KEY, _PrincipalTokens
+    from steward.rpc.interceptors import REQUEST_ID_KEY, principal_interceptors
 
     details = grpc.aio.ClientCallDetails("/x.v1.S/M", None, None, None, None)
-    tokens = _PrincipalTokens(TokenSigner(SECRET, issuer="runtime"), actor="runtime")
-    assert tokens.details(details) is details  # no principal: nothing is attached
+    interceptor = principal_interceptors(TokenSigner(SECRET, issuer="runtime"), actor="runtime")[0]
+    assert isinstance(interceptor, grpc.aio.UnaryUnaryClientInterceptor)
+
+    sent: list[grpc.aio.ClientCallDetails] = []  # the call details the interceptor passes on
+
+    async def send(call_details: grpc.aio.ClientCallDetails, request: object) -> Any:
+        sent.append(call_details)
+
+    await interceptor.intercept_unary_unary(send, details, None)
+    assert sent.pop() is details  # no principal: nothing is attached
     principal = set_principal(Principal("alice"))
     try:
         with structlog.contextvars.bound_contextvars(request_id="req-123"):
-            metadata = tokens.details(details).metadata
+            await interceptor.intercept_unary_unary(send, details, None)
+            metadata = sent.pop().metadata
     finally:
         reset_principal(principal)
     assert metadata is not None

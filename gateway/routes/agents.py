@@ -46,7 +46,7 @@ def _policy(body: dict[str, Any]) -> agent_pb2.ApprovalPolicy:
     policy = object_field(body, "approval_policy")
     reject_unknown(policy, POLICY_FIELDS, "approval_policy.")
     return agent_pb2.ApprovalPolicy(
-        mode=run_mode(policy.get("mode"), "approval_policy.mode"),  # type: ignore[arg-type]
+        mode=run_mode(policy.get("mode"), "approval_policy.mode"),
         auto_approved_tools=string_list(policy, "auto_approved_tools", max_items=MAX_TOOLS, max_length=MAX_STRING),
         always_confirm_tools=string_list(policy, "always_confirm_tools", max_items=MAX_TOOLS, max_length=MAX_STRING),
     )

@@ -153,7 +153,7 @@ async def create_run(request: web.Request) -> web.Response:
             input=input_blocks(body, required=False),
             run_id=optional_str(body, "run_id", 64),
             agent_id=optional_str(body, "agent_id", 64),
-            mode=run_mode(body.get("mode"), "mode"),  # type: ignore[arg-type]
+            mode=run_mode(body.get("mode"), "mode"),
             limits=run_limits(body.get("limits"), "limits"),
             client_tools=_client_tools(body),
             request_id=idempotency_key(request) or optional_str(body, "request_id", 128),

@@ -33,8 +33,8 @@ GROUPS = {
 _KEY_SCOPES = {key_pb2.KEY_SCOPE_USER: "user", key_pb2.KEY_SCOPE_INSTANCE: "instance"}
 
 
-def _outcome(value: int) -> str | None:
-    name = usage_record_pb2.AttemptOutcome.Name(value)  # type: ignore[arg-type]
+def _outcome(value: usage_record_pb2.AttemptOutcome.ValueType) -> str | None:
+    name = usage_record_pb2.AttemptOutcome.Name(value)
     short = name.removeprefix("ATTEMPT_OUTCOME_").lower()
     return None if short == "unspecified" else short
 

@@ -3,3 +3,5 @@
 `steward.<area>.v1` packages are generated from `protos/` (never edit them);
 the other modules are hand-written code shared by every process.
 """
+
+__all__: list[str] = []

@@ -20,6 +20,23 @@ import jwt
 from steward.errors import StewardError, unauthenticated
 from steward.settings import CommonSettings
 
+__all__ = [
+    "AUDIENCE",
+    "METADATA_KEY",
+    "SERVICE_PREFIX",
+    "Principal",
+    "TokenSigner",
+    "TokenVerifier",
+    "current_principal",
+    "maybe_current_principal",
+    "require_service",
+    "require_user",
+    "reset_principal",
+    "service_principal",
+    "set_principal",
+    "verifier_for",
+]
+
 METADATA_KEY = "x-steward-principal"
 AUDIENCE = "steward-internal"
 ALGORITHM = "HS256"

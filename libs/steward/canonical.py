@@ -21,6 +21,8 @@ import json
 import math
 from typing import Any
 
+__all__ = ["arguments_hash", "canonical", "canonical_json", "parse", "sha256_hex"]
+
 
 def parse(text: str) -> Any:
     """The value of JSON `text`; ValueError when it is not strict I-JSON (see the module docstring)."""

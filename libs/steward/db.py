@@ -20,6 +20,8 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+__all__ = ["READ_ONLY", "configure_sqlite", "create_engine", "create_sessionmaker"]
+
 READ_ONLY = "steward_read_only"
 
 

@@ -17,6 +17,21 @@ from grpc_status import rpc_status
 
 from steward.common.v1 import errors_pb2
 
+__all__ = [
+    "KNOWN_REASONS",
+    "Reason",
+    "StewardError",
+    "failed_precondition",
+    "from_rpc_error",
+    "http_status_for",
+    "internal",
+    "invalid_argument",
+    "not_found",
+    "not_implemented",
+    "to_grpc_status",
+    "unauthenticated",
+]
+
 _PREFIX = "ERROR_REASON_"
 
 # Every stable reason a service may send, from steward.common.v1.ErrorReason.

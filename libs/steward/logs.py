@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+__all__ = ["configure_logging"]
+
 
 def configure_logging(service: str, level: str = "INFO", *, json: bool = True) -> None:
     """Route structlog and stdlib logging through one renderer, tagged with the service name."""

@@ -45,6 +45,8 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+__all__ = ["ServiceMigrations"]
+
 # One lock per event loop: the migrations of this process take turns (see the module docstring).
 _turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
@@ -160,7 +162,7 @@ def _turn() -> asyncio.Lock:
 def _set_sqlite_foreign_keys(connection: Connection, *, enabled: bool) -> None:
     # On the driver's cursor: through SQLAlchemy the statement would first open a transaction,
     # and SQLite ignores this pragma inside one.
-    cursor: Any = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor: Any = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]  # stubs: Optional; a checked-out connection has one
     try:
         cursor.execute(f"PRAGMA foreign_keys={'ON' if enabled else 'OFF'}")
     finally:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData
 
+__all__ = ["metadata"]
+
 # Constraint and index names are part of every migration: changing them changes the schema.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",

@@ -26,6 +26,8 @@ from sqlalchemy.orm import QueryableAttribute
 
 from steward.errors import StewardError, invalid_argument
 
+__all__ = ["KeyPart", "Keyset", "after_key", "decode", "encode", "read_page"]
+
 # Long enough for a few ids and names (ids are at most 64 characters, names and days shorter).
 MAX_TOKEN_LENGTH = 1024
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -18,6 +18,8 @@ import asyncpg
 import structlog
 from sqlalchemy.engine import make_url
 
+__all__ = ["PostgresWakeups", "asyncpg_dsn"]
+
 log = structlog.get_logger(__name__)
 RECONNECT_MAX_SECONDS = 5.0
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+__all__ = ["MIN_SECRET_BYTES", "CommonSettings"]
+
 MIN_SECRET_BYTES = 32
 
 

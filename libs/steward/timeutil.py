@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+__all__ = ["aware", "now", "timestamp"]
+
 
 def now() -> datetime:
     """The current time, aware, in UTC (the only zone ever stored)."""

@@ -115,7 +115,7 @@ class Generator:
         self._key_cache[(owner_id, provider)] = (secret, time.monotonic() + self.key_ttl)
         return secret
 
-    async def _key(self, owner_id: str, target: Target) -> tuple[str, int] | None:
+    async def _key(self, owner_id: str, target: Target) -> tuple[str, key_pb2.KeyScope.ValueType] | None:
         """The caller's key for the target's provider, else the instance's; "" for a keyless upstream."""
         if target.upstream.protocol == DEMO_PROTOCOL:
             return "", key_pb2.KEY_SCOPE_UNSPECIFIED
@@ -179,7 +179,12 @@ class Generator:
             await asyncio.shield(self._metering.settle(reservation, context, tally.spent))
 
     async def _attempt(
-        self, tally: _Tally, target: Target, key: tuple[str, int], call: GenerateCall, outcome: _Outcome
+        self,
+        tally: _Tally,
+        target: Target,
+        key: tuple[str, key_pb2.KeyScope.ValueType],
+        call: GenerateCall,
+        outcome: _Outcome,
     ) -> AsyncGenerator[pb.GenerateResponse]:
         """Stream one try at `target`, announced, and meter it; `outcome.error` is set when it failed before any
         content (the caller may try again). A failure after content goes up typed: never silently retried mid-way."""

@@ -26,7 +26,7 @@ from services.provider.usage_writer import UsageWriter
 from steward import timeutil
 from steward.common.v1 import usage_pb2
 from steward.errors import StewardError
-from steward.provider.v1 import budget_pb2, usage_record_pb2
+from steward.provider.v1 import budget_pb2, key_pb2, usage_record_pb2
 
 RESERVATION_TTL = timedelta(minutes=30)
 
@@ -43,7 +43,7 @@ class Attempt:
     route: str
 
 
-def _period_start(period: int, now: datetime) -> datetime:
+def _period_start(period: budget_pb2.BudgetPeriod.ValueType, now: datetime) -> datetime:
     if period == budget_pb2.BUDGET_PERIOD_DAY:
         return now.replace(hour=0, minute=0, second=0, microsecond=0)
     if period == budget_pb2.BUDGET_PERIOD_MONTH:
@@ -58,7 +58,7 @@ def budget_exceeded(detail: str, scope: str) -> StewardError:
 def _admit(budget: Standing, amount_micros: int) -> None:
     """Refuse a reservation that would take the budget's settled spend and reservations past its limit."""
     if budget.spent_micros + budget.reserved_micros + amount_micros > budget.limit_micros:
-        scope = budget_pb2.BudgetScope.Name(budget.scope).removeprefix("BUDGET_SCOPE_").lower()  # type: ignore[arg-type]
+        scope = budget_pb2.BudgetScope.Name(budget.scope).removeprefix("BUDGET_SCOPE_").lower()
         left = max(0, budget.limit_micros - budget.spent_micros - budget.reserved_micros)
         raise budget_exceeded(
             f"this call may cost up to {amount_micros} micro-dollars; the {scope} budget has {left} left",
@@ -111,7 +111,7 @@ class Metering:
         number: int,
         outcome: usage_record_pb2.AttemptOutcome.ValueType,
         usage: usage_pb2.Usage,
-        key_scope: int = 0,
+        key_scope: key_pb2.KeyScope.ValueType = key_pb2.KEY_SCOPE_UNSPECIFIED,
         error_reason: str = "",
     ) -> None:
         """Write the usage row of one attempt (group-committed with concurrent ones)."""
@@ -156,15 +156,22 @@ class Metering:
         return await self._budgets.expire_reservations()
 
     async def set_budget(
-        self, owner_id: str, scope: int, scope_id: str, limit_micros: int, period: int
+        self,
+        owner_id: str,
+        scope: budget_pb2.BudgetScope.ValueType,
+        scope_id: str,
+        limit_micros: int,
+        period: budget_pb2.BudgetPeriod.ValueType,
     ) -> budget_pb2.Budget:
         """Create or replace the owner's budget for one scope (its spend in the period is kept)."""
         self._budgetless.pop(owner_id, None)
         return await self._budgets.put(owner_id, scope, scope_id, limit_micros, period)
 
-    async def get_budget(self, owner_id: str, scope: int, scope_id: str) -> budget_pb2.Budget:
+    async def get_budget(
+        self, owner_id: str, scope: budget_pb2.BudgetScope.ValueType, scope_id: str
+    ) -> budget_pb2.Budget:
         """The owner's budget for one scope; a limit of 0 (no limit) when none was set."""
         budget = await self._budgets.get(owner_id, scope, scope_id)
         if budget is None:
-            return budget_pb2.Budget(scope=scope, scope_id=scope_id)  # type: ignore[arg-type]
+            return budget_pb2.Budget(scope=scope, scope_id=scope_id)
         return budget

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.provider import demo
-from services.provider.adapters.base import Upstream
+from services.provider.adapters.base import Protocol_, Upstream
 from steward.errors import invalid_argument, not_found
 from steward.provider.v1 import model_route_pb2
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-DEMO_PROTOCOL = "demo"
+DEMO_PROTOCOL: Protocol_ = "demo"
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,10 @@ class Routes:
         upstreams: dict[str, Upstream] = {
             "anthropic": Upstream("anthropic", "anthropic"),
             "openai": Upstream("openai", "openai"),
-            demo.PROVIDER: Upstream(demo.PROVIDER, DEMO_PROTOCOL, keyless=True),  # type: ignore[arg-type]
+            demo.PROVIDER: Upstream(demo.PROVIDER, DEMO_PROTOCOL, keyless=True),
         }
         raw: dict[str, object] = json.loads(path.read_text()) if path is not None else {}
-        for name, entry in dict(raw.get("upstreams", {})).items():  # type: ignore[call-overload]
+        for name, entry in dict(raw.get("upstreams", {})).items():  # type: ignore[call-overload]  # untyped JSON (object): dict() raises on a bad section
             if (
                 not _NAME.fullmatch(name)
                 or not isinstance(entry, dict)
@@ -69,7 +69,7 @@ class Routes:
             upstreams[name] = Upstream(name, entry["protocol"], entry.get("base_url"), keyless)
         routes = cls(upstreams, {})
         routes._routes[demo.ROUTE] = Route(demo.ROUTE, "The offline demo model.", [routes.target(demo.MODEL_NAME)])
-        for name, entry in dict(raw.get("routes", {})).items():  # type: ignore[call-overload]
+        for name, entry in dict(raw.get("routes", {})).items():  # type: ignore[call-overload]  # untyped JSON (object): dict() raises on a bad section
             if not isinstance(entry, dict) or "primary" not in entry:
                 raise ValueError(f"routes file: route {name!r} needs a primary")
             targets = [routes.target(entry["primary"]), *(routes.target(t) for t in entry.get("fallbacks", []))]

@@ -82,7 +82,9 @@ def _call(request: pb.GenerateRequest) -> GenerateCall:
     )
 
 
-def _budget_scope(scope: int, scope_id: str) -> tuple[int, str]:
+def _budget_scope(
+    scope: budget_pb2.BudgetScope.ValueType, scope_id: str
+) -> tuple[budget_pb2.BudgetScope.ValueType, str]:
     if scope in (budget_pb2.BUDGET_SCOPE_UNSPECIFIED, budget_pb2.BUDGET_SCOPE_USER):
         if scope_id:
             raise invalid_argument("scope_id", "the user scope takes no scope_id")

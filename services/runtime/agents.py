@@ -9,6 +9,7 @@ defaults for whatever neither sets.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from services.runtime.settings import RuntimeSettings
 from steward.agents import DEFAULT_AGENT_NAME as DEFAULT_AGENT_NAME
@@ -34,7 +35,7 @@ class AgentSpec:
     system_prompt: str
     model_route: str
     tools: list[str] = field(default_factory=list)  # name patterns
-    mode: int = agent_pb2.RUN_MODE_INTERACTIVE
+    mode: agent_pb2.RunMode.ValueType = agent_pb2.RUN_MODE_INTERACTIVE
     auto_approved: list[str] = field(default_factory=list)
     always_confirm: list[str] = field(default_factory=list)
     limits: limits_pb2.RunLimits = field(default_factory=limits_pb2.RunLimits)
@@ -83,11 +84,14 @@ def limits_for(agent: AgentSpec, run: run_pb2.Run, settings: RuntimeSettings) ->
 
     def pick(name: str, default: float) -> float:
         for source in (run.limits, agent.limits):
-            if name in ("timeout", "tool_timeout", "first_token_timeout"):
-                if source.HasField(name):  # type: ignore[arg-type]
-                    return _seconds(getattr(source, name))
-            elif getattr(source, name):
+            if getattr(source, name):
                 return float(getattr(source, name))
+        return default
+
+    def pick_duration(name: Literal["timeout", "tool_timeout", "first_token_timeout"], default: float) -> float:
+        for source in (run.limits, agent.limits):
+            if source.HasField(name):
+                return _seconds(getattr(source, name))
         return default
 
     autonomous = (run.mode or agent.mode) == agent_pb2.RUN_MODE_AUTONOMOUS
@@ -96,7 +100,7 @@ def limits_for(agent: AgentSpec, run: run_pb2.Run, settings: RuntimeSettings) ->
         max_steps=int(pick("max_steps", settings.default_max_steps)),
         max_tokens=int(pick("max_tokens", 0)),
         max_cost_micros=int(pick("max_cost_micros", 0)),
-        timeout=pick("timeout", timeout),
-        tool_timeout=pick("tool_timeout", settings.default_tool_timeout),
-        first_token_timeout=pick("first_token_timeout", settings.default_first_token_timeout),
+        timeout=pick_duration("timeout", timeout),
+        tool_timeout=pick_duration("tool_timeout", settings.default_tool_timeout),
+        first_token_timeout=pick_duration("first_token_timeout", settings.default_first_token_timeout),
     )

@@ -18,6 +18,8 @@ from steward.auth import TokenSigner
 from steward.rpc.interceptors import principal_interceptors
 from steward.rpc.server import MAX_MESSAGE_BYTES
 
+__all__ = ["AREAS", "create_channel", "service_config"]
+
 AREAS = ("store", "provider", "confirm", "runtime")
 
 

@@ -28,6 +28,8 @@ from steward.auth import (
 )
 from steward.errors import StewardError, from_rpc_error, internal, not_implemented, to_grpc_status
 
+__all__ = ["REQUEST_ID_KEY", "ServerInterceptor", "principal_interceptors"]
+
 log = structlog.get_logger(__name__)
 
 PUBLIC_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -147,7 +149,7 @@ def _with_token(details: grpc.aio.ClientCallDetails, token: str) -> grpc.aio.Cli
     request_id = structlog.contextvars.get_contextvars().get("request_id")
     if request_id and not metadata.get_all(REQUEST_ID_KEY):
         metadata.add(REQUEST_ID_KEY, str(request_id))
-    return details._replace(metadata=metadata)  # type: ignore[attr-defined,no-any-return]
+    return details._replace(metadata=metadata)  # type: ignore[attr-defined,no-any-return]  # a namedtuple at runtime, not in the stubs
 
 
 class _PrincipalTokens:

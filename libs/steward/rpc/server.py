@@ -20,6 +20,16 @@ from steward.logs import configure_logging
 from steward.rpc.interceptors import ServerInterceptor
 from steward.settings import CommonSettings
 
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "GrpcServer",
+    "ServiceRegistration",
+    "registration",
+    "serve_main",
+    "start_grpc_server",
+    "wait_for_shutdown_signal",
+]
+
 log = structlog.get_logger(__name__)
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024

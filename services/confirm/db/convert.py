@@ -18,14 +18,14 @@ def confirmation_message(row: ConfirmationRow) -> confirmation_pb2.Confirmation:
         arguments_json=row.arguments_json,
         arguments_hash=row.arguments_hash,
         preview=confirmation_pb2.Preview(
-            kind=row.preview_kind,  # type: ignore[arg-type]
+            kind=row.preview_kind,
             content=row.preview_content,
             title=row.preview_title,
         ),
         decision_schema_json=row.decision_schema_json,
-        kind=row.kind,  # type: ignore[arg-type]
+        kind=row.kind,
         related_confirmation_id=row.related_confirmation_id,
-        state=row.state,  # type: ignore[arg-type]
+        state=row.state,
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
         expire_time=timestamp(row.expire_time),
@@ -34,12 +34,12 @@ def confirmation_message(row: ConfirmationRow) -> confirmation_pb2.Confirmation:
     if row.decide_time is not None:
         message.decision.CopyFrom(
             confirmation_pb2.Decision(
-                outcome=row.outcome,  # type: ignore[arg-type]
+                outcome=row.outcome,
                 reason=row.decision_reason,
                 edited_arguments_json=row.edited_arguments_json,
                 decision_json=row.decision_json,
                 decided_by=row.decided_by,
-                surface=row.decision_surface,  # type: ignore[arg-type]
+                surface=row.decision_surface,
                 decide_time=timestamp(row.decide_time),
             )
         )
@@ -51,9 +51,9 @@ def audit_event_message(row: AuditEventRow) -> audit_event_pb2.AuditEvent:
         id=row.id,
         confirmation_id=row.confirmation_id,
         run_id=row.run_id,
-        kind=row.kind,  # type: ignore[arg-type]
+        kind=row.kind,
         actor=row.actor,
-        surface=row.surface,  # type: ignore[arg-type]
+        surface=row.surface,
         reason=row.reason,
         create_time=timestamp(row.create_time),
     )
@@ -64,7 +64,7 @@ def execution_message(row: ExecutionRow) -> execution_pb2.Execution:
         confirmation_id=row.confirmation_id,
         run_id=row.run_id,
         tool_call_id=row.tool_call_id,
-        state=row.state,  # type: ignore[arg-type]
+        state=row.state,
         idempotent=row.idempotent,
         idempotency_key=row.idempotency_key,
         arguments_hash=row.arguments_hash,

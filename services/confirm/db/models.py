@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from steward import orm
+from steward.confirm.v1 import audit_event_pb2, confirmation_pb2, execution_pb2
 
 FEED_HEAD_ID = 1  # the one row of confirmation_feed_head
 # An autoincrementing 64-bit key: SQLite autoincrements only INTEGER PRIMARY KEY columns.
@@ -46,25 +47,25 @@ class ConfirmationRow(Base):
     arguments_json: Mapped[str] = mapped_column(Text)
     # SHA-256 of the canonical arguments (services/confirm/canonical.py), lowercase hex.
     arguments_hash: Mapped[str] = mapped_column(String(64))
-    preview_kind: Mapped[int] = mapped_column(Integer)
+    preview_kind: Mapped[confirmation_pb2.PreviewKind.ValueType] = mapped_column(Integer)
     preview_title: Mapped[str] = mapped_column(Text, default="")
     preview_content: Mapped[str] = mapped_column(Text)
     decision_schema_json: Mapped[str] = mapped_column(Text)
     # The tool's input schema, which edited arguments must satisfy; "" for none.
     arguments_schema_json: Mapped[str] = mapped_column(Text, default="", server_default="")
-    kind: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[confirmation_pb2.ConfirmationKind.ValueType] = mapped_column(Integer)
     related_confirmation_id: Mapped[str] = mapped_column(String(64), default="")
-    state: Mapped[int] = mapped_column(Integer)
+    state: Mapped[confirmation_pb2.ConfirmationState.ValueType] = mapped_column(Integer)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expire_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # The decision (APPROVED, REJECTED, EXPIRED); outcome 0 and decide_time NULL until then.
-    outcome: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[confirmation_pb2.DecisionOutcome.ValueType] = mapped_column(Integer, default=0)
     decision_reason: Mapped[str] = mapped_column(Text, default="")
     edited_arguments_json: Mapped[str] = mapped_column(Text, default="")
     decision_json: Mapped[str] = mapped_column(Text, default="")
     decided_by: Mapped[str] = mapped_column(String(160), default="")
-    decision_surface: Mapped[int] = mapped_column(Integer, default=0)
+    decision_surface: Mapped[confirmation_pb2.Surface.ValueType] = mapped_column(Integer, default=0)
     decide_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # The decision's place on the feed (confirmation_feed.cursor), kept after the feed entry is trimmed.
     decision_cursor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
@@ -128,9 +129,9 @@ class AuditEventRow(Base):
     user_id: Mapped[str] = mapped_column(String(128))
     confirmation_id: Mapped[str] = mapped_column(String(64), ForeignKey("confirmations.id"))
     run_id: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[audit_event_pb2.AuditEventKind.ValueType] = mapped_column(Integer)
     actor: Mapped[str] = mapped_column(String(160), default="")
-    surface: Mapped[int] = mapped_column(Integer)
+    surface: Mapped[confirmation_pb2.Surface.ValueType] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(Text, default="")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -149,7 +150,7 @@ class ExecutionRow(Base):
     user_id: Mapped[str] = mapped_column(String(128))
     run_id: Mapped[str] = mapped_column(String(64))
     tool_call_id: Mapped[str] = mapped_column(String(128))
-    state: Mapped[int] = mapped_column(Integer)
+    state: Mapped[execution_pb2.ExecutionState.ValueType] = mapped_column(Integer)
     idempotent: Mapped[bool] = mapped_column(Boolean)
     idempotency_key: Mapped[str] = mapped_column(String(256))
     arguments_hash: Mapped[str] = mapped_column(String(64))

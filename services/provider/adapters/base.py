@@ -23,7 +23,7 @@ from typing import Literal, Protocol
 from steward.common.v1 import content_pb2
 from steward.provider.v1 import provider_service_pb2 as pb
 
-Protocol_ = Literal["anthropic", "openai"]
+Protocol_ = Literal["anthropic", "openai", "demo"]  # "demo": the built-in offline model (routes.DEMO_PROTOCOL)
 ACCEPTED_KIND = "attempt_started"
 
 

@@ -25,14 +25,14 @@ from steward import timeutil
 from steward.provider.v1 import budget_pb2
 
 # When the period (a BudgetPeriod value) that contains a time starts.
-PeriodStart = Callable[[int, datetime], datetime]
+PeriodStart = Callable[[budget_pb2.BudgetPeriod.ValueType, datetime], datetime]
 
 
 @dataclass(frozen=True)
 class Standing:
     """Where a budget stands when a call asks to reserve against it (its current period)."""
 
-    scope: int
+    scope: budget_pb2.BudgetScope.ValueType
     limit_micros: int
     spent_micros: int
     reserved_micros: int
@@ -141,7 +141,14 @@ class BudgetRepository:
                 await session.delete(reservation)
         return len(expired)
 
-    async def put(self, owner_id: str, scope: int, scope_id: str, limit_micros: int, period: int) -> budget_pb2.Budget:
+    async def put(
+        self,
+        owner_id: str,
+        scope: budget_pb2.BudgetScope.ValueType,
+        scope_id: str,
+        limit_micros: int,
+        period: budget_pb2.BudgetPeriod.ValueType,
+    ) -> budget_pb2.Budget:
         """Create or replace the owner's budget for one scope (a new period restarts its spend)."""
         async with self._sessions() as session, session.begin():
             now = timeutil.now()
@@ -174,7 +181,9 @@ class BudgetRepository:
             self._roll(row, now)
         return budget_message(row)
 
-    async def get(self, owner_id: str, scope: int, scope_id: str) -> budget_pb2.Budget | None:
+    async def get(
+        self, owner_id: str, scope: budget_pb2.BudgetScope.ValueType, scope_id: str
+    ) -> budget_pb2.Budget | None:
         """The owner's budget for one scope as of now (None when none was set)."""
         async with self._sessions() as session:
             row = await session.scalar(

@@ -12,7 +12,7 @@ def usage_record_message(row: UsageRecordRow) -> usage_record_pb2.UsageRecord:
     record = usage_record_pb2.UsageRecord(
         id=row.id,
         user_id=row.owner_id,
-        key_scope=row.key_scope,  # type: ignore[arg-type]
+        key_scope=row.key_scope,
         agent_id=row.agent_id,
         run_id=row.run_id,
         step=row.step,
@@ -21,7 +21,7 @@ def usage_record_message(row: UsageRecordRow) -> usage_record_pb2.UsageRecord:
         provider=row.provider,
         model=row.model,
         attempt=row.attempt,
-        outcome=row.outcome,  # type: ignore[arg-type]
+        outcome=row.outcome,
         error_reason=row.error_reason,
         usage=usage_pb2.Usage(
             input_tokens=row.input_tokens,
@@ -37,10 +37,10 @@ def usage_record_message(row: UsageRecordRow) -> usage_record_pb2.UsageRecord:
 
 def budget_message(row: BudgetRow) -> budget_pb2.Budget:
     budget = budget_pb2.Budget(
-        scope=row.scope,  # type: ignore[arg-type]
+        scope=row.scope,
         scope_id=row.scope_id,
         limit_micros=row.limit_micros,
-        period=row.period,  # type: ignore[arg-type]
+        period=row.period,
         spent_micros=row.spent_micros,
         reserved_micros=row.reserved_micros,
     )

@@ -8,6 +8,7 @@ from sqlalchemy import BigInteger, DateTime, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from steward import orm
+from steward.provider.v1 import budget_pb2, key_pb2, usage_record_pb2
 
 INSTANCE_OWNER = "instance"  # owner_id of per-instance keys and budgets
 
@@ -53,8 +54,8 @@ class UsageRecordRow(Base):
     model: Mapped[str] = mapped_column(String(128))
     attempt: Mapped[int] = mapped_column(Integer)
     # steward.provider.v1.AttemptOutcome value.
-    outcome: Mapped[int] = mapped_column(Integer)
-    key_scope: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[usage_record_pb2.AttemptOutcome.ValueType] = mapped_column(Integer)
+    key_scope: Mapped[key_pb2.KeyScope.ValueType] = mapped_column(Integer, default=0)
     error_reason: Mapped[str] = mapped_column(String(64), default="")
     input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -77,10 +78,10 @@ class BudgetRow(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner_id: Mapped[str] = mapped_column(String(128))
     # steward.provider.v1.BudgetScope value, and the agent or run id ("" for the user scope).
-    scope: Mapped[int] = mapped_column(Integer)
+    scope: Mapped[budget_pb2.BudgetScope.ValueType] = mapped_column(Integer)
     scope_id: Mapped[str] = mapped_column(String(64), default="")
     # steward.provider.v1.BudgetPeriod value.
-    period: Mapped[int] = mapped_column(Integer)
+    period: Mapped[budget_pb2.BudgetPeriod.ValueType] = mapped_column(Integer)
     limit_micros: Mapped[int] = mapped_column(BigInteger)
     # Settled spend and outstanding reservations in the current period.
     spent_micros: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -24,7 +24,7 @@ from services.provider.db.models import UsageRecordRow
 from steward import paging
 from steward.common.v1 import usage_pb2
 from steward.db import configure_sqlite
-from steward.provider.v1 import usage_record_pb2
+from steward.provider.v1 import key_pb2, usage_record_pb2
 
 _RECORD_ORDER = paging.Keyset(
     "usage-records.1", (UsageRecordRow.create_time, UsageRecordRow.id), (False, False), (datetime, str)
@@ -45,8 +45,8 @@ class NewUsageRecord:
     provider: str
     model: str
     attempt: int
-    outcome: int
-    key_scope: int
+    outcome: usage_record_pb2.AttemptOutcome.ValueType
+    key_scope: key_pb2.KeyScope.ValueType
     error_reason: str
     input_tokens: int
     output_tokens: int

@@ -39,6 +39,8 @@ log = structlog.get_logger(__name__)
 
 STEP_RESTARTS = 2
 MAX_OUTPUT_TOKENS = 4096  # per step, unless the run's token limit leaves less
+# How a run ends: its state and, when incomplete, the reason.
+Ending = tuple[run_pb2.RunState.ValueType, run_pb2.IncompleteReason.ValueType]
 
 
 async def drive(ctx: RunContext, how: StartMode, history: list[content_pb2.ChatMessage] | None = None) -> list[str]:
@@ -115,7 +117,7 @@ async def _loop(ctx: RunContext, history: list[content_pb2.ChatMessage] | None) 
             return []
 
 
-def _ending(result: model_step.StepResult) -> tuple[int, int] | None:
+def _ending(result: model_step.StepResult) -> Ending | None:
     """How a step ends the run (state, incomplete reason), or None when the run goes on with its tool calls."""
     if result.stop_reason == provider_pb.STOP_REASON_MAX_TOKENS and result.capped:
         # The answer was cut short by what was left of the run's token limit, not by the model.
@@ -125,7 +127,7 @@ def _ending(result: model_step.StepResult) -> tuple[int, int] | None:
     return None
 
 
-def _limit_reached(ctx: RunContext) -> int:
+def _limit_reached(ctx: RunContext) -> run_pb2.IncompleteReason.ValueType:
     limits = ctx.limits
     if ctx.step_count >= limits.max_steps:
         return run_pb2.INCOMPLETE_REASON_MAX_STEPS
@@ -200,7 +202,7 @@ async def _step(
     raise AssertionError("unreachable")
 
 
-async def _checkpoint_step(ctx: RunContext, result: model_step.StepResult, ending: tuple[int, int] | None) -> None:
+async def _checkpoint_step(ctx: RunContext, result: model_step.StepResult, ending: Ending | None) -> None:
     """Checkpoint a model step: its assistant message, its events and usage. A step that ends the run carries the
     end in the same write (the message id is minted here so that the end event can name it) and is waited for; one
     that goes on to its tool calls is not (writer.py: what needs it durable settles the writer first)."""
@@ -223,7 +225,7 @@ async def _checkpoint_step(ctx: RunContext, result: model_step.StepResult, endin
         return
     state, incomplete = ending
     request.events.append(_end_event(state, incomplete, message_id))
-    request.state, request.incomplete_reason = state, incomplete  # type: ignore[assignment]
+    request.state, request.incomplete_reason = state, incomplete
     await ctx.checkpoint(request)
     await _ended(ctx, state)
 
@@ -245,9 +247,9 @@ async def pause(ctx: RunContext, reason: run_pb2.PauseReason.ValueType) -> None:
 
 async def finish(
     ctx: RunContext,
-    state: int,
+    state: run_pb2.RunState.ValueType,
     *,
-    incomplete: int = 0,
+    incomplete: run_pb2.IncompleteReason.ValueType = run_pb2.INCOMPLETE_REASON_UNSPECIFIED,
     results: Sequence[tuple[content_pb2.ChatMessage, ev.RunEvent]] = (),
 ) -> None:
     """End the run between steps: completed or incomplete (with its limit); `results` (tool messages and their
@@ -258,8 +260,8 @@ async def finish(
             lease_epoch=ctx.epoch,
             messages=[message for message, _ in results],
             events=[*(event for _, event in results), _end_event(state, incomplete, "")],
-            state=state,  # type: ignore[arg-type]
-            incomplete_reason=incomplete,  # type: ignore[arg-type]
+            state=state,
+            incomplete_reason=incomplete,
             step_count=ctx.step_count,
             usage=ctx.usage,
             request_id=f"{ctx.run_id}/{ctx.epoch}/end",
@@ -268,13 +270,15 @@ async def finish(
     await _ended(ctx, state)
 
 
-def _end_event(state: int, incomplete: int, message_id: str) -> ev.RunEvent:
+def _end_event(
+    state: run_pb2.RunState.ValueType, incomplete: run_pb2.IncompleteReason.ValueType, message_id: str
+) -> ev.RunEvent:
     if state == run_pb2.RUN_STATE_COMPLETED:
         return ev.RunEvent(run_completed=ev.RunCompleted(message_id=message_id))
-    return ev.RunEvent(run_incomplete=ev.RunIncomplete(reason=incomplete))  # type: ignore[arg-type]
+    return ev.RunEvent(run_incomplete=ev.RunIncomplete(reason=incomplete))
 
 
-async def _ended(ctx: RunContext, state: int) -> None:
+async def _ended(ctx: RunContext, state: run_pb2.RunState.ValueType) -> None:
     if state != run_pb2.RUN_STATE_COMPLETED:
         await cancel_confirmations(ctx.services, ctx.run_id)
-    log.info("run_ended", state=run_pb2.RunState.Name(state), steps=ctx.step_count)  # type: ignore[arg-type]
+    log.info("run_ended", state=run_pb2.RunState.Name(state), steps=ctx.step_count)

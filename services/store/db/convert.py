@@ -40,7 +40,7 @@ def message_message(row: MessageRow | Row[Any]) -> conversation_pb2.Message:
         id=row.id,
         conversation_id=row.conversation_id,
         seq=row.seq,
-        role=row.role,  # type: ignore[arg-type]
+        role=row.role,
         content=content_from_json(row.content),
         run_id=row.run_id,
         create_time=timestamp(row.create_time),
@@ -58,10 +58,10 @@ def run_message(row: RunRow | Row[Any] | SimpleNamespace) -> run_pb2.Run:
         id=row.id,
         conversation_id=row.conversation_id,
         agent_id=row.agent_id,
-        state=row.state,  # type: ignore[arg-type]
-        pause_reason=row.pause_reason,  # type: ignore[arg-type]
-        incomplete_reason=row.incomplete_reason,  # type: ignore[arg-type]
-        mode=row.mode,  # type: ignore[arg-type]
+        state=row.state,
+        pause_reason=row.pause_reason,
+        incomplete_reason=row.incomplete_reason,
+        mode=row.mode,
         step_count=row.step_count,
         owner_id=row.owner_id,
         compacted_through_seq=row.compacted_through_seq,

@@ -19,6 +19,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from steward import orm
+from steward.common.v1 import content_pb2
+from steward.store.v1 import agent_pb2, run_pb2
 
 
 class Base(DeclarativeBase):
@@ -99,7 +101,7 @@ class MessageRow(Base):
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
     owner_id: Mapped[str] = mapped_column(String(128))
     seq: Mapped[int] = mapped_column(Integer)
-    role: Mapped[int] = mapped_column(Integer)
+    role: Mapped[content_pb2.Role.ValueType] = mapped_column(Integer)
     # Ordered content blocks as JSON text (steward.common.v1.ContentBlock in JSON form).
     content: Mapped[str] = mapped_column(Text)
     run_id: Mapped[str] = mapped_column(String(64), default="")
@@ -119,12 +121,12 @@ class RunRow(Base):
     owner_id: Mapped[str] = mapped_column(String(128), index=True)
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
     agent_id: Mapped[str] = mapped_column(String(64), default="")
-    state: Mapped[int] = mapped_column(Integer)
-    pause_reason: Mapped[int] = mapped_column(Integer, default=0)
-    incomplete_reason: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[run_pb2.RunState.ValueType] = mapped_column(Integer)
+    pause_reason: Mapped[run_pb2.PauseReason.ValueType] = mapped_column(Integer, default=0)
+    incomplete_reason: Mapped[run_pb2.IncompleteReason.ValueType] = mapped_column(Integer, default=0)
     # steward.store.v1.RunError, serialized; empty when the run has not failed.
     error: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
-    mode: Mapped[int] = mapped_column(Integer, default=0)
+    mode: Mapped[agent_pb2.RunMode.ValueType] = mapped_column(Integer, default=0)
     # steward.common.v1.RunLimits, serialized.
     limits: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
     step_count: Mapped[int] = mapped_column(Integer, default=0)
