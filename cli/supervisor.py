@@ -27,6 +27,9 @@ from typing import IO
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from steward.errors import StewardError
+from steward.rpc.client_errors import error_interceptors
+
 # (name, module) in start order.
 PROCESSES = (
     ("store", "services.store"),
@@ -197,10 +200,10 @@ class Supervisor:
     @staticmethod
     def _grpc_check(address: str) -> ReadyCheck:
         async def check() -> bool:
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with grpc.aio.insecure_channel(address, interceptors=error_interceptors()) as channel:
                 try:
                     reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-                except grpc.aio.AioRpcError:
+                except StewardError:
                     return False
             return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 

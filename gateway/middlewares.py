@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 import uuid
 
-import grpc
 import structlog
 from aiohttp import web
 
@@ -20,7 +19,7 @@ from gateway.metrics import metrics_middleware
 from gateway.openapi import public_document_middleware
 from gateway.openapi_validation import InvalidRequestError, validation_middleware
 from gateway.ratelimit import rate_limit_middleware
-from steward.errors import StewardError, from_rpc_error
+from steward.errors import StewardError
 
 log = structlog.get_logger(__name__)
 access_log = structlog.get_logger("gateway.access")
@@ -72,8 +71,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 def _problem_for(request: web.Request, exc: Exception) -> web.Response:
     extra: dict[str, object] = {"request_id": request.get(REQUEST_ID, "")}
-    if isinstance(exc, grpc.aio.AioRpcError):
-        exc = from_rpc_error(exc)
     if isinstance(exc, StewardError):
         return problems.from_error(exc, request.path, str(extra["request_id"]))
     status, reason, detail, headers = 500, "INTERNAL", "internal error", None

@@ -83,3 +83,36 @@ def test_the_reason_enum_is_the_contracts_catalogue_in_its_order() -> None:
     assert [reason.value for reason in Reason] == contract[1:]  # all but ERROR_REASON_UNSPECIFIED
     assert {str(reason) for reason in Reason} == KNOWN_REASONS
     assert Reason.RUN_NOT_FOUND == "RUN_NOT_FOUND"  # a member equals its text on the wire
+
+
+# A reason compared with a string literal, either way round: `reason == "X"`, `reason in ("X", ...)`, `"X" != reason`.
+_REASON_LITERAL = re.compile(
+    r"""\breason\s*(?:==|!=|(?:not\s+)?in)\s*[(\[{]?\s*["']|["'][A-Z_]+["']\s*(?:==|!=)\s*[\w.()]*\breason\b"""
+)
+
+
+def test_code_compares_reasons_with_enum_members_not_string_literals() -> None:
+    assert _REASON_LITERAL.search('if error.reason in ("LEASE_LOST", "RUN_NOT_FOUND"):')  # the pattern still bites
+    assert not _REASON_LITERAL.search("if error.reason == Reason.LEASE_LOST:")
+    found = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for path in _hand_written_sources()
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if _REASON_LITERAL.search(line)
+    ]
+    assert found == [], "compare error.reason with steward.errors.Reason members"
+
+
+# Where grpc's AioRpcError may be named: the RPC plumbing (the client interceptors that turn it into StewardError, the
+# server interceptor that decodes one from a channel not made by `create_channel`) and `from_rpc_error`. Everyone
+# else catches StewardError: a channel from `create_channel`, or one given `error_interceptors()`, raises nothing else.
+_AIO_RPC_ERROR_HOMES = (Path("libs/steward/rpc"), Path("libs/steward/errors.py"))
+# Any other file that truly needs it, with the reason why.
+_AIO_RPC_ERROR_ALSO: dict[Path, str] = {}
+
+
+def test_only_the_rpc_plumbing_names_aio_rpc_error() -> None:
+    naming = {path.relative_to(REPO) for path in _hand_written_sources() if "AioRpcError" in path.read_text()}
+    assert Path("libs/steward/rpc/client_errors.py") in naming  # the scan still reads the plumbing
+    elsewhere = {path for path in naming if not any(path.is_relative_to(home) for home in _AIO_RPC_ERROR_HOMES)}
+    assert elsewhere - _AIO_RPC_ERROR_ALSO.keys() == set(), "catch steward.errors.StewardError instead"

@@ -44,7 +44,7 @@ from gateway import problems
 from gateway.app_keys import ACCESS, CLIENTS, SETTINGS
 from gateway.auth import oidc, scopes
 from steward.auth import Principal, reset_principal, service_principal, set_principal
-from steward.errors import from_rpc_error
+from steward.errors import Reason, StewardError
 from steward.store.v1 import identity_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 
@@ -244,8 +244,8 @@ async def _verify_api_token(app: web.Application, token: str) -> Caller:
     try:
         with acting_as(GATEWAY):
             reply = await app[CLIENTS].identity.VerifyApiToken(store_pb.VerifyApiTokenRequest(secret=token))
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() == grpc.StatusCode.UNAUTHENTICATED and from_rpc_error(exc).reason == "TOKEN_INVALID":
+    except StewardError as error:
+        if error.code == grpc.StatusCode.UNAUTHENTICATED and error.reason == Reason.TOKEN_INVALID:
             log.info("api_token_refused")
             raise _invalid() from None
         raise

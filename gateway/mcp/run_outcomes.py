@@ -20,13 +20,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
 from gateway import presenters, run_log
 from gateway.mcp.tooling import Answer, Call
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirmation_pb2
-from steward.errors import from_rpc_error
+from steward.errors import Reason, StewardError
 from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 
@@ -178,8 +176,8 @@ async def logged_answer(call: Call, run: run_pb2.Run) -> str | None:
                     texts.pop(event.step, None)
     except TimeoutError:
         return None
-    except grpc.aio.AioRpcError as exc:
-        if from_rpc_error(exc).reason == "CURSOR_EXPIRED":
+    except StewardError as error:
+        if error.reason == Reason.CURSOR_EXPIRED:
             return None
         raise
     finally:

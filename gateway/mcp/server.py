@@ -23,7 +23,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import grpc
 import mcp_types as types
 import structlog
 from aiohttp import web
@@ -37,7 +36,7 @@ from gateway.auth import bearer
 from gateway.mcp import action_tools, read_tools
 from gateway.mcp.tooling import Answer, Call, Progress, ToolDef, ToolError
 from steward.auth import Principal
-from steward.errors import StewardError, from_rpc_error
+from steward.errors import StewardError
 
 log = structlog.get_logger(__name__)
 
@@ -86,9 +85,6 @@ async def run_tool(definition: ToolDef, call: Call, arguments: Mapping[str, Any]
         return success(await definition.run(call, args))
     except ToolError as exc:
         return failure(exc.reason, exc.message, exc.metadata)
-    except grpc.aio.AioRpcError as exc:
-        error = from_rpc_error(exc)
-        return failure(error.reason, error.message, error.metadata)
     except StewardError as exc:
         return failure(exc.reason, exc.message, exc.metadata)
     except Exception:  # a crash is told as a generic failure; its details stay in the log

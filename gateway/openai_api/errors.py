@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from gateway.problems import HttpError
-from steward.errors import StewardError, from_rpc_error, http_status_for
+from steward.errors import StewardError, http_status_for
 
 log = structlog.get_logger(__name__)
 
@@ -58,8 +58,6 @@ def as_openai_error(exc: BaseException) -> OpenAIError:
     """Any failure of a /v1 handler as an OpenAIError."""
     if isinstance(exc, OpenAIError):
         return exc
-    if isinstance(exc, grpc.aio.AioRpcError):
-        exc = from_rpc_error(exc)
     if isinstance(exc, StewardError):
         status = 499 if exc.code == grpc.StatusCode.CANCELLED else http_status_for(exc.code, exc.reason)
         return OpenAIError(status, exc.reason, exc.message, param=exc.metadata.get("field"))

@@ -19,7 +19,7 @@ from gateway.openai_api.requests import ChatRequest, ContinueAfterConfirmation, 
 from gateway.openai_api.shapes import DONE, Answer, event_data, model_json
 from steward.agents import DEFAULT_AGENT_NAME
 from steward.auth import current_principal
-from steward.errors import from_rpc_error
+from steward.errors import Reason, StewardError
 from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
 from steward.store.v1 import agent_pb2, run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
@@ -46,8 +46,8 @@ async def _agent_id(clients: Clients, model: str) -> str:
     """The agent a model name stands for: the caller's agent of that name, else "" for "steward"."""
     try:
         return (await clients.agents.GetAgent(store_pb.GetAgentRequest(name=model))).agent.id
-    except grpc.aio.AioRpcError as exc:
-        if from_rpc_error(exc).reason != "AGENT_NOT_FOUND":
+    except StewardError as error:
+        if error.reason != Reason.AGENT_NOT_FOUND:
             raise
     if model == DEFAULT_AGENT_NAME:
         return ""
@@ -94,9 +94,9 @@ async def _new_run(clients: Clients, chat: ChatRequest, plan: NewRun) -> run_pb2
     request.new_conversation.messages.extend(plan.history)
     try:
         return (await clients.runtime.CreateRun(request)).run
-    except grpc.aio.AioRpcError as exc:
-        if from_rpc_error(exc).reason == "AGENT_NOT_FOUND":
-            raise _model_not_found(chat.model) from exc
+    except StewardError as error:
+        if error.reason == Reason.AGENT_NOT_FOUND:
+            raise _model_not_found(chat.model) from error
         raise
 
 
@@ -187,7 +187,7 @@ async def _pump(
     except ConnectionResetError:
         return False  # the client left; the run goes on
     except Exception as exc:  # noqa: BLE001 - the headers are sent: the failure can only be told in the stream
-        if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.CANCELLED:
+        if isinstance(exc, StewardError) and exc.code == grpc.StatusCode.CANCELLED:
             return False
         with contextlib.suppress(ConnectionResetError):
             await sse.send(event_data(as_openai_error(exc).body()))

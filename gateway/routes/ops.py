@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 from aiohttp import web
 from grpc_health.v1 import health_pb2
 
 from gateway.app_keys import ACCESS, CLIENTS, READINESS
+from steward.errors import StewardError
 
 routes = web.RouteTableDef()
 READY_TIMEOUT = 2.0
@@ -28,8 +28,8 @@ async def healthz(request: web.Request) -> web.Response:
 async def _check(stub: object) -> str:
     try:
         reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=READY_TIMEOUT)  # type: ignore[attr-defined]
-    except grpc.aio.AioRpcError as exc:
-        return f"unreachable ({exc.code().name})"
+    except StewardError as error:
+        return f"unreachable ({error.code.name})"
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)).lower()
 
 

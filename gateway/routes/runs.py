@@ -32,7 +32,7 @@ from gateway.bodies import (
     run_mode,
 )
 from steward.common.v1 import content_pb2
-from steward.errors import from_rpc_error
+from steward.errors import StewardError
 from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
 from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
@@ -195,11 +195,10 @@ async def _pump(call: Call, sse: EventSourceResponse, retry_ms: int, first: obje
             await sse.send(json.dumps(body), id=str(item.event.seq), event=kind, retry=retry)
             retry = None
             item = await call.read()
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() == grpc.StatusCode.CANCELLED:
+    except StewardError as error:
+        if error.code == grpc.StatusCode.CANCELLED:
             return
-        error = from_rpc_error(exc)
-        problem = {"status": exc.code().name, "reason": error.reason, "detail": error.message}
+        problem = {"status": error.code.name, "reason": error.reason, "detail": error.message}
         await sse.send(json.dumps(problem), event="error")
 
 

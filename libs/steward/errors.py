@@ -2,7 +2,8 @@
 
 Services raise `StewardError`; an interceptor turns it into `google.rpc.Status`
 with `ErrorInfo{reason, domain, metadata}`. Clients turn an `AioRpcError` back
-into a `StewardError` with `from_rpc_error`. The gateway maps errors to HTTP with
+into a `StewardError` with `from_rpc_error` (the client interceptors on every
+`create_channel` channel do it, so callers catch `StewardError`). The gateway maps errors to HTTP with
 `http_status_for`, the one table for the whole system: by code, with a few
 reasons overriding their code's status.
 """

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 from collections.abc import Coroutine
 
-import grpc
 import structlog
 from google.protobuf.duration_pb2 import Duration
 
@@ -27,7 +26,7 @@ from services.runtime.run.loop import RunLoop
 from steward.auth import Principal, reset_principal, service_principal, set_principal
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirmation_pb2
-from steward.errors import from_rpc_error
+from steward.errors import Reason, StewardError
 from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 
@@ -84,9 +83,8 @@ class Resumer:
                 async for entry in stream:
                     self._cursor = entry.cursor
                     self._resume(entry.confirmation)
-            except grpc.aio.AioRpcError as exc:
-                error = from_rpc_error(exc)
-                if error.reason == "CURSOR_EXPIRED":
+            except StewardError as error:
+                if error.reason == Reason.CURSOR_EXPIRED:
                     self._cursor = ""  # the sweep covers what the feed no longer holds
                 log.info("decision_feed_broken", reason=error.reason)
             finally:
@@ -97,11 +95,11 @@ class Resumer:
     async def _sweeps(self) -> None:
         while True:
             more = False
-            with contextlib.suppress(grpc.aio.AioRpcError):
+            with contextlib.suppress(StewardError):
                 more = await self.claim_orphans()  # first: a decided run whose holder died is taken over, not resumed
             if more and self._loop.free_slots():
                 continue  # a full batch was claimed and slots are left: claim the next batch now
-            with contextlib.suppress(grpc.aio.AioRpcError):
+            with contextlib.suppress(StewardError):
                 await self.sweep_decisions()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._services.settings.sweep_interval):
@@ -120,8 +118,8 @@ class Resumer:
                 token = page.next_page_token
                 if not token:
                     return True
-        except grpc.aio.AioRpcError as exc:
-            log.info("decision_sweep_failed", reason=from_rpc_error(exc).reason)
+        except StewardError as error:
+            log.info("decision_sweep_failed", reason=error.reason)
             return False
 
     async def _release_as_owner(self, run: run_pb2.Run) -> None:
@@ -129,8 +127,8 @@ class Resumer:
         try:
             release = store_pb.ReleaseRunRequest(id=run.id, lease_epoch=run.lease_epoch)
             await self._services.runs.ReleaseRun(release)
-        except grpc.aio.AioRpcError as exc:
-            log.warning("release_failed", run_id=run.id, reason=from_rpc_error(exc).reason)
+        except StewardError as error:
+            log.warning("release_failed", run_id=run.id, reason=error.reason)
         finally:
             reset_principal(token)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from services.runtime.agents import DEFAULT_AGENT_NAME, AgentSpec, default_agent, from_stored
@@ -18,7 +17,7 @@ from services.runtime.run.history import pending_calls, read_history, result_mes
 from services.runtime.run.loop import Known, RunLoop
 from services.runtime.tools.toolbox import CLIENT_PREFIX, ToolInfo
 from steward.common.v1 import content_pb2
-from steward.errors import failed_precondition, from_rpc_error
+from steward.errors import Reason, StewardError, failed_precondition
 from steward.store.v1 import run_event_pb2 as ev
 from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
@@ -39,8 +38,8 @@ class Runs:
             create.lease_ttl.FromSeconds(self._loop.lease_seconds())
         try:
             created = await self._services.runs.CreateRun(create)
-        except grpc.aio.AioRpcError as exc:
-            if create.agent_name != DEFAULT_AGENT_NAME or from_rpc_error(exc).reason != "AGENT_NOT_FOUND":
+        except StewardError as error:
+            if create.agent_name != DEFAULT_AGENT_NAME or error.reason != Reason.AGENT_NOT_FOUND:
                 raise  # NOT_FOUND (AGENT_NOT_FOUND) passes up
             create.agent_name = ""  # the caller has no agent named "steward": the default agent answers
             created = await self._services.runs.CreateRun(create)

@@ -76,6 +76,14 @@ async def test_unknown_agents_and_bad_requests_are_refused_and_create_nothing(no
     assert await _run_count(notes) == before
 
 
+async def test_the_stores_refusal_reaches_the_caller_with_its_code_reason_and_domain(notes: World) -> None:
+    """The runtime's channel to the store raises the store's error as `StewardError`; it travels on unchanged."""
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await notes.runtime.CreateRun(_start("hello", agent_name="nobody-has-this"), metadata=notes.user)
+    error = from_rpc_error(raised.value)
+    assert (error.code, error.reason, error.domain) == (grpc.StatusCode.NOT_FOUND, "AGENT_NOT_FOUND", "store.steward")
+
+
 async def test_a_replica_with_no_free_slot_leaves_the_run_queued_for_a_sweep(tmp_path: Path) -> None:
     async with world(tmp_path, max_active_runs=0) as full:
         created = await full.runtime.CreateRun(_start("hello", agent_name="steward"), metadata=full.user)

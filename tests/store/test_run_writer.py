@@ -14,7 +14,7 @@ from google.protobuf.duration_pb2 import Duration
 from services.runtime.run.writer import EventWriter
 from steward.auth import Principal, TokenSigner, reset_principal, set_principal
 from steward.common.v1 import content_pb2
-from steward.errors import from_rpc_error
+from steward.errors import StewardError
 from steward.rpc.channels import create_channel
 from steward.store.v1 import run_event_pb2 as ev
 from steward.store.v1 import run_pb2
@@ -147,14 +147,14 @@ async def test_a_failed_write_fails_every_later_one_and_abandon_keeps_the_buffer
         claim = pb.ClaimRunRequest(id=claimed.run.id, holder="other", lease_ttl=Duration(seconds=60))
         await claimed.runs.ClaimRun(claim)
         lost = writer.checkpoint_soon(pb.CheckpointRunRequest(messages=[_text("stale")]))
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
+        with pytest.raises(StewardError) as raised:
             await writer.settle()
-        assert from_rpc_error(raised.value).reason == "LEASE_LOST"
-        with pytest.raises(grpc.aio.AioRpcError):
+        assert raised.value.reason == "LEASE_LOST"
+        with pytest.raises(StewardError):
             await lost
-        with pytest.raises(grpc.aio.AioRpcError):
+        with pytest.raises(StewardError):
             writer.send(ev.RunEvent(run_resumed=ev.RunResumed()))
-        with pytest.raises(grpc.aio.AioRpcError):
+        with pytest.raises(StewardError):
             writer.text(1, "x")
         assert await writer.abandon() == []
         assert _payloads(await claimed.log()) == ["run_started"]

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from steward.auth import TokenSigner
+from steward.rpc.client_errors import error_interceptors
 from steward.rpc.interceptors import principal_interceptors
 from steward.rpc.server import MAX_MESSAGE_BYTES
 
@@ -34,7 +35,8 @@ def service_config(area: str) -> dict[str, Any]:
 
 
 def create_channel(target: str, area: str, *, signer: TokenSigner | None = None, actor: str = "") -> grpc.aio.Channel:
-    """A channel to one area's server that attaches the current principal's token to every call."""
+    """A channel to one area's server that attaches the current principal's token to every call, and whose
+    failed calls raise `StewardError` (see `steward.rpc.client_errors`)."""
     options: list[tuple[str, Any]] = [
         ("grpc.service_config", json.dumps(service_config(area))),
         ("grpc.enable_retries", 1),
@@ -42,5 +44,10 @@ def create_channel(target: str, area: str, *, signer: TokenSigner | None = None,
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ]
+    # grpc.aio runs a call kind's interceptors in list order, the first outermost: each gets the call details
+    # the one before it passed to its continuation. The principal's come first, so the error interceptors (and
+    # the call itself) see the details with the token attached; the error interceptors, innermost, are the
+    # first to see the call's outcome and turn a failure into `StewardError` on its way out.
     interceptors = principal_interceptors(signer, actor) if signer is not None else []
+    interceptors += error_interceptors()
     return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)

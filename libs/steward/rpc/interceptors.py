@@ -127,11 +127,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if isinstance(exc, grpc.aio.AbortError):
             raise exc
         if isinstance(exc, StewardError):
+            # Our own failure, or a dependency's decoded by `create_channel`'s client interceptors: the latter
+            # travels on with its code, reason and domain (`to_grpc_status` keeps a domain the error has).
             error = exc
             if error.code == grpc.StatusCode.INTERNAL:
                 log.error("rpc_failed", reason=error.reason)
         elif isinstance(exc, grpc.aio.AioRpcError):
-            # A dependency's error travels on with its code, reason and domain.
+            # A stray call on a channel not made by `create_channel`: decoded here, to travel on the same way.
             error = from_rpc_error(exc)
         elif isinstance(exc, NotImplementedError):
             # The generated base servicer raises this for RPCs we have not built yet.

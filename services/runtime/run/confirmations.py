@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-import grpc
 import structlog
 
 from services.runtime.run.context import RunContext, Services
@@ -19,7 +18,7 @@ from services.runtime.tools.toolbox import ToolInfo, ToolOutcome
 from steward.common.v1 import content_pb2
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirmation_pb2
-from steward.errors import from_rpc_error
+from steward.errors import StewardError
 from steward.store.v1 import run_event_pb2 as ev
 from steward.store.v1 import store_service_pb2 as store_pb
 
@@ -121,8 +120,8 @@ async def cancel_confirmations(services: Services, run_id: str, reason: str = ""
     """Cancel the pending confirmations of a run that ended (best effort: a failure is logged)."""
     try:
         await services.confirm.CancelConfirmations(confirm_pb.CancelConfirmationsRequest(run_id=run_id, reason=reason))
-    except grpc.aio.AioRpcError as exc:
-        log.warning("confirmations_not_cancelled", reason=from_rpc_error(exc).reason)
+    except StewardError as error:
+        log.warning("confirmations_not_cancelled", reason=error.reason)
 
 
 async def acknowledge(ctx: RunContext, confirmation_ids: list[str]) -> None:

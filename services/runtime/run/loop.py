@@ -26,7 +26,7 @@ import structlog
 from google.protobuf.duration_pb2 import Duration
 
 from services.runtime.agents import AgentSpec, limits_for, load_agent
-from services.runtime.run import budgets, steps
+from services.runtime.run import budgets, model_step, steps
 from services.runtime.run.confirmations import cancel_confirmations
 from services.runtime.run.context import RunContext, Services, StartMode
 from services.runtime.run.writer import EventWriter
@@ -34,7 +34,7 @@ from steward.auth import Principal, reset_principal, set_principal
 from steward.common.v1 import content_pb2
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirmation_pb2
-from steward.errors import StewardError, from_rpc_error
+from steward.errors import Reason, StewardError
 from steward.store.v1 import run_event_pb2 as ev
 from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
@@ -156,7 +156,7 @@ class RunLoop:
     async def _paused(self, run_id: str) -> bool:
         try:
             run = (await self._services.runs.GetRun(store_pb.GetRunRequest(id=run_id))).run
-        except grpc.aio.AioRpcError:
+        except StewardError:
             return True  # the claim will tell
         return run.state == run_pb2.RUN_STATE_PAUSED
 
@@ -166,7 +166,7 @@ class RunLoop:
                 reply = await self._services.confirm.GetConfirmation(
                     confirm_pb.GetConfirmationRequest(id=confirmation_id)
                 )
-            except grpc.aio.AioRpcError:
+            except StewardError:
                 return False  # the sweep will find it
             if reply.confirmation.state != confirmation_pb2.CONFIRMATION_STATE_PENDING:
                 return True
@@ -214,10 +214,10 @@ class RunLoop:
         )
         try:
             return (await self._services.runs.ClaimRun(request)).run
-        except grpc.aio.AioRpcError as exc:
+        except StewardError as error:
             claimed = self._handoff.pop(run_id, None)  # refused because this replica's sweep claimed it
             if claimed is None:
-                log.info("claim_refused", reason=from_rpc_error(exc).reason)
+                log.info("claim_refused", reason=error.reason)
             return claimed
 
     async def _context(self, claimed: run_pb2.Run, known: Known | None) -> RunContext:
@@ -261,13 +261,14 @@ class RunLoop:
     async def _failure(self, exc: Exception, run_id: str, epoch: int, ctx: RunContext | None) -> None:
         """Map a claim's failure to the run's outcome: a dependency away gives the run back (from its checkpoint,
         for a later sweep); any other error fails it."""
-        if isinstance(exc, grpc.aio.AioRpcError):
-            if exc.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
-                log.warning("run_released", reason=from_rpc_error(exc).reason)
+        if isinstance(exc, StewardError):
+            # A model step's failure (`StepError`) fails the run whatever its code: the step already
+            # retried what may pass; only a dependency away elsewhere in the claim gives the run back.
+            away = exc.code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+            if away and not isinstance(exc, model_step.StepError):
+                log.warning("run_released", reason=exc.reason)
                 await _shielded(self._release(run_id, epoch, ctx))
                 return
-            await self._failed(ctx, run_id, epoch, from_rpc_error(exc))
-        elif isinstance(exc, StewardError):
             await self._failed(ctx, run_id, epoch, exc)
         else:
             log.exception("run_crashed")
@@ -292,9 +293,8 @@ class RunLoop:
                         id=run_id, lease_epoch=epoch, lease_ttl=Duration(seconds=self.lease_seconds())
                     )
                 )
-            except grpc.aio.AioRpcError as exc:
-                error = from_rpc_error(exc)
-                if error.reason in ("LEASE_LOST", "RUN_NOT_FOUND"):
+            except StewardError as error:
+                if error.reason in {Reason.LEASE_LOST, Reason.RUN_NOT_FOUND}:
                     log.warning("lease_lost", epoch=epoch)
                     self._stop_reasons[run_id] = "fenced"
                     driver.cancel()
@@ -309,7 +309,7 @@ class RunLoop:
     async def _release(self, run_id: str, epoch: int, ctx: RunContext | None = None) -> None:
         if ctx is not None:
             await ctx.writer.abandon()  # the writes in flight land (or fail) before the lease is given up
-        with contextlib.suppress(grpc.aio.AioRpcError):
+        with contextlib.suppress(StewardError):
             await self._services.runs.ReleaseRun(store_pb.ReleaseRunRequest(id=run_id, lease_epoch=epoch))
 
     async def _cancelled(self, ctx: RunContext) -> None:
@@ -326,11 +326,11 @@ class RunLoop:
                 ),
             )
             await cancel_confirmations(ctx.services, ctx.run_id)
-        except grpc.aio.AioRpcError as exc:
-            log.warning("cancel_not_recorded", reason=from_rpc_error(exc).reason)
+        except StewardError as error:
+            log.warning("cancel_not_recorded", reason=error.reason)
 
     async def _failed(self, ctx: RunContext | None, run_id: str, epoch: int, error: StewardError) -> None:
-        if error.reason == "LEASE_LOST":
+        if error.reason == Reason.LEASE_LOST:
             log.warning("fenced", epoch=epoch)  # another replica holds the run: write nothing more
             return
         transient = error.metadata.get("transient") == "true" or error.code == grpc.StatusCode.UNAVAILABLE
@@ -349,8 +349,8 @@ class RunLoop:
                 ),
             )
             await cancel_confirmations(self._services, run_id)
-        except grpc.aio.AioRpcError as exc:
-            log.error("run_fail_not_recorded", reason=from_rpc_error(exc).reason)
+        except StewardError as failure:
+            log.error("run_fail_not_recorded", reason=failure.reason)
 
     async def _last_write(self, ctx: RunContext | None, request: store_pb.CheckpointRunRequest) -> None:
         """A claim's last checkpoint, made directly (the writer may have failed): the writes in flight land first,

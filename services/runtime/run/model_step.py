@@ -126,6 +126,16 @@ async def run_step(
     return StepResult(parts.message(), total, stop, calls)
 
 
+class StepError(StewardError):
+    """A model step's failure (the provider's, or a write's made within the step), told apart from a dependency's
+    error elsewhere in the claim: it fails the run whatever its code, where an unreachable dependency elsewhere
+    gives the run back (`RunLoop._failure`)."""
+
+    @classmethod
+    def of(cls, error: StewardError) -> StepError:
+        return cls(error.code, error.reason, error.message, metadata=error.metadata, domain=error.domain)
+
+
 def is_transient(error: StewardError) -> bool:
     """Whether a provider error may pass if the step is tried again."""
     return error.metadata.get("transient") == "true"

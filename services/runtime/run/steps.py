@@ -18,7 +18,6 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 
-import grpc
 import structlog
 
 from services.runtime.run import model_step
@@ -29,7 +28,7 @@ from services.runtime.run.tool_calls import resolve, result_parts
 from services.runtime.tools import client
 from services.runtime.tools.toolbox import ToolInfo
 from steward.common.v1 import content_pb2
-from steward.errors import from_rpc_error
+from steward.errors import Reason, StewardError
 from steward.provider.v1 import provider_service_pb2 as provider_pb
 from steward.store.v1 import run_event_pb2 as ev
 from steward.store.v1 import run_pb2
@@ -181,16 +180,15 @@ async def _step(
             result = await model_step.run_step(
                 ctx.services.provider, request, ctx.writer, first_token_timeout=ctx.limits.first_token_timeout
             )
-        except grpc.aio.AioRpcError as exc:
-            error = from_rpc_error(exc)
+        except StewardError as error:
             await ctx.services.hooks.after_model_call(ctx.run_id, step, 0, error.reason)
-            if error.reason == "BUDGET_EXCEEDED":
+            if error.reason == Reason.BUDGET_EXCEEDED:
                 await finish(ctx, run_pb2.RUN_STATE_INCOMPLETE, incomplete=run_pb2.INCOMPLETE_REASON_BUDGET)
                 return None
             if model_step.is_transient(error) and attempt < STEP_RESTARTS:
                 log.info("step_restarting", step=step, reason=error.reason)
                 continue
-            raise error from exc
+            raise model_step.StepError.of(error) from error
         except TimeoutError:  # a limit, not a failure: the run ends incomplete (timeout), the step is not retried
             await ctx.services.hooks.after_model_call(ctx.run_id, step, 0, "FIRST_TOKEN_TIMEOUT")
             log.info("first_token_timeout", step=step, seconds=ctx.limits.first_token_timeout)
