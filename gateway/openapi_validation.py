@@ -9,11 +9,13 @@ INVALID_ARGUMENT, whose `detail` names the field and whose `metadata` carries `f
 handlers' own errors name fields), `in` (`body` or `query`) and, for bodies, `pointer` (RFC 6901).
 
 Messages are made here from the failed keyword and never quote the value: a body may hold a secret (a
-provider key), and what a client sent is not repeated back or logged. Handlers keep their own checks
-(they also guard what the document cannot say, such as "at least one field"). An `integer` is a JSON number
-written without a fraction (3.0 is not one) and a `number` is finite (Python's json reads NaN and Infinity),
-as the handlers have it. The OpenAI-compatible routes under /v1 are not validated here: they answer errors
-in OpenAI's shape.
+provider key), and what a client sent is not repeated back or logged. The document is the one statement of
+a request's shape: handlers do not repeat its checks (types, required and unknown fields, enums, lengths,
+patterns, ranges, query parameter types) and keep only what it cannot say, each with a comment saying why
+(a rule across fields, "at least one field", sizes in bytes, values that depend on the time or the server's
+state, and headers, which are not checked here). An `integer` is a JSON number written without a fraction
+(3.0 is not one) and a `number` is finite (Python's json reads NaN and Infinity), as the handlers had it.
+The OpenAI-compatible routes under /v1 are not validated here: they answer errors in OpenAI's shape.
 """
 
 from __future__ import annotations
