@@ -1,4 +1,4 @@
-"""Reading and checking JSON request bodies."""
+"""Reading JSON request bodies, and turning them (checked against the OpenAPI document) into messages."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ MAX_IDEMPOTENCY_KEY = 128
 def idempotency_key(request: web.Request) -> str:
     """The `Idempotency-Key` header ("" when absent): printable ASCII of at most 128 characters."""
     value = request.headers.get("Idempotency-Key", "")
+    # Stays here: the validation middleware checks query parameters and bodies, not headers.
     if len(value) > MAX_IDEMPOTENCY_KEY or not (value.isascii() and value.isprintable()):
         raise field_error("Idempotency-Key", f"must be printable ASCII of at most {MAX_IDEMPOTENCY_KEY} characters")
     return value
@@ -55,27 +56,12 @@ def field_error(field: str, detail: str) -> HttpError:
     return HttpError(400, "INVALID_ARGUMENT", f"{field}: {detail}")
 
 
-def optional_str(body: dict[str, Any], field: str, max_length: int) -> str:
-    value = body.get(field)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise field_error(field, "must be a string")
-    if len(value) > max_length:
-        raise field_error(field, f"must be at most {max_length} characters")
-    return value
+# Turning checked bodies into messages. The OpenAPI document gives the shapes and the validation middleware
+# (`gateway.openapi_validation`) refuses what does not match it before a handler runs, so these only convert.
 
-
-# Helpers shared by the routes that take agents and runs: numbers, lists, run modes and limits.
-
-INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
-MAX_DURATION_SECONDS = 30 * 24 * 3600  # a month: far beyond any sensible run or tool timeout
-MAX_TEXT = 200_000
-MAX_BLOCKS = 100
 MODES = {"interactive": agent_pb2.RUN_MODE_INTERACTIVE, "autonomous": agent_pb2.RUN_MODE_AUTONOMOUS}
+LIMIT_COUNTS = ("max_steps", "max_tokens", "max_cost_micros")
 # JSON field -> RunLimits field; the durations are given in seconds (a JSON number).
-LIMIT_COUNTS = {"max_steps": INT32_MAX, "max_tokens": INT64_MAX, "max_cost_micros": INT64_MAX}
 LIMIT_DURATIONS = {
     "timeout_seconds": "timeout",
     "tool_timeout_seconds": "tool_timeout",
@@ -85,98 +71,30 @@ LIMIT_DURATIONS = {
 
 def page(request: web.Request) -> tuple[int, str]:
     """The `page_size` and `page_token` query parameters."""
-    raw = request.query.get("page_size", "0")
-    if not raw.isdecimal() or len(raw) > 6:
-        raise field_error("page_size", "must be a non-negative integer")
-    return int(raw), request.query.get("page_token", "")
+    return int(request.query.get("page_size", "0")), request.query.get("page_token", "")
 
 
-def reject_unknown(body: dict[str, Any], known: set[str], where: str = "") -> None:
-    """400 for a field the route does not know (a misspelt field would otherwise be silently ignored)."""
-    for name in body:
-        if name not in known:
-            raise field_error(f"{where}{name}", "is not a known field")
-
-
-def object_field(body: dict[str, Any], field: str) -> dict[str, Any]:
-    """A JSON object field; absent or null is {}."""
-    value = body.get(field)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise field_error(field, "must be a JSON object")
-    return value
-
-
-def string_list(body: dict[str, Any], field: str, *, max_items: int, max_length: int) -> list[str]:
-    """A list of strings; absent or null is []. The services check the strings' content."""
-    value = body.get(field)
-    if value is None:
-        return []
-    if not isinstance(value, list) or len(value) > max_items:
-        raise field_error(field, f"must be a list of at most {max_items} strings")
-    for index, item in enumerate(value):
-        if not isinstance(item, str) or len(item) > max_length:
-            raise field_error(f"{field}[{index}]", f"must be a string of at most {max_length} characters")
-    return value
-
-
-def run_mode(value: object, field: str) -> agent_pb2.RunMode.ValueType:
+def run_mode(value: str | None) -> agent_pb2.RunMode.ValueType:
     """ "interactive" or "autonomous"; null is unspecified (the agent's mode, else interactive)."""
-    if value is None:
-        return agent_pb2.RUN_MODE_UNSPECIFIED
-    if not isinstance(value, str) or value not in MODES:
-        raise field_error(field, 'must be "interactive", "autonomous" or null')
-    return MODES[value]
+    return agent_pb2.RUN_MODE_UNSPECIFIED if value is None else MODES[value]
 
 
-def run_limits(value: object, field: str) -> limits_pb2.RunLimits:
+def run_limits(value: dict[str, Any] | None) -> limits_pb2.RunLimits:
     """Limits from {"max_steps": 10, "timeout_seconds": 60, ...}; a null or 0 field takes the next default."""
-    if value is None:
-        return limits_pb2.RunLimits()
-    if not isinstance(value, dict):
-        raise field_error(field, "must be a JSON object")
-    reject_unknown(value, set(LIMIT_COUNTS) | set(LIMIT_DURATIONS), f"{field}.")
     limits = limits_pb2.RunLimits()
-    for name, maximum in LIMIT_COUNTS.items():
-        count = value.get(name)
-        if count is None:
-            continue
-        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= maximum:
-            raise field_error(f"{field}.{name}", f"must be an integer from 0 to {maximum}")
-        setattr(limits, name, count)
+    given = {name: number for name, number in (value or {}).items() if number is not None}
+    for name in LIMIT_COUNTS:
+        if name in given:
+            setattr(limits, name, given[name])
     for name, proto_name in LIMIT_DURATIONS.items():
-        seconds = value.get(name)
-        if seconds is None:
-            continue
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not 0 <= seconds <= MAX_DURATION_SECONDS
-        ):
-            raise field_error(f"{field}.{name}", f"must be a number of seconds from 0 to {MAX_DURATION_SECONDS}")
-        getattr(limits, proto_name).FromMilliseconds(round(seconds * 1000))
+        if name in given:
+            getattr(limits, proto_name).FromMilliseconds(round(given[name] * 1000))
     return limits
 
 
-def input_blocks(body: dict[str, Any], *, required: bool = True) -> list[content_pb2.ContentBlock]:
-    """`content`: a string, or a list of {"type": "text", "text": "..."} blocks."""
-    content = body.get("content")
-    if content is None and not required:
+def input_blocks(content: str | list[dict[str, Any]] | None) -> list[content_pb2.ContentBlock]:
+    """`content`: a string, or a list of {"type": "text", "text": "..."} blocks; null is none."""
+    if content is None:
         return []
-    if isinstance(content, str):
-        content = [{"type": "text", "text": content}]
-    if not isinstance(content, list) or not content:
-        raise field_error("content", "must be a non-empty string or a non-empty list of blocks")
-    if len(content) > MAX_BLOCKS:
-        raise field_error("content", f"must have at most {MAX_BLOCKS} blocks")
-    blocks = []
-    for index, item in enumerate(content):
-        if not isinstance(item, dict) or item.get("type") != "text" or not isinstance(item.get("text"), str):
-            raise field_error(f"content[{index}]", 'must be {"type": "text", "text": "..."}')
-        if not item["text"].strip():
-            raise field_error(f"content[{index}].text", "must not be blank")
-        if len(item["text"]) > MAX_TEXT:
-            raise field_error(f"content[{index}].text", f"must be at most {MAX_TEXT} characters")
-        blocks.append(content_pb2.ContentBlock(text=content_pb2.TextBlock(text=item["text"])))
-    return blocks
+    texts = [content] if isinstance(content, str) else [item["text"] for item in content]
+    return [content_pb2.ContentBlock(text=content_pb2.TextBlock(text=text)) for text in texts]

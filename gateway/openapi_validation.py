@@ -9,22 +9,28 @@ INVALID_ARGUMENT, whose `detail` names the field and whose `metadata` carries `f
 handlers' own errors name fields), `in` (`body` or `query`) and, for bodies, `pointer` (RFC 6901).
 
 Messages are made here from the failed keyword and never quote the value: a body may hold a secret (a
-provider key), and what a client sent is not repeated back or logged. Handlers keep their own checks
-(they also guard what the document cannot say, such as "at least one field"); the OpenAI-compatible
-routes under /v1 are not validated here: they answer errors in OpenAI's shape.
+provider key), and what a client sent is not repeated back or logged. The document is the one statement of
+a request's shape: handlers do not repeat its checks (types, required and unknown fields, enums, lengths,
+patterns, ranges, query parameter types) and keep only what it cannot say, each with a comment saying why
+(a rule across fields, "at least one field", sizes in bytes, values that depend on the time or the server's
+state, and headers, which are not checked here). An `integer` is a JSON number written without a fraction
+(3.0 is not one) and a `number` is finite (Python's json reads NaN and Infinity), as the handlers had it.
+The OpenAI-compatible routes under /v1 are not validated here: they answer errors in OpenAI's shape.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
+from jsonschema.protocols import Validator
 
 from gateway import openapi
 from gateway.auth.bearer import Handler
@@ -35,6 +41,21 @@ VALIDATED_PREFIX = "/api/"
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
 MAX_REF_DEPTH = 64
 PATTERNS = {r"\S": "must not be blank"}  # patterns that read better in words
+
+
+def _is_integer(_: object, instance: object) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _is_number(_: object, instance: object) -> bool:
+    return _is_integer(_, instance) or (isinstance(instance, float) and math.isfinite(instance))
+
+
+# Draft 2020-12 with JSON's numbers as the handlers read them: 3.0 is no integer, NaN and Infinity no number.
+RequestValidator = validators.extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine_many({"integer": _is_integer, "number": _is_number}),
+)
 
 
 class InvalidRequestError(HttpError):
@@ -51,8 +72,8 @@ class InvalidRequestError(HttpError):
 class Operation:
     """The compiled checks of one operation."""
 
-    body: Draft202012Validator | None
-    query: dict[str, tuple[Draft202012Validator, str]]  # name -> (validator, schema type)
+    body: Validator | None
+    query: dict[str, tuple[Validator, str]]  # name -> (validator, schema type)
     required_query: frozenset[str]
 
 
@@ -89,10 +110,10 @@ def _schema_type(schema: Mapping[str, Any]) -> str:
 
 
 def _compile(document: dict[str, Any]) -> dict[tuple[str, str], Operation]:
-    def validator(schema: dict[str, Any]) -> Draft202012Validator:
+    def validator(schema: dict[str, Any]) -> Validator:
         inlined = _inlined(document, schema)
-        Draft202012Validator.check_schema(inlined)
-        return Draft202012Validator(inlined)
+        RequestValidator.check_schema(inlined)
+        return RequestValidator(inlined)
 
     compiled: dict[tuple[str, str], Operation] = {}
     for path, item in document["paths"].items():
@@ -105,7 +126,7 @@ def _compile(document: dict[str, Any]) -> dict[tuple[str, str], Operation]:
             content = operation.get("requestBody", {}).get("content", {})
             if "application/json" in content:
                 body = validator(content["application/json"]["schema"])
-            query: dict[str, tuple[Draft202012Validator, str]] = {}
+            query: dict[str, tuple[Validator, str]] = {}
             required: set[str] = set()
             for parameter in [*item.get("parameters", []), *operation.get("parameters", [])]:
                 parameter = _inlined(document, parameter)
@@ -174,7 +195,7 @@ def _message(error: ValidationError) -> tuple[list[Any], str]:
     return path, make() if make is not None else f"is not valid ({keyword})"
 
 
-def _first_error(validator: Draft202012Validator, instance: Any) -> ValidationError | None:
+def _first_error(validator: Validator, instance: Any) -> ValidationError | None:
     """The error to report: the first by position in the instance, then the most specific one."""
     errors = list(validator.iter_errors(instance))
     if not errors:

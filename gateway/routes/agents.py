@@ -5,7 +5,8 @@ way in. POST takes the whole agent; PATCH changes only the fields its body
 names, each replaced whole (`approval_policy` and `limits` included). `id` and
 the times are read-only and ignored in bodies, so a client may send back what
 it read; any other unknown field is refused, so a misspelt one is not lost.
-The gateway checks JSON types; the store checks names, patterns and lengths.
+The OpenAPI document (`AgentIn`, checked before the handler) gives the JSON
+types and bounds; the store checks names, patterns and lengths.
 """
 
 from __future__ import annotations
@@ -17,18 +18,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from gateway import presenters
 from gateway.app_keys import CLIENTS
-from gateway.bodies import (
-    field_error,
-    idempotency_key,
-    json_object,
-    object_field,
-    optional_str,
-    page,
-    reject_unknown,
-    run_limits,
-    run_mode,
-    string_list,
-)
+from gateway.bodies import field_error, idempotency_key, json_object, page, run_limits, run_mode
 from steward.store.v1 import agent_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 
@@ -36,34 +26,28 @@ routes = web.RouteTableDef()
 
 # The fields a body may set, in the order of the store's update mask paths.
 MUTABLE = ("name", "description", "system_prompt", "model_route", "tools", "approval_policy", "limits")
-READ_ONLY = {"id", "create_time", "update_time"}
-POLICY_FIELDS = {"mode", "auto_approved_tools", "always_confirm_tools"}
-MAX_STRING = 200_000  # the store holds the real limits; this only bounds what the gateway copies
-MAX_TOOLS = 1_000
 
 
 def _policy(body: dict[str, Any]) -> agent_pb2.ApprovalPolicy:
-    policy = object_field(body, "approval_policy")
-    reject_unknown(policy, POLICY_FIELDS, "approval_policy.")
+    policy = body.get("approval_policy") or {}
     return agent_pb2.ApprovalPolicy(
-        mode=run_mode(policy.get("mode"), "approval_policy.mode"),
-        auto_approved_tools=string_list(policy, "auto_approved_tools", max_items=MAX_TOOLS, max_length=MAX_STRING),
-        always_confirm_tools=string_list(policy, "always_confirm_tools", max_items=MAX_TOOLS, max_length=MAX_STRING),
+        mode=run_mode(policy.get("mode")),
+        auto_approved_tools=policy.get("auto_approved_tools") or [],
+        always_confirm_tools=policy.get("always_confirm_tools") or [],
     )
 
 
 def _agent(body: dict[str, Any], agent_id: str = "") -> tuple[agent_pb2.Agent, list[str]]:
     """The agent the body describes, and the fields it names (absent fields keep their zero values)."""
-    reject_unknown(body, set(MUTABLE) | READ_ONLY)
     agent = agent_pb2.Agent(
         id=agent_id,
-        name=optional_str(body, "name", MAX_STRING),
-        description=optional_str(body, "description", MAX_STRING),
-        system_prompt=optional_str(body, "system_prompt", MAX_STRING),
-        model_route=optional_str(body, "model_route", MAX_STRING),
-        tools=string_list(body, "tools", max_items=MAX_TOOLS, max_length=MAX_STRING),
+        name=body.get("name") or "",
+        description=body.get("description") or "",
+        system_prompt=body.get("system_prompt") or "",
+        model_route=body.get("model_route") or "",
+        tools=body.get("tools") or [],
         approval_policy=_policy(body),
-        limits=run_limits(body.get("limits"), "limits"),
+        limits=run_limits(body.get("limits")),
     )
     return agent, [name for name in MUTABLE if name in body]
 
@@ -103,7 +87,7 @@ async def update_agent(request: web.Request) -> web.Response:
     """Change the fields the body names. An empty mask would mean "every field" to the store, so a body
     naming none is refused rather than clearing the agent."""
     agent, paths = _agent(await json_object(request), request.match_info["agent_id"])
-    if not paths:
+    if not paths:  # stays: "at least one of these fields" (read-only `id` may still be there) is not in the document
         raise field_error("body", f"must name at least one of {', '.join(MUTABLE)}")
     reply = await request.app[CLIENTS].agents.UpdateAgent(
         store_pb.UpdateAgentRequest(agent=agent, update_mask=FieldMask(paths=paths))

@@ -10,13 +10,12 @@ on arguments that changed.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from aiohttp import web
 
 from gateway import presenters
 from gateway.app_keys import CLIENTS
-from gateway.bodies import field_error, json_object, optional_str
+from gateway.bodies import field_error, json_object, page
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirmation_pb2
 
@@ -31,27 +30,21 @@ MAX_DECISION_BYTES = 256 * 1024
 
 
 def _states(raw: str) -> list[confirmation_pb2.ConfirmationState.ValueType]:
+    """`state`, whose pattern in the document allows only `all` or known names."""
     if not raw:
         return []
     if raw == "all":
         return list(_STATES.values())
-    states: list[confirmation_pb2.ConfirmationState.ValueType] = []
-    for name in raw.split(","):
-        if name not in _STATES:
-            raise field_error("state", f"must be 'all' or a comma-separated list of {sorted(_STATES)}")
-        states.append(_STATES[name])
-    return states
+    return [_STATES[name] for name in raw.split(",")]
 
 
 @routes.get("/api/v1/confirmations")
 async def list_confirmations(request: web.Request) -> web.Response:
-    raw = request.query.get("page_size", "0")
-    if not raw.isdecimal() or len(raw) > 6:
-        raise field_error("page_size", "must be a non-negative integer")
+    page_size, page_token = page(request)
     reply = await request.app[CLIENTS].confirm.ListConfirmations(
         confirm_pb.ListConfirmationsRequest(
-            page_size=int(raw),
-            page_token=request.query.get("page_token", ""),
+            page_size=page_size,
+            page_token=page_token,
             states=_states(request.query.get("state", "")),
             run_id=request.query.get("run_id", ""),
         )
@@ -75,17 +68,14 @@ async def get_confirmation(request: web.Request) -> web.Response:
 @routes.post("/api/v1/confirmations/{confirmation_id}/decision")
 async def decide(request: web.Request) -> web.Response:
     body = await json_object(request)
-    decision: Any = body.get("decision")
-    if not isinstance(decision, dict):
-        raise field_error("decision", 'must be a JSON object, e.g. {"outcome": "approve"}')
-    decision_json = json.dumps(decision, ensure_ascii=False)
-    if len(decision_json.encode()) > MAX_DECISION_BYTES:
+    decision_json = json.dumps(body["decision"], ensure_ascii=False)
+    if len(decision_json.encode()) > MAX_DECISION_BYTES:  # stays: a size in bytes of the encoded decision
         raise field_error("decision", f"must be at most {MAX_DECISION_BYTES} bytes")
     reply = await request.app[CLIENTS].confirm.DecideConfirmation(
         confirm_pb.DecideConfirmationRequest(
             confirmation_id=request.match_info["confirmation_id"],
             decision_json=decision_json,
-            expected_arguments_hash=optional_str(body, "expected_arguments_hash", 64),
+            expected_arguments_hash=body.get("expected_arguments_hash") or "",
             surface=confirmation_pb2.SURFACE_API,
         )
     )

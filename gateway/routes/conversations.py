@@ -6,7 +6,7 @@ from aiohttp import web
 
 from gateway import presenters
 from gateway.app_keys import CLIENTS
-from gateway.bodies import idempotency_key, input_blocks, json_object, optional_str, page
+from gateway.bodies import idempotency_key, input_blocks, json_object, page
 from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
 from steward.store.v1 import store_service_pb2 as store_pb
 
@@ -18,7 +18,7 @@ async def create_conversation(request: web.Request) -> web.Response:
     body = await json_object(request)
     reply = await request.app[CLIENTS].conversations.CreateConversation(
         store_pb.CreateConversationRequest(
-            title=optional_str(body, "title", 500),
+            title=body.get("title") or "",
             request_id=idempotency_key(request),
         )
     )
@@ -75,13 +75,12 @@ async def list_messages(request: web.Request) -> web.Response:
 async def post_message(request: web.Request) -> web.Response:
     """Add a user message and start a run that answers it; read the answer from the run's events."""
     body = await json_object(request)
-    blocks = input_blocks(body)
     reply = await request.app[CLIENTS].runtime.CreateRun(
         runtime_pb.CreateRunRequest(
             conversation_id=request.match_info["conversation_id"],
-            input=blocks,
-            run_id=optional_str(body, "run_id", 64),
-            request_id=idempotency_key(request) or optional_str(body, "request_id", 128),
+            input=input_blocks(body["content"]),
+            run_id=body.get("run_id") or "",
+            request_id=idempotency_key(request) or body.get("request_id") or "",
         )
     )
     run = presenters.run_json(reply.run)

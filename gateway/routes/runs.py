@@ -20,17 +20,7 @@ from aiohttp_sse import EventSourceResponse, sse_response
 
 from gateway import presenters
 from gateway.app_keys import CLIENTS, SETTINGS
-from gateway.bodies import (
-    field_error,
-    idempotency_key,
-    input_blocks,
-    json_object,
-    optional_str,
-    page,
-    reject_unknown,
-    run_limits,
-    run_mode,
-)
+from gateway.bodies import field_error, idempotency_key, input_blocks, json_object, page, run_limits, run_mode
 from steward.common.v1 import content_pb2
 from steward.errors import StewardError
 from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
@@ -40,18 +30,13 @@ from steward.store.v1 import store_service_pb2 as store_pb
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
-RUN_FIELDS = {"conversation_id", "content", "agent_id", "run_id", "request_id", "mode", "limits", "client_tools"}
-TOOL_FIELDS = {"name", "description", "input_schema"}
-RESULT_FIELDS = {"tool_call_id", "content", "is_error"}
-MAX_TOOLS = 1_000  # the runtime holds the real limits; these only bound what the gateway copies
-MAX_RESULTS = 1_000
-MAX_STRING = 1_000_000
 ENDED = {run_pb2.RUN_STATE_COMPLETED, run_pb2.RUN_STATE_FAILED, run_pb2.RUN_STATE_CANCELLED}
 ENDED |= {run_pb2.RUN_STATE_INCOMPLETE, run_pb2.RUN_STATE_EXPIRED}
 
 
 def _cursor(request: web.Request) -> int:
     raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id") or "0"
+    # Stays for the header: the validation middleware checks `last_event_id` but not headers.
     if not raw.isdecimal() or len(raw) > 18:
         raise field_error("Last-Event-ID", "must be a non-negative integer event seq")
     return int(raw)
@@ -83,59 +68,27 @@ async def list_runs(request: web.Request) -> web.Response:
     )
 
 
-def _client_tools(body: dict[str, Any]) -> list[content_pb2.ToolSpec]:
+def _client_tools(tools: list[dict[str, Any]] | None) -> list[content_pb2.ToolSpec]:
     """`client_tools`: [{"name": ..., "description": ..., "input_schema": {...}}]; the runtime checks names
     and schemas, and qualifies the names as "client.<name>"."""
-    tools = body.get("client_tools")
-    if tools is None:
-        return []
-    if not isinstance(tools, list) or len(tools) > MAX_TOOLS:
-        raise field_error("client_tools", f"must be a list of at most {MAX_TOOLS} tools")
-    specs = []
-    for index, tool in enumerate(tools):
-        where = f"client_tools[{index}]"
-        if not isinstance(tool, dict):
-            raise field_error(where, "must be a JSON object")
-        reject_unknown(tool, TOOL_FIELDS, f"{where}.")
-        schema = tool.get("input_schema")
-        if schema is not None and not isinstance(schema, dict):
-            raise field_error(f"{where}.input_schema", "must be a JSON Schema object")
-        specs.append(
-            content_pb2.ToolSpec(
-                name=optional_str(tool, "name", MAX_STRING),
-                description=optional_str(tool, "description", MAX_STRING),
-                input_schema_json=json.dumps(schema) if schema is not None else "",
-            )
+    return [
+        content_pb2.ToolSpec(
+            name=tool.get("name") or "",
+            description=tool.get("description") or "",
+            input_schema_json=json.dumps(tool["input_schema"]) if tool.get("input_schema") is not None else "",
         )
-    return specs
+        for tool in tools or []
+    ]
 
 
-def _tool_results(body: dict[str, Any]) -> list[content_pb2.ToolResultBlock]:
+def _tool_results(results: list[dict[str, Any]]) -> list[content_pb2.ToolResultBlock]:
     """`results`: [{"tool_call_id": ..., "content": "...", "is_error": false}]."""
-    results = body.get("results")
-    if not isinstance(results, list) or not results or len(results) > MAX_RESULTS:
-        raise field_error("results", f"must be a non-empty list of at most {MAX_RESULTS} results")
-    blocks = []
-    for index, result in enumerate(results):
-        where = f"results[{index}]"
-        if not isinstance(result, dict):
-            raise field_error(where, "must be a JSON object")
-        reject_unknown(result, RESULT_FIELDS, f"{where}.")
-        if not isinstance(result.get("tool_call_id"), str) or not result["tool_call_id"]:
-            raise field_error(f"{where}.tool_call_id", "must be a non-empty string")
-        if not isinstance(result.get("content"), str):
-            raise field_error(f"{where}.content", "must be a string (serialize JSON results as text)")
-        is_error = result.get("is_error", False)
-        if not isinstance(is_error, bool):
-            raise field_error(f"{where}.is_error", "must be true or false")
-        blocks.append(
-            content_pb2.ToolResultBlock(
-                tool_call_id=optional_str(result, "tool_call_id", MAX_STRING),
-                content=optional_str(result, "content", MAX_STRING),
-                is_error=is_error,
-            )
+    return [
+        content_pb2.ToolResultBlock(
+            tool_call_id=result["tool_call_id"], content=result["content"], is_error=result.get("is_error", False)
         )
-    return blocks
+        for result in results
+    ]
 
 
 @routes.post("/api/v1/runs")
@@ -143,20 +96,16 @@ async def create_run(request: web.Request) -> web.Response:
     """Start a run in a conversation; 202 with the run and its events URL, 200 for a duplicate create
     (same `Idempotency-Key` or client-minted `run_id`), which returns the first run."""
     body = await json_object(request)
-    reject_unknown(body, RUN_FIELDS)
-    conversation_id = optional_str(body, "conversation_id", 64)
-    if not conversation_id:
-        raise field_error("conversation_id", "is required")
     reply = await request.app[CLIENTS].runtime.CreateRun(
         runtime_pb.CreateRunRequest(
-            conversation_id=conversation_id,
-            input=input_blocks(body, required=False),
-            run_id=optional_str(body, "run_id", 64),
-            agent_id=optional_str(body, "agent_id", 64),
-            mode=run_mode(body.get("mode"), "mode"),
-            limits=run_limits(body.get("limits"), "limits"),
-            client_tools=_client_tools(body),
-            request_id=idempotency_key(request) or optional_str(body, "request_id", 128),
+            conversation_id=body["conversation_id"],
+            input=input_blocks(body.get("content")),
+            run_id=body.get("run_id") or "",
+            agent_id=body.get("agent_id") or "",
+            mode=run_mode(body.get("mode")),
+            limits=run_limits(body.get("limits")),
+            client_tools=_client_tools(body.get("client_tools")),
+            request_id=idempotency_key(request) or body.get("request_id") or "",
         )
     )
     return web.json_response(
@@ -175,9 +124,8 @@ async def submit_tool_results(request: web.Request) -> web.Response:
     events); the run resumes. Repeating a result changes nothing; 409 RUN_STATE_CONFLICT for calls the run
     does not wait for."""
     body = await json_object(request)
-    reject_unknown(body, {"results"})
     reply = await request.app[CLIENTS].runtime.SubmitToolResults(
-        runtime_pb.SubmitToolResultsRequest(run_id=request.match_info["run_id"], results=_tool_results(body))
+        runtime_pb.SubmitToolResultsRequest(run_id=request.match_info["run_id"], results=_tool_results(body["results"]))
     )
     return web.json_response(presenters.run_json(reply.run))
 

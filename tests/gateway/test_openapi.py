@@ -224,6 +224,27 @@ async def test_body_violations_name_the_field(
 
 
 @pytest.mark.parametrize(
+    ("method", "path", "raw", "field"),
+    [
+        ("POST", "/api/v1/agents", b'{"limits": {"max_steps": 3.0}}', "limits.max_steps"),
+        ("POST", "/api/v1/agents", b'{"limits": {"timeout_seconds": NaN}}', "limits.timeout_seconds"),
+        ("POST", "/api/v1/agents", b'{"limits": {"tool_timeout_seconds": -Infinity}}', "limits.tool_timeout_seconds"),
+        ("PUT", "/api/v1/budget", b'{"limit_micros": 5.0, "period": "day"}', "limit_micros"),
+        ("POST", "/api/v1/tokens", b'{"ttl_seconds": 60.0}', "ttl_seconds"),
+    ],
+)
+async def test_integers_are_written_without_a_fraction_and_numbers_are_finite(
+    gateway: Client, auth: dict[str, str], method: str, path: str, raw: bytes, field: str
+) -> None:
+    """As the handlers read them before the document took their checks over: JSON Schema alone takes 3.0 as an
+    integer, and Python's json reads NaN and Infinity, which no bound refuses (NaN compares false)."""
+    headers = {**auth, "Content-Type": "application/json"}
+    response = await gateway.request(method, path, data=raw, headers=headers)
+    assert await refusal(response, 400) == "INVALID_ARGUMENT"
+    assert (await response.json())["metadata"]["field"] == field
+
+
+@pytest.mark.parametrize(
     ("path", "field"),
     [
         ("/api/v1/agents?page_size=ten", "page_size"),

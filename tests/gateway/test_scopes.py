@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway import openapi
 from gateway.app import create_app
 from gateway.app_keys import ACCESS
 from gateway.auth import scopes
@@ -67,6 +68,11 @@ def test_paths_served_without_a_token_need_no_scope(stack: Stack) -> None:
     assert {path for path in public_paths if ("GET", path) in ROUTE_SCOPES} <= public
     assert all("{" not in path for path in public)
     assert ROUTE_SCOPES[("POST", "/mcp")] == mcp_metadata.MCP_SCOPE  # what /mcp's metadata advertises
+
+
+def test_the_document_lists_the_scopes_a_token_may_be_given() -> None:
+    body = openapi.document()["paths"]["/api/v1/tokens"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["properties"]["scopes"]["items"]["enum"] == list(SCOPES)
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(k for k, v in ROUTE_SCOPES.items() if v is PUBLIC))
