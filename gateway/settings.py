@@ -36,7 +36,7 @@ class GatewaySettings(CommonSettings):
     rate_limit_burst: int = 100
     # The largest request body the gateway (and its /mcp endpoint) accepts, in bytes.
     max_body_bytes: int = 1024 * 1024
-    # Seconds of silence after which an event stream sends a keep-alive comment.
+    # Seconds between the keep-alive comments an event stream sends (also how soon a client that left is noticed).
     sse_ping_seconds: float = 15.0
     # The `retry:` (milliseconds) an event stream tells clients to wait before reconnecting.
     sse_retry_ms: int = 2000

@@ -157,10 +157,11 @@ async def _stream(
             await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (pump, gone):
-                task.cancel()  # cancelling `gone` cancels the ping task it waits on: no ping comes after [DONE]
+                task.cancel()
             await asyncio.gather(pump, gone, return_exceptions=True)
         if not pump.cancelled() and pump.exception() is None and pump.result():
-            with contextlib.suppress(ConnectionResetError):
+            sse.stop_streaming()  # no ping after [DONE]: the stream ends with it
+            with contextlib.suppress(ConnectionResetError, TimeoutError):
                 await sse.send(DONE)
     return sse
 
@@ -184,11 +185,11 @@ async def _pump(
         if chat.include_usage:
             await sse.send(event_data(answer.usage_chunk()))
         return True
-    except ConnectionResetError:
-        return False  # the client left; the run goes on
+    except (ConnectionResetError, TimeoutError):
+        return False  # the client left, or stopped reading for aiohttp_sse's send timeout; the run goes on
     except Exception as exc:  # noqa: BLE001 - the headers are sent: the failure can only be told in the stream
         if isinstance(exc, StewardError) and exc.code == grpc.StatusCode.CANCELLED:
             return False
-        with contextlib.suppress(ConnectionResetError):
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
             await sse.send(event_data(as_openai_error(exc).body()))
         return False

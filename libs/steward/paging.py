@@ -1,11 +1,14 @@
 """Keyset page tokens for every list: an opaque token holding the last item's sort key, and the SQL after it.
 
 A page starts strictly after the previous page's last sort key, so rows inserted or removed while a
-client pages never shift later pages: no row that existed when the read started is skipped or
-repeated. Every key ends in a unique column (the row's id, or a key that is unique by itself), so
-the order is total. A token is urlsafe base64 of JSON `[kind, key...]`; `kind` names the list and
-the token's version, so a token of another list (or a garbage one) is refused with INVALID_ARGUMENT
-on `page_token`. Times travel as integer microseconds since the epoch (exact, unlike a float).
+client pages never shift later pages: no row that existed when the read started, and kept its sort
+key, is skipped or repeated. (A row whose sort key changes meanwhile, say a conversation that moves to
+the top on a new message, can still be missed or read twice.) Every key ends in a unique column (the
+row's id, or a key that is unique by itself), so the order is total. A token is urlsafe base64 of JSON
+`[kind, key...]`; `kind` names the list and the token's version, so a token of another list (or a
+garbage one) is refused with INVALID_ARGUMENT on `page_token`. Times travel as integer microseconds
+since the epoch (exact, unlike a float). Tokens are at most MAX_TOKEN_LENGTH characters, as the HTTP
+API's `page_token` parameter allows.
 
 Used by the services with a database; the gateway and the runtime never import it (it uses SQLAlchemy).
 """

@@ -163,7 +163,9 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
         # Key stores list by provider, and an owner has one key per provider: the provider is the keyset.
         after = paging.decode(request.page_token, _KEYS_KIND, (str,))
         size = page_size(request.page_size)
-        keys = [key for key in await self._keys.list(owner) if after is None or key.provider > after[0]]
+        # Sorted here, in the order the token compares in: a database's collation may order names otherwise.
+        listed = sorted(await self._keys.list(owner), key=lambda key: key.provider)
+        keys = [key for key in listed if after is None or key.provider > after[0]]
         window = keys[:size]
         next_token = paging.encode(_KEYS_KIND, (window[-1].provider,)) if len(keys) > size else ""
         return pb.ListKeysResponse(keys=[_key_message(k) for k in window], next_page_token=next_token)

@@ -20,6 +20,7 @@ from referencing.jsonschema import DRAFT202012
 
 from gateway import openapi, openapi_validation
 from gateway.app import create_app
+from steward import paging
 from tests.support.gateway_http import refusal
 from tests.support.sse import SseEvent, parse_sse, read_sse
 from tests.support.stack import Stack, runtime_confirmation
@@ -280,3 +281,11 @@ def test_validators_are_compiled_once() -> None:
     assert openapi_validation.operations() is openapi_validation.operations()
     assert ("POST", "/api/v1/agents") in openapi_validation.operations()
     assert all(path.startswith("/api/") for _, path in openapi_validation.operations())
+
+
+def test_the_page_token_parameter_takes_the_longest_token_the_services_issue() -> None:
+    schema = openapi.document()["components"]["parameters"]["PageToken"]["schema"]
+    assert schema["maxLength"] >= paging.MAX_TOKEN_LENGTH
+    # A summary grouped by agent, run and day with 64-character ids: over the 200 characters once allowed.
+    longest = paging.encode("usage-summaries.1:agent_id,run_id,day", ["a" * 64, "r" * 64, "2026-12-07"])
+    assert 200 < len(longest) <= schema["maxLength"]

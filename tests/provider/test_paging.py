@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -84,3 +85,33 @@ async def test_usage_summaries_survive_new_groups_that_sort_first(provider: Prov
     seen = await read_while_inserting(read, lambda: call("run-a"))
     assert_each_once(seen, existing)
     assert seen == existing  # the new runs sort before the first page: none is read
+
+
+async def test_keys_page_in_the_tokens_order_whatever_the_databases_collation(
+    fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    # Names a linguistic collation orders otherwise than code points do (it skips '-' and '_' at first): the
+    # Postgres database collates that way, as a glibc en_US one would.
+    names = ["fake-openai", "fakeanthropic", "fake_b", "fakez", "fake-a"]
+    upstream = {"protocol": "openai", "base_url": fake_upstream.openai_base_url}
+    routes = tmp_path / "many-upstreams.json"
+    routes.write_text(json.dumps({"upstreams": dict.fromkeys(names, upstream), "routes": {}}))
+    for backend in BACKENDS:
+        url = await fresh_database_url(backend, tmp_path, f"keys-{backend}.db", icu_locale="en-US-u-ka-shifted")
+        try:
+            async with provider_for(fake_upstream, tmp_path, database_url=url, routes_file=routes) as provider:
+                user = provider.user()
+                for name in names:
+                    await provider.stub.PutKey(pb.PutKeyRequest(provider=name, secret="sk-k" + "0" * 20), metadata=user)
+                listed, token = [], ""
+                while True:
+                    reply = await provider.stub.ListKeys(
+                        pb.ListKeysRequest(page_size=1, page_token=token), metadata=user
+                    )
+                    listed += [key.provider for key in reply.keys]
+                    if not (token := reply.next_page_token):
+                        break
+                assert sorted(listed) == sorted(names)
+                assert len(listed) == len(names)
+        finally:
+            await drop_database_url(url)

@@ -13,12 +13,13 @@ from tests.support.pg import PostgresUnavailableError, create_scratch_database, 
 BACKENDS = ["sqlite", "postgres"]
 
 
-async def fresh_database_url(backend: str, tmp: Path, sqlite_name: str = "steward.db") -> str:
-    """An empty database: a SQLite file under `tmp`, or a scratch Postgres database."""
+async def fresh_database_url(backend: str, tmp: Path, sqlite_name: str = "steward.db", icu_locale: str = "") -> str:
+    """An empty database: a SQLite file under `tmp`, or a scratch Postgres database (collating by the ICU
+    locale `icu_locale` when given)."""
     if backend == "sqlite":
         return f"sqlite+aiosqlite:///{tmp / sqlite_name}"
     try:
-        return await create_scratch_database()
+        return await create_scratch_database(icu_locale)
     except PostgresUnavailableError as exc:
         if os.environ.get("CI"):
             raise RuntimeError(f"Postgres is required on CI: {exc}") from exc

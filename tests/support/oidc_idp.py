@@ -1,6 +1,6 @@
 """A test OIDC issuer: signing keys made with `cryptography`, a real JWKS endpoint (aiohttp) that can rotate
 keys, publish broken or private keys, or fail on demand (an error, a redirect, a huge body, no answer), and
-gateways configured to trust it (tests/gateway/test_oidc*.py, test_gateway_jwks.py)."""
+gateways configured to trust it (tests/gateway/test_oidc*.py, tests/gateway/test_jwks.py)."""
 
 from __future__ import annotations
 

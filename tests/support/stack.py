@@ -57,7 +57,7 @@ class Stack:
             "confirm_address": self.address(self.confirm),
             "runtime_address": self.address(self.runtime),
             "log_json": False,
-            "rate_limit_per_second": 0,  # tests make requests as fast as they can; test_gateway_limits sets one
+            "rate_limit_per_second": 0,  # tests make requests as fast as they can; gateway/test_limits.py sets one
         }
         values.update(overrides)
         return GatewaySettings.model_validate(values)

@@ -2,8 +2,9 @@
 
 A channel from `create_channel` carries them: awaiting a unary call, or reading a stream, raises the
 remote's `StewardError` (its code, reason, metadata and domain decoded from `ErrorInfo`) instead of grpc's
-`AioRpcError`; callers compare `error.reason` with `steward.errors.Reason` members. The call object keeps
-its own behaviour otherwise: `cancel()`, `initial_metadata()` and `code()` reach the underlying call.
+`AioRpcError`; callers compare `error.reason` with `steward.errors.Reason` members. A stream's call object
+keeps its own behaviour otherwise (`cancel()` and `initial_metadata()` reach the underlying call); a unary
+call is awaited inside the interceptor, so use its response, not its call object's metadata or code.
 """
 
 from __future__ import annotations

@@ -151,7 +151,7 @@ class UsageRepository:
     """An owner's usage records, and their sums grouped by user, agent, run or day, in keyset pages.
 
     The page-size rule (its default, its cap, INVALID_ARGUMENT on a bad size) is the service's, handed in;
-    it is applied where the service always applied it: for a summary, a bad page token is reported first.
+    it is applied where the service always applied it: a bad page token is reported before a bad size.
     """
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], page_size: Callable[[int], int]) -> None:
@@ -161,6 +161,7 @@ class UsageRepository:
     async def records(
         self, owner_id: str, window: UsageWindow, page_token: str, page_size: int
     ) -> tuple[list[usage_record_pb2.UsageRecord], str]:
+        paging.decode(page_token, _RECORD_ORDER.kind, _RECORD_ORDER.types)  # the token's refusal comes first
         size = self._page_size(page_size)
         query = _filtered(select(UsageRecordRow), owner_id, window)
         async with self._sessions() as session:
