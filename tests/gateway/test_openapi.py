@@ -289,3 +289,18 @@ def test_the_page_token_parameter_takes_the_longest_token_the_services_issue() -
     # A summary grouped by agent, run and day with 64-character ids: over the 200 characters once allowed.
     longest = paging.encode("usage-summaries.1:agent_id,run_id,day", ["a" * 64, "r" * 64, "2026-12-07"])
     assert 200 < len(longest) <= schema["maxLength"]
+
+
+def test_no_key_in_the_document_is_prose_split_off_by_a_comma() -> None:
+    """A comma inside an unquoted flow-mapping value (`{description: a, b}`) makes `b` a key: none has a space."""
+
+    def keys(node: object) -> list[str]:
+        if isinstance(node, dict):
+            return [str(key) for key in node] + [k for value in node.values() for k in keys(value)]
+        if isinstance(node, list):
+            return [k for item in node for k in keys(item)]
+        return []
+
+    found = keys(openapi.document())
+    assert len(found) > 500
+    assert [key for key in found if any(c.isspace() for c in key)] == []
