@@ -27,9 +27,10 @@ from sqlalchemy import ColumnElement, Select, and_, false, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
+from steward import timeutil
 from steward.errors import StewardError, invalid_argument
 
-__all__ = ["KeyPart", "Keyset", "after_key", "decode", "encode", "read_page"]
+__all__ = ["MAX_TOKEN_LENGTH", "KeyPart", "Keyset", "after_key", "decode", "encode", "page_size", "read_page"]
 
 # Long enough for a few ids and names (ids are at most 64 characters, names and days shorter).
 MAX_TOKEN_LENGTH = 1024
@@ -41,7 +42,7 @@ T = TypeVar("T")
 
 def micros(value: datetime) -> int:
     """A UTC time as integer microseconds since the epoch (SQLite hands back naive UTC times)."""
-    delta = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)) - _EPOCH
+    delta = timeutil.aware(value) - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
@@ -81,6 +82,13 @@ def decode(token: str, kind: str, types: Sequence[type]) -> tuple[Any, ...] | No
         else:
             raise bad_token()
     return tuple(key)
+
+
+def page_size(value: int, default: int, maximum: int) -> int:
+    """A list's page size: `default` for 0 (unset), at most `maximum`; a negative one is INVALID_ARGUMENT."""
+    if value < 0:
+        raise invalid_argument("page_size", "page_size must not be negative")
+    return min(value or default, maximum)
 
 
 def bad_token() -> StewardError:

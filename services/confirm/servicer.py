@@ -24,6 +24,7 @@ from services.confirm.principals import (
     require_runtime_for_user,
     require_runtime_service,
 )
+from steward import paging
 from steward.confirm.v1 import confirm_service_pb2 as pb
 from steward.confirm.v1 import confirm_service_pb2_grpc as pb_grpc
 from steward.errors import StewardError
@@ -91,7 +92,7 @@ class ConfirmationServicer(pb_grpc.ConfirmationServiceServicer):
             v.states(request.states),
             v.plain_text(request.run_id, "run_id", v.MAX_ID_LENGTH),
             request.page_token,
-            v.page_size(request.page_size, 50, 200),
+            paging.page_size(request.page_size, 50, 200),
         )
         return pb.ListConfirmationsResponse(confirmations=items, next_page_token=next_token)
 
@@ -152,7 +153,7 @@ class ConfirmationServicer(pb_grpc.ConfirmationServiceServicer):
         self, request: pb.ListDecidedConfirmationsRequest, context: Context
     ) -> pb.ListDecidedConfirmationsResponse:
         require_runtime_service()
-        size = v.page_size(request.page_size, 100, 500)
+        size = paging.page_size(request.page_size, 100, 500)
         await self._confirmations.expire_overdue()
         items, next_token = await self._feed.list_decided(request.page_token, size)
         return pb.ListDecidedConfirmationsResponse(confirmations=items, next_page_token=next_token)
@@ -200,6 +201,6 @@ class ConfirmationServicer(pb_grpc.ConfirmationServiceServicer):
             v.plain_text(request.run_id, "run_id", v.MAX_ID_LENGTH),
             v.plain_text(request.confirmation_id, "confirmation_id", v.MAX_ID_LENGTH),
             request.page_token,
-            v.page_size(request.page_size, 100, 500),
+            paging.page_size(request.page_size, 100, 500),
         )
         return pb.ListAuditEventsResponse(audit_events=events, next_page_token=next_token)

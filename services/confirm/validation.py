@@ -119,12 +119,6 @@ def ttl(value: Duration, default: float, maximum: float) -> timedelta:
     return result
 
 
-def page_size(value: int, default: int, maximum: int) -> int:
-    if value < 0:
-        raise invalid_argument("page_size", "page_size must not be negative")
-    return min(value or default, maximum)
-
-
 def states(values: Iterable[int]) -> list[int]:
     """A state filter; empty means PENDING only."""
     result: list[int] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.provider.db.usage import UsageRepository, UsageWindow
+from steward import paging
 from steward.errors import invalid_argument
 from steward.provider.v1 import provider_service_pb2 as pb
 from steward.provider.v1 import usage_record_pb2
@@ -14,9 +15,8 @@ MAX_PAGE_SIZE = 1000
 
 
 def page_size(value: int) -> int:
-    if value < 0:
-        raise invalid_argument("page_size", "page_size must not be negative")
-    return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    """The provider's page sizes (steward.paging's rule)."""
+    return paging.page_size(value, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
 class UsageQueries:

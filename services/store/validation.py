@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Sequence
 
 from services.store.text import plain_text as plain_text
+from steward import paging
 from steward.common.v1 import content_pb2
 from steward.errors import invalid_argument
 
@@ -56,9 +57,8 @@ def message_ids(values: Sequence[str], messages: int) -> list[str] | None:
 
 
 def page_size(value: int, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:
-    if value < 0:
-        raise invalid_argument("page_size", "page_size must not be negative")
-    return min(value or default, maximum)
+    """The store's page sizes: DEFAULT_PAGE_SIZE unless a list says otherwise (steward.paging's rule)."""
+    return paging.page_size(value, default, maximum)
 
 
 def chat_message(message: content_pb2.ChatMessage, field: str) -> content_pb2.ChatMessage:
