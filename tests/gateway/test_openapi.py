@@ -7,6 +7,7 @@ Schema fuzzing of the whole document runs outside pytest (`make fuzz-api`, tests
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
@@ -289,6 +290,7 @@ def test_the_page_token_parameter_takes_the_longest_token_the_services_issue() -
     # A summary grouped by agent, run and day with 64-character ids: over the 200 characters once allowed.
     longest = paging.encode("usage-summaries.1:agent_id,run_id,day", ["a" * 64, "r" * 64, "2026-12-07"])
     assert 200 < len(longest) <= schema["maxLength"]
+    assert re.fullmatch(schema["pattern"], longest)  # a token is URL-safe base64: it needs no escaping
 
 
 def test_no_key_in_the_document_is_prose_split_off_by_a_comma() -> None:
