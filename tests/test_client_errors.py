@@ -1,5 +1,6 @@
 """The client error interceptors (steward/rpc/client_errors.py) against the real store: a failed unary call and a
-failed stream raise `StewardError` with the remote's code and reason; the call object still cancels."""
+failed stream raise `StewardError` with the remote's code and reason; the call object still cancels. A server that
+cannot be reached is a fixed message naming the area (its address and gRPC's text go to the log only)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+import structlog
 
+from gateway.leaks import leak
 from steward.errors import Reason, StewardError
 from steward.rpc.client_errors import error_interceptors
 from steward.store.v1 import store_service_pb2 as store_pb
@@ -63,3 +66,19 @@ async def test_an_unreachable_server_is_dependency_unavailable() -> None:
             await store_grpc.RunServiceStub(closed).GetRun(store_pb.GetRunRequest(id="x"), timeout=5)
     assert raised.value.code == grpc.StatusCode.UNAVAILABLE
     assert raised.value.reason == Reason.DEPENDENCY_UNAVAILABLE
+    assert raised.value.message == "a service Steward depends on is unavailable; try again later"
+
+
+async def test_an_unreachable_area_is_named_and_its_address_only_logged() -> None:
+    with structlog.testing.capture_logs() as logs:
+        async with grpc.aio.insecure_channel("127.0.0.1:1", interceptors=error_interceptors("store")) as closed:
+            stream = store_grpc.RunServiceStub(closed).StreamRunEvents(store_pb.StreamRunEventsRequest(run_id="x"))
+            with pytest.raises(StewardError) as raised:
+                async for _ in stream:
+                    pass
+    assert raised.value.reason == Reason.DEPENDENCY_UNAVAILABLE
+    assert raised.value.message == "the store service is unavailable; try again later"
+    assert leak(raised.value.message) is None
+    [failure] = [entry for entry in logs if entry["event"] == "rpc_transport_failure"]
+    assert (failure["area"], failure["code"], failure["log_level"]) == ("store", "UNAVAILABLE", "warning")
+    assert "127.0.0.1:1" in failure["details"]  # the operator's clue stays in the log

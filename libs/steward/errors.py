@@ -3,7 +3,8 @@
 Services raise `StewardError`; an interceptor turns it into `google.rpc.Status`
 with `ErrorInfo{reason, domain, metadata}`. Clients turn an `AioRpcError` back
 into a `StewardError` with `from_rpc_error` (the client interceptors on every
-`create_channel` channel do it, so callers catch `StewardError`). The gateway maps errors to HTTP with
+`create_channel` channel do it, so callers catch `StewardError`); a transport failure's raw gRPC text (addresses,
+ports) goes to the log only, never into an error's message. The gateway maps errors to HTTP with
 `http_status_for`, the one table for the whole system: by code, with a few
 reasons overriding their code's status.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import enum
 
 import grpc
+import structlog
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -32,6 +34,8 @@ __all__ = [
     "to_grpc_status",
     "unauthenticated",
 ]
+
+log = structlog.get_logger(__name__)
 
 _PREFIX = "ERROR_REASON_"
 
@@ -157,23 +161,48 @@ def to_grpc_status(error: StewardError, domain: str) -> grpc.Status:
     return result
 
 
-def from_rpc_error(exc: grpc.aio.AioRpcError) -> StewardError:
-    """Decode a failed call into a StewardError, keeping the remote reason if there is one."""
+def from_rpc_error(exc: grpc.aio.AioRpcError, area: str = "") -> StewardError:
+    """Decode a failed call into a StewardError, keeping the remote reason if there is one.
+
+    A Steward service's `ErrorInfo` message is written for clients and travels as it is. A failure without one
+    is the transport's (a refused connection, a deadline, a reset stream): gRPC's text for it names internal
+    addresses and ports, so it goes to the log (with the request id bound there) and the error carries a fixed
+    message naming only the kind of failure and the `area` called ("store", ...; "" when not known).
+    """
     code = exc.code()
-    message = exc.details() or code.name
     status = rpc_status.from_call(exc)
     if status is not None:
         for detail in status.details:
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
                 info = error_details_pb2.ErrorInfo()
                 detail.Unpack(info)
+                message = exc.details() or code.name
                 return StewardError(code, info.reason, message, metadata=dict(info.metadata), domain=info.domain)
     fallback = {
         grpc.StatusCode.UNAVAILABLE: "DEPENDENCY_UNAVAILABLE",
         grpc.StatusCode.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED",
         grpc.StatusCode.UNIMPLEMENTED: "NOT_IMPLEMENTED",
     }.get(code, "INTERNAL")
-    return StewardError(code, fallback, message)
+    # A cancelled call is the caller's own doing (a client that left): routine, not an operator's concern.
+    report = log.info if code == grpc.StatusCode.CANCELLED else log.warning
+    report("rpc_transport_failure", area=area or "unknown", code=code.name, details=exc.details() or "")
+    return StewardError(code, fallback, _transport_message(code, area))
+
+
+def _transport_message(code: grpc.StatusCode, area: str = "") -> str:
+    """The client-facing message of a transport failure of a call to `area`'s service: its kind, nothing more."""
+    service = f"the {area} service" if area else "a service Steward depends on"
+    template = _TRANSPORT_MESSAGES.get(code, "{service} failed to answer")
+    return template.format(service=service)
+
+
+_TRANSPORT_MESSAGES: dict[grpc.StatusCode, str] = {
+    grpc.StatusCode.UNAVAILABLE: "{service} is unavailable; try again later",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "{service} did not answer in time",
+    grpc.StatusCode.UNIMPLEMENTED: "{service} does not support this call",
+    grpc.StatusCode.CANCELLED: "the call to {service} was cancelled",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "{service} refused the call (too large, or too many at once)",
+}
 
 
 # google/rpc/code.proto's HTTP mapping; everything else is 500.

@@ -49,5 +49,5 @@ def create_channel(target: str, area: str, *, signer: TokenSigner | None = None,
     # the call itself) see the details with the token attached; the error interceptors, innermost, are the
     # first to see the call's outcome and turn a failure into `StewardError` on its way out.
     interceptors = principal_interceptors(signer, actor) if signer is not None else []
-    interceptors += error_interceptors()
+    interceptors += error_interceptors(area)
     return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)

@@ -5,6 +5,9 @@ remote's `StewardError` (its code, reason, metadata and domain decoded from `Err
 `AioRpcError`; callers compare `error.reason` with `steward.errors.Reason` members. A stream's call object
 keeps its own behaviour otherwise (`cancel()` and `initial_metadata()` reach the underlying call); a unary
 call is awaited inside the interceptor, so use its response, not its call object's metadata or code.
+
+The interceptors know the area they call (`create_channel(target, area)` passes it), so a transport failure's
+message names the service that failed ("the store service is unavailable; ...") and nothing of its address.
 """
 
 from __future__ import annotations
@@ -20,28 +23,35 @@ __all__ = ["error_interceptors"]
 
 
 class _UnaryUnaryErrors(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, area: str) -> None:
+        self._area = area
+
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         call = await continuation(client_call_details, request)
         try:
             return await call
         except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
+            raise from_rpc_error(exc, self._area) from None
 
 
 class _UnaryStreamErrors(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, area: str) -> None:
+        self._area = area
+
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         call = await continuation(client_call_details, request)
-        return _decoded(call)
+        return _decoded(call, self._area)
 
 
-async def _decoded(call: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def _decoded(call: AsyncIterator[Any], area: str) -> AsyncIterator[Any]:
     try:
         async for message in call:
             yield message
     except grpc.aio.AioRpcError as exc:
-        raise from_rpc_error(exc) from None
+        raise from_rpc_error(exc, area) from None
 
 
-def error_interceptors() -> list[grpc.aio.ClientInterceptor]:
-    """The interceptors for unary and server-streaming calls (the only kinds Steward's contracts have)."""
-    return [_UnaryUnaryErrors(), _UnaryStreamErrors()]
+def error_interceptors(area: str = "") -> list[grpc.aio.ClientInterceptor]:
+    """The interceptors for unary and server-streaming calls (the only kinds Steward's contracts have); `area`
+    ("store", ...) names the service called in a transport failure's message ("" when not known)."""
+    return [_UnaryUnaryErrors(area), _UnaryStreamErrors(area)]
