@@ -2,8 +2,9 @@
 
 With `validate_responses` on (`STEWARD_VALIDATE_RESPONSES=1`), the outermost middleware after the request id
 checks each answer of a documented operation (HEAD and OPTIONS aside): its status must be documented for that
-operation, its media type documented for that status, and a JSON body must match the documented schema
-(`$ref`s resolved against the document). An event stream is checked by status and media type only: its
+operation, a header documented as required must be there and match its schema (`Retry-After` on 503 and 429),
+its media type documented for that status, and a JSON body must match the documented schema (`$ref`s resolved
+against the document). An event stream is checked by status and media type only: its
 events are written while the handler runs. An answer that breaks the document is recorded in `VIOLATIONS`
 and replaced by a 500 problem naming what broke, so a test fails where a presenter drifted from the
 document, in this process or in a gateway run as a subprocess.
@@ -79,6 +80,9 @@ def check(method: str, template: str, response: web.StreamResponse) -> str | Non
     if found is None:
         return f"status {response.status} is not documented"
     pointer, documented = found
+    missing = _headers_problem(pointer, documented, response)
+    if missing is not None:
+        return missing
     content: dict[str, Any] = documented.get("content", {})
     media = (response.content_type or "") if response.status != 204 else ""
     if not content:
@@ -100,6 +104,19 @@ def check(method: str, template: str, response: web.StreamResponse) -> str | Non
         first = errors[0]
         where = "/".join(str(part) for part in first.absolute_path)
         return f"body at /{where}: {first.message}"
+    return None
+
+
+def _headers_problem(pointer: tuple[str, ...], documented: dict[str, Any], response: web.StreamResponse) -> str | None:
+    """What of the documented headers the answer lacks (a required one) or gets wrong (against its schema)."""
+    for name, header in documented.get("headers", {}).items():
+        value = response.headers.get(name)
+        if value is None:
+            if header.get("required"):
+                return f"header {name} is required for status {response.status}"
+            continue
+        if not _validator((*pointer, "headers", name, "schema")).is_valid(value):
+            return f"header {name} {value!r} does not match its schema"
     return None
 
 

@@ -1,4 +1,9 @@
-"""RFC 9457 problem+json responses carrying Steward's stable reason codes."""
+"""RFC 9457 problem+json responses carrying Steward's stable reason codes.
+
+Every 503 and 429 carries `Retry-After` (whole seconds): the value its maker knows (the rate limiter's wait, the
+OIDC key set's next fetch), else `RETRY_AFTER_SECONDS`, so a client backs off instead of hammering a dependency
+that is down. The OpenAI-shaped errors (`gateway.openai_api.errors`) take theirs from `retry_after`, too.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,17 @@ from aiohttp import web
 from steward.errors import StewardError, http_status_for
 
 CONTENT_TYPE = "application/problem+json"
+# A dependency that is down is usually back within seconds (a restart, a failover): long enough for it, short
+# enough that a client's retry is not delayed much once it is.
+RETRY_AFTER_SECONDS = 2
+_RETRY_STATUSES = frozenset({429, 503})
+
+
+def retry_after(status: int, headers: dict[str, str] | None) -> dict[str, str] | None:
+    """`headers` with `Retry-After` added when `status` is a 503 or 429 that does not have one yet."""
+    if status not in _RETRY_STATUSES or (headers and "Retry-After" in headers):
+        return headers
+    return {**(headers or {}), "Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
 def _title(status: int) -> str:
@@ -39,6 +55,7 @@ def problem(
     if instance:
         body["instance"] = instance
     body.update(extra or {})
+    headers = retry_after(status, headers)
     return web.Response(status=status, text=json.dumps(body), content_type=CONTENT_TYPE, headers=headers)
 
 

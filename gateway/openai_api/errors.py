@@ -3,6 +3,7 @@
 `code` carries Steward's stable reason (`INVALID_ARGUMENT`, `RUN_STATE_CONFLICT`, ...), or OpenAI's own code
 where the SDKs' users expect one (`model_not_found`). Authentication failures come from the gateway's
 middleware before a handler runs, so they stay problem+json (401 all the same: the SDK's AuthenticationError).
+A 503 or 429 carries `Retry-After` as a problem does (`gateway.problems.retry_after`); the SDKs honour it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import grpc
 import structlog
 from aiohttp import web
 
-from gateway.problems import HttpError
+from gateway.problems import HttpError, retry_after
 from steward.errors import StewardError, http_status_for
 
 log = structlog.get_logger(__name__)
@@ -38,12 +39,15 @@ _TYPES = {
 class OpenAIError(Exception):
     """A failure to answer in OpenAI's error shape."""
 
-    def __init__(self, status: int, code: str, message: str, *, param: str | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, param: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.param = param
+        self.headers = headers
 
     def body(self) -> dict[str, object]:
         kind = _TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
@@ -62,7 +66,7 @@ def as_openai_error(exc: BaseException) -> OpenAIError:
         status = 499 if exc.code == grpc.StatusCode.CANCELLED else http_status_for(exc.code, exc.reason)
         return OpenAIError(status, exc.reason, exc.message, param=exc.metadata.get("field"))
     if isinstance(exc, HttpError):
-        return OpenAIError(exc.status, exc.reason, exc.detail)
+        return OpenAIError(exc.status, exc.reason, exc.detail, headers=exc.headers)
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return OpenAIError(413, "TOO_LARGE", "request body is too large")
     if isinstance(exc, web.HTTPException):
@@ -72,7 +76,8 @@ def as_openai_error(exc: BaseException) -> OpenAIError:
 
 
 def error_response(error: OpenAIError) -> web.Response:
-    return web.json_response(error.body(), status=error.status, dumps=json.dumps)
+    headers = retry_after(error.status, error.headers)
+    return web.json_response(error.body(), status=error.status, dumps=json.dumps, headers=headers)
 
 
 def openai_errors(handler: Handler) -> Handler:

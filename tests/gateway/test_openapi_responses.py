@@ -43,6 +43,22 @@ def test_a_documented_answer_passes() -> None:
     assert check("GET", RUN, _json(404, body, "application/problem+json")) is None
 
 
+def _unavailable(**headers: str) -> web.Response:
+    body = {"type": "about:blank", "title": "x", "status": 503, "detail": "no", "reason": "DEPENDENCY_UNAVAILABLE"}
+    response = _json(503, body, "application/problem+json")
+    response.headers.update(headers)
+    return response
+
+
+def test_a_required_header_missing_or_malformed_is_found() -> None:
+    assert check("GET", RUN, _unavailable()) == "header Retry-After is required for status 503"
+    assert (
+        check("GET", RUN, _unavailable(**{"Retry-After": "soon"}))
+        == "header Retry-After 'soon' does not match its schema"
+    )
+    assert check("GET", RUN, _unavailable(**{"Retry-After": "2"})) is None
+
+
 def test_a_body_on_an_answer_documented_without_one_is_found() -> None:
     assert check("DELETE", "/api/v1/agents/{agent_id}", _json(204, {})) is not None
     assert check("DELETE", "/api/v1/agents/{agent_id}", web.Response(status=204)) is None
