@@ -9,8 +9,20 @@ transport failure a fixed message); this only proves, across the suite, that non
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
-__all__ = ["leak"]
+__all__ = ["Leak", "leak"]
+
+
+class Leak(NamedTuple):
+    """What a text shows: the kind ("a port") and the fragment that shows it (":50051")."""
+
+    kind: str
+    fragment: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.fragment!r}"
+
 
 # Each pattern names what it finds, so a violation says why a text was refused.
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -25,10 +37,10 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
-def leak(text: str) -> str | None:
-    """What of the forbidden kinds `text` shows ("a port: ':50051'"), or None when it is clean."""
+def leak(text: str) -> Leak | None:
+    """The first of the forbidden kinds `text` shows, or None when it is clean."""
     for kind, pattern in _PATTERNS:
         found = pattern.search(text)
         if found is not None:
-            return f"{kind}: {found.group(0)!r}"
+            return Leak(kind, found.group(0))
     return None

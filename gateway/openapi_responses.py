@@ -9,6 +9,11 @@ events are written while the handler runs. An answer that breaks the document is
 and replaced by a 500 problem naming what broke, so a test fails where a presenter drifted from the
 document, in this process or in a gateway run as a subprocess.
 
+Beside the document, every answer's error text is checked for what it must never show a client
+(`gateway.leaks`: addresses, ports, gRPC's status text, tracebacks, file paths): a problem's `detail`, and the
+`message` of a JSON body's `error` (OpenAI's shape; a run's error), on any route, documented or not. A leak is
+recorded and replaced the same way; the replacement names the kind of leak, not the text.
+
 Off by default: production answers are not checked twice. The document stays the one description of the
 answers; presenters cannot drift from it while the suite passes.
 """
@@ -27,6 +32,7 @@ from referencing.jsonschema import DRAFT202012
 
 from gateway import openapi, problems
 from gateway.auth.bearer import Handler
+from gateway.leaks import Leak, leak
 
 _DOCUMENT_URI = "urn:steward:openapi"
 _SKIPPED_METHODS = frozenset({"HEAD", "OPTIONS"})
@@ -131,10 +137,39 @@ def _template(request: web.Request) -> str | None:
     return template
 
 
+def error_text_leak(response: web.StreamResponse) -> Leak | None:
+    """What a problem's `detail`, or a JSON body's `error.message`, shows that a client must not see, or None."""
+    media = response.content_type or ""
+    if not isinstance(response, web.Response) or "json" not in media or not isinstance(response.body, bytes):
+        return None
+    try:
+        body = json.loads(response.body)
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    texts = [body.get("detail"), error.get("message") if isinstance(error, dict) else None]
+    for text in texts:
+        found = leak(text) if isinstance(text, str) else None
+        if found is not None:
+            return found
+    return None
+
+
 @web.middleware
 async def response_validation_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
     template = _template(request) if request.method not in _SKIPPED_METHODS else None
+    leaked = error_text_leak(response)
+    if leaked is not None:
+        where = template or request.path
+        VIOLATIONS.append(Violation(request.method, where, response.status, f"the error text shows {leaked}"))
+        if response.prepared:
+            return response
+        # The kind of leak only: its fragment would leak again.
+        detail = f"the answer's error text shows {leaked.kind}"
+        return problems.problem(500, "INTERNAL", detail, instance=request.path)
     if template is None:
         return response
     problem = check(request.method, template, response)

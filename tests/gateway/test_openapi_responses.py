@@ -1,5 +1,6 @@
 """The suite's check of every gateway answer against the OpenAPI document (gateway/openapi_responses.py): what it
-finds, that a gateway with it on turns a drifted answer into a 500, and that the suite's gateways have it on."""
+finds (a drifted body, a missing Retry-After, an error text that leaks an address), that a gateway with it on
+turns such an answer into a 500, and that the suite's gateways have it on."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway import openapi_responses
+from gateway import openapi_responses, problems
 from gateway.app import create_app
 from gateway.middlewares import request_id_middleware
-from gateway.openapi_responses import VIOLATIONS, check, response_validation_middleware
+from gateway.openapi_responses import VIOLATIONS, check, error_text_leak, response_validation_middleware
 from tests.support.stack import Stack
 
 RUN = "/api/v1/runs/{run_id}"
@@ -86,6 +87,43 @@ async def test_a_drifted_answer_becomes_a_500_and_is_recorded() -> None:
     found = VIOLATIONS[before:]
     del VIOLATIONS[before:]  # this test's own violation, not the suite's
     assert [(v.method, v.template, v.status) for v in found] == [("GET", RUN, 200)]
+
+
+RAW = "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:50051: Connection refused"
+
+
+def test_an_error_text_that_leaks_is_found_in_either_shape() -> None:
+    problem = problems.problem(503, "DEPENDENCY_UNAVAILABLE", RAW)
+    found = error_text_leak(problem)
+    assert found is not None
+    assert found.kind == "a gRPC address"
+    openai_shaped = _json(503, {"error": {"message": RAW, "type": "server_error", "param": None, "code": "X"}})
+    assert error_text_leak(openai_shaped) is not None
+
+
+def test_a_clean_error_text_passes() -> None:
+    clean = problems.problem(503, "DEPENDENCY_UNAVAILABLE", "the store service is unavailable; try again later")
+    assert error_text_leak(clean) is None
+    assert error_text_leak(_json(200, {"id": "r1", "detail": 7, "error": None})) is None
+
+
+async def test_a_leaking_answer_becomes_a_500_naming_only_the_kind_and_is_recorded() -> None:
+    async def leaking(request: web.Request) -> web.Response:
+        return problems.problem(503, "DEPENDENCY_UNAVAILABLE", RAW)
+
+    app = web.Application(middlewares=[request_id_middleware, response_validation_middleware])
+    app.router.add_get("/not/in/the/document", leaking)  # error texts are checked on every route
+    before = len(VIOLATIONS)
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
+        refused = await client.get("/not/in/the/document")
+        assert refused.status == 500
+        problem = await refused.json()
+    found = VIOLATIONS[before:]
+    del VIOLATIONS[before:]  # this test's own violation, not the suite's
+    assert problem["reason"] == "INTERNAL"
+    assert problem["detail"] == "the answer's error text shows a gRPC address"
+    assert [(v.template, v.status) for v in found] == [("/not/in/the/document", 503)]
+    assert "ipv4:" in found[0].problem
 
 
 def test_the_suites_gateways_check_their_answers(stack: Stack) -> None:

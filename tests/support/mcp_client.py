@@ -19,6 +19,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from gateway.app import create_app
+from gateway.leaks import leak
 from gateway.settings import GatewaySettings
 from steward.store.v1 import agent_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
@@ -62,8 +63,12 @@ async def mcp_client(
 
 
 def data(result: types.CallToolResult) -> dict[str, Any]:
-    """A tool result's structured content (every Steward tool answers with some)."""
+    """A tool result's structured content (every Steward tool answers with some). An error's message must show
+    no internal address, port, gRPC text, traceback or path (`gateway.leaks`), as HTTP error texts must not."""
     assert isinstance(result.structured_content, dict), result
+    error = result.structured_content.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        assert leak(error["message"]) is None, error
     return result.structured_content
 
 
