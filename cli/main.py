@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cli import tokens
 from cli.supervisor import Supervisor
+from steward.logs import configure_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # The terminal shows what a person must act on: warnings and errors, as readable lines.
+    configure_logging("cli", "WARNING", json=False)
     if args.command == "up":
         supervisor = Supervisor(
             args.data_dir, host=args.host, port=args.port, verbose=args.verbose, fake_llm=args.fake_llm

@@ -200,7 +200,9 @@ class Supervisor:
     @staticmethod
     def _grpc_check(address: str) -> ReadyCheck:
         async def check() -> bool:
-            async with grpc.aio.insecure_channel(address, interceptors=error_interceptors()) as channel:
+            # A refused connection is what a starting child answers: no warning per probe.
+            probe = error_interceptors(expected_failures=True)
+            async with grpc.aio.insecure_channel(address, interceptors=probe) as channel:
                 try:
                     reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
                 except StewardError:

@@ -161,7 +161,7 @@ def to_grpc_status(error: StewardError, domain: str) -> grpc.Status:
     return result
 
 
-def from_rpc_error(exc: grpc.aio.AioRpcError, area: str = "") -> StewardError:
+def from_rpc_error(exc: grpc.aio.AioRpcError, area: str = "", *, expected: bool = False) -> StewardError:
     """Decode a failed call into a StewardError, keeping the remote reason if there is one.
 
     A Steward service's `ErrorInfo` message is written for clients and travels as it is. A failure without one
@@ -184,7 +184,9 @@ def from_rpc_error(exc: grpc.aio.AioRpcError, area: str = "") -> StewardError:
         grpc.StatusCode.UNIMPLEMENTED: "NOT_IMPLEMENTED",
     }.get(code, "INTERNAL")
     # A cancelled call is the caller's own doing (a client that left): routine, not an operator's concern.
-    report = log.info if code == grpc.StatusCode.CANCELLED else log.warning
+    # A cancelled call is the caller's own doing (a client that left), and an `expected` failure (a probe of a
+    # service still starting) is routine: neither is an operator's concern.
+    report = log.info if code == grpc.StatusCode.CANCELLED else log.debug if expected else log.warning
     report("rpc_transport_failure", area=area or "unknown", code=code.name, details=exc.details() or "")
     return StewardError(code, fallback, _transport_message(code, area))
 

@@ -23,15 +23,16 @@ __all__ = ["error_interceptors"]
 
 
 class _UnaryUnaryErrors(grpc.aio.UnaryUnaryClientInterceptor):
-    def __init__(self, area: str) -> None:
+    def __init__(self, area: str, expected: bool) -> None:
         self._area = area
+        self._expected = expected
 
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         call = await continuation(client_call_details, request)
         try:
             return await call
         except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc, self._area) from None
+            raise from_rpc_error(exc, self._area, expected=self._expected) from None
 
 
 class _UnaryStreamErrors(grpc.aio.UnaryStreamClientInterceptor):
@@ -51,7 +52,9 @@ async def _decoded(call: AsyncIterator[Any], area: str) -> AsyncIterator[Any]:
         raise from_rpc_error(exc, area) from None
 
 
-def error_interceptors(area: str = "") -> list[grpc.aio.ClientInterceptor]:
+def error_interceptors(area: str = "", *, expected_failures: bool = False) -> list[grpc.aio.ClientInterceptor]:
     """The interceptors for unary and server-streaming calls (the only kinds Steward's contracts have); `area`
-    ("store", ...) names the service called in a transport failure's message ("" when not known)."""
-    return [_UnaryUnaryErrors(area), _UnaryStreamErrors(area)]
+    ("store", ...) names the service called in a transport failure's message ("" when not known). With
+    `expected_failures` (a probe of a service that may still be starting), a unary call's transport failure
+    is logged at debug level, not as a warning."""
+    return [_UnaryUnaryErrors(area, expected_failures), _UnaryStreamErrors(area)]
