@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -43,9 +44,28 @@ class Stack:
     confirm: GrpcServer
     runtime: GrpcServer
     data_dir: Path
+    # How to start each service again (by its field name) on a given address, with the settings it first had.
+    starters: dict[str, Callable[[str], Awaitable[GrpcServer]]] = field(default_factory=dict)
 
     def address(self, server: GrpcServer) -> str:
         return f"127.0.0.1:{server.port}"
+
+    async def outage(self, name: str, seconds: float) -> None:
+        """Stop a service at once (its calls in flight are cut off, new ones refused), and start it again on the
+        same port, with the same settings and data, `seconds` later."""
+        port = await self.stop_service(name)
+        await asyncio.sleep(seconds)  # the outage itself
+        await self.start_service(name, port)
+
+    async def stop_service(self, name: str) -> int:
+        """Stop a service (by its field name) at once; the port it served on."""
+        server: GrpcServer = getattr(self, name)
+        await server.stop(0)
+        return server.port
+
+    async def start_service(self, name: str, port: int) -> None:
+        """Start a stopped service again on `port`, with the settings and data it had."""
+        setattr(self, name, await self.starters[name](f"127.0.0.1:{port}"))
 
     def gateway_settings(self, **overrides: object) -> GatewaySettings:
         values: dict[str, object] = {
@@ -75,21 +95,20 @@ async def running_stack(
     runtime settings (tools_file, confirmation_ttl, ...); `hooks` are the runtime's plugins."""
     secret = secrets.token_urlsafe(32)
     base: dict[str, object] = {"internal_secret": secret, "data_dir": data_dir, "log_json": False}
-    store = await create_store(
-        StoreSettings.model_validate({**base, "token_pepper": secrets.token_urlsafe(32), "retention_interval": 0}),
-        "127.0.0.1:0",
+    store_settings = StoreSettings.model_validate(
+        {**base, "token_pepper": secrets.token_urlsafe(32), "retention_interval": 0}
     )
-    provider = await create_provider(
-        ProviderSettings.model_validate(
-            {
-                **base,
-                "demo_token_interval": demo_token_interval,
-                "master_key": base64.b64encode(secrets.token_bytes(32)).decode(),
-            }
-        ),
-        "127.0.0.1:0",
+    provider_settings = ProviderSettings.model_validate(
+        {
+            **base,
+            "demo_token_interval": demo_token_interval,
+            "master_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+        }
     )
-    confirm = await create_confirm(ConfirmSettings.model_validate(base), "127.0.0.1:0")
+    confirm_settings = ConfirmSettings.model_validate(base)
+    store = await create_store(store_settings, "127.0.0.1:0")
+    provider = await create_provider(provider_settings, "127.0.0.1:0")
+    confirm = await create_confirm(confirm_settings, "127.0.0.1:0")
     runtime_server = await create_runtime(
         RuntimeSettings.model_validate(
             {
@@ -103,11 +122,17 @@ async def running_stack(
         "127.0.0.1:0",
         hooks=hooks,
     )
-    stack = Stack(secret, secrets.token_urlsafe(24), store, provider, confirm, runtime_server, data_dir)
+    starters: dict[str, Callable[[str], Awaitable[GrpcServer]]] = {
+        "store": lambda address: create_store(store_settings, address),
+        "provider": lambda address: create_provider(provider_settings, address),
+        "confirm": lambda address: create_confirm(confirm_settings, address),
+    }
+    stack = Stack(secret, secrets.token_urlsafe(24), store, provider, confirm, runtime_server, data_dir, starters)
     try:
         yield stack
     finally:
-        for server in (runtime_server, confirm, provider, store):
+        # The stack's own servers: a service restarted by `outage` is the one stopped, not the one it replaced.
+        for server in (stack.runtime, stack.confirm, stack.provider, stack.store):
             await server.stop(0.5)
 
 

@@ -26,7 +26,7 @@ import structlog
 from google.protobuf.duration_pb2 import Duration
 
 from services.runtime.agents import AgentSpec, limits_for, load_agent
-from services.runtime.run import budgets, model_step, steps
+from services.runtime.run import budgets, model_step, outage, steps
 from services.runtime.run.confirmations import cancel_confirmations
 from services.runtime.run.context import RunContext, Services, StartMode
 from services.runtime.run.writer import EventWriter
@@ -259,16 +259,17 @@ class RunLoop:
         return False
 
     async def _failure(self, exc: Exception, run_id: str, epoch: int, ctx: RunContext | None) -> None:
-        """Map a claim's failure to the run's outcome: a dependency away gives the run back (from its checkpoint,
-        for a later sweep); any other error fails it."""
+        """Map a claim's failure to the run's outcome: a failure that may pass (outage.py: a dependency away, the
+        store's writes or the provider past the outage bound among them) gives the run back, from its checkpoint,
+        for a later sweep; a model step's failure (`StepError`) and any other error fail it."""
+        # The claim's calls outside the model step are reads or writes keyed by a request id: a deadline that
+        # passed on one of them only says that its server was slow.
+        fault = outage.classify(exc, idempotent=True)
+        if fault.transient and not isinstance(exc, model_step.StepError):
+            log.warning("run_released", reason=getattr(exc, "reason", type(exc).__name__), fault=fault.value)
+            await _shielded(self._release(run_id, epoch, ctx))
+            return
         if isinstance(exc, StewardError):
-            # A model step's failure (`StepError`) fails the run whatever its code: the step already
-            # retried what may pass; only a dependency away elsewhere in the claim gives the run back.
-            away = exc.code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
-            if away and not isinstance(exc, model_step.StepError):
-                log.warning("run_released", reason=exc.reason)
-                await _shielded(self._release(run_id, epoch, ctx))
-                return
             await self._failed(ctx, run_id, epoch, exc)
         else:
             log.exception("run_crashed")
@@ -333,7 +334,7 @@ class RunLoop:
         if error.reason == Reason.LEASE_LOST:
             log.warning("fenced", epoch=epoch)  # another replica holds the run: write nothing more
             return
-        transient = error.metadata.get("transient") == "true" or error.code == grpc.StatusCode.UNAVAILABLE
+        transient = outage.classify(error, idempotent=False).transient
         run_error = run_pb2.RunError(reason=error.reason, message=error.message, transient=transient)
         log.warning("run_failed", reason=error.reason, transient=transient)
         try:

@@ -33,6 +33,14 @@ class StepResult:
     capped: bool = False  # the step's max_tokens was lowered to what the run's token limit had left
 
 
+@dataclass
+class Progress:
+    """What one try of a step got so far: whether content reached the run's log (a restart must then tell readers
+    to drop it)."""
+
+    content: bool = False
+
+
 def add_usage(total: usage_pb2.Usage, more: usage_pb2.Usage) -> None:
     total.input_tokens += more.input_tokens
     total.output_tokens += more.output_tokens
@@ -66,6 +74,7 @@ async def run_step(
     writer: EventWriter,
     *,
     first_token_timeout: float,
+    progress: Progress | None = None,
 ) -> StepResult:
     """Stream one Generate call; raises StewardError (from the provider) or TimeoutError (no content event, the
     first token, within `first_token_timeout` of the call: announcements and retries before it do not count)."""
@@ -86,6 +95,8 @@ async def run_step(
                 if waiting and kind in CONTENT_KINDS:
                     first_token.reschedule(None)
                     waiting = False
+                    if progress is not None:
+                        progress.content = True
                 if kind == "text_delta":
                     parts.text.append(chunk.text_delta.text)
                     writer.text(step, chunk.text_delta.text)
@@ -127,15 +138,11 @@ async def run_step(
 
 
 class StepError(StewardError):
-    """A model step's failure (the provider's, or a write's made within the step), told apart from a dependency's
-    error elsewhere in the claim: it fails the run whatever its code, where an unreachable dependency elsewhere
-    gives the run back (`RunLoop._failure`)."""
+    """A model step's failure that ends the run: the provider's terminal error, or its transient one once the step
+    was restarted as often as it may be (steps.py). It fails the run whatever its code, where a dependency away (the
+    provider too, once it stayed away past the outage bound, or the store within the step) gives it back
+    (`RunLoop._failure`)."""
 
     @classmethod
     def of(cls, error: StewardError) -> StepError:
         return cls(error.code, error.reason, error.message, metadata=error.metadata, domain=error.domain)
-
-
-def is_transient(error: StewardError) -> bool:
-    """Whether a provider error may pass if the step is tried again."""
-    return error.metadata.get("transient") == "true"

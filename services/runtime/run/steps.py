@@ -7,9 +7,11 @@
 The wall-clock limit counts the run's running time, summed over its claims (each write carries it to the
 store; paused time does not count), and never interrupts an approved write (RunContext.writing). The
 first-token timeout (from a step's model call to its first content: text, reasoning or a tool call) and a
-read's tool timeout end the run incomplete (timeout) too. A step whose stream breaks with a transient
-provider error is restarted (a `step_restarted` event tells readers to drop that step's partial output), at
-most twice; the provider itself already retried and fell back before any content.
+read's tool timeout end the run incomplete (timeout) too. A step cut off by the provider going away is tried again
+with backoff until the provider has been away `outage.OUTAGE_BOUND` (then the run is given back, not failed); one
+that failed with the provider's own transient error is restarted at most `STEP_RESTARTS` times (the provider
+itself already retried and fell back before any content). A try that had sent content is followed by
+`step_restarted`, which tells readers to drop that step's partial output.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from services.runtime.run import model_step
+from services.runtime.run import model_step, outage
 from services.runtime.run.confirmations import acknowledge, cancel_confirmations
 from services.runtime.run.context import RunContext, StartMode
 from services.runtime.run.history import pending_calls, read_history
@@ -165,30 +167,52 @@ async def _step(
     ctx: RunContext, messages: list[content_pb2.ChatMessage], tools: list[ToolInfo]
 ) -> model_step.StepResult | None:
     """One model step, not yet checkpointed (see `_checkpoint_step`); None when the run ended instead (budget, or
-    no content within the first-token timeout)."""
+    no content within the first-token timeout). A try that fails and may pass (outage.py) is made again: the provider
+    away, after a backoff, until it has been away `outage.OUTAGE_BOUND` (then its error goes up as it is, and the
+    claim gives the run back); the provider's own transient errors at once, at most `STEP_RESTARTS` times. A try
+    that had sent content to the log is followed by `step_restarted`, so that readers drop it."""
     step = ctx.step_count + 1
-    for attempt in range(STEP_RESTARTS + 1):
-        if attempt:
-            await ctx.writer.emit(ev.RunEvent(step=step, step_restarted=ev.StepRestarted(lease_epoch=ctx.epoch)))
-        # Goes with the writer's next write (the claim's first text delta is written at once, later ones within the
-        # flush interval) or after the flush interval: one write fewer per step. The writer keeps the log's order,
-        # and a failed write fails the next.
-        ctx.writer.later(ev.RunEvent(step=step, step_started=ev.StepStarted(model_route=ctx.agent.model_route)))
+    restarts = 0
+    away = outage.Outage()
+    announce = True
+    while True:
+        if announce:
+            # Goes with the writer's next write (the claim's first text delta is written at once, later ones within
+            # the flush interval) or after the flush interval: one write fewer per step. The writer keeps the log's
+            # order, and a failed write fails the next.
+            ctx.writer.later(ev.RunEvent(step=step, step_started=ev.StepStarted(model_route=ctx.agent.model_route)))
+            announce = False
         await ctx.services.hooks.before_model_call(ctx.run_id, step, ctx.agent.model_route)
+        progress = model_step.Progress()
         try:
             request = _request(ctx, messages, tools, step)
             result = await model_step.run_step(
-                ctx.services.provider, request, ctx.writer, first_token_timeout=ctx.limits.first_token_timeout
+                ctx.services.provider,
+                request,
+                ctx.writer,
+                first_token_timeout=ctx.limits.first_token_timeout,
+                progress=progress,
             )
         except StewardError as error:
             await ctx.services.hooks.after_model_call(ctx.run_id, step, 0, error.reason)
+            if ctx.writer.error is not None:  # the store's failure, met within the step: the claim judges it
+                raise ctx.writer.error from error
             if error.reason == Reason.BUDGET_EXCEEDED:
                 await finish(ctx, run_pb2.RUN_STATE_INCOMPLETE, incomplete=run_pb2.INCOMPLETE_REASON_BUDGET)
                 return None
-            if model_step.is_transient(error) and attempt < STEP_RESTARTS:
-                log.info("step_restarting", step=step, reason=error.reason)
-                continue
-            raise model_step.StepError.of(error) from error
+            if progress.content:
+                away.over()  # the provider was there: a later failure starts a new outage
+            fault = outage.classify(error, idempotent=False)  # a Generate made again may be charged again
+            wait = _retry_wait(fault, error, away, restarts)
+            if wait is None:
+                raise model_step.StepError.of(error) from error
+            restarts += fault is outage.Fault.PASSING
+            log.info("step_restarting", step=step, reason=error.reason, wait=round(wait, 2))
+            if progress.content:
+                await ctx.writer.emit(ev.RunEvent(step=step, step_restarted=ev.StepRestarted(lease_epoch=ctx.epoch)))
+                announce = True
+            await asyncio.sleep(wait)  # cancel and the wall-clock limit end it like any other wait
+            continue
         except TimeoutError:  # a limit, not a failure: the run ends incomplete (timeout), the step is not retried
             await ctx.services.hooks.after_model_call(ctx.run_id, step, 0, "FIRST_TOKEN_TIMEOUT")
             log.info("first_token_timeout", step=step, seconds=ctx.limits.first_token_timeout)
@@ -197,7 +221,20 @@ async def _step(
         await ctx.services.hooks.after_model_call(ctx.run_id, step, len(result.tool_calls))
         result.capped = request.max_tokens < MAX_OUTPUT_TOKENS
         return result
-    raise AssertionError("unreachable")
+
+
+def _retry_wait(fault: outage.Fault, error: StewardError, away: outage.Outage, restarts: int) -> float | None:
+    """Seconds before the step is tried again after `error`, or None when the step fails (a StepError fails the
+    run). The provider away too long raises its error as it is: not a step's failure, the claim gives the run back."""
+    if fault is outage.Fault.PASSING:
+        return 0.0 if restarts < STEP_RESTARTS else None
+    if fault is outage.Fault.OUTAGE:
+        wait = away.next_wait()
+        if wait is None:
+            log.warning("provider_away", seconds=outage.OUTAGE_BOUND, reason=error.reason)
+            raise error
+        return wait
+    return None
 
 
 async def _checkpoint_step(ctx: RunContext, result: model_step.StepResult, ending: Ending | None) -> None:

@@ -20,7 +20,9 @@ seconds, or with the next write. Events that need not be written at once
 checkpoint takes what is buffered ahead of its own events instead of a write
 of its own.
 
-A write that failed fails every write after it (raised at the next call), so
+A write the store could not take because it was away (outage.py) is tried
+again, with backoff, for up to the outage bound: the loop goes on meanwhile
+and what waits for the write waits. A write that failed fails every write after it (raised at the next call), so
 a fenced or cut-off claim stops instead of writing around a hole. After a
 write that ends or pauses the run, the writer takes no other. A tap (the
 hooks' event tap) sees each event once it is durable, with its seq, before
@@ -35,6 +37,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import structlog
+
+from services.runtime.run import outage
 from steward.store.v1 import run_event_pb2 as ev
 from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
@@ -44,6 +49,8 @@ from steward.store.v1 import store_service_pb2_grpc as store_grpc
 # than this still goes (alone), as it would have without merging.
 MAX_MERGED_BYTES = 2 * 1024 * 1024
 MAX_MERGED_EVENTS = 500
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -137,6 +144,11 @@ class EventWriter:
         batch, self._pending = self._pending, []
         return [] if self._error is not None else batch
 
+    @property
+    def error(self) -> BaseException | None:
+        """The write failure that stopped the writer (None while it works): the store's error, not the caller's."""
+        return self._error
+
     def close(self) -> None:
         """The claim is over: no timer fires, no write is taken any more."""
         self._cancel_timer()
@@ -168,7 +180,7 @@ class EventWriter:
                 batch = self._next_batch()
                 request = self._merged([write.request for write in batch])
                 try:
-                    reply = await self._runs.CheckpointRun(request)
+                    reply = await self._checkpoint(request)
                 except Exception as exc:  # noqa: BLE001 - a failed write fails every later one
                     self._fail(exc, batch)
                     return
@@ -186,6 +198,23 @@ class EventWriter:
             raise
         finally:
             self._sender = None
+
+    async def _checkpoint(self, request: store_pb.CheckpointRunRequest) -> store_pb.CheckpointRunResponse:
+        """Make one write, trying again while the store is away (outage.py): the write is keyed by its request id, so
+        a try whose answer was lost is not written twice. The loop goes on meanwhile (its writes queue up), and what
+        waits for this write waits; past the outage bound the write fails, and the claim gives the run back."""
+        away = outage.Outage()
+        while True:
+            try:
+                return await self._runs.CheckpointRun(request)
+            except Exception as exc:
+                if not outage.classify(exc, idempotent=True).transient:
+                    raise
+                wait = away.next_wait()
+                if wait is None:
+                    raise
+                log.warning("write_retrying", reason=getattr(exc, "reason", type(exc).__name__), wait=round(wait, 2))
+                await asyncio.sleep(wait)
 
     def _next_batch(self) -> list[_Write]:
         """The writes at the head of the queue that fit one request (the store's and gRPC's limits)."""
