@@ -28,9 +28,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    # The terminal shows what a person must act on: warnings and errors, as readable lines.
-    configure_logging("cli", "WARNING", json=False)
     if args.command == "up":
+        # The supervisor's terminal shows what a person must act on: warnings and errors, as readable lines.
+        configure_logging("cli", "WARNING", json=False)
         supervisor = Supervisor(
             args.data_dir, host=args.host, port=args.port, verbose=args.verbose, fake_llm=args.fake_llm
         )

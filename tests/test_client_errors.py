@@ -12,6 +12,7 @@ import pytest
 import structlog
 
 from gateway.leaks import leak
+from steward import errors
 from steward.errors import Reason, StewardError
 from steward.rpc.client_errors import error_interceptors
 from steward.store.v1 import store_service_pb2 as store_pb
@@ -69,8 +70,10 @@ async def test_an_unreachable_server_is_dependency_unavailable() -> None:
     assert raised.value.message == "a service Steward depends on is unavailable; try again later"
 
 
-async def test_an_unreachable_area_is_named_and_its_address_only_logged() -> None:
+async def test_an_unreachable_area_is_named_and_its_address_only_logged(monkeypatch: pytest.MonkeyPatch) -> None:
     with structlog.testing.capture_logs() as logs:
+        # A fresh logger: one an earlier test's configure_logging cached on first use would bypass the capture.
+        monkeypatch.setattr(errors, "log", structlog.get_logger("steward.errors"))
         async with grpc.aio.insecure_channel("127.0.0.1:1", interceptors=error_interceptors("store")) as closed:
             stream = store_grpc.RunServiceStub(closed).StreamRunEvents(store_pb.StreamRunEventsRequest(run_id="x"))
             with pytest.raises(StewardError) as raised:
