@@ -24,7 +24,7 @@ __all__ = ["EventStream", "StreamInterruptedError", "StreamPolicy"]
 # (401, 403, 404, 410, ...) will not change by asking again, so it is raised at once.
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # gRPC codes of an `error` event (a failure after the stream began) that a reconnect may cure.
-_TRANSIENT_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "INTERNAL"})
+_TRANSIENT_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"})
 # An `error` event names a gRPC code: the status the same failure has as an HTTP answer (the gateway's table, by
 # code), so it is raised as the same class.
 _CODE_STATUS = {
