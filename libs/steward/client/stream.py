@@ -67,7 +67,6 @@ class EventStream:
         self.policy = policy
         self.last_seq = after
         self.done = False
-        self.connections = 0
         self._attempts = 0
         self._since = time.monotonic()
         self._last_error: Exception | None = None
@@ -75,7 +74,6 @@ class EventStream:
 
     def headers(self) -> dict[str, str]:
         """The next connection's headers; resuming just after the last event yielded."""
-        self.connections += 1
         self._reset_frame()  # a frame cut off by the last connection's end is never dispatched
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
         if self.last_seq:
