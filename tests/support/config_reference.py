@@ -285,8 +285,10 @@ def render() -> str:
 
 # STEWARD_* names the code uses that are not settings, each with why.
 NOT_SETTINGS = {
-    "STEWARD_TOKEN": "read by the CLI (`steward token ...`) as the bearer token to use instead of the dev token.",
-    "STEWARD_URL": "read by the CLI (`steward token ...`) as the gateway URL (default `http://127.0.0.1:8080`).",
+    "STEWARD_TOKEN": "read by the CLI (`steward token ...`) as the bearer token to use instead of the dev token, and "
+    "by the Python client (`steward.client`) when no token is given.",
+    "STEWARD_URL": "read by the CLI (`steward token ...`) and the Python client (`steward.client`) as the gateway URL "
+    "(default `http://127.0.0.1:8080`).",
     "STEWARD_FAKE_LLM_PORT": "set by `steward up --fake-llm` in its own environment: the port of the fake upstream.",
     "STEWARD_TEST_POSTGRES_DSN": "read by the tests: the Postgres server for the Postgres lane.",
 }
