@@ -6,8 +6,9 @@ comes within 10 s of the restart, and each completes with one answer. (b) A repl
 while a replica drives runs, takes none of them. (c) SIGTERM: the stopping replica releases its runs, and another
 replica's sweep takes them within 3 s.
 
-Leases here last 20 s, longer than any bound the tests assert: only the reclaim or a release can meet them, never
-an expiry. Sweeps run every 2 s, as by default. Each test prints what it measured.
+In (a) and (c) leases last 20 s, longer than any bound asserted: only the reclaim or a release can meet it, never
+an expiry. (b) runs the default lease (8 s) past its length, so its heartbeats must renew it in time on a loaded
+machine. Sweeps run every 2 s, as by default. Each test prints what it measured.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from tests.runtime.procs_client import Follower, User, kinds, text_after_last_re
 pytestmark = [pytest.mark.processes, pytest.mark.timeout(90)]
 
 RUNS = 3
-LONG = "Tell me something. " + "word " * 76  # the demo model streams its answer for a few seconds
+LONG = "Tell me something. " + "word " * 76  # the demo model streams its answer for about 10 s
 SETTINGS = {"STEWARD_LEASE_SECONDS": "20", "STEWARD_SWEEP_INTERVAL": "2"}
 RESTART_BOUND = 10.0  # seconds from the restart to each run's next event (the issue's goal; the bound is it)
 RELEASE_BOUND = 3.0  # seconds from SIGTERM to another replica's claim
@@ -45,7 +46,7 @@ class Plane:
 @pytest.fixture(scope="module")
 async def plane(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Plane]:
     directory = tmp_path_factory.mktemp("takeover")
-    async with backplane(directory, demo_token_interval=0.03) as running:
+    async with backplane(directory, demo_token_interval=0.1) as running:
         user = User(running, directory / "notes.db")
         await user.create_agent()
         try:
@@ -58,9 +59,9 @@ def replicas(plane: Plane, *names: str) -> AbstractAsyncContextManager[list[Runt
     return runtimes(plane.plane, plane.directory, plane.directory / "notes.db", list(names))
 
 
-async def streaming(user: User, runtime: RuntimeProcess) -> tuple[list[run_pb2.Run], list[Follower]]:
-    """RUNS runs on `runtime`, each followed, once each has streamed some text."""
-    runs = [await user.start_run(runtime, LONG) for _ in range(RUNS)]
+async def streaming(user: User, runtime: RuntimeProcess, text: str = LONG) -> tuple[list[run_pb2.Run], list[Follower]]:
+    """RUNS runs on `runtime` (`text` their input), each followed, once each has streamed some text."""
+    runs = [await user.start_run(runtime, text) for _ in range(RUNS)]
     followers = [user.follow(run.id) for run in runs]
     for follower in followers:
         await eventually(lambda f=follower: f.seen("text_delta"), what="a run's first text delta")  # type: ignore[misc]
@@ -116,16 +117,22 @@ async def test_a_restarted_replica_takes_its_runs_back_at_once(plane: Plane) -> 
 
 
 async def test_a_replica_with_another_id_takes_no_live_run(plane: Plane) -> None:
+    """With the default lease (8 s, renewed every 2.7 s) and sweep (2 s), and runs driven for longer than a lease
+    on a loaded machine: the heartbeats renew in time, or the newcomer's sweeps would take the runs."""
     async with replicas(plane, "holder-b", "newcomer-b") as [holder, newcomer]:
         for runtime in (holder, newcomer):
-            runtime.extra_env.update(SETTINGS)
+            runtime.extra_env.update({"STEWARD_LEASE_SECONDS": "8", "STEWARD_SWEEP_INTERVAL": "2"})
         await holder.start()
+        began = time.monotonic()
         runs, followers = await streaming(plane.user, holder)
         epochs = [(await plane.user.run(run.id)).lease_epoch for run in runs]
         await newcomer.start()  # its start-up reclaim and its sweeps see live leases held by another id
         for run, follower in zip(runs, followers, strict=True):
             names = await assert_one_answer(plane.user, run, follower)
             assert "step_restarted" not in names, names
+        driven = time.monotonic() - began
+        print(f"\nruns driven {driven:.1f} s under 8 s leases, a second replica sweeping every 2 s")
+        assert driven > 8
         assert [(await plane.user.run(run.id)).lease_epoch for run in runs] == epochs  # nobody claimed them again
         assert not any(newcomer.logged("run_taken_over", run_id=run.id) for run in runs)
 
