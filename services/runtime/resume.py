@@ -8,6 +8,11 @@ whose runs still wait (so none is lost if the feed broke), and ClaimRuns for run
 the run is started in this replica's loop unless it already drives it; its claim decides which
 replica wins, and the others' claims are refused.
 
+At start-up, before it serves, a replica takes back the runs its name still holds (`reclaim`): a
+restarted replica that kept its name (identity.py) goes on with them at once, fencing its previous
+start, instead of leaving them silent until their leases expire. Only then, when it drives none of
+them, may it ask for its own live leases; the periodic sweeps never do.
+
 The feed and the sweeps act as the runtime service itself (no user); a resumed run acts for its
 owner.
 """
@@ -48,6 +53,19 @@ class Resumer:
             asyncio.create_task(self._as_service(self._watch()), name="decision-feed"),
             asyncio.create_task(self._as_service(self._sweeps()), name="run-sweeps"),
         ]
+
+    async def reclaim(self, within: float) -> None:
+        """Take back the runs this replica's name holds (a previous start died holding them), within `within`
+        seconds: a store that does not answer leaves them to the sweeps once their leases expire."""
+        token = set_principal(service_principal("runtime"))
+        try:
+            async with asyncio.timeout(within):
+                while await self.claim_orphans(reclaim_held=True) and self._loop.free_slots():
+                    pass  # a full batch was claimed and slots are left: the next batch
+        except (StewardError, TimeoutError) as error:
+            log.warning("reclaim_failed", reason=getattr(error, "reason", "TIMEOUT"))
+        finally:
+            reset_principal(token)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -132,22 +150,26 @@ class Resumer:
         finally:
             reset_principal(token)
 
-    async def claim_orphans(self) -> bool:
-        """Claim runs nobody drives (queued and never started, or running under an expired lease); whether more
-        may be waiting (the claim took as many as it asked for)."""
+    async def claim_orphans(self, *, reclaim_held: bool = False) -> bool:
+        """Claim runs nobody drives (queued and never started, or running under an expired lease; with
+        `reclaim_held`, also those this replica's name holds); whether more may be waiting (the claim took as many
+        as it asked for)."""
         settings = self._services.settings
         slots = min(CLAIM_BATCH, self._loop.free_slots())
         if not slots:
             return True  # this replica drives as many runs as it may; others (or a later sweep) take these
         reply = await self._services.runs.ClaimRuns(
             store_pb.ClaimRunsRequest(
-                holder=settings.replica_id, max_runs=slots, lease_ttl=Duration(seconds=settings.lease_seconds)
+                holder=settings.replica_id,
+                max_runs=slots,
+                lease_ttl=Duration(seconds=settings.lease_seconds),
+                reclaim_held=reclaim_held,
             )
         )
         if len(reply.runs) == slots:
             self._loop.note_backlog()  # the claim filled every free slot: more may wait
         for run in reply.runs:
-            log.info("run_taken_over", run_id=run.id, epoch=run.lease_epoch)
+            log.info("run_taken_over", run_id=run.id, epoch=run.lease_epoch, reclaim=reclaim_held)
             if not self._loop.start(run.id, run.owner_id, StartMode.RECOVER, claimed=run):
                 # This replica drives as many runs as it may: hand the run back for a later sweep.
                 await self._release_as_owner(run)

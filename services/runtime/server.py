@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from services.runtime.hooks import AuditLog, Hook, Hooks
+from services.runtime.identity import stable_replica_id
 from services.runtime.resume import Resumer
 from services.runtime.run.context import Services
 from services.runtime.run.loop import RunLoop
@@ -30,6 +31,8 @@ async def create_server(
 ) -> GrpcServer:
     """Connect to the store, provider and confirm services, start the tools, and serve RuntimeService; `hooks` run
     after the built-in audit log."""
+    if not settings.replica_id:
+        settings = settings.model_copy(update={"replica_id": stable_replica_id(settings.data_dir)})
     secret = settings.internal_secret.get_secret_value()
     signer = TokenSigner(secret, issuer=ACTOR)
     channels = {
@@ -54,6 +57,8 @@ async def create_server(
     loop = RunLoop(services)
     resumer = Resumer(services, loop)
     servicer = RuntimeServicer(services, loop)
+    # Before serving: no run this replica creates can be among the runs it takes back (that claim would fence it).
+    await resumer.reclaim(within=settings.lease_seconds)
     server = await start_grpc_server(
         [registration(pb, pb_grpc, "RuntimeService", servicer)],
         address,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 from pydantic import Field
 
 from steward.settings import CommonSettings
@@ -12,10 +10,17 @@ from steward.settings import CommonSettings
 class RuntimeSettings(CommonSettings):
     """Runtime settings: leases, the default agent (runs that name no stored agent) and default limits."""
 
-    # This runtime replica's name as a run lease holder (default: `runtime-` and 12 random hex).
-    replica_id: str = Field(default_factory=lambda: f"runtime-{uuid.uuid4().hex[:12]}")
-    # Seconds a run's lease lasts; the replica renews it every third of that.
-    lease_seconds: int = 30
+    # This runtime replica's name as a run lease holder; it must stay the same across restarts and differ between
+    # replicas: a restarted replica takes back the runs its name holds at once, without waiting for their leases.
+    # Empty: the name kept in `<data_dir>/runtime-replica-id` (`runtime-` and 12 random hex, written on the first
+    # start), so each replica needs a data directory of its own that survives restarts. On Kubernetes, set it
+    # from the pod's name (downward API `metadata.name`) in a StatefulSet; a Deployment's pod gets a new name on
+    # each restart, and its runs then wait for their leases to expire.
+    replica_id: str = ""
+    # Seconds a run's lease lasts; the replica renews it every third of that (every 2.7 s at 8: a renewal may be
+    # more than 5 s late, or one may fail, before the lease expires). Another replica takes a dead replica's runs
+    # within `lease_seconds` + `sweep_interval` (10 s by default); a restarted replica takes its own back at once.
+    lease_seconds: int = 8
     # The model route of the built-in default agent, and of agents that name none.
     default_model_route: str = "demo"
     # The built-in default agent's system prompt.
@@ -39,8 +44,9 @@ class RuntimeSettings(CommonSettings):
     text_flush_interval: float = 0.01
     # Confirmations: seconds before an unanswered one is auto-rejected (0: the confirm service's default).
     confirmation_ttl: float = 0.0
-    # Seconds between sweeps for decided confirmations and for runs whose lease expired.
-    sweep_interval: float = 5.0
+    # Seconds between sweeps for decided confirmations and for runs whose lease expired (with `lease_seconds`, it
+    # bounds how late another replica takes a dead replica's runs).
+    sweep_interval: float = 2.0
     # Runs this replica drives at once; more wait (queued, or decided and unacknowledged) for a later sweep.
     max_active_runs: int = 64
     # YAML file configuring MCP tool servers (docs/adr/0008-tools.md); empty means built-in tools only.

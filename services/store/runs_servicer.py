@@ -139,7 +139,10 @@ class RunServicer(pb_grpc.RunServiceServicer):
         if not 1 <= request.max_runs <= MAX_CLAIM:
             raise invalid_argument("max_runs", f"max_runs must be 1..{MAX_CLAIM}")
         runs = await self._leases.claim_runnable(
-            _holder(request.holder), request.max_runs, _lease_ttl(request.lease_ttl)
+            _holder(request.holder),
+            request.max_runs,
+            _lease_ttl(request.lease_ttl),
+            reclaim_held=request.reclaim_held,
         )
         return pb.ClaimRunsResponse(runs=runs)
 

@@ -2,7 +2,9 @@
 
 Each claim increments the run's epoch, and every later write must carry it
 (see run_rows.lock_fenced). A run is runnable when it is queued, or running
-with an expired or released lease. On Postgres, concurrent claimers skip rows
+with an expired or released lease; a replica restarted under the same holder
+may also ask for the runs its holder name still holds (`reclaim_held`): the
+new epoch fences its previous start, which can no longer write. On Postgres, concurrent claimers skip rows
 another transaction holds (FOR UPDATE SKIP LOCKED); on SQLite every write
 transaction is serialized (BEGIN IMMEDIATE), which gives the same guarantee.
 """
@@ -51,10 +53,16 @@ class LeaseRepository:
             take(row, holder, ttl, now)
         return convert.run_message(row)
 
-    async def claim_runnable(self, holder: str, max_runs: int, ttl: timedelta) -> list[run_pb2.Run]:
-        """Claim up to `max_runs` runnable runs of any owner, oldest first."""
+    async def claim_runnable(
+        self, holder: str, max_runs: int, ttl: timedelta, *, reclaim_held: bool = False
+    ) -> list[run_pb2.Run]:
+        """Claim up to `max_runs` runnable runs of any owner, oldest first (with `reclaim_held`, also the running
+        runs whose live lease `holder` holds)."""
         async with self._sessions() as session, session.begin():
             now = timeutil.now()
+            free = or_(RunRow.lease_expire_time.is_(None), RunRow.lease_expire_time <= now)
+            if reclaim_held:
+                free = or_(free, RunRow.lease_holder == holder)
             rows = (
                 await session.scalars(
                     select(RunRow)
@@ -63,7 +71,7 @@ class LeaseRepository:
                             RunRow.state == run_pb2.RUN_STATE_QUEUED,
                             and_(
                                 RunRow.state == run_pb2.RUN_STATE_RUNNING,
-                                or_(RunRow.lease_expire_time.is_(None), RunRow.lease_expire_time <= now),
+                                free,
                             ),
                         )
                     )

@@ -1181,10 +1181,18 @@ class ClaimRunsRequest(_message.Message):
     HOLDER_FIELD_NUMBER: _builtins.int
     MAX_RUNS_FIELD_NUMBER: _builtins.int
     LEASE_TTL_FIELD_NUMBER: _builtins.int
+    RECLAIM_HELD_FIELD_NUMBER: _builtins.int
     holder: _builtins.str
     """The claiming replica's id."""
     max_runs: _builtins.int
     """The most runs to claim."""
+    reclaim_held: _builtins.bool
+    """Also claim the runs whose live lease holder holds: a replica restarted under
+    the same holder takes back what its previous start held without waiting for
+    the leases to expire, and the new epochs fence whatever that start still had
+    in flight. Set it only when the caller drives none of its runs (at start-up):
+    a claim fences the holder's own task for the run too.
+    """
     @_builtins.property
     def lease_ttl(self) -> _duration_pb2.Duration:
         """How long each lease lasts without a heartbeat."""
@@ -1195,10 +1203,11 @@ class ClaimRunsRequest(_message.Message):
         holder: _builtins.str = ...,
         max_runs: _builtins.int = ...,
         lease_ttl: _duration_pb2.Duration | None = ...,
+        reclaim_held: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease_ttl", b"lease_ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder", "lease_ttl", b"lease_ttl", "max_runs", b"max_runs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder", "lease_ttl", b"lease_ttl", "max_runs", b"max_runs", "reclaim_held", b"reclaim_held"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

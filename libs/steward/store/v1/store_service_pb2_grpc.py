@@ -1016,9 +1016,11 @@ class RunServiceServicer:
 
     def ClaimRuns(self, request, context):
         """Claims up to max_runs runnable runs of any user (queued, or running with an
-        expired or released lease), oldest first, each with a new epoch; concurrent
-        claimers never get the same run (SKIP LOCKED on Postgres, serialized writes
-        on SQLite). Only service principals (`service:<name>`) may call it:
+        expired or released lease; with reclaim_held, also running under a live
+        lease held by the caller's holder), oldest first, each with a new epoch, so
+        a write made under an earlier epoch is refused; concurrent claimers never
+        get the same run (SKIP LOCKED on Postgres, serialized writes on SQLite).
+        Only service principals (`service:<name>`) may call it:
         PERMISSION_DENIED (PERMISSION_DENIED) otherwise. Atomic per run.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -424,9 +424,11 @@ class RunServiceStub:
     """
     ClaimRuns: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.ClaimRunsRequest, _store_service_pb2.ClaimRunsResponse]
     """Claims up to max_runs runnable runs of any user (queued, or running with an
-    expired or released lease), oldest first, each with a new epoch; concurrent
-    claimers never get the same run (SKIP LOCKED on Postgres, serialized writes
-    on SQLite). Only service principals (`service:<name>`) may call it:
+    expired or released lease; with reclaim_held, also running under a live
+    lease held by the caller's holder), oldest first, each with a new epoch, so
+    a write made under an earlier epoch is refused; concurrent claimers never
+    get the same run (SKIP LOCKED on Postgres, serialized writes on SQLite).
+    Only service principals (`service:<name>`) may call it:
     PERMISSION_DENIED (PERMISSION_DENIED) otherwise. Atomic per run.
     """
     HeartbeatRun: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.HeartbeatRunRequest, _store_service_pb2.HeartbeatRunResponse]
@@ -489,9 +491,11 @@ class RunServiceAsyncStub(RunServiceStub):
     """
     ClaimRuns: _aio.UnaryUnaryMultiCallable[_store_service_pb2.ClaimRunsRequest, _store_service_pb2.ClaimRunsResponse]  # type: ignore[assignment]
     """Claims up to max_runs runnable runs of any user (queued, or running with an
-    expired or released lease), oldest first, each with a new epoch; concurrent
-    claimers never get the same run (SKIP LOCKED on Postgres, serialized writes
-    on SQLite). Only service principals (`service:<name>`) may call it:
+    expired or released lease; with reclaim_held, also running under a live
+    lease held by the caller's holder), oldest first, each with a new epoch, so
+    a write made under an earlier epoch is refused; concurrent claimers never
+    get the same run (SKIP LOCKED on Postgres, serialized writes on SQLite).
+    Only service principals (`service:<name>`) may call it:
     PERMISSION_DENIED (PERMISSION_DENIED) otherwise. Atomic per run.
     """
     HeartbeatRun: _aio.UnaryUnaryMultiCallable[_store_service_pb2.HeartbeatRunRequest, _store_service_pb2.HeartbeatRunResponse]  # type: ignore[assignment]
@@ -581,9 +585,11 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_store_service_pb2.ClaimRunsResponse, _abc.Awaitable[_store_service_pb2.ClaimRunsResponse]]:
         """Claims up to max_runs runnable runs of any user (queued, or running with an
-        expired or released lease), oldest first, each with a new epoch; concurrent
-        claimers never get the same run (SKIP LOCKED on Postgres, serialized writes
-        on SQLite). Only service principals (`service:<name>`) may call it:
+        expired or released lease; with reclaim_held, also running under a live
+        lease held by the caller's holder), oldest first, each with a new epoch, so
+        a write made under an earlier epoch is refused; concurrent claimers never
+        get the same run (SKIP LOCKED on Postgres, serialized writes on SQLite).
+        Only service principals (`service:<name>`) may call it:
         PERMISSION_DENIED (PERMISSION_DENIED) otherwise. Atomic per run.
         """
 
