@@ -2,7 +2,9 @@
 real and up) answers 503 with `Retry-After` and a detail that names the kind of failure, never an address or gRPC's
 own text; in problem+json on the REST API, in OpenAI's shape under /v1; and /readyz names those services down.
 
-The gateway here is its own, so the session's shared stack and gateway stay untouched."""
+A decision made while the confirm service is away is refused the same way, and nothing is decided.
+
+The gateways here are their own, so the session's shared stack and gateway stay untouched."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
 from gateway.leaks import leak
-from tests.support.stack import Stack
+from tests.support.stack import Stack, runtime_confirmation
 
 Client = TestClient[web.Request, web.Application]
 
@@ -74,3 +76,25 @@ async def test_readiness_names_the_services_down(storeless: Client) -> None:
     down = {name for name, state in body["services"].items() if state != "serving"}
     assert down == {"store", "runtime"}, body
     assert body["services"]["store"].startswith("unreachable")
+
+
+async def test_a_decision_while_confirm_is_away_is_503_and_decides_nothing(
+    stack: Stack, gateway: Client, auth: dict[str, str]
+) -> None:
+    confirmation = await runtime_confirmation(stack)
+    settings = stack.gateway_settings(confirm_address=f"127.0.0.1:{_closed_port()}", upstream_timeout=5.0)
+    async with TestClient(TestServer(create_app(settings), host="127.0.0.1", port=0)) as confirmless:
+        decision = {"decision": {"outcome": "approve"}}
+        url = f"/api/v1/confirmations/{confirmation.id}/decision"
+        response = await confirmless.post(url, json=decision, headers=auth)
+        body = await response.json()
+    assert response.status == 503, body
+    assert body["reason"] == "DEPENDENCY_UNAVAILABLE"
+    assert 1 <= _retry_after(response) <= 60
+    assert leak(body["detail"]) is None, body["detail"]
+    assert "confirm" in body["detail"]
+    # Nothing was decided: the confirmation is still pending, and the decision can be made once confirm is back.
+    pending = await gateway.get(f"/api/v1/confirmations/{confirmation.id}", headers=auth)
+    assert (await pending.json())["state"] == "pending"
+    decided = await gateway.post(url, json=decision, headers=auth)
+    assert decided.status == 200, await decided.text()
