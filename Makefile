@@ -19,7 +19,7 @@ SCHEMATHESIS_VERSION := 4.32.5
 FUZZ_STAMP := $(FUZZ_VENV)/.installed-$(SCHEMATHESIS_VERSION)
 
 .PHONY: help setup run run-fake-llm test lint typecheck generate check-generate check-migrations buf-lint buf-breaking ci bench clean
-.PHONY: fuzz-api docs
+.PHONY: fuzz-api docs chaos
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -100,6 +100,10 @@ ci: setup lint typecheck check-generate check-migrations buf-breaking fuzz-api t
 
 bench: $(STAMP) ## Run the benchmarks.
 	$(PY) -m bench
+
+CHAOS_ARGS ?=
+chaos: $(STAMP) ## Run the chaos suite at full scale on SQLite and Postgres (CHAOS_ARGS="--write FILE F3 ..." to narrow or record).
+	$(PY) -m chaos --scale full --db both $(CHAOS_ARGS)
 
 clean: ## Remove the venv, tools and caches (not the data directory).
 	rm -rf $(VENV) $(FUZZ_VENV) .tools .mypy_cache .ruff_cache .pytest_cache
