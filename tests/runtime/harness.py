@@ -153,8 +153,15 @@ def notes_agent(
 
 @asynccontextmanager
 async def world(
-    directory: Path, *, demo_token_interval: float = 0.001, hooks: Sequence[Hook] = (), **runtime_settings: object
+    directory: Path,
+    *,
+    demo_token_interval: float = 0.001,
+    hooks: Sequence[Hook] = (),
+    provider: dict[str, object] | None = None,
+    **runtime_settings: object,
 ) -> AsyncIterator[World]:
+    """A running stack and a user with a notes agent; `provider` overrides provider settings, the other keywords
+    runtime settings."""
     notes_data = directory / "notes.db"
     settings: dict[str, object] = {
         "tools_file": str(tools_file(directory, notes_data)),
@@ -162,7 +169,7 @@ async def world(
         **runtime_settings,
     }
     async with running_stack(
-        directory, demo_token_interval=demo_token_interval, runtime=settings, hooks=hooks
+        directory, demo_token_interval=demo_token_interval, runtime=settings, provider=provider, hooks=hooks
     ) as stack:
         user_id = f"user-{uuid.uuid4().hex[:8]}"
         user = principal_metadata(stack.secret, user_id)

@@ -89,10 +89,12 @@ async def running_stack(
     *,
     demo_token_interval: float = 0.001,
     runtime: dict[str, object] | None = None,
+    provider: dict[str, object] | None = None,
     hooks: Sequence[Hook] = (),
 ) -> AsyncIterator[Stack]:
     """Start store, provider, confirm and runtime in this process; stop them afterwards. `runtime` overrides
-    runtime settings (tools_file, confirmation_ttl, ...); `hooks` are the runtime's plugins."""
+    runtime settings (tools_file, confirmation_ttl, ...), `provider` provider settings (key_store, routes_file,
+    ...); `hooks` are the runtime's plugins."""
     secret = secrets.token_urlsafe(32)
     base: dict[str, object] = {"internal_secret": secret, "data_dir": data_dir, "log_json": False}
     store_settings = StoreSettings.model_validate(
@@ -103,18 +105,19 @@ async def running_stack(
             **base,
             "demo_token_interval": demo_token_interval,
             "master_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+            **(provider or {}),
         }
     )
     confirm_settings = ConfirmSettings.model_validate(base)
     store = await create_store(store_settings, "127.0.0.1:0")
-    provider = await create_provider(provider_settings, "127.0.0.1:0")
+    provider_server = await create_provider(provider_settings, "127.0.0.1:0")
     confirm = await create_confirm(confirm_settings, "127.0.0.1:0")
     runtime_server = await create_runtime(
         RuntimeSettings.model_validate(
             {
                 **base,
                 "store_address": f"127.0.0.1:{store.port}",
-                "provider_address": f"127.0.0.1:{provider.port}",
+                "provider_address": f"127.0.0.1:{provider_server.port}",
                 "confirm_address": f"127.0.0.1:{confirm.port}",
                 **(runtime or {}),
             }
@@ -127,7 +130,9 @@ async def running_stack(
         "provider": lambda address: create_provider(provider_settings, address),
         "confirm": lambda address: create_confirm(confirm_settings, address),
     }
-    stack = Stack(secret, secrets.token_urlsafe(24), store, provider, confirm, runtime_server, data_dir, starters)
+    stack = Stack(
+        secret, secrets.token_urlsafe(24), store, provider_server, confirm, runtime_server, data_dir, starters
+    )
     try:
         yield stack
     finally:
