@@ -185,9 +185,14 @@ async def _hold_and_check_parked(s: Scene, watches: list[Watch], seconds: float)
             run = await s.w.run(watch.run.id)
             assert run.state == run_pb2.RUN_STATE_RUNNING, (run_pb2.RunState.Name(run.state), run.error)
             assert run.lease_epoch == 1, "the run was given back or taken over instead of waiting"
-            assert set(watch.kinds()) <= {"run_started", "step_started"}, watch.kinds()
+            assert set(watch.kinds()) <= {"run_started", "step_started", "step_restarted"}, watch.kinds()
         assert s.model_requests() == [], "a model request left the provider while OpenBao was away"
         await asyncio.sleep(0.2)
+    for watch in watches:  # a client was told, once for the whole outage, what the step waits for
+        told = [event.step_restarted for _, event in watch.events if event.HasField("step_restarted")]
+        assert [(event.dependency, event.reason) for event in told] == [
+            ("provider", Reason.SECRETS_BACKEND_UNAVAILABLE)
+        ], told
 
 
 async def _assert_resumed(s: Scene, watches: list[Watch], unsealed_at: float) -> list[float]:

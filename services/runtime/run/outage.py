@@ -94,6 +94,11 @@ class Outage:
         self._attempt += 1
         return wait
 
+    @property
+    def began(self) -> bool:
+        """True right after the first failure of this outage (the one a client is told about)."""
+        return self._attempt == 1
+
     def over(self) -> None:
         """The dependency answered: a later failure starts a new outage."""
         self._since, self._attempt = None, 0

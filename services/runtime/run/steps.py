@@ -208,9 +208,15 @@ async def _step(
                 raise model_step.StepError.of(error) from error
             restarts += fault is outage.Fault.PASSING
             log.info("step_restarting", step=step, reason=error.reason, wait=round(wait, 2))
-            if progress.content:
-                await ctx.writer.emit(ev.RunEvent(step=step, step_restarted=ev.StepRestarted(lease_epoch=ctx.epoch)))
-                announce = True
+            # Readers drop a step's partial text at a restart; and a client is told once per outage that the step
+            # waits for the provider ("waiting for the model service"), content or not.
+            waiting = fault is outage.Fault.OUTAGE and away.began
+            if progress.content or waiting:
+                restarted = ev.StepRestarted(
+                    lease_epoch=ctx.epoch, reason=error.reason, dependency="provider" if waiting else ""
+                )
+                await ctx.writer.emit(ev.RunEvent(step=step, step_restarted=restarted))
+                announce = progress.content
             await asyncio.sleep(wait)  # cancel and the wall-clock limit end it like any other wait
             continue
         except TimeoutError:  # a limit, not a failure: the run ends incomplete (timeout), the step is not retried

@@ -534,21 +534,32 @@ Global___UsageReported: _TypeAlias = UsageReported  # noqa: Y015
 
 @_typing.final
 class StepRestarted(_message.Message):
-    """StepRestarted says a step is redone after the previous holder was lost."""
+    """StepRestarted says a step is redone: after the previous holder was lost, after the model's stream broke off, or
+    while a dependency the step needs is away (then `dependency` names it, once per outage, so that a client can say
+    "waiting for the model service"). Clients drop the step's partial text.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     LEASE_EPOCH_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DEPENDENCY_FIELD_NUMBER: _builtins.int
     lease_epoch: _builtins.int
-    """The lease epoch of the new holder."""
+    """The lease epoch of the holder that redoes the step."""
+    reason: _builtins.str
+    """Why, as a stable reason code (e.g. DEPENDENCY_UNAVAILABLE); empty after a takeover."""
+    dependency: _builtins.str
+    """The service the step waits for ("provider"), when it waits for one; empty otherwise."""
     def __init__(
         self,
         *,
         lease_epoch: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        dependency: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_epoch", b"lease_epoch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dependency", b"dependency", "lease_epoch", b"lease_epoch", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
