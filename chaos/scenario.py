@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chaos.stack import violations_under
+
 __all__ = ["FULL", "PR", "SCENARIOS", "Context", "Result", "Scale", "Scenario", "run_scenario", "scenario"]
 
 
@@ -88,4 +90,7 @@ async def run_scenario(name: str, context: Context) -> Result:
         await run(context, result)
     except Exception as exc:  # noqa: BLE001 - a scenario that breaks off fails with what broke it
         result.failures.append(f"broke off: {type(exc).__name__}: {exc}")
+    violations = violations_under(context.data_dir)
+    result.figure("answer_violations", len(violations))
+    result.expect(not violations, f"answers broke the document or showed internals: {violations[:3]}")
     return result

@@ -34,7 +34,16 @@ from chaos.faults import FaultProxy
 from steward.errors import StewardError
 from steward.rpc.client_errors import error_interceptors
 
-__all__ = ["FAKE_ROUTE", "SERVICES", "ProcessStack", "StackOptions", "expected_text", "health_status", "process_stack"]
+__all__ = [
+    "FAKE_ROUTE",
+    "SERVICES",
+    "ProcessStack",
+    "StackOptions",
+    "expected_text",
+    "health_status",
+    "process_stack",
+    "violations_under",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICES = ("store", "provider", "confirm", "runtime", "gateway")  # start order
@@ -225,6 +234,9 @@ class ProcessStack:
                 "gateway_host": "127.0.0.1",
                 "gateway_port": self.gateway_port,
                 "rate_limit_per_second": 0,
+                # Every answer checked against the OpenAPI document, and no error text showing an address, a port,
+                # a gRPC message, a trace or a path: a violation is logged (`violations` finds it) and answers 500.
+                "validate_responses": "true",
                 **self.options.gateway,
             }
         env = {key: value for key, value in os.environ.items() if not key.startswith("STEWARD_")}
@@ -284,3 +296,17 @@ async def process_stack(data_dir: Path, options: StackOptions | None = None) -> 
         yield stack
     finally:
         await stack.close()
+
+
+def violations_under(data_dir: Path) -> list[str]:
+    """The gateway answers that broke the OpenAPI document or showed internals (an address, a port, a gRPC message, a
+    trace, a path), as every gateway log under `data_dir` recorded them."""
+    found = []
+    for path in sorted(data_dir.rglob("logs/gateway.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if '"response_violation"' in line:
+                entry = json.loads(line)
+                found.append(
+                    f"{entry.get('method')} {entry.get('template')} {entry.get('status')}: {entry.get('problem')}"
+                )
+    return found

@@ -25,6 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from aiohttp import web
 from jsonschema import Draft202012Validator
 from referencing import Registry
@@ -49,6 +50,19 @@ class Violation:
 
 
 VIOLATIONS: list[Violation] = []  # every violation this process saw (the test suite asserts it stays empty)
+log = structlog.get_logger(__name__)
+
+
+def _record(violation: Violation) -> None:
+    """Keep it for the suite's check, and log it for a process's reader (the chaos suite scans the gateway's log)."""
+    VIOLATIONS.append(violation)
+    log.error(
+        "response_violation",
+        method=violation.method,
+        template=violation.template,
+        status=violation.status,
+        problem=violation.problem,
+    )
 
 
 @functools.cache
@@ -164,7 +178,7 @@ async def response_validation_middleware(request: web.Request, handler: Handler)
     leaked = error_text_leak(response)
     if leaked is not None:
         where = template or request.path
-        VIOLATIONS.append(Violation(request.method, where, response.status, f"the error text shows {leaked}"))
+        _record(Violation(request.method, where, response.status, f"the error text shows {leaked}"))
         if response.prepared:
             return response
         # The kind of leak only: its fragment would leak again.
@@ -175,7 +189,7 @@ async def response_validation_middleware(request: web.Request, handler: Handler)
     problem = check(request.method, template, response)
     if problem is None:
         return response
-    VIOLATIONS.append(Violation(request.method, template, response.status, problem))
+    _record(Violation(request.method, template, response.status, problem))
     if response.prepared:  # a stream already on the wire: recorded only
         return response
     detail = f"the answer does not match the OpenAPI document ({request.method} {template}): {problem}"

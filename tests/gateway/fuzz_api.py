@@ -33,7 +33,9 @@ STOP_TIMEOUT = 30.0
 
 def _start(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
     """`steward up` in the background; its URL once it is ready."""
-    env = {**os.environ, "STEWARD_RATE_LIMIT_PER_SECOND": "0"}
+    # Answers checked by the gateway too: one that breaks the document or shows internals (an address, a port, a
+    # gRPC message, a trace, a path) answers 500, which the fuzzer's not_a_server_error check reports.
+    env = {**os.environ, "STEWARD_RATE_LIMIT_PER_SECOND": "0", "STEWARD_VALIDATE_RESPONSES": "1"}
     command = [sys.executable, "-m", "cli", "up", "--data-dir", str(data_dir), "--port", "0"]
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
