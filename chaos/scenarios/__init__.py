@@ -1,5 +1,5 @@
 """Importing this package registers every scenario (`chaos.scenario.SCENARIOS`)."""
 
-from chaos.scenarios import approvals, database, restarts
+from chaos.scenarios import approvals, database, load, restarts
 
-__all__ = ["approvals", "database", "restarts"]
+__all__ = ["approvals", "database", "load", "restarts"]
