@@ -34,8 +34,9 @@ class CuttingProxy:
     def connections(self) -> int:
         return len(self.connect_times)
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> None:
+        """Listen on `port` (0: a free one; the same port again after `stop`, as a server back from a restart)."""
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

@@ -26,13 +26,16 @@ from steward.auth import (
     reset_principal,
     set_principal,
 )
-from steward.errors import StewardError, from_rpc_error, internal, not_implemented, to_grpc_status
+from steward.errors import Reason, StewardError, from_rpc_error, internal, not_implemented, to_grpc_status
 
-__all__ = ["REQUEST_ID_KEY", "ServerInterceptor", "principal_interceptors"]
+__all__ = ["REQUEST_ID_KEY", "ServerInterceptor", "database_away", "principal_interceptors"]
 
 log = structlog.get_logger(__name__)
 
 PUBLIC_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# SQLSTATEs of a database that is away rather than of a statement that failed: class 08 (connection exception) and
+# a server shutting down, crashed or still recovering (admin_shutdown, crash_shutdown, cannot_connect_now).
+_AWAY_SQLSTATES = ("08", "57P01", "57P02", "57P03")
 REQUEST_ID_KEY = "x-request-id"
 
 
@@ -138,10 +141,37 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         elif isinstance(exc, NotImplementedError):
             # The generated base servicer raises this for RPCs we have not built yet.
             error = not_implemented(method)
+        elif database_away(exc):
+            # The service's database is down, restarting or cut off: the call may succeed when it is back, so the
+            # caller (the runtime) waits for it as for any outage instead of failing the run.
+            log.warning("rpc_database_unavailable", error_type=type(exc).__name__)
+            error = StewardError(
+                grpc.StatusCode.UNAVAILABLE,
+                Reason.DEPENDENCY_UNAVAILABLE,
+                "the database is unavailable; try again later",
+            )
         else:
             log.exception("rpc_unexpected_error", error_type=type(exc).__name__)
             error = internal()
         await context.abort_with_status(to_grpc_status(error, self._domain))
+
+
+def database_away(exc: BaseException) -> bool:
+    """True when `exc`, or an exception it was raised from, says the database cannot be reached: a refused or reset
+    connection, a connection closed in the middle of a statement, or a server shutting down or recovering. Read
+    from the exception chain by duck typing (a DBAPI error's `sqlstate`, SQLAlchemy's `connection_invalidated`),
+    so that this module, which every process loads, imports no database driver."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionError) or getattr(current, "connection_invalidated", False) is True:
+            return True
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_AWAY_SQLSTATES):
+            return True
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return False
 
 
 def _with_token(details: grpc.aio.ClientCallDetails, token: str) -> grpc.aio.ClientCallDetails:
