@@ -114,9 +114,10 @@ class ProcessStack:
             proxy = FaultProxy(self.addresses[name])
             await proxy.start()
             self.proxies[name] = proxy
-        await self.start(FAKE_ROUTE)
-        for name in SERVICES:
-            await self.start(name)
+        # In waves: the store first (on a shared database it creates the schema), provider and confirm together, then
+        # the runtime (it reclaims runs from the store and needs the others), then the gateway.
+        for wave in ((FAKE_ROUTE, "store"), ("provider", "confirm"), ("runtime",), ("gateway",)):
+            await asyncio.gather(*(self.start(name) for name in wave))
 
     async def start(self, name: str) -> float:
         """Start `name` (again) and wait until it serves; the seconds that took."""
