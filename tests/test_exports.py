@@ -161,6 +161,7 @@ EXPORTS: dict[str, list[str]] = {
     "steward.rpc": [],
     "steward.rpc.channels": ["AREAS", "create_channel", "service_config"],
     "steward.rpc.client_errors": ["error_interceptors"],
+    "steward.rpc.drain": ["Drain", "shutting_down", "until_drained"],
     "steward.rpc.interceptors": ["REQUEST_ID_KEY", "ServerInterceptor", "principal_interceptors"],
     "steward.rpc.server": [
         "MAX_MESSAGE_BYTES",

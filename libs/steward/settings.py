@@ -36,6 +36,9 @@ class CommonSettings(BaseSettings):
     runtime_address: str = "127.0.0.1:50064"
     # Seconds a stopping server lets in-flight calls finish.
     shutdown_grace: float = 5.0
+    # Seconds a stopping server still serves after it reports not ready (gRPC health NOT_SERVING, the gateway's
+    # /readyz 503), so that probes and load balancers stop sending to it before its listener closes (ADR 0015).
+    drain_pause: float = Field(default=1.0, ge=0)
 
     @field_validator("internal_secret", "internal_secret_previous")
     @classmethod
