@@ -72,7 +72,10 @@ async def _clients(app: web.Application) -> AsyncIterator[None]:
         "confirm": settings.confirm_address,
         "runtime": settings.runtime_address,
     }
-    channels = {area: create_channel(address, area, signer=signer) for area, address in addresses.items()}
+    channels = {
+        area: create_channel(address, area, signer=signer, ready_wait=settings.reconnect_wait)
+        for area, address in addresses.items()
+    }
     app[CLIENTS] = Clients(
         conversations=store_grpc.ConversationServiceStub(channels["store"]),
         runs=store_grpc.RunServiceStub(channels["store"]),

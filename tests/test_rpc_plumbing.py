@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,8 +19,8 @@ from services.confirm.server import create_server as create_confirm
 from steward.auth import TokenVerifier
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirm_service_pb2_grpc as confirm_grpc
-from steward.errors import Reason, from_rpc_error
-from steward.rpc.channels import AREAS, service_config
+from steward.errors import Reason, StewardError, from_rpc_error
+from steward.rpc.channels import AREAS, create_channel, service_config
 from steward.rpc.server import GrpcServer, registration, start_grpc_server
 from steward.settings import CommonSettings
 from tests.support.grpc_helpers import all_services, principal_metadata
@@ -179,3 +180,49 @@ def test_a_feed_must_be_a_streaming_method_of_the_service() -> None:
         registration(confirm_pb, confirm_grpc, "ConfirmationService", object(), feeds=("GetConfirmation",)).feed_paths()
     with pytest.raises(KeyError):
         registration(confirm_pb, confirm_grpc, "ConfirmationService", object(), feeds=("Nope",)).feed_paths()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def _start_paced_on(port: int, after: float) -> GrpcServer:
+    await asyncio.sleep(after)
+    return await start_grpc_server(
+        [registration(confirm_pb, confirm_grpc, "ConfirmationService", _Paced())],  # type: ignore[abstract]
+        f"127.0.0.1:{port}",
+        verifier=TokenVerifier(SECRET),
+        domain="test.steward",
+    )
+
+
+@pytest.mark.parametrize("wait", [0.0, 5.0])
+async def test_a_call_waits_for_a_server_that_is_coming_back(wait: float) -> None:
+    """A call made while its server is away (the channel failed to connect and backs off) waits up to
+    `ready_wait` for it, then is answered; with no wait it fails at once, as before."""
+    port = _free_port()
+    who = principal_metadata(SECRET, "alice")
+    channel = create_channel(f"127.0.0.1:{port}", "confirm", ready_wait=wait)
+    stub = confirm_grpc.ConfirmationServiceStub(channel)
+    request = confirm_pb.ListConfirmationsRequest()
+    with pytest.raises(StewardError) as away:  # nothing there yet: the channel fails to connect
+        await stub.ListConfirmations(request, metadata=who, timeout=0.2 if wait else None)
+    assert away.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    starting = asyncio.create_task(_start_paced_on(port, after=1.5))
+    began = time.monotonic()
+    try:
+        if wait:
+            await stub.ListConfirmations(request, metadata=who)
+            assert time.monotonic() - began < 1.5 + 2.5  # the server's start, and at most one reconnect backoff
+        else:
+            with pytest.raises(StewardError) as refused:
+                await stub.ListConfirmations(request, metadata=who)
+            assert refused.value.code == grpc.StatusCode.UNAVAILABLE  # the retry policy's tries (~0.7 s) all failed
+            assert time.monotonic() - began < 1.5
+    finally:
+        server = await starting
+        await server.stop(0)
+        await channel.close()

@@ -39,6 +39,9 @@ class CommonSettings(BaseSettings):
     # Seconds a stopping server still serves after it reports not ready (gRPC health NOT_SERVING, the gateway's
     # /readyz 503), so that probes and load balancers stop sending to it before its listener closes (ADR 0015).
     drain_pause: float = Field(default=1.0, ge=0)
+    # Seconds a call to another service waits for it to be reachable (a restart) before failing UNAVAILABLE; a
+    # service that is down answers that much later (0: fail at once). Health checks never wait.
+    reconnect_wait: float = Field(default=5.0, ge=0)
 
     @field_validator("internal_secret", "internal_secret_previous")
     @classmethod
