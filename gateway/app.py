@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from grpc_health.v1 import health_pb2_grpc
 
-from gateway import metrics, openapi, openapi_responses, openapi_validation, ratelimit
+from gateway import draining, metrics, openapi, openapi_responses, openapi_validation, ratelimit
 from gateway.app_keys import ACCESS, CLIENTS, READINESS, SETTINGS, Access, Clients
 from gateway.auth import bearer
 from gateway.mcp import endpoint as mcp_endpoint
@@ -34,6 +34,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[SETTINGS] = settings
     app[ACCESS] = Access()
     app[READINESS] = {}
+    draining.install(app)
     bearer.install(app)
     metrics.install(app)
     ratelimit.install(app)
