@@ -15,7 +15,9 @@ async def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level, json=settings.log_json)
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace)
+    # The drain pause comes out of the grace: from SIGTERM, the gateway is done within `shutdown_grace`.
+    in_flight = max(0.0, settings.shutdown_grace - settings.drain_pause)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=in_flight)
     await runner.setup()
     site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)
     await site.start()
@@ -23,5 +25,5 @@ async def main() -> None:
         await wait_for_shutdown_signal()
         await drain(app, settings.drain_pause)
     finally:
-        # The listener closes, then the requests in flight have `shutdown_grace` seconds to finish.
+        # The listener closes, then the requests in flight have what is left of the grace to finish.
         await runner.cleanup()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -73,18 +74,22 @@ class GrpcServer:
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def stop(self, grace: float, *, pause: float = 0.0) -> None:
-        """Drain, then release resources (ADR 0015): report NOT_SERVING, keep serving for `pause` seconds (health
-        checks and load balancers see it before the listener closes), end the feeds with UNAVAILABLE, close the
-        listener and let in-flight calls finish within `grace` seconds (gRPC ends what is left with UNAVAILABLE)."""
+        """Drain, then release resources (ADR 0015), within `grace` seconds in all: report NOT_SERVING, keep serving
+        for `pause` seconds (health checks and load balancers see it before the listener closes), end the feeds
+        with UNAVAILABLE, close the listener and let in-flight calls finish in what is left of the grace (gRPC ends
+        what is still running then with UNAVAILABLE)."""
         for name in ["", *self.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         log.info("draining", pause=pause, grace=grace)
         if pause > 0:
             await asyncio.sleep(pause)
         self.drain.begin()
-        await self.server.stop(grace)
+        began = time.monotonic()
+        await self.server.stop(max(0.0, grace - pause))
+        log.info("drained", seconds=round(time.monotonic() - began, 3))
         for callback in reversed(self.on_stop):
             await callback()
+        log.info("stopped", seconds=round(time.monotonic() - began, 3))
 
 
 async def start_grpc_server(
