@@ -104,6 +104,8 @@ class Supervisor:
                 "STEWARD_GATEWAY_HOST": self._host,
                 "STEWARD_GATEWAY_PORT": str(gateway_port),
                 "STEWARD_LOG_JSON": env.get("STEWARD_LOG_JSON", "false"),
+                # No load balancer to tell on one machine: a Ctrl-C need not wait out a drain pause per child.
+                "STEWARD_DRAIN_PAUSE": env.get("STEWARD_DRAIN_PAUSE", "0"),
                 **{f"STEWARD_{name.upper()}_ADDRESS": address for name, address in addresses.items()},
             }
         )

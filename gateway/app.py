@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from grpc_health.v1 import health_pb2_grpc
 
-from gateway import metrics, openapi, openapi_responses, openapi_validation, ratelimit
+from gateway import draining, metrics, openapi, openapi_responses, openapi_validation, ratelimit
 from gateway.app_keys import ACCESS, CLIENTS, READINESS, SETTINGS, Access, Clients
 from gateway.auth import bearer
 from gateway.mcp import endpoint as mcp_endpoint
@@ -34,6 +34,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[SETTINGS] = settings
     app[ACCESS] = Access()
     app[READINESS] = {}
+    draining.install(app)
     bearer.install(app)
     metrics.install(app)
     ratelimit.install(app)
@@ -72,7 +73,10 @@ async def _clients(app: web.Application) -> AsyncIterator[None]:
         "confirm": settings.confirm_address,
         "runtime": settings.runtime_address,
     }
-    channels = {area: create_channel(address, area, signer=signer) for area, address in addresses.items()}
+    channels = {
+        area: create_channel(address, area, signer=signer, ready_wait=settings.reconnect_wait)
+        for area, address in addresses.items()
+    }
     app[CLIENTS] = Clients(
         conversations=store_grpc.ConversationServiceStub(channels["store"]),
         runs=store_grpc.RunServiceStub(channels["store"]),

@@ -159,8 +159,10 @@ EXPORTS: dict[str, list[str]] = {
     ],
     "steward.pg_wakeups": ["PostgresWakeups", "asyncpg_dsn"],
     "steward.rpc": [],
-    "steward.rpc.channels": ["AREAS", "create_channel", "service_config"],
+    "steward.rpc.channels": ["AREAS", "DEFAULT_READY_WAIT", "create_channel", "service_config"],
     "steward.rpc.client_errors": ["error_interceptors"],
+    "steward.rpc.drain": ["Drain", "shutting_down", "until_drained"],
+    "steward.rpc.readiness": ["Readiness"],
     "steward.rpc.interceptors": ["REQUEST_ID_KEY", "ServerInterceptor", "database_away", "principal_interceptors"],
     "steward.rpc.server": [
         "MAX_MESSAGE_BYTES",

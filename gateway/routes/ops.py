@@ -8,6 +8,7 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2
 
 from gateway.app_keys import ACCESS, CLIENTS, READINESS
+from gateway.draining import DRAINING
 from steward.errors import StewardError
 
 routes = web.RouteTableDef()
@@ -35,6 +36,8 @@ async def _check(stub: object) -> str:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
+    if request.app[DRAINING].not_ready:  # stopping: at once, whatever the services say
+        return web.json_response({"ready": False, "services": {"gateway": "draining"}}, status=503)
     health = request.app[CLIENTS].health
     names = sorted(health)
     results = await asyncio.gather(*(_check(health[name]) for name in names))

@@ -21,6 +21,7 @@ from aiohttp_sse import EventSourceResponse, sse_response
 from gateway import presenters
 from gateway.app_keys import CLIENTS, SETTINGS
 from gateway.bodies import field_error, idempotency_key, input_blocks, json_object, page, run_limits, run_mode
+from gateway.draining import DRAINING
 from steward.common.v1 import content_pb2
 from steward.errors import StewardError
 from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
@@ -144,7 +145,9 @@ async def _pump(call: Call, sse: EventSourceResponse, retry_ms: int, first: obje
             retry = None
             item = await call.read()
     except StewardError as error:
-        if error.code == grpc.StatusCode.CANCELLED:
+        if error.code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE):
+            # CANCELLED: this side ended the call. UNAVAILABLE: the store went away (it drains, ADR 0015): the
+            # stream ends cleanly and the client reconnects with Last-Event-ID after `retry`, losing nothing.
             return
         problem = {"status": error.code.name, "reason": error.reason, "detail": error.message}
         await sse.send(json.dumps(problem), event="error")
@@ -172,13 +175,15 @@ async def run_events(request: web.Request) -> web.StreamResponse:
     async with sse_response(request, ping_interval=settings.sse_ping_seconds) as sse:
         pump = asyncio.create_task(_pump(call, sse, settings.sse_retry_ms, first))
         gone = asyncio.create_task(sse.wait())  # ends when a ping finds the client gone
+        # The gateway drains (gateway.draining): the stream ends cleanly, the client reconnects elsewhere.
+        drained = asyncio.create_task(request.app[DRAINING].streams.wait())
         try:
-            await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({pump, gone, drained}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             call.cancel()
-            for task in (pump, gone):
+            for task in (pump, gone, drained):
                 task.cancel()
-            results = await asyncio.gather(pump, gone, return_exceptions=True)
+            results = await asyncio.gather(pump, gone, drained, return_exceptions=True)
     for result in results:
         if isinstance(result, Exception) and not isinstance(result, ConnectionResetError):
             log.warning("sse_stream_failed", error_type=type(result).__name__)

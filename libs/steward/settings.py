@@ -34,8 +34,15 @@ class CommonSettings(BaseSettings):
     confirm_address: str = "127.0.0.1:50063"
     # host:port of the runtime service.
     runtime_address: str = "127.0.0.1:50064"
-    # Seconds a stopping server lets in-flight calls finish.
+    # Seconds a stopping process has, from SIGTERM, to drain: its drain pause, then in-flight calls finish.
     shutdown_grace: float = 5.0
+    # Seconds (within `shutdown_grace`) a stopping process still serves after it reports not ready (gRPC health
+    # NOT_SERVING, the gateway's /readyz 503), so that probes and load balancers stop sending to it before its
+    # listener closes (ADR 0015).
+    drain_pause: float = Field(default=1.0, ge=0)
+    # Seconds a call to another service waits for it to be reachable (a restart) before failing UNAVAILABLE; a
+    # service that is down answers that much later (0: fail at once). Health checks never wait.
+    reconnect_wait: float = Field(default=5.0, ge=0)
 
     @field_validator("internal_secret", "internal_secret_previous")
     @classmethod

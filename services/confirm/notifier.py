@@ -3,7 +3,7 @@
 A stream takes `waiter()` *before* it reads the feed and waits on it only when the read found
 nothing new; a decision committed after the read sets that very event, so nothing put on the
 feed at the seam is missed. Every decision wakes every stream (the feed is one sequence).
-`close()` at shutdown wakes them all for good: they end with UNAVAILABLE / SHUTTING_DOWN.
+At shutdown the streams end with UNAVAILABLE / SHUTTING_DOWN when the server drains (steward.rpc.drain).
 """
 
 from __future__ import annotations
@@ -14,11 +14,6 @@ import asyncio
 class FeedNotifier:
     def __init__(self) -> None:
         self._event = asyncio.Event()
-        self._closing = False
-
-    @property
-    def closing(self) -> bool:
-        return self._closing
 
     def waiter(self) -> asyncio.Event:
         return self._event
@@ -26,7 +21,3 @@ class FeedNotifier:
     def notify(self) -> None:
         event, self._event = self._event, asyncio.Event()
         event.set()
-
-    def close(self) -> None:
-        self._closing = True
-        self.notify()

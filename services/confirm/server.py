@@ -1,17 +1,15 @@
 """The confirm service's server: `create_server` for production and tests alike.
 
 Start-up migrates the database to head, then serves ConfirmationService; a background task
-sweeps overdue confirmations and trims the feed. Stopping ends open WatchDecisions streams with
-UNAVAILABLE / SHUTTING_DOWN before the gRPC server drains, then stops the sweep, the Postgres
-listener and the engine.
+sweeps overdue confirmations and trims the feed. Stopping drains the server (open WatchDecisions
+streams end with UNAVAILABLE / SHUTTING_DOWN, steward.rpc.drain), then stops the sweep, the
+Postgres listener and the engine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 from services.confirm.db.audit import AuditRepository
@@ -36,17 +34,6 @@ from steward.rpc.server import GrpcServer, registration, serve_main, start_grpc_
 from steward.settings import CommonSettings
 
 DOMAIN = "confirm.steward"
-
-
-@dataclass
-class ConfirmServer(GrpcServer):
-    """A started confirm server; `stop` first ends the decision streams (they would otherwise hold the grace)."""
-
-    notifier: FeedNotifier = field(default_factory=FeedNotifier)
-
-    async def stop(self, grace: float) -> None:
-        self.notifier.close()
-        await super().stop(grace)
 
 
 def confirm_settings(settings: CommonSettings) -> ConfirmSettings:
@@ -90,14 +77,12 @@ async def create_server(settings: CommonSettings, address: str) -> GrpcServer:
         notifier,
         Policy(config.default_ttl_seconds, config.max_ttl_seconds, config.live_poll_seconds),
     )
-    started = await start_grpc_server(
-        [registration(pb, pb_grpc, "ConfirmationService", servicer)],
+    # The decision feed is a feed: it ends with UNAVAILABLE (SHUTTING_DOWN) when the server drains.
+    server = await start_grpc_server(
+        [registration(pb, pb_grpc, "ConfirmationService", servicer, feeds=("WatchDecisions",))],
         address,
         verifier=verifier_for(config),
         domain=DOMAIN,
-    )
-    server = ConfirmServer(
-        **{f.name: getattr(started, f.name) for f in dataclasses.fields(GrpcServer)}, notifier=notifier
     )
     retention = timedelta(seconds=config.feed_retention_seconds)
     sweeper = (

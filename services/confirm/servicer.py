@@ -27,7 +27,6 @@ from services.confirm.principals import (
 from steward import paging
 from steward.confirm.v1 import confirm_service_pb2 as pb
 from steward.confirm.v1 import confirm_service_pb2_grpc as pb_grpc
-from steward.errors import StewardError
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -50,10 +49,6 @@ class Repositories:
     feed: FeedRepository
     executions: ExecutionRepository
     audit: AuditRepository
-
-
-def shutting_down() -> StewardError:
-    return StewardError(grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN", "the confirm service is shutting down")
 
 
 class ConfirmationServicer(pb_grpc.ConfirmationServiceServicer):
@@ -136,8 +131,6 @@ class ConfirmationServicer(pb_grpc.ConfirmationServiceServicer):
         # these headers, can sweep for what was decided before (nothing falls between the two).
         await context.send_initial_metadata(())
         while True:
-            if self._notifier.closing:
-                raise shutting_down()
             waiter = self._notifier.waiter()  # before the read: no wake-up is lost at the seam
             entries = await self._feed.read_after(cursor, WATCH_BATCH)
             for entry_cursor, confirmation in entries:

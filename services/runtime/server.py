@@ -36,7 +36,7 @@ async def create_server(
     secret = settings.internal_secret.get_secret_value()
     signer = TokenSigner(secret, issuer=ACTOR)
     channels = {
-        name: create_channel(address_, name, signer=signer, actor=ACTOR)
+        name: create_channel(address_, name, signer=signer, actor=ACTOR, ready_wait=settings.reconnect_wait)
         for name, address_ in (
             ("store", settings.store_address),
             ("provider", settings.provider_address),

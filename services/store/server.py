@@ -74,7 +74,8 @@ async def create_server(settings: StoreSettings, address: str) -> GrpcServer:
             registration(pb, pb_grpc, "IdentityService", identity),
             registration(pb, pb_grpc, "AgentService", agents),
             registration(pb, pb_grpc, "ConversationService", conversations),
-            registration(pb, pb_grpc, "RunService", runs),
+            # A run's followers end with UNAVAILABLE (SHUTTING_DOWN) when the server drains, and follow on elsewhere.
+            registration(pb, pb_grpc, "RunService", runs, feeds=("StreamRunEvents",)),
         ],
         address,
         verifier=verifier_for(settings),

@@ -34,7 +34,10 @@ def _closed_port() -> int:
 async def storeless(stack: Stack) -> AsyncIterator[Client]:
     """A gateway whose store and runtime are unreachable (no run starts in the shared stack behind its back)."""
     settings = stack.gateway_settings(
-        store_address=f"127.0.0.1:{_closed_port()}", runtime_address=f"127.0.0.1:{_closed_port()}", upstream_timeout=5.0
+        store_address=f"127.0.0.1:{_closed_port()}",
+        runtime_address=f"127.0.0.1:{_closed_port()}",
+        upstream_timeout=5.0,
+        reconnect_wait=0.3,  # calls wait this long for a service that stays away (`steward.rpc.readiness`)
     )
     async with TestClient(TestServer(create_app(settings), host="127.0.0.1", port=0)) as client:
         yield client
@@ -82,7 +85,9 @@ async def test_a_decision_while_confirm_is_away_is_503_and_decides_nothing(
     stack: Stack, gateway: Client, auth: dict[str, str]
 ) -> None:
     confirmation = await runtime_confirmation(stack)
-    settings = stack.gateway_settings(confirm_address=f"127.0.0.1:{_closed_port()}", upstream_timeout=5.0)
+    settings = stack.gateway_settings(
+        confirm_address=f"127.0.0.1:{_closed_port()}", upstream_timeout=5.0, reconnect_wait=0.3
+    )
     async with TestClient(TestServer(create_app(settings), host="127.0.0.1", port=0)) as confirmless:
         decision = {"decision": {"outcome": "approve"}}
         url = f"/api/v1/confirmations/{confirmation.id}/decision"

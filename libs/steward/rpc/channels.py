@@ -17,11 +17,15 @@ import grpc
 from steward.auth import TokenSigner
 from steward.rpc.client_errors import error_interceptors
 from steward.rpc.interceptors import principal_interceptors
+from steward.rpc.readiness import Readiness
 from steward.rpc.server import MAX_MESSAGE_BYTES
 
-__all__ = ["AREAS", "create_channel", "service_config"]
+__all__ = ["AREAS", "DEFAULT_READY_WAIT", "create_channel", "service_config"]
 
 AREAS = ("store", "provider", "confirm", "runtime")
+# Seconds a call waits for its server to be reachable before it fails UNAVAILABLE: a restart's length (processes
+# pass their `reconnect_wait` setting).
+DEFAULT_READY_WAIT = 5.0
 
 
 @cache
@@ -34,9 +38,17 @@ def service_config(area: str) -> dict[str, Any]:
     return config
 
 
-def create_channel(target: str, area: str, *, signer: TokenSigner | None = None, actor: str = "") -> grpc.aio.Channel:
-    """A channel to one area's server that attaches the current principal's token to every call, and whose
-    failed calls raise `StewardError` (see `steward.rpc.client_errors`)."""
+def create_channel(
+    target: str,
+    area: str,
+    *,
+    signer: TokenSigner | None = None,
+    actor: str = "",
+    ready_wait: float = DEFAULT_READY_WAIT,
+) -> grpc.aio.Channel:
+    """A channel to one area's server that attaches the current principal's token to every call, whose calls wait
+    up to `ready_wait` seconds for a server that is away (restarting; `steward.rpc.readiness`), and whose failed
+    calls raise `StewardError` (see `steward.rpc.client_errors`)."""
     options: list[tuple[str, Any]] = [
         ("grpc.service_config", json.dumps(service_config(area))),
         ("grpc.enable_retries", 1),
@@ -53,6 +65,11 @@ def create_channel(target: str, area: str, *, signer: TokenSigner | None = None,
     # the one before it passed to its continuation. The principal's come first, so the error interceptors (and
     # the call itself) see the details with the token attached; the error interceptors, innermost, are the
     # first to see the call's outcome and turn a failure into `StewardError` on its way out.
-    interceptors = principal_interceptors(signer, actor) if signer is not None else []
+    # The readiness wait comes first (outermost): a token is minted, and the call made, once the server is there.
+    readiness = Readiness(ready_wait)
+    interceptors = readiness.interceptors()
+    interceptors += principal_interceptors(signer, actor) if signer is not None else []
     interceptors += error_interceptors(area)
-    return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    channel = grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    readiness.bind(channel)
+    return channel

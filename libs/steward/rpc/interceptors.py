@@ -27,6 +27,7 @@ from steward.auth import (
     set_principal,
 )
 from steward.errors import Reason, StewardError, from_rpc_error, internal, not_implemented, to_grpc_status
+from steward.rpc.drain import Drain, until_drained
 
 __all__ = ["REQUEST_ID_KEY", "ServerInterceptor", "database_away", "principal_interceptors"]
 
@@ -52,9 +53,14 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]
 class ServerInterceptor(grpc.aio.ServerInterceptor):
     """Authentication, logging context and the exception-to-status mapping for one service."""
 
-    def __init__(self, verifier: TokenVerifier, domain: str) -> None:
+    def __init__(
+        self, verifier: TokenVerifier, domain: str, *, drain: Drain | None = None, feeds: frozenset[str] = frozenset()
+    ) -> None:
+        """`feeds`: the paths (`/package.Service/Method`) of the streams that end when `drain` begins."""
         self._verifier = verifier
         self._domain = domain
+        self._drain = drain
+        self._feeds = feeds
 
     async def intercept_service(
         self,
@@ -113,11 +119,16 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap_streaming(self, method: str, behavior: Behavior) -> Behavior:
+        drain = self._drain if method in self._feeds else None
+
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             with structlog.contextvars.bound_contextvars(rpc=method, request_id=_request_id(context)):
                 try:
                     with self._as_principal(context):
-                        async for item in behavior(request, context):
+                        items = behavior(request, context)
+                        if drain is not None:
+                            items = until_drained(items, drain)
+                        async for item in items:
                             yield item
                 except Exception as exc:  # noqa: BLE001 - mapped to a status below
                     if context.cancelled():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -17,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from steward.auth import TokenVerifier
 from steward.logs import configure_logging
+from steward.rpc.drain import Drain
 from steward.rpc.interceptors import ServerInterceptor
 from steward.settings import CommonSettings
 
@@ -37,35 +39,57 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 @dataclass(frozen=True)
 class ServiceRegistration:
-    """One gRPC service to serve: its descriptor and the generated add-to-server call."""
+    """One gRPC service to serve: its descriptor, the generated add-to-server call, and its feeds (the names of its
+    streaming methods that follow something without end: they end when the server drains, `steward.rpc.drain`)."""
 
     descriptor: ServiceDescriptor
     add_to_server: Callable[[grpc.aio.Server], None]
+    feeds: tuple[str, ...] = ()
+
+    def feed_paths(self) -> frozenset[str]:
+        for name in self.feeds:
+            method = self.descriptor.methods_by_name[name]  # KeyError: a feed the service does not have
+            if not method.server_streaming:
+                raise ValueError(f"{self.descriptor.full_name}/{name} is not a stream")
+        return frozenset(f"/{self.descriptor.full_name}/{name}" for name in self.feeds)
 
 
-def registration(messages: ModuleType, services: ModuleType, name: str, servicer: Any) -> ServiceRegistration:
+def registration(
+    messages: ModuleType, services: ModuleType, name: str, servicer: Any, *, feeds: tuple[str, ...] = ()
+) -> ServiceRegistration:
     """Serve `servicer` as service `name` of a generated `*_pb2` / `*_pb2_grpc` module pair."""
     add = getattr(services, f"add_{name}Servicer_to_server")
-    return ServiceRegistration(messages.DESCRIPTOR.services_by_name[name], lambda server: add(servicer, server))
+    return ServiceRegistration(messages.DESCRIPTOR.services_by_name[name], lambda server: add(servicer, server), feeds)
 
 
 @dataclass
 class GrpcServer:
-    """A started server, its bound port and its health servicer."""
+    """A started server, its bound port, its health servicer and its drain."""
 
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
     service_names: list[str]
+    drain: Drain = field(default_factory=Drain)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
-    async def stop(self, grace: float) -> None:
-        """Flip health to NOT_SERVING, let in-flight calls finish, then release resources."""
+    async def stop(self, grace: float, *, pause: float = 0.0) -> None:
+        """Drain, then release resources (ADR 0015), within `grace` seconds in all: report NOT_SERVING, keep serving
+        for `pause` seconds (health checks and load balancers see it before the listener closes), end the feeds
+        with UNAVAILABLE, close the listener and let in-flight calls finish in what is left of the grace (gRPC ends
+        what is still running then with UNAVAILABLE)."""
         for name in ["", *self.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.server.stop(grace)
+        log.info("draining", pause=pause, grace=grace)
+        if pause > 0:
+            await asyncio.sleep(pause)
+        self.drain.begin()
+        began = time.monotonic()
+        await self.server.stop(max(0.0, grace - pause))
+        log.info("drained", seconds=round(time.monotonic() - began, 3))
         for callback in reversed(self.on_stop):
             await callback()
+        log.info("stopped", seconds=round(time.monotonic() - began, 3))
 
 
 async def start_grpc_server(
@@ -76,8 +100,10 @@ async def start_grpc_server(
     domain: str,
 ) -> GrpcServer:
     """Start a server on `address` ("host:0" picks a free port) with health and reflection."""
+    drain = Drain()
+    feeds = frozenset().union(*(r.feed_paths() for r in registrations))
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor(verifier, domain)],
+        interceptors=[ServerInterceptor(verifier, domain, drain=drain, feeds=feeds)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -98,7 +124,7 @@ async def start_grpc_server(
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("grpc_server_started", address=address, port=port, services=names)
-    return GrpcServer(server=server, port=port, health=health_servicer, service_names=names)
+    return GrpcServer(server=server, port=port, health=health_servicer, service_names=names, drain=drain)
 
 
 async def wait_for_shutdown_signal() -> None:
@@ -114,11 +140,11 @@ async def wait_for_shutdown_signal() -> None:
             loop.remove_signal_handler(sig)
 
 
-async def serve_until_signalled(server: GrpcServer, grace: float) -> None:
-    """Serve until SIGTERM/SIGINT, then shut down gracefully."""
+async def serve_until_signalled(server: GrpcServer, grace: float, pause: float = 0.0) -> None:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully (`GrpcServer.stop`)."""
     await wait_for_shutdown_signal()
-    log.info("shutting_down", grace=grace)
-    await server.stop(grace)
+    log.info("shutting_down", grace=grace, pause=pause)
+    await server.stop(grace, pause=pause)
 
 
 SettingsT = TypeVar("SettingsT", bound=CommonSettings)
@@ -133,4 +159,4 @@ async def serve_main(
     """A service process's main: configure logging, start on `address`, serve until signalled."""
     configure_logging(name, settings.log_level, json=settings.log_json)
     server = await create_server(settings, address)
-    await serve_until_signalled(server, settings.shutdown_grace)
+    await serve_until_signalled(server, settings.shutdown_grace, settings.drain_pause)
