@@ -6,7 +6,11 @@ sees no answer; each window ends with the proxy resetting its connections (the r
 runtime tries again. First a batch of runs streaming the fake upstream's answer, then a batch of runs that call a
 write tool (create_note) and are approved, both under the windows. Pass: every run completes within a bound; no
 event is written twice (the stored logs are contiguous, each answer is the upstream's once, the events that happen
-once per run happen once); each note exists once (the notes server's table is the ledger of effects).
+once per run happen once); each note exists once (the notes server's table is the ledger of effects). A create
+answered 503 is sent again with its idempotency key (chaos/drive.py) and must make no second run. Known slow path,
+within the bound: a claim (CreateRun's or a decision's ClaimRun) whose answer was lost leaves the run held by a lease
+nobody drives until it expires (8 s) and a sweep takes the run over (`step_restarted`): the
+`writer_approved_to_end_max_s` figure shows it.
 
 F11, a partition: the proxy holds every byte both ways (BLACKHOLE) for the scale's partition while runs stream, then
 lets them flow again. Pass: no run ends during the partition (a dependency away is waited for, ADR 0013; past the
