@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -15,7 +16,7 @@ import httpx
 
 from chaos.stack import ProcessStack
 from gateway.leaks import leak
-from steward.client import AsyncClient, RunEvent, StewardAPIError, StreamPolicy
+from steward.client import AsyncClient, RunEvent, StewardAPIError, StreamPolicy, UnavailableError
 
 __all__ = [
     "Followed",
@@ -49,6 +50,7 @@ class Followed:
     arrivals: list[float] = field(default_factory=list)
     error: str = ""
     task: asyncio.Task[None] | None = None
+    create_attempts: int = 1  # the create was sent this many times (answered 503 before the last)
 
     @property
     def ended(self) -> bool:
@@ -66,15 +68,29 @@ class Followed:
         return sum(1 for event in self.events if event.type == kind)
 
 
+CREATE_ATTEMPTS = 10
+
+
 async def start_runs(
     client: AsyncClient, count: int, content: str = "hello", agent_id: str | None = None
 ) -> list[Followed]:
-    """`count` runs, each in a new conversation."""
+    """`count` runs, each in a new conversation. Each create carries an idempotency key and is sent again with it,
+    after the answer's Retry-After, when it was answered 503 (a create that may have been made: the same run
+    comes back), as a client that must not lose or double a run does."""
 
     async def one(index: int) -> Followed:
         conversation = await client.conversations.create(f"chaos {index}")
-        started = await client.runs.create(conversation.id, content, agent_id=agent_id)
-        return Followed(started.run.id, conversation.id)
+        key = str(uuid.uuid4())
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                started = await client.runs.create(conversation.id, content, agent_id=agent_id, idempotency_key=key)
+            except UnavailableError as error:
+                if attempt == CREATE_ATTEMPTS:
+                    raise
+                await asyncio.sleep(error.retry_after if error.retry_after is not None else 1.0)
+                continue
+            return Followed(started.run.id, conversation.id, create_attempts=attempt)
+        raise AssertionError("unreachable")
 
     return list(await asyncio.gather(*(one(index) for index in range(count))))
 

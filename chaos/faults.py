@@ -40,7 +40,7 @@ class Mode(enum.Enum):
 _LOSSY = {Mode.BLACKHOLE, Mode.DROP_RESPONSE}
 
 
-@dataclass
+@dataclass(eq=False)  # kept in a set: hashed by identity
 class _Link:
     client: asyncio.StreamWriter
     server: asyncio.StreamWriter | None = None

@@ -11,20 +11,11 @@ arrived within the bound after the process was back.
 from __future__ import annotations
 
 import asyncio
-import math
 import signal
 import time
 
-from chaos.drive import (
-    Followed,
-    answer,
-    client_for,
-    eventually,
-    follow,
-    log_faults,
-    start_runs,
-    text_after_last_restart,
-)
+from chaos.checks import integrity, next_event_after, record_integrity
+from chaos.drive import Followed, client_for, eventually, follow, start_runs
 from chaos.scenario import Context, Result, scenario
 from chaos.stack import ProcessStack, StackOptions, expected_text, process_stack
 from steward.client import AsyncClient
@@ -69,39 +60,18 @@ async def _outage(stack: ProcessStack, result: Result, service: str, sig: signal
 async def _check_runs(
     client: AsyncClient, result: Result, runs: list[Followed], back: float, service: str, sig: signal.Signals
 ) -> None:
-    expected = expected_text(PIECES)
-    completed = sum(1 for run in runs if run.end_type == "run_completed")
-    restarted = sum(1 for run in runs if run.count("step_restarted"))
+    found = await integrity(client, runs, expected_text(PIECES))
+    record_integrity(result, found)
     # Runs that ended before the process was back (a drained provider finishes its streams) have no next event.
-    going = [run for run in runs if not (run.arrivals and run.ended and run.arrivals[-1] <= back)]
-    nexts = [run.first_after(back) for run in going]
-    worst = max((value if value is not None else math.inf for value in nexts), default=0.0)
-    gaps = log_gaps = wrong = 0
-    for run in runs:
-        seen_gaps, _ = log_faults([event.seq for event in run.events])
-        gaps += seen_gaps
-        log = [event.seq async for event in client.runs.events(run.run_id)]
-        log_gaps += log_faults(log)[0]
-        stored = await answer(client, run.conversation_id)
-        if stored != [expected] or text_after_last_restart(run.events) != expected:
-            wrong += 1
-        if run.error:
-            result.failures.append(f"run {run.run_id}: the client's stream ended with {run.error}")
-    result.figure("runs", len(runs))
-    result.figure("completed", completed)
-    result.figure("step_restarted", restarted)
-    result.figure("still_going_when_back", len(going))
+    going, worst = next_event_after(runs, back)
+    result.figure("still_going_when_back", going)
     result.figure("next_event_after_back_max_s", worst)
-    result.figure("client_gaps", gaps)
-    result.figure("log_gaps", log_gaps)
-    result.figure("wrong_answers", wrong)
-    result.expect(completed == len(runs), f"{len(runs) - completed} of {len(runs)} runs did not complete")
-    result.expect(gaps == 0 and log_gaps == 0, f"{gaps} gaps seen by clients, {log_gaps} in the stored logs")
-    result.expect(wrong == 0, f"{wrong} runs' answers were not the upstream's exactly once")
     bound = GRACEFUL_RUNTIME_BOUND if (service == "runtime" and sig == signal.SIGTERM) else NEXT_EVENT_BOUND[service]
     result.expect(worst <= bound, f"a run's next event came {worst:.1f} s after {service} was back (bound {bound} s)")
     if service == "provider" and sig == signal.SIGKILL:
-        result.expect(restarted == len(runs), f"only {restarted} of {len(runs)} runs restarted their model step")
+        result.expect(
+            found.restarted == len(runs), f"only {found.restarted} of {len(runs)} runs restarted their model step"
+        )
 
 
 @scenario("F1", "kill -9 the runtime under streaming runs, restart it after the outage")

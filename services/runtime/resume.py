@@ -164,6 +164,7 @@ class Resumer:
                 max_runs=slots,
                 lease_ttl=Duration(seconds=settings.lease_seconds),
                 reclaim_held=reclaim_held,
+                driven_ids=self._loop.driven(),
             )
         )
         if len(reply.runs) == slots:

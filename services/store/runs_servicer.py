@@ -29,6 +29,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 MAX_EVENTS_PER_APPEND = 1000
 MAX_CLAIM = 100
+MAX_DRIVEN = 10_000  # ClaimRunsRequest.driven_ids
 REPLAY_BATCH = 500
 MIN_LEASE_SECONDS = 1
 MAX_LEASE_SECONDS = 3600
@@ -138,11 +139,14 @@ class RunServicer(pb_grpc.RunServiceServicer):
         require_service()
         if not 1 <= request.max_runs <= MAX_CLAIM:
             raise invalid_argument("max_runs", f"max_runs must be 1..{MAX_CLAIM}")
+        if len(request.driven_ids) > MAX_DRIVEN:
+            raise invalid_argument("driven_ids", f"driven_ids may name at most {MAX_DRIVEN} runs")
         runs = await self._leases.claim_runnable(
             _holder(request.holder),
             request.max_runs,
             _lease_ttl(request.lease_ttl),
             reclaim_held=request.reclaim_held,
+            driven={v.require_id(run_id, "driven_ids") for run_id in request.driven_ids},
         )
         return pb.ClaimRunsResponse(runs=runs)
 

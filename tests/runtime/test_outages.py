@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from services.runtime.run import outage
+from services.store.db.engine import create_engine, create_sessionmaker
+from services.store.db.models import RunRow
 from steward.common.v1 import content_pb2
 from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
 from steward.store.v1 import run_event_pb2, run_pb2
@@ -127,3 +131,27 @@ async def test_while_the_provider_is_away_cancel_and_the_wall_clock_still_end_th
             run_pb2.RUN_STATE_INCOMPLETE,
             run_pb2.INCOMPLETE_REASON_TIMEOUT,
         )
+
+
+async def test_runs_whose_leases_expired_while_the_store_was_out_of_reach_are_not_taken_from_their_tasks(
+    tmp_path: Path,
+) -> None:
+    # A replica cut off from the store longer than a lease (a partition: chaos F11) still drives its runs; the
+    # leases expired in the store. Its own sweep (every 0.5 s here) must leave them to the tasks, whose next
+    # heartbeat renews them, instead of claiming them and fencing the tasks (a step restarted, charged twice).
+    async with world(tmp_path, demo_token_interval=TOKEN_INTERVAL, default_run_timeout=RUN_TIMEOUT) as w:
+        runs = [await w.start_run(f"cut {n}") for n in range(3)]
+        await _all_streaming(w, runs)
+        engine = create_engine(f"sqlite+aiosqlite:///{(tmp_path / 'steward.db').resolve()}")
+        try:
+            async with create_sessionmaker(engine)() as session, session.begin():
+                expired = datetime.now(UTC) - timedelta(seconds=1)
+                ids = [run.id for run in runs]
+                await session.execute(update(RunRow).where(RunRow.id.in_(ids)).values(lease_expire_time=expired))
+        finally:
+            await engine.dispose()
+        assert await _unfinished(w, runs), "every run ended before its lease expired: nothing was under test"
+        for n, run in enumerate(runs):
+            events = await _assert_completed_once(w, run, f"cut {n}")
+            assert (await w.run(run.id)).lease_epoch == run.lease_epoch == 1
+            assert not any(event.HasField("step_restarted") for event in events)

@@ -65,6 +65,11 @@ class RunLoop:
     def active(self, run_id: str) -> bool:
         return run_id in self._tasks
 
+    def driven(self) -> list[str]:
+        """The runs this replica has a task for: a sweep must not claim them (ClaimRunsRequest.driven_ids), even
+        when their leases expired while the store was out of reach, which would fence the tasks that drive them."""
+        return list(self._tasks)
+
     def free_slots(self) -> int:
         """Runs this replica may still take; at none, the replica notes that runs wait (`backlog`)."""
         free = max(0, self._settings.max_active_runs - len(self._tasks))

@@ -4,13 +4,17 @@ Each claim increments the run's epoch, and every later write must carry it
 (see run_rows.lock_fenced). A run is runnable when it is queued, or running
 with an expired or released lease; a replica restarted under the same holder
 may also ask for the runs its holder name still holds (`reclaim_held`): the
-new epoch fences its previous start, which can no longer write. On Postgres, concurrent claimers skip rows
-another transaction holds (FOR UPDATE SKIP LOCKED); on SQLite every write
-transaction is serialized (BEGIN IMMEDIATE), which gives the same guarantee.
+new epoch fences its previous start, which can no longer write. A claimer
+names the runs it drives now (`driven`), which it never takes: a replica cut
+off from the store longer than a lease still drives them. On Postgres,
+concurrent claimers skip rows another transaction holds (FOR UPDATE SKIP
+LOCKED); on SQLite every write transaction is serialized (BEGIN IMMEDIATE),
+which gives the same guarantee.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select
@@ -54,27 +58,31 @@ class LeaseRepository:
         return convert.run_message(row)
 
     async def claim_runnable(
-        self, holder: str, max_runs: int, ttl: timedelta, *, reclaim_held: bool = False
+        self,
+        holder: str,
+        max_runs: int,
+        ttl: timedelta,
+        *,
+        reclaim_held: bool = False,
+        driven: Collection[str] = (),
     ) -> list[run_pb2.Run]:
         """Claim up to `max_runs` runnable runs of any owner, oldest first (with `reclaim_held`, also the running
-        runs whose live lease `holder` holds)."""
+        runs whose live lease `holder` holds), except the runs in `driven` (the caller drives them now)."""
         async with self._sessions() as session, session.begin():
             now = timeutil.now()
             free = or_(RunRow.lease_expire_time.is_(None), RunRow.lease_expire_time <= now)
             if reclaim_held:
                 free = or_(free, RunRow.lease_holder == holder)
+            runnable = or_(
+                RunRow.state == run_pb2.RUN_STATE_QUEUED,
+                and_(RunRow.state == run_pb2.RUN_STATE_RUNNING, free),
+            )
+            if driven:
+                runnable = and_(runnable, RunRow.id.not_in(list(driven)))
             rows = (
                 await session.scalars(
                     select(RunRow)
-                    .where(
-                        or_(
-                            RunRow.state == run_pb2.RUN_STATE_QUEUED,
-                            and_(
-                                RunRow.state == run_pb2.RUN_STATE_RUNNING,
-                                free,
-                            ),
-                        )
-                    )
+                    .where(runnable)
                     .order_by(RunRow.create_time, RunRow.id)
                     .limit(max_runs)
                     .with_for_update(skip_locked=True)

@@ -1182,6 +1182,7 @@ class ClaimRunsRequest(_message.Message):
     MAX_RUNS_FIELD_NUMBER: _builtins.int
     LEASE_TTL_FIELD_NUMBER: _builtins.int
     RECLAIM_HELD_FIELD_NUMBER: _builtins.int
+    DRIVEN_IDS_FIELD_NUMBER: _builtins.int
     holder: _builtins.str
     """The claiming replica's id."""
     max_runs: _builtins.int
@@ -1197,6 +1198,15 @@ class ClaimRunsRequest(_message.Message):
     def lease_ttl(self) -> _duration_pb2.Duration:
         """How long each lease lasts without a heartbeat."""
 
+    @_builtins.property
+    def driven_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The runs the caller drives now: never claimed, even when their leases
+        expired. A replica cut off from the store for longer than a lease keeps
+        driving its runs (its next heartbeat renews their leases): its own sweep
+        must not claim them, which would fence its own tasks. Another holder still
+        takes them once their leases expired. At most 10,000 ids.
+        """
+
     def __init__(
         self,
         *,
@@ -1204,10 +1214,11 @@ class ClaimRunsRequest(_message.Message):
         max_runs: _builtins.int = ...,
         lease_ttl: _duration_pb2.Duration | None = ...,
         reclaim_held: _builtins.bool = ...,
+        driven_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease_ttl", b"lease_ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder", "lease_ttl", b"lease_ttl", "max_runs", b"max_runs", "reclaim_held", b"reclaim_held"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driven_ids", b"driven_ids", "holder", b"holder", "lease_ttl", b"lease_ttl", "max_runs", b"max_runs", "reclaim_held", b"reclaim_held"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
