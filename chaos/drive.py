@@ -72,18 +72,20 @@ CREATE_ATTEMPTS = 10
 
 
 async def start_runs(
-    client: AsyncClient, count: int, content: str = "hello", agent_id: str | None = None
+    client: AsyncClient, count: int, content: str | Callable[[int], str] = "hello", agent_id: str | None = None
 ) -> list[Followed]:
-    """`count` runs, each in a new conversation. Each create carries an idempotency key and is sent again with it,
-    after the answer's Retry-After, when it was answered 503 (a create that may have been made: the same run
-    comes back), as a client that must not lose or double a run does."""
+    """`count` runs, each in a new conversation, all at once; `content` is the message, or makes run i's. Each
+    create carries an idempotency key and is sent again with it, after the answer's Retry-After, when it was
+    answered 503 (a create that may have been made: the same run comes back), as a client that must not lose or
+    double a run does."""
 
     async def one(index: int) -> Followed:
         conversation = await client.conversations.create(f"chaos {index}")
         key = str(uuid.uuid4())
         for attempt in range(1, CREATE_ATTEMPTS + 1):
             try:
-                started = await client.runs.create(conversation.id, content, agent_id=agent_id, idempotency_key=key)
+                text = content if isinstance(content, str) else content(index)
+                started = await client.runs.create(conversation.id, text, agent_id=agent_id, idempotency_key=key)
             except UnavailableError as error:
                 if attempt == CREATE_ATTEMPTS:
                     raise

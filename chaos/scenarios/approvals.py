@@ -22,9 +22,7 @@ async def confirm_killed(context: Context, result: Result) -> None:
     options = StackOptions(database_url=context.database_url)
     async with process_stack(context.data_dir, options) as stack, client_for(stack) as client:
         agent_id = await create_writer_agent(stack)
-        runs = []
-        for index in range(count):
-            runs += await start_runs(client, 1, f"create_note [chaos-{index}]", agent_id=agent_id)
+        runs = await start_runs(client, count, lambda index: f"create_note [chaos-{index}]", agent_id=agent_id)
         follow(client, runs)
         parked = await eventually(lambda: all(run.count("confirmation_requested") for run in runs), 60)
         result.expect(parked, "not every run asked for a decision within 60 s")
@@ -32,18 +30,14 @@ async def confirm_killed(context: Context, result: Result) -> None:
         result.figure("pending", len(pending))
 
         await stack.crash("confirm")
-        problems: list[StewardAPIError] = []
-        for confirmation in pending:
-            try:
-                await client.confirmations.decide(confirmation.id, "approve")
-                result.failures.append(f"a decision on {confirmation.id} succeeded while confirm was away")
-            except StewardAPIError as error:
-                problems.append(error)
-        try:
-            await client.confirmations.page()
-            result.failures.append("listing confirmations succeeded while confirm was away")
-        except StewardAPIError as error:
-            problems.append(error)
+        # All at once: each waits the gateway's reconnect_wait for confirm before it is answered.
+        calls = [client.confirmations.decide(confirmation.id, "approve") for confirmation in pending]
+        answers = await asyncio.gather(*calls, client.confirmations.page(), return_exceptions=True)
+        problems = [answer for answer in answers if isinstance(answer, StewardAPIError)]
+        succeeded = [answer for answer in answers if not isinstance(answer, BaseException)]
+        result.expect(not succeeded, f"{len(succeeded)} calls succeeded while confirm was away")
+        others = [answer for answer in answers if isinstance(answer, BaseException) and answer not in problems]
+        result.expect(not others, f"calls during the outage raised {others[:3]}")
         statuses = sorted({error.status for error in problems})
         result.figure("answers_during_outage", ",".join(map(str, statuses)))
         result.expect(statuses == [503], f"answers during the outage were {statuses}, not 503")

@@ -128,9 +128,7 @@ async def _writer_batch(
     stack: ProcessStack, client: AsyncClient, result: Result, count: int, agent_id: str
 ) -> tuple[list[Followed], float]:
     """Runs that each create a note once approved; the most seconds from the approvals to a run's end."""
-    runs = []
-    for index in range(count):
-        runs += await start_runs(client, 1, f"create_note [net-{index}]", agent_id=agent_id)
+    runs = await start_runs(client, count, lambda index: f"create_note [net-{index}]", agent_id=agent_id)
     follow(client, runs)
     parked = await eventually(lambda: all(run.count("confirmation_requested") or run.ended for run in runs), END_BOUND)
     result.expect(parked, f"not every writer run asked for a decision within {END_BOUND:.0f} s")
