@@ -162,7 +162,7 @@ async def test_a_server_away_past_the_tool_timeout_leaves_the_write_outcome_unkn
             started = asyncio.get_running_loop().time()
             unknown = await _outcome_unknown_asked(w, confirmation.run_id)
             assert unknown.related_confirmation_id == confirmation.id
-            assert asyncio.get_running_loop().time() - started < 4.0 + 3.0  # within the tool timeout, and a margin
+            assert asyncio.get_running_loop().time() - started < 4.0 + 6.0  # the tool timeout, and a busy machine
             assert w.applied_writes() == []
     finally:
         await server.stop()
