@@ -11,7 +11,8 @@ import grpc
 import pytest
 
 from services.runtime.run import outage
-from services.runtime.run.outage import Fault, classify
+from services.runtime.run.outage import Fault, classify, classify_tool
+from services.runtime.tools.model import ToolCallStatus
 from steward.errors import Reason, StewardError
 
 S = grpc.StatusCode
@@ -110,3 +111,30 @@ async def test_an_outage_ends_once_it_outlasts_its_bound_and_starts_again_after_
         await asyncio.sleep(0.05)
     away.over()
     assert away.next_wait() is not None
+
+
+# Every status a tool call can end with: (the fault when repeating the call is safe, when it is not). ADR 0016.
+TS = ToolCallStatus
+BY_TOOL_STATUS: dict[ToolCallStatus, tuple[Fault, Fault]] = {
+    TS.OK: (T, T),
+    TS.TOOL_ERROR: (T, T),  # the tool ran and said no: the model reads it
+    TS.INVALID_ARGUMENTS: (T, T),
+    TS.UNKNOWN_TOOL: (T, T),
+    TS.UNAVAILABLE: (OUT, OUT),  # not sent: nothing ran, whatever the tool
+    TS.TIMEOUT: (T, T),  # the call's own limit
+    TS.CONNECTION_LOST: (OUT, T),  # it may have run: repeated only when a repeat has no further effect
+    TS.PROTOCOL_ERROR: (T, T),  # the server's answer
+}
+
+
+def test_the_tool_table_names_every_status() -> None:
+    assert set(BY_TOOL_STATUS) == set(ToolCallStatus)
+
+
+@pytest.mark.parametrize("status", list(ToolCallStatus), ids=str)
+def test_each_tool_call_status(status: ToolCallStatus) -> None:
+    safe, unsafe = BY_TOOL_STATUS[status]
+    assert classify_tool(status, safe_to_repeat=True) is safe
+    assert classify_tool(status, safe_to_repeat=False) is unsafe
+    if classify_tool(status, safe_to_repeat=False) is OUT:
+        assert status.not_run  # an outage of a call that may not be repeated is only one that was never sent

@@ -100,3 +100,14 @@ def test_nothing_but_a_trusted_read_only_hint_makes_a_read(hints: ToolHints | No
         assert trusted.kind is ToolKind.WRITE
     if trusted.kind is ToolKind.WRITE and policy.mode is RunMode.INTERACTIVE:
         assert trusted.needs_confirmation
+
+
+@pytest.mark.parametrize("hints", [None, ToolHints(), ToolHints(read_only=False, idempotent=False)])
+def test_a_trusted_server_that_honours_keys_makes_its_writes_idempotent(hints: ToolHints | None) -> None:
+    # idempotentHint speaks of the same arguments without a key; the operator's `idempotency_keys` of the key itself.
+    policy = AgentPolicy()
+    assert not classify("notes.create_note", hints, Trust.TRUSTED, policy).idempotent
+    keyed = classify("notes.create_note", hints, Trust.TRUSTED, policy, honours_keys=True)
+    assert keyed == Classification(WRITE, True, True, True, Reason.WRITE)
+    # An untrusted server's word is not taken, even if a config said so (config.py refuses it).
+    assert not classify("notes.create_note", hints, Trust.UNTRUSTED, policy, honours_keys=True).idempotent

@@ -116,6 +116,11 @@ def _server(body: str, name: str = "notes") -> str:
             ["servers.notes.env.TOKEN: environment variable UNSET_FOR_TEST is not set"],
             id="unset-env-reference",
         ),
+        pytest.param(
+            _server("transport: stdio\ncommand: x\nidempotency_keys: true"),
+            ["servers.notes: idempotency_keys: true needs trust: trusted"],
+            id="keys-on-an-untrusted-server",
+        ),
         pytest.param("- notes\n- search\n", ["the top level must be a mapping, got list"], id="not-a-mapping"),
         pytest.param("servers: [notes]\n", ["servers: Input should be a valid dictionary"], id="servers-not-a-map"),
         pytest.param(

@@ -5,23 +5,53 @@ FinishExecution records its result after. Found STARTED after a crash, an idempo
 again with the recorded key (the tool applies it at most once); a non-idempotent one is marked
 OUTCOME_UNKNOWN and the user is asked, with a new confirmation, whether to try again. It is never
 silently run twice.
+
+Every tool call (reads too) goes through `call_tool`, which waits out its server's outage (ADR 0016).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+import structlog
+
+from services.runtime.run import outage
 from services.runtime.run.context import RunContext
-from services.runtime.tools.toolbox import ToolInfo, ToolOutcome
+from services.runtime.tools.toolbox import Kind, ToolInfo, ToolOutcome
 from steward.canonical import arguments_hash
 from steward.common.v1 import content_pb2
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirmation_pb2, execution_pb2
 
+log = structlog.get_logger(__name__)
+
 
 async def call_tool(ctx: RunContext, tool: ToolInfo, arguments: dict[str, object], key: str) -> ToolOutcome:
-    """One tool call under the tool timeout (the tool layer reports a timeout as an outcome)."""
-    return await ctx.services.toolbox.call(tool, arguments, key=key, time_limit=ctx.limits.tool_timeout)
+    """A tool call under the tool timeout (the tool layer reports a timeout as an outcome). A try its server's outage
+    cut off (outage.classify_tool: not sent; or the connection lost, on a read or a write whose server honours the
+    key) is made again with the same key after a backoff, within the same tool timeout: no wait outlasts it, and
+    cancel and the wall-clock limit end the waits like any other. Past the timeout (or `outage.OUTAGE_BOUND`) the last
+    outcome stands, as it would without the retry; one that says "not sent" after a try that may have run is
+    reported as that try (outcome unknown), so the ledger never takes a maybe-run write for one that did not run."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ctx.limits.tool_timeout
+    safe = tool.kind == Kind.READ or tool.idempotent
+    away = outage.Outage()
+    maybe_ran: ToolOutcome | None = None
+    while True:
+        outcome = await ctx.services.toolbox.call(tool, arguments, key=key, time_limit=deadline - loop.time())
+        if outcome.outcome_unknown:
+            maybe_ran = outcome
+        status = outcome.status
+        if status is None or outage.classify_tool(status, safe_to_repeat=safe) is not outage.Fault.OUTAGE:
+            return outcome
+        wait = away.next_wait()
+        if wait is None or wait >= deadline - loop.time():
+            log.warning("tool_server_away", tool=tool.name, status=status.value, seconds=ctx.limits.tool_timeout)
+            return maybe_ran if maybe_ran is not None and status.not_run else outcome
+        log.info("tool_call_retrying", tool=tool.name, status=status.value, wait=round(wait, 2))
+        await asyncio.sleep(wait)
 
 
 def _outcome(execution: execution_pb2.Execution) -> ToolOutcome:

@@ -11,6 +11,11 @@
   restarted a few times (`steps.STEP_RESTARTS`): each try may be charged, so it is not retried for as long.
 - TERMINAL: everything else. LEASE_LOST (another replica holds the run) is terminal whatever the code and flag; so
   is a `transient: "false"` flag.
+
+`classify_tool` sorts the status an MCP tool call ended with (ADR 0016): the server away is an OUTAGE when the call was
+not sent (UNAVAILABLE), or was cut off (CONNECTION_LOST) and may be made again (`safe_to_repeat`: a read, or a write
+whose server applies it once per idempotency key). The call is then made again with its key, within its own tool
+timeout. Everything else stands as it is (TERMINAL: the result goes to the model, or to the ledger as outcome unknown).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import time
 
 import grpc
 
+from services.runtime.tools.model import ToolCallStatus
 from steward.errors import Reason, StewardError
 
 # How long a dependency may stay away before the run is given back (its lease released, a sweep takes it from its
@@ -48,6 +54,17 @@ def classify(error: BaseException, *, idempotent: bool) -> Fault:
     if isinstance(error, StewardError):
         return _classify_status(error.code, error.reason, error.metadata.get("transient"), idempotent=idempotent)
     if isinstance(error, ConnectionError):  # refused, reset, a broken pipe: nothing answered
+        return Fault.OUTAGE
+    return Fault.TERMINAL
+
+
+def classify_tool(status: ToolCallStatus, *, safe_to_repeat: bool) -> Fault:
+    """The fault a tool call's status shows. `safe_to_repeat`: a call made again with the same idempotency key has no
+    further effect (a read; a write whose server honours the key). TIMEOUT is the call's own limit, not an outage (a
+    read that passes it ends the run incomplete); a PROTOCOL_ERROR is the server's answer; neither is repeated."""
+    if status is ToolCallStatus.UNAVAILABLE:  # not sent: nothing ran, whatever the tool
+        return Fault.OUTAGE
+    if status is ToolCallStatus.CONNECTION_LOST and safe_to_repeat:  # it may have run: only a repeat that is safe
         return Fault.OUTAGE
     return Fault.TERMINAL
 

@@ -1,14 +1,20 @@
 """Classification: does a tool call run at once (read) or wait for a person's confirmation (write)?
 
-A pure function of the tool's MCP annotations, its server's trust level and the agent's policy
-(docs/architecture.md §4, ADR 0008). Anything unknown falls on the safe side: a tool is a write, needs
-confirmation, may be destructive and is not idempotent unless a trusted server says otherwise.
+A pure function of the tool's MCP annotations, its server's trust level (and whether the operator says it honours
+idempotency keys) and the agent's policy (docs/architecture.md §4, ADR 0008, 0016). Anything unknown falls on the
+safe side: a tool is a write, needs confirmation, may be destructive and is not idempotent unless a trusted server
+says otherwise.
 
 | server | annotations | kind | destructive | idempotent |
 |---|---|---|---|---|
 | untrusted | (ignored) | write | yes | no |
 | trusted | readOnlyHint=true | read | no | yes |
-| trusted | readOnlyHint false or missing | write | destructiveHint, default yes | idempotentHint, default no |
+| trusted | readOnlyHint false or missing | write | destructiveHint, default yes | idempotentHint, default no (*) |
+
+(*) yes whatever the hint when the server's config says it honours idempotency keys (`idempotency_keys: true`).
+
+`idempotent` means: a call repeated with the same idempotency key has no further effect, so the runtime may make it
+again (a write a crash left started; a call cut off by its server's outage, ADR 0016).
 
 Then the agent's policy: a name matching `always_confirm` is a write that always needs
 confirmation. A read runs at once. A write needs confirmation, except in autonomous mode when
@@ -85,13 +91,17 @@ def matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatchcase(name, pattern) for pattern in patterns)
 
 
-def classify(name: str, hints: ToolHints | None, trust: Trust, policy: AgentPolicy) -> Classification:
-    """Classify the tool `name` (qualified) for one agent. Pure; see the module docstring for the table."""
+def classify(
+    name: str, hints: ToolHints | None, trust: Trust, policy: AgentPolicy, *, honours_keys: bool = False
+) -> Classification:
+    """Classify the tool `name` (qualified) for one agent. Pure; see the module docstring for the table.
+    `honours_keys`: the server's config says it applies a write once per idempotency key (believed when trusted)."""
     hints = hints or ToolHints()
     if trust is Trust.TRUSTED and hints.read_only is True:
         kind, destructive, idempotent = ToolKind.READ, False, True
     elif trust is Trust.TRUSTED:
-        kind, destructive, idempotent = ToolKind.WRITE, hints.destructive is not False, hints.idempotent is True
+        idempotent = hints.idempotent is True or honours_keys
+        kind, destructive = ToolKind.WRITE, hints.destructive is not False
     else:
         kind, destructive, idempotent = ToolKind.WRITE, True, False
 

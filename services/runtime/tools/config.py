@@ -11,6 +11,7 @@ A YAML file, for example:
         env: {NOTES_MCP_WRITE_DELAY: "0", GITHUB_TOKEN: "${GITHUB_TOKEN}"}
         cwd: /srv/steward
         trust: trusted
+        idempotency_keys: true       # it applies a write once per idempotency key (trusted servers only)
         tools: [list_notes, read_note, create_note]   # optional allow-list; fnmatch patterns allowed
       search:
         transport: http
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SERVER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 RESERVED_SERVER_NAMES = frozenset({"time", "calc", "client", "builtin", "steward"})
@@ -69,6 +70,17 @@ class _ServerBase(_Base):
     """Seconds between tool-list refreshes; None takes the file's default."""
     connect_timeout: float = Field(default=10.0, gt=0)
     """Seconds to connect and list tools, and the bound on any request without its own timeout."""
+    idempotency_keys: bool = False
+    """The operator vouches that the server applies a write at most once per `_meta["steward/idempotency_key"]`
+    (a repeat replays the first result), whatever the tool's `idempotentHint` says (that hint is about repeating the
+    same arguments without a key). Every write of the server may then be repeated with its key: a write a crash left
+    started, a call its server's restart cut off (ADR 0008, 0016). Only for a trusted server."""
+
+    @model_validator(mode="after")
+    def _keys_need_trust(self) -> Any:
+        if self.idempotency_keys and self.trust is not Trust.TRUSTED:
+            raise ValueError("idempotency_keys: true needs trust: trusted (an untrusted server's word is not taken)")
+        return self
 
 
 class StdioServerConfig(_ServerBase):

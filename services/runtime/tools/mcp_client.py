@@ -256,6 +256,7 @@ class McpServerConnection:
             trust=self.config.trust,
             server=self.name,
             remote_name=tool.name,
+            honours_keys=self.config.idempotency_keys,
         )
 
     async def _refresh(self, client: Client, generation: int) -> bool:

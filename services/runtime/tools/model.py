@@ -25,6 +25,8 @@ class ToolDefinition:
     """The MCP server, or None for a built-in."""
     remote_name: str
     """The name the server knows the tool by (the built-in's name for built-ins)."""
+    honours_keys: bool = False
+    """The server is configured to apply a write once per idempotency key (`idempotency_keys`; trusted only)."""
 
 
 @dataclass(frozen=True)

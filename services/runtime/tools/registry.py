@@ -112,7 +112,9 @@ class AgentToolset:
         return self._registry.definitions().get(name)
 
     def _describe(self, definition: ToolDefinition) -> ToolDescriptor:
-        decision = classify(definition.name, definition.hints, definition.trust, self.policy)
+        decision = classify(
+            definition.name, definition.hints, definition.trust, self.policy, honours_keys=definition.honours_keys
+        )
         return ToolDescriptor(
             name=definition.name,
             description=definition.description,

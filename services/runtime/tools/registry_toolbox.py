@@ -58,6 +58,7 @@ class RegistryToolbox:
             is_error=result.is_error,
             outcome_unknown=result.status.outcome_unknown,
             timed_out=result.status is ToolCallStatus.TIMEOUT,
+            status=result.status,
         )
 
 

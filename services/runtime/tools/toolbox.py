@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
+from services.runtime.tools.model import ToolCallStatus
+
 if TYPE_CHECKING:
     from services.runtime.agents import AgentSpec
 
@@ -39,6 +41,7 @@ class ToolOutcome:
     is_error: bool = False
     outcome_unknown: bool = False  # sent, but whether it took effect cannot be told (timeout, broken connection)
     timed_out: bool = False  # sent, and no answer within the tool timeout (a limit: a read that times out ends the run)
+    status: ToolCallStatus | None = None  # how the tool layer says the call ended; None for results the loop made
 
 
 class Toolbox(Protocol):
