@@ -4,6 +4,7 @@ cannot be reached is a fixed message naming the area (its address and gRPC's tex
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -85,3 +86,48 @@ async def test_an_unreachable_area_is_named_and_its_address_only_logged(monkeypa
     [failure] = [entry for entry in logs if entry["event"] == "rpc_transport_failure"]
     assert (failure["area"], failure["code"], failure["log_level"]) == ("store", "UNAVAILABLE", "warning")
     assert "127.0.0.1:1" in failure["details"]  # the operator's clue stays in the log
+
+
+async def _cancelling_server() -> tuple[grpc.aio.Server, int]:
+    """A server whose one method answers CANCELLED, as a stopping gRPC server answers the calls it had accepted
+    but never handed to a handler (grpc/grpc#41785), or never answers at all (`/t/Hang`)."""
+
+    async def cancel(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        await context.abort(grpc.StatusCode.CANCELLED, "CANCELLED")
+        raise AssertionError("unreachable")
+
+    async def hang(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {
+        "Cancel": grpc.unary_unary_rpc_method_handler(cancel),
+        "Hang": grpc.unary_unary_rpc_method_handler(hang),
+    }
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t", handlers)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
+
+
+async def test_a_call_the_server_cancelled_is_unavailable_and_one_cancelled_here_stays_cancelled() -> None:
+    server, port = await _cancelling_server()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=error_interceptors("store")) as opened:
+            cancelled: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = opened.unary_unary("/t/Cancel")
+            hanging: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = opened.unary_unary("/t/Hang")
+            with pytest.raises(StewardError) as raised:
+                await cancelled(b"", timeout=5)
+            # Nothing ran and the server went away: the caller may try again, as for any UNAVAILABLE.
+            assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+            assert raised.value.reason == Reason.DEPENDENCY_UNAVAILABLE
+            assert raised.value.message == "the store service is unavailable; try again later"
+            call = hanging(b"", timeout=5)
+            waiting = asyncio.ensure_future(call)
+            await asyncio.sleep(0.2)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):  # the caller's own cancel is never a StewardError
+                await waiting
+    finally:
+        await server.stop(0)

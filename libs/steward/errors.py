@@ -178,15 +178,23 @@ def from_rpc_error(exc: grpc.aio.AioRpcError, area: str = "", *, expected: bool 
                 detail.Unpack(info)
                 message = exc.details() or code.name
                 return StewardError(code, info.reason, message, metadata=dict(info.metadata), domain=info.domain)
+    if code == grpc.StatusCode.CANCELLED:
+        # A call this process cancelled raises asyncio.CancelledError, never an AioRpcError: a CANCELLED that
+        # arrives was the server's. gRPC gives it to calls a stopping server had accepted but never handed to a
+        # handler (grpc/grpc#41785): nothing ran, the server went away, so it is what UNAVAILABLE says.
+        log.info("rpc_cancelled_by_server", area=area or "unknown", details=exc.details() or "")
+        return StewardError(
+            grpc.StatusCode.UNAVAILABLE,
+            Reason.DEPENDENCY_UNAVAILABLE,
+            _transport_message(grpc.StatusCode.UNAVAILABLE, area),
+        )
     fallback = {
         grpc.StatusCode.UNAVAILABLE: "DEPENDENCY_UNAVAILABLE",
         grpc.StatusCode.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED",
         grpc.StatusCode.UNIMPLEMENTED: "NOT_IMPLEMENTED",
     }.get(code, "INTERNAL")
-    # A cancelled call is the caller's own doing (a client that left): routine, not an operator's concern.
-    # A cancelled call is the caller's own doing (a client that left), and an `expected` failure (a probe of a
-    # service still starting) is routine: neither is an operator's concern.
-    report = log.info if code == grpc.StatusCode.CANCELLED else log.debug if expected else log.warning
+    # An `expected` failure (a probe of a service still starting) is routine: not an operator's concern.
+    report = log.debug if expected else log.warning
     report("rpc_transport_failure", area=area or "unknown", code=code.name, details=exc.details() or "")
     return StewardError(code, fallback, _transport_message(code, area))
 
