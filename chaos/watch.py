@@ -17,7 +17,9 @@ from chaos.stack import ProcessStack
 __all__ = ["Readiness", "watch_readiness"]
 
 EVERY = 0.02  # seconds between probes
-PROBE_DEADLINE = 0.5
+# A draining process answers at once and a closed port refuses at once: a probe that times out is a loaded machine,
+# which must not pass for a process gone mid-pause.
+PROBE_DEADLINE = 2.0
 
 
 @dataclass
