@@ -7,6 +7,8 @@ address across restarts (so its callers reconnect to it), and appends its log to
 
 A service listed in `proxied` is reached by the runtime through a `FaultProxy` (the gateway still reaches it
 directly), so that a scenario can partition or delay the runtime's path to it alone.
+
+`tests/test_drain.py` uses it too: a test may start a process again with settings of its own (another replica id).
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ __all__ = [
     "ProcessStack",
     "StackOptions",
     "expected_text",
-    "health_status",
     "process_stack",
     "violations_under",
 ]
@@ -86,7 +87,7 @@ class ProcessStack:
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self.proxies: dict[str, FaultProxy] = {}
         self.starts: dict[str, int] = {}  # how many times each process was started
-        self._secret = secrets.token_urlsafe(32)
+        self.internal_secret = secrets.token_urlsafe(32)  # a test may mint principal tokens with it
         self._pepper = secrets.token_urlsafe(32)
         self._master_key = base64.b64encode(secrets.token_bytes(32)).decode()
         self._logs = data_dir / "logs"
@@ -119,8 +120,9 @@ class ProcessStack:
         for wave in ((FAKE_ROUTE, "store"), ("provider", "confirm"), ("runtime",), ("gateway",)):
             await asyncio.gather(*(self.start(name) for name in wave))
 
-    async def start(self, name: str) -> float:
-        """Start `name` (again) and wait until it serves; the seconds that took."""
+    async def start(self, name: str, **settings: object) -> float:
+        """Start `name` (again) and wait until it serves; the seconds that took. `settings` override its
+        configuration for this start (`replica_id="successor"`)."""
         if self.running(name):
             raise RuntimeError(f"{name} is running")
         began = time.monotonic()
@@ -132,7 +134,7 @@ class ProcessStack:
                 "-m",
                 MODULES[name],
                 *args,
-                env=self._environment(name),
+                env=self._environment(name, settings),
                 cwd=REPO,
                 stdout=log,
                 stderr=log,
@@ -167,26 +169,42 @@ class ProcessStack:
         return code, time.monotonic() - began
 
     async def close(self) -> None:
-        for name in reversed([FAKE_ROUTE, *SERVICES]):
-            if self.running(name):
-                self.kill(name, signal.SIGTERM)
-                try:
-                    await self.wait_exit(name, 15)
-                except TimeoutError:
-                    await self.crash(name)
-            # Whatever a crashed process left behind in its session (a tool server).
-            process = self.processes.get(name)
-            if process is not None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(process.pid, signal.SIGKILL)
+        # The gateway and the runtime together, then the rest (the runtime's last writes land in the store first).
+        for wave in (("gateway", "runtime"), ("provider", "confirm", "store", FAKE_ROUTE)):
+            await asyncio.gather(*(self._stop(name) for name in wave))
         for proxy in self.proxies.values():
             await proxy.stop()
+
+    async def _stop(self, name: str) -> None:
+        if self.running(name):
+            self.kill(name, signal.SIGTERM)
+            try:
+                await self.wait_exit(name, 15)
+            except TimeoutError:
+                await self.crash(name)
+        # Whatever a crashed process left behind in its session (a tool server).
+        process = self.processes.get(name)
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.log_path(name)
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def log_size(self, name: str) -> int:
+        """Where `name`'s log ends now: `log_entries(name, since=...)` reads what was appended after."""
+        path = self.log_path(name)
+        return path.stat().st_size if path.exists() else 0
+
+    def log_entries(self, name: str, since: int = 0) -> list[dict[str, object]]:
+        """The JSON records of `name`'s log from byte `since` on (every start's, in order)."""
+        with self.log_path(name).open("rb") as log:
+            log.seek(since)
+            lines = log.read().decode(errors="replace").splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
 
     # Configuration.
 
@@ -206,10 +224,10 @@ class ProcessStack:
         }
         (self.data_dir / "tools.json").write_text(json.dumps({"servers": {"notes": notes}}))
 
-    def _environment(self, name: str) -> dict[str, str]:
+    def _environment(self, name: str, settings: Mapping[str, object]) -> dict[str, str]:
         values: dict[str, object] = {
             "data_dir": self.data_dir,
-            "internal_secret": self._secret,
+            "internal_secret": self.internal_secret,
             "log_json": "true",
             "log_level": "INFO",
             **{f"{service}_address": address for service, address in self.addresses.items()},
@@ -241,7 +259,7 @@ class ProcessStack:
                 **self.options.gateway,
             }
         env = {key: value for key, value in os.environ.items() if not key.startswith("STEWARD_")}
-        env |= {f"STEWARD_{key.upper()}": str(value) for key, value in values.items()}
+        env |= {f"STEWARD_{key.upper()}": str(value) for key, value in (values | dict(settings)).items()}
         env["PYTHONPATH"] = os.pathsep.join([str(REPO / "libs"), str(REPO)])
         return env
 
@@ -253,32 +271,33 @@ class ProcessStack:
             process = self.processes[name]
             if process.returncode is not None:
                 raise RuntimeError(f"{name} exited with {process.returncode}\n{self.log_tail(name)}")
-            if await self.serving(name):
+            if await self.readiness(name):
                 return
             await asyncio.sleep(0.05)
         raise RuntimeError(f"{name} was not ready after {READY_TIMEOUT:.0f} s\n{self.log_tail(name)}")
 
-    async def serving(self, name: str) -> bool:
-        """True when `name` answers its readiness probe now (gRPC health SERVING, /readyz 200, a TCP accept)."""
+    async def readiness(self, name: str, deadline: float = 1.0) -> bool | None:
+        """What `name`'s readiness probe says now: True ready (gRPC health SERVING, /readyz 200, a TCP accept),
+        False answering but not ready (draining), None nothing answering."""
         if name == "gateway":
             try:
-                async with httpx.AsyncClient(timeout=1.0) as http:
+                async with httpx.AsyncClient(timeout=deadline) as http:
                     status: int = (await http.get(f"{self.url}/readyz")).status_code
                     return status == 200
             except httpx.HTTPError:
-                return False
+                return None
         if name == FAKE_ROUTE:
             try:
                 _, writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
             except OSError:
-                return False
+                return None
             writer.close()
             return True
-        health = await health_status(self.addresses[name])
-        return health == int(health_pb2.HealthCheckResponse.SERVING)
+        health = await _health_status(self.addresses[name], deadline)
+        return None if health is None else health == int(health_pb2.HealthCheckResponse.SERVING)
 
 
-async def health_status(address: str, deadline: float = 1.0) -> int | None:
+async def _health_status(address: str, deadline: float = 1.0) -> int | None:
     """The gRPC health status of `address`'s server as a whole, or None when nothing answers."""
     probe = error_interceptors(expected_failures=True)
     async with grpc.aio.insecure_channel(address, interceptors=probe) as channel:
