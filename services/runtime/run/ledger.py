@@ -39,8 +39,9 @@ async def call_tool(ctx: RunContext, tool: ToolInfo, arguments: dict[str, object
     safe = tool.kind == Kind.READ or tool.idempotent
     away = outage.Outage()
     maybe_ran: ToolOutcome | None = None
+    time_limit = ctx.limits.tool_timeout  # the first try gets the whole limit (and its messages say so)
     while True:
-        outcome = await ctx.services.toolbox.call(tool, arguments, key=key, time_limit=deadline - loop.time())
+        outcome = await ctx.services.toolbox.call(tool, arguments, key=key, time_limit=time_limit)
         if outcome.outcome_unknown:
             maybe_ran = outcome
         status = outcome.status
@@ -52,6 +53,7 @@ async def call_tool(ctx: RunContext, tool: ToolInfo, arguments: dict[str, object
             return maybe_ran if maybe_ran is not None and status.not_run else outcome
         log.info("tool_call_retrying", tool=tool.name, status=status.value, wait=round(wait, 2))
         await asyncio.sleep(wait)
+        time_limit = deadline - loop.time()
 
 
 def _outcome(execution: execution_pb2.Execution) -> ToolOutcome:
