@@ -1,0 +1,1 @@
+"""Chaos scenarios: the stack under faults (dropped connections, restarts), measured from outside, over HTTP."""
