@@ -62,7 +62,7 @@ async def create_server(settings: StoreSettings, address: str) -> GrpcServer:
     conversations = ConversationServicer(ConversationRepository(sessions, runner))
     runs = RunServicer(
         RunRepository(sessions, runner),
-        LeaseRepository(sessions),
+        LeaseRepository(runner),
         RunWriteRepository(sessions, runner),
         notifier,
         settings.live_poll_seconds,

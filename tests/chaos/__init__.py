@@ -1,0 +1,1 @@
+"""Chaos scenarios against a real-process stack (chaos/)."""

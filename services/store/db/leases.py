@@ -16,46 +16,105 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Connection, Row, and_, bindparam, or_, select, update
 
 from services.store.db import convert
 from services.store.db.models import RunRow
-from services.store.db.run_rows import TERMINAL_STATES, lock_fenced, lock_run
+from services.store.db.run_rows import TERMINAL_STATES
+from services.store.db.runner import TransactionRunner
 from steward import timeutil
-from steward.errors import failed_precondition
+from steward.errors import failed_precondition, not_found
 from steward.store.v1 import run_pb2
 
+# Built once (constructing a statement costs more than SQLite takes to run it).
+_LOCKED_RUN = (
+    select(RunRow.__table__)
+    .where(RunRow.id == bindparam("run_id"), RunRow.owner_id == bindparam("owner_id"))
+    .with_for_update()
+)
+_TAKE = (
+    update(RunRow)
+    .where(RunRow.id == bindparam("b_id"))  # not "id": an UPDATE reserves its columns' names
+    .values(
+        lease_epoch=bindparam("lease_epoch"),
+        lease_holder=bindparam("lease_holder"),
+        lease_expire_time=bindparam("lease_expire_time"),
+        state=bindparam("state"),
+        pause_reason=bindparam("pause_reason"),
+        update_time=bindparam("update_time"),
+    )
+)
+_LEASE = (
+    update(RunRow)
+    .where(RunRow.id == bindparam("b_id"))
+    .values(
+        lease_holder=bindparam("lease_holder"),
+        lease_expire_time=bindparam("lease_expire_time"),
+        update_time=bindparam("update_time"),
+    )
+)
 
-def _lease_live(row: RunRow, now: datetime) -> bool:
+
+def _lease_live(row: Row[Any], now: datetime) -> bool:
     return bool(row.lease_holder) and row.lease_expire_time is not None and timeutil.aware(row.lease_expire_time) > now
 
 
-def take(row: RunRow, holder: str, ttl: timedelta, now: datetime) -> None:
-    row.lease_epoch += 1
-    row.lease_holder = holder
-    row.lease_expire_time = now + ttl
-    row.state = run_pb2.RUN_STATE_RUNNING
-    row.pause_reason = run_pb2.PAUSE_REASON_UNSPECIFIED
-    row.update_time = now
+def _locked(connection: Connection, owner_id: str, run_id: str) -> Row[Any]:
+    """The owner's run, locked for update; NOT_FOUND otherwise (also for another user's run)."""
+    row = connection.execute(_LOCKED_RUN, {"run_id": run_id, "owner_id": owner_id}).first()
+    if row is None:
+        raise not_found("RUN_NOT_FOUND", f"run {run_id} not found")
+    return row
+
+
+def _locked_fenced(connection: Connection, owner_id: str, run_id: str, epoch: int) -> Row[Any]:
+    """The locked run, if `epoch` is its current lease epoch; LEASE_LOST otherwise."""
+    row = _locked(connection, owner_id, run_id)
+    if epoch != row.lease_epoch:
+        raise failed_precondition("LEASE_LOST", f"lease epoch {epoch} is stale; the run is at {row.lease_epoch}")
+    return row
+
+
+def _taken(row: Row[Any], holder: str, ttl: timedelta, now: datetime) -> dict[str, Any]:
+    """The columns a claim sets: a new epoch, the holder and its lease, and the run running."""
+    return {
+        "lease_epoch": row.lease_epoch + 1,
+        "lease_holder": holder,
+        "lease_expire_time": now + ttl,
+        "state": run_pb2.RUN_STATE_RUNNING,
+        "pause_reason": run_pb2.PAUSE_REASON_UNSPECIFIED,
+        "update_time": now,
+    }
+
+
+def _set(connection: Connection, statement: Any, row: Row[Any], values: dict[str, Any]) -> run_pb2.Run:
+    connection.execute(statement, {"b_id": row.id, **values})
+    return convert.run_from_columns({**row._mapping, **values})
 
 
 class LeaseRepository:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
+    """Every lease change is one short unit of work on the runner (on SQLite, written at once when the write lock
+    is free): a heartbeat per run every few seconds must never hold the lock across event-loop turns, as an ORM
+    session's statements, one thread hop each, would (every other write queued behind it)."""
+
+    def __init__(self, runner: TransactionRunner) -> None:
+        self._runner = runner
 
     async def claim(self, owner_id: str, run_id: str, holder: str, ttl: timedelta) -> run_pb2.Run:
         """Claim one of the owner's runs unless it has ended or a live lease holds it."""
-        async with self._sessions() as session, session.begin():
-            row = await lock_run(session, owner_id, run_id)
+
+        def work(connection: Connection) -> run_pb2.Run:
+            row = _locked(connection, owner_id, run_id)
             now = timeutil.now()
             if row.state in TERMINAL_STATES:
                 raise failed_precondition("RUN_STATE_CONFLICT", f"run {run_id} has ended")
             if _lease_live(row, now):
                 raise failed_precondition("RUN_STATE_CONFLICT", f"run {run_id} is held by a live lease")
-            take(row, holder, ttl, now)
-        return convert.run_message(row)
+            return _set(connection, _TAKE, row, _taken(row, holder, ttl, now))
+
+        return await self._runner.write(work)
 
     async def claim_runnable(
         self,
@@ -68,7 +127,8 @@ class LeaseRepository:
     ) -> list[run_pb2.Run]:
         """Claim up to `max_runs` runnable runs of any owner, oldest first (with `reclaim_held`, also the running
         runs whose live lease `holder` holds), except the runs in `driven` (the caller drives them now)."""
-        async with self._sessions() as session, session.begin():
+
+        def work(connection: Connection) -> list[run_pb2.Run]:
             now = timeutil.now()
             free = or_(RunRow.lease_expire_time.is_(None), RunRow.lease_expire_time <= now)
             if reclaim_held:
@@ -79,35 +139,36 @@ class LeaseRepository:
             )
             if driven:
                 runnable = and_(runnable, RunRow.id.not_in(list(driven)))
-            rows = (
-                await session.scalars(
-                    select(RunRow)
-                    .where(runnable)
-                    .order_by(RunRow.create_time, RunRow.id)
-                    .limit(max_runs)
-                    .with_for_update(skip_locked=True)
-                )
+            rows = connection.execute(
+                select(RunRow.__table__)
+                .where(runnable)
+                .order_by(RunRow.create_time, RunRow.id)
+                .limit(max_runs)
+                .with_for_update(skip_locked=True)
             ).all()
-            for row in rows:
-                take(row, holder, ttl, now)
-        return [convert.run_message(row) for row in rows]
+            return [_set(connection, _TAKE, row, _taken(row, holder, ttl, now)) for row in rows]
+
+        return await self._runner.write(work)
 
     async def heartbeat(self, owner_id: str, run_id: str, epoch: int, ttl: timedelta) -> tuple[run_pb2.Run, datetime]:
         """Extend a held lease to now + ttl; LEASE_LOST if it was released or another holder claimed it."""
-        async with self._sessions() as session, session.begin():
-            row = await lock_fenced(session, owner_id, run_id, epoch)
+
+        def work(connection: Connection) -> tuple[run_pb2.Run, datetime]:
+            row = _locked_fenced(connection, owner_id, run_id, epoch)
             if not row.lease_holder or row.state != run_pb2.RUN_STATE_RUNNING:
                 raise failed_precondition("LEASE_LOST", f"run {run_id} holds no lease")
             now = timeutil.now()
-            row.lease_expire_time = now + ttl
-            row.update_time = now
-        return convert.run_message(row), now + ttl
+            values = {"lease_holder": row.lease_holder, "lease_expire_time": now + ttl, "update_time": now}
+            return _set(connection, _LEASE, row, values), now + ttl
+
+        return await self._runner.write(work)
 
     async def release(self, owner_id: str, run_id: str, epoch: int) -> run_pb2.Run:
         """Give up a held lease; the run keeps its state and is claimable at once."""
-        async with self._sessions() as session, session.begin():
-            row = await lock_fenced(session, owner_id, run_id, epoch)
-            row.lease_holder = ""
-            row.lease_expire_time = None
-            row.update_time = timeutil.now()
-        return convert.run_message(row)
+
+        def work(connection: Connection) -> run_pb2.Run:
+            row = _locked_fenced(connection, owner_id, run_id, epoch)
+            values = {"lease_holder": "", "lease_expire_time": None, "update_time": timeutil.now()}
+            return _set(connection, _LEASE, row, values)
+
+        return await self._runner.write(work)

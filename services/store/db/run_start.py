@@ -173,7 +173,7 @@ def create_run(connection: Connection, owner_id: str, new: NewRun) -> Started:
         "update_time": created,
         "end_time": None,
     }
-    if new.claim is not None:  # as a claim would take it (leases.take)
+    if new.claim is not None:  # as a claim would take it (leases._taken)
         holder, ttl = new.claim
         values |= {
             "lease_epoch": 1,
