@@ -1,5 +1,5 @@
 """Importing this package registers every scenario (`chaos.scenario.SCENARIOS`)."""
 
-from chaos.scenarios import approvals, database, drain, load, network, restarts
+from chaos.scenarios import approvals, database, drain, load, network, restarts, storm
 
-__all__ = ["approvals", "database", "drain", "load", "network", "restarts"]
+__all__ = ["approvals", "database", "drain", "load", "network", "restarts", "storm"]
