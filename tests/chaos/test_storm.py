@@ -19,4 +19,6 @@ async def test_a_reconnect_storm_loses_nothing_repeats_nothing_and_resumes_from_
     result = await run_scenario("L2", Context(tmp_path, PR, seed=7))
     assert result.passed, result.report()
     assert result.figures["streams"] == PR.streams
-    assert result.figures["resumes"] >= PR.streams * 2, result.report()  # each stream dropped every 1-5 s for 15 s
+    resumes = result.figures["resumes"]
+    assert isinstance(resumes, int)
+    assert resumes >= PR.streams * 2, result.report()  # each stream dropped every 1-5 s for 15 s
