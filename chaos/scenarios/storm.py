@@ -20,7 +20,12 @@ PR_P99 = 2.0
 async def storm(context: Context, result: Result) -> None:
     duration = context.scale.storm_seconds
     pieces = int((duration + 300) / EVENT_INTERVAL)  # answers outlast the storm; it cancels its runs at the end
-    options = StackOptions(database_url=context.database_url, pieces=pieces, chunk_delay=EVENT_INTERVAL)
+    # Every stream's run is driven at once: past the runtime's max_active_runs (64 by default) runs wait queued,
+    # and their streams would stay silent until the storm cancels the others.
+    runtime = {"max_active_runs": max(64, context.scale.streams)}
+    options = StackOptions(
+        database_url=context.database_url, pieces=pieces, chunk_delay=EVENT_INTERVAL, runtime=runtime
+    )
     async with process_stack(context.data_dir, options) as stack:
         seen = await reconnect_storm(
             stack.url,
@@ -39,4 +44,5 @@ async def storm(context: Context, result: Result) -> None:
     clean = (seen.gaps, seen.duplicates, seen.off_cursor, seen.unfinished) == (0, 0, 0, 0)
     result.expect(clean, f"the storm lost or repeated events: {seen.summary()}")
     result.expect(seen.resumes >= seen.streams, f"too few resumes to judge: {seen.summary()}")
+    result.expect(seen.errors == 0, f"streams stalled or answered an error: {seen.summary()}")
     result.expect(seen.p99 <= bound, f"p99 from reconnect to first event {seen.p99 * 1000:.0f} ms (bound {bound} s)")
