@@ -32,6 +32,7 @@ class Integrity:
     client_gaps: int = 0
     log_gaps: int = 0
     log_duplicates: int = 0
+    seen_lost: int = 0  # events a client saw that the final log does not hold with the same seq and type
     wrong_answers: int = 0  # None expected: not counted
     extra_runs: int = 0  # runs in the runs' conversations beyond their own (a create made twice)
     create_retries: int = 0  # creates sent again after a 503
@@ -46,9 +47,12 @@ async def integrity(client: AsyncClient, runs: list[Followed], expected: str | N
         found.completed += run.end_type == "run_completed"
         found.restarted += run.count("step_restarted") > 0
         found.client_gaps += log_faults([event.seq for event in run.events])[0]
-        log_gaps, log_duplicates = log_faults([event.seq async for event in client.runs.events(run.run_id)])
+        log = [event async for event in client.runs.events(run.run_id)]
+        log_gaps, log_duplicates = log_faults([event.seq for event in log])
         found.log_gaps += log_gaps
         found.log_duplicates += log_duplicates
+        kinds = {event.seq: event.type for event in log}
+        found.seen_lost += sum(1 for event in run.events if kinds.get(event.seq) != event.type)
         if expected is not None:
             stored = await answer(client, run.conversation_id)
             found.wrong_answers += stored != [expected] or text_after_last_restart(run.events) != expected
@@ -77,6 +81,8 @@ def record_integrity(result: Result, found: Integrity, prefix: str = "") -> None
         f"{found.client_gaps} gaps seen by clients, {found.log_gaps} gaps and {found.log_duplicates} duplicates "
         f"in the stored logs ({prefix}runs)",
     )
+    result.figure(f"{prefix}seen_events_lost", found.seen_lost)
+    result.expect(not found.seen_lost, f"{found.seen_lost} events clients saw are not in the final logs ({prefix}runs)")
     result.expect(found.wrong_answers == 0, f"{found.wrong_answers} {prefix}runs' answers were not the upstream's once")
     result.failures.extend(found.errors)
 

@@ -16,15 +16,13 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
+from chaos.checks import integrity, record_integrity
 from chaos.drive import (
     Followed,
-    answer,
     client_for,
     eventually,
     follow,
-    log_faults,
     start_runs,
-    text_after_last_restart,
 )
 from chaos.scenario import Context, Result, scenario
 from chaos.stack import SERVICES, ProcessStack, StackOptions, expected_text, process_stack
@@ -113,17 +111,7 @@ def _api_server_errors(stack: ProcessStack, since: int) -> list[str]:
 
 
 async def _check_answers(client: AsyncClient, result: Result, service: str, runs: list[Followed]) -> None:
-    expected, wrong, gaps = expected_text(PIECES), 0, 0
-    for run in runs:
-        gaps += log_faults([event.seq for event in run.events])[0]
-        if (
-            run.end_type != "run_completed"
-            or text_after_last_restart(run.events) != expected
-            or await answer(client, run.conversation_id) != [expected]
-        ):
-            wrong += 1
-    result.expect(gaps == 0, f"{service}: clients saw {gaps} gaps")
-    result.expect(wrong == 0, f"{service}: {wrong} of {len(runs)} runs did not complete with the answer once")
+    record_integrity(result, await integrity(client, runs, expected_text(PIECES)), prefix=f"{service}_")
 
 
 @scenario("F6", "SIGTERM each service in turn under load: it drains, exits in time, and comes back unnoticed")
