@@ -92,6 +92,22 @@ def run_limits(value: dict[str, Any] | None) -> limits_pb2.RunLimits:
     return limits
 
 
+def model_params(value: dict[str, Any] | None) -> agent_pb2.ModelParams:
+    """Model parameters from {"temperature": 0.2, "reasoning_effort": "low", ...}; a null field is unset."""
+    params = agent_pb2.ModelParams()
+    given = {name: item for name, item in (value or {}).items() if item is not None}
+    if "temperature" in given:
+        params.temperature = float(given["temperature"])
+    if "max_output_tokens" in given:
+        params.max_output_tokens = given["max_output_tokens"]
+    if "reasoning_effort" in given:
+        effort = str(given["reasoning_effort"]).upper()
+        params.reasoning_effort = agent_pb2.ReasoningEffort.Value(f"REASONING_EFFORT_{effort}")
+    if "prompt_caching" in given:
+        params.prompt_caching = given["prompt_caching"]
+    return params
+
+
 def input_blocks(content: str | list[dict[str, Any]] | None) -> list[content_pb2.ContentBlock]:
     """`content`: a string, or a list of {"type": "text", "text": "..."} blocks; null is none."""
     if content is None:

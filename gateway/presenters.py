@@ -116,6 +116,17 @@ def tool_spec_json(spec: content_pb2.ToolSpec) -> dict[str, Any]:
     return {"name": spec.name, "description": spec.description, "input_schema": _arguments(spec.input_schema_json)}
 
 
+def model_params_json(params: agent_pb2.ModelParams) -> dict[str, Any]:
+    """An agent's model parameters, null where unset (the deployment's default applies)."""
+    effort = agent_pb2.ReasoningEffort.Name(params.reasoning_effort).removeprefix("REASONING_EFFORT_").lower()
+    return {
+        "temperature": params.temperature if params.HasField("temperature") else None,
+        "max_output_tokens": params.max_output_tokens or None,
+        "reasoning_effort": None if effort == "unspecified" else effort,
+        "prompt_caching": params.prompt_caching if params.HasField("prompt_caching") else None,
+    }
+
+
 def agent_json(agent: agent_pb2.Agent) -> dict[str, Any]:
     policy = agent.approval_policy
     return {
@@ -131,6 +142,8 @@ def agent_json(agent: agent_pb2.Agent) -> dict[str, Any]:
             "always_confirm_tools": list(policy.always_confirm_tools),
         },
         "limits": limits_json(agent.limits),
+        "model_params": model_params_json(agent.model_params),
+        "version": agent.version,
         "create_time": time_json(agent.create_time),
         "update_time": time_json(agent.update_time),
     }

@@ -2,8 +2,8 @@
 
 An agent's JSON (see `presenters.agent_json`) uses the same field names on the
 way in. POST takes the whole agent; PATCH changes only the fields its body
-names, each replaced whole (`approval_policy` and `limits` included). `id` and
-the times are read-only and ignored in bodies, so a client may send back what
+names, each replaced whole (`approval_policy`, `limits` and `model_params`
+included). `id`, `version` and the times are read-only and ignored in bodies, so a client may send back what
 it read; any other unknown field is refused, so a misspelt one is not lost.
 The OpenAPI document (`AgentIn`, checked before the handler) gives the JSON
 types and bounds; the store checks names, patterns and lengths.
@@ -18,14 +18,14 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from gateway import presenters
 from gateway.app_keys import CLIENTS
-from gateway.bodies import field_error, idempotency_key, json_object, page, run_limits, run_mode
+from gateway.bodies import field_error, idempotency_key, json_object, model_params, page, run_limits, run_mode
 from steward.store.v1 import agent_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 
 routes = web.RouteTableDef()
 
 # The fields a body may set, in the order of the store's update mask paths.
-MUTABLE = ("name", "description", "system_prompt", "model_route", "tools", "approval_policy", "limits")
+MUTABLE = ("name", "description", "system_prompt", "model_route", "tools", "approval_policy", "limits", "model_params")
 
 
 def _policy(body: dict[str, Any]) -> agent_pb2.ApprovalPolicy:
@@ -48,6 +48,7 @@ def _agent(body: dict[str, Any], agent_id: str = "") -> tuple[agent_pb2.Agent, l
         tools=body.get("tools") or [],
         approval_policy=_policy(body),
         limits=run_limits(body.get("limits")),
+        model_params=model_params(body.get("model_params")),
     )
     return agent, [name for name in MUTABLE if name in body]
 

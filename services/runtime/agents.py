@@ -39,6 +39,8 @@ class AgentSpec:
     auto_approved: list[str] = field(default_factory=list)
     always_confirm: list[str] = field(default_factory=list)
     limits: limits_pb2.RunLimits = field(default_factory=limits_pb2.RunLimits)
+    model_params: agent_pb2.ModelParams = field(default_factory=agent_pb2.ModelParams)
+    version: int = 0  # the stored agent's version; 0 for the default agent
 
 
 def default_agent(settings: RuntimeSettings) -> AgentSpec:
@@ -61,6 +63,8 @@ def from_stored(agent: agent_pb2.Agent, settings: RuntimeSettings) -> AgentSpec:
         auto_approved=list(policy.auto_approved_tools),
         always_confirm=list(policy.always_confirm_tools),
         limits=agent.limits,
+        model_params=agent.model_params,
+        version=agent.version,
     )
 
 

@@ -49,6 +49,12 @@ def _full_agent() -> dict[str, Any]:
             "always_confirm_tools": ["notes.delete_note"],
         },
         "limits": {"max_steps": 5, "max_tokens": 10_000, "max_cost_micros": 2_500, "timeout_seconds": 90},
+        "model_params": {
+            "temperature": 0.0,
+            "max_output_tokens": 512,
+            "reasoning_effort": "low",
+            "prompt_caching": None,
+        },
     }
 
 
@@ -60,6 +66,7 @@ async def test_an_agent_round_trip(gateway: Client, auth: dict[str, str]) -> Non
     assert created["limits"] == {**LIMITS_UNSET, **sent["limits"]}
     assert created["create_time"] is not None
     assert created["update_time"] is not None
+    assert created["version"] == 1
     path = f"/api/v1/agents/{agent_id}"
     assert await answer(await gateway.get(path, headers=auth), 200) == created
 
@@ -67,10 +74,12 @@ async def test_an_agent_round_trip(gateway: Client, auth: dict[str, str]) -> Non
     changed = await answer(await gateway.patch(path, json=patch, headers=auth), 200)
     assert changed["description"] == "changed"
     assert changed["limits"] == {**LIMITS_UNSET, "max_steps": 2, "tool_timeout_seconds": 1.5}  # replaced whole
+    assert changed["version"] == 2
     untouched = ("name", "system_prompt", "model_route", "tools", "approval_policy", "create_time")
     assert {key: changed[key] for key in untouched} == {key: created[key] for key in untouched}
     echoed = await answer(await gateway.patch(path, json={**changed, "limits": None}, headers=auth), 200)
     assert echoed["limits"] == LIMITS_UNSET  # read-only fields sent back are ignored; null clears
+    assert (echoed["version"], echoed["model_params"]) == (3, sent["model_params"])
 
     assert (await gateway.delete(path, headers=auth)).status == 204
     assert await refusal(await gateway.get(path, headers=auth), 404) == "AGENT_NOT_FOUND"

@@ -97,6 +97,29 @@ async def test_crud_round_trip(store: StoreUnderTest) -> None:
     )
 
 
+async def test_model_params_are_kept_and_only_a_real_change_bumps_the_version(store: StoreUnderTest) -> None:
+    user = store.user()
+    params = agent_pb2.ModelParams(
+        temperature=0.0, max_output_tokens=512, reasoning_effort=agent_pb2.REASONING_EFFORT_LOW, prompt_caching=False
+    )
+    created = await _create(store, user, _agent(model_params=params))
+    assert (created.version, created.model_params) == (1, params)
+    assert created.model_params.HasField("temperature")  # 0.0 is kept as set, not as "the default"
+
+    unchanged = _agent(id=created.id, model_params=params)
+    same = await store.agents.UpdateAgent(pb.UpdateAgentRequest(agent=unchanged), metadata=user)
+    assert same.agent == created  # nothing changed: same version, same update time
+    mask = FieldMask(paths=["model_params"])
+    changed = _agent(id=created.id, model_params=agent_pb2.ModelParams(max_output_tokens=256))
+    updated = (
+        await store.agents.UpdateAgent(pb.UpdateAgentRequest(agent=changed, update_mask=mask), metadata=user)
+    ).agent
+    assert (updated.version, updated.model_params) == (2, agent_pb2.ModelParams(max_output_tokens=256))
+    assert not updated.model_params.HasField("prompt_caching")
+    got = await store.agents.GetAgent(pb.GetAgentRequest(id=created.id), metadata=user)
+    assert got.agent == updated
+
+
 async def test_create_is_idempotent_by_request_id(store: StoreUnderTest) -> None:
     user = store.user()
     first = await _create(store, user, _agent(), request_id="agent-req-1")
@@ -140,6 +163,7 @@ async def test_update_changes_only_masked_fields(store: StoreUnderTest) -> None:
     expected.description = "New words."
     expected.ClearField("limits")
     expected.update_time.CopyFrom(updated.update_time)
+    expected.version = 2
     assert updated == expected
     got = await store.agents.GetAgent(pb.GetAgentRequest(id=created.id), metadata=user)
     assert got.agent == updated

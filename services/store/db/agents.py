@@ -34,6 +34,7 @@ MUTABLE_FIELDS: tuple[str, ...] = (
     "tools",
     "approval_policy",
     "limits",
+    "model_params",
 )
 
 
@@ -64,11 +65,14 @@ def agent_message(row: AgentRow | Row[Any]) -> agent_pb2.Agent:
         tools=json.loads(row.tools),
         create_time=timeutil.timestamp(row.create_time),
         update_time=timeutil.timestamp(row.update_time),
+        version=row.version or 1,
     )
     if row.approval_policy:
         agent.approval_policy.CopyFrom(agent_pb2.ApprovalPolicy.FromString(row.approval_policy))
     if row.limits:
         agent.limits.CopyFrom(limits_pb2.RunLimits.FromString(row.limits))
+    if row.model_params:
+        agent.model_params.CopyFrom(agent_pb2.ModelParams.FromString(row.model_params))
     return agent
 
 
@@ -89,6 +93,8 @@ def _apply(row: AgentRow, agent: agent_pb2.Agent, paths: Sequence[str]) -> None:
             row.approval_policy = agent.approval_policy.SerializeToString(deterministic=True)
         elif path == "limits":
             row.limits = agent.limits.SerializeToString(deterministic=True)
+        elif path == "model_params":
+            row.model_params = agent.model_params.SerializeToString(deterministic=True)
         else:
             raise invalid_argument("update_mask", f"update_mask names an unknown field {path!r}")
 
@@ -112,7 +118,7 @@ class AgentRepository:
     async def create(self, owner_id: str, agent: agent_pb2.Agent, request_id: str | None) -> agent_pb2.Agent:
         """A new agent; a retry with the same request_id returns the first agent as it is now."""
         created = timeutil.now()
-        row = AgentRow(id=str(uuid.uuid4()), owner_id=owner_id, request_id=request_id, create_time=created)
+        row = AgentRow(id=str(uuid.uuid4()), owner_id=owner_id, request_id=request_id, create_time=created, version=1)
         _apply(row, agent, MUTABLE_FIELDS)
         row.update_time = created
         try:
@@ -167,8 +173,11 @@ class AgentRepository:
                 renamed = "name" in fields and agent.name != row.name
                 if renamed and await _by_name(session, owner_id, agent.name) is not None:
                     raise _already_exists(agent.name)
+                before = agent_message(row)
                 _apply(row, agent, fields)
-                row.update_time = timeutil.now()
+                if _changed(before, row):
+                    row.version = (row.version or 1) + 1
+                    row.update_time = timeutil.now()
         except IntegrityError:
             # A concurrent create or rename took the name between the check and the commit.
             raise _already_exists(agent.name) from None
@@ -189,6 +198,12 @@ class AgentRepository:
             if row is None:
                 raise _not_found(agent_id)
             await session.delete(row)
+
+
+def _changed(before: agent_pb2.Agent, row: AgentRow) -> bool:
+    """Whether applying an update changed the agent (an update that changes nothing keeps its version)."""
+    after = agent_message(row)
+    return before.SerializeToString(deterministic=True) != after.SerializeToString(deterministic=True)
 
 
 async def _by_request(session: AsyncSession, owner_id: str, request_id: str) -> AgentRow | None:

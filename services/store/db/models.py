@@ -72,6 +72,10 @@ class AgentRow(Base):
     approval_policy: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
     # steward.common.v1.RunLimits, serialized.
     limits: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    # steward.store.v1.ModelParams, serialized; NULL for agents made before it existed.
+    model_params: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # 1 at creation, one more for every update that changes the agent.
+    version: Mapped[int] = mapped_column(BigInteger, default=1, server_default="1")
     request_id: Mapped[str | None] = mapped_column(String(128))
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))

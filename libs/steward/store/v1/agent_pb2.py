@@ -26,17 +26,21 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from steward.common.v1 import limits_pb2 as steward_dot_common_dot_v1_dot_limits__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csteward/store/v1/agent.proto\x12\x10steward.store.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1esteward/common/v1/limits.proto\"t\n\x0e\x41pprovalPolicy\x12\'\n\x04mode\x18\x01 \x01(\x0e\x32\x19.steward.store.v1.RunMode\x12\x1b\n\x13\x61uto_approved_tools\x18\x02 \x03(\t\x12\x1c\n\x14\x61lways_confirm_tools\x18\x03 \x03(\t\"\xbc\x02\n\x05\x41gent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x15\n\rsystem_prompt\x18\x04 \x01(\t\x12\x13\n\x0bmodel_route\x18\x05 \x01(\t\x12\r\n\x05tools\x18\x06 \x03(\t\x12\x39\n\x0f\x61pproval_policy\x18\x07 \x01(\x0b\x32 .steward.store.v1.ApprovalPolicy\x12,\n\x06limits\x18\x08 \x01(\x0b\x32\x1c.steward.common.v1.RunLimits\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp*V\n\x07RunMode\x12\x18\n\x14RUN_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14RUN_MODE_INTERACTIVE\x10\x01\x12\x17\n\x13RUN_MODE_AUTONOMOUS\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csteward/store/v1/agent.proto\x12\x10steward.store.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1esteward/common/v1/limits.proto\"t\n\x0e\x41pprovalPolicy\x12\'\n\x04mode\x18\x01 \x01(\x0e\x32\x19.steward.store.v1.RunMode\x12\x1b\n\x13\x61uto_approved_tools\x18\x02 \x03(\t\x12\x1c\n\x14\x61lways_confirm_tools\x18\x03 \x03(\t\"\xbf\x01\n\x0bModelParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x11max_output_tokens\x18\x02 \x01(\x05\x12;\n\x10reasoning_effort\x18\x03 \x01(\x0e\x32!.steward.store.v1.ReasoningEffort\x12\x1b\n\x0eprompt_caching\x18\x04 \x01(\x08H\x01\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x11\n\x0f_prompt_caching\"\x82\x03\n\x05\x41gent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x15\n\rsystem_prompt\x18\x04 \x01(\t\x12\x13\n\x0bmodel_route\x18\x05 \x01(\t\x12\r\n\x05tools\x18\x06 \x03(\t\x12\x39\n\x0f\x61pproval_policy\x18\x07 \x01(\x0b\x32 .steward.store.v1.ApprovalPolicy\x12,\n\x06limits\x18\x08 \x01(\x0b\x32\x1c.steward.common.v1.RunLimits\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0cmodel_params\x18\x0b \x01(\x0b\x32\x1d.steward.store.v1.ModelParams\x12\x0f\n\x07version\x18\x0c \x01(\x03*V\n\x07RunMode\x12\x18\n\x14RUN_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14RUN_MODE_INTERACTIVE\x10\x01\x12\x17\n\x13RUN_MODE_AUTONOMOUS\x10\x02*\x85\x01\n\x0fReasoningEffort\x12 \n\x1cREASONING_EFFORT_UNSPECIFIED\x10\x00\x12\x18\n\x14REASONING_EFFORT_LOW\x10\x01\x12\x1b\n\x17REASONING_EFFORT_MEDIUM\x10\x02\x12\x19\n\x15REASONING_EFFORT_HIGH\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'steward.store.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNMODE']._serialized_start=552
-  _globals['_RUNMODE']._serialized_end=638
+  _globals['_RUNMODE']._serialized_start=816
+  _globals['_RUNMODE']._serialized_end=902
+  _globals['_REASONINGEFFORT']._serialized_start=905
+  _globals['_REASONINGEFFORT']._serialized_end=1038
   _globals['_APPROVALPOLICY']._serialized_start=115
   _globals['_APPROVALPOLICY']._serialized_end=231
-  _globals['_AGENT']._serialized_start=234
-  _globals['_AGENT']._serialized_end=550
+  _globals['_MODELPARAMS']._serialized_start=234
+  _globals['_MODELPARAMS']._serialized_end=425
+  _globals['_AGENT']._serialized_start=428
+  _globals['_AGENT']._serialized_end=814
 # @@protoc_insertion_point(module_scope)

@@ -45,6 +45,34 @@ RUN_MODE_AUTONOMOUS: RunMode.ValueType  # 2
 """Writes listed in the agent's approval policy proceed unconfirmed; all others pause."""
 Global___RunMode: _TypeAlias = RunMode  # noqa: Y015
 
+class _ReasoningEffort:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReasoningEffortEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasoningEffort.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REASONING_EFFORT_UNSPECIFIED: _ReasoningEffort.ValueType  # 0
+    """No explicit reasoning: the provider's default, off where the provider allows."""
+    REASONING_EFFORT_LOW: _ReasoningEffort.ValueType  # 1
+    """A little reasoning."""
+    REASONING_EFFORT_MEDIUM: _ReasoningEffort.ValueType  # 2
+    """A moderate amount of reasoning."""
+    REASONING_EFFORT_HIGH: _ReasoningEffort.ValueType  # 3
+    """As much reasoning as the step's output tokens allow."""
+
+class ReasoningEffort(_ReasoningEffort, metaclass=_ReasoningEffortEnumTypeWrapper):
+    """ReasoningEffort asks the model to reason (think) before answering, where its provider supports it."""
+
+REASONING_EFFORT_UNSPECIFIED: ReasoningEffort.ValueType  # 0
+"""No explicit reasoning: the provider's default, off where the provider allows."""
+REASONING_EFFORT_LOW: ReasoningEffort.ValueType  # 1
+"""A little reasoning."""
+REASONING_EFFORT_MEDIUM: ReasoningEffort.ValueType  # 2
+"""A moderate amount of reasoning."""
+REASONING_EFFORT_HIGH: ReasoningEffort.ValueType  # 3
+"""As much reasoning as the step's output tokens allow."""
+Global___ReasoningEffort: _TypeAlias = ReasoningEffort  # noqa: Y015
+
 @_typing.final
 class ApprovalPolicy(_message.Message):
     """ApprovalPolicy decides which tool calls need a person's confirmation."""
@@ -80,6 +108,49 @@ class ApprovalPolicy(_message.Message):
 Global___ApprovalPolicy: _TypeAlias = ApprovalPolicy  # noqa: Y015
 
 @_typing.final
+class ModelParams(_message.Message):
+    """ModelParams tune the model calls of an agent's runs. Unset fields take the deployment's defaults."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    REASONING_EFFORT_FIELD_NUMBER: _builtins.int
+    PROMPT_CACHING_FIELD_NUMBER: _builtins.int
+    temperature: _builtins.float
+    """The sampling temperature; unset means the provider's default."""
+    max_output_tokens: _builtins.int
+    """The most output tokens one step may produce (reasoning included); 0 means the deployment default."""
+    reasoning_effort: Global___ReasoningEffort.ValueType
+    """Whether and how much the model reasons before answering."""
+    prompt_caching: _builtins.bool
+    """Whether to ask the provider to cache the stable prompt prefix (system prompt and tools); unset means on
+    for providers that support it.
+    """
+    def __init__(
+        self,
+        *,
+        temperature: _builtins.float | None = ...,
+        max_output_tokens: _builtins.int = ...,
+        reasoning_effort: Global___ReasoningEffort.ValueType = ...,
+        prompt_caching: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_prompt_caching", b"_prompt_caching", "_temperature", b"_temperature", "prompt_caching", b"prompt_caching", "temperature", b"temperature"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_prompt_caching", b"_prompt_caching", "_temperature", b"_temperature", "max_output_tokens", b"max_output_tokens", "prompt_caching", b"prompt_caching", "reasoning_effort", b"reasoning_effort", "temperature", b"temperature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__prompt_caching: _TypeAlias = _typing.Literal["prompt_caching"]  # noqa: Y015
+    _WhichOneofArgType__prompt_caching: _TypeAlias = _typing.Literal["_prompt_caching", b"_prompt_caching"]  # noqa: Y015
+    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
+    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__prompt_caching) -> _WhichOneofReturnType__prompt_caching | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
+
+Global___ModelParams: _TypeAlias = ModelParams  # noqa: Y015
+
+@_typing.final
 class Agent(_message.Message):
     """Agent is a named configuration of model, instructions, tools and limits."""
 
@@ -95,6 +166,8 @@ class Agent(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    MODEL_PARAMS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The agent's id, assigned by the store."""
     name: _builtins.str
@@ -105,6 +178,10 @@ class Agent(_message.Message):
     """The system prompt sent at the start of every step."""
     model_route: _builtins.str
     """The model route the provider service resolves, for example "smart"."""
+    version: _builtins.int
+    """The agent's version: 1 at creation, one more for every update that changes it; a run records the
+    version it ran.
+    """
     @_builtins.property
     def tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Qualified names ("server.tool") of the tools the agent may call."""
@@ -125,6 +202,10 @@ class Agent(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the agent was last changed."""
 
+    @_builtins.property
+    def model_params(self) -> Global___ModelParams:
+        """How the agent's model calls are tuned."""
+
     def __init__(
         self,
         *,
@@ -138,10 +219,12 @@ class Agent(_message.Message):
         limits: _limits_pb2.RunLimits | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        model_params: Global___ModelParams | None = ...,
+        version: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["approval_policy", b"approval_policy", "create_time", b"create_time", "limits", b"limits", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval_policy", b"approval_policy", "create_time", b"create_time", "limits", b"limits", "model_params", b"model_params", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_policy", b"approval_policy", "create_time", b"create_time", "description", b"description", "id", b"id", "limits", b"limits", "model_route", b"model_route", "name", b"name", "system_prompt", b"system_prompt", "tools", b"tools", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_policy", b"approval_policy", "create_time", b"create_time", "description", b"description", "id", b"id", "limits", b"limits", "model_params", b"model_params", "model_route", b"model_route", "name", b"name", "system_prompt", b"system_prompt", "tools", b"tools", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
