@@ -41,7 +41,7 @@ from bench.store import percentile
 from examples.notes_mcp.store import read_applied_writes
 from services.runtime import server as runtime_server
 from services.runtime.agents import AgentSpec
-from services.runtime.hooks import Hook
+from services.runtime.hooks import Hook, ModelRequest, StepInfo
 from services.runtime.settings import RuntimeSettings
 from services.runtime.tools.registry_toolbox import toolbox_from_settings
 from services.runtime.tools.toolbox import Toolbox, ToolInfo, ToolOutcome
@@ -77,8 +77,8 @@ class StepClock(Hook):
     tools: defaultdict[tuple[str, int], float] = field(default_factory=lambda: defaultdict(float))
     step: dict[str, int] = field(default_factory=dict)  # the step each run last asked the model for
 
-    async def before_model_call(self, run_id: str, step: int, model_route: str) -> None:
-        self.began.setdefault((run_id, step), time.perf_counter())  # a restarted step keeps its first start
+    async def before_model_call(self, step: StepInfo, request: ModelRequest) -> None:
+        self.began.setdefault((step.run.id, step.number), time.perf_counter())  # a restarted step keeps its first start
 
     async def on_event(self, run_id: str, event: ev.RunEvent) -> None:
         if event.WhichOneof("payload") in TERMINAL_EVENT_KINDS:

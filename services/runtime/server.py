@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.runtime.hooks import AuditLog, Hook, Hooks
+from services.runtime.hook_loading import load_hooks
+from services.runtime.hooks import Hook, Hooks
 from services.runtime.identity import stable_replica_id
 from services.runtime.resume import Resumer
 from services.runtime.run.context import Services
@@ -30,7 +31,8 @@ async def create_server(
     settings: RuntimeSettings, address: str, *, toolbox: Toolbox | None = None, hooks: Sequence[Hook] = ()
 ) -> GrpcServer:
     """Connect to the store, provider and confirm services, start the tools, and serve RuntimeService; `hooks` run
-    after the built-in audit log."""
+    after those the settings name (`HookLoadError` before anything starts when one of those cannot be loaded)."""
+    configured = load_hooks(settings.hooks)
     if not settings.replica_id:
         settings = settings.model_copy(update={"replica_id": stable_replica_id(settings.data_dir)})
     secret = settings.internal_secret.get_secret_value()
@@ -51,7 +53,7 @@ async def create_server(
         provider=provider_grpc.ProviderServiceStub(channels["provider"]),
         confirm=confirm_grpc.ConfirmationServiceStub(channels["confirm"]),
         toolbox=tools,
-        hooks=Hooks([AuditLog(), *hooks]),
+        hooks=Hooks([*configured, *hooks]),
         settings=settings,
     )
     loop = RunLoop(services)

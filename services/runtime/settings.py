@@ -49,6 +49,11 @@ class RuntimeSettings(CommonSettings):
     sweep_interval: float = 2.0
     # Runs this replica drives at once; more wait (queued, or decided and unacknowledged) for a later sweep.
     max_active_runs: int = 64
+    # The runtime's hooks, in the order they run (docs/hooks.md): comma-separated, each a dotted path
+    # `package.module:attribute` (a Hook class, a function returning a Hook, or a Hook) or the name of a hook the
+    # runtime ships (`audit`: the audit log) or an installed package declares in the `steward.hooks` entry-point
+    # group. Empty: no hooks. A hook that cannot be loaded stops the runtime at start.
+    hooks: str = "audit"
     # YAML file configuring MCP tool servers (docs/adr/0008-tools.md); empty means built-in tools only.
     tools_file: str = ""
     # Seconds start-up waits for the tool servers to connect before serving without the late ones.

@@ -157,17 +157,21 @@ async def world(
     *,
     demo_token_interval: float = 0.001,
     hooks: Sequence[Hook] = (),
+    hooks_setting: str | None = None,
     provider: dict[str, object] | None = None,
     **runtime_settings: object,
 ) -> AsyncIterator[World]:
-    """A running stack and a user with a notes agent; `provider` overrides provider settings, the other keywords
-    runtime settings."""
+    """A running stack and a user with a notes agent; `hooks` are attached in code (after those the runtime's
+    `hooks` setting loads: `hooks_setting`, else its default), `provider` overrides provider settings, the other
+    keywords runtime settings."""
     notes_data = directory / "notes.db"
     settings: dict[str, object] = {
         "tools_file": str(tools_file(directory, notes_data)),
         "sweep_interval": 0.5,
         **runtime_settings,
     }
+    if hooks_setting is not None:
+        settings["hooks"] = hooks_setting
     async with running_stack(
         directory, demo_token_interval=demo_token_interval, runtime=settings, provider=provider, hooks=hooks
     ) as stack:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from google.protobuf.duration_pb2 import Duration
 
-from services.runtime.hooks import Hook
+from services.runtime.hooks import Hook, StepInfo, ToolCall
 from steward.common.v1 import content_pb2, limits_pb2
 from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
 from steward.store.v1 import run_pb2
@@ -22,13 +22,13 @@ async def cancel(running: World, run_id: str) -> run_pb2.Run:
 
 
 class ToolCallsBegun(Hook):
-    """The confirmation ids of the tool calls the runtime has begun (its before-tool-call hook)."""
+    """The confirmation ids of the tool calls the runtime has begun (its tool-call-start hook)."""
 
     def __init__(self) -> None:
         self.confirmations: set[str] = set()
 
-    async def before_tool_call(self, run_id: str, tool_call_id: str, tool_name: str, confirmation_id: str) -> None:
-        self.confirmations.add(confirmation_id)
+    async def on_tool_call_start(self, step: StepInfo, call: ToolCall) -> None:
+        self.confirmations.add(call.confirmation_id)
 
 
 async def wait_for_event(running: World, run_id: str, kind: str, within: float = 10.0) -> None:

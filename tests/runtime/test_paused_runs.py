@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from services.runtime.hooks import Hook
+from services.runtime.hooks import Hook, ModelRequest, StepInfo
 from services.store.db.models import RunRow
 from steward.db import READ_ONLY, create_engine, create_sessionmaker
 from steward.store.v1 import run_pb2
@@ -59,7 +59,8 @@ class Drivers(Hook):
     tasks: dict[str, list[asyncio.Task[object]]] = field(default_factory=dict)
     leases: dict[str, list[Lease]] = field(default_factory=dict)
 
-    async def before_model_call(self, run_id: str, step: int, model_route: str) -> None:
+    async def before_model_call(self, step: StepInfo, request: ModelRequest) -> None:
+        run_id = step.run.id
         task = asyncio.current_task()
         assert task is not None
         self.tasks.setdefault(run_id, []).append(task)

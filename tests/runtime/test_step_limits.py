@@ -3,7 +3,7 @@ MCP server (over stdio), with the model served by the wire-faithful fake OpenAI-
 test.
 
 - The read calls of one step run in parallel: with the notes server frozen (SIGSTOP), both reads have begun
-  (the runtime's before-tool-call hook) and neither has an answer.
+  (the runtime's tool-call-start hook) and neither has an answer.
 - A read that passes the tool timeout ends the run incomplete (timeout), after its TOOL_TIMEOUT result; a write of
   the same step is then never proposed (NOT_RUN), and the results go with the end, in one write.
 - A run waiting for its first token can be cancelled.
@@ -27,7 +27,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from fakes.script import FakeToolCall, Reply, Stall
 from fakes.upstream import FakeUpstream
-from services.runtime.hooks import Hook
+from services.runtime.hooks import Hook, StepInfo, ToolCall, ToolResult
 from steward.common.v1 import content_pb2, limits_pb2
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirmation_pb2
@@ -47,11 +47,11 @@ class ToolCalls(Hook):
 
     seen: list[tuple[str, str]] = field(default_factory=list)
 
-    async def before_tool_call(self, run_id: str, tool_call_id: str, tool_name: str, confirmation_id: str) -> None:
-        self.seen.append(("before", tool_call_id))
+    async def on_tool_call_start(self, step: StepInfo, call: ToolCall) -> None:
+        self.seen.append(("before", call.id))
 
-    async def after_tool_call(self, run_id: str, tool_call_id: str, tool_name: str, is_error: bool) -> None:
-        self.seen.append(("after", tool_call_id))
+    async def after_tool_call(self, step: StepInfo, call: ToolCall, result: ToolResult) -> None:
+        self.seen.append(("after", call.id))
 
     def of(self, *call_ids: str) -> list[tuple[str, str]]:
         return [entry for entry in self.seen if entry[1] in call_ids]

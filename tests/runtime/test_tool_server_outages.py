@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime.hooks import Hook
+from services.runtime.hooks import Hook, StepInfo, ToolCall
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirmation_pb2
 from steward.store.v1 import run_pb2
@@ -47,8 +47,8 @@ class RestartDuring(Hook):
         self.restarted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def before_tool_call(self, run_id: str, tool_call_id: str, tool_name: str, confirmation_id: str) -> None:
-        if tool_name != self.tool or self._task is not None:
+    async def on_tool_call_start(self, step: StepInfo, call: ToolCall) -> None:
+        if call.name != self.tool or self._task is not None:
             return
         if self.after == 0:
             await self.server.kill()

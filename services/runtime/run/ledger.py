@@ -16,7 +16,7 @@ import json
 
 import structlog
 
-from services.runtime.run import outage
+from services.runtime.run import hooked, outage
 from services.runtime.run.context import RunContext
 from services.runtime.tools.toolbox import Kind, ToolInfo, ToolOutcome
 from steward.canonical import arguments_hash
@@ -73,7 +73,8 @@ async def _call_and_finish(
     key: str,
 ) -> ToolOutcome | None:
     """The tool's outcome, recorded in the ledger; None when the outcome is unknown (recorded so)."""
-    await ctx.services.hooks.before_tool_call(ctx.run_id, call.id, tool.name, confirmation_id)
+    started = hooked.tool_call(call, tool, confirmation_id=confirmation_id)
+    await ctx.services.hooks.on_tool_call_start(hooked.step_info(ctx), started)
     outcome = await call_tool(ctx, tool, arguments, key)
     if outcome.outcome_unknown:  # sent, but no answer: it may have happened
         await ctx.services.confirm.FinishExecution(

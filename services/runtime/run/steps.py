@@ -22,7 +22,8 @@ from collections.abc import Sequence
 
 import structlog
 
-from services.runtime.run import model_step, outage
+from services.runtime.hooks import ModelResponse
+from services.runtime.run import hooked, model_step, outage
 from services.runtime.run.confirmations import acknowledge, cancel_confirmations
 from services.runtime.run.context import RunContext, StartMode
 from services.runtime.run.history import pending_calls, read_history
@@ -182,10 +183,11 @@ async def _step(
             # order, and a failed write fails the next.
             ctx.writer.later(ev.RunEvent(step=step, step_started=ev.StepStarted(model_route=ctx.agent.model_route)))
             announce = False
-        await ctx.services.hooks.before_model_call(ctx.run_id, step, ctx.agent.model_route)
+        request = _request(ctx, messages, tools, step)
+        hook_step = hooked.step_info(ctx, step)
+        await ctx.services.hooks.before_model_call(hook_step, hooked.model_request(request))
         progress = model_step.Progress()
         try:
-            request = _request(ctx, messages, tools, step)
             result = await model_step.run_step(
                 ctx.services.provider,
                 request,
@@ -194,7 +196,7 @@ async def _step(
                 progress=progress,
             )
         except StewardError as error:
-            await ctx.services.hooks.after_model_call(ctx.run_id, step, 0, error.reason)
+            await ctx.services.hooks.after_model_call(hook_step, ModelResponse(0, error.reason))
             if ctx.writer.error is not None:  # the store's failure, met within the step: the claim judges it
                 raise ctx.writer.error from error
             if error.reason == Reason.BUDGET_EXCEEDED:
@@ -220,11 +222,11 @@ async def _step(
             await asyncio.sleep(wait)  # cancel and the wall-clock limit end it like any other wait
             continue
         except TimeoutError:  # a limit, not a failure: the run ends incomplete (timeout), the step is not retried
-            await ctx.services.hooks.after_model_call(ctx.run_id, step, 0, "FIRST_TOKEN_TIMEOUT")
+            await ctx.services.hooks.after_model_call(hook_step, ModelResponse(0, "FIRST_TOKEN_TIMEOUT"))
             log.info("first_token_timeout", step=step, seconds=ctx.limits.first_token_timeout)
             await finish(ctx, run_pb2.RUN_STATE_INCOMPLETE, incomplete=run_pb2.INCOMPLETE_REASON_TIMEOUT)
             return None
-        await ctx.services.hooks.after_model_call(ctx.run_id, step, len(result.tool_calls))
+        await ctx.services.hooks.after_model_call(hook_step, ModelResponse(len(result.tool_calls)))
         result.capped = request.max_tokens < MAX_OUTPUT_TOKENS
         return result
 

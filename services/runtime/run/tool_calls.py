@@ -3,6 +3,8 @@
 For every call still owed a result (history.pending_calls), in order (reads first, then the rest in order):
 - an unknown tool, arguments that are not a JSON object or do not fit the tool's schema: an error
   result the model can act on;
+- a call a hook denies (hooked.py: asked before anything else is done for the call): an error result saying it was
+  denied by policy, and nothing else;
 - a client tool (the caller's own): a `client_tool_requested` event, and the call waits for
   SubmitToolResults;
 - a read tool: called at once (all read calls of the step in parallel), each with the tool timeout; a read
@@ -31,7 +33,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-from services.runtime.run import ledger
+from services.runtime.run import hooked, ledger
 from services.runtime.run.confirmations import (
     DECIDED,
     announce_decision,
@@ -84,7 +86,14 @@ def parse_arguments(tool: ToolInfo, arguments_json: str, ctx: RunContext) -> dic
 
 
 async def record_result(
-    ctx: RunContext, call: content_pb2.ToolCallBlock, outcome: ToolOutcome, *, reason: str = "", wait: bool = True
+    ctx: RunContext,
+    call: content_pb2.ToolCallBlock,
+    outcome: ToolOutcome,
+    *,
+    reason: str = "",
+    wait: bool = True,
+    tool: ToolInfo | None = None,
+    confirmation_id: str = "",
 ) -> None:
     """Checkpoint one tool result (message + event), once; `wait=False` leaves it behind the loop (writer.py), for
     results whose loss in a crash costs only the call done again (reads, and results no tool call produced). A
@@ -101,7 +110,18 @@ async def record_result(
     )
     if wait:
         await written
-    await ctx.services.hooks.after_tool_call(ctx.run_id, call.id, call.name, outcome.is_error)
+    hook_call = hooked.tool_call(call, tool, confirmation_id=confirmation_id)
+    await ctx.services.hooks.after_tool_call(hooked.step_info(ctx), hook_call, hooked.tool_result(outcome, reason))
+
+
+async def _denied(ctx: RunContext, call: content_pb2.ToolCallBlock, tool: ToolInfo, *, wait: bool = True) -> bool:
+    """Whether a hook denied the call (its result then recorded: the model reads why, nothing else is done)."""
+    denial = await hooked.denied(ctx, call, tool)
+    if denial is None:
+        return False
+    outcome = hooked.denial_outcome(call, denial)
+    await record_result(ctx, call, outcome, reason=denial.code, wait=wait, tool=tool)
+    return True
 
 
 def result_parts(
@@ -138,13 +158,16 @@ async def _read(
     arguments: dict[str, object],
     resolution: Resolution,
 ) -> None:
-    await ctx.services.hooks.before_tool_call(ctx.run_id, call.id, tool.name, "")
+    if await _denied(ctx, call, tool, wait=False):
+        return
+    await ctx.services.hooks.on_tool_call_start(hooked.step_info(ctx), hooked.tool_call(call, tool))
     outcome = await call_tool(ctx, tool, arguments, f"{ctx.run_id}:{call.id}")
     if outcome.timed_out:  # written with the run's end (steps.py)
         resolution.ending.append((call, outcome, "TOOL_TIMEOUT"))
-        await ctx.services.hooks.after_tool_call(ctx.run_id, call.id, call.name, True)
+        result = hooked.tool_result(outcome, "TOOL_TIMEOUT")
+        await ctx.services.hooks.after_tool_call(hooked.step_info(ctx), hooked.tool_call(call, tool), result)
         return
-    await record_result(ctx, call, outcome, wait=False)
+    await record_result(ctx, call, outcome, wait=False, tool=tool)
 
 
 async def _write(
@@ -155,6 +178,8 @@ async def _write(
     resolution: Resolution,
 ) -> None:
     await ctx.writer.settle()  # the step (and every result before) is durable before any write or confirmation
+    if not await hooked.confirmed_before(ctx, call) and await _denied(ctx, call, tool):
+        return  # denied before any confirmation was asked for
     # A write the agent's policy lets through (autonomous mode) is approved as it is proposed, and goes through
     # the ledger like any approved write: a crash mid-call never runs it silently twice.
     by_policy = not tool.needs_confirmation
@@ -164,19 +189,23 @@ async def _write(
         resolution.waiting.append(confirmation.id)
         return
     if confirmation.state not in DECIDED:
-        await record_result(ctx, call, ToolOutcome("The confirmation was cancelled.", is_error=True))
+        cancelled = ToolOutcome("The confirmation was cancelled.", is_error=True)
+        await record_result(ctx, call, cancelled, tool=tool, confirmation_id=confirmation.id)
         return
     if not by_policy:
         await announce_request(ctx, confirmation)  # no-op when written before
         await announce_decision(ctx, confirmation)
     if confirmation.state != confirmation_pb2.CONFIRMATION_STATE_APPROVED:
-        await record_result(ctx, call, rejection(confirmation), reason="REJECTED")
+        await record_result(
+            ctx, call, rejection(confirmation), reason="REJECTED", tool=tool, confirmation_id=confirmation.id
+        )
         resolution.acknowledge.append(confirmation.id)
         return
     edited = confirmation.decision.edited_arguments_json
     chosen = parse_arguments(tool, edited, ctx) if edited else arguments
     if isinstance(chosen, str):
-        await record_result(ctx, call, ToolOutcome(chosen, is_error=True), reason="INVALID_ARGUMENTS")
+        invalid = ToolOutcome(chosen, is_error=True)
+        await record_result(ctx, call, invalid, reason="INVALID_ARGUMENTS", tool=tool, confirmation_id=confirmation.id)
         resolution.acknowledge.append(confirmation.id)
         return
     with ctx.writing():  # the wall-clock limit waits for the write and its result (context.py)
@@ -191,7 +220,7 @@ async def _write(
             await announce_decision(ctx, unknown)
             resolution.acknowledge.append(unknown.id)
             outcome = await ledger.resolve_unknown(ctx, call, tool, unknown, chosen)
-        await record_result(ctx, call, outcome)
+        await record_result(ctx, call, outcome, tool=tool, confirmation_id=confirmation.id)
     resolution.acknowledge.append(confirmation.id)
 
 
@@ -226,6 +255,8 @@ async def resolve(ctx: RunContext, calls: list[content_pb2.ToolCallBlock], tools
             not_run = ToolOutcome(f"{call.name} was not run: the run reached its tool timeout.", is_error=True)
             resolution.ending.append((call, not_run, "NOT_RUN"))
         elif tool.kind == Kind.CLIENT:
+            if await _denied(ctx, call, tool):
+                continue
             requested = ev.ClientToolRequested(
                 tool_call_id=call.id, tool_name=call.name, arguments_json=call.arguments_json
             )
