@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -77,6 +77,34 @@ def _tail(path: Path | None, lines: int = 20) -> str:
     if path is None or not path.exists():
         return ""
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def model_line(listing: dict[str, Any] | None, pinned: str, pinned_by: str = "") -> str:
+    """The banner's line saying which model the default agent uses and why, from GET /api/v1/model-routes (as the
+    dev user sees it) and the route STEWARD_DEFAULT_MODEL_ROUTE pins ("" for the runtime's default, "auto")."""
+    route = pinned or "auto"
+    why = f"pinned by {pinned_by or 'STEWARD_DEFAULT_MODEL_ROUTE'}={route}" if pinned else "route auto"
+    if listing is None:
+        return f"model: unknown ({why}; the gateway did not say which model it takes)"
+    found = next((r for r in listing["routes"] if r["name"] == route), None)
+    if found is None:
+        provider, _, model = route.partition("/")
+        known = next((p for p in listing["providers"] if p["name"] == provider), None) if model else None
+        if known is None:
+            return f"model: none ({why} names no route or provider: runs fail MODEL_NOT_FOUND; docs/real-model.md)"
+        if not known["available"]:
+            return f"model: {route} ({why}; but no {provider} key is configured, so runs fail MODEL_NOT_FOUND)"
+        return f"model: {route} ({why})"
+    selected = found["selected"]
+    if selected is None:
+        return f"model: none ({why}: no key for any of its models, so runs fail MODEL_NOT_FOUND)"
+    if selected.startswith("demo/"):
+        because = why if pinned else "no provider key is configured"
+        return f"model: {selected} ({because}; answers are canned, not from a real model: see docs/real-model.md)"
+    key = {"instance": "the instance's key", "user": "the dev user's own key"}.get(found["selected_key"] or "")
+    detail = "the first provider with a key" if not pinned else ""
+    parts = [why, detail, key or "no key needed"]
+    return f"model: {selected} ({'; '.join(part for part in parts if part)})"
 
 
 class Supervisor:
@@ -279,7 +307,7 @@ class Supervisor:
         except RuntimeError as exc:
             self._say(f"steward: {exc}")
             return await self._shutdown(1)
-        self._banner(url)
+        self._banner(url, env)
         exits = {asyncio.create_task(child.process.wait()): child for child in self._children}
         stopping = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({stopping, *exits}, return_when=asyncio.FIRST_COMPLETED)
@@ -292,14 +320,24 @@ class Supervisor:
                 return await self._shutdown(1)
         return await self._shutdown(0)
 
-    def _banner(self, url: str) -> None:
+    def _model_routes(self, url: str) -> dict[str, Any] | None:
+        """What the gateway says of the model routes, as the dev user sees them; None if it cannot be asked."""
+        request = urllib.request.Request(  # noqa: S310 - our own loopback URL
+            f"{url}/api/v1/model-routes", headers={"Authorization": f"Bearer {self.dev_token}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - our own loopback URL
+                answer: dict[str, Any] = json.loads(response.read())
+                return answer
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+    def _banner(self, url: str, env: dict[str, str]) -> None:
         pids = " ".join(f"{child.name}={child.process.pid}" for child in self._children)
         self._say(f"Steward is running at {url}")
         self._say(f"dev token: {self.dev_token}")
-        if self._fake_llm:
-            self._say("model: fake-llm (a local fake OpenAI-compatible server: python -m fakes)")
-        else:
-            self._say("model: demo/offline (no provider key configured; answers are canned, not from a real model)")
+        pinned = env.get("STEWARD_DEFAULT_MODEL_ROUTE", "")
+        self._say(model_line(self._model_routes(url), pinned, "--fake-llm" if self._fake_llm else ""))
         self._say(f"data: {self._data_dir}  logs: {self._data_dir / 'logs'}")
         self._say(f"children: {pids}")
         self._say("Press Ctrl-C to stop.")

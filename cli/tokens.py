@@ -58,7 +58,7 @@ def add_parser(commands: Any) -> None:
     revoke.add_argument("id")
 
 
-def _bearer(data_dir: Path) -> str:
+def bearer(data_dir: Path) -> str:
     given = os.environ.get("STEWARD_TOKEN", "").strip()
     if given:
         return given
@@ -70,7 +70,7 @@ def _bearer(data_dir: Path) -> str:
         raise CliError(f"no token: set STEWARD_TOKEN or start the stack with `steward up` ({detail})") from None
 
 
-def _call(url: str, token: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def call(url: str, token: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     if urllib.parse.urlsplit(url).scheme not in {"http", "https"}:
         raise CliError(f"--url must be an http(s) URL, not {url!r}")
     data = json.dumps(body).encode() if body is not None else None
@@ -103,23 +103,23 @@ def run(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     """Run one `token` subcommand; 0 on success, 1 with a message on stderr otherwise."""
     out = out or sys.stdout
     try:
-        token = _bearer(args.data_dir)
+        token = bearer(args.data_dir)
         if args.action == "create":
             body: dict[str, Any] = {"label": args.label}
             if args.ttl is not None:
                 body["ttl_seconds"] = args.ttl
             if args.scopes:
                 body["scopes"] = args.scopes
-            created = _call(args.url, token, "POST", "/api/v1/tokens", body)
+            created = call(args.url, token, "POST", "/api/v1/tokens", body)
             print(f"token: {created['token']}", file=out)
             if created.get("scopes"):
                 print(f"scopes: {' '.join(created['scopes'])}", file=out)
             print(f"id: {created['id']}  (the token is shown only this once)", file=out)
         elif args.action == "list":
-            for item in _call(args.url, token, "GET", "/api/v1/tokens?page_size=500")["tokens"]:
+            for item in call(args.url, token, "GET", "/api/v1/tokens?page_size=500")["tokens"]:
                 print(_line(item), file=out)
         else:
-            revoked = _call(args.url, token, "DELETE", f"/api/v1/tokens/{urllib.parse.quote(args.id, safe='')}")
+            revoked = call(args.url, token, "DELETE", f"/api/v1/tokens/{urllib.parse.quote(args.id, safe='')}")
             print(f"revoked {revoked['id']}", file=out)
     except CliError as exc:
         print(f"steward token: {exc}", file=sys.stderr)

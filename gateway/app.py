@@ -14,7 +14,7 @@ from gateway.auth import bearer
 from gateway.mcp import endpoint as mcp_endpoint
 from gateway.middlewares import MIDDLEWARES, request_id_middleware
 from gateway.openai_api import routes as openai_routes
-from gateway.routes import budgets, confirmations, conversations, keys, ops, runs, usage
+from gateway.routes import budgets, confirmations, conversations, keys, models, ops, runs, usage
 from gateway.routes.agents import routes as agent_routes
 from gateway.routes.tokens import routes as token_routes
 from gateway.settings import GatewaySettings
@@ -47,6 +47,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.router.add_routes(confirmations.routes)
     app.router.add_routes(token_routes)
     app.router.add_routes(keys.routes)
+    app.router.add_routes(models.routes)
     app.router.add_routes(usage.routes)
     app.router.add_routes(budgets.routes)
     app.router.add_routes(openai_routes)

@@ -26,6 +26,9 @@ class GatewaySettings(CommonSettings):
     # The development token (what `make run` prints) authenticates as `dev_user_id`.
     dev_token: SecretStr
     dev_user_id: str = "dev-user"
+    # User ids, besides `dev_user_id`, who administer the instance: set, list, rotate and delete its provider keys
+    # (/api/v1/admin/keys; a scoped token also needs the `admin` scope).
+    admin_users: list[str] = Field(default_factory=list)
     # API tokens verified by the store are trusted for this long without asking again (0: always ask);
     # a revoke made through another replica takes effect here within this time.
     token_cache_seconds: float = 30.0

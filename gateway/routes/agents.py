@@ -6,7 +6,9 @@ names, each replaced whole (`approval_policy`, `limits` and `model_params`
 included). `id`, `version` and the times are read-only and ignored in bodies, so a client may send back what
 it read; any other unknown field is refused, so a misspelt one is not lost.
 The OpenAPI document (`AgentIn`, checked before the handler) gives the JSON
-types and bounds; the store checks names, patterns and lengths.
+types and bounds; the store checks names, patterns and lengths. A model route
+the provider does not know is refused here, before the store sees it (400
+MODEL_NOT_FOUND naming the routes there are; `gateway.routes.models`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from gateway import presenters
 from gateway.app_keys import CLIENTS
 from gateway.bodies import field_error, idempotency_key, json_object, model_params, page, run_limits, run_mode
+from gateway.routes.models import check_model_route
 from steward.store.v1 import agent_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 
@@ -57,6 +60,8 @@ def _agent(body: dict[str, Any], agent_id: str = "") -> tuple[agent_pb2.Agent, l
 async def create_agent(request: web.Request) -> web.Response:
     """Create an agent; an `Idempotency-Key` makes a retry return the agent instead of a second one."""
     agent, _ = _agent(await json_object(request))
+    if agent.model_route:
+        await check_model_route(request, agent.model_route)
     reply = await request.app[CLIENTS].agents.CreateAgent(
         store_pb.CreateAgentRequest(agent=agent, request_id=idempotency_key(request))
     )
@@ -90,6 +95,8 @@ async def update_agent(request: web.Request) -> web.Response:
     agent, paths = _agent(await json_object(request), request.match_info["agent_id"])
     if not paths:  # stays: "at least one of these fields" (read-only `id` may still be there) is not in the document
         raise field_error("body", f"must name at least one of {', '.join(MUTABLE)}")
+    if "model_route" in paths and agent.model_route:
+        await check_model_route(request, agent.model_route)
     reply = await request.app[CLIENTS].agents.UpdateAgent(
         store_pb.UpdateAgentRequest(agent=agent, update_mask=FieldMask(paths=paths))
     )

@@ -3,8 +3,11 @@
 A key's secret goes in once, with the put, straight to the provider service (the only holder of keys);
 no answer, log line or error of the gateway ever carries it: listings show the id, provider, label and the
 last 4 characters (none for secrets shorter than 12). Each user holds at most one key per provider, so a
-put for a provider that has a key replaces it and keeps its id. Over HTTP a user manages only their own
-keys; the instance's keys are managed by services (administrators), not through this API.
+put for a provider that has a key replaces it and keeps its id. A user manages only their own keys here.
+
+The instance's keys (used by every user who has none of their own) are managed under /api/v1/admin/keys by
+administrators only: the dev user and the users in `admin_users` (a scoped token also needs the `admin` scope).
+The gateway makes those calls as a service (`service:gateway`), which is what the provider requires for them.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ from typing import Any
 from aiohttp import web
 
 from gateway import presenters
-from gateway.app_keys import CLIENTS
+from gateway.app_keys import CLIENTS, SETTINGS
+from gateway.auth.bearer import CALLER, acting_as
 from gateway.bodies import json_object, page
+from gateway.problems import HttpError
+from steward.auth import service_principal
+from steward.errors import Reason
 from steward.provider.v1 import key_pb2
 from steward.provider.v1 import provider_service_pb2 as provider_pb
 
@@ -38,23 +45,16 @@ def key_json(key: key_pb2.ProviderKey) -> dict[str, Any]:
     }
 
 
-@routes.post("/api/v1/keys")
-async def put_key(request: web.Request) -> web.Response:
-    """Store the caller's key for a provider (`{"provider", "secret", "label"?}`), replacing the one they had for
-    that provider; 200 with the key's metadata."""
+async def _put(request: web.Request, scope: key_pb2.KeyScope.ValueType) -> web.Response:
     body = await json_object(request)  # the document bounds the secret's characters; the service its bytes
     message = provider_pb.PutKeyRequest(
-        scope=key_pb2.KEY_SCOPE_USER,
-        provider=body["provider"],
-        label=body.get("label") or "",
-        secret=body["secret"],
+        scope=scope, provider=body["provider"], label=body.get("label") or "", secret=body["secret"]
     )
     reply = await request.app[CLIENTS].provider.PutKey(message)
     return web.json_response(key_json(reply.key), headers=NO_STORE)
 
 
-@routes.get("/api/v1/keys")
-async def list_keys(request: web.Request) -> web.Response:
+async def _list(request: web.Request) -> web.Response:
     page_size, page_token = page(request)
     reply = await request.app[CLIENTS].provider.ListKeys(
         provider_pb.ListKeysRequest(page_size=page_size, page_token=page_token)
@@ -64,8 +64,50 @@ async def list_keys(request: web.Request) -> web.Response:
     )
 
 
+@routes.post("/api/v1/keys")
+async def put_key(request: web.Request) -> web.Response:
+    """Store the caller's key for a provider (`{"provider", "secret", "label"?}`), replacing the one they had for
+    that provider; 200 with the key's metadata."""
+    return await _put(request, key_pb2.KEY_SCOPE_USER)
+
+
+@routes.get("/api/v1/keys")
+async def list_keys(request: web.Request) -> web.Response:
+    return await _list(request)
+
+
 @routes.delete("/api/v1/keys/{key_id}")
 async def delete_key(request: web.Request) -> web.Response:
     """Delete one of the caller's keys; another user's key, or one already deleted, is 404 KEY_NOT_FOUND."""
     await request.app[CLIENTS].provider.DeleteKey(provider_pb.DeleteKeyRequest(id=request.match_info["key_id"]))
+    return web.Response(status=204)
+
+
+def _require_admin(request: web.Request) -> None:
+    settings = request.app[SETTINGS]
+    user_id = request[CALLER].user_id
+    if user_id != settings.dev_user_id and user_id not in settings.admin_users:
+        raise HttpError(403, Reason.PERMISSION_DENIED, "only administrators manage the instance's keys")
+
+
+@routes.post("/api/v1/admin/keys")
+async def put_instance_key(request: web.Request) -> web.Response:
+    """Set or rotate the instance's key for a provider (administrators only); 200 with its metadata."""
+    _require_admin(request)
+    with acting_as(service_principal("gateway")):
+        return await _put(request, key_pb2.KEY_SCOPE_INSTANCE)
+
+
+@routes.get("/api/v1/admin/keys")
+async def list_instance_keys(request: web.Request) -> web.Response:
+    _require_admin(request)
+    with acting_as(service_principal("gateway")):
+        return await _list(request)
+
+
+@routes.delete("/api/v1/admin/keys/{key_id}")
+async def delete_instance_key(request: web.Request) -> web.Response:
+    _require_admin(request)
+    with acting_as(service_principal("gateway")):
+        await request.app[CLIENTS].provider.DeleteKey(provider_pb.DeleteKeyRequest(id=request.match_info["key_id"]))
     return web.Response(status=204)

@@ -7,7 +7,10 @@ the whole agent loop (tools, confirmations) runs offline too:
 - when the last message holds tool results, it answers with a summary of them;
 - when the last user message names one of the offered tools (its full name, or
   the part after the last "."), it calls that tool once, with arguments built
-  from the tool's JSON Schema (required string fields get the user's text);
+  from the tool's JSON Schema: the text after the tool's name (or the whole
+  message when nothing follows it) goes to the first required string field
+  (`create_note Groceries` gives the title "Groceries", `calc 2+3*4` the
+  expression "2+3*4"); other required fields get placeholder values;
 - otherwise it answers in text.
 """
 
@@ -63,19 +66,24 @@ def _count_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
-def _tool_to_call(call: GenerateCall) -> content_pb2.ToolSpec | None:
+def _tool_to_call(call: GenerateCall) -> tuple[content_pb2.ToolSpec, str] | None:
+    """The tool the last user message names, and the text after its name (else the whole message)."""
     if not call.tools or not call.messages or call.messages[-1].role != content_pb2.ROLE_USER:
         return None
-    said = _last_user_text(call.messages).lower()
+    said = _last_user_text(call.messages).strip()
     for tool in call.tools:
-        short = tool.name.rsplit(".", 1)[-1].lower()
-        if tool.name.lower() in said or re.search(rf"\b{re.escape(short)}\b", said):
-            return tool
+        short = tool.name.rsplit(".", 1)[-1]
+        for name in (tool.name, short):
+            found = re.search(rf"(?<![\w.]){re.escape(name)}(?![\w.])", said, re.IGNORECASE)
+            if found:
+                rest = said[found.end() :].strip(" \t\n:,")
+                return tool, rest or said
     return None
 
 
 def _arguments(tool: content_pb2.ToolSpec, said: str) -> str:
-    """Arguments that satisfy the tool's schema's required fields, as far as a demo can."""
+    """Arguments that satisfy the tool's schema's required fields, as far as a demo can: the first required string
+    field gets `said`, other string fields the same (a demo cannot tell them apart)."""
     try:
         schema = json.loads(tool.input_schema_json or "{}")
     except json.JSONDecodeError:
@@ -110,13 +118,13 @@ def answer(messages: list[content_pb2.ChatMessage]) -> str:
     if messages and messages[-1].role == content_pb2.ROLE_TOOL:
         return (
             "This is Steward's offline demo model. The tools returned "
-            f"{_results_summary(messages[-1])}. Add a provider key to talk to a real model."
+            f"{_results_summary(messages[-1])}. Add a provider key to talk to a real model (docs/real-model.md)."
         )
     said = _last_user_text(messages).strip()
     quoted = said if len(said) <= 400 else said[:400] + "…"
     return (
-        "This is Steward's offline demo model: no provider key is configured, so no real model "
-        f'was called. You said: "{quoted}". Add a provider key to talk to a real model.'
+        "This is Steward's offline demo model: no real model was called (this agent's route leads to the demo "
+        f'model). You said: "{quoted}". Add a provider key to talk to a real model (docs/real-model.md).'
     )
 
 
@@ -128,9 +136,10 @@ class DemoAdapter:
 
     async def stream(self, upstream: Upstream, api_key: str, call: GenerateCall) -> AsyncIterator[pb.GenerateResponse]:
         """Stream a tool call, or the demo answer as text deltas; then usage and a finish event."""
-        tool = _tool_to_call(call)
-        if tool is not None:
-            arguments = _arguments(tool, _last_user_text(call.messages))
+        named = _tool_to_call(call)
+        if named is not None:
+            tool, said = named
+            arguments = _arguments(tool, said)
             call_id = f"demo_{hashlib.sha256(arguments.encode() + tool.name.encode()).hexdigest()[:12]}"
             yield pb.GenerateResponse(tool_call_started=pb.ToolCallStarted(index=0, id=call_id, name=tool.name))
             yield pb.GenerateResponse(

@@ -131,6 +131,24 @@ class Generator:
         """Whether a call by `owner_id` to `target` would find a key."""
         return await self._key(owner_id, target) is not None
 
+    async def select(self, owner_id: str, route: Route) -> tuple[Target, key_pb2.KeyScope.ValueType] | None:
+        """The first target of `route` a call by `owner_id` would use now, and whose key; None if none has a key."""
+        for target in route.targets:
+            key = await self._key(owner_id, target)
+            if key is not None:
+                return target, key[1]
+        return None
+
+    async def _narrowed(self, owner_id: str, route: Route) -> Route:
+        """The route a call takes: for "auto", only its first candidate with a key (never the demo model as a
+        fallback of a real provider); any other route as it is."""
+        if not route.first_with_key:
+            return route
+        selected = await self.select(owner_id, route)
+        return dataclasses.replace(
+            route, targets=[selected[0]] if selected else route.targets[-1:], first_with_key=False
+        )
+
     def worst_case_micros(self, route: Route, call: GenerateCall) -> int:
         tokens = estimate_input_tokens(call)
         return max(
@@ -146,6 +164,7 @@ class Generator:
         route = self._routes.resolve(
             request.route if target_kind == "route" else "", request.model if target_kind == "model" else ""
         )
+        route = await self._narrowed(owner_id, route)
         context = Attempt(owner_id, request.agent_id, request.run_id, request.step, request.request_id, route.name)
         reservation = await self._metering.reserve(context, self.worst_case_micros(route, call))
         tally = _Tally(context, route)

@@ -6,14 +6,16 @@ import asyncio
 import contextlib
 
 import structlog
+from pydantic import SecretStr
 
 from services.provider.adapters.anthropic_adapter import AnthropicAdapter
 from services.provider.adapters.base import Adapter
 from services.provider.adapters.openai_adapter import OpenAIAdapter
 from services.provider.db.migrate import upgrade_to_head
+from services.provider.db.models import INSTANCE_OWNER
 from services.provider.demo import DemoAdapter
 from services.provider.generate import Generator
-from services.provider.keys.base import create_key_store
+from services.provider.keys.base import KeyStore, create_key_store
 from services.provider.metering import Metering
 from services.provider.prices import PriceTable
 from services.provider.resilience import Breakers, RetryPolicy
@@ -24,6 +26,7 @@ from services.provider.timeouts import Timeouts
 from services.provider.usage import UsageQueries
 from steward.auth import verifier_for
 from steward.db import create_engine, create_sessionmaker
+from steward.errors import StewardError
 from steward.provider.v1 import provider_service_pb2 as pb
 from steward.provider.v1 import provider_service_pb2_grpc as pb_grpc
 from steward.rpc.server import GrpcServer, registration, serve_main, start_grpc_server
@@ -33,6 +36,29 @@ log = structlog.get_logger(__name__)
 
 
 RESERVATION_SWEEP_SECONDS = 60.0
+# The vendors' standard variables, taken into the key store as instance keys at start.
+ENVIRONMENT_KEYS = (("anthropic", "ANTHROPIC_API_KEY"), ("openai", "OPENAI_API_KEY"))
+
+
+async def take_environment_keys(settings: ProviderSettings, keys: KeyStore) -> list[str]:
+    """Store each vendor key set in the environment as the instance's key for its provider, when it differs from
+    the instance key there is (a changed variable rotates the key); the providers whose key was stored. A key
+    store that cannot be reached now is logged and skipped (the next start tries again); secrets are never
+    logged."""
+    stored = []
+    for provider, variable in ENVIRONMENT_KEYS:
+        value: SecretStr | None = getattr(settings, f"{provider}_api_key")
+        if value is None or not value.get_secret_value().strip():
+            continue
+        secret = value.get_secret_value().strip()
+        try:
+            if await keys.secret_for(INSTANCE_OWNER, provider) != secret:
+                await keys.put(INSTANCE_OWNER, provider, f"from ${variable}", secret)
+                stored.append(provider)
+                log.info("instance_key_from_environment", provider=provider, variable=variable)
+        except StewardError as error:
+            log.warning("instance_key_from_environment_failed", provider=provider, reason=error.reason)
+    return stored
 
 
 async def _release_expired_reservations(metering: Metering) -> None:
@@ -53,7 +79,12 @@ async def create_server(settings: ProviderSettings, address: str) -> GrpcServer:
     await upgrade_to_head(engine)
     sessions = create_sessionmaker(engine)
     keys = await create_key_store(settings, sessions)
-    routes = Routes.load(settings.routes_file)
+    await take_environment_keys(settings, keys)
+    routes = Routes.load(
+        settings.routes_file,
+        openai_compatible_base_url=settings.openai_compatible_base_url,
+        auto_models=settings.auto_route_models,
+    )
     metering = Metering(sessions)
     anthropic, openai = AnthropicAdapter(), OpenAIAdapter()
     # The SDKs import slowly (about 1.2 s for anthropic): import them now, not on the first call.

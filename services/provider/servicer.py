@@ -15,7 +15,7 @@ from services.provider.db.models import INSTANCE_OWNER
 from services.provider.generate import Generator
 from services.provider.keys.base import KeyStore, StoredKey
 from services.provider.metering import Metering
-from services.provider.routes import Routes
+from services.provider.routes import Routes, Target
 from services.provider.usage import UsageQueries, page_size
 from steward import paging
 from steward.auth import Principal, current_principal, require_service, require_user
@@ -55,6 +55,10 @@ def _key_owner(principal: Principal, scope: int) -> str:
     if scope not in (key_pb2.KEY_SCOPE_UNSPECIFIED, key_pb2.KEY_SCOPE_USER):
         raise invalid_argument("scope", "unknown key scope")
     return require_user().user_id
+
+
+def _target(target: Target) -> model_route_pb2.ModelTarget:
+    return model_route_pb2.ModelTarget(provider=target.upstream.provider, model=target.model)
 
 
 def _call(request: pb.GenerateRequest) -> GenerateCall:
@@ -137,8 +141,32 @@ class ProviderServicer(pb_grpc.ProviderServiceServicer):
         return pb.ListModelsResponse(models=models)
 
     async def ListModelRoutes(self, request: pb.ListModelRoutesRequest, context: Context) -> pb.ListModelRoutesResponse:
-        current_principal()
-        return pb.ListModelRoutesResponse(routes=self._routes.messages())
+        """Every named route and every provider, and what a call by the caller would use now."""
+        owner = current_principal().user_id
+        routes = []
+        for route in self._routes.routes():
+            primary, *fallbacks = route.targets
+            message = model_route_pb2.ModelRoute(
+                name=route.name,
+                description=route.description,
+                primary=_target(primary),
+                fallbacks=[_target(t) for t in fallbacks],
+            )
+            selected = await self._generator.select(owner, route)
+            if selected is not None:
+                message.available = True
+                message.selected.CopyFrom(_target(selected[0]))
+                message.selected_key_scope = selected[1]
+            routes.append(message)
+        providers = [
+            model_route_pb2.ModelProvider(
+                name=upstream.provider,
+                keyless=upstream.keyless,
+                available=await self._generator.has_key(owner, Target(upstream, "")),
+            )
+            for upstream in self._routes.upstreams()
+        ]
+        return pb.ListModelRoutesResponse(routes=routes, providers=providers)
 
     async def PutKey(self, request: pb.PutKeyRequest, context: Context) -> pb.PutKeyResponse:
         owner = _key_owner(current_principal(), request.scope)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 
 from steward.settings import CommonSettings
 
@@ -55,6 +55,21 @@ class ProviderSettings(CommonSettings):
     # Model routes and the price table (JSON files); empty means the built-in defaults.
     routes_file: Path | None = None
     prices_file: Path | None = None
+    # The base URL (with `/v1`) of an OpenAI-compatible server (Ollama, vLLM, llama.cpp): its models are then the
+    # routes "openai-compatible/<model>". It takes no key unless one is put for provider "openai-compatible".
+    openai_compatible_base_url: str = ""
+    # The route "auto" (the built-in default agent's): the first of these models whose provider has a key for the
+    # caller (theirs or the instance's), else the offline demo model.
+    auto_route_models: list[str] = Field(default_factory=lambda: ["anthropic/claude-sonnet-4-5", "openai/gpt-4o-mini"])
+    # The vendors' standard variables (no STEWARD_ prefix): at start, each set one is stored as the instance's key
+    # for its provider, replacing the instance key there was (so changing the variable rotates the key). Never
+    # logged; an instance key put later with `steward keys set` lasts until the next start with the variable set.
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "anthropic_api_key")
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key")
+    )
 
     @field_validator("coalesce_window")
     @classmethod

@@ -21,8 +21,10 @@ class RuntimeSettings(CommonSettings):
     # more than 5 s late, or one may fail, before the lease expires). Another replica takes a dead replica's runs
     # within `lease_seconds` + `sweep_interval` (10 s by default); a restarted replica takes its own back at once.
     lease_seconds: int = 8
-    # The model route of the built-in default agent, and of agents that name none.
-    default_model_route: str = "demo"
+    # The model route of the built-in default agent, and of agents that name none. "auto" (the provider's): the first
+    # real provider with a key for the caller (theirs or the instance's), else the offline demo model; set a route
+    # (such as "openai/gpt-4o-mini", "smart" or "demo") to pin it.
+    default_model_route: str = "auto"
     # The built-in default agent's system prompt.
     default_system_prompt: str = "You are Steward's default agent. Answer helpfully and concisely."
     # Declared but never read: a step asks for at most 4,096 output tokens (steps.MAX_OUTPUT_TOKENS), or what the

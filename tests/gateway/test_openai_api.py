@@ -217,7 +217,7 @@ async def test_client_tools_round_trip_continues_the_same_run(api: Api, stream: 
         call_id, name, arguments = tool_call.id, tool_call.function.name, tool_call.function.arguments
     assert finish == "tool_calls"
     assert name == "get_weather"
-    assert json.loads(arguments) == {"city": "What is get_weather in Zürich?"}
+    assert json.loads(arguments) == {"city": "in Zürich?"}  # the demo model passes the text after the name
     run_id = run_of(completion_id)
     assert call_id.startswith(f"call_{run_id}_")
     paused = await api.get(f"/api/v1/runs/{run_id}")

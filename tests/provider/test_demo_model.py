@@ -30,17 +30,25 @@ async def _run(call: GenerateCall) -> list[pb.GenerateResponse]:
     return [event async for event in DemoAdapter(0).stream(Upstream("demo", "anthropic"), "", call)]
 
 
-async def test_it_calls_a_tool_the_user_names_with_schema_shaped_arguments() -> None:
-    events = await _run(GenerateCall(model="offline", messages=[_user("please create a note")], tools=[NOTES]))
-    started = [e.tool_call_started for e in events if e.HasField("tool_call_started")]
-    assert [s.name for s in started] == ["notes.create"]
-    arguments = json.loads(
+def _arguments(events: list[pb.GenerateResponse]) -> object:
+    return json.loads(
         "".join(
             e.tool_call_arguments_delta.arguments_json_delta for e in events if e.HasField("tool_call_arguments_delta")
         )
     )
-    assert arguments == {"title": "please create a note", "pinned": False}
+
+
+async def test_it_calls_a_tool_the_user_names_with_schema_shaped_arguments() -> None:
+    events = await _run(GenerateCall(model="offline", messages=[_user("notes.create Groceries")], tools=[NOTES]))
+    started = [e.tool_call_started for e in events if e.HasField("tool_call_started")]
+    assert [s.name for s in started] == ["notes.create"]
+    assert _arguments(events) == {"title": "Groceries", "pinned": False}  # the text after the tool's name
     assert events[-1].finished.stop_reason == pb.STOP_REASON_TOOL_USE
+    # By its short name, with a colon; nothing after the name: the whole message.
+    said = await _run(GenerateCall(model="offline", messages=[_user("please CREATE: milk, eggs")], tools=[NOTES]))
+    assert _arguments(said) == {"title": "milk, eggs", "pinned": False}
+    alone = await _run(GenerateCall(model="offline", messages=[_user("create")], tools=[NOTES]))
+    assert _arguments(alone) == {"title": "create", "pinned": False}
 
 
 async def test_it_answers_from_tool_results_and_otherwise_in_text() -> None:

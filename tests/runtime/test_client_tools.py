@@ -44,7 +44,7 @@ async def test_a_client_tool_round_trip(running: World) -> None:
     messages = await running.messages(paused)
     (call,) = [b.tool_call for b in messages[-1].content if b.HasField("tool_call")]
     assert call.name == "client.get_weather"
-    assert json.loads(call.arguments_json) == {"city": "What is get_weather in Zürich?"}
+    assert json.loads(call.arguments_json) == {"city": "in Zürich?"}
 
     result = content_pb2.ToolResultBlock(tool_call_id=call.id, content="Sunny, 21 °C")
     await submit(running, run.id, result)

@@ -116,7 +116,7 @@ async def test_the_preview_of_a_write_shows_the_tool_and_its_arguments(notes: Wo
     confirmation = await notes.pending_confirmation(run.id)
     assert confirmation.tool_name == "notes.create_note"
     arguments = json.loads(confirmation.arguments_json)
-    assert arguments == {"title": "create_note Shopping list"}  # what the demo model proposed
+    assert arguments == {"title": "Shopping list"}  # what the demo model proposed
 
     preview = confirmation.preview
     assert preview.kind == confirmation_pb2.PREVIEW_KIND_JSON

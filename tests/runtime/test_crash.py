@@ -262,7 +262,7 @@ async def test_killed_while_paused_a_decision_made_meanwhile_resumes_the_run(cra
     ended = await user.wait(run.id)
     assert ended.state == run_pb2.RUN_STATE_COMPLETED, ended
     [write] = user.applied_writes(approved.id)
-    assert write.arguments == {"title": "create_note Holidays"}
+    assert write.arguments == {"title": "Holidays"}
     names = kinds(await whole_log(user, run.id, follower))
     assert "step_restarted" not in names  # a paused run holds nothing: it is resumed, not taken over
     assert (names.count("run_paused"), names.count("run_resumed")) == (1, 1), names

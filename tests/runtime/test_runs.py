@@ -59,7 +59,7 @@ async def test_an_approved_write_happens_once_and_the_run_completes(notes: World
     assert ended.state == run_pb2.RUN_STATE_COMPLETED, ended
     writes = notes.applied_writes()[before:]
     assert [w.idempotency_key for w in writes] == [confirmation.id]  # exactly once, keyed by the confirmation
-    assert writes[0].arguments["title"] == "create_note Groceries"
+    assert writes[0].arguments["title"] == "Groceries"  # the text after the tool's name
     kinds = await notes.events(run.id)
     for kind in ("confirmation_requested", "run_paused", "run_resumed", "confirmation_decided", "tool_call_finished"):
         assert kind in kinds, kinds

@@ -21,6 +21,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
 
 REPO = Path(__file__).resolve().parents[2]
@@ -202,6 +203,9 @@ def settings_of(found: SettingsClass) -> list[Setting]:
         name = statement.target.id
         field: FieldInfo = cls.model_fields[name]
         env = f"{prefix}{name}".upper()
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):  # a variable of its own, such as the vendors' OPENAI_API_KEY
+            env = str(alias.choices[0]).upper()
         mine, group = notes.get(name, ("", ""))
         description, source = next(
             (text, where)

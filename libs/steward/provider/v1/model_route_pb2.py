@@ -22,19 +22,22 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from steward.provider.v1 import key_pb2 as steward_dot_provider_dot_v1_dot_key__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%steward/provider/v1/model_route.proto\x12\x13steward.provider.v1\".\n\x0bModelTarget\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\x97\x01\n\nModelRoute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x31\n\x07primary\x18\x03 \x01(\x0b\x32 .steward.provider.v1.ModelTarget\x12\x33\n\tfallbacks\x18\x04 \x03(\x0b\x32 .steward.provider.v1.ModelTarget\"\xcd\x01\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x1d\n\x15\x63ontext_window_tokens\x18\x04 \x01(\x05\x12\x19\n\x11max_output_tokens\x18\x05 \x01(\x05\x12\x16\n\x0esupports_tools\x18\x06 \x01(\x08\x12\x1a\n\x12supports_reasoning\x18\x07 \x01(\x08\x12\x14\n\x0coffline_demo\x18\x08 \x01(\x08\x12\x11\n\tavailable\x18\t \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%steward/provider/v1/model_route.proto\x12\x13steward.provider.v1\x1a\x1dsteward/provider/v1/key.proto\".\n\x0bModelTarget\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\x99\x02\n\nModelRoute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x31\n\x07primary\x18\x03 \x01(\x0b\x32 .steward.provider.v1.ModelTarget\x12\x33\n\tfallbacks\x18\x04 \x03(\x0b\x32 .steward.provider.v1.ModelTarget\x12\x11\n\tavailable\x18\x05 \x01(\x08\x12\x32\n\x08selected\x18\x06 \x01(\x0b\x32 .steward.provider.v1.ModelTarget\x12\x39\n\x12selected_key_scope\x18\x07 \x01(\x0e\x32\x1d.steward.provider.v1.KeyScope\"A\n\rModelProvider\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07keyless\x18\x02 \x01(\x08\x12\x11\n\tavailable\x18\x03 \x01(\x08\"\xcd\x01\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x1d\n\x15\x63ontext_window_tokens\x18\x04 \x01(\x05\x12\x19\n\x11max_output_tokens\x18\x05 \x01(\x05\x12\x16\n\x0esupports_tools\x18\x06 \x01(\x08\x12\x1a\n\x12supports_reasoning\x18\x07 \x01(\x08\x12\x14\n\x0coffline_demo\x18\x08 \x01(\x08\x12\x11\n\tavailable\x18\t \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'steward.provider.v1.model_route_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELTARGET']._serialized_start=62
-  _globals['_MODELTARGET']._serialized_end=108
-  _globals['_MODELROUTE']._serialized_start=111
-  _globals['_MODELROUTE']._serialized_end=262
-  _globals['_MODEL']._serialized_start=265
-  _globals['_MODEL']._serialized_end=470
+  _globals['_MODELTARGET']._serialized_start=93
+  _globals['_MODELTARGET']._serialized_end=139
+  _globals['_MODELROUTE']._serialized_start=142
+  _globals['_MODELROUTE']._serialized_end=423
+  _globals['_MODELPROVIDER']._serialized_start=425
+  _globals['_MODELPROVIDER']._serialized_end=490
+  _globals['_MODEL']._serialized_start=493
+  _globals['_MODEL']._serialized_end=698
 # @@protoc_insertion_point(module_scope)

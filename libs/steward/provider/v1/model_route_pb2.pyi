@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from steward.provider.v1 import key_pb2 as _key_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -59,17 +60,37 @@ class ModelRoute(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     PRIMARY_FIELD_NUMBER: _builtins.int
     FALLBACKS_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    SELECTED_FIELD_NUMBER: _builtins.int
+    SELECTED_KEY_SCOPE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The route name, unique in the deployment, such as "fast"."""
     description: _builtins.str
     """What the route is for, written for people choosing one."""
+    available: _builtins.bool
+    """True when a call by the caller would find a target to use now: one whose
+    provider has the caller's key, an instance key, or needs none.
+    """
+    selected_key_scope: _key_pb2.KeyScope.ValueType
+    """Whose key the selected target would use: KEY_SCOPE_USER (the caller's),
+    KEY_SCOPE_INSTANCE, or KEY_SCOPE_UNSPECIFIED for a provider that needs none.
+    """
     @_builtins.property
     def primary(self) -> Global___ModelTarget:
         """The target tried first."""
 
     @_builtins.property
     def fallbacks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelTarget]:
-        """The targets tried in order when the primary fails before sending any content."""
+        """The targets tried in order when the primary fails before sending any content.
+        For the "auto" route these are further candidates, not fallbacks: a call
+        uses only the first target whose provider has a key for the caller.
+        """
+
+    @_builtins.property
+    def selected(self) -> Global___ModelTarget:
+        """The target a call by the caller would try first now (the first with a
+        key); unset when none is available.
+        """
 
     def __init__(
         self,
@@ -78,14 +99,53 @@ class ModelRoute(_message.Message):
         description: _builtins.str = ...,
         primary: Global___ModelTarget | None = ...,
         fallbacks: _abc.Iterable[Global___ModelTarget] | None = ...,
+        available: _builtins.bool = ...,
+        selected: Global___ModelTarget | None = ...,
+        selected_key_scope: _key_pb2.KeyScope.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["primary", b"primary"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["primary", b"primary", "selected", b"selected"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "fallbacks", b"fallbacks", "name", b"name", "primary", b"primary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "description", b"description", "fallbacks", b"fallbacks", "name", b"name", "primary", b"primary", "selected", b"selected", "selected_key_scope", b"selected_key_scope"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelRoute: _TypeAlias = ModelRoute  # noqa: Y015
+
+@_typing.final
+class ModelProvider(_message.Message):
+    """ModelProvider is a configured upstream: "provider/model" names any of its
+    models directly as a model route.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KEYLESS_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The provider name, such as "anthropic", "openai", "openai-compatible" or
+    an operator-named upstream such as "ollama".
+    """
+    keyless: _builtins.bool
+    """True when calls need no key (a local server, the demo model)."""
+    available: _builtins.bool
+    """True when the caller can call it now: a key of the caller's or the
+    instance's exists, or it needs none.
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        keyless: _builtins.bool = ...,
+        available: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "keyless", b"keyless", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelProvider: _TypeAlias = ModelProvider  # noqa: Y015
 
 @_typing.final
 class Model(_message.Message):

@@ -505,18 +505,26 @@ class ListModelRoutesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ROUTES_FIELD_NUMBER: _builtins.int
+    PROVIDERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def routes(self) -> _containers.RepeatedCompositeFieldContainer[_model_route_pb2.ModelRoute]:
-        """The routes, ordered by name."""
+        """The routes, ordered by name, with their availability to the caller."""
+
+    @_builtins.property
+    def providers(self) -> _containers.RepeatedCompositeFieldContainer[_model_route_pb2.ModelProvider]:
+        """The providers whose models a route may name directly as
+        "provider/model", ordered by name.
+        """
 
     def __init__(
         self,
         *,
         routes: _abc.Iterable[_model_route_pb2.ModelRoute] | None = ...,
+        providers: _abc.Iterable[_model_route_pb2.ModelProvider] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["routes", b"routes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["providers", b"providers", "routes", b"routes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -162,10 +162,11 @@ class ProviderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListModelRoutes(self, request, context):
-        """ListModelRoutes lists the deployment's model routes. The list is small and
-        returned whole.
+        """ListModelRoutes lists the deployment's model routes and providers, with
+        their availability to the caller. The list is small and returned whole.
 
-        Errors: UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID).
+        Errors: UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID);
+        UNAVAILABLE (SECRETS_BACKEND_UNAVAILABLE) when key availability cannot be read.
 
         Read-only and idempotent.
         """

@@ -87,10 +87,11 @@ class ProviderServiceStub:
     Read-only and idempotent.
     """
     ListModelRoutes: _grpc.UnaryUnaryMultiCallable[_provider_service_pb2.ListModelRoutesRequest, _provider_service_pb2.ListModelRoutesResponse]
-    """ListModelRoutes lists the deployment's model routes. The list is small and
-    returned whole.
+    """ListModelRoutes lists the deployment's model routes and providers, with
+    their availability to the caller. The list is small and returned whole.
 
-    Errors: UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID).
+    Errors: UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID);
+    UNAVAILABLE (SECRETS_BACKEND_UNAVAILABLE) when key availability cannot be read.
 
     Read-only and idempotent.
     """
@@ -235,10 +236,11 @@ class ProviderServiceAsyncStub(ProviderServiceStub):
     Read-only and idempotent.
     """
     ListModelRoutes: _aio.UnaryUnaryMultiCallable[_provider_service_pb2.ListModelRoutesRequest, _provider_service_pb2.ListModelRoutesResponse]  # type: ignore[assignment]
-    """ListModelRoutes lists the deployment's model routes. The list is small and
-    returned whole.
+    """ListModelRoutes lists the deployment's model routes and providers, with
+    their availability to the caller. The list is small and returned whole.
 
-    Errors: UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID).
+    Errors: UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID);
+    UNAVAILABLE (SECRETS_BACKEND_UNAVAILABLE) when key availability cannot be read.
 
     Read-only and idempotent.
     """
@@ -398,10 +400,11 @@ class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _provider_service_pb2.ListModelRoutesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_provider_service_pb2.ListModelRoutesResponse, _abc.Awaitable[_provider_service_pb2.ListModelRoutesResponse]]:
-        """ListModelRoutes lists the deployment's model routes. The list is small and
-        returned whole.
+        """ListModelRoutes lists the deployment's model routes and providers, with
+        their availability to the caller. The list is small and returned whole.
 
-        Errors: UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID).
+        Errors: UNAUTHENTICATED (PRINCIPAL_MISSING, PRINCIPAL_INVALID);
+        UNAVAILABLE (SECRETS_BACKEND_UNAVAILABLE) when key availability cannot be read.
 
         Read-only and idempotent.
         """
