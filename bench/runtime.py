@@ -43,6 +43,7 @@ from services.runtime import server as runtime_server
 from services.runtime.agents import AgentSpec
 from services.runtime.hooks import Hook, ModelRequest, StepInfo
 from services.runtime.settings import RuntimeSettings
+from services.runtime.tools.model import Proposal
 from services.runtime.tools.registry_toolbox import toolbox_from_settings
 from services.runtime.tools.toolbox import Toolbox, ToolInfo, ToolOutcome
 from services.store.db.run_rows import TERMINAL_EVENT_KINDS
@@ -133,6 +134,11 @@ class TimedToolbox:
             return await self._inner.call(tool, arguments, key=key, time_limit=time_limit)
         finally:
             self._clock.tools[run_id, self._clock.step.get(run_id, 0)] += time.perf_counter() - started
+
+    async def propose(
+        self, tool: ToolInfo, arguments: dict[str, object], *, time_limit: float
+    ) -> Proposal | str | None:
+        return await self._inner.propose(tool, arguments, time_limit=time_limit)
 
 
 def step_samples(run_id: str, called: float, events: list[ev.RunEvent], clock: StepClock) -> dict[str, float]:

@@ -14,7 +14,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from steward.common.v1 import content_pb2, limits_pb2, usage_pb2
-from steward.confirm.v1 import confirmation_pb2
+from steward.confirm.v1 import audit_event_pb2, confirmation_pb2
 from steward.store.v1 import agent_pb2, conversation_pb2, run_event_pb2, run_pb2
 
 
@@ -200,6 +200,35 @@ def event_json(event: run_event_pb2.RunEvent) -> tuple[str, dict[str, Any]]:
     }
 
 
+def preview_json(preview: confirmation_pb2.Preview) -> dict[str, Any]:
+    return {
+        "kind": _enum(confirmation_pb2.PreviewKind.Name(preview.kind), "PREVIEW_KIND_"),
+        "title": preview.title,
+        "content": preview.content,
+    }
+
+
+def audit_event_json(event: audit_event_pb2.AuditEvent) -> dict[str, Any]:
+    """One audit event: what happened, who did it, and what was shown and decided (null where the kind has none)."""
+    return {
+        "id": event.id,
+        "confirmation_id": event.confirmation_id,
+        "run_id": event.run_id,
+        "kind": _enum(audit_event_pb2.AuditEventKind.Name(event.kind), "AUDIT_EVENT_KIND_"),
+        "actor": event.actor or None,
+        "surface": _enum(confirmation_pb2.Surface.Name(event.surface), "SURFACE_"),
+        "reason": event.reason or None,
+        "create_time": time_json(event.create_time),
+        "preview": preview_json(event.preview) if event.HasField("preview") else None,
+        "decision_schema": _arguments(event.decision_schema_json) if event.decision_schema_json else None,
+        "arguments": _arguments(event.arguments_json) if event.arguments_json else None,
+        "arguments_hash": event.arguments_hash or None,
+        "decision": _arguments(event.decision_json) if event.decision_json else None,
+        "edited_arguments": _arguments(event.edited_arguments_json) if event.edited_arguments_json else None,
+        "edited_arguments_hash": event.edited_arguments_hash or None,
+    }
+
+
 def confirmation_json(confirmation: confirmation_pb2.Confirmation) -> dict[str, Any]:
     decision = confirmation.decision
     decided = confirmation.HasField("decision")
@@ -211,12 +240,9 @@ def confirmation_json(confirmation: confirmation_pb2.Confirmation) -> dict[str, 
         "tool_name": confirmation.tool_name,
         "arguments": _arguments(confirmation.arguments_json),
         "arguments_hash": confirmation.arguments_hash,
-        "preview": {
-            "kind": _enum(confirmation_pb2.PreviewKind.Name(confirmation.preview.kind), "PREVIEW_KIND_"),
-            "title": confirmation.preview.title,
-            "content": confirmation.preview.content,
-        },
+        "preview": preview_json(confirmation.preview),
         "decision_schema": _arguments(confirmation.decision_schema_json),
+        "decision_arguments": list(confirmation.decision_arguments),
         "kind": _enum(confirmation_pb2.ConfirmationKind.Name(confirmation.kind), "CONFIRMATION_KIND_"),
         "related_confirmation_id": confirmation.related_confirmation_id or None,
         "state": _enum(confirmation_pb2.ConfirmationState.Name(confirmation.state), "CONFIRMATION_STATE_"),

@@ -37,7 +37,9 @@ def confirmation_notice(run_id: str, pending: list[run_event_pb2.ConfirmationReq
             + (f", before {request.expire_time.ToJsonString()}." if request.HasField("expire_time") else "."),
         ]
         if request.preview:
-            lines.insert(1, f"Preview:\n{request.preview}")
+            heading = f"Preview ({request.preview_title})" if request.preview_title else "Preview"
+            shown = f"```diff\n{request.preview}\n```" if request.preview_kind == "diff" else request.preview
+            lines.insert(1, f"{heading}:\n{shown}")
         parts.append("\n".join(lines))
     footer = (
         f"(Steward run `{run_id}` is paused. Once you have decided, send any message here to get the rest of "

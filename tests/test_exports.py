@@ -40,6 +40,7 @@ EXPORTS: dict[str, list[str]] = {
         "verifier_for",
     ],
     "steward.canonical": ["arguments_hash", "canonical", "canonical_json", "parse", "sha256_hex"],
+    "steward.decision_schemas": ["DRAFT_2020_12", "MAX_SCHEMA_LENGTH", "decision_schema_problem"],
     "steward.client": [
         "AsyncClient",
         "AuthenticationError",

@@ -26,6 +26,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
 
+from examples.notes_mcp import proposals
 from examples.notes_mcp import store as notes
 from examples.notes_mcp.store import KeyReuseError, NotesStore, Outcome
 
@@ -53,6 +54,15 @@ _DELAY = {
 }
 
 
+_HUNKS = {
+    "type": "array",
+    "items": {"type": "integer", "minimum": 1},
+    "minItems": 1,
+    "uniqueItems": True,
+    "description": "Apply only these hunks of the body's change (1-based, as numbered in the proposal's diff).",
+}
+
+
 def _object(properties: dict[str, Any], required: list[str], **extra: Any) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": required, "additionalProperties": False, **extra}
 
@@ -68,6 +78,11 @@ def _read(name: str, description: str, schema: dict[str, Any]) -> _Spec:
     return _Spec(types.Tool(name=name, description=description, input_schema=schema, annotations=annotations), None)
 
 
+def _proposer(write: str, schema: dict[str, Any]) -> _Spec:
+    """The read-only companion that proposes `write` (the same arguments; docs/proposals.md)."""
+    return _read(f"propose_{write}", f"What {write} would do with these arguments, changing nothing.", schema)
+
+
 def _write(
     name: str,
     description: str,
@@ -76,11 +91,24 @@ def _write(
     *,
     destructive: bool,
     idempotent: bool,
+    meta: dict[str, Any] | None = None,
 ) -> _Spec:
     annotations = types.ToolAnnotations(
         read_only_hint=False, destructive_hint=destructive, idempotent_hint=idempotent, open_world_hint=False
     )
-    return _Spec(types.Tool(name=name, description=description, input_schema=schema, annotations=annotations), write)
+    # Steward's proposal convention: the companion that proposes this write, and how it may be decided.
+    meta = {proposals.PROPOSAL_TOOL_META_KEY: f"propose_{name}", **(meta or {})}
+    tool = types.Tool(name=name, description=description, input_schema=schema, annotations=annotations, _meta=meta)
+    return _Spec(tool, write)
+
+
+_CREATE_SCHEMA = _object({"title": _TITLE, "body": _BODY, "tags": _TAGS, "delay_seconds": _DELAY}, ["title"])
+_UPDATE_SCHEMA = _object(
+    {"id": _NOTE_ID, "title": _TITLE, "body": _BODY, "tags": _TAGS, "hunks": _HUNKS, "delay_seconds": _DELAY},
+    ["id"],
+    anyOf=[{"required": ["title"]}, {"required": ["body"]}, {"required": ["tags"]}],
+)
+_DELETE_SCHEMA = _object({"id": _NOTE_ID, "delay_seconds": _DELAY}, ["id"])
 
 
 SPECS: dict[str, _Spec] = {
@@ -106,31 +134,35 @@ SPECS: dict[str, _Spec] = {
         _write(
             "create_note",
             "Create a note. Each call creates a new note.",
-            _object({"title": _TITLE, "body": _BODY, "tags": _TAGS, "delay_seconds": _DELAY}, ["title"]),
+            _CREATE_SCHEMA,
             notes.create_note,
             destructive=False,
             idempotent=False,
         ),
         _write(
             "update_note",
-            "Replace a note's title, body or tags (at least one). Repeating a call changes nothing more.",
-            _object(
-                {"id": _NOTE_ID, "title": _TITLE, "body": _BODY, "tags": _TAGS, "delay_seconds": _DELAY},
-                ["id"],
-                anyOf=[{"required": ["title"]}, {"required": ["body"]}, {"required": ["tags"]}],
-            ),
+            "Replace a note's title, body or tags (at least one). Repeating a call changes nothing more. With "
+            "hunks, only those hunks of the body's change apply.",
+            _UPDATE_SCHEMA,
             notes.update_note,
             destructive=True,
             idempotent=True,
+            meta={
+                proposals.DECISION_SCHEMA_META_KEY: proposals.HUNKS_DECISION_SCHEMA,
+                proposals.DECISION_ARGUMENTS_META_KEY: ["hunks"],
+            },
         ),
         _write(
             "delete_note",
             "Delete a note. Deleting a note that does not exist succeeds with deleted=false.",
-            _object({"id": _NOTE_ID, "delay_seconds": _DELAY}, ["id"]),
+            _DELETE_SCHEMA,
             notes.delete_note,
             destructive=True,
             idempotent=True,
         ),
+        _proposer("create_note", _CREATE_SCHEMA),
+        _proposer("update_note", _UPDATE_SCHEMA),
+        _proposer("delete_note", _DELETE_SCHEMA),
     )
 }
 _VALIDATORS = {name: Draft202012Validator(spec.tool.input_schema) for name, spec in SPECS.items()}
@@ -166,6 +198,12 @@ def _read_tool(store: NotesStore, name: str, args: dict[str, Any]) -> Outcome:
         if note is None:
             return Outcome(structured={"error": f"note {args['id']} not found"}, is_error=True)
         return Outcome(structured={"note": note})
+    if name == "propose_create_note":
+        return Outcome(structured=proposals.propose_create(args))
+    if name == "propose_update_note":
+        return Outcome(structured=proposals.propose_update(store.get_note(args["id"]), args))
+    if name == "propose_delete_note":
+        return Outcome(structured=proposals.propose_delete(store.get_note(args["id"]), args["id"]))
     writes = store.applied_writes(args.get("after_seq", 0), args.get("limit", 1000))
     return Outcome(
         structured={

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from examples.notes_mcp.proposals import apply_hunks
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notes (
     id TEXT PRIMARY KEY,
@@ -234,6 +236,8 @@ def update_note(arguments: dict[str, Any]) -> Apply:
             return Outcome(structured={"error": f"note {arguments['id']} not found"}, is_error=True)
         note = _note(row)
         changed: dict[str, Any] = {field: arguments[field] for field in ("title", "body", "tags") if field in arguments}
+        if "body" in changed and "hunks" in arguments:  # only the chosen hunks of the body's change
+            changed["body"] = apply_hunks(note["body"], changed["body"], arguments["hunks"])
         if any(note[field] != value for field, value in changed.items()):
             note.update(changed, updated_at=_now())
             conn.execute(

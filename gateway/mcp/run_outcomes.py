@@ -61,7 +61,9 @@ def notice(pending: list[confirmation_pb2.Confirmation]) -> str:
         arguments = json.dumps(presenters.confirmation_json(confirmation)["arguments"], ensure_ascii=False)
         lines = [f"The agent wants to call `{confirmation.tool_name}` with {arguments}."]
         if confirmation.preview.content:
-            lines.append(f"Preview:\n{confirmation.preview.content}")
+            title = confirmation.preview.title
+            lines.append(f"Preview ({title}):\n" if title else "Preview:\n")
+            lines[-1] += confirmation.preview.content
         until = presenters.time_json(confirmation.expire_time)
         lines.append(
             f"It waits for a person's decision on confirmation `{confirmation.id}`: ask them, then call "

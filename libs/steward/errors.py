@@ -249,7 +249,9 @@ _HTTP_STATUS_BY_REASON: dict[str, int] = {
 
 
 def http_status_for(code: grpc.StatusCode, reason: str = "") -> int:
-    """The HTTP status for a gRPC status code and, for FAILED_PRECONDITION, its reason."""
+    """The HTTP status for a gRPC status code and, for FAILED_PRECONDITION and DECISION_INVALID, its reason."""
     if code == grpc.StatusCode.FAILED_PRECONDITION and reason in _HTTP_STATUS_BY_REASON:
         return _HTTP_STATUS_BY_REASON[reason]
+    if code == grpc.StatusCode.INVALID_ARGUMENT and reason == Reason.DECISION_INVALID:
+        return 422  # a well-formed request whose decision the confirmation's decision schema refuses
     return _HTTP_STATUS.get(code, 500)

@@ -12,6 +12,7 @@ allows, a decision is also checked for the contract's shape after validation.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import lru_cache
 from typing import Any
@@ -28,13 +29,12 @@ from services.confirm.db.models import ConfirmationRow
 from services.confirm.validation import CALLER_SURFACES, MAX_REASON_LENGTH, NUL, json_object
 from steward import canonical
 from steward.confirm.v1 import confirmation_pb2
+from steward.decision_schemas import DRAFT_2020_12, MAX_SCHEMA_LENGTH, decision_schema_problem
 from steward.errors import StewardError, failed_precondition, invalid_argument
 
-MAX_SCHEMA_LENGTH = 64 * 1024
 MAX_DECISION_LENGTH = 256 * 1024
 _MESSAGE_LENGTH = 300
 
-DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 DEFAULT_DECISION_SCHEMA: dict[str, Any] = {
     "$schema": DRAFT_2020_12,
     "type": "object",
@@ -55,18 +55,9 @@ def decision_schema(text: str) -> str:
     if not text:
         return DEFAULT_DECISION_SCHEMA_JSON
     field = "decision_schema_json"
-    schema = json_object(text, field, MAX_SCHEMA_LENGTH)
-    if schema.get("$schema", DRAFT_2020_12) not in (DRAFT_2020_12, DRAFT_2020_12 + "#"):
-        raise invalid_argument(field, f'decision_schema_json must be draft 2020-12 ("$schema": "{DRAFT_2020_12}")')
-    if _remote_reference(schema):
-        raise invalid_argument(field, "decision_schema_json may only use local references ($ref starting with #)")
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        message = f"decision_schema_json is not a draft 2020-12 schema: {_short(exc.message)}"
-        raise invalid_argument(field, message) from exc
-    if _validator(text).is_valid({}):
-        raise invalid_argument(field, 'decision_schema_json must require "outcome"')
+    problem = decision_schema_problem(json_object(text, field, MAX_SCHEMA_LENGTH))
+    if problem is not None:
+        raise invalid_argument(field, f"decision_schema_json {problem}")
     return text
 
 
@@ -164,24 +155,31 @@ def _arguments_validator(schema_text: str) -> Any:
     return cls(schema, format_checker=cls.FORMAT_CHECKER, registry=Registry())
 
 
-def _remote_reference(value: Any) -> bool:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in ("$ref", "$dynamicRef") and not (isinstance(item, str) and item.startswith("#")):
-                return True
-            if _remote_reference(item):
-                return True
-    elif isinstance(value, list):
-        return any(_remote_reference(item) for item in value)
-    return False
-
-
 def _invalid(message: str) -> StewardError:
     return StewardError(grpc.StatusCode.INVALID_ARGUMENT, "DECISION_INVALID", message)
 
 
 def _short(text: str) -> str:
     return text if len(text) <= _MESSAGE_LENGTH else text[: _MESSAGE_LENGTH - 1] + "…"
+
+
+def with_decision_arguments(row: ConfirmationRow, decision_json: str, decision: Decision) -> Decision:
+    """An approval with the confirmation's decision arguments set in the arguments to execute: the edited (or
+    proposed) arguments, with each decision argument the decision gives set to its value. They are then the
+    decision's edited arguments, checked against the tool's input schema like any edit, executed and audited."""
+    if not row.decision_arguments_json or decision.outcome != confirmation_pb2.DECISION_OUTCOME_APPROVE:
+        return decision
+    given = canonical.parse(decision_json)
+    chosen = {name: given[name] for name in json.loads(row.decision_arguments_json) if name in given}
+    if not chosen:
+        return decision
+    arguments = canonical.parse(decision.edited_arguments_json or row.arguments_json)
+    arguments.update(chosen)
+    return dataclasses.replace(
+        decision,
+        edited_arguments_json=canonical.canonical(arguments),
+        edited_arguments_hash=canonical.sha256_hex(arguments),
+    )
 
 
 def judge(row: ConfirmationRow, request: DecideRequest) -> Verdict:
@@ -204,6 +202,7 @@ def judge(row: ConfirmationRow, request: DecideRequest) -> Verdict:
         decision = parse_decision(row.decision_schema_json, request.decision_json)
         if decision.edited_arguments_json and row.kind == confirmation_pb2.CONFIRMATION_KIND_OUTCOME_UNKNOWN:
             raise edits_refused()
+        decision = with_decision_arguments(row, request.decision_json, decision)
         check_edited_arguments(row.arguments_schema_json, decision)
     except StewardError as refused:
         return _refuse(request, refused)

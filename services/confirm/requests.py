@@ -16,6 +16,8 @@ from steward.errors import invalid_argument
 PREVIEW_KINDS = frozenset(
     {confirmation_pb2.PREVIEW_KIND_TEXT, confirmation_pb2.PREVIEW_KIND_JSON, confirmation_pb2.PREVIEW_KIND_DIFF}
 )
+MAX_DECISION_ARGUMENTS = 32
+RESERVED_DECISION_PROPERTIES = frozenset({"outcome", "reason", "edited_arguments"})
 CONFIRMATION_KINDS = frozenset(
     {confirmation_pb2.CONFIRMATION_KIND_TOOL_WRITE, confirmation_pb2.CONFIRMATION_KIND_OUTCOME_UNKNOWN}
 )
@@ -36,6 +38,7 @@ def new_confirmation(
     preview = _preview(request)
     schema = decision_schema(request.decision_schema_json)
     tool_schema = arguments_schema(request.arguments_schema_json)  # not in request_hash: see the proto
+    decision_arguments = _decision_arguments(request, schema, tool_schema)
     if request.kind not in CONFIRMATION_KINDS:
         raise invalid_argument("kind", "kind must be TOOL_WRITE or OUTCOME_UNKNOWN")
     related = v.plain_text(request.related_confirmation_id, "related_confirmation_id", v.MAX_ID_LENGTH)
@@ -63,6 +66,8 @@ def new_confirmation(
         "ttl": [request.ttl.seconds, request.ttl.nanos],
         "approved_by_policy": request.approved_by_policy,
     }
+    if decision_arguments:  # only when given, so the hash of a request without them is what it always was
+        asked["decision_arguments"] = list(decision_arguments)
     return NewConfirmation(
         request_id=request_id,
         request_hash=canonical.sha256_hex(asked),
@@ -81,7 +86,30 @@ def new_confirmation(
         lease_epoch=epoch,
         actor=actor,
         approved_by_policy=request.approved_by_policy,
+        decision_arguments=decision_arguments,
     )
+
+
+def _decision_arguments(request: pb.CreateConfirmationRequest, schema_text: str, tool_schema: str) -> tuple[str, ...]:
+    """The decision schema's properties that become arguments when approved (see the proto)."""
+    names = tuple(request.decision_arguments)
+    if not names:
+        return ()
+    field = "decision_arguments"
+    if not request.decision_schema_json or not tool_schema:
+        message = "decision_arguments needs a custom decision_schema_json and arguments_schema_json"
+        raise invalid_argument(field, message)
+    if len(names) > MAX_DECISION_ARGUMENTS or len(set(names)) != len(names):
+        raise invalid_argument(field, f"decision_arguments must be at most {MAX_DECISION_ARGUMENTS} distinct names")
+    declared = json.loads(schema_text).get("properties")
+    for name in names:
+        v.plain_text(name, field, v.MAX_ID_LENGTH)
+        if name in RESERVED_DECISION_PROPERTIES:
+            raise invalid_argument(field, f"decision_arguments may not name {name!r}: it is part of every decision")
+        if not isinstance(declared, dict) or name not in declared:
+            message = f"decision_arguments names {name!r}, which the decision schema does not declare"
+            raise invalid_argument(field, message)
+    return names
 
 
 def _preview(request: pb.CreateConfirmationRequest) -> confirmation_pb2.Preview:

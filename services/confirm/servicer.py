@@ -27,6 +27,7 @@ from services.confirm.principals import (
 from steward import paging
 from steward.confirm.v1 import confirm_service_pb2 as pb
 from steward.confirm.v1 import confirm_service_pb2_grpc as pb_grpc
+from steward.errors import invalid_argument
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -75,7 +76,13 @@ class ConfirmationServicer(pb_grpc.ConfirmationServiceServicer):
 
     async def GetConfirmation(self, request: pb.GetConfirmationRequest, context: Context) -> pb.GetConfirmationResponse:
         principal = require_person()
-        confirmation = await self._confirmations.get(principal.user_id, v.require_id(request.id, "id"))
+        if request.request_id and request.id:
+            raise invalid_argument("request_id", "name a confirmation by id or by request_id, not both")
+        if request.request_id:
+            request_id = v.plain_text(request.request_id, "request_id", v.MAX_REQUEST_ID_LENGTH)
+            confirmation = await self._confirmations.get(principal.user_id, "", request_id=request_id)
+        else:
+            confirmation = await self._confirmations.get(principal.user_id, v.require_id(request.id, "id"))
         return pb.GetConfirmationResponse(confirmation=confirmation)
 
     async def ListConfirmations(

@@ -139,7 +139,7 @@ async def test_a_decision_of_the_wrong_schema_changes_nothing(
     live: Live, shared: tuple[Json, Json], body: object, reason: str
 ) -> None:
     before = await live.snapshot(*shared)
-    assert await live.refused(shared[1], body) == (400, reason)
+    assert await live.refused(shared[1], body) == (422 if reason == "DECISION_INVALID" else 400, reason)
     assert await live.snapshot(*shared) == before
     assert before[1]["state"] == "paused"
 
@@ -196,7 +196,7 @@ async def test_edited_arguments_outside_the_tool_schema_are_refused(live: Live) 
     for edited in ({"title": 5}, {}, {"title": "ok", "body": ["not", "a", "string"]}):  # title: a required string
         body = {"decision": {"outcome": "approve", "edited_arguments": edited}}
         status, _, answer = await live.call("POST", _decision(confirmation), body)
-        assert (status, answer.get("reason")) == (400, "DECISION_INVALID"), answer
+        assert (status, answer.get("reason")) == (422, "DECISION_INVALID"), answer
         assert "input schema" in answer["detail"]
         assert await live.snapshot(run, confirmation) == before
     # The person fixes the edit: it is accepted, and the edited arguments are what is applied, once.

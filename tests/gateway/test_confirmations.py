@@ -60,9 +60,9 @@ async def test_a_pending_confirmation_is_listed_and_decided_once(
 @pytest.mark.parametrize(
     ("body", "status", "reason"),
     [
-        ({"decision": {"outcome": "maybe"}}, 400, "DECISION_INVALID"),
-        ({"decision": {"outcome": "approve", "extra": 1}}, 400, "DECISION_INVALID"),
-        ({"decision": {"outcome": "approve", "edited_arguments": "not an object"}}, 400, "DECISION_INVALID"),
+        ({"decision": {"outcome": "maybe"}}, 422, "DECISION_INVALID"),
+        ({"decision": {"outcome": "approve", "extra": 1}}, 422, "DECISION_INVALID"),
+        ({"decision": {"outcome": "approve", "edited_arguments": "not an object"}}, 422, "DECISION_INVALID"),
         ({"decision": "approve"}, 400, "INVALID_ARGUMENT"),
         ({"decision": {"outcome": "approve"}, "expected_arguments_hash": "0" * 64}, 400, "ARGUMENTS_MISMATCH"),
     ],

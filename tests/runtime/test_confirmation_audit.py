@@ -110,7 +110,7 @@ async def test_the_audit_trail_of_each_run_and_of_the_user(notes: World) -> None
         assert await trail(someone_else, **filters) == [], filters
 
 
-async def test_the_preview_of_a_write_shows_the_tool_and_its_arguments(notes: World) -> None:
+async def test_the_preview_of_a_write_is_the_tools_proposal(notes: World) -> None:
     run = await notes.start_run("create_note Shopping list")
     await notes.wait(run.id, paused=True)
     confirmation = await notes.pending_confirmation(run.id)
@@ -118,10 +118,10 @@ async def test_the_preview_of_a_write_shows_the_tool_and_its_arguments(notes: Wo
     arguments = json.loads(confirmation.arguments_json)
     assert arguments == {"title": "Shopping list"}  # what the demo model proposed
 
-    preview = confirmation.preview
-    assert preview.kind == confirmation_pb2.PREVIEW_KIND_JSON
-    assert "notes.create_note" in preview.title
-    assert json.loads(preview.content) == arguments
+    preview = confirmation.preview  # the notes server's companion proposes the new note as text
+    assert preview.kind == confirmation_pb2.PREVIEW_KIND_TEXT
+    assert preview.title == "Create the note 'Shopping list'"
+    assert preview.content == "Shopping list\n\ntags: (none)\n\n"
 
     # The run's client-facing log shows the same proposal.
     stream = notes.runs.StreamRunEvents(store_pb.StreamRunEventsRequest(run_id=run.id), metadata=notes.user)
@@ -136,6 +136,7 @@ async def test_the_preview_of_a_write_shows_the_tool_and_its_arguments(notes: Wo
     assert (event.confirmation_id, event.tool_name) == (confirmation.id, "notes.create_note")
     assert json.loads(event.arguments_json) == arguments
     assert event.preview == preview.content
+    assert (event.preview_kind, event.preview_title) == ("text", preview.title)
 
     await notes.runtime.CancelRun(runtime_pb.CancelRunRequest(id=run.id), metadata=notes.user)
     assert (await notes.wait(run.id)).state == run_pb2.RUN_STATE_CANCELLED

@@ -66,7 +66,8 @@ class StewardAPIError(StewardClientError):
 
 
 class BadRequestError(StewardAPIError):
-    """400: a malformed request (`INVALID_ARGUMENT` naming the field, `MALFORMED_JSON`, a failed precondition)."""
+    """400: a malformed request (`INVALID_ARGUMENT` naming the field, `MALFORMED_JSON`, a failed precondition); 422: a
+    decision the confirmation's decision schema refuses (`DECISION_INVALID`)."""
 
 
 class AuthenticationError(StewardAPIError):
@@ -108,6 +109,7 @@ _BY_STATUS: dict[int, type[StewardAPIError]] = {
     404: NotFoundError,
     409: ConflictError,
     410: CursorExpiredError,
+    422: BadRequestError,
     429: RateLimitedError,
     503: UnavailableError,
 }

@@ -1,4 +1,9 @@
-"""The audit trail: one append-only event per change or refused decision, written in the change's transaction."""
+"""The audit trail: one append-only event per change or refused decision, written in the change's transaction.
+
+An event is self-contained: CREATED keeps the proposal as it will be shown (preview, decision schema, arguments and
+their hash), DECIDED keeps it again with the decision made on it (the decision, the arguments to execute and their
+hash), so what a person saw stays bound to what they decided even when read event by event.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.confirm.db import convert
 from services.confirm.db.database import Database
 from services.confirm.db.models import AuditEventRow, ConfirmationRow
-from steward import paging
+from steward import canonical, paging
 from steward.confirm.v1 import audit_event_pb2, confirmation_pb2
 
 # An event's seq is unique: it is the whole key.
@@ -27,21 +32,39 @@ def record(
     surface: confirmation_pb2.Surface.ValueType,
     reason: str,
     now: datetime,
+    decision_json: str = "",
+    arguments_hash: str = "",
 ) -> None:
-    """Add an audit event about `confirmation` to the session's transaction."""
-    session.add(
-        AuditEventRow(
-            id=str(uuid.uuid4()),
-            user_id=confirmation.user_id,
-            confirmation_id=confirmation.id,
-            run_id=confirmation.run_id,
-            kind=kind,
-            actor=actor,
-            surface=surface,
-            reason=reason,
-            create_time=now,
-        )
+    """Add an audit event about `confirmation` to the session's transaction. CREATED and DECIDED events take what was
+    shown (and DECIDED what was decided) from the confirmation; `decision_json` is a refused decision's text,
+    `arguments_hash` the hash of the arguments an execution runs."""
+    row = AuditEventRow(
+        id=str(uuid.uuid4()),
+        user_id=confirmation.user_id,
+        confirmation_id=confirmation.id,
+        run_id=confirmation.run_id,
+        kind=kind,
+        actor=actor,
+        surface=surface,
+        reason=reason,
+        create_time=now,
+        decision_json=decision_json,
+        arguments_hash=arguments_hash,
     )
+    if kind in (audit_event_pb2.AUDIT_EVENT_KIND_CREATED, audit_event_pb2.AUDIT_EVENT_KIND_DECIDED):
+        row.preview_kind = confirmation.preview_kind
+        row.preview_title = confirmation.preview_title
+        row.preview_content = confirmation.preview_content
+        row.decision_schema_json = confirmation.decision_schema_json
+        row.arguments_hash = confirmation.arguments_hash
+    if kind == audit_event_pb2.AUDIT_EVENT_KIND_CREATED:
+        row.arguments_json = confirmation.arguments_json
+    if kind == audit_event_pb2.AUDIT_EVENT_KIND_DECIDED:
+        row.decision_json = confirmation.decision_json
+        row.edited_arguments_json = confirmation.edited_arguments_json
+        if confirmation.edited_arguments_json:
+            row.edited_arguments_hash = canonical.sha256_hex(canonical.parse(confirmation.edited_arguments_json))
+    session.add(row)
 
 
 class AuditRepository:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -56,6 +57,8 @@ class NewConfirmation:
     lease_epoch: int
     actor: str
     approved_by_policy: bool = False
+    # The decision schema's properties that become arguments when approved (Confirmation.decision_arguments).
+    decision_arguments: tuple[str, ...] = ()
 
 
 class ConfirmationRepository:
@@ -116,10 +119,21 @@ class ConfirmationRepository:
             self._db.notifier.notify()
         return convert.confirmation_message(row)
 
-    async def get(self, user_id: str, confirmation_id: str) -> confirmation_pb2.Confirmation:
-        """The user's confirmation, expired first when it is overdue."""
+    async def get(self, user_id: str, confirmation_id: str, *, request_id: str = "") -> confirmation_pb2.Confirmation:
+        """The user's confirmation (by id, or by the request_id it was created with), expired first when it is
+        overdue."""
         async with self._db.reads() as session, session.begin():
-            row = await session.scalar(self._owned(user_id, confirmation_id))
+            if request_id:
+                row = await session.scalar(
+                    select(ConfirmationRow).where(
+                        ConfirmationRow.user_id == user_id, ConfirmationRow.request_id == request_id
+                    )
+                )
+                if row is None:
+                    raise confirmation_not_found(f"of request {request_id}")
+                confirmation_id = row.id
+            else:
+                row = await session.scalar(self._owned(user_id, confirmation_id))
         if row is None:
             raise confirmation_not_found(confirmation_id)
         now = timeutil.now()
@@ -242,6 +256,7 @@ class ConfirmationRepository:
             preview_content=new.preview.content,
             decision_schema_json=new.decision_schema_json,
             arguments_schema_json=new.arguments_schema_json,
+            decision_arguments_json=json.dumps(list(new.decision_arguments)) if new.decision_arguments else "",
             kind=new.kind,
             related_confirmation_id=new.related_confirmation_id,
             state=PENDING,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from services.confirm.db.models import AuditEventRow, ConfirmationRow, ExecutionRow
 from steward.confirm.v1 import audit_event_pb2, confirmation_pb2, execution_pb2
 from steward.timeutil import timestamp
@@ -30,6 +32,7 @@ def confirmation_message(row: ConfirmationRow) -> confirmation_pb2.Confirmation:
         update_time=timestamp(row.update_time),
         expire_time=timestamp(row.expire_time),
         acknowledge_time=timestamp(row.acknowledge_time),
+        decision_arguments=json.loads(row.decision_arguments_json) if row.decision_arguments_json else [],
     )
     if row.decide_time is not None:
         message.decision.CopyFrom(
@@ -47,7 +50,7 @@ def confirmation_message(row: ConfirmationRow) -> confirmation_pb2.Confirmation:
 
 
 def audit_event_message(row: AuditEventRow) -> audit_event_pb2.AuditEvent:
-    return audit_event_pb2.AuditEvent(
+    message = audit_event_pb2.AuditEvent(
         id=row.id,
         confirmation_id=row.confirmation_id,
         run_id=row.run_id,
@@ -56,7 +59,18 @@ def audit_event_message(row: AuditEventRow) -> audit_event_pb2.AuditEvent:
         surface=row.surface,
         reason=row.reason,
         create_time=timestamp(row.create_time),
+        decision_schema_json=row.decision_schema_json,
+        arguments_json=row.arguments_json,
+        arguments_hash=row.arguments_hash,
+        decision_json=row.decision_json,
+        edited_arguments_json=row.edited_arguments_json,
+        edited_arguments_hash=row.edited_arguments_hash,
     )
+    if row.preview_kind:
+        message.preview.CopyFrom(
+            confirmation_pb2.Preview(kind=row.preview_kind, title=row.preview_title, content=row.preview_content)
+        )
+    return message
 
 
 def execution_message(row: ExecutionRow) -> execution_pb2.Execution:

@@ -20,10 +20,11 @@ from services.confirm.db.confirmations import confirmation_not_found
 from services.confirm.db.database import Database
 from services.confirm.db.models import ConfirmationRow
 from services.confirm.db.publish import expire, overdue, publish
-from steward import timeutil
+from steward import canonical, timeutil
 from steward.confirm.v1 import audit_event_pb2, confirmation_pb2
 from steward.errors import StewardError
 
+MAX_REFUSED_DECISION_LENGTH = 256 * 1024  # a longer refused decision is not kept in its audit event
 _STATE_FOR = {
     confirmation_pb2.DECISION_OUTCOME_APPROVE: confirmation_pb2.CONFIRMATION_STATE_APPROVED,
     confirmation_pb2.DECISION_OUTCOME_REJECT: confirmation_pb2.CONFIRMATION_STATE_REJECTED,
@@ -131,4 +132,15 @@ class DecisionRepository:
             surface=verdict.surface,
             reason=verdict.refusal.reason if verdict.refusal is not None else "",
             now=now,
+            decision_json=_json_or_empty(request.decision_json),
         )
+
+
+def _json_or_empty(text: str) -> str:
+    """A refused decision's text, canonical, when it is JSON of a sane size (a refusal may be for either)."""
+    if len(text) > MAX_REFUSED_DECISION_LENGTH:
+        return ""
+    try:
+        return canonical.canonical(canonical.parse(text))
+    except ValueError:
+        return ""

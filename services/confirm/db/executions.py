@@ -90,7 +90,9 @@ class ExecutionRepository:
                 start_time=now,
             )
             session.add(entry)
-            self._audit(session, confirmation, audit_event_pb2.AUDIT_EVENT_KIND_EXECUTION_STARTED, actor, now)
+            self._audit(
+                session, confirmation, audit_event_pb2.AUDIT_EVENT_KIND_EXECUTION_STARTED, actor, now, approved_hash
+            )
         return convert.execution_message(entry), True
 
     async def finish(self, user_id: str, confirmation_id: str, finish: Finish) -> execution_pb2.Execution:
@@ -160,9 +162,12 @@ class ExecutionRepository:
         kind: audit_event_pb2.AuditEventKind.ValueType,
         actor: str,
         now: datetime,
+        arguments_hash: str = "",
     ) -> None:
         surface = confirmation_pb2.SURFACE_GRPC
-        audit.record(session, confirmation, kind, actor=actor, surface=surface, reason="", now=now)
+        audit.record(
+            session, confirmation, kind, actor=actor, surface=surface, reason="", now=now, arguments_hash=arguments_hash
+        )
 
 
 def _approved_hash(confirmation: ConfirmationRow) -> str:

@@ -53,6 +53,8 @@ class ConfirmationRow(Base):
     decision_schema_json: Mapped[str] = mapped_column(Text)
     # The tool's input schema, which edited arguments must satisfy; "" for none.
     arguments_schema_json: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # The decision schema's properties that become arguments when approved, as a JSON array; "" for none.
+    decision_arguments_json: Mapped[str] = mapped_column(Text, default="", server_default="")
     kind: Mapped[confirmation_pb2.ConfirmationKind.ValueType] = mapped_column(Integer)
     related_confirmation_id: Mapped[str] = mapped_column(String(64), default="")
     state: Mapped[confirmation_pb2.ConfirmationState.ValueType] = mapped_column(Integer)
@@ -134,6 +136,16 @@ class AuditEventRow(Base):
     surface: Mapped[confirmation_pb2.Surface.ValueType] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(Text, default="")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # What was shown and what was decided (see AuditEvent): set for the kinds that carry them, "" (0) otherwise.
+    preview_kind: Mapped[confirmation_pb2.PreviewKind.ValueType] = mapped_column(Integer, default=0, server_default="0")
+    preview_title: Mapped[str] = mapped_column(Text, default="", server_default="")
+    preview_content: Mapped[str] = mapped_column(Text, default="", server_default="")
+    decision_schema_json: Mapped[str] = mapped_column(Text, default="", server_default="")
+    arguments_json: Mapped[str] = mapped_column(Text, default="", server_default="")
+    arguments_hash: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    decision_json: Mapped[str] = mapped_column(Text, default="", server_default="")
+    edited_arguments_json: Mapped[str] = mapped_column(Text, default="", server_default="")
+    edited_arguments_hash: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
     __table_args__ = (
         Index("ix_confirmation_audit_events_user_seq", "user_id", "seq"),

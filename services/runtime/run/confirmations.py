@@ -4,6 +4,13 @@ them (acknowledged once consumed, cancelled when the run ends).
 A write's confirmation is idempotent by "<run id>/<tool call id>/write" (or ".../policy" when the agent's policy
 approves it), so a resumed run finds the one it made before. Its announcements are appended once per key across
 claims (`append_once`), so a resumed run does not announce twice.
+
+What the person is shown (ADR 0017): the tool's proposal when it makes one (Toolbox.propose: its code, a companion
+tool, a template), else its arguments as JSON; and the tool's decision schema, else the default. A proposal is made
+once: a resumed run looks its confirmation up by request id first (a proposal made again could differ, and the
+request would then conflict). A proposal that cannot be made (the companion fails, times out, answers nonsense)
+never blocks the question: the JSON preview is shown, its title saying why. A policy-approved write is shown to
+nobody, so no proposal is made for it.
 """
 
 from __future__ import annotations
@@ -14,17 +21,24 @@ from datetime import timedelta
 import structlog
 
 from services.runtime.run.context import RunContext, Services
+from services.runtime.tools.model import PreviewKind
 from services.runtime.tools.toolbox import ToolInfo, ToolOutcome
 from steward.common.v1 import content_pb2
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirmation_pb2
-from steward.errors import StewardError
+from steward.errors import Reason, StewardError
 from steward.store.v1 import run_event_pb2 as ev
 from steward.store.v1 import store_service_pb2 as store_pb
 
 log = structlog.get_logger(__name__)
 
 MAX_ARGUMENTS_SCHEMA = 64 * 1024  # CreateConfirmationRequest.arguments_schema_json's limit, in characters
+MAX_TITLE = 500  # Preview.title's limit, in characters
+PREVIEW_KINDS = {
+    PreviewKind.TEXT: confirmation_pb2.PREVIEW_KIND_TEXT,
+    PreviewKind.JSON: confirmation_pb2.PREVIEW_KIND_JSON,
+    PreviewKind.DIFF: confirmation_pb2.PREVIEW_KIND_DIFF,
+}
 DECIDED = (
     confirmation_pb2.CONFIRMATION_STATE_APPROVED,
     confirmation_pb2.CONFIRMATION_STATE_REJECTED,
@@ -42,13 +56,79 @@ async def confirmation_for(
 ) -> confirmation_pb2.Confirmation:
     """The confirmation for a write call: created the first time, found again after that; `by_policy` when the
     agent's policy approves it (created approved, so the write still goes through the ledger)."""
-    preview = confirmation_pb2.Preview(
+    request_id = f"{ctx.run_id}/{call.id}/{'policy' if by_policy else 'write'}"
+    preview = json_preview(tool.name, arguments)
+    schema, decision_arguments = ("", ()) if by_policy else (tool.decision_schema_json, tool.decision_arguments)
+    if tool.proposes and not by_policy:
+        made_before = await _made_before(ctx, request_id)
+        if made_before is not None:
+            return made_before
+        proposal = await ctx.services.toolbox.propose(tool, arguments, time_limit=ctx.limits.tool_timeout)
+        if isinstance(proposal, str):
+            log.warning("proposal_not_made", tool=tool.name, problem=proposal)
+            preview.title = f"{tool.name} wants to make a change (no proposal: {proposal})"[:MAX_TITLE]
+        elif proposal is not None:
+            preview = confirmation_pb2.Preview(
+                kind=PREVIEW_KINDS[proposal.kind], content=proposal.content, title=proposal.title or preview.title
+            )
+            if proposal.decision_schema is not None:
+                schema = json.dumps(proposal.decision_schema, ensure_ascii=False)
+    arguments_schema = tool.input_schema_json if len(tool.input_schema_json) <= MAX_ARGUMENTS_SCHEMA else ""
+    request = _create_request(ctx, call, tool, arguments, request_id, preview, by_policy=by_policy)
+    request.arguments_schema_json = arguments_schema
+    request.decision_schema_json = schema
+    if schema and arguments_schema:  # only the names this call's schema declares
+        declared = json.loads(schema).get("properties") or {}
+        request.decision_arguments.extend(name for name in decision_arguments if name in declared)
+    try:
+        reply = await ctx.services.confirm.CreateConfirmation(request)
+    except StewardError as error:
+        custom = schema or preview.kind != confirmation_pb2.PREVIEW_KIND_JSON
+        if error.reason not in (Reason.INVALID_ARGUMENT, Reason.TOO_LARGE) or not custom:
+            raise
+        # What the tool declared was refused (the runtime checks it first, so this is a mismatch of rules): ask with
+        # the JSON preview and the default decision schema rather than fail the run.
+        log.warning("proposal_refused", tool=tool.name, detail=error.message)
+        request = _create_request(ctx, call, tool, arguments, request_id, json_preview(tool.name, arguments))
+        request.arguments_schema_json = arguments_schema
+        request.preview.title = f"{tool.name} wants to make a change (its proposal was refused: {error.message})"[
+            :MAX_TITLE
+        ]
+        reply = await ctx.services.confirm.CreateConfirmation(request)
+    return reply.confirmation
+
+
+def json_preview(tool_name: str, arguments: dict[str, object]) -> confirmation_pb2.Preview:
+    """The default preview: the arguments, as formatted JSON."""
+    return confirmation_pb2.Preview(
         kind=confirmation_pb2.PREVIEW_KIND_JSON,
-        title=f"{tool.name} wants to make a change",
+        title=f"{tool_name} wants to make a change",
         content=json.dumps(arguments, indent=2, ensure_ascii=False),
     )
+
+
+async def _made_before(ctx: RunContext, request_id: str) -> confirmation_pb2.Confirmation | None:
+    try:
+        reply = await ctx.services.confirm.GetConfirmation(confirm_pb.GetConfirmationRequest(request_id=request_id))
+    except StewardError as error:
+        if error.reason == Reason.CONFIRMATION_NOT_FOUND:
+            return None
+        raise
+    return reply.confirmation
+
+
+def _create_request(
+    ctx: RunContext,
+    call: content_pb2.ToolCallBlock,
+    tool: ToolInfo,
+    arguments: dict[str, object],
+    request_id: str,
+    preview: confirmation_pb2.Preview,
+    *,
+    by_policy: bool = False,
+) -> confirm_pb.CreateConfirmationRequest:
     request = confirm_pb.CreateConfirmationRequest(
-        request_id=f"{ctx.run_id}/{call.id}/{'policy' if by_policy else 'write'}",
+        request_id=request_id,
         approved_by_policy=by_policy,
         run_id=ctx.run_id,
         conversation_id=ctx.run.conversation_id,
@@ -56,16 +136,14 @@ async def confirmation_for(
         tool_name=tool.name,
         arguments_json=json.dumps(arguments, ensure_ascii=False),
         preview=preview,
-        # Edited arguments are checked against it when decided; a schema over the contract's limit is not sent (the
-        # edit is still checked here before the write runs, parse_arguments).
-        arguments_schema_json=tool.input_schema_json if len(tool.input_schema_json) <= MAX_ARGUMENTS_SCHEMA else "",
         kind=confirmation_pb2.CONFIRMATION_KIND_TOOL_WRITE,
         lease_epoch=ctx.epoch,
     )
+    # arguments_schema_json (set by the caller): edited arguments are checked against it when decided; a schema over
+    # the contract's limit is not sent (the edit is still checked here before the write runs, parse_arguments).
     if ctx.services.settings.confirmation_ttl > 0:
         request.ttl.FromTimedelta(timedelta(seconds=ctx.services.settings.confirmation_ttl))
-    reply = await ctx.services.confirm.CreateConfirmation(request)
-    return reply.confirmation
+    return request
 
 
 async def announce_request(ctx: RunContext, confirmation: confirmation_pb2.Confirmation) -> None:
@@ -78,6 +156,9 @@ async def announce_request(ctx: RunContext, confirmation: confirmation_pb2.Confi
         preview=confirmation.preview.content,
         decision_schema_json=confirmation.decision_schema_json,
         expire_time=confirmation.expire_time,
+        preview_kind=confirmation_pb2.PreviewKind.Name(confirmation.preview.kind).removeprefix("PREVIEW_KIND_").lower(),
+        preview_title=confirmation.preview.title,
+        decision_arguments=confirmation.decision_arguments,
     )
     await append_once(ctx, ev.RunEvent(step=ctx.step_count, confirmation_requested=requested), confirmation.id)
 

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.runtime.tools.classify import ToolHints
 from services.runtime.tools.config import Trust
-from services.runtime.tools.model import ToolCallStatus, ToolDefinition, ToolResult
+from services.runtime.tools.model import Proposal, ToolCallStatus, ToolDefinition, ToolResult
 
 MAX_EXPRESSION_LENGTH = 500
 MAX_NODES = 200
@@ -115,12 +115,18 @@ def _format(value: Number) -> str:
 # The tools.
 
 BuiltinHandler = Callable[[Mapping[str, Any]], ToolResult]
+BuiltinProposer = Callable[[Mapping[str, Any]], Proposal]
 
 
 @dataclass(frozen=True)
 class BuiltinTool:
+    """A tool run in-process. A write built-in may declare its proposal in code: `propose` makes it from the
+    arguments (an exception falls back to the JSON preview), and `definition.proposal` holds its decision schema
+    and decision arguments (ProposalSpec; ADR 0017). The shipped built-ins are reads, which are never proposed."""
+
     definition: ToolDefinition
     handler: BuiltinHandler
+    propose: BuiltinProposer | None = None
 
 
 def _calc(arguments: Mapping[str, Any]) -> ToolResult:

@@ -13,6 +13,10 @@ A YAML file, for example:
         trust: trusted
         idempotency_keys: true       # it applies a write once per idempotency key (trusted servers only)
         tools: [list_notes, read_note, create_note]   # optional allow-list; fnmatch patterns allowed
+        proposals:                   # optional: how writes are proposed and decided (docs/proposals.md)
+          create_note:
+            title: "New note: {title}"
+            template: "{title}\n\n{body}"
       search:
         transport: http
         url: https://mcp.example.com/mcp
@@ -36,6 +40,8 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from steward.decision_schemas import decision_schema_problem
 
 SERVER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 RESERVED_SERVER_NAMES = frozenset({"time", "calc", "client", "builtin", "steward"})
@@ -62,6 +68,33 @@ class _Base(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ProposalConfig(_Base):
+    """How one write tool of the server is proposed and decided, for tools that declare neither (it wins over what a
+    tool's `_meta` declares). `{name}` in `title` and `template` is the argument `name`."""
+
+    companion: str | None = Field(default=None, min_length=1)
+    """The server's own name of a read-only tool, called with the write's arguments, that answers the proposal."""
+    title: str = Field(default="", max_length=500)
+    template: str = Field(default="", max_length=10_000)
+    """A text proposal, used when there is no companion (or it fails: then the JSON preview)."""
+    decision_schema: dict[str, Any] | None = None
+    """The decision JSON Schema (draft 2020-12); it must require "outcome"."""
+    decision_arguments: tuple[str, ...] = ()
+    """Properties of `decision_schema` whose values, when approved, become the tool's arguments of that name."""
+
+    @model_validator(mode="after")
+    def _usable(self) -> Any:
+        if self.decision_schema is not None and (problem := decision_schema_problem(self.decision_schema)):
+            raise ValueError(f"decision_schema {problem}")
+        if self.decision_arguments and self.decision_schema is None:
+            raise ValueError("decision_arguments needs a decision_schema")
+        declared = (self.decision_schema or {}).get("properties") or {}
+        for name in self.decision_arguments:
+            if name in ("outcome", "reason", "edited_arguments") or name not in declared:
+                raise ValueError(f"decision_arguments: {name!r} must be a property the decision_schema declares")
+        return self
+
+
 class _ServerBase(_Base):
     trust: Trust = Trust.UNTRUSTED
     tools: tuple[str, ...] | None = None
@@ -75,6 +108,8 @@ class _ServerBase(_Base):
     (a repeat replays the first result), whatever the tool's `idempotentHint` says (that hint is about repeating the
     same arguments without a key). Every write of the server may then be repeated with its key: a write a crash left
     started, a call its server's restart cut off (ADR 0008, 0016). Only for a trusted server."""
+    proposals: dict[str, ProposalConfig] = Field(default_factory=dict)
+    """Per tool (the server's own name): how its writes are proposed and decided (ADR 0017)."""
 
     @model_validator(mode="after")
     def _keys_need_trust(self) -> Any:

@@ -34,6 +34,7 @@ from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
+from services.runtime.tools import proposals
 from services.runtime.tools.classify import ToolHints, matches
 from services.runtime.tools.config import ServerConfig, ToolsConfig
 from services.runtime.tools.model import ToolCallStatus, ToolDefinition, ToolResult
@@ -238,7 +239,10 @@ class McpServerConnection:
             cursor = page.next_cursor
             if cursor is None:
                 break
-        self._tools = tuple(d for tool in listed if (d := self._definition(tool)) is not None)
+        found = [d for tool in listed if (d := self._definition(tool)) is not None]
+        # A proposal companion is for the runtime, not the model: it is not offered (ADR 0017).
+        companions = {d.proposal.companion for d in found if d.proposal is not None}
+        self._tools = tuple(d for d in found if d.remote_name not in companions)
 
     def _definition(self, tool: types.Tool) -> ToolDefinition | None:
         if self.config.tools is not None and not matches(tool.name, self.config.tools):
@@ -248,8 +252,10 @@ class McpServerConnection:
         except SchemaError as exc:
             log.warning("mcp_tool_schema_invalid", server=self.name, tool=tool.name, error=exc.message)
             return None
+        qualified = f"{self.name}.{tool.name}"
+        declared = proposals.spec_from_meta(tool.meta, self.config.trust, qualified)
         return ToolDefinition(
-            name=f"{self.name}.{tool.name}",
+            name=qualified,
             description=tool.description or tool.title or tool.name,
             input_schema=tool.input_schema,
             hints=_hints(tool.annotations),
@@ -257,6 +263,7 @@ class McpServerConnection:
             server=self.name,
             remote_name=tool.name,
             honours_keys=self.config.idempotency_keys,
+            proposal=proposals.merged(self.config.proposals.get(tool.name), declared),
         )
 
     async def _refresh(self, client: Client, generation: int) -> bool:

@@ -11,6 +11,42 @@ from services.runtime.tools.classify import Reason, ToolHints, ToolKind
 from services.runtime.tools.config import Trust
 
 
+class PreviewKind(StrEnum):
+    """How a proposal is shown: as plain text, formatted JSON, or a unified diff."""
+
+    TEXT = "text"
+    JSON = "json"
+    DIFF = "diff"
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What a write will do, shown to the person asked to confirm it (docs/proposals.md)."""
+
+    kind: PreviewKind
+    content: str
+    title: str = ""
+    decision_schema: Mapping[str, Any] | None = None
+    """This call's own decision schema (e.g. an enum of its hunks); None keeps the tool's declared one."""
+
+
+@dataclass(frozen=True)
+class ProposalSpec:
+    """How a write tool asks to be confirmed, declared in code (built-ins), by the tool's `_meta` (MCP) or by the
+    operator's tools config; the operator's wins. Every field is optional; a tool with none gets the default."""
+
+    companion: str | None = None
+    """MCP: the server's own name of a read-only tool called with the write's arguments to make the proposal."""
+    decision_schema: Mapping[str, Any] | None = None
+    """The decision JSON Schema (draft 2020-12, requiring "outcome"); None for the default."""
+    decision_arguments: tuple[str, ...] = ()
+    """Properties of the decision schema whose values, when approved, become the tool's arguments of that name."""
+    title: str = ""
+    """Config: the proposal's title, `{name}` replaced by the argument `name`."""
+    template: str = ""
+    """Config: a text proposal, `{name}` replaced by the argument `name` (used when there is no companion)."""
+
+
 @dataclass(frozen=True)
 class ToolDefinition:
     """A tool as its source declares it, before any agent's policy: built-in or listed by an MCP server."""
@@ -27,6 +63,8 @@ class ToolDefinition:
     """The name the server knows the tool by (the built-in's name for built-ins)."""
     honours_keys: bool = False
     """The server is configured to apply a write once per idempotency key (`idempotency_keys`; trusted only)."""
+    proposal: ProposalSpec | None = None
+    """How the tool's writes are proposed and decided; None for the default (its arguments as JSON)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +82,8 @@ class ToolDescriptor:
     destructive: bool
     reason: Reason
     server: str | None
+    proposal: ProposalSpec | None = None
+    """How its writes are proposed and decided; None for the default."""
 
 
 class ToolCallStatus(StrEnum):

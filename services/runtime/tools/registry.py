@@ -12,6 +12,7 @@ the agent may not use, or that no source offers, is refused as `UNKNOWN_TOOL` wi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,10 +22,19 @@ from jsonschema.validators import validator_for
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 
+from services.runtime.tools import proposals
 from services.runtime.tools.builtin import BUILTINS, BuiltinTool
 from services.runtime.tools.classify import AgentPolicy, classify, matches
 from services.runtime.tools.mcp_client import McpClientManager
-from services.runtime.tools.model import ArgumentError, ToolCallStatus, ToolDefinition, ToolDescriptor, ToolResult
+from services.runtime.tools.model import (
+    ArgumentError,
+    PreviewKind,
+    Proposal,
+    ToolCallStatus,
+    ToolDefinition,
+    ToolDescriptor,
+    ToolResult,
+)
 
 MAX_PROBLEMS = 5
 
@@ -97,6 +107,44 @@ class ToolRegistry:
             definition.remote_name, arguments, idempotency_key=idempotency_key, timeout=timeout
         )
 
+    def proposes(self, name: str) -> bool:
+        """The tool's proposal is made (by its code, a companion or a template), not its arguments shown."""
+        builtin = self._builtins.get(name)
+        if builtin is not None:
+            return builtin.propose is not None
+        spec = self.definitions()[name].proposal if name in self.definitions() else None
+        return spec is not None and (spec.companion is not None or bool(spec.template))
+
+    async def propose(
+        self,
+        definition: ToolDefinition,
+        arguments: Mapping[str, Any],
+        *,
+        timeout: float,  # noqa: ASYNC109 - a companion's call is bounded like any other
+    ) -> Proposal | str | None:
+        """The proposal of a write with valid arguments (ADR 0017): from its built-in's code, its companion tool or
+        the operator's text template; why it could not be made (the caller falls back to the JSON preview); or None
+        when the tool declares no proposal."""
+        spec = definition.proposal
+        builtin = self._builtins.get(definition.name)
+        made: Proposal | str | None = None
+        if builtin is not None and builtin.propose is not None:
+            try:
+                made = builtin.propose(arguments)
+            except Exception as exc:  # noqa: BLE001 - a proposer's failure must not block the question
+                made = f"the proposal failed: {type(exc).__name__}: {exc}"[:300]
+        elif spec is not None and spec.companion is not None:
+            if self._mcp is None or definition.server is None or definition.server not in self._mcp.servers:
+                return f"MCP server {definition.server!r} is not configured"
+            connection = self._mcp.servers[definition.server]
+            result = await connection.call(spec.companion, arguments, idempotency_key=None, timeout=timeout)
+            made = proposals.from_result(result, definition.name)
+        elif spec is not None and spec.template:
+            made = Proposal(kind=PreviewKind.TEXT, content=proposals.render(spec.template, arguments))
+        if isinstance(made, Proposal) and not made.title and spec is not None and spec.title:
+            made = dataclasses.replace(made, title=proposals.render(spec.title, arguments)[: proposals.MAX_TITLE])
+        return made
+
 
 class AgentToolset:
     """The tools one agent may use, classified by its policy."""
@@ -125,6 +173,7 @@ class AgentToolset:
             destructive=decision.destructive,
             reason=decision.reason,
             server=definition.server,
+            proposal=definition.proposal,
         )
 
     def list(self) -> list[ToolDescriptor]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -13,10 +14,14 @@ from services.runtime.settings import RuntimeSettings
 from services.runtime.tools.classify import AgentPolicy, RunMode, ToolKind
 from services.runtime.tools.config import load_config
 from services.runtime.tools.mcp_client import McpClientManager
-from services.runtime.tools.model import ToolCallStatus
+from services.runtime.tools.model import Proposal, ProposalSpec, ToolCallStatus
 from services.runtime.tools.registry import ToolRegistry
 from services.runtime.tools.toolbox import Kind, Toolbox, ToolInfo, ToolOutcome
 from steward.store.v1 import agent_pb2
+
+
+def _schema(spec: ProposalSpec | None) -> Mapping[str, Any] | None:
+    return None if spec is None else spec.decision_schema
 
 
 class RegistryToolbox:
@@ -37,9 +42,20 @@ class RegistryToolbox:
                 kind=Kind.READ if tool.kind == ToolKind.READ else Kind.WRITE,
                 needs_confirmation=tool.needs_confirmation,
                 idempotent=tool.idempotent,
+                proposes=self._registry.proposes(tool.name),
+                decision_schema_json=json.dumps(schema) if (schema := _schema(tool.proposal)) is not None else "",
+                decision_arguments=tool.proposal.decision_arguments if schema is not None and tool.proposal else (),
             )
             for tool in self._registry.for_agent(tools=agent.tools, policy=policy).list()
         ]
+
+    async def propose(
+        self, tool: ToolInfo, arguments: dict[str, object], *, time_limit: float
+    ) -> Proposal | str | None:
+        definition = self._registry.definitions().get(tool.name)
+        if definition is None:
+            return f"no tool named {tool.name} is available"
+        return await self._registry.propose(definition, arguments, timeout=time_limit)
 
     def validate(self, tool: ToolInfo, arguments: object) -> str | None:
         definition = self._registry.definitions().get(tool.name)

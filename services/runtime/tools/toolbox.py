@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
-from services.runtime.tools.model import ToolCallStatus
+from services.runtime.tools.model import Proposal, ToolCallStatus
 
 if TYPE_CHECKING:
     from services.runtime.agents import AgentSpec
@@ -33,6 +33,9 @@ class ToolInfo:
     kind: Kind
     needs_confirmation: bool  # a person must approve each call (writes, unless the agent's policy lets them through)
     idempotent: bool = False  # a repeated call with the same key has no further effect
+    proposes: bool = False  # a write whose proposal is made (Toolbox.propose) rather than its arguments shown
+    decision_schema_json: str = ""  # the tool's decision JSON Schema; "" for the default
+    decision_arguments: tuple[str, ...] = ()  # decision properties that become arguments when approved
 
 
 @dataclass(frozen=True)
@@ -55,4 +58,10 @@ class Toolbox(Protocol):
 
     async def call(self, tool: ToolInfo, arguments: dict[str, object], *, key: str, time_limit: float) -> ToolOutcome:
         """Call a tool once; `key` is its idempotency key. Failures are outcomes, never exceptions."""
+        ...
+
+    async def propose(
+        self, tool: ToolInfo, arguments: dict[str, object], *, time_limit: float
+    ) -> Proposal | str | None:
+        """The proposal of a write that `proposes` (ADR 0017); why it could not be made; None for the default."""
         ...

@@ -26,15 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from steward.confirm.v1 import confirmation_pb2 as steward_dot_confirm_dot_v1_dot_confirmation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$steward/confirm/v1/audit_event.proto\x12\x12steward.confirm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a%steward/confirm/v1/confirmation.proto\"\xf1\x01\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onfirmation_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x30\n\x04kind\x18\x04 \x01(\x0e\x32\".steward.confirm.v1.AuditEventKind\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12,\n\x07surface\x18\x06 \x01(\x0e\x32\x1b.steward.confirm.v1.Surface\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xca\x02\n\x0e\x41uditEventKind\x12 \n\x1c\x41UDIT_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x41UDIT_EVENT_KIND_CREATED\x10\x01\x12\x1c\n\x18\x41UDIT_EVENT_KIND_DECIDED\x10\x02\x12%\n!AUDIT_EVENT_KIND_DECISION_REFUSED\x10\x03\x12\x1c\n\x18\x41UDIT_EVENT_KIND_EXPIRED\x10\x04\x12\x1e\n\x1a\x41UDIT_EVENT_KIND_CANCELLED\x10\x05\x12&\n\"AUDIT_EVENT_KIND_EXECUTION_STARTED\x10\x06\x12\'\n#AUDIT_EVENT_KIND_EXECUTION_FINISHED\x10\x07\x12$\n AUDIT_EVENT_KIND_OUTCOME_UNKNOWN\x10\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$steward/confirm/v1/audit_event.proto\x12\x12steward.confirm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a%steward/confirm/v1/confirmation.proto\"\xc2\x03\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onfirmation_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x30\n\x04kind\x18\x04 \x01(\x0e\x32\".steward.confirm.v1.AuditEventKind\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12,\n\x07surface\x18\x06 \x01(\x0e\x32\x1b.steward.confirm.v1.Surface\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07preview\x18\t \x01(\x0b\x32\x1b.steward.confirm.v1.Preview\x12\x1c\n\x14\x64\x65\x63ision_schema_json\x18\n \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x0b \x01(\t\x12\x16\n\x0e\x61rguments_hash\x18\x0c \x01(\t\x12\x15\n\rdecision_json\x18\r \x01(\t\x12\x1d\n\x15\x65\x64ited_arguments_json\x18\x0e \x01(\t\x12\x1d\n\x15\x65\x64ited_arguments_hash\x18\x0f \x01(\t*\xca\x02\n\x0e\x41uditEventKind\x12 \n\x1c\x41UDIT_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x41UDIT_EVENT_KIND_CREATED\x10\x01\x12\x1c\n\x18\x41UDIT_EVENT_KIND_DECIDED\x10\x02\x12%\n!AUDIT_EVENT_KIND_DECISION_REFUSED\x10\x03\x12\x1c\n\x18\x41UDIT_EVENT_KIND_EXPIRED\x10\x04\x12\x1e\n\x1a\x41UDIT_EVENT_KIND_CANCELLED\x10\x05\x12&\n\"AUDIT_EVENT_KIND_EXECUTION_STARTED\x10\x06\x12\'\n#AUDIT_EVENT_KIND_EXECUTION_FINISHED\x10\x07\x12$\n AUDIT_EVENT_KIND_OUTCOME_UNKNOWN\x10\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'steward.confirm.v1.audit_event_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDITEVENTKIND']._serialized_start=377
-  _globals['_AUDITEVENTKIND']._serialized_end=707
+  _globals['_AUDITEVENTKIND']._serialized_start=586
+  _globals['_AUDITEVENTKIND']._serialized_end=916
   _globals['_AUDITEVENT']._serialized_start=133
-  _globals['_AUDITEVENT']._serialized_end=374
+  _globals['_AUDITEVENT']._serialized_end=583
 # @@protoc_insertion_point(module_scope)

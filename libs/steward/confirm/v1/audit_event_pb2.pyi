@@ -83,6 +83,13 @@ class AuditEvent(_message.Message):
     SURFACE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    PREVIEW_FIELD_NUMBER: _builtins.int
+    DECISION_SCHEMA_JSON_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_HASH_FIELD_NUMBER: _builtins.int
+    DECISION_JSON_FIELD_NUMBER: _builtins.int
+    EDITED_ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
+    EDITED_ARGUMENTS_HASH_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The audit event id, assigned by the confirm service."""
     confirmation_id: _builtins.str
@@ -99,9 +106,35 @@ class AuditEvent(_message.Message):
     """For DECISION_REFUSED, the stable ErrorInfo reason (for example "CONFIRMATION_EXPIRED");
     for DECIDED and CANCELLED, the given reason if any; empty otherwise.
     """
+    decision_schema_json: _builtins.str
+    """For CREATED and DECIDED, the decision JSON Schema the person was asked to answer; empty
+    otherwise.
+    """
+    arguments_json: _builtins.str
+    """For CREATED, the proposed arguments as JSON text; empty otherwise."""
+    arguments_hash: _builtins.str
+    """For CREATED and DECIDED, the hash of the proposed arguments (what the person was shown);
+    for EXECUTION_STARTED, the hash of the arguments executed; empty otherwise.
+    """
+    decision_json: _builtins.str
+    """For DECIDED, the decision exactly as validated; for DECISION_REFUSED, the refused decision
+    when it was JSON text; empty otherwise.
+    """
+    edited_arguments_json: _builtins.str
+    """For DECIDED, the arguments to execute when they differ from the proposed ones (edited by the
+    person, or set by decision_arguments), as canonical JSON text; empty otherwise.
+    """
+    edited_arguments_hash: _builtins.str
+    """For DECIDED, the hash of edited_arguments_json; empty when there are none."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the event was recorded."""
+
+    @_builtins.property
+    def preview(self) -> _confirmation_pb2.Preview:
+        """For CREATED and DECIDED, the proposal as the person was shown it (kind, title, content);
+        unset otherwise.
+        """
 
     def __init__(
         self,
@@ -114,10 +147,17 @@ class AuditEvent(_message.Message):
         surface: _confirmation_pb2.Surface.ValueType = ...,
         reason: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        preview: _confirmation_pb2.Preview | None = ...,
+        decision_schema_json: _builtins.str = ...,
+        arguments_json: _builtins.str = ...,
+        arguments_hash: _builtins.str = ...,
+        decision_json: _builtins.str = ...,
+        edited_arguments_json: _builtins.str = ...,
+        edited_arguments_hash: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "preview", b"preview"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "confirmation_id", b"confirmation_id", "create_time", b"create_time", "id", b"id", "kind", b"kind", "reason", b"reason", "run_id", b"run_id", "surface", b"surface"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "arguments_hash", b"arguments_hash", "arguments_json", b"arguments_json", "confirmation_id", b"confirmation_id", "create_time", b"create_time", "decision_json", b"decision_json", "decision_schema_json", b"decision_schema_json", "edited_arguments_hash", b"edited_arguments_hash", "edited_arguments_json", b"edited_arguments_json", "id", b"id", "kind", b"kind", "preview", b"preview", "reason", b"reason", "run_id", b"run_id", "surface", b"surface"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -42,6 +42,7 @@ class CreateConfirmationRequest(_message.Message):
     LEASE_EPOCH_FIELD_NUMBER: _builtins.int
     APPROVED_BY_POLICY_FIELD_NUMBER: _builtins.int
     ARGUMENTS_SCHEMA_JSON_FIELD_NUMBER: _builtins.int
+    DECISION_ARGUMENTS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """A client-chosen idempotency key; the runtime derives it from the run, tool call and kind
     so a replica resuming after a crash finds the confirmation created before it.
@@ -86,6 +87,15 @@ class CreateConfirmationRequest(_message.Message):
         above the deployment maximum are refused with INVALID_ARGUMENT.
         """
 
+    @_builtins.property
+    def decision_arguments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Properties of decision_schema_json whose values, in an approving decision, become the
+        tool's arguments of the same name (see Confirmation.decision_arguments): at most 32 names,
+        each declared in the schema's "properties" and none of "outcome", "reason" or
+        "edited_arguments"; otherwise INVALID_ARGUMENT. Needs a custom decision_schema_json and
+        arguments_schema_json, which the resulting arguments must satisfy (else DECISION_INVALID).
+        """
+
     def __init__(
         self,
         *,
@@ -103,10 +113,11 @@ class CreateConfirmationRequest(_message.Message):
         lease_epoch: _builtins.int = ...,
         approved_by_policy: _builtins.bool = ...,
         arguments_schema_json: _builtins.str = ...,
+        decision_arguments: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved_by_policy", b"approved_by_policy", "arguments_json", b"arguments_json", "arguments_schema_json", b"arguments_schema_json", "conversation_id", b"conversation_id", "decision_schema_json", b"decision_schema_json", "kind", b"kind", "lease_epoch", b"lease_epoch", "preview", b"preview", "related_confirmation_id", b"related_confirmation_id", "request_id", b"request_id", "run_id", b"run_id", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved_by_policy", b"approved_by_policy", "arguments_json", b"arguments_json", "arguments_schema_json", b"arguments_schema_json", "conversation_id", b"conversation_id", "decision_arguments", b"decision_arguments", "decision_schema_json", b"decision_schema_json", "kind", b"kind", "lease_epoch", b"lease_epoch", "preview", b"preview", "related_confirmation_id", b"related_confirmation_id", "request_id", b"request_id", "run_id", b"run_id", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -138,21 +149,29 @@ Global___CreateConfirmationResponse: _TypeAlias = CreateConfirmationResponse  # 
 
 @_typing.final
 class GetConfirmationRequest(_message.Message):
-    """GetConfirmationRequest names one confirmation."""
+    """GetConfirmationRequest names one confirmation: by id, or by the request_id it was created
+    with (exactly one of the two).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The confirmation id."""
+    request_id: _builtins.str
+    """The request_id CreateConfirmation was called with; lets the runtime find a confirmation it
+    made before without building its proposal again.
+    """
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -186,8 +186,9 @@ class ConfirmationServiceServicer:
         ended, (CONFIRMATION_ALREADY_DECIDED) when decided differently before, (ARGUMENTS_MISMATCH)
         when expected_arguments_hash differs;
         INVALID_ARGUMENT (DECISION_INVALID) when decision_json is not JSON or fails the schema, or
-        its edited_arguments fail the arguments schema given at creation (or are given for an
-        OUTCOME_UNKNOWN confirmation, which takes none), (INVALID_ARGUMENT) for other bad fields.
+        its edited_arguments (with its decision_arguments set) fail the arguments schema given at
+        creation (or are given for an OUTCOME_UNKNOWN confirmation, which takes none),
+        (INVALID_ARGUMENT) for other bad fields.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -89,8 +89,9 @@ class ConfirmationServiceStub:
     ended, (CONFIRMATION_ALREADY_DECIDED) when decided differently before, (ARGUMENTS_MISMATCH)
     when expected_arguments_hash differs;
     INVALID_ARGUMENT (DECISION_INVALID) when decision_json is not JSON or fails the schema, or
-    its edited_arguments fail the arguments schema given at creation (or are given for an
-    OUTCOME_UNKNOWN confirmation, which takes none), (INVALID_ARGUMENT) for other bad fields.
+    its edited_arguments (with its decision_arguments set) fail the arguments schema given at
+    creation (or are given for an OUTCOME_UNKNOWN confirmation, which takes none),
+    (INVALID_ARGUMENT) for other bad fields.
     """
     CancelConfirmations: _grpc.UnaryUnaryMultiCallable[_confirm_service_pb2.CancelConfirmationsRequest, _confirm_service_pb2.CancelConfirmationsResponse]
     """CancelConfirmations cancels every pending confirmation of a run that ended (cancelled,
@@ -212,8 +213,9 @@ class ConfirmationServiceAsyncStub(ConfirmationServiceStub):
     ended, (CONFIRMATION_ALREADY_DECIDED) when decided differently before, (ARGUMENTS_MISMATCH)
     when expected_arguments_hash differs;
     INVALID_ARGUMENT (DECISION_INVALID) when decision_json is not JSON or fails the schema, or
-    its edited_arguments fail the arguments schema given at creation (or are given for an
-    OUTCOME_UNKNOWN confirmation, which takes none), (INVALID_ARGUMENT) for other bad fields.
+    its edited_arguments (with its decision_arguments set) fail the arguments schema given at
+    creation (or are given for an OUTCOME_UNKNOWN confirmation, which takes none),
+    (INVALID_ARGUMENT) for other bad fields.
     """
     CancelConfirmations: _aio.UnaryUnaryMultiCallable[_confirm_service_pb2.CancelConfirmationsRequest, _confirm_service_pb2.CancelConfirmationsResponse]  # type: ignore[assignment]
     """CancelConfirmations cancels every pending confirmation of a run that ended (cancelled,
@@ -356,8 +358,9 @@ class ConfirmationServiceServicer(metaclass=_abc_1.ABCMeta):
         ended, (CONFIRMATION_ALREADY_DECIDED) when decided differently before, (ARGUMENTS_MISMATCH)
         when expected_arguments_hash differs;
         INVALID_ARGUMENT (DECISION_INVALID) when decision_json is not JSON or fails the schema, or
-        its edited_arguments fail the arguments schema given at creation (or are given for an
-        OUTCOME_UNKNOWN confirmation, which takes none), (INVALID_ARGUMENT) for other bad fields.
+        its edited_arguments (with its decision_arguments set) fail the arguments schema given at
+        creation (or are given for an OUTCOME_UNKNOWN confirmation, which takes none),
+        (INVALID_ARGUMENT) for other bad fields.
         """
 
     @_abc_1.abstractmethod

@@ -25,27 +25,27 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%steward/confirm/v1/confirmation.proto\x12\x12steward.confirm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x04\n\x0c\x43onfirmation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x04 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\x12\x11\n\ttool_name\x18\x06 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x07 \x01(\t\x12\x16\n\x0e\x61rguments_hash\x18\x08 \x01(\t\x12,\n\x07preview\x18\t \x01(\x0b\x32\x1b.steward.confirm.v1.Preview\x12\x1c\n\x14\x64\x65\x63ision_schema_json\x18\n \x01(\t\x12\x32\n\x04kind\x18\x0b \x01(\x0e\x32$.steward.confirm.v1.ConfirmationKind\x12\x1f\n\x17related_confirmation_id\x18\x0c \x01(\t\x12\x34\n\x05state\x18\r \x01(\x0e\x32%.steward.confirm.v1.ConfirmationState\x12.\n\x08\x64\x65\x63ision\x18\x0e \x01(\x0b\x32\x1c.steward.confirm.v1.Decision\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x61\x63knowledge_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x07Preview\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.steward.confirm.v1.PreviewKind\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\"\xf9\x01\n\x08\x44\x65\x63ision\x12\x34\n\x07outcome\x18\x01 \x01(\x0e\x32#.steward.confirm.v1.DecisionOutcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x1d\n\x15\x65\x64ited_arguments_json\x18\x03 \x01(\t\x12\x15\n\rdecision_json\x18\x04 \x01(\t\x12\x12\n\ndecided_by\x18\x05 \x01(\t\x12,\n\x07surface\x18\x06 \x01(\x0e\x32\x1b.steward.confirm.v1.Surface\x12/\n\x0b\x64\x65\x63ide_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*~\n\x10\x43onfirmationKind\x12!\n\x1d\x43ONFIRMATION_KIND_UNSPECIFIED\x10\x00\x12 \n\x1c\x43ONFIRMATION_KIND_TOOL_WRITE\x10\x01\x12%\n!CONFIRMATION_KIND_OUTCOME_UNKNOWN\x10\x02*\xdb\x01\n\x11\x43onfirmationState\x12\"\n\x1e\x43ONFIRMATION_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43ONFIRMATION_STATE_PENDING\x10\x01\x12\x1f\n\x1b\x43ONFIRMATION_STATE_APPROVED\x10\x02\x12\x1f\n\x1b\x43ONFIRMATION_STATE_REJECTED\x10\x03\x12\x1e\n\x1a\x43ONFIRMATION_STATE_EXPIRED\x10\x04\x12 \n\x1c\x43ONFIRMATION_STATE_CANCELLED\x10\x05*p\n\x0bPreviewKind\x12\x1c\n\x18PREVIEW_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11PREVIEW_KIND_TEXT\x10\x01\x12\x15\n\x11PREVIEW_KIND_JSON\x10\x02\x12\x15\n\x11PREVIEW_KIND_DIFF\x10\x03*n\n\x0f\x44\x65\x63isionOutcome\x12 \n\x1c\x44\x45\x43ISION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45\x43ISION_OUTCOME_APPROVE\x10\x01\x12\x1b\n\x17\x44\x45\x43ISION_OUTCOME_REJECT\x10\x02*\x8f\x01\n\x07Surface\x12\x17\n\x13SURFACE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSURFACE_PWA\x10\x01\x12\x0f\n\x0bSURFACE_MCP\x10\x02\x12\x10\n\x0cSURFACE_GRPC\x10\x03\x12\x0f\n\x0bSURFACE_API\x10\x04\x12\x12\n\x0eSURFACE_SYSTEM\x10\x05\x12\x12\n\x0eSURFACE_POLICY\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%steward/confirm/v1/confirmation.proto\x12\x12steward.confirm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x05\n\x0c\x43onfirmation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x04 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\x12\x11\n\ttool_name\x18\x06 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x07 \x01(\t\x12\x16\n\x0e\x61rguments_hash\x18\x08 \x01(\t\x12,\n\x07preview\x18\t \x01(\x0b\x32\x1b.steward.confirm.v1.Preview\x12\x1c\n\x14\x64\x65\x63ision_schema_json\x18\n \x01(\t\x12\x32\n\x04kind\x18\x0b \x01(\x0e\x32$.steward.confirm.v1.ConfirmationKind\x12\x1f\n\x17related_confirmation_id\x18\x0c \x01(\t\x12\x34\n\x05state\x18\r \x01(\x0e\x32%.steward.confirm.v1.ConfirmationState\x12.\n\x08\x64\x65\x63ision\x18\x0e \x01(\x0b\x32\x1c.steward.confirm.v1.Decision\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x61\x63knowledge_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x64\x65\x63ision_arguments\x18\x13 \x03(\t\"X\n\x07Preview\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.steward.confirm.v1.PreviewKind\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\"\xf9\x01\n\x08\x44\x65\x63ision\x12\x34\n\x07outcome\x18\x01 \x01(\x0e\x32#.steward.confirm.v1.DecisionOutcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x1d\n\x15\x65\x64ited_arguments_json\x18\x03 \x01(\t\x12\x15\n\rdecision_json\x18\x04 \x01(\t\x12\x12\n\ndecided_by\x18\x05 \x01(\t\x12,\n\x07surface\x18\x06 \x01(\x0e\x32\x1b.steward.confirm.v1.Surface\x12/\n\x0b\x64\x65\x63ide_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*~\n\x10\x43onfirmationKind\x12!\n\x1d\x43ONFIRMATION_KIND_UNSPECIFIED\x10\x00\x12 \n\x1c\x43ONFIRMATION_KIND_TOOL_WRITE\x10\x01\x12%\n!CONFIRMATION_KIND_OUTCOME_UNKNOWN\x10\x02*\xdb\x01\n\x11\x43onfirmationState\x12\"\n\x1e\x43ONFIRMATION_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43ONFIRMATION_STATE_PENDING\x10\x01\x12\x1f\n\x1b\x43ONFIRMATION_STATE_APPROVED\x10\x02\x12\x1f\n\x1b\x43ONFIRMATION_STATE_REJECTED\x10\x03\x12\x1e\n\x1a\x43ONFIRMATION_STATE_EXPIRED\x10\x04\x12 \n\x1c\x43ONFIRMATION_STATE_CANCELLED\x10\x05*p\n\x0bPreviewKind\x12\x1c\n\x18PREVIEW_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11PREVIEW_KIND_TEXT\x10\x01\x12\x15\n\x11PREVIEW_KIND_JSON\x10\x02\x12\x15\n\x11PREVIEW_KIND_DIFF\x10\x03*n\n\x0f\x44\x65\x63isionOutcome\x12 \n\x1c\x44\x45\x43ISION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45\x43ISION_OUTCOME_APPROVE\x10\x01\x12\x1b\n\x17\x44\x45\x43ISION_OUTCOME_REJECT\x10\x02*\x8f\x01\n\x07Surface\x12\x17\n\x13SURFACE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSURFACE_PWA\x10\x01\x12\x0f\n\x0bSURFACE_MCP\x10\x02\x12\x10\n\x0cSURFACE_GRPC\x10\x03\x12\x0f\n\x0bSURFACE_API\x10\x04\x12\x12\n\x0eSURFACE_SYSTEM\x10\x05\x12\x12\n\x0eSURFACE_POLICY\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'steward.confirm.v1.confirmation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONFIRMATIONKIND']._serialized_start=1076
-  _globals['_CONFIRMATIONKIND']._serialized_end=1202
-  _globals['_CONFIRMATIONSTATE']._serialized_start=1205
-  _globals['_CONFIRMATIONSTATE']._serialized_end=1424
-  _globals['_PREVIEWKIND']._serialized_start=1426
-  _globals['_PREVIEWKIND']._serialized_end=1538
-  _globals['_DECISIONOUTCOME']._serialized_start=1540
-  _globals['_DECISIONOUTCOME']._serialized_end=1650
-  _globals['_SURFACE']._serialized_start=1653
-  _globals['_SURFACE']._serialized_end=1796
+  _globals['_CONFIRMATIONKIND']._serialized_start=1104
+  _globals['_CONFIRMATIONKIND']._serialized_end=1230
+  _globals['_CONFIRMATIONSTATE']._serialized_start=1233
+  _globals['_CONFIRMATIONSTATE']._serialized_end=1452
+  _globals['_PREVIEWKIND']._serialized_start=1454
+  _globals['_PREVIEWKIND']._serialized_end=1566
+  _globals['_DECISIONOUTCOME']._serialized_start=1568
+  _globals['_DECISIONOUTCOME']._serialized_end=1678
+  _globals['_SURFACE']._serialized_start=1681
+  _globals['_SURFACE']._serialized_end=1824
   _globals['_CONFIRMATION']._serialized_start=95
-  _globals['_CONFIRMATION']._serialized_end=732
-  _globals['_PREVIEW']._serialized_start=734
-  _globals['_PREVIEW']._serialized_end=822
-  _globals['_DECISION']._serialized_start=825
-  _globals['_DECISION']._serialized_end=1074
+  _globals['_CONFIRMATION']._serialized_end=760
+  _globals['_PREVIEW']._serialized_start=762
+  _globals['_PREVIEW']._serialized_end=850
+  _globals['_DECISION']._serialized_start=853
+  _globals['_DECISION']._serialized_end=1102
 # @@protoc_insertion_point(module_scope)

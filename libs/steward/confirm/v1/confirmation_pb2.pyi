@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -204,6 +206,7 @@ class Confirmation(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     ACKNOWLEDGE_TIME_FIELD_NUMBER: _builtins.int
+    DECISION_ARGUMENTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The confirmation id, assigned by the confirm service."""
     user_id: _builtins.str
@@ -257,6 +260,14 @@ class Confirmation(_message.Message):
     def acknowledge_time(self) -> _timestamp_pb2.Timestamp:
         """When the runtime acknowledged consuming the decision; unset until then."""
 
+    @_builtins.property
+    def decision_arguments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Properties of a custom decision schema whose values, when given in an approving decision,
+        become the tool's arguments of the same name: the decision's edited_arguments_json then
+        holds the arguments to execute (the edited or proposed ones with these set). Empty for the
+        default schema.
+        """
+
     def __init__(
         self,
         *,
@@ -278,10 +289,11 @@ class Confirmation(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         acknowledge_time: _timestamp_pb2.Timestamp | None = ...,
+        decision_arguments: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledge_time", b"acknowledge_time", "create_time", b"create_time", "decision", b"decision", "expire_time", b"expire_time", "preview", b"preview", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge_time", b"acknowledge_time", "arguments_hash", b"arguments_hash", "arguments_json", b"arguments_json", "conversation_id", b"conversation_id", "create_time", b"create_time", "decision", b"decision", "decision_schema_json", b"decision_schema_json", "expire_time", b"expire_time", "id", b"id", "kind", b"kind", "preview", b"preview", "related_confirmation_id", b"related_confirmation_id", "run_id", b"run_id", "state", b"state", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge_time", b"acknowledge_time", "arguments_hash", b"arguments_hash", "arguments_json", b"arguments_json", "conversation_id", b"conversation_id", "create_time", b"create_time", "decision", b"decision", "decision_arguments", b"decision_arguments", "decision_schema_json", b"decision_schema_json", "expire_time", b"expire_time", "id", b"id", "kind", b"kind", "preview", b"preview", "related_confirmation_id", b"related_confirmation_id", "run_id", b"run_id", "state", b"state", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -336,7 +348,8 @@ class Decision(_message.Message):
     """The decider's free-text reason; empty when none was given."""
     edited_arguments_json: _builtins.str
     """Arguments the decider edited, as a JSON object text that replaces arguments_json when
-    executing; empty when the arguments were not edited.
+    executing; empty when the arguments were not edited. With decision_arguments, the edited
+    (or proposed) arguments with the decision's values for those properties set.
     """
     decision_json: _builtins.str
     """The full decision exactly as validated against decision_schema_json, as JSON text."""

@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from steward.common.v1 import usage_pb2 as _usage_pb2
 from steward.store.v1 import run_pb2 as _run_pb2
 import builtins as _builtins
@@ -364,6 +366,9 @@ class ConfirmationRequested(_message.Message):
     PREVIEW_FIELD_NUMBER: _builtins.int
     DECISION_SCHEMA_JSON_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    PREVIEW_KIND_FIELD_NUMBER: _builtins.int
+    PREVIEW_TITLE_FIELD_NUMBER: _builtins.int
+    DECISION_ARGUMENTS_FIELD_NUMBER: _builtins.int
     confirmation_id: _builtins.str
     """The confirmation's id in the confirm service."""
     tool_call_id: _builtins.str
@@ -376,9 +381,19 @@ class ConfirmationRequested(_message.Message):
     """A preview of the change (text, JSON or a diff)."""
     decision_schema_json: _builtins.str
     """The JSON Schema a decision must satisfy, as JSON text."""
+    preview_kind: _builtins.str
+    """How to render preview: "text", "json" or "diff" (a unified diff)."""
+    preview_title: _builtins.str
+    """The preview's short heading; empty when none."""
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the confirmation auto-rejects."""
+
+    @_builtins.property
+    def decision_arguments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Decision properties that become the tool's arguments when approved (see the Confirmation's
+        decision_arguments); empty for the default decision schema.
+        """
 
     def __init__(
         self,
@@ -390,10 +405,13 @@ class ConfirmationRequested(_message.Message):
         preview: _builtins.str = ...,
         decision_schema_json: _builtins.str = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        preview_kind: _builtins.str = ...,
+        preview_title: _builtins.str = ...,
+        decision_arguments: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "confirmation_id", b"confirmation_id", "decision_schema_json", b"decision_schema_json", "expire_time", b"expire_time", "preview", b"preview", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "confirmation_id", b"confirmation_id", "decision_arguments", b"decision_arguments", "decision_schema_json", b"decision_schema_json", "expire_time", b"expire_time", "preview", b"preview", "preview_kind", b"preview_kind", "preview_title", b"preview_title", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
