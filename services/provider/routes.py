@@ -2,12 +2,14 @@
 
 Configured by a JSON file (`STEWARD_ROUTES_FILE`):
     {
-      "upstreams": {"ollama": {"protocol": "openai", "base_url": "http://127.0.0.1:11434/v1", "keyless": true}},
+      "upstreams": {"ollama": {"protocol": "openai", "base_url": "http://127.0.0.1:11434/v1", "keyless": true,
+                               "free": true}},
       "routes": {"smart": {"description": "...", "primary": "anthropic/claude-sonnet-4-5",
                            "fallbacks": ["openai/gpt-5.1"]}}
     }
 Upstreams "anthropic" and "openai" (the vendors' own endpoints) and the offline
-demo model always exist; a request names a route or a model as "provider/model".
+demo model always exist; a request names a route or a model as "provider/model". `"free": true` marks every
+model of an upstream free of charge (a local server): budgets then hold it at $0 (prices.py).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Routes:
     def __init__(self, upstreams: dict[str, Upstream], routes: dict[str, Route]) -> None:
         self._upstreams = upstreams
         self._routes = routes
+        self.free_providers: frozenset[str] = frozenset()  # upstreams the routes file marks free
 
     @classmethod
     def load(cls, path: Path | None) -> Routes:
@@ -56,6 +59,7 @@ class Routes:
             demo.PROVIDER: Upstream(demo.PROVIDER, DEMO_PROTOCOL, keyless=True),
         }
         raw: dict[str, object] = json.loads(path.read_text()) if path is not None else {}
+        free: set[str] = set()
         for name, entry in dict(raw.get("upstreams", {})).items():  # type: ignore[call-overload]  # untyped JSON (object): dict() raises on a bad section
             if (
                 not _NAME.fullmatch(name)
@@ -67,7 +71,12 @@ class Routes:
             if not isinstance(keyless, bool):
                 raise ValueError(f"routes file: upstream {name!r}: keyless must be true or false")
             upstreams[name] = Upstream(name, entry["protocol"], entry.get("base_url"), keyless)
+            if not isinstance(entry.get("free", False), bool):
+                raise ValueError(f"routes file: upstream {name!r}: free must be true or false")
+            if entry.get("free"):
+                free.add(name)
         routes = cls(upstreams, {})
+        routes.free_providers = frozenset(free)
         routes._routes[demo.ROUTE] = Route(demo.ROUTE, "The offline demo model.", [routes.target(demo.MODEL_NAME)])
         for name, entry in dict(raw.get("routes", {})).items():  # type: ignore[call-overload]  # untyped JSON (object): dict() raises on a bad section
             if not isinstance(entry, dict) or "primary" not in entry:
