@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from services.provider.prices import FREE, SHIPPED, Price, PriceTable
+from services.provider.routes import Routes
 from steward.common.v1 import usage_pb2
 
 # The models the shipped table must price (the vendors' current ones and their families).
@@ -81,9 +82,17 @@ def test_the_operators_file_replaces_and_adds_entries_and_marks_models_free(tmp_
 
 
 def test_an_upstream_the_routes_file_marks_free_is_free(tmp_path: Path) -> None:
-    table = PriceTable.load(None, free_providers=frozenset({"ollama"}))
+    upstream = {"protocol": "openai", "base_url": "http://127.0.0.1:11434/v1", "keyless": True}
+    path = tmp_path / "routes.json"
+    path.write_text(json.dumps({"upstreams": {"ollama": upstream | {"free": True}, "vllm": upstream}}))
+    routes = Routes.load(path)
+    assert routes.free_providers == {"ollama"}
+    table = PriceTable.load(None, free_providers=routes.free_providers)
     assert table.price("ollama", "llama3.2") is FREE
-    assert table.price("other", "llama3.2") is None
+    assert table.price("vllm", "llama3.2") is None
+    path.write_text(json.dumps({"upstreams": {"ollama": upstream | {"free": "yes"}}}))
+    with pytest.raises(ValueError, match="free must be true or false"):
+        Routes.load(path)
 
 
 def test_free_costs_nothing_and_priced_cache_tokens_are_billed() -> None:
