@@ -3,12 +3,14 @@
 Each model request (`POST /v1/messages`, `POST /v1/chat/completions`) takes the next scripted behaviour from the
 queue, or the default one. Every request is recorded, with its headers (names lower-cased) and its parsed body.
 Any API key is accepted; a request with no key, or missing a field the real API requires, is refused the way the
-real API refuses it (without taking a scripted behaviour).
+real API refuses it (without taking a scripted behaviour). A request with a caching hint (`cache_control`
+breakpoints, a `prompt_cache_key`) meets a prompt cache (fakes/cache.py) and reports the tokens it read or wrote.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections import deque
 from collections.abc import Callable
@@ -19,6 +21,7 @@ from aiohttp import web
 
 from fakes import anthropic as anthropic_wire
 from fakes import openai as openai_wire
+from fakes.cache import PromptCache
 from fakes.script import (
     Behavior,
     Cut,
@@ -95,6 +98,7 @@ class FakeUpstream:
     def __init__(self, default: Behavior | None = None) -> None:
         self.default: Behavior = default if default is not None else Reply()
         self.requests: list[RecordedRequest] = []
+        self.cache = PromptCache()  # what requests with a caching hint left cached (fakes/cache.py)
         self._queue: deque[Behavior] = deque()
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
@@ -172,7 +176,7 @@ class FakeUpstream:
         behavior = self._queue.popleft() if self._queue else self.default
         if isinstance(behavior, Fail):
             return self._fail(wire, behavior)
-        reply = reply_of(behavior)
+        reply = self._cached(wire, body, reply_of(behavior))
         model = str(body["model"])
         if isinstance(behavior, StreamError) and body.get("stream") is not True:
             return self._fail(wire, Fail(behavior.status, message=behavior.message))  # no stream to fail inside
@@ -181,6 +185,16 @@ class FakeUpstream:
         if body.get("stream") is True:
             return await self._stream(request, wire, behavior, wire.stream(reply, model, body), reply.chunk_delay)
         return await self._whole(request, wire, behavior, wire.whole(reply, model))
+
+    def _cached(self, wire: _Wire, body: dict[str, Any], reply: Reply) -> Reply:
+        """The reply with the prompt cache's reads and writes for this request (fakes/cache.py), unless the script
+        set cache tokens of its own."""
+        if reply.cache_read_input_tokens or reply.cache_write_input_tokens:
+            return reply
+        use = self.cache.anthropic(body) if wire is _ANTHROPIC else self.cache.openai(body)
+        if not use.read and not use.written:
+            return reply
+        return dataclasses.replace(reply, cache_read_input_tokens=use.read, cache_write_input_tokens=use.written)
 
     def _fail(self, wire: _Wire, fail: Fail) -> web.StreamResponse:
         headers = wire.response_headers()

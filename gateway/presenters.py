@@ -149,13 +149,15 @@ def agent_json(agent: agent_pb2.Agent) -> dict[str, Any]:
     }
 
 
-def usage_json(usage: usage_pb2.Usage) -> dict[str, int]:
+def usage_json(usage: usage_pb2.Usage) -> dict[str, int | bool]:
+    """Tokens and cost; `cost_unknown` says some tokens were on a model with no price (cost_micros leaves them out)."""
     return {
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
         "cache_read_input_tokens": usage.cache_read_input_tokens,
         "cache_write_input_tokens": usage.cache_write_input_tokens,
         "cost_micros": usage.cost_micros,
+        "cost_unknown": usage.cost_unknown,
     }
 
 

@@ -47,6 +47,7 @@ def test_grpc_codes_map_to_http(code: grpc.StatusCode, status: int) -> None:
         (grpc.StatusCode.FAILED_PRECONDITION, "LEASE_LOST", 409),
         (grpc.StatusCode.FAILED_PRECONDITION, "CURSOR_EXPIRED", 410),
         (grpc.StatusCode.FAILED_PRECONDITION, "ARGUMENTS_MISMATCH", 400),
+        (grpc.StatusCode.FAILED_PRECONDITION, "MODEL_UNPRICED", 400),  # the deployment's price table, not a state
         (grpc.StatusCode.FAILED_PRECONDITION, "", 400),
         (grpc.StatusCode.INTERNAL, "RUN_STATE_CONFLICT", 500),  # a reason overrides only its own code
         (grpc.StatusCode.NOT_FOUND, "CURSOR_EXPIRED", 404),

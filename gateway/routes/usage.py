@@ -3,7 +3,9 @@
 Every upstream attempt of a model call is one record (tokens and cost, whatever its outcome). Both routes
 take the same filters as query parameters: `run_id`, `agent_id`, `start_time` (inclusive) and `end_time`
 (exclusive), the times RFC 3339 with an offset. The summary sums the records in groups: `group_by` is a
-comma-separated list of `user`, `agent`, `run` and `day` (UTC). Both are paged (`page_size`, `page_token`).
+comma-separated list of `user`, `agent`, `run`, `day` (UTC) and `model` (provider and model). Both are paged
+(`page_size`, `page_token`). A usage's `cost_unknown` says some of its tokens were on a model with no price
+(ADR 0022): its `cost_micros` counts the priced tokens only.
 The provider service scopes everything by the caller, so ids of another user's runs or agents find nothing.
 """
 
@@ -28,6 +30,7 @@ GROUPS = {
     "agent": usage_record_pb2.USAGE_GROUP_BY_AGENT,
     "run": usage_record_pb2.USAGE_GROUP_BY_RUN,
     "day": usage_record_pb2.USAGE_GROUP_BY_DAY,
+    "model": usage_record_pb2.USAGE_GROUP_BY_MODEL,
 }
 _KEY_SCOPES = {key_pb2.KEY_SCOPE_USER: "user", key_pb2.KEY_SCOPE_INSTANCE: "instance"}
 
@@ -70,6 +73,8 @@ def summary_json(summary: usage_record_pb2.UsageSummary, groups: set[str]) -> di
         "agent_id": key("agent", summary.agent_id),
         "run_id": key("run", summary.run_id),
         "day": key("day", summary.day),
+        "provider": key("model", summary.provider),
+        "model": key("model", summary.model),
         "attempt_count": summary.attempt_count,
         "usage": presenters.usage_json(summary.usage),
     }

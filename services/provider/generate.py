@@ -8,7 +8,9 @@ content has been streamed, a failure goes up typed (UNAVAILABLE /
 UPSTREAM_ERROR, transient) and the caller restarts the whole step. Every
 attempt writes a usage row (completed, failed, cancelled). The worst-case
 cost is reserved against the caller's budgets before the first attempt and
-settled to the actual cost at the end.
+settled to the actual cost at the end; a route with an unpriced model is
+refused there when a budget applies (MODEL_UNPRICED), and otherwise its
+usage says cost_unknown.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from services.provider.adapters.base import ACCEPTED_KIND, Adapter, GenerateCall
 from services.provider.db.models import INSTANCE_OWNER
 from services.provider.keys.base import KeyStore
 from services.provider.metering import Attempt, Metering
-from services.provider.prices import PriceTable
+from services.provider.prices import Price, PriceTable
 from services.provider.resilience import Breakers, RetryPolicy
 from services.provider.routes import DEMO_PROTOCOL, Route, Routes, Target
 from services.provider.timeouts import Timeouts, with_timeouts
@@ -149,12 +151,17 @@ class Generator:
             route, targets=[selected[0]] if selected else route.targets[-1:], first_with_key=False
         )
 
-    def worst_case_micros(self, route: Route, call: GenerateCall) -> int:
+    def worst_case_micros(self, route: Route, call: GenerateCall) -> tuple[int, list[str]]:
+        """The most the call may cost on any priced target of the route, and the targets that have no price."""
         tokens = estimate_input_tokens(call)
-        return max(
-            self._prices.price(t.upstream.provider, t.model).worst_case_micros(tokens, call.max_tokens)
-            for t in route.targets
-        )
+        worst, unpriced = 0, []
+        for target in route.targets:
+            price = self._prices.price(target.upstream.provider, target.model)
+            if price is None:
+                unpriced.append(target.name)
+            else:
+                worst = max(worst, price.worst_case_micros(tokens, call.max_tokens))
+        return worst, unpriced
 
     async def generate(
         self, request: pb.GenerateRequest, owner_id: str, call: GenerateCall
@@ -166,7 +173,8 @@ class Generator:
         )
         route = await self._narrowed(owner_id, route)
         context = Attempt(owner_id, request.agent_id, request.run_id, request.step, request.request_id, route.name)
-        reservation = await self._metering.reserve(context, self.worst_case_micros(route, call))
+        worst, unpriced = self.worst_case_micros(route, call)
+        reservation = await self._metering.reserve(context, worst, unpriced)
         tally = _Tally(context, route)
         last: StewardError | None = None
         try:
@@ -227,7 +235,7 @@ class Generator:
                     continue
                 if kind == "usage":
                     usage.CopyFrom(event.usage)
-                    event.usage.cost_micros = price.cost_micros(usage)
+                    _price(event.usage, price)
                 streamed = streamed or kind in CONTENT_EVENTS
                 yield event
             recorded = usage_record_pb2.ATTEMPT_OUTCOME_COMPLETED
@@ -252,7 +260,7 @@ class Generator:
             breaker.release()
             raise
         finally:
-            usage.cost_micros = price.cost_micros(usage)
+            _price(usage, price)
             tally.spent += usage.cost_micros
             await asyncio.shield(
                 self._metering.record(
@@ -266,6 +274,12 @@ class Generator:
                     error_reason=reason,
                 )
             )
+
+
+def _price(usage: usage_pb2.Usage, price: Price | None) -> None:
+    """Set the usage's cost from the model's price; an unpriced model's cost is unknown, never $0."""
+    usage.cost_micros = price.cost_micros(usage) if price is not None else 0
+    usage.cost_unknown = price is None
 
 
 @dataclasses.dataclass

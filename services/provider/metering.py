@@ -7,13 +7,16 @@ budget that applies, and settling to the actual cost afterwards; so concurrent
 calls can never spend more than a budget allows (the reservation and the check
 happen in one write transaction: SQLite serializes it, Postgres locks the
 budget rows FOR UPDATE; `db.budgets` runs them). Reservations of a crashed
-process expire.
+process expire. A budget with a limit of 0 has no limit and only keeps count.
+A call that may use a model with no price is refused (MODEL_UNPRICED) when a
+budget with a limit applies: its cost could not be held (ADR 0022).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -25,7 +28,7 @@ from services.provider.db.usage import NewUsageRecord, UsageInserts
 from services.provider.usage_writer import UsageWriter
 from steward import timeutil
 from steward.common.v1 import usage_pb2
-from steward.errors import StewardError
+from steward.errors import Reason, StewardError
 from steward.provider.v1 import budget_pb2, key_pb2, usage_record_pb2
 
 RESERVATION_TTL = timedelta(minutes=30)
@@ -55,10 +58,27 @@ def budget_exceeded(detail: str, scope: str) -> StewardError:
     return StewardError(grpc.StatusCode.RESOURCE_EXHAUSTED, "BUDGET_EXCEEDED", detail, metadata={"scope": scope})
 
 
+def model_unpriced(models: Sequence[str], scope: str) -> StewardError:
+    return StewardError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        Reason.MODEL_UNPRICED,
+        f"{', '.join(models)} has no price, so a {scope} budget cannot hold it: add it to the price table "
+        "(STEWARD_PRICES_FILE), or mark it free if it costs nothing",
+        metadata={"models": ",".join(models), "scope": scope},
+    )
+
+
+def _scope_name(scope: budget_pb2.BudgetScope.ValueType) -> str:
+    return budget_pb2.BudgetScope.Name(scope).removeprefix("BUDGET_SCOPE_").lower()
+
+
 def _admit(budget: Standing, amount_micros: int) -> None:
-    """Refuse a reservation that would take the budget's settled spend and reservations past its limit."""
+    """Refuse a reservation that would take the budget's settled spend and reservations past its limit (a limit of
+    0 is no limit: the budget only keeps count)."""
+    if budget.limit_micros <= 0:
+        return
     if budget.spent_micros + budget.reserved_micros + amount_micros > budget.limit_micros:
-        scope = budget_pb2.BudgetScope.Name(budget.scope).removeprefix("BUDGET_SCOPE_").lower()
+        scope = _scope_name(budget.scope)
         left = max(0, budget.limit_micros - budget.spent_micros - budget.reserved_micros)
         raise budget_exceeded(
             f"this call may cost up to {amount_micros} micro-dollars; the {scope} budget has {left} left",
@@ -135,15 +155,23 @@ class Metering:
                 cache_read_input_tokens=usage.cache_read_input_tokens,
                 cache_write_input_tokens=usage.cache_write_input_tokens,
                 cost_micros=usage.cost_micros,
+                cost_unknown=usage.cost_unknown,
                 create_time=timeutil.now(),
             )
         )
 
-    async def reserve(self, attempt: Attempt, amount_micros: int) -> str | None:
-        """Hold `amount_micros` against every budget that applies; None when none applies."""
+    async def reserve(self, attempt: Attempt, amount_micros: int, unpriced: Sequence[str] = ()) -> str | None:
+        """Hold `amount_micros` against every budget that applies; None when none applies. `unpriced`: models the
+        call may use that have no price; a budget with a limit cannot hold them (MODEL_UNPRICED)."""
         if not await self._has_budgets(attempt.owner_id):
             return None
-        return await self._budgets.reserve(attempt.owner_id, _scopes(attempt), amount_micros, RESERVATION_TTL, _admit)
+
+        def admit(budget: Standing, amount: int) -> None:
+            if unpriced and budget.limit_micros > 0:
+                raise model_unpriced(unpriced, _scope_name(budget.scope))
+            _admit(budget, amount)
+
+        return await self._budgets.reserve(attempt.owner_id, _scopes(attempt), amount_micros, RESERVATION_TTL, admit)
 
     async def settle(self, reservation_id: str | None, attempt: Attempt, actual_micros: int) -> None:
         """Release a reservation and charge the actual cost to the budgets that apply."""

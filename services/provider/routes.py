@@ -2,7 +2,8 @@
 
 Configured by a JSON file (`STEWARD_ROUTES_FILE`):
     {
-      "upstreams": {"ollama": {"protocol": "openai", "base_url": "http://127.0.0.1:11434/v1", "keyless": true}},
+      "upstreams": {"ollama": {"protocol": "openai", "base_url": "http://127.0.0.1:11434/v1", "keyless": true,
+                               "free": true}},
       "routes": {"smart": {"description": "...", "primary": "anthropic/claude-sonnet-4-5",
                            "fallbacks": ["openai/gpt-5.1"]}}
     }
@@ -16,6 +17,9 @@ demo model always exist, and "openai-compatible" when a base URL is set for it
 (`STEWARD_AUTO_ROUTE_MODELS`, Anthropic then OpenAI) whose provider has a key for
 the caller, their own or the instance's; the demo model when none has. It picks
 one target per call and never falls back from a real provider to the demo model.
+
+`"free": true` on an upstream marks every model of it free of charge (a local
+server): budgets then hold it at $0 (prices.py).
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class Routes:
     def __init__(self, upstreams: dict[str, Upstream], routes: dict[str, Route]) -> None:
         self._upstreams = upstreams
         self._routes = routes
+        self.free_providers: frozenset[str] = frozenset()  # upstreams the routes file marks free
 
     @classmethod
     def load(
@@ -78,6 +83,7 @@ class Routes:
             # Local servers (Ollama, llama.cpp) take no key; a key put for "openai-compatible" is still sent.
             upstreams[OPENAI_COMPATIBLE] = Upstream(OPENAI_COMPATIBLE, "openai", openai_compatible_base_url, True)
         raw: dict[str, object] = json.loads(path.read_text()) if path is not None else {}
+        free: set[str] = set()
         for name, entry in dict(raw.get("upstreams", {})).items():  # type: ignore[call-overload]  # untyped JSON (object): dict() raises on a bad section
             if (
                 not _NAME.fullmatch(name)
@@ -89,7 +95,12 @@ class Routes:
             if not isinstance(keyless, bool):
                 raise ValueError(f"routes file: upstream {name!r}: keyless must be true or false")
             upstreams[name] = Upstream(name, entry["protocol"], entry.get("base_url"), keyless)
+            if not isinstance(entry.get("free", False), bool):
+                raise ValueError(f"routes file: upstream {name!r}: free must be true or false")
+            if entry.get("free"):
+                free.add(name)
         routes = cls(upstreams, {})
+        routes.free_providers = frozenset(free)
         routes._routes[demo.ROUTE] = Route(demo.ROUTE, "The offline demo model.", [routes.target(demo.MODEL_NAME)])
         candidates = [routes.target(model) for model in auto_models]
         routes._routes[AUTO] = Route(

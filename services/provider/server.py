@@ -99,7 +99,7 @@ async def create_server(settings: ProviderSettings, address: str) -> GrpcServer:
         routes,
         adapters,
         keys,
-        PriceTable.load(settings.prices_file),
+        PriceTable.load(settings.prices_file, free_providers=routes.free_providers),
         metering,
         breakers=Breakers(settings.breaker_failures, settings.breaker_open_seconds),
         policy=RetryPolicy(settings.retry_max_attempts, settings.retry_base_delay, settings.retry_max_delay),

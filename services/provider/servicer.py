@@ -83,6 +83,7 @@ def _call(request: pb.GenerateRequest) -> GenerateCall:
         reasoning_budget_tokens=request.reasoning_budget_tokens,
         cache_prefix_messages=max(0, request.prompt_cache.prefix_messages),
         cache_key=request.prompt_cache.cache_key,
+        prompt_cache=request.HasField("prompt_cache"),
     )
 
 

@@ -52,8 +52,10 @@ class ProviderSettings(CommonSettings):
     breaker_failures: int = 5
     breaker_open_seconds: float = 30.0
 
-    # Model routes and the price table (JSON files); empty means the built-in defaults.
+    # Model routes (a JSON file); empty means the built-in upstreams and the demo route only.
     routes_file: Path | None = None
+    # Your prices (JSON, US dollars per million tokens, per provider/model), read over the dated table that
+    # ships (services/provider/prices.json); marks local models free. Empty means the shipped table alone.
     prices_file: Path | None = None
     # The base URL (with `/v1`) of an OpenAI-compatible server (Ollama, vLLM, llama.cpp): its models are then the
     # routes "openai-compatible/<model>". It takes no key unless one is put for provider "openai-compatible".

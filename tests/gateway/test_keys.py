@@ -171,6 +171,11 @@ async def test_usage_records_and_sums_come_from_real_runs(stack: Stack, gateway:
     ]
     by_day = await answer(await gateway.get("/api/v1/usage/summary?group_by=day,run", headers=user), 200)
     assert {row["day"] for row in by_day["summaries"]} == {records["records"][0]["create_time"][:10]}
+    by_model = await answer(await gateway.get("/api/v1/usage/summary?group_by=model", headers=user), 200)
+    assert [(row["provider"], row["model"], row["attempt_count"], row["run_id"]) for row in by_model["summaries"]] == [
+        ("demo", records["records"][0]["model"], total["summaries"][0]["attempt_count"], None)
+    ]
+    assert by_model["summaries"][0]["usage"]["cost_unknown"] is False  # the demo model is free, not unpriced
     later = "2999-01-01T00:00:00Z"
     none = await answer(await gateway.get(f"/api/v1/usage/records?start_time={later}", headers=user), 200)
     assert none["records"] == []

@@ -152,7 +152,12 @@ async def test_anthropic_request(env: Env) -> None:
     assert body["system"] == [{"type": "text", "text": "You are Steward.", "cache_control": EPHEMERAL}]
     assert body["tools"] == [
         {"name": "notes__create", "description": "Create a note.", "input_schema": SCHEMA},
-        {"name": "web__search", "description": "Search the web.", "input_schema": {"type": "object"}},
+        {
+            "name": "web__search",
+            "description": "Search the web.",
+            "input_schema": {"type": "object"},
+            "cache_control": EPHEMERAL,  # the tools and the system prompt are a cached prefix of their own
+        },
     ]
     # The cache breakpoint: the last block of message index cache_prefix_messages - 1.
     cached_call = {"type": "tool_use", "id": "call_2", "name": "web__search", "input": {"q": "x"}}
@@ -221,3 +226,42 @@ async def test_openai_official_request(env: Env, monkeypatch: pytest.MonkeyPatch
     assert "max_tokens" not in body
     assert body["prompt_cache_key"] == "agent-42"
     assert body["messages"] == OPENAI_MESSAGES
+
+
+def _final_usage(events: list[pb.GenerateResponse]) -> tuple[int, int]:
+    final = [e.usage for e in events if e.HasField("usage")][-1]
+    return final.cache_read_input_tokens, final.cache_write_input_tokens
+
+
+async def test_a_caching_hint_caches_the_tools_and_system_prompt(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hint alone (no cached messages) marks the tools and the system prompt; the fake's prompt cache then
+    reports a write and, for the same prefix again, a read of as many tokens. OpenAI (itself: the key is sent only
+    there) reports reads and never writes. Without the hint nothing is marked and nothing is cached."""
+    monkeypatch.setattr(openai_adapter, "DEFAULT_BASE_URL", env.fake.openai_base_url)
+    hinted = GenerateCall(
+        "test-model", [user("Hi")], system="You are Steward.", tools=list(TOOLS), prompt_cache=True, cache_key="a-1"
+    )
+    upstreams: dict[Protocol, Upstream] = {
+        "anthropic": env.upstream("anthropic"),
+        "openai": Upstream(provider="openai", protocol="openai"),
+    }
+    uses = {}
+    for protocol, upstream in upstreams.items():
+        first, _ = await run(env.adapter(protocol), upstream, hinted)
+        second, _ = await run(env.adapter(protocol), upstream, replace(hinted, messages=[user("Another question")]))
+        unhinted, _ = await run(env.adapter(protocol), upstream, replace(hinted, prompt_cache=False, cache_key=""))
+        uses[protocol] = [_final_usage(first), _final_usage(second), _final_usage(unhinted)]
+    anthropic_body = env.fake.requests[0].body
+    assert anthropic_body["system"][0]["cache_control"] == EPHEMERAL
+    assert anthropic_body["tools"][-1]["cache_control"] == EPHEMERAL
+    assert "cache_control" not in json.dumps(anthropic_body["messages"])
+    assert "cache_control" not in json.dumps(env.fake.requests[2].body)
+    (written, read) = (uses["anthropic"][0][1], uses["anthropic"][1][0])
+    assert written > 0
+    assert uses["anthropic"] == [(0, written), (read, 0), (0, 0)]
+    assert read == written
+    assert uses["openai"][0] == (0, 0)  # the first request fills the cache, for free
+    assert uses["openai"][1][0] > 0
+    assert uses["openai"][1][1] == 0
+    assert uses["openai"][2] == (0, 0)
+    assert "prompt_cache_key" not in env.fake.requests[5].body

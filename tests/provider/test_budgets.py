@@ -11,8 +11,8 @@ import grpc
 import pytest
 
 from fakes.upstream import FakeUpstream, Reply
-from steward.errors import from_rpc_error
-from steward.provider.v1 import budget_pb2
+from steward.errors import Reason, StewardError, from_rpc_error
+from steward.provider.v1 import budget_pb2, usage_record_pb2
 from steward.provider.v1 import provider_service_pb2 as pb
 from tests.provider.harness import ask, provider_for
 from tests.support.backends import drop_database_url, fresh_database_url
@@ -94,3 +94,57 @@ async def test_expired_reservations_are_released(fake_upstream: FakeUpstream, tm
             await engine.dispose()
         state = (await provider.stub.GetBudget(pb.GetBudgetRequest(), metadata=user)).budget
         assert (state.reserved_micros, state.spent_micros) == (0, 0)
+
+
+async def test_an_unpriced_model_is_refused_under_a_budget_and_never_costs_a_silent_zero(
+    fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    prices = tmp_path / "unpriced-prices.json"
+    prices.write_text(
+        json.dumps({"fake-anthropic/claude-test": {"input": 1.0, "output": 2.0}, "fake-openai/local": {"free": True}})
+    )
+    unpriced = "fake-openai/gpt-test"  # also the "smart" route's fallback
+    async with provider_for(fake_upstream, tmp_path, prices_file=prices) as provider:
+        user = provider.user()
+        for name in ("fake-anthropic", "fake-openai"):
+            await provider.stub.PutKey(pb.PutKeyRequest(provider=name, secret="sk-unpriced-000000000"), metadata=user)
+
+        async def budget(limit: int) -> None:
+            request = pb.SetBudgetRequest(limit_micros=limit, period=budget_pb2.BUDGET_PERIOD_MONTH)
+            await provider.stub.SetBudget(request, metadata=user)
+
+        async def refusal(request: pb.GenerateRequest) -> StewardError:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await provider.collect(request, user)
+            return from_rpc_error(raised.value)
+
+        # No budget: the call goes ahead, and its usage says the cost is unknown (not $0).
+        events = await provider.collect(ask(model=unpriced), user)
+        assert [e.usage.cost_unknown for e in events if e.HasField("usage")][-1] is True
+        (record,) = (await provider.stub.ListUsageRecords(pb.ListUsageRecordsRequest(), metadata=user)).records
+        assert (record.model, record.usage.cost_micros, record.usage.cost_unknown) == ("gpt-test", 0, True)
+
+        await budget(10_000)  # $0.01
+        seen = len(fake_upstream.requests)
+        for request in (ask(model=unpriced), ask(route="smart")):  # a route is refused for its unpriced fallback
+            error = await refusal(request)
+            assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, Reason.MODEL_UNPRICED)
+            assert (error.metadata["models"], error.metadata["scope"]) == (unpriced, "user")
+        assert len(fake_upstream.requests) == seen  # refused before any upstream request
+        free = [e.usage for e in await provider.collect(ask(model="fake-openai/local"), user) if e.HasField("usage")]
+        assert (free[-1].cost_micros, free[-1].cost_unknown) == (0, False)  # marked free: known to cost nothing
+        priced = [e.usage for e in await provider.collect(ask(), user) if e.HasField("usage")]
+        assert priced[-1].cost_micros > 0
+        assert not priced[-1].cost_unknown
+
+        await budget(0)  # a limit of 0 is no limit: the budget only keeps count, and nothing is refused
+        await provider.collect(ask(model=unpriced), user)
+        summary = await provider.stub.SummarizeUsage(
+            pb.SummarizeUsageRequest(group_by=[usage_record_pb2.USAGE_GROUP_BY_MODEL]), metadata=user
+        )
+        by_model = {(s.provider, s.model): (s.attempt_count, s.usage.cost_unknown) for s in summary.summaries}
+        assert by_model == {
+            ("fake-anthropic", "claude-test"): (1, False),
+            ("fake-openai", "gpt-test"): (2, True),
+            ("fake-openai", "local"): (1, False),
+        }

@@ -6,9 +6,7 @@ import json
 import random
 from pathlib import Path
 
-import pytest
-
-from services.provider.prices import Price, PriceTable
+from services.provider.prices import PriceTable
 from services.provider.resilience import CircuitBreaker, RetryPolicy
 from steward.common.v1 import usage_pb2
 
@@ -49,20 +47,13 @@ def test_prices_cost_usage_and_bound_the_worst_case(tmp_path: Path) -> None:
     path.write_text(json.dumps({"a/m": {"input": 3.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75}}))
     table = PriceTable.load(path)
     price = table.price("a", "m")
+    assert price is not None
     usage = usage_pb2.Usage(
         input_tokens=1000, output_tokens=100, cache_read_input_tokens=2000, cache_write_input_tokens=400
     )
     assert price.cost_micros(usage) == 3000 + 1500 + 600 + 1500
     assert price.worst_case_micros(1000 + 2000 + 400, 100) >= price.cost_micros(usage)
-    assert table.price("a", "unknown") == Price()
-
-
-@pytest.mark.parametrize("content", ['{"a/m": {"input": -1}}', '{"a/m": {"bogus": 1}}', "[1]"])
-def test_bad_price_tables_are_refused(tmp_path: Path, content: str) -> None:
-    path = tmp_path / "prices.json"
-    path.write_text(content)
-    with pytest.raises(ValueError, match="price"):
-        PriceTable.load(path)
+    assert table.price("a", "unknown") is None  # unpriced: never a silent $0 (tests/provider/test_prices.py)
 
 
 def test_a_half_open_trial_that_ends_without_a_verdict_frees_the_slot() -> None:

@@ -147,11 +147,13 @@ class Usage:
     output_tokens: int = 0
     cache_read_input_tokens: int = 0
     cache_write_input_tokens: int = 0
-    cost_micros: int = 0  # millionths of a US dollar
+    cost_micros: int = 0  # millionths of a US dollar; only the priced tokens when cost_unknown
+    cost_unknown: bool = False  # some tokens were on a model with no price (docs/budgets.md)
 
     @classmethod
     def from_json(cls, body: Json) -> Usage:
-        return cls(**{name: int(body.get(name) or 0) for name in cls.__dataclass_fields__})
+        counts = {name: int(body.get(name) or 0) for name in cls.__dataclass_fields__ if name != "cost_unknown"}
+        return cls(**counts, cost_unknown=bool(body.get("cost_unknown")))
 
 
 @dataclass(frozen=True)

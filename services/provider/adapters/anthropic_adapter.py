@@ -228,9 +228,9 @@ def translate_messages(call: GenerateCall, names: ToolNames) -> tuple[list[TextB
     system_text = "\n\n".join(t for t in system_texts if t)
     if system_text:
         system.append({"type": "text", "text": system_text})
+    if (call.prompt_cache or call.cache_prefix_messages > 0) and system:
+        system[0]["cache_control"] = {"type": "ephemeral"}
     if call.cache_prefix_messages > 0:
-        if system:
-            system[0]["cache_control"] = {"type": "ephemeral"}
         _mark_cached(per_message, min(call.cache_prefix_messages, len(per_message)) - 1)
 
     merged: list[tuple[str, list[_Block]]] = []
@@ -263,6 +263,8 @@ def translate_tools(call: GenerateCall, names: ToolNames) -> list[ToolParam]:
         if tool.description:
             spec["description"] = tool.description
         tools.append(spec)
+    if tools and (call.prompt_cache or call.cache_prefix_messages > 0):
+        tools[-1]["cache_control"] = {"type": "ephemeral"}  # the tools come first in the cached prefix
     return tools
 
 

@@ -59,6 +59,8 @@ class GenerateCall:
     # Cache the prompt prefix up to and including this many messages (0: no hint).
     cache_prefix_messages: int = 0
     cache_key: str = ""
+    # A caching hint was given: cache the tools and the system prompt (and cache_prefix_messages messages).
+    prompt_cache: bool = False
 
 
 class UpstreamError(Exception):

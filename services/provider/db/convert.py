@@ -29,6 +29,7 @@ def usage_record_message(row: UsageRecordRow) -> usage_record_pb2.UsageRecord:
             cache_read_input_tokens=row.cache_read_input_tokens,
             cache_write_input_tokens=row.cache_write_input_tokens,
             cost_micros=row.cost_micros,
+            cost_unknown=row.cost_unknown,
         ),
     )
     record.create_time.FromDatetime(timeutil.aware(row.create_time))

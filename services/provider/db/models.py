@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 from steward import orm
 from steward.provider.v1 import budget_pb2, key_pb2, usage_record_pb2
@@ -62,6 +63,8 @@ class UsageRecordRow(Base):
     cache_read_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cache_write_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The model had no price (and was not marked free): cost_micros is 0 and says nothing.
+    cost_unknown: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import timestamp_pb2
-from sqlalchemy import Select, String, cast, create_engine, func, insert, select
+from sqlalchemy import Select, String, case, cast, create_engine, func, insert, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -54,6 +54,7 @@ class NewUsageRecord:
     cache_write_input_tokens: int
     cost_micros: int
     create_time: datetime
+    cost_unknown: bool = False  # the model had no price: cost_micros is 0 and says nothing
 
 
 def _values(record: NewUsageRecord) -> dict[str, Any]:
@@ -76,6 +77,7 @@ def _values(record: NewUsageRecord) -> dict[str, Any]:
         "cache_read_input_tokens": record.cache_read_input_tokens,
         "cache_write_input_tokens": record.cache_write_input_tokens,
         "cost_micros": record.cost_micros,
+        "cost_unknown": record.cost_unknown,
         "create_time": record.create_time,
     }
 
@@ -148,7 +150,7 @@ def _filtered(query: Select[Any], owner_id: str, window: UsageWindow) -> Select[
 
 
 class UsageRepository:
-    """An owner's usage records, and their sums grouped by user, agent, run or day, in keyset pages.
+    """An owner's usage records, and their sums grouped by user, agent, run, day or model, in keyset pages.
 
     The page-size rule (its default, its cap, INVALID_ARGUMENT on a bad size) is the service's, handed in;
     it is applied where the service always applied it: a bad page token is reported before a bad size.
@@ -170,7 +172,7 @@ class UsageRepository:
     async def summarize(
         self, owner_id: str, window: UsageWindow, groups: Collection[int], page_token: str, page_size: int
     ) -> tuple[list[usage_record_pb2.UsageSummary], str]:
-        """Sums per group (a USAGE_GROUP_BY_* set; the user alone when it names no agent, run or day)."""
+        """Sums per group (a USAGE_GROUP_BY_* set; the user alone when it names no agent, run, day or model)."""
         columns: dict[str, Any] = {}
         if usage_record_pb2.USAGE_GROUP_BY_AGENT in groups:
             columns["agent_id"] = UsageRecordRow.agent_id
@@ -179,6 +181,9 @@ class UsageRepository:
         if usage_record_pb2.USAGE_GROUP_BY_DAY in groups:
             # Times are stored in UTC; the first ten characters of their text are the day.
             columns["day"] = func.substr(cast(UsageRecordRow.create_time, String), 1, 10)
+        if usage_record_pb2.USAGE_GROUP_BY_MODEL in groups:
+            columns["provider"] = UsageRecordRow.provider
+            columns["model"] = UsageRecordRow.model
         keys = list(columns.values())
         # Each group's key is unique among the groups: it is the whole keyset, and the grouping names the list.
         kind = "usage-summaries.1:" + ",".join(columns)
@@ -190,6 +195,7 @@ class UsageRepository:
             func.sum(UsageRecordRow.cache_read_input_tokens),
             func.sum(UsageRecordRow.cache_write_input_tokens),
             func.sum(UsageRecordRow.cost_micros),
+            func.max(case((UsageRecordRow.cost_unknown, 1), else_=0)),
         ]
         query = _filtered(select(*keys, *sums), owner_id, window)
         if after is not None:
@@ -202,13 +208,15 @@ class UsageRepository:
         summaries = []
         for row in rows[:size]:
             values = dict(zip(columns, row[: len(keys)], strict=True))
-            count, inputs, outputs, cache_read, cache_write, cost = row[len(keys) :]
+            count, inputs, outputs, cache_read, cache_write, cost, unknown = row[len(keys) :]
             summaries.append(
                 usage_record_pb2.UsageSummary(
                     user_id=owner_id,
                     agent_id=values.get("agent_id", ""),
                     run_id=values.get("run_id", ""),
                     day=str(values.get("day", "")),
+                    provider=values.get("provider", ""),
+                    model=values.get("model", ""),
                     attempt_count=int(count),
                     usage=usage_pb2.Usage(
                         input_tokens=int(inputs or 0),
@@ -216,6 +224,7 @@ class UsageRepository:
                         cache_read_input_tokens=int(cache_read or 0),
                         cache_write_input_tokens=int(cache_write or 0),
                         cost_micros=int(cost or 0),
+                        cost_unknown=bool(unknown),
                     ),
                 )
             )

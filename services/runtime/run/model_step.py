@@ -47,6 +47,7 @@ def add_usage(total: usage_pb2.Usage, more: usage_pb2.Usage) -> None:
     total.cache_read_input_tokens += more.cache_read_input_tokens
     total.cache_write_input_tokens += more.cache_write_input_tokens
     total.cost_micros += more.cost_micros
+    total.cost_unknown = total.cost_unknown or more.cost_unknown
 
 
 class _Assembler:

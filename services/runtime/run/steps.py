@@ -41,6 +41,7 @@ log = structlog.get_logger(__name__)
 
 STEP_RESTARTS = 2
 MAX_OUTPUT_TOKENS = 4096  # per step, unless the run's token limit leaves less
+DEFAULT_CACHE_KEY = "default-agent"  # the caching hint's key for the deployment's default agent (it has no id)
 # How a run ends: its state and, when incomplete, the reason.
 Ending = tuple[run_pb2.RunState.ValueType, run_pb2.IncompleteReason.ValueType]
 
@@ -161,7 +162,17 @@ def _request(
         agent_id=ctx.agent.id,
         step=step,
         request_id=f"{ctx.run_id}/{ctx.epoch}/{step}",
+        prompt_cache=_cache_hint(ctx),
     )
+
+
+def _cache_hint(ctx: RunContext) -> provider_pb.PromptCacheHint | None:
+    """The caching hint, unless the agent turned caching off (unset is on): the system prompt and the tools are the
+    cached prefix, keyed by the agent (the provider translates it per upstream, or ignores it; ADR 0022)."""
+    params = ctx.agent.model_params
+    if params.HasField("prompt_caching") and not params.prompt_caching:
+        return None
+    return provider_pb.PromptCacheHint(prefix_messages=0, cache_key=ctx.agent.id or DEFAULT_CACHE_KEY)
 
 
 async def _step(

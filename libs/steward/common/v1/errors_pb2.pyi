@@ -108,6 +108,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The API token does not exist or belongs to someone else (NOT_FOUND)."""
     ERROR_REASON_MESSAGE_ID_CONFLICT: _ErrorReason.ValueType  # 40
     """A message id minted by the caller is already taken (ALREADY_EXISTS)."""
+    ERROR_REASON_MODEL_UNPRICED: _ErrorReason.ValueType  # 41
+    """A budget applies to a model call but a model of its route has no price and
+    is not marked free, so its cost could not be held to the budget
+    (FAILED_PRECONDITION, HTTP 400); metadata "models" names the unpriced
+    models and "scope" the budget ("user", "agent" or "run").
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable reasons that Steward services put in
@@ -206,4 +212,10 @@ ERROR_REASON_TOKEN_NOT_FOUND: ErrorReason.ValueType  # 39
 """The API token does not exist or belongs to someone else (NOT_FOUND)."""
 ERROR_REASON_MESSAGE_ID_CONFLICT: ErrorReason.ValueType  # 40
 """A message id minted by the caller is already taken (ALREADY_EXISTS)."""
+ERROR_REASON_MODEL_UNPRICED: ErrorReason.ValueType  # 41
+"""A budget applies to a model call but a model of its route has no price and
+is not marked free, so its cost could not be held to the budget
+(FAILED_PRECONDITION, HTTP 400); metadata "models" names the unpriced
+models and "scope" the budget ("user", "agent" or "run").
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

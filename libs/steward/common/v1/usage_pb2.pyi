@@ -27,6 +27,7 @@ class Usage(_message.Message):
     CACHE_READ_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     CACHE_WRITE_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     COST_MICROS_FIELD_NUMBER: _builtins.int
+    COST_UNKNOWN_FIELD_NUMBER: _builtins.int
     input_tokens: _builtins.int
     """Input tokens billed at the normal rate."""
     output_tokens: _builtins.int
@@ -36,7 +37,12 @@ class Usage(_message.Message):
     cache_write_input_tokens: _builtins.int
     """Input tokens written to the provider's prompt cache."""
     cost_micros: _builtins.int
-    """Cost in millionths of a US dollar, from the provider service's price table."""
+    """Cost in millionths of a US dollar, from the provider service's price table (see cost_unknown)."""
+    cost_unknown: _builtins.bool
+    """True when some of the tokens were used on a model with no price (and not
+    marked free): cost_micros then counts only the priced tokens, and the real
+    cost is unknown. Never set for free models.
+    """
     def __init__(
         self,
         *,
@@ -45,10 +51,11 @@ class Usage(_message.Message):
         cache_read_input_tokens: _builtins.int = ...,
         cache_write_input_tokens: _builtins.int = ...,
         cost_micros: _builtins.int = ...,
+        cost_unknown: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_read_input_tokens", b"cache_read_input_tokens", "cache_write_input_tokens", b"cache_write_input_tokens", "cost_micros", b"cost_micros", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_read_input_tokens", b"cache_read_input_tokens", "cache_write_input_tokens", b"cache_write_input_tokens", "cost_micros", b"cost_micros", "cost_unknown", b"cost_unknown", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

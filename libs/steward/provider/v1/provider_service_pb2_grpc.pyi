@@ -65,6 +65,11 @@ class ProviderServiceStub:
       targets has a key usable by the caller (metadata "cause"="no_key").
     - RESOURCE_EXHAUSTED (BUDGET_EXCEEDED): the worst-case cost does not fit a
       budget; metadata "scope" is "user", "agent" or "run".
+    - FAILED_PRECONDITION (MODEL_UNPRICED): a budget with a limit applies to the
+      call and a model of its route has no price in the price table and is not
+      marked free; metadata "models" lists them, "scope" names the budget. With
+      no budget applying, an unpriced model is called and its usage records
+      carry cost_unknown.
     - UNAVAILABLE (UPSTREAM_ERROR): the provider failed after retries and
       fallbacks, or broke after content was sent; metadata "transient"="true",
       plus "provider" and, when known, "retry_after_ms".
@@ -214,6 +219,11 @@ class ProviderServiceAsyncStub(ProviderServiceStub):
       targets has a key usable by the caller (metadata "cause"="no_key").
     - RESOURCE_EXHAUSTED (BUDGET_EXCEEDED): the worst-case cost does not fit a
       budget; metadata "scope" is "user", "agent" or "run".
+    - FAILED_PRECONDITION (MODEL_UNPRICED): a budget with a limit applies to the
+      call and a model of its route has no price in the price table and is not
+      marked free; metadata "models" lists them, "scope" names the budget. With
+      no budget applying, an unpriced model is called and its usage records
+      carry cost_unknown.
     - UNAVAILABLE (UPSTREAM_ERROR): the provider failed after retries and
       fallbacks, or broke after content was sent; metadata "transient"="true",
       plus "provider" and, when known, "retry_after_ms".
@@ -366,6 +376,11 @@ class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
           targets has a key usable by the caller (metadata "cause"="no_key").
         - RESOURCE_EXHAUSTED (BUDGET_EXCEEDED): the worst-case cost does not fit a
           budget; metadata "scope" is "user", "agent" or "run".
+        - FAILED_PRECONDITION (MODEL_UNPRICED): a budget with a limit applies to the
+          call and a model of its route has no price in the price table and is not
+          marked free; metadata "models" lists them, "scope" names the budget. With
+          no budget applying, an unpriced model is called and its usage records
+          carry cost_unknown.
         - UNAVAILABLE (UPSTREAM_ERROR): the provider failed after retries and
           fallbacks, or broke after content was sent; metadata "transient"="true",
           plus "provider" and, when known, "retry_after_ms".

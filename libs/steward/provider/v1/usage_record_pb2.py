@@ -27,19 +27,19 @@ from steward.common.v1 import usage_pb2 as steward_dot_common_dot_v1_dot_usage__
 from steward.provider.v1 import key_pb2 as steward_dot_provider_dot_v1_dot_key__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&steward/provider/v1/usage_record.proto\x12\x13steward.provider.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dsteward/common/v1/usage.proto\x1a\x1dsteward/provider/v1/key.proto\"\x87\x03\n\x0bUsageRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x30\n\tkey_scope\x18\x03 \x01(\x0e\x32\x1d.steward.provider.v1.KeyScope\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12\x0e\n\x06run_id\x18\x05 \x01(\t\x12\x0c\n\x04step\x18\x06 \x01(\x05\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\r\n\x05route\x18\x08 \x01(\t\x12\x10\n\x08provider\x18\t \x01(\t\x12\r\n\x05model\x18\n \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x0b \x01(\x05\x12\x34\n\x07outcome\x18\x0c \x01(\x0e\x32#.steward.provider.v1.AttemptOutcome\x12\x14\n\x0c\x65rror_reason\x18\r \x01(\t\x12\'\n\x05usage\x18\x0e \x01(\x0b\x32\x18.steward.common.v1.Usage\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8e\x01\n\x0cUsageSummary\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x0b\n\x03\x64\x61y\x18\x04 \x01(\t\x12\x15\n\rattempt_count\x18\x05 \x01(\x03\x12\'\n\x05usage\x18\x06 \x01(\x0b\x32\x18.steward.common.v1.Usage*\xad\x01\n\x0e\x41ttemptOutcome\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41TTEMPT_OUTCOME_COMPLETED\x10\x01\x12\x1a\n\x16\x41TTEMPT_OUTCOME_FAILED\x10\x02\x12\x1d\n\x19\x41TTEMPT_OUTCOME_CANCELLED\x10\x03\x12 \n\x1c\x41TTEMPT_OUTCOME_DISCONNECTED\x10\x04*\x91\x01\n\x0cUsageGroupBy\x12\x1e\n\x1aUSAGE_GROUP_BY_UNSPECIFIED\x10\x00\x12\x17\n\x13USAGE_GROUP_BY_USER\x10\x01\x12\x18\n\x14USAGE_GROUP_BY_AGENT\x10\x02\x12\x16\n\x12USAGE_GROUP_BY_RUN\x10\x03\x12\x16\n\x12USAGE_GROUP_BY_DAY\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&steward/provider/v1/usage_record.proto\x12\x13steward.provider.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dsteward/common/v1/usage.proto\x1a\x1dsteward/provider/v1/key.proto\"\x87\x03\n\x0bUsageRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x30\n\tkey_scope\x18\x03 \x01(\x0e\x32\x1d.steward.provider.v1.KeyScope\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12\x0e\n\x06run_id\x18\x05 \x01(\t\x12\x0c\n\x04step\x18\x06 \x01(\x05\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\r\n\x05route\x18\x08 \x01(\t\x12\x10\n\x08provider\x18\t \x01(\t\x12\r\n\x05model\x18\n \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x0b \x01(\x05\x12\x34\n\x07outcome\x18\x0c \x01(\x0e\x32#.steward.provider.v1.AttemptOutcome\x12\x14\n\x0c\x65rror_reason\x18\r \x01(\t\x12\'\n\x05usage\x18\x0e \x01(\x0b\x32\x18.steward.common.v1.Usage\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xaf\x01\n\x0cUsageSummary\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x0b\n\x03\x64\x61y\x18\x04 \x01(\t\x12\x15\n\rattempt_count\x18\x05 \x01(\x03\x12\'\n\x05usage\x18\x06 \x01(\x0b\x32\x18.steward.common.v1.Usage\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\r\n\x05model\x18\x08 \x01(\t*\xad\x01\n\x0e\x41ttemptOutcome\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41TTEMPT_OUTCOME_COMPLETED\x10\x01\x12\x1a\n\x16\x41TTEMPT_OUTCOME_FAILED\x10\x02\x12\x1d\n\x19\x41TTEMPT_OUTCOME_CANCELLED\x10\x03\x12 \n\x1c\x41TTEMPT_OUTCOME_DISCONNECTED\x10\x04*\xab\x01\n\x0cUsageGroupBy\x12\x1e\n\x1aUSAGE_GROUP_BY_UNSPECIFIED\x10\x00\x12\x17\n\x13USAGE_GROUP_BY_USER\x10\x01\x12\x18\n\x14USAGE_GROUP_BY_AGENT\x10\x02\x12\x16\n\x12USAGE_GROUP_BY_RUN\x10\x03\x12\x16\n\x12USAGE_GROUP_BY_DAY\x10\x04\x12\x18\n\x14USAGE_GROUP_BY_MODEL\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'steward.provider.v1.usage_record_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ATTEMPTOUTCOME']._serialized_start=698
-  _globals['_ATTEMPTOUTCOME']._serialized_end=871
-  _globals['_USAGEGROUPBY']._serialized_start=874
-  _globals['_USAGEGROUPBY']._serialized_end=1019
+  _globals['_ATTEMPTOUTCOME']._serialized_start=731
+  _globals['_ATTEMPTOUTCOME']._serialized_end=904
+  _globals['_USAGEGROUPBY']._serialized_start=907
+  _globals['_USAGEGROUPBY']._serialized_end=1078
   _globals['_USAGERECORD']._serialized_start=159
   _globals['_USAGERECORD']._serialized_end=550
   _globals['_USAGESUMMARY']._serialized_start=553
-  _globals['_USAGESUMMARY']._serialized_end=695
+  _globals['_USAGESUMMARY']._serialized_end=728
 # @@protoc_insertion_point(module_scope)

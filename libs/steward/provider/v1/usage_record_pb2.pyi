@@ -68,6 +68,8 @@ class _UsageGroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UsageGro
     """One row per run; calls outside runs share the row with an empty run_id."""
     USAGE_GROUP_BY_DAY: _UsageGroupBy.ValueType  # 4
     """One row per UTC calendar day."""
+    USAGE_GROUP_BY_MODEL: _UsageGroupBy.ValueType  # 5
+    """One row per model that served attempts, by its provider and model id."""
 
 class UsageGroupBy(_UsageGroupBy, metaclass=_UsageGroupByEnumTypeWrapper):
     """UsageGroupBy names a dimension that SummarizeUsage groups rows by."""
@@ -82,6 +84,8 @@ USAGE_GROUP_BY_RUN: UsageGroupBy.ValueType  # 3
 """One row per run; calls outside runs share the row with an empty run_id."""
 USAGE_GROUP_BY_DAY: UsageGroupBy.ValueType  # 4
 """One row per UTC calendar day."""
+USAGE_GROUP_BY_MODEL: UsageGroupBy.ValueType  # 5
+"""One row per model that served attempts, by its provider and model id."""
 Global___UsageGroupBy: _TypeAlias = UsageGroupBy  # noqa: Y015
 
 @_typing.final
@@ -183,6 +187,8 @@ class UsageSummary(_message.Message):
     DAY_FIELD_NUMBER: _builtins.int
     ATTEMPT_COUNT_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """The user of the group, when grouped by user."""
     agent_id: _builtins.str
@@ -193,6 +199,10 @@ class UsageSummary(_message.Message):
     """The UTC day of the group as "YYYY-MM-DD", when grouped by day."""
     attempt_count: _builtins.int
     """How many attempts the group holds."""
+    provider: _builtins.str
+    """The configured provider of the group, when grouped by model."""
+    model: _builtins.str
+    """The provider's model id of the group, when grouped by model."""
     @_builtins.property
     def usage(self) -> _usage_pb2.Usage:
         """The summed tokens and cost of the group's attempts."""
@@ -206,10 +216,12 @@ class UsageSummary(_message.Message):
         day: _builtins.str = ...,
         attempt_count: _builtins.int = ...,
         usage: _usage_pb2.Usage | None = ...,
+        provider: _builtins.str = ...,
+        model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "attempt_count", b"attempt_count", "day", b"day", "run_id", b"run_id", "usage", b"usage", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "attempt_count", b"attempt_count", "day", b"day", "model", b"model", "provider", b"provider", "run_id", b"run_id", "usage", b"usage", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
