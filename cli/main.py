@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from cli import tokens
+from cli import agents, tokens
 from cli.supervisor import Supervisor
 from steward.logs import configure_logging
 
@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
         "--fake-llm", action="store_true", help="route the default agent to a local fake OpenAI-compatible upstream"
     )
     tokens.add_parser(commands)
+    agents.add_parser(commands)
     return parser
 
 
@@ -37,4 +38,6 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(supervisor.run())
     if args.command == "token":
         return tokens.run(args)
+    if args.command == "agents":
+        return agents.run(args)
     return 2

@@ -94,6 +94,7 @@ class Reason(enum.StrEnum):
     USER_NOT_FOUND = "USER_NOT_FOUND"
     TOKEN_NOT_FOUND = "TOKEN_NOT_FOUND"  # noqa: S105
     MESSAGE_ID_CONFLICT = "MESSAGE_ID_CONFLICT"
+    AGENT_FILE_INVALID = "AGENT_FILE_INVALID"
 
 
 class StewardError(Exception):

@@ -11,11 +11,11 @@ import anyio
 from services.runtime.agents import AgentSpec
 from services.runtime.settings import RuntimeSettings
 from services.runtime.tools.classify import AgentPolicy, RunMode, ToolKind
-from services.runtime.tools.config import load_config
+from services.runtime.tools.config import Trust, load_config
 from services.runtime.tools.mcp_client import McpClientManager
-from services.runtime.tools.model import ToolCallStatus
+from services.runtime.tools.model import ToolCallStatus, ToolDescriptor
 from services.runtime.tools.registry import ToolRegistry
-from services.runtime.tools.toolbox import Kind, Toolbox, ToolInfo, ToolOutcome
+from services.runtime.tools.toolbox import Kind, Toolbox, ToolInfo, ToolOutcome, ToolServerInfo
 from steward.store.v1 import agent_pb2
 
 
@@ -29,17 +29,21 @@ class RegistryToolbox:
             auto_approve=tuple(agent.auto_approved),
             always_confirm=tuple(agent.always_confirm),
         )
-        return [
-            ToolInfo(
-                name=tool.name,
-                description=tool.description,
-                input_schema_json=json.dumps(tool.input_schema),
-                kind=Kind.READ if tool.kind == ToolKind.READ else Kind.WRITE,
-                needs_confirmation=tool.needs_confirmation,
-                idempotent=tool.idempotent,
+        return [_info(tool) for tool in self._registry.for_agent(tools=agent.tools, policy=policy).list()]
+
+    def catalogue(self) -> tuple[list[ToolInfo], list[ToolServerInfo]]:
+        tools = [_info(tool) for tool in self._registry.for_agent(tools=("*",), policy=AgentPolicy()).list()]
+        manager = self._registry.mcp
+        servers = [
+            ToolServerInfo(
+                name=name,
+                trusted=connection.config.trust is Trust.TRUSTED,
+                connected=connection.available,
+                tool_count=len(connection.tools),
             )
-            for tool in self._registry.for_agent(tools=agent.tools, policy=policy).list()
+            for name, connection in sorted((manager.servers if manager is not None else {}).items())
         ]
+        return tools, servers
 
     def validate(self, tool: ToolInfo, arguments: object) -> str | None:
         definition = self._registry.definitions().get(tool.name)
@@ -60,6 +64,20 @@ class RegistryToolbox:
             timed_out=result.status is ToolCallStatus.TIMEOUT,
             status=result.status,
         )
+
+
+def _info(tool: ToolDescriptor) -> ToolInfo:
+    return ToolInfo(
+        name=tool.name,
+        description=tool.description,
+        input_schema_json=json.dumps(tool.input_schema),
+        kind=Kind.READ if tool.kind == ToolKind.READ else Kind.WRITE,
+        needs_confirmation=tool.needs_confirmation,
+        idempotent=tool.idempotent,
+        destructive=tool.destructive,
+        reason=tool.reason.value,
+        server=tool.server or "",
+    )
 
 
 async def toolbox_from_settings(settings: RuntimeSettings) -> tuple[Toolbox, Callable[[], Awaitable[None]] | None]:

@@ -33,6 +33,19 @@ class ToolInfo:
     kind: Kind
     needs_confirmation: bool  # a person must approve each call (writes, unless the agent's policy lets them through)
     idempotent: bool = False  # a repeated call with the same key has no further effect
+    destructive: bool = False  # a write that may destroy or overwrite something
+    reason: str = ""  # why it is classified so (classify.Reason's value; "client" for client tools)
+    server: str = ""  # the MCP server that offers it; "" for built-in and client tools
+
+
+@dataclass(frozen=True)
+class ToolServerInfo:
+    """One configured MCP server as this replica sees it."""
+
+    name: str
+    trusted: bool
+    connected: bool  # a session is up now
+    tool_count: int  # its last tool list's length (kept while it is down)
 
 
 @dataclass(frozen=True)
@@ -55,4 +68,9 @@ class Toolbox(Protocol):
 
     async def call(self, tool: ToolInfo, arguments: dict[str, object], *, key: str, time_limit: float) -> ToolOutcome:
         """Call a tool once; `key` is its idempotency key. Failures are outcomes, never exceptions."""
+        ...
+
+    def catalogue(self) -> tuple[list[ToolInfo], list[ToolServerInfo]]:
+        """Every tool known, classified without any agent's policy, and the MCP servers (not the loop's: the
+        runtime service's ListToolCatalog)."""
         ...

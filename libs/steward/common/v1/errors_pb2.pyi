@@ -108,6 +108,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The API token does not exist or belongs to someone else (NOT_FOUND)."""
     ERROR_REASON_MESSAGE_ID_CONFLICT: _ErrorReason.ValueType  # 40
     """A message id minted by the caller is already taken (ALREADY_EXISTS)."""
+    ERROR_REASON_AGENT_FILE_INVALID: _ErrorReason.ValueType  # 41
+    """An agent file cannot be applied: it is not YAML or JSON, a document is
+    not one agent, or a field is invalid; the problem lists each file's
+    errors and nothing was applied (HTTP 400).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable reasons that Steward services put in
@@ -206,4 +211,9 @@ ERROR_REASON_TOKEN_NOT_FOUND: ErrorReason.ValueType  # 39
 """The API token does not exist or belongs to someone else (NOT_FOUND)."""
 ERROR_REASON_MESSAGE_ID_CONFLICT: ErrorReason.ValueType  # 40
 """A message id minted by the caller is already taken (ALREADY_EXISTS)."""
+ERROR_REASON_AGENT_FILE_INVALID: ErrorReason.ValueType  # 41
+"""An agent file cannot be applied: it is not YAML or JSON, a document is
+not one agent, or a field is invalid; the problem lists each file's
+errors and nothing was applied (HTTP 400).
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
