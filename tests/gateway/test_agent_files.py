@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
-from gateway.routes.agent_files import APPLY_TASK
+from gateway.routes.agent_files import APPLY_TASK, parse_file
 from steward.errors import Reason
 from tests.support.gateway_http import answer
 from tests.support.sse import SseEvent, parse_sse, read_sse
@@ -222,6 +222,24 @@ async def test_an_agents_tools_show_their_classification_and_why(gateway: Client
     assert catalogue["servers"] == []  # the session stack has no tools file
     unknown = await gateway.get(f"/api/v1/agents/{uuid.uuid4()}/tools", headers=auth)
     assert (await answer(unknown, 404))["reason"] == Reason.AGENT_NOT_FOUND
+
+
+def test_the_documented_example_is_a_valid_agent_file() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "agents.md").read_text()
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    documents, errors = parse_file("researcher.yaml", example)
+    assert errors == []
+    (document,) = documents
+    assert set(document.body) == {
+        "name",
+        "description",
+        "model_route",
+        "system_prompt",
+        "tools",
+        "approval_policy",
+        "limits",
+        "model_params",
+    }  # every field of an agent, so the example stays complete
 
 
 async def _conversation(gateway: Client, auth: dict[str, str]) -> str:
