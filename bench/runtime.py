@@ -45,7 +45,7 @@ from services.runtime.hooks import Hook, ModelRequest, StepInfo
 from services.runtime.settings import RuntimeSettings
 from services.runtime.tools.model import Proposal
 from services.runtime.tools.registry_toolbox import toolbox_from_settings
-from services.runtime.tools.toolbox import Toolbox, ToolInfo, ToolOutcome
+from services.runtime.tools.toolbox import Toolbox, ToolInfo, ToolOutcome, ToolServerInfo
 from services.store.db.run_rows import TERMINAL_EVENT_KINDS
 from steward.confirm.v1.confirm_service_pb2 import DecideConfirmationRequest
 from steward.confirm.v1.confirmation_pb2 import SURFACE_GRPC
@@ -127,6 +127,9 @@ class TimedToolbox:
 
     def validate(self, tool: ToolInfo, arguments: object) -> str | None:
         return self._inner.validate(tool, arguments)
+
+    def catalogue(self) -> tuple[list[ToolInfo], list[ToolServerInfo]]:
+        return self._inner.catalogue()
 
     async def call(self, tool: ToolInfo, arguments: dict[str, object], *, key: str, time_limit: float) -> ToolOutcome:
         run_id, started = key.split(":", 1)[0], time.perf_counter()

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from cli import keys, tokens
+from cli import agents, keys, tokens
 from cli.supervisor import Supervisor
 from steward.logs import configure_logging
 
@@ -24,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     tokens.add_parser(commands)
     keys.add_parser(commands)
+    agents.add_parser(commands)
     return parser
 
 
@@ -40,4 +41,6 @@ def main(argv: list[str] | None = None) -> int:
         return tokens.run(args)
     if args.command == "keys":
         return keys.run(args)
+    if args.command == "agents":
+        return agents.run(args)
     return 2

@@ -14,7 +14,7 @@ from gateway.auth import bearer
 from gateway.mcp import endpoint as mcp_endpoint
 from gateway.middlewares import MIDDLEWARES, request_id_middleware
 from gateway.openai_api import routes as openai_routes
-from gateway.routes import budgets, confirmations, conversations, keys, models, ops, runs, usage
+from gateway.routes import agent_files, budgets, confirmations, conversations, keys, models, ops, runs, tools, usage
 from gateway.routes.agents import routes as agent_routes
 from gateway.routes.tokens import routes as token_routes
 from gateway.settings import GatewaySettings
@@ -43,7 +43,9 @@ def create_app(settings: GatewaySettings) -> web.Application:
     openapi_validation.operations()  # compile the request validators now, not on the first request
     app.router.add_routes(conversations.routes)
     app.router.add_routes(runs.routes)
+    app.router.add_routes(agent_files.routes)  # before agent_routes: /agents/apply is no agent id
     app.router.add_routes(agent_routes)
+    app.router.add_routes(tools.routes)
     app.router.add_routes(confirmations.routes)
     app.router.add_routes(token_routes)
     app.router.add_routes(keys.routes)
@@ -52,6 +54,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.router.add_routes(budgets.routes)
     app.router.add_routes(openai_routes)
     app.cleanup_ctx.append(_clients)
+    agent_files.install(app)  # after _clients: the folder is applied through them
     mcp_endpoint.install(app)  # after _clients: the MCP sessions end before the channels close
     return app
 

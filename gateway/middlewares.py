@@ -76,6 +76,7 @@ def _problem_for(request: web.Request, exc: Exception) -> web.Response:
     status, reason, detail, headers = 500, "INTERNAL", "internal error", None
     if isinstance(exc, problems.HttpError):
         status, reason, detail, headers = exc.status, exc.reason, exc.detail, exc.headers
+        extra.update(exc.extra)
         if isinstance(exc, InvalidRequestError):
             extra["metadata"] = exc.metadata
     elif isinstance(exc, web.HTTPNotFound):

@@ -262,3 +262,22 @@ async def validation_middleware(request: web.Request, handler: Handler) -> web.S
         if operation.body is not None:
             check_body(operation, await json_object(request))
     return await handler(request)
+
+
+@functools.cache
+def component_validator(name: str) -> Validator:
+    """A validator of the document's schema `components/schemas/<name>`, compiled once per process."""
+    document = openapi.document()
+    inlined = _inlined(document, document["components"]["schemas"][name])
+    RequestValidator.check_schema(inlined)
+    return RequestValidator(inlined)
+
+
+def component_error(name: str, instance: Any) -> tuple[str, str] | None:
+    """The first way `instance` fails the schema `name` (the dotted field and what is wrong, as request bodies are
+    answered), or None when it matches. For values that are not request bodies, such as agent files."""
+    error = _first_error(component_validator(name), instance)
+    if error is None:
+        return None
+    path, detail = _describe(error)
+    return _dotted(path), detail

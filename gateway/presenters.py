@@ -166,6 +166,7 @@ def run_json(run: run_pb2.Run) -> dict[str, Any]:
         "id": run.id,
         "conversation_id": run.conversation_id,
         "agent_id": run.agent_id or None,
+        "agent_version": run.agent_version or None,
         "state": _enum(run_pb2.RunState.Name(run.state), "RUN_STATE_"),
         "pause_reason": _enum(run_pb2.PauseReason.Name(run.pause_reason), "PAUSE_REASON_"),
         "incomplete_reason": _enum(run_pb2.IncompleteReason.Name(run.incomplete_reason), "INCOMPLETE_REASON_"),

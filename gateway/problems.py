@@ -76,3 +76,4 @@ class HttpError(Exception):
         self.reason = reason
         self.detail = detail
         self.headers = headers
+        self.extra: dict[str, object] = {}  # extension members of the problem (RFC 9457 §3.2)

@@ -89,6 +89,10 @@ class GatewaySettings(CommonSettings):
     oidc_token_types: list[str] = Field(default_factory=list)
     # The longest lifetime (`exp` - `iat`, seconds) a JWT may claim, which then must carry `iat`; 0: no limit.
     oidc_max_token_lifetime_seconds: float = Field(default=0.0, ge=0)
+    # A folder of agent files (docs/agents.md) the gateway applies at start, as agents_user_id (the dev user when
+    # empty); empty: none. Applying the same files again changes nothing; an invalid folder applies nothing.
+    agents_dir: str = ""
+    agents_user_id: str = ""
 
     @model_validator(mode="after")
     def _oidc_is_whole(self) -> GatewaySettings:

@@ -37,6 +37,7 @@ IDEMPOTENT_PREFIXES = (
     "Set",
     "RequestRun",
     "Verify",
+    "Apply",  # by content: a retry of an apply that went through answers "unchanged"
 )
 
 

@@ -26,7 +26,7 @@ log = structlog.get_logger(__name__)
 
 # The scopes, each with what it allows. Kept small: a read and a write per resource, and one for MCP.
 SCOPES: dict[str, str] = {
-    "agents:read": "list and read agents (also the OpenAI API's model list)",
+    "agents:read": "list and read agents and the tools they may call (also the OpenAI API's model list)",
     "agents:write": "create, change and delete agents",
     "conversations:read": "list and read conversations and their messages",
     "conversations:write": "create and delete conversations",
@@ -74,9 +74,14 @@ ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
     ("GET", "/api/v1/agents/{agent_id}"): "agents:read",
     ("PATCH", "/api/v1/agents/{agent_id}"): "agents:write",
     ("DELETE", "/api/v1/agents/{agent_id}"): "agents:write",
+    ("POST", "/api/v1/agents/apply"): "agents:write",
+    ("GET", "/api/v1/agents/{agent_id}/tools"): "agents:read",
+    ("GET", "/api/v1/tools"): "agents:read",
     ("GET", "/api/v1/confirmations"): "confirmations:read",
     ("GET", "/api/v1/confirmations/{confirmation_id}"): "confirmations:read",
     ("POST", "/api/v1/confirmations/{confirmation_id}/decision"): "confirmations:decide",
+    ("GET", "/api/v1/confirmations/{confirmation_id}/audit"): "confirmations:read",
+    ("GET", "/api/v1/runs/{run_id}/audit"): "confirmations:read",
     ("POST", "/api/v1/tokens"): "tokens:write",
     ("GET", "/api/v1/tokens"): "tokens:read",
     ("DELETE", "/api/v1/tokens/{token_id}"): "tokens:write",

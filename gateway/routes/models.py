@@ -56,17 +56,23 @@ async def list_model_routes(request: web.Request) -> web.Response:
     )
 
 
+def route_problem(routes: provider_pb.ListModelRoutesResponse, route: str) -> str | None:
+    """What is wrong with `route` given the provider's routes and providers; None when it names a route or a
+    configured provider's model."""
+    names = sorted(r.name for r in routes.routes)
+    providers = sorted(p.name for p in routes.providers)
+    provider, _, model = route.partition("/")
+    if route in names or (model and provider in providers):
+        return None
+    return (
+        f"no model route {route!r}; name one of the routes {', '.join(names)}, or a model as "
+        f"provider/model with a provider of {', '.join(providers)} (GET /api/v1/model-routes lists them)"
+    )
+
+
 async def check_model_route(request: web.Request, route: str) -> None:
     """400 MODEL_NOT_FOUND, naming what exists, unless `route` names a route or a configured provider's model."""
     reply = await request.app[CLIENTS].provider.ListModelRoutes(provider_pb.ListModelRoutesRequest())
-    names = sorted(r.name for r in reply.routes)
-    providers = sorted(p.name for p in reply.providers)
-    provider, _, model = route.partition("/")
-    if route in names or (model and provider in providers):
-        return
-    raise HttpError(
-        400,
-        Reason.MODEL_NOT_FOUND,
-        f"model_route: no model route {route!r}; name one of the routes {', '.join(names)}, or a model as "
-        f"provider/model with a provider of {', '.join(providers)} (GET /api/v1/model-routes lists them)",
-    )
+    problem = route_problem(reply, route)
+    if problem is not None:
+        raise HttpError(400, Reason.MODEL_NOT_FOUND, f"model_route: {problem}")

@@ -95,6 +95,7 @@ class Reason(enum.StrEnum):
     TOKEN_NOT_FOUND = "TOKEN_NOT_FOUND"  # noqa: S105
     MESSAGE_ID_CONFLICT = "MESSAGE_ID_CONFLICT"
     MODEL_UNPRICED = "MODEL_UNPRICED"
+    AGENT_FILE_INVALID = "AGENT_FILE_INVALID"
 
 
 class StewardError(Exception):

@@ -15,7 +15,7 @@ from services.runtime.run.confirmations import cancel_confirmations
 from services.runtime.run.context import Services, StartMode
 from services.runtime.run.history import pending_calls, read_history, result_message
 from services.runtime.run.loop import Known, RunLoop
-from services.runtime.tools.toolbox import CLIENT_PREFIX, ToolInfo
+from services.runtime.tools.toolbox import CLIENT_PREFIX, ToolInfo, ToolServerInfo
 from steward.common.v1 import content_pb2
 from steward.errors import Reason, StewardError, failed_precondition
 from steward.store.v1 import run_event_pb2 as ev
@@ -117,6 +117,10 @@ class Runs:
         """The tools the agent (the default agent for "") may use in its own mode."""
         agent = await self._agent(agent_id)
         return await self._services.toolbox.tools_for(agent, agent.mode)
+
+    def catalogue(self) -> tuple[list[ToolInfo], list[ToolServerInfo]]:
+        """Every tool this replica knows, classified without any agent's policy, and its MCP servers."""
+        return self._services.toolbox.catalogue()
 
     async def _agent(self, agent_id: str) -> AgentSpec:
         if not agent_id:

@@ -10,7 +10,7 @@ from services.runtime.run.context import Services
 from services.runtime.run.loop import RunLoop
 from services.runtime.runs import Runs
 from services.runtime.tools import client
-from services.runtime.tools.toolbox import Kind
+from services.runtime.tools.toolbox import Kind, ToolInfo
 from steward.auth import require_user
 from steward.common.v1 import content_pb2
 from steward.errors import invalid_argument
@@ -94,15 +94,34 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
     async def ListTools(self, request: pb.ListToolsRequest, context: Context) -> pb.ListToolsResponse:
         require_user()
         tools = await self._runs.tools(request.agent_id)
-        return pb.ListToolsResponse(
-            tools=[
-                pb.Tool(
-                    name=tool.name,
-                    description=tool.description,
-                    input_schema_json=tool.input_schema_json,
-                    kind=_KINDS[tool.kind],
-                    idempotent=tool.idempotent,
+        return pb.ListToolsResponse(tools=[_tool(tool) for tool in sorted(tools, key=lambda t: t.name)])
+
+    async def ListToolCatalog(self, request: pb.ListToolCatalogRequest, context: Context) -> pb.ListToolCatalogResponse:
+        require_user()
+        tools, servers = self._runs.catalogue()
+        return pb.ListToolCatalogResponse(
+            tools=[_tool(tool) for tool in sorted(tools, key=lambda t: t.name)],
+            servers=[
+                pb.ToolServer(
+                    name=server.name,
+                    trusted=server.trusted,
+                    status=pb.TOOL_SERVER_STATUS_CONNECTED if server.connected else pb.TOOL_SERVER_STATUS_UNAVAILABLE,
+                    tool_count=server.tool_count,
                 )
-                for tool in sorted(tools, key=lambda t: t.name)
-            ]
+                for server in servers
+            ],
         )
+
+
+def _tool(tool: ToolInfo) -> pb.Tool:
+    return pb.Tool(
+        name=tool.name,
+        description=tool.description,
+        input_schema_json=tool.input_schema_json,
+        kind=_KINDS[tool.kind],
+        idempotent=tool.idempotent,
+        needs_confirmation=tool.needs_confirmation,
+        destructive=tool.destructive,
+        reason=tool.reason or ("client" if tool.kind is Kind.CLIENT else ""),
+        server=tool.server,
+    )

@@ -21,7 +21,7 @@ from services.store.db.runner import TransactionRunner
 from services.store.text import no_nul, plain_text, text_list
 from steward.auth import require_user
 from steward.common.v1 import limits_pb2
-from steward.errors import invalid_argument, not_found
+from steward.errors import StewardError, invalid_argument, not_found
 from steward.store.v1 import agent_pb2
 from steward.store.v1 import store_service_pb2 as pb
 from steward.store.v1 import store_service_pb2_grpc as pb_grpc
@@ -35,6 +35,12 @@ MAX_SYSTEM_PROMPT_LENGTH = 100_000
 MAX_MODEL_ROUTE_LENGTH = 128
 MAX_TOOLS = 200
 MAX_TOOL_NAME_LENGTH = 200
+MAX_APPLIED = 500  # agents in one ApplyAgents call
+_OUTCOMES = {
+    "created": pb.APPLY_OUTCOME_CREATED,
+    "updated": pb.APPLY_OUTCOME_UPDATED,
+    "unchanged": pb.APPLY_OUTCOME_UNCHANGED,
+}
 
 
 def _name(value: str, field: str) -> None:
@@ -134,6 +140,28 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         paths = _update_paths(request)
         agent = await self._agents.update(owner, _agent(request.agent, "agent", paths or MUTABLE_FIELDS), paths)
         return pb.UpdateAgentResponse(agent=agent)
+
+    async def ApplyAgents(self, request: pb.ApplyAgentsRequest, context: Context) -> pb.ApplyAgentsResponse:
+        owner = require_user().user_id
+        if len(request.agents) > MAX_APPLIED:
+            raise invalid_argument("agents", f"at most {MAX_APPLIED} agents at once")
+        names: dict[str, int] = {}
+        for index, agent in enumerate(request.agents):
+            where = f"agents[{index}]"
+            try:
+                _agent(agent, where)
+            except StewardError as error:
+                error.metadata["index"] = str(index)
+                raise
+            if agent.name in names:
+                repeated = invalid_argument(f"{where}.name", f"{where}.name repeats agents[{names[agent.name]}].name")
+                repeated.metadata["index"] = str(index)
+                raise repeated
+            names[agent.name] = index
+        results = await self._agents.apply(owner, list(request.agents), request.validate_only)
+        return pb.ApplyAgentsResponse(
+            results=[pb.AppliedAgent(agent=agent, outcome=_OUTCOMES[outcome]) for agent, outcome in results]
+        )
 
     async def DeleteAgent(self, request: pb.DeleteAgentRequest, context: Context) -> pb.DeleteAgentResponse:
         owner = require_user().user_id

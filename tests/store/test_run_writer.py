@@ -195,3 +195,29 @@ async def test_nothing_is_written_after_the_write_that_ends_the_run(claimed: Cla
             writer.send(ev.RunEvent(run_incomplete=ev.RunIncomplete()))
         await ended
         assert _payloads(await claimed.log()) == ["run_completed"]
+
+
+async def test_a_run_records_the_agent_version_of_its_run_started_event_once(claimed: Claimed) -> None:
+    runs, run = claimed.runs, claimed.run
+    with acting_for(claimed.user):
+        assert (await runs.GetRun(pb.GetRunRequest(id=run.id))).run.agent_version == 0  # not started yet
+        started = ev.RunEvent(run_started=ev.RunStarted(agent_id="a", agent_version=3))
+        append = pb.AppendRunEventsRequest(run_id=run.id, lease_epoch=run.lease_epoch, events=[started])
+        await runs.AppendRunEvents(append)
+        resumed = ev.RunEvent(run_resumed=ev.RunResumed(agent_version=4))  # the agent changed meanwhile
+        checkpoint = pb.CheckpointRunRequest(run_id=run.id, lease_epoch=run.lease_epoch, events=[resumed])
+        after = (await runs.CheckpointRun(checkpoint)).run
+        assert after.agent_version == 3
+        assert (await runs.GetRun(pb.GetRunRequest(id=run.id))).run.agent_version == 3
+
+        # The same through a checkpoint (the run's first write may be one).
+        second = (await runs.CreateRun(pb.CreateRunRequest(conversation_id=run.conversation_id))).run
+        claim = pb.ClaimRunRequest(id=second.id, holder="writer-test", lease_ttl=Duration(seconds=60))
+        second = (await runs.ClaimRun(claim)).run
+        first_write = pb.CheckpointRunRequest(
+            run_id=second.id,
+            lease_epoch=second.lease_epoch,
+            events=[ev.RunEvent(run_started=ev.RunStarted(agent_version=7))],
+        )
+        assert (await runs.CheckpointRun(first_write)).run.agent_version == 7
+        assert (await runs.GetRun(pb.GetRunRequest(id=second.id))).run.agent_version == 7

@@ -15,6 +15,8 @@ from services.runtime.tools.config import Trust
 from services.runtime.tools.mcp_client import McpClientManager
 from services.runtime.tools.model import ToolCallStatus, ToolDefinition
 from services.runtime.tools.registry import ToolRegistry
+from services.runtime.tools.registry_toolbox import RegistryToolbox
+from services.runtime.tools.toolbox import Kind, ToolServerInfo
 
 AUTONOMOUS = AgentPolicy(mode=RunMode.AUTONOMOUS, auto_approve=("notes.*",), always_confirm=("notes.read_note",))
 
@@ -39,6 +41,18 @@ def test_an_agent_sees_only_its_tools_classified_by_its_policy(stdio_manager: Mc
     assert summary["notes.delete_note"] == (ToolKind.WRITE, True, True, Reason.WRITE)  # destructive: needs its name
     assert offered["notes.create_note"].input_schema["properties"]["title"]["maxLength"] == 200
     assert toolset.describe("time.now") is None
+
+
+def test_the_catalogue_classifies_without_a_policy_and_shows_each_server(stdio_manager: McpClientManager) -> None:
+    tools, servers = RegistryToolbox(ToolRegistry(stdio_manager)).catalogue()
+    by_name = {tool.name: tool for tool in tools}
+    assert {"calc", "time.now", "notes.create_note", "notes.list_notes"} <= set(by_name)
+    summary = {name: (t.kind, t.needs_confirmation, t.reason, t.server) for name, t in by_name.items()}
+    assert summary["notes.list_notes"] == (Kind.READ, False, "read_only", "notes")
+    assert summary["notes.create_note"] == (Kind.WRITE, True, "write", "notes")  # no policy lets a write through
+    assert summary["calc"] == (Kind.READ, False, "read_only", "")
+    notes_tools = sum(1 for tool in tools if tool.server == "notes")
+    assert servers == [ToolServerInfo(name="notes", trusted=True, connected=True, tool_count=notes_tools)]
 
 
 def test_validation_errors_name_every_problem_with_its_location(stdio_manager: McpClientManager) -> None:

@@ -23,6 +23,8 @@ from steward.client.errors import (
     UnavailableError,
 )
 from steward.client.models import (
+    Agent,
+    AppliedAgent,
     ClientTool,
     Confirmation,
     ContentBlock,
@@ -36,13 +38,18 @@ from steward.client.models import (
     RunError,
     RunEvent,
     RunStarted,
+    Tool,
+    ToolCatalog,
     ToolResult,
+    ToolServer,
     Usage,
 )
 from steward.client.stream import StreamPolicy
 from steward.client.sync import Client
 
 __all__ = [
+    "Agent",
+    "AppliedAgent",
     "AsyncClient",
     "AuthenticationError",
     "BadRequestError",
@@ -70,7 +77,10 @@ __all__ = [
     "StewardClientError",
     "StewardConnectionError",
     "StreamPolicy",
+    "Tool",
+    "ToolCatalog",
     "ToolResult",
+    "ToolServer",
     "UnavailableError",
     "Usage",
 ]

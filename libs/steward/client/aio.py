@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -12,6 +12,8 @@ import httpx
 from steward.client import calls
 from steward.client.errors import StewardConnectionError
 from steward.client.models import (
+    Agent,
+    AppliedAgent,
     ClientTool,
     Confirmation,
     Conversation,
@@ -21,6 +23,8 @@ from steward.client.models import (
     Run,
     RunEvent,
     RunStarted,
+    Tool,
+    ToolCatalog,
     ToolResult,
 )
 from steward.client.stream import EventStream, StreamInterruptedError, StreamPolicy
@@ -61,6 +65,7 @@ class AsyncClient:
         self.messages = Messages(self)
         self.runs = Runs(self)
         self.confirmations = Confirmations(self)
+        self.agents = Agents(self)
 
     async def send(self, call: calls.Call[T]) -> T:
         """Send one call and return its parsed answer; an error answer is raised as a `StewardAPIError`."""
@@ -71,6 +76,26 @@ class AsyncClient:
         except httpx.TransportError as error:
             raise StewardConnectionError(f"could not reach {self.base_url}: {type(error).__name__}") from error
         return call.finish(response.status_code, response.headers, response.content, response.json)
+
+    async def apply_agents(
+        self,
+        files: Mapping[str, str] | None = None,
+        *,
+        agents: Sequence[dict[str, Any]] | None = None,
+        validate_only: bool = False,
+    ) -> list[AppliedAgent]:
+        """Create or replace the caller's agents by name from agent files ({file name: YAML or JSON text}) and agent
+        JSON, all or none: each document's result ("created", "updated" or "unchanged") and agent. An invalid
+        document raises `BadRequestError` (`AGENT_FILE_INVALID`) whose `errors` name each file, document and field."""
+        return await self.send(calls.apply_agents(files, agents, validate_only))
+
+    async def list_tools(self, agent_id: str) -> list[Tool]:
+        """The tools the agent may call (`"steward"`: the default agent), each read or write, and why."""
+        return await self.send(calls.list_agent_tools(agent_id))
+
+    async def tool_catalog(self) -> ToolCatalog:
+        """Every tool the deployment knows (built-in and MCP), and its MCP servers with their status."""
+        return await self.send(calls.list_tools())
 
     async def stream_events(
         self, run_id: str, after: int = 0, policy: StreamPolicy | None = None
@@ -245,3 +270,18 @@ class Confirmations:
             expected_arguments_hash=expected_arguments_hash,
         )
         return await self._send(call)
+
+
+class Agents:
+    def __init__(self, client: AsyncClient) -> None:
+        self._send = client.send
+
+    async def page(self, *, page_size: int | None = None, page_token: str | None = None) -> Page[Agent]:
+        return await self._send(calls.list_agents(page_size, page_token))
+
+    def list(self, *, page_size: int | None = None) -> AsyncIterator[Agent]:
+        """The caller's agents, by name."""
+        return _every(lambda token: self.page(page_size=page_size, page_token=token))
+
+    async def get(self, agent_id: str) -> Agent:
+        return await self._send(calls.get_agent(agent_id))

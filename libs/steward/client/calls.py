@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 from steward.client.errors import error_for_status
 from steward.client.models import (
+    Agent,
+    AppliedAgent,
     ClientTool,
     Confirmation,
     Conversation,
@@ -22,25 +24,32 @@ from steward.client.models import (
     Page,
     Run,
     RunStarted,
+    Tool,
+    ToolCatalog,
     ToolResult,
 )
 
 __all__ = [
     "DEFAULT_URL",
     "Call",
+    "apply_agents",
     "cancel_run",
     "client_headers",
     "create_conversation",
     "create_run",
     "decide_confirmation",
     "delete_conversation",
+    "get_agent",
     "get_confirmation",
     "get_conversation",
     "get_run",
+    "list_agent_tools",
+    "list_agents",
     "list_confirmations",
     "list_conversations",
     "list_messages",
     "list_runs",
+    "list_tools",
     "post_message",
     "resolve",
     "submit_tool_results",
@@ -224,3 +233,39 @@ def decide_confirmation(
         body["expected_arguments_hash"] = expected_arguments_hash
     path = f"{_API}/confirmations/{_id(confirmation_id)}/decision"
     return Call("POST", path, Confirmation.from_json, body=body)
+
+
+def apply_agents(
+    files: Mapping[str, str] | None = None, agents: Sequence[Json] | None = None, validate_only: bool = False
+) -> Call[list[AppliedAgent]]:
+    """Create or replace agents by name from agent files (`{file name: YAML or JSON text}`) and agent JSON, all or
+    none; an invalid document raises BadRequestError `AGENT_FILE_INVALID` with `errors` (docs/agents.md)."""
+    body: Json = {"validate_only": validate_only}
+    if files:
+        body["files"] = [{"name": name, "content": content} for name, content in files.items()]
+    if agents:
+        body["agents"] = list(agents)
+    return Call("POST", f"{_API}/agents/apply", _applied, body=body)
+
+
+def _applied(body: Json) -> list[AppliedAgent]:
+    return [AppliedAgent.from_json(item) for item in body["agents"]]
+
+
+def get_agent(agent_id: str) -> Call[Agent]:
+    return Call("GET", f"{_API}/agents/{_id(agent_id)}", Agent.from_json)
+
+
+def list_agents(page_size: int | None = None, page_token: str | None = None) -> Call[Page[Agent]]:
+    params = _page_params(page_size, page_token)
+    return Call("GET", f"{_API}/agents", _page("agents", Agent.from_json), params=params)
+
+
+def list_agent_tools(agent_id: str) -> Call[list[Tool]]:
+    """The tools the agent may call, classified; `agent_id` "steward" is the default agent."""
+    return Call("GET", f"{_API}/agents/{_id(agent_id)}/tools", lambda body: [Tool.from_json(t) for t in body["tools"]])
+
+
+def list_tools() -> Call[ToolCatalog]:
+    """Every tool the deployment knows, and its MCP servers."""
+    return Call("GET", f"{_API}/tools", ToolCatalog.from_json)

@@ -7,7 +7,7 @@ Reasons stay plain strings (`"RUN_NOT_FOUND"`, the contract's names, listed in
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -50,6 +50,7 @@ class StewardAPIError(StewardClientError):
         request_id: str | None = None,
         retry_after: float | None = None,
         metadata: Mapping[str, str] | None = None,
+        errors: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__(f"{status} {reason}: {detail}" if detail else f"{status} {reason}")
         self.status = status
@@ -58,6 +59,9 @@ class StewardAPIError(StewardClientError):
         self.request_id = request_id
         self.retry_after = retry_after  # seconds, when the answer carried Retry-After
         self.metadata: dict[str, str] = dict(metadata or {})  # e.g. a 400's `field`, `in`, `pointer`
+        # Several errors of one answer, e.g. AGENT_FILE_INVALID's: one per invalid document (file, document, field,
+        # reason, detail).
+        self.errors: list[dict[str, Any]] = [dict(item) for item in errors or ()]
 
     @property
     def field(self) -> str | None:
@@ -142,6 +146,7 @@ def error_for_status(status: int, headers: Mapping[str, str], content: bytes) ->
     reason = body.get("reason") if isinstance(body.get("reason"), str) else f"HTTP_{status}"
     detail = body.get("detail") if isinstance(body.get("detail"), str) else content[:200].decode(errors="replace")
     metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else None
+    errors = body.get("errors") if isinstance(body.get("errors"), list) else None
     request_id = body.get("request_id") or headers.get("X-Request-ID")
     kind = _BY_STATUS.get(status) or (ServerError if status >= 500 else StewardAPIError)
     return kind(
@@ -151,4 +156,5 @@ def error_for_status(status: int, headers: Mapping[str, str], content: bytes) ->
         request_id=str(request_id) if request_id else None,
         retry_after=parse_retry_after(headers.get("Retry-After")),
         metadata={str(k): str(v) for k, v in (metadata or {}).items()},
+        errors=[item for item in errors or () if isinstance(item, dict)],
     )

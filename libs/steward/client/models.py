@@ -8,6 +8,8 @@ from typing import Any, Generic, TypeVar
 
 __all__ = [
     "END_EVENT_TYPES",
+    "Agent",
+    "AppliedAgent",
     "ClientTool",
     "Confirmation",
     "ContentBlock",
@@ -21,7 +23,10 @@ __all__ = [
     "RunError",
     "RunEvent",
     "RunStarted",
+    "Tool",
+    "ToolCatalog",
     "ToolResult",
+    "ToolServer",
     "Usage",
 ]
 
@@ -207,6 +212,7 @@ class Run:
     create_time: datetime | None
     update_time: datetime | None
     end_time: datetime | None
+    agent_version: int | None = None  # the agent version the run started with; None before, or the default agent
 
     @property
     def ended(self) -> bool:
@@ -235,6 +241,7 @@ class Run:
             create_time=_time(body.get("create_time")),
             update_time=_time(body.get("update_time")),
             end_time=_time(body.get("end_time")),
+            agent_version=body.get("agent_version"),
         )
 
 
@@ -341,3 +348,89 @@ class Confirmation:
             expire_time=_time(body.get("expire_time")),
             acknowledge_time=_time(body.get("acknowledge_time")),
         )
+
+
+@dataclass(frozen=True)
+class Agent:
+    """An agent; `json` is the whole agent JSON (what an agent file holds, plus `id`, `version` and the times)."""
+
+    id: str
+    name: str
+    model_route: str
+    version: int
+    json: Json = field(repr=False)
+
+    @classmethod
+    def from_json(cls, body: Json) -> Agent:
+        return cls(body["id"], body["name"], body["model_route"], int(body["version"]), dict(body))
+
+
+@dataclass(frozen=True)
+class AppliedAgent:
+    """What applying one agent document did: `result` is "created", "updated" or "unchanged"."""
+
+    file: str
+    document: int
+    result: str
+    agent: Agent
+
+    @classmethod
+    def from_json(cls, body: Json) -> AppliedAgent:
+        return cls(body["file"], int(body["document"]), body["result"], Agent.from_json(body["agent"]))
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A tool as an agent (or the catalogue) sees it: `kind` read/write/client, and why (`reason`, `explanation`)."""
+
+    name: str
+    description: str
+    input_schema: Json
+    kind: str
+    needs_confirmation: bool
+    destructive: bool
+    idempotent: bool
+    reason: str | None
+    explanation: str
+    server: str | None
+
+    @classmethod
+    def from_json(cls, body: Json) -> Tool:
+        return cls(
+            body["name"],
+            body["description"],
+            body.get("input_schema") or {},
+            body["kind"],
+            bool(body["needs_confirmation"]),
+            bool(body["destructive"]),
+            bool(body["idempotent"]),
+            body.get("reason"),
+            body.get("explanation") or "",
+            body.get("server"),
+        )
+
+
+@dataclass(frozen=True)
+class ToolServer:
+    """A configured MCP server: `status` is "connected" or "unavailable"."""
+
+    name: str
+    trusted: bool
+    status: str
+    tool_count: int
+
+
+@dataclass(frozen=True)
+class ToolCatalog:
+    """Every tool the deployment knows, and its MCP servers."""
+
+    tools: list[Tool]
+    servers: list[ToolServer]
+
+    @classmethod
+    def from_json(cls, body: Json) -> ToolCatalog:
+        servers = [
+            ToolServer(server["name"], bool(server["trusted"]), server["status"], int(server["tool_count"]))
+            for server in body["servers"]
+        ]
+        return cls([Tool.from_json(tool) for tool in body["tools"]], servers)

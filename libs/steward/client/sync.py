@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -12,6 +12,8 @@ import httpx
 from steward.client import calls
 from steward.client.errors import StewardConnectionError
 from steward.client.models import (
+    Agent,
+    AppliedAgent,
     ClientTool,
     Confirmation,
     Conversation,
@@ -21,6 +23,8 @@ from steward.client.models import (
     Run,
     RunEvent,
     RunStarted,
+    Tool,
+    ToolCatalog,
     ToolResult,
 )
 from steward.client.stream import EventStream, StreamInterruptedError, StreamPolicy
@@ -60,6 +64,7 @@ class Client:
         self.messages = Messages(self)
         self.runs = Runs(self)
         self.confirmations = Confirmations(self)
+        self.agents = Agents(self)
 
     def send(self, call: calls.Call[T]) -> T:
         """Send one call and return its parsed answer; an error answer is raised as a `StewardAPIError`."""
@@ -70,6 +75,26 @@ class Client:
         except httpx.TransportError as error:
             raise StewardConnectionError(f"could not reach {self.base_url}: {type(error).__name__}") from error
         return call.finish(response.status_code, response.headers, response.content, response.json)
+
+    def apply_agents(
+        self,
+        files: Mapping[str, str] | None = None,
+        *,
+        agents: Sequence[dict[str, Any]] | None = None,
+        validate_only: bool = False,
+    ) -> list[AppliedAgent]:
+        """Create or replace the caller's agents by name from agent files ({file name: YAML or JSON text}) and agent
+        JSON, all or none: each document's result ("created", "updated" or "unchanged") and agent. An invalid
+        document raises `BadRequestError` (`AGENT_FILE_INVALID`) whose `errors` name each file, document and field."""
+        return self.send(calls.apply_agents(files, agents, validate_only))
+
+    def list_tools(self, agent_id: str) -> list[Tool]:
+        """The tools the agent may call (`"steward"`: the default agent), each read or write, and why."""
+        return self.send(calls.list_agent_tools(agent_id))
+
+    def tool_catalog(self) -> ToolCatalog:
+        """Every tool the deployment knows (built-in and MCP), and its MCP servers with their status."""
+        return self.send(calls.list_tools())
 
     def stream_events(self, run_id: str, after: int = 0, policy: StreamPolicy | None = None) -> Iterator[RunEvent]:
         """See `Runs.events`."""
@@ -238,3 +263,18 @@ class Confirmations:
             expected_arguments_hash=expected_arguments_hash,
         )
         return self._send(call)
+
+
+class Agents:
+    def __init__(self, client: Client) -> None:
+        self._send = client.send
+
+    def page(self, *, page_size: int | None = None, page_token: str | None = None) -> Page[Agent]:
+        return self._send(calls.list_agents(page_size, page_token))
+
+    def list(self, *, page_size: int | None = None) -> Iterator[Agent]:
+        """The caller's agents, by name."""
+        return _every(lambda token: self.page(page_size=page_size, page_token=token))
+
+    def get(self, agent_id: str) -> Agent:
+        return self._send(calls.get_agent(agent_id))

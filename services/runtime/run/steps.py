@@ -68,12 +68,15 @@ async def drive(ctx: RunContext, how: StartMode, history: list[content_pb2.ChatM
 
 async def _opening_event(ctx: RunContext, how: StartMode) -> None:
     if how is StartMode.RESUME:
-        event = ev.RunEvent(run_resumed=ev.RunResumed())
+        event = ev.RunEvent(run_resumed=ev.RunResumed(agent_version=ctx.agent.version))
     elif ctx.run.last_event_seq > 0:
         # Claimed from a replica that stopped mid-step: readers drop that step's partial output.
         event = ev.RunEvent(step=ctx.step_count + 1, step_restarted=ev.StepRestarted(lease_epoch=ctx.epoch))
     else:
-        event = ev.RunEvent(run_started=ev.RunStarted(agent_id=ctx.agent.id, model_route=ctx.agent.model_route))
+        started = ev.RunStarted(
+            agent_id=ctx.agent.id, model_route=ctx.agent.model_route, agent_version=ctx.agent.version
+        )
+        event = ev.RunEvent(run_started=started)
     ctx.writer.later(event)  # with the first write that follows
 
 

@@ -51,6 +51,11 @@ class ToolRegistry:
         self._builtins = {tool.definition.name: tool for tool in builtins}
         self._validators: dict[str, tuple[ToolDefinition, Validator]] = {}
 
+    @property
+    def mcp(self) -> McpClientManager | None:
+        """The MCP servers' connections, or None when no tools file is configured."""
+        return self._mcp
+
     def definitions(self) -> dict[str, ToolDefinition]:
         """All tools by qualified name. Built-in names cannot clash: their prefixes are reserved server names."""
         found = {name: tool.definition for name, tool in self._builtins.items()}

@@ -12,11 +12,11 @@ import anyio
 from services.runtime.agents import AgentSpec
 from services.runtime.settings import RuntimeSettings
 from services.runtime.tools.classify import AgentPolicy, RunMode, ToolKind
-from services.runtime.tools.config import load_config
+from services.runtime.tools.config import Trust, load_config
 from services.runtime.tools.mcp_client import McpClientManager
-from services.runtime.tools.model import Proposal, ProposalSpec, ToolCallStatus
+from services.runtime.tools.model import Proposal, ProposalSpec, ToolCallStatus, ToolDescriptor
 from services.runtime.tools.registry import ToolRegistry
-from services.runtime.tools.toolbox import Kind, Toolbox, ToolInfo, ToolOutcome
+from services.runtime.tools.toolbox import Kind, Toolbox, ToolInfo, ToolOutcome, ToolServerInfo
 from steward.store.v1 import agent_pb2
 
 
@@ -34,20 +34,38 @@ class RegistryToolbox:
             auto_approve=tuple(agent.auto_approved),
             always_confirm=tuple(agent.always_confirm),
         )
-        return [
-            ToolInfo(
-                name=tool.name,
-                description=tool.description,
-                input_schema_json=json.dumps(tool.input_schema),
-                kind=Kind.READ if tool.kind == ToolKind.READ else Kind.WRITE,
-                needs_confirmation=tool.needs_confirmation,
-                idempotent=tool.idempotent,
-                proposes=self._registry.proposes(tool.name),
-                decision_schema_json=json.dumps(schema) if (schema := _schema(tool.proposal)) is not None else "",
-                decision_arguments=tool.proposal.decision_arguments if schema is not None and tool.proposal else (),
+        return [self._info(tool) for tool in self._registry.for_agent(tools=agent.tools, policy=policy).list()]
+
+    def catalogue(self) -> tuple[list[ToolInfo], list[ToolServerInfo]]:
+        tools = [self._info(tool) for tool in self._registry.for_agent(tools=("*",), policy=AgentPolicy()).list()]
+        manager = self._registry.mcp
+        servers = [
+            ToolServerInfo(
+                name=name,
+                trusted=connection.config.trust is Trust.TRUSTED,
+                connected=connection.available,
+                tool_count=len(connection.tools),
             )
-            for tool in self._registry.for_agent(tools=agent.tools, policy=policy).list()
+            for name, connection in sorted((manager.servers if manager is not None else {}).items())
         ]
+        return tools, servers
+
+    def _info(self, tool: ToolDescriptor) -> ToolInfo:
+        schema = _schema(tool.proposal)
+        return ToolInfo(
+            name=tool.name,
+            description=tool.description,
+            input_schema_json=json.dumps(tool.input_schema),
+            kind=Kind.READ if tool.kind == ToolKind.READ else Kind.WRITE,
+            needs_confirmation=tool.needs_confirmation,
+            idempotent=tool.idempotent,
+            proposes=self._registry.proposes(tool.name),
+            decision_schema_json=json.dumps(schema) if schema is not None else "",
+            decision_arguments=tool.proposal.decision_arguments if schema is not None and tool.proposal else (),
+            destructive=tool.destructive,
+            reason=tool.reason.value,
+            server=tool.server or "",
+        )
 
     async def propose(
         self, tool: ToolInfo, arguments: dict[str, object], *, time_limit: float

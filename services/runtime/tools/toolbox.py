@@ -36,6 +36,19 @@ class ToolInfo:
     proposes: bool = False  # a write whose proposal is made (Toolbox.propose) rather than its arguments shown
     decision_schema_json: str = ""  # the tool's decision JSON Schema; "" for the default
     decision_arguments: tuple[str, ...] = ()  # decision properties that become arguments when approved
+    destructive: bool = False  # a write that may destroy or overwrite something
+    reason: str = ""  # why it is classified so (classify.Reason's value; "client" for client tools)
+    server: str = ""  # the MCP server that offers it; "" for built-in and client tools
+
+
+@dataclass(frozen=True)
+class ToolServerInfo:
+    """One configured MCP server as this replica sees it."""
+
+    name: str
+    trusted: bool
+    connected: bool  # a session is up now
+    tool_count: int  # its last tool list's length (kept while it is down)
 
 
 @dataclass(frozen=True)
@@ -64,4 +77,9 @@ class Toolbox(Protocol):
         self, tool: ToolInfo, arguments: dict[str, object], *, time_limit: float
     ) -> Proposal | str | None:
         """The proposal of a write that `proposes` (ADR 0017); why it could not be made; None for the default."""
+        ...
+
+    def catalogue(self) -> tuple[list[ToolInfo], list[ToolServerInfo]]:
+        """Every tool known, classified without any agent's policy, and the MCP servers (not the loop's: the
+        runtime service's ListToolCatalog)."""
         ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 from sqlalchemy import Row, Select, bindparam, select
@@ -36,6 +36,9 @@ MUTABLE_FIELDS: tuple[str, ...] = (
     "limits",
     "model_params",
 )
+
+# What applying one agent did (ApplyAgents).
+Outcome = Literal["created", "updated", "unchanged"]
 
 
 def _already_exists(name: str) -> StewardError:
@@ -182,6 +185,58 @@ class AgentRepository:
             # A concurrent create or rename took the name between the check and the commit.
             raise _already_exists(agent.name) from None
         return agent_message(row)
+
+    async def apply(
+        self, owner_id: str, agents: Sequence[agent_pb2.Agent], validate_only: bool = False
+    ) -> list[tuple[agent_pb2.Agent, Outcome]]:
+        """Create or replace the owner's agents by name in one transaction (see ApplyAgents in the contract): each
+        agent as it is after the call and what was done to it. An unchanged agent keeps its version and times."""
+        try:
+            return await self._apply(owner_id, agents, validate_only)
+        except IntegrityError:
+            # A concurrent create took one of the names (another gateway applying the same folder): the second
+            # pass finds it and compares.
+            return await self._apply(owner_id, agents, validate_only)
+
+    async def _apply(
+        self, owner_id: str, agents: Sequence[agent_pb2.Agent], validate_only: bool
+    ) -> list[tuple[agent_pb2.Agent, Outcome]]:
+        results: list[tuple[agent_pb2.Agent, Outcome]] = []
+        now = timeutil.now()
+        async with self._sessions() as session:
+            await session.begin()
+            rows = {
+                row.name: row
+                for row in await session.scalars(
+                    select(AgentRow)
+                    .where(AgentRow.owner_id == owner_id, AgentRow.name.in_([agent.name for agent in agents]))
+                    .with_for_update()
+                )
+            }
+            for agent in agents:
+                row = rows.get(agent.name)
+                if row is None:
+                    row = AgentRow(id=str(uuid.uuid4()), owner_id=owner_id, create_time=now, update_time=now, version=1)
+                    _apply(row, agent, MUTABLE_FIELDS)
+                    session.add(row)
+                    results.append((agent_message(row), "created"))
+                    continue
+                before = agent_message(row)
+                _apply(row, agent, MUTABLE_FIELDS)
+                if not _changed(before, row):
+                    results.append((before, "unchanged"))
+                    continue
+                row.version = (row.version or 1) + 1
+                row.update_time = now
+                results.append((agent_message(row), "updated"))
+            if validate_only:
+                await session.rollback()
+                for agent, outcome in results:
+                    if outcome == "created":
+                        agent.ClearField("id")
+            else:
+                await session.commit()
+        return results
 
     async def delete(self, owner_id: str, agent_id: str) -> None:
         """Delete the owner's agent; conversations keep their messages.

@@ -72,6 +72,7 @@ def run_message(row: RunRow | Row[Any] | SimpleNamespace) -> run_pb2.Run:
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
         end_time=timestamp(row.end_time),
+        agent_version=row.agent_version or 0,
     )
     if row.error:
         run.error.ParseFromString(row.error)

@@ -82,6 +82,9 @@ _RESERVE_SEQS = (
     .values(last_event_seq=RunRow.last_event_seq + bindparam("count"), update_time=bindparam("now"))
     .returning(RunRow.last_event_seq)
 )
+_SET_AGENT_VERSION = (
+    update(RunRow).where(RunRow.id == bindparam("run_id")).values(agent_version=bindparam("started_version"))
+)
 _INSERT_EVENTS = insert(RunEventRow)
 _RECORD_WRITE = insert(RunWriteRow)
 # What a checkpoint may change; every column is written (the unchanged ones with their current value).
@@ -98,12 +101,21 @@ _CHECKPOINTED = (
     "last_event_seq",
     "update_time",
     "running_ms",
+    "agent_version",
 )
 _UPDATE_RUN = (
     update(RunRow)
     .where(RunRow.id == bindparam("run_id"))
     .values({name: bindparam(f"new_{name}") for name in _CHECKPOINTED})
 )
+
+
+def _started_version(events: Sequence[run_event_pb2.RunEvent]) -> int | None:
+    """The agent version a `run_started` event among `events` records (the run's `agent_version`); None without one."""
+    for event in events:
+        if event.WhichOneof("payload") == "run_started":
+            return event.run_started.agent_version
+    return None
 
 
 def _fenced(row: Row[Any] | None, run_id: str, epoch: int) -> Row[Any]:
@@ -173,6 +185,9 @@ def _checkpointed(row: Row[Any], step: Checkpoint, now: datetime) -> dict[str, A
         values["usage"] = step.usage.SerializeToString()
     if step.running_ms is not None:
         values["running_ms"] = max(row.running_ms or 0, step.running_ms)  # it never goes back
+    started = _started_version(step.events)
+    if started is not None:
+        values["agent_version"] = started
     return values
 
 
@@ -211,6 +226,9 @@ class RunWriteRepository:
                 raise failed_precondition("RUN_STATE_CONFLICT", f"run {run_id} has ended")
             first = last - len(events) + 1
             _insert_events(connection, run_id, first, events, created)
+            started = _started_version(events)
+            if started is not None:  # once per run: the run records the agent version it started with
+                connection.execute(_SET_AGENT_VERSION, {"run_id": run_id, "started_version": started})
             _record_write(connection, run_id, request_id, (first, last), [], created)
             announce_sync(connection, run_id)
             return first, last, created

@@ -114,6 +114,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     (FAILED_PRECONDITION, HTTP 400); metadata "models" names the unpriced
     models and "scope" the budget ("user", "agent" or "run").
     """
+    ERROR_REASON_AGENT_FILE_INVALID: _ErrorReason.ValueType  # 42
+    """An agent file cannot be applied: it is not YAML or JSON, a document is
+    not one agent, or a field is invalid; the problem lists each file's
+    errors and nothing was applied (HTTP 400).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable reasons that Steward services put in
@@ -217,5 +222,10 @@ ERROR_REASON_MODEL_UNPRICED: ErrorReason.ValueType  # 41
 is not marked free, so its cost could not be held to the budget
 (FAILED_PRECONDITION, HTTP 400); metadata "models" names the unpriced
 models and "scope" the budget ("user", "agent" or "run").
+"""
+ERROR_REASON_AGENT_FILE_INVALID: ErrorReason.ValueType  # 42
+"""An agent file cannot be applied: it is not YAML or JSON, a document is
+not one agent, or a field is invalid; the problem lists each file's
+errors and nothing was applied (HTTP 400).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

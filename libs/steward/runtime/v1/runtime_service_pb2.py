@@ -29,33 +29,41 @@ from steward.store.v1 import conversation_pb2 as steward_dot_store_dot_v1_dot_co
 from steward.store.v1 import run_pb2 as steward_dot_store_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(steward/runtime/v1/runtime_service.proto\x12\x12steward.runtime.v1\x1a\x1fsteward/common/v1/content.proto\x1a\x1esteward/common/v1/limits.proto\x1a\x1csteward/store/v1/agent.proto\x1a#steward/store/v1/conversation.proto\x1a\x1asteward/store/v1/run.proto\"\x84\x01\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x19\n\x11input_schema_json\x18\x03 \x01(\t\x12*\n\x04kind\x18\x04 \x01(\x0e\x32\x1c.steward.runtime.v1.ToolKind\x12\x12\n\nidempotent\x18\x05 \x01(\x08\"\xec\x02\n\x10\x43reateRunRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12.\n\x05input\x18\x02 \x03(\x0b\x32\x1f.steward.common.v1.ContentBlock\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12\'\n\x04mode\x18\x05 \x01(\x0e\x32\x19.steward.store.v1.RunMode\x12,\n\x06limits\x18\x06 \x01(\x0b\x32\x1c.steward.common.v1.RunLimits\x12\x31\n\x0c\x63lient_tools\x18\x07 \x03(\x0b\x32\x1b.steward.common.v1.ToolSpec\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x12\n\nagent_name\x18\t \x01(\t\x12;\n\x10new_conversation\x18\n \x01(\x0b\x32!.steward.store.v1.NewConversation\"H\n\x11\x43reateRunResponse\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.steward.store.v1.Run\x12\x0f\n\x07\x65xisted\x18\x02 \x01(\x08\"\x1e\n\x10\x43\x61ncelRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"7\n\x11\x43\x61ncelRunResponse\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.steward.store.v1.Run\"_\n\x18SubmitToolResultsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x33\n\x07results\x18\x02 \x03(\x0b\x32\".steward.common.v1.ToolResultBlock\"?\n\x19SubmitToolResultsResponse\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.steward.store.v1.Run\"$\n\x10ListToolsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"<\n\x11ListToolsResponse\x12\'\n\x05tools\x18\x01 \x03(\x0b\x32\x18.steward.runtime.v1.Tool*d\n\x08ToolKind\x12\x19\n\x15TOOL_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eTOOL_KIND_READ\x10\x01\x12\x13\n\x0fTOOL_KIND_WRITE\x10\x02\x12\x14\n\x10TOOL_KIND_CLIENT\x10\x03\x32\x90\x03\n\x0eRuntimeService\x12X\n\tCreateRun\x12$.steward.runtime.v1.CreateRunRequest\x1a%.steward.runtime.v1.CreateRunResponse\x12X\n\tCancelRun\x12$.steward.runtime.v1.CancelRunRequest\x1a%.steward.runtime.v1.CancelRunResponse\x12p\n\x11SubmitToolResults\x12,.steward.runtime.v1.SubmitToolResultsRequest\x1a-.steward.runtime.v1.SubmitToolResultsResponse\x12X\n\tListTools\x12$.steward.runtime.v1.ListToolsRequest\x1a%.steward.runtime.v1.ListToolsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(steward/runtime/v1/runtime_service.proto\x12\x12steward.runtime.v1\x1a\x1fsteward/common/v1/content.proto\x1a\x1esteward/common/v1/limits.proto\x1a\x1csteward/store/v1/agent.proto\x1a#steward/store/v1/conversation.proto\x1a\x1asteward/store/v1/run.proto\"\xd5\x01\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x19\n\x11input_schema_json\x18\x03 \x01(\t\x12*\n\x04kind\x18\x04 \x01(\x0e\x32\x1c.steward.runtime.v1.ToolKind\x12\x12\n\nidempotent\x18\x05 \x01(\x08\x12\x1a\n\x12needs_confirmation\x18\x06 \x01(\x08\x12\x13\n\x0b\x64\x65structive\x18\x07 \x01(\x08\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x0e\n\x06server\x18\t \x01(\t\"u\n\nToolServer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07trusted\x18\x02 \x01(\x08\x12\x34\n\x06status\x18\x03 \x01(\x0e\x32$.steward.runtime.v1.ToolServerStatus\x12\x12\n\ntool_count\x18\x04 \x01(\x05\"\xec\x02\n\x10\x43reateRunRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12.\n\x05input\x18\x02 \x03(\x0b\x32\x1f.steward.common.v1.ContentBlock\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12\'\n\x04mode\x18\x05 \x01(\x0e\x32\x19.steward.store.v1.RunMode\x12,\n\x06limits\x18\x06 \x01(\x0b\x32\x1c.steward.common.v1.RunLimits\x12\x31\n\x0c\x63lient_tools\x18\x07 \x03(\x0b\x32\x1b.steward.common.v1.ToolSpec\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x12\n\nagent_name\x18\t \x01(\t\x12;\n\x10new_conversation\x18\n \x01(\x0b\x32!.steward.store.v1.NewConversation\"H\n\x11\x43reateRunResponse\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.steward.store.v1.Run\x12\x0f\n\x07\x65xisted\x18\x02 \x01(\x08\"\x1e\n\x10\x43\x61ncelRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"7\n\x11\x43\x61ncelRunResponse\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.steward.store.v1.Run\"_\n\x18SubmitToolResultsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x33\n\x07results\x18\x02 \x03(\x0b\x32\".steward.common.v1.ToolResultBlock\"?\n\x19SubmitToolResultsResponse\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.steward.store.v1.Run\"$\n\x10ListToolsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"<\n\x11ListToolsResponse\x12\'\n\x05tools\x18\x01 \x03(\x0b\x32\x18.steward.runtime.v1.Tool\"\x18\n\x16ListToolCatalogRequest\"s\n\x17ListToolCatalogResponse\x12\'\n\x05tools\x18\x01 \x03(\x0b\x32\x18.steward.runtime.v1.Tool\x12/\n\x07servers\x18\x02 \x03(\x0b\x32\x1e.steward.runtime.v1.ToolServer*d\n\x08ToolKind\x12\x19\n\x15TOOL_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eTOOL_KIND_READ\x10\x01\x12\x13\n\x0fTOOL_KIND_WRITE\x10\x02\x12\x14\n\x10TOOL_KIND_CLIENT\x10\x03*|\n\x10ToolServerStatus\x12\"\n\x1eTOOL_SERVER_STATUS_UNSPECIFIED\x10\x00\x12 \n\x1cTOOL_SERVER_STATUS_CONNECTED\x10\x01\x12\"\n\x1eTOOL_SERVER_STATUS_UNAVAILABLE\x10\x02\x32\xfc\x03\n\x0eRuntimeService\x12X\n\tCreateRun\x12$.steward.runtime.v1.CreateRunRequest\x1a%.steward.runtime.v1.CreateRunResponse\x12X\n\tCancelRun\x12$.steward.runtime.v1.CancelRunRequest\x1a%.steward.runtime.v1.CancelRunResponse\x12p\n\x11SubmitToolResults\x12,.steward.runtime.v1.SubmitToolResultsRequest\x1a-.steward.runtime.v1.SubmitToolResultsResponse\x12X\n\tListTools\x12$.steward.runtime.v1.ListToolsRequest\x1a%.steward.runtime.v1.ListToolsResponse\x12j\n\x0fListToolCatalog\x12*.steward.runtime.v1.ListToolCatalogRequest\x1a+.steward.runtime.v1.ListToolCatalogResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'steward.runtime.v1.runtime_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOOLKIND']._serialized_start=1151
-  _globals['_TOOLKIND']._serialized_end=1251
+  _globals['_TOOLKIND']._serialized_start=1494
+  _globals['_TOOLKIND']._serialized_end=1594
+  _globals['_TOOLSERVERSTATUS']._serialized_start=1596
+  _globals['_TOOLSERVERSTATUS']._serialized_end=1720
   _globals['_TOOL']._serialized_start=225
-  _globals['_TOOL']._serialized_end=357
-  _globals['_CREATERUNREQUEST']._serialized_start=360
-  _globals['_CREATERUNREQUEST']._serialized_end=724
-  _globals['_CREATERUNRESPONSE']._serialized_start=726
-  _globals['_CREATERUNRESPONSE']._serialized_end=798
-  _globals['_CANCELRUNREQUEST']._serialized_start=800
-  _globals['_CANCELRUNREQUEST']._serialized_end=830
-  _globals['_CANCELRUNRESPONSE']._serialized_start=832
-  _globals['_CANCELRUNRESPONSE']._serialized_end=887
-  _globals['_SUBMITTOOLRESULTSREQUEST']._serialized_start=889
-  _globals['_SUBMITTOOLRESULTSREQUEST']._serialized_end=984
-  _globals['_SUBMITTOOLRESULTSRESPONSE']._serialized_start=986
-  _globals['_SUBMITTOOLRESULTSRESPONSE']._serialized_end=1049
-  _globals['_LISTTOOLSREQUEST']._serialized_start=1051
-  _globals['_LISTTOOLSREQUEST']._serialized_end=1087
-  _globals['_LISTTOOLSRESPONSE']._serialized_start=1089
-  _globals['_LISTTOOLSRESPONSE']._serialized_end=1149
-  _globals['_RUNTIMESERVICE']._serialized_start=1254
-  _globals['_RUNTIMESERVICE']._serialized_end=1654
+  _globals['_TOOL']._serialized_end=438
+  _globals['_TOOLSERVER']._serialized_start=440
+  _globals['_TOOLSERVER']._serialized_end=557
+  _globals['_CREATERUNREQUEST']._serialized_start=560
+  _globals['_CREATERUNREQUEST']._serialized_end=924
+  _globals['_CREATERUNRESPONSE']._serialized_start=926
+  _globals['_CREATERUNRESPONSE']._serialized_end=998
+  _globals['_CANCELRUNREQUEST']._serialized_start=1000
+  _globals['_CANCELRUNREQUEST']._serialized_end=1030
+  _globals['_CANCELRUNRESPONSE']._serialized_start=1032
+  _globals['_CANCELRUNRESPONSE']._serialized_end=1087
+  _globals['_SUBMITTOOLRESULTSREQUEST']._serialized_start=1089
+  _globals['_SUBMITTOOLRESULTSREQUEST']._serialized_end=1184
+  _globals['_SUBMITTOOLRESULTSRESPONSE']._serialized_start=1186
+  _globals['_SUBMITTOOLRESULTSRESPONSE']._serialized_end=1249
+  _globals['_LISTTOOLSREQUEST']._serialized_start=1251
+  _globals['_LISTTOOLSREQUEST']._serialized_end=1287
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=1289
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=1349
+  _globals['_LISTTOOLCATALOGREQUEST']._serialized_start=1351
+  _globals['_LISTTOOLCATALOGREQUEST']._serialized_end=1375
+  _globals['_LISTTOOLCATALOGRESPONSE']._serialized_start=1377
+  _globals['_LISTTOOLCATALOGRESPONSE']._serialized_end=1492
+  _globals['_RUNTIMESERVICE']._serialized_start=1723
+  _globals['_RUNTIMESERVICE']._serialized_end=2231
 # @@protoc_insertion_point(module_scope)

@@ -52,6 +52,34 @@ TOOL_KIND_CLIENT: ToolKind.ValueType  # 3
 """Run by the caller: the run pauses until SubmitToolResults."""
 Global___ToolKind: _TypeAlias = ToolKind  # noqa: Y015
 
+class _ToolServerStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ToolServerStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ToolServerStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOOL_SERVER_STATUS_UNSPECIFIED: _ToolServerStatus.ValueType  # 0
+    """Not known."""
+    TOOL_SERVER_STATUS_CONNECTED: _ToolServerStatus.ValueType  # 1
+    """A session is up: its tools can be called."""
+    TOOL_SERVER_STATUS_UNAVAILABLE: _ToolServerStatus.ValueType  # 2
+    """No session (starting, or lost and reconnecting): its last tool list is
+    kept, and calls fail as unavailable until it is back.
+    """
+
+class ToolServerStatus(_ToolServerStatus, metaclass=_ToolServerStatusEnumTypeWrapper):
+    """ToolServerStatus says whether an MCP server's tools can be called now."""
+
+TOOL_SERVER_STATUS_UNSPECIFIED: ToolServerStatus.ValueType  # 0
+"""Not known."""
+TOOL_SERVER_STATUS_CONNECTED: ToolServerStatus.ValueType  # 1
+"""A session is up: its tools can be called."""
+TOOL_SERVER_STATUS_UNAVAILABLE: ToolServerStatus.ValueType  # 2
+"""No session (starting, or lost and reconnecting): its last tool list is
+kept, and calls fail as unavailable until it is back.
+"""
+Global___ToolServerStatus: _TypeAlias = ToolServerStatus  # noqa: Y015
+
 @_typing.final
 class Tool(_message.Message):
     """Tool describes one tool available to an agent."""
@@ -63,6 +91,10 @@ class Tool(_message.Message):
     INPUT_SCHEMA_JSON_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     IDEMPOTENT_FIELD_NUMBER: _builtins.int
+    NEEDS_CONFIRMATION_FIELD_NUMBER: _builtins.int
+    DESTRUCTIVE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SERVER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The qualified name ("server.tool", or "client.name" for client tools)."""
     description: _builtins.str
@@ -73,6 +105,24 @@ class Tool(_message.Message):
     """How calls are treated."""
     idempotent: _builtins.bool
     """True when repeating a call with the same key has no further effect."""
+    needs_confirmation: _builtins.bool
+    """True when each call waits for a person's confirmation (writes, unless the
+    agent's policy lets them through; client tools never do).
+    """
+    destructive: _builtins.bool
+    """True when a write may destroy or overwrite something (its server's
+    `destructiveHint`, true unless a trusted server says otherwise).
+    """
+    reason: _builtins.str
+    """Why the tool is classified so, a stable code: "read_only" (its trusted
+    server marks it read-only), "write" (a trusted server's tool not marked
+    read-only), "untrusted_server" (every tool of an untrusted server is a
+    write), "always_confirm" (the agent's policy lists it),
+    "auto_approved" (an autonomous agent's policy lets the write through
+    unconfirmed), "client" (run by the caller).
+    """
+    server: _builtins.str
+    """The MCP server that offers the tool; empty for a built-in or client tool."""
     def __init__(
         self,
         *,
@@ -81,14 +131,54 @@ class Tool(_message.Message):
         input_schema_json: _builtins.str = ...,
         kind: Global___ToolKind.ValueType = ...,
         idempotent: _builtins.bool = ...,
+        needs_confirmation: _builtins.bool = ...,
+        destructive: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        server: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "idempotent", b"idempotent", "input_schema_json", b"input_schema_json", "kind", b"kind", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "destructive", b"destructive", "idempotent", b"idempotent", "input_schema_json", b"input_schema_json", "kind", b"kind", "name", b"name", "needs_confirmation", b"needs_confirmation", "reason", b"reason", "server", b"server"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Tool: _TypeAlias = Tool  # noqa: Y015
+
+@_typing.final
+class ToolServer(_message.Message):
+    """ToolServer describes one configured MCP server as this replica sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TRUSTED_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    TOOL_COUNT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The server's name, the prefix of its tools' qualified names."""
+    trusted: _builtins.bool
+    """Whether its tools' annotations are believed (trusted) or every tool is a
+    write (untrusted).
+    """
+    status: Global___ToolServerStatus.ValueType
+    """Whether a session is up now."""
+    tool_count: _builtins.int
+    """How many tools it lists (its last list while it is unavailable)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        trusted: _builtins.bool = ...,
+        status: Global___ToolServerStatus.ValueType = ...,
+        tool_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "status", b"status", "tool_count", b"tool_count", "trusted", b"trusted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolServer: _TypeAlias = ToolServer  # noqa: Y015
 
 @_typing.final
 class CreateRunRequest(_message.Message):
@@ -332,3 +422,50 @@ class ListToolsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListToolsResponse: _TypeAlias = ListToolsResponse  # noqa: Y015
+
+@_typing.final
+class ListToolCatalogRequest(_message.Message):
+    """ListToolCatalogRequest lists every tool the deployment knows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListToolCatalogRequest: _TypeAlias = ListToolCatalogRequest  # noqa: Y015
+
+@_typing.final
+class ListToolCatalogResponse(_message.Message):
+    """ListToolCatalogResponse returns the catalogue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOLS_FIELD_NUMBER: _builtins.int
+    SERVERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tool]:
+        """Every tool, by name, classified without any agent's policy."""
+
+    @_builtins.property
+    def servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolServer]:
+        """The configured MCP servers, by name."""
+
+    def __init__(
+        self,
+        *,
+        tools: _abc.Iterable[Global___Tool] | None = ...,
+        servers: _abc.Iterable[Global___ToolServer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["servers", b"servers", "tools", b"tools"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListToolCatalogResponse: _TypeAlias = ListToolCatalogResponse  # noqa: Y015

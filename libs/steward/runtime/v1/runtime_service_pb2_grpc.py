@@ -63,6 +63,11 @@ class RuntimeServiceStub:
                 request_serializer=steward_dot_runtime_dot_v1_dot_runtime__service__pb2.ListToolsRequest.SerializeToString,
                 response_deserializer=steward_dot_runtime_dot_v1_dot_runtime__service__pb2.ListToolsResponse.FromString,
                 _registered_method=True)
+        self.ListToolCatalog = channel.unary_unary(
+                '/steward.runtime.v1.RuntimeService/ListToolCatalog',
+                request_serializer=steward_dot_runtime_dot_v1_dot_runtime__service__pb2.ListToolCatalogRequest.SerializeToString,
+                response_deserializer=steward_dot_runtime_dot_v1_dot_runtime__service__pb2.ListToolCatalogResponse.FromString,
+                _registered_method=True)
 
 
 class RuntimeServiceServicer:
@@ -107,8 +112,19 @@ class RuntimeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTools(self, request, context):
-        """Lists the tools an agent may call, with how each is classified.
-        NOT_FOUND (AGENT_NOT_FOUND).
+        """Lists the tools an agent may call, with how each is classified under the
+        agent's approval policy in its own mode, and why. The list is what the
+        replica's tool servers offer now: a server that is down keeps the tools it
+        listed last. NOT_FOUND (AGENT_NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListToolCatalog(self, request, context):
+        """Lists every tool the deployment knows (built-in and each MCP server's),
+        classified by its annotations and its server's trust alone (no agent's
+        policy), and the MCP servers with their status on this replica.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,6 +152,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.ListTools,
                     request_deserializer=steward_dot_runtime_dot_v1_dot_runtime__service__pb2.ListToolsRequest.FromString,
                     response_serializer=steward_dot_runtime_dot_v1_dot_runtime__service__pb2.ListToolsResponse.SerializeToString,
+            ),
+            'ListToolCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListToolCatalog,
+                    request_deserializer=steward_dot_runtime_dot_v1_dot_runtime__service__pb2.ListToolCatalogRequest.FromString,
+                    response_serializer=steward_dot_runtime_dot_v1_dot_runtime__service__pb2.ListToolCatalogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -255,6 +276,33 @@ class RuntimeService:
             '/steward.runtime.v1.RuntimeService/ListTools',
             steward_dot_runtime_dot_v1_dot_runtime__service__pb2.ListToolsRequest.SerializeToString,
             steward_dot_runtime_dot_v1_dot_runtime__service__pb2.ListToolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListToolCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/steward.runtime.v1.RuntimeService/ListToolCatalog',
+            steward_dot_runtime_dot_v1_dot_runtime__service__pb2.ListToolCatalogRequest.SerializeToString,
+            steward_dot_runtime_dot_v1_dot_runtime__service__pb2.ListToolCatalogResponse.FromString,
             options,
             channel_credentials,
             insecure,

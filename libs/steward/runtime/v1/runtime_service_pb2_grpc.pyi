@@ -60,8 +60,15 @@ class RuntimeServiceStub:
     (RUN_STATE_CONFLICT) when the run does not wait for these calls.
     """
     ListTools: _grpc.UnaryUnaryMultiCallable[_runtime_service_pb2.ListToolsRequest, _runtime_service_pb2.ListToolsResponse]
-    """Lists the tools an agent may call, with how each is classified.
-    NOT_FOUND (AGENT_NOT_FOUND).
+    """Lists the tools an agent may call, with how each is classified under the
+    agent's approval policy in its own mode, and why. The list is what the
+    replica's tool servers offer now: a server that is down keeps the tools it
+    listed last. NOT_FOUND (AGENT_NOT_FOUND).
+    """
+    ListToolCatalog: _grpc.UnaryUnaryMultiCallable[_runtime_service_pb2.ListToolCatalogRequest, _runtime_service_pb2.ListToolCatalogResponse]
+    """Lists every tool the deployment knows (built-in and each MCP server's),
+    classified by its annotations and its server's trust alone (no agent's
+    policy), and the MCP servers with their status on this replica.
     """
 
 @_typing.type_check_only
@@ -96,8 +103,15 @@ class RuntimeServiceAsyncStub(RuntimeServiceStub):
     (RUN_STATE_CONFLICT) when the run does not wait for these calls.
     """
     ListTools: _aio.UnaryUnaryMultiCallable[_runtime_service_pb2.ListToolsRequest, _runtime_service_pb2.ListToolsResponse]  # type: ignore[assignment]
-    """Lists the tools an agent may call, with how each is classified.
-    NOT_FOUND (AGENT_NOT_FOUND).
+    """Lists the tools an agent may call, with how each is classified under the
+    agent's approval policy in its own mode, and why. The list is what the
+    replica's tool servers offer now: a server that is down keeps the tools it
+    listed last. NOT_FOUND (AGENT_NOT_FOUND).
+    """
+    ListToolCatalog: _aio.UnaryUnaryMultiCallable[_runtime_service_pb2.ListToolCatalogRequest, _runtime_service_pb2.ListToolCatalogResponse]  # type: ignore[assignment]
+    """Lists every tool the deployment knows (built-in and each MCP server's),
+    classified by its annotations and its server's trust alone (no agent's
+    policy), and the MCP servers with their status on this replica.
     """
 
 class RuntimeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -153,8 +167,21 @@ class RuntimeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _runtime_service_pb2.ListToolsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_runtime_service_pb2.ListToolsResponse, _abc.Awaitable[_runtime_service_pb2.ListToolsResponse]]:
-        """Lists the tools an agent may call, with how each is classified.
-        NOT_FOUND (AGENT_NOT_FOUND).
+        """Lists the tools an agent may call, with how each is classified under the
+        agent's approval policy in its own mode, and why. The list is what the
+        replica's tool servers offer now: a server that is down keeps the tools it
+        listed last. NOT_FOUND (AGENT_NOT_FOUND).
+        """
+
+    @_abc_1.abstractmethod
+    def ListToolCatalog(
+        self,
+        request: _runtime_service_pb2.ListToolCatalogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_runtime_service_pb2.ListToolCatalogResponse, _abc.Awaitable[_runtime_service_pb2.ListToolCatalogResponse]]:
+        """Lists every tool the deployment knows (built-in and each MCP server's),
+        classified by its annotations and its server's trust alone (no agent's
+        policy), and the MCP servers with their status on this replica.
         """
 
 def add_RuntimeServiceServicer_to_server(servicer: RuntimeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -183,19 +183,25 @@ class RunStarted(_message.Message):
 
     AGENT_ID_FIELD_NUMBER: _builtins.int
     MODEL_ROUTE_FIELD_NUMBER: _builtins.int
+    AGENT_VERSION_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """The agent that runs."""
     model_route: _builtins.str
     """The model route the run uses."""
+    agent_version: _builtins.int
+    """The version of the agent the run started with (Agent.version; 0 for the default agent). The store
+    records it as the run's `agent_version`.
+    """
     def __init__(
         self,
         *,
         agent_id: _builtins.str = ...,
         model_route: _builtins.str = ...,
+        agent_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "model_route", b"model_route"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_version", b"agent_version", "model_route", b"model_route"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -509,12 +515,19 @@ class RunResumed(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    AGENT_VERSION_FIELD_NUMBER: _builtins.int
+    agent_version: _builtins.int
+    """The version of the agent the run goes on with (Agent.version; 0 for the default agent): the agent's
+    current definition, which differs from the run's `agent_version` when the agent changed meanwhile.
+    """
     def __init__(
         self,
+        *,
+        agent_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -187,6 +187,7 @@ class Run(_message.Message):
     COMPACTED_THROUGH_SEQ_FIELD_NUMBER: _builtins.int
     CLIENT_TOOLS_FIELD_NUMBER: _builtins.int
     RUNNING_TIME_FIELD_NUMBER: _builtins.int
+    AGENT_VERSION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The run's id: assigned by the store, or minted by the client at creation."""
     conversation_id: _builtins.str
@@ -215,6 +216,12 @@ class Run(_message.Message):
     """The id of the user who owns the run; runtime replicas act for this user."""
     compacted_through_seq: _builtins.int
     """Events with a seq up to this one were compacted away by retention; 0 when none were."""
+    agent_version: _builtins.int
+    """The version of the agent (Agent.version) the run started with, recorded by the runtime with the run's
+    `run_started` event; 0 until the run starts, and for the default agent. A run resumed after its agent
+    changed goes on with the agent's current definition and keeps this version (its `run_resumed` events
+    carry the version each resume ran).
+    """
     @_builtins.property
     def error(self) -> Global___RunError:
         """Why a failed run failed."""
@@ -276,10 +283,11 @@ class Run(_message.Message):
         compacted_through_seq: _builtins.int = ...,
         client_tools: _abc.Iterable[_content_pb2.ToolSpec] | None = ...,
         running_time: _duration_pb2.Duration | None = ...,
+        agent_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "limits", b"limits", "running_time", b"running_time", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "cancel_requested", b"cancel_requested", "client_tools", b"client_tools", "compacted_through_seq", b"compacted_through_seq", "conversation_id", b"conversation_id", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "id", b"id", "incomplete_reason", b"incomplete_reason", "last_event_seq", b"last_event_seq", "lease_epoch", b"lease_epoch", "limits", b"limits", "mode", b"mode", "owner_id", b"owner_id", "pause_reason", b"pause_reason", "request_id", b"request_id", "running_time", b"running_time", "state", b"state", "step_count", b"step_count", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_version", b"agent_version", "cancel_requested", b"cancel_requested", "client_tools", b"client_tools", "compacted_through_seq", b"compacted_through_seq", "conversation_id", b"conversation_id", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "id", b"id", "incomplete_reason", b"incomplete_reason", "last_event_seq", b"last_event_seq", "lease_epoch", b"lease_epoch", "limits", b"limits", "mode", b"mode", "owner_id", b"owner_id", "pause_reason", b"pause_reason", "request_id", b"request_id", "running_time", b"running_time", "state", b"state", "step_count", b"step_count", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

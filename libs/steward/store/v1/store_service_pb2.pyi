@@ -10,6 +10,7 @@ from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from steward.common.v1 import content_pb2 as _content_pb2
 from steward.common.v1 import limits_pb2 as _limits_pb2
 from steward.common.v1 import usage_pb2 as _usage_pb2
@@ -28,6 +29,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ApplyOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ApplyOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApplyOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    APPLY_OUTCOME_UNSPECIFIED: _ApplyOutcome.ValueType  # 0
+    """Not set; never returned."""
+    APPLY_OUTCOME_CREATED: _ApplyOutcome.ValueType  # 1
+    """The caller had no agent of that name: it was created (version 1)."""
+    APPLY_OUTCOME_UPDATED: _ApplyOutcome.ValueType  # 2
+    """The agent differed: it was replaced and its version went up by one."""
+    APPLY_OUTCOME_UNCHANGED: _ApplyOutcome.ValueType  # 3
+    """The agent was the same: nothing changed."""
+
+class ApplyOutcome(_ApplyOutcome, metaclass=_ApplyOutcomeEnumTypeWrapper):
+    """ApplyOutcome says what applying one agent did."""
+
+APPLY_OUTCOME_UNSPECIFIED: ApplyOutcome.ValueType  # 0
+"""Not set; never returned."""
+APPLY_OUTCOME_CREATED: ApplyOutcome.ValueType  # 1
+"""The caller had no agent of that name: it was created (version 1)."""
+APPLY_OUTCOME_UPDATED: ApplyOutcome.ValueType  # 2
+"""The agent differed: it was replaced and its version went up by one."""
+APPLY_OUTCOME_UNCHANGED: ApplyOutcome.ValueType  # 3
+"""The agent was the same: nothing changed."""
+Global___ApplyOutcome: _TypeAlias = ApplyOutcome  # noqa: Y015
 
 @_typing.final
 class CreateUserRequest(_message.Message):
@@ -559,6 +588,86 @@ class DeleteAgentRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteAgentRequest: _TypeAlias = DeleteAgentRequest  # noqa: Y015
+
+@_typing.final
+class ApplyAgentsRequest(_message.Message):
+    """ApplyAgentsRequest names the agents to create or replace."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENTS_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    validate_only: _builtins.bool
+    """Check and compare only; write nothing."""
+    @_builtins.property
+    def agents(self) -> _containers.RepeatedCompositeFieldContainer[_agent_pb2.Agent]:
+        """The agents, each whole; `id`, `version` and the times are ignored."""
+
+    def __init__(
+        self,
+        *,
+        agents: _abc.Iterable[_agent_pb2.Agent] | None = ...,
+        validate_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "validate_only", b"validate_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyAgentsRequest: _TypeAlias = ApplyAgentsRequest  # noqa: Y015
+
+@_typing.final
+class AppliedAgent(_message.Message):
+    """AppliedAgent is the result for one agent of an ApplyAgentsRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    outcome: Global___ApplyOutcome.ValueType
+    """What the call did to it."""
+    @_builtins.property
+    def agent(self) -> _agent_pb2.Agent:
+        """The agent as it is after the call (as it would be, with validate_only)."""
+
+    def __init__(
+        self,
+        *,
+        agent: _agent_pb2.Agent | None = ...,
+        outcome: Global___ApplyOutcome.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppliedAgent: _TypeAlias = AppliedAgent  # noqa: Y015
+
+@_typing.final
+class ApplyAgentsResponse(_message.Message):
+    """ApplyAgentsResponse returns one result per requested agent, in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___AppliedAgent]:
+        """The results, in the order of the request's agents."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___AppliedAgent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyAgentsResponse: _TypeAlias = ApplyAgentsResponse  # noqa: Y015
 
 @_typing.final
 class DeleteAgentResponse(_message.Message):

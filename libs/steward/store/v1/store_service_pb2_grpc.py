@@ -385,6 +385,11 @@ class AgentServiceStub:
                 request_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.DeleteAgentRequest.SerializeToString,
                 response_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.DeleteAgentResponse.FromString,
                 _registered_method=True)
+        self.ApplyAgents = channel.unary_unary(
+                '/steward.store.v1.AgentService/ApplyAgents',
+                request_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.ApplyAgentsRequest.SerializeToString,
+                response_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.ApplyAgentsResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -432,6 +437,22 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplyAgents(self, request, context):
+        """Creates or replaces the caller's agents by name, all in one transaction
+        (an agent file's documents): an agent whose name the caller has none of is
+        created; one whose definition differs is replaced whole (every mutable
+        field, absent ones cleared) and its version goes up by one; one that is
+        the same is left as it is, version and update time unchanged. Agents not
+        named are left alone. Every agent is checked before any is written, and
+        one invalid agent applies none: INVALID_ARGUMENT (INVALID_ARGUMENT,
+        metadata "field" as "agents[i].<field>", and "index"), also for a name
+        given twice. With validate_only nothing is written and the results say
+        what would happen (a created agent then has no id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -459,6 +480,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.DeleteAgent,
                     request_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.DeleteAgentRequest.FromString,
                     response_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.DeleteAgentResponse.SerializeToString,
+            ),
+            'ApplyAgents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyAgents,
+                    request_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.ApplyAgentsRequest.FromString,
+                    response_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.ApplyAgentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -597,6 +623,33 @@ class AgentService:
             '/steward.store.v1.AgentService/DeleteAgent',
             steward_dot_store_dot_v1_dot_store__service__pb2.DeleteAgentRequest.SerializeToString,
             steward_dot_store_dot_v1_dot_store__service__pb2.DeleteAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyAgents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/steward.store.v1.AgentService/ApplyAgents',
+            steward_dot_store_dot_v1_dot_store__service__pb2.ApplyAgentsRequest.SerializeToString,
+            steward_dot_store_dot_v1_dot_store__service__pb2.ApplyAgentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

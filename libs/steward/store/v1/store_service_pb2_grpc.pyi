@@ -206,6 +206,18 @@ class AgentServiceStub:
     NOT_FOUND (AGENT_NOT_FOUND) for an unknown, foreign or already deleted id,
     so a retried delete that gets AGENT_NOT_FOUND has succeeded.
     """
+    ApplyAgents: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.ApplyAgentsRequest, _store_service_pb2.ApplyAgentsResponse]
+    """Creates or replaces the caller's agents by name, all in one transaction
+    (an agent file's documents): an agent whose name the caller has none of is
+    created; one whose definition differs is replaced whole (every mutable
+    field, absent ones cleared) and its version goes up by one; one that is
+    the same is left as it is, version and update time unchanged. Agents not
+    named are left alone. Every agent is checked before any is written, and
+    one invalid agent applies none: INVALID_ARGUMENT (INVALID_ARGUMENT,
+    metadata "field" as "agents[i].<field>", and "index"), also for a name
+    given twice. With validate_only nothing is written and the results say
+    what would happen (a created agent then has no id).
+    """
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
@@ -230,6 +242,18 @@ class AgentServiceAsyncStub(AgentServiceStub):
     """Deletes an agent; existing conversations keep their messages. Atomic.
     NOT_FOUND (AGENT_NOT_FOUND) for an unknown, foreign or already deleted id,
     so a retried delete that gets AGENT_NOT_FOUND has succeeded.
+    """
+    ApplyAgents: _aio.UnaryUnaryMultiCallable[_store_service_pb2.ApplyAgentsRequest, _store_service_pb2.ApplyAgentsResponse]  # type: ignore[assignment]
+    """Creates or replaces the caller's agents by name, all in one transaction
+    (an agent file's documents): an agent whose name the caller has none of is
+    created; one whose definition differs is replaced whole (every mutable
+    field, absent ones cleared) and its version goes up by one; one that is
+    the same is left as it is, version and update time unchanged. Agents not
+    named are left alone. Every agent is checked before any is written, and
+    one invalid agent applies none: INVALID_ARGUMENT (INVALID_ARGUMENT,
+    metadata "field" as "agents[i].<field>", and "index"), also for a name
+    given twice. With validate_only nothing is written and the results say
+    what would happen (a created agent then has no id).
     """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -282,6 +306,24 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes an agent; existing conversations keep their messages. Atomic.
         NOT_FOUND (AGENT_NOT_FOUND) for an unknown, foreign or already deleted id,
         so a retried delete that gets AGENT_NOT_FOUND has succeeded.
+        """
+
+    @_abc_1.abstractmethod
+    def ApplyAgents(
+        self,
+        request: _store_service_pb2.ApplyAgentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_service_pb2.ApplyAgentsResponse, _abc.Awaitable[_store_service_pb2.ApplyAgentsResponse]]:
+        """Creates or replaces the caller's agents by name, all in one transaction
+        (an agent file's documents): an agent whose name the caller has none of is
+        created; one whose definition differs is replaced whole (every mutable
+        field, absent ones cleared) and its version goes up by one; one that is
+        the same is left as it is, version and update time unchanged. Agents not
+        named are left alone. Every agent is checked before any is written, and
+        one invalid agent applies none: INVALID_ARGUMENT (INVALID_ARGUMENT,
+        metadata "field" as "agents[i].<field>", and "index"), also for a name
+        given twice. With validate_only nothing is written and the results say
+        what would happen (a created agent then has no id).
         """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
