@@ -148,6 +148,8 @@ class RunRow(Base):
     client_tools: Mapped[bytes | None] = mapped_column(LargeBinary)
     # Milliseconds the run has spent running, summed over its claims (the runtime checkpoints it).
     running_ms: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Why the model stopped in the run's last model step (steward.store.v1.StopReason; 0 before one ended).
+    stop_reason: Mapped[run_pb2.StopReason.ValueType] = mapped_column(Integer, default=0, server_default="0")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

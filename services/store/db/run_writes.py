@@ -50,6 +50,7 @@ class Checkpoint:
     request_id: str | None = None
     message_ids: list[str] | None = None  # minted by the caller; None: the store mints them
     running_ms: int | None = None  # the run's running time so far; None leaves it as it is
+    stop_reason: run_pb2.StopReason.ValueType = run_pb2.STOP_REASON_UNSPECIFIED  # unspecified leaves it as it is
 
 
 # The hot paths' statements, built once: constructing a statement costs more than SQLite takes to run it.
@@ -98,6 +99,7 @@ _CHECKPOINTED = (
     "last_event_seq",
     "update_time",
     "running_ms",
+    "stop_reason",
 )
 _UPDATE_RUN = (
     update(RunRow)
@@ -173,6 +175,8 @@ def _checkpointed(row: Row[Any], step: Checkpoint, now: datetime) -> dict[str, A
         values["usage"] = step.usage.SerializeToString()
     if step.running_ms is not None:
         values["running_ms"] = max(row.running_ms or 0, step.running_ms)  # it never goes back
+    if step.stop_reason:
+        values["stop_reason"] = step.stop_reason
     return values
 
 
