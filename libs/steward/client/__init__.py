@@ -36,6 +36,7 @@ from steward.client.models import (
     RunError,
     RunEvent,
     RunStarted,
+    ToolCallDelta,
     ToolResult,
     Usage,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "StewardClientError",
     "StewardConnectionError",
     "StreamPolicy",
+    "ToolCallDelta",
     "ToolResult",
     "UnavailableError",
     "Usage",
