@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "Stall",
     "StreamError",
     "argument_fragments",
+    "capped_reply",
     "output_tokens",
     "reasoning_pieces",
     "reply_of",
@@ -45,6 +46,10 @@ class Reply:
     stop_reason: str | None = None  # default: "tool_use"/"tool_calls" if tool calls else "end_turn"/"stop"
     pieces: list[str] | None = None  # explicit text chunks; default: text split into word-ish pieces
     chunk_delay: float = 0.0  # seconds between streamed chunks
+    # Honour the request's max tokens as the real APIs do: a reply longer than the request's `max_tokens` (OpenAI:
+    # `max_completion_tokens` or `max_tokens`), counted one token per text piece, is cut to that many pieces, with
+    # no tool calls, and stops for max tokens ("max_tokens" / "length"). Off: the reply is sent whole.
+    cap_at_max_tokens: bool = False
 
 
 @dataclass
@@ -103,6 +108,16 @@ class RecordedRequest:
             return key
         scheme, _, token = self.headers.get("authorization", "").partition(" ")
         return token if scheme.lower() == "bearer" and token else None
+
+
+def capped_reply(reply: Reply, protocol: str, body: dict[str, Any]) -> Reply:
+    """`reply` as an upstream honouring the request's max tokens sends it (`Reply.cap_at_max_tokens`)."""
+    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    if not reply.cap_at_max_tokens or not isinstance(limit, int) or output_tokens(reply) <= limit:
+        return reply
+    stop = "max_tokens" if protocol == "anthropic" else "length"
+    pieces = text_pieces(reply)[:limit]
+    return replace(reply, pieces=pieces, tool_calls=[], output_tokens=limit, stop_reason=stop)
 
 
 def reply_of(behavior: Behavior) -> Reply:

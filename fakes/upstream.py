@@ -32,6 +32,7 @@ from fakes.script import (
     Reply,
     Stall,
     StreamError,
+    capped_reply,
     reply_of,
 )
 
@@ -176,7 +177,7 @@ class FakeUpstream:
         behavior = self._queue.popleft() if self._queue else self.default
         if isinstance(behavior, Fail):
             return self._fail(wire, behavior)
-        reply = self._cached(wire, body, reply_of(behavior))
+        reply = self._cached(wire, body, capped_reply(reply_of(behavior), wire.name, body))
         model = str(body["model"])
         if isinstance(behavior, StreamError) and body.get("stream") is not True:
             return self._fail(wire, Fail(behavior.status, message=behavior.message))  # no stream to fail inside

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -181,6 +182,7 @@ def run_json(run: run_pb2.Run) -> dict[str, Any]:
         "step_count": run.step_count,
         "usage": usage_json(run.usage),
         "running_seconds": run.running_time.ToMilliseconds() / 1000,
+        "stop_reason": stop_reason_name(run.stop_reason),
         "last_event_seq": run.last_event_seq,
         "cancel_requested": run.cancel_requested,
         "create_time": time_json(run.create_time),
@@ -189,10 +191,46 @@ def run_json(run: run_pb2.Run) -> dict[str, Any]:
     }
 
 
+def stop_reason_name(stop: run_pb2.StopReason.ValueType) -> str | None:
+    """The stop reason's name: end_turn, tool_use, max_tokens, stop_sequence, content_filter; None when not known."""
+    return _enum(run_pb2.StopReason.Name(stop), "STOP_REASON_") if stop in run_pb2.StopReason.values() else None
+
+
+_INT64 = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+
+
+def _plain(descriptor: Descriptor, data: dict[str, Any]) -> dict[str, Any]:
+    """Proto3 JSON made like the rest of the API: 64-bit integers (token counts, epochs) as numbers, not strings;
+    enums as short lower-case names (null when unspecified), as `run_json` shows them."""
+    for field in descriptor.fields:
+        if field.name not in data:
+            continue
+        value = data[field.name]
+        if field.type in _INT64:
+            data[field.name] = [int(v) for v in value] if isinstance(value, list) else int(value)
+        elif field.enum_type is not None and isinstance(value, str):
+            data[field.name] = _enum(value, field.enum_type.values[0].name.removesuffix("UNSPECIFIED"))
+        elif field.message_type is not None and isinstance(value, dict):
+            data[field.name] = _plain(field.message_type, value)
+    return data
+
+
 def event_json(event: run_event_pb2.RunEvent) -> tuple[str, dict[str, Any]]:
-    """The event's type name and its JSON body."""
+    """The event's type name and its JSON body: every field of its payload, defaults included (`_plain`)."""
     kind = event.WhichOneof("payload") or "unknown"
-    payload = json_format.MessageToDict(getattr(event, kind), preserving_proto_field_name=True)
+    message = getattr(event, kind)
+    payload = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    payload = _plain(message.DESCRIPTOR, payload)
     return kind, {
         "seq": event.seq,
         "run_id": event.run_id,

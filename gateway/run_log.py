@@ -3,11 +3,14 @@
 The pieces are shaped after a chat completion, the richest answer a surface gives; the OpenAI-compatible API
 and MCP each take what they show from them.
 
-text_delta → text (with its step); usage → usage; a pause or the run's end → the `End` with its finish
-reason: completed → "stop", incomplete → "length", paused for client tools → "tool_calls" (with the calls),
-paused for a confirmation → "stop" with a notice saying what waits for whose decision where, and
-failed / cancelled / expired → "error" with a note saying so. Tool calls starting and ending are `Activity`
-(for readers that show progress; a completion ignores them).
+text_delta → text (with its step), or, for a piece of a client tool's arguments (a text delta with `tool_call`
+set), a `ToolCallDelta` (the agent's own tools are Steward's business, not the caller's); usage → usage; a pause
+or the run's end → the `End` with its finish reason, only ever one of OpenAI's: completed → "stop" ("length"
+when the model stopped at its max tokens, "content_filter" when a filter stopped it), incomplete → "length",
+paused for client tools → "tool_calls" (with the calls), paused for a confirmation → "stop" with a notice saying
+what waits for whose decision where, and failed / cancelled / expired → "stop" with a note saying so (the
+reader knows from the note, and from the run, that there is no answer). Tool calls starting and ending are
+`Activity` (for readers that show progress; a completion ignores them).
 
 **A restarted step** (`step_restarted`: the runtime redoes a step whose model stream broke, or that a crashed
 replica left unfinished) is a `Restarted` piece, after the abandoned text and before the redone step's text.
@@ -81,6 +84,16 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a client tool call's arguments, as the model writes them (before the run pauses for it)."""
+
+    id: str  # call_id_for(run, call), as the call's later `ToolCall`
+    name: str  # as the client named the tool
+    arguments: str  # the next piece of the arguments' JSON text (may be empty in a call's first piece)
+    step: int = 0
+
+
+@dataclass(frozen=True)
 class Usage:
     input_tokens: int
     output_tokens: int
@@ -94,7 +107,7 @@ class End:
     tool_calls: list[ToolCall] = field(default_factory=list)
 
 
-Piece = Text | Usage | End | Restarted | Activity
+Piece = Text | ToolCallDelta | Usage | End | Restarted | Activity
 
 
 @dataclass
@@ -135,20 +148,23 @@ class _Log:
         return End("stop", note=notices.confirmation_notice(self.run_id, pending))
 
 
+_COMPLETED_FINISH = {run_pb2.STOP_REASON_MAX_TOKENS: "length", run_pb2.STOP_REASON_CONTENT_FILTER: "content_filter"}
+
+
 def _end(event: run_event_pb2.RunEvent) -> End | None:
     kind = event.WhichOneof("payload")
     if kind == "run_completed":
-        return End("stop")
+        return End(_COMPLETED_FINISH.get(event.run_completed.stop_reason, "stop"))
     if kind == "run_incomplete":
         reason = run_pb2.IncompleteReason.Name(event.run_incomplete.reason).removeprefix("INCOMPLETE_REASON_").lower()
         return End("length", note=notices.incomplete_note(reason))
     if kind == "run_failed":
         error = event.run_failed.error
-        return End("error", note=notices.failure_note(error.reason, error.message))
+        return End("stop", note=notices.failure_note(error.reason, error.message))
     if kind == "run_cancelled":
-        return End("error", note=notices.CANCELLED)
+        return End("stop", note=notices.CANCELLED)
     if kind == "run_expired":
-        return End("error", note=notices.EXPIRED)
+        return End("stop", note=notices.EXPIRED)
     return None
 
 
@@ -196,7 +212,16 @@ async def pieces(clients: Clients, run: run_pb2.Run, start: Start = from_start) 
                 if end is not None:
                     yield end
                     return
-                if kind == "text_delta":
+                if kind == "text_delta" and event.text_delta.HasField("tool_call"):
+                    delta = event.text_delta.tool_call
+                    if delta.tool_name.startswith(CLIENT_PREFIX):
+                        yield ToolCallDelta(
+                            call_id_for(run.id, delta.tool_call_id),
+                            delta.tool_name.removeprefix(CLIENT_PREFIX),
+                            delta.arguments_json_delta,
+                            event.step,
+                        )
+                elif kind == "text_delta":
                     yield Text(event.text_delta.text, event.step)
                 elif kind == "step_restarted":
                     yield Restarted(event.step)
@@ -218,5 +243,5 @@ async def pieces(clients: Clients, run: run_pb2.Run, start: Start = from_start) 
         if emitting and not follow:  # the run moved on after it was read as paused: follow it
             follow = True
             continue
-        yield last_pause if last_pause is not None and not emitting else End("error", note=notices.LOG_ENDED)
+        yield last_pause if last_pause is not None and not emitting else End("stop", note=notices.LOG_ENDED)
         return

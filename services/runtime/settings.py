@@ -27,9 +27,10 @@ class RuntimeSettings(CommonSettings):
     default_model_route: str = "auto"
     # The built-in default agent's system prompt.
     default_system_prompt: str = "You are Steward's default agent. Answer helpfully and concisely."
-    # Declared but never read: a step asks for at most 4,096 output tokens (steps.MAX_OUTPUT_TOKENS), or what the
-    # run's token limit leaves, whatever this says.
-    default_max_output_tokens: int = 1024
+    # The output tokens (reasoning included) a model step asks for when its agent sets no `max_output_tokens`; a
+    # run's token limit lowers it to what the limit has left. A step that stops at this deployment default (no
+    # limit of the agent or run was the cause) completes the run, with stop reason `max_tokens` (ADR 0019).
+    default_max_output_tokens: int = Field(default=4096, ge=1, le=200_000)
     # Tool name patterns the default agent may use.
     default_agent_tools: list[str] = Field(default_factory=lambda: ["time.now", "calc"])
     # Limits for runs whose agent and request set none (seconds for times; the timeout counts running time).

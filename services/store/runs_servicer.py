@@ -20,7 +20,7 @@ from services.store.db.runs import RunRepository
 from services.store.notifier import EventNotifier
 from steward.auth import current_principal, require_service
 from steward.errors import invalid_argument
-from steward.store.v1 import run_event_pb2
+from steward.store.v1 import run_event_pb2, run_pb2
 from steward.store.v1 import store_service_pb2 as pb
 from steward.store.v1 import store_service_pb2_grpc as pb_grpc
 from steward.timeutil import timestamp
@@ -195,6 +195,8 @@ class RunServicer(pb_grpc.RunServiceServicer):
             v.chat_message(message, f"messages[{index}]")
         if len(request.events) > MAX_EVENTS_PER_APPEND:
             raise invalid_argument("events", f"at most {MAX_EVENTS_PER_APPEND} events per call")
+        if request.stop_reason not in run_pb2.StopReason.values():
+            raise invalid_argument("stop_reason", f"unknown stop_reason {request.stop_reason}")
         step = Checkpoint(
             epoch=request.lease_epoch,
             messages=list(request.messages),
@@ -208,6 +210,7 @@ class RunServicer(pb_grpc.RunServiceServicer):
             request_id=v.optional_request_id(request.request_id),
             message_ids=v.message_ids(request.message_ids, len(request.messages)),
             running_ms=_running_ms(request),
+            stop_reason=request.stop_reason,
         )
         run, messages, last_seq, created = await self._writes.checkpoint(current_principal().user_id, run_id, step)
         if created is not None and request.events:

@@ -190,16 +190,23 @@ async def test_streaming_with_usage_ends_with_a_usage_chunk(api: Api) -> None:
 
 
 async def _streamed(api: Api, **request: Any) -> tuple[str, str, str | None, list[dict[str, Any]]]:
-    """(completion id, text, finish reason, tool calls) of a streamed completion."""
+    """(completion id, text, finish reason, tool calls) of a streamed completion; a tool call's pieces (its
+    arguments stream as the model writes them) are put together by index, as OpenAI's clients do."""
     stream = await api.sdk.chat.completions.create(stream=True, **request)
-    completion_id, text, finish, calls = "", "", None, []
+    completion_id, text, finish = "", "", None
+    calls: dict[int, dict[str, Any]] = {}
     async for chunk in stream:
         completion_id = chunk.id
         for choice in chunk.choices:
             text += choice.delta.content or ""
             finish = choice.finish_reason or finish
-            calls += [call.model_dump() for call in choice.delta.tool_calls or []]
-    return completion_id, text, finish, calls
+            for piece in choice.delta.tool_calls or []:
+                call = calls.setdefault(piece.index, {"id": None, "function": {"name": None, "arguments": ""}})
+                call["id"] = piece.id or call["id"]
+                if piece.function is not None:
+                    call["function"]["name"] = piece.function.name or call["function"]["name"]
+                    call["function"]["arguments"] += piece.function.arguments or ""
+    return completion_id, text, finish, [calls[index] for index in sorted(calls)]
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -254,3 +254,28 @@ async def test_bad_or_taken_message_ids_are_refused_and_change_nothing(
     assert (await conversations.ListMessages(listing, metadata=user)).messages == before
     run = (await runs.GetRun(pb.GetRunRequest(id=run_id), metadata=user)).run
     assert (run.last_event_seq, run.step_count, run.state) == (0, 0, run_pb2.RUN_STATE_RUNNING)
+
+
+async def test_a_checkpoint_sets_the_runs_stop_reason_and_one_without_keeps_it(store: StoreUnderTest) -> None:
+    user = store.user()
+    _, run_id = await _run(store, user)
+    runs = store.runs
+    claim = pb.ClaimRunRequest(id=run_id, holder="a", lease_ttl=Duration(seconds=30))
+    epoch = (await runs.ClaimRun(claim, metadata=user)).run.lease_epoch
+    assert (await runs.GetRun(pb.GetRunRequest(id=run_id), metadata=user)).run.stop_reason == 0
+    step = pb.CheckpointRunRequest(
+        run_id=run_id, lease_epoch=epoch, step_count=1, stop_reason=run_pb2.STOP_REASON_MAX_TOKENS
+    )
+    assert (await runs.CheckpointRun(step, metadata=user)).run.stop_reason == run_pb2.STOP_REASON_MAX_TOKENS
+    end = pb.CheckpointRunRequest(
+        run_id=run_id,
+        lease_epoch=epoch,
+        state=run_pb2.RUN_STATE_INCOMPLETE,
+        incomplete_reason=run_pb2.INCOMPLETE_REASON_MAX_TOKENS,
+        events=[ev.RunEvent(run_incomplete=ev.RunIncomplete(reason=run_pb2.INCOMPLETE_REASON_MAX_TOKENS))],
+    )
+    await runs.CheckpointRun(end, metadata=user)
+    run = (await runs.GetRun(pb.GetRunRequest(id=run_id), metadata=user)).run
+    assert (run.state, run.stop_reason) == (run_pb2.RUN_STATE_INCOMPLETE, run_pb2.STOP_REASON_MAX_TOKENS)
+    unknown = pb.CheckpointRunRequest(run_id=run_id, lease_epoch=epoch, stop_reason=99)  # type: ignore[arg-type]
+    await _expect("INVALID_ARGUMENT", runs.CheckpointRun(unknown, metadata=user))

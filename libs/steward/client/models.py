@@ -24,6 +24,7 @@ __all__ = [
     "RunEvent",
     "RunStarted",
     "Tool",
+    "ToolCallDelta",
     "ToolCatalog",
     "ToolResult",
     "ToolServer",
@@ -207,6 +208,7 @@ class Run:
     step_count: int
     usage: Usage
     running_seconds: float
+    stop_reason: str | None  # why the model stopped in the last step: "end_turn", "max_tokens", ... (None: none yet)
     last_event_seq: int
     cancel_requested: bool
     create_time: datetime | None
@@ -236,6 +238,7 @@ class Run:
             step_count=body["step_count"],
             usage=Usage.from_json(body.get("usage") or {}),
             running_seconds=float(body.get("running_seconds") or 0),
+            stop_reason=body.get("stop_reason"),
             last_event_seq=body["last_event_seq"],
             cancel_requested=bool(body.get("cancel_requested")),
             create_time=_time(body.get("create_time")),
@@ -259,6 +262,20 @@ class RunStarted:
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a tool call's arguments as the model writes them (a `text_delta` event's `tool_call`). The pieces
+    of one call, in order, join to the arguments its `tool_call_started` event then carries whole."""
+
+    tool_call_id: str
+    tool_name: str
+    arguments_json_delta: str
+
+    @classmethod
+    def from_json(cls, body: Json) -> ToolCallDelta:
+        return cls(body["tool_call_id"], body["tool_name"], body["arguments_json_delta"])
+
+
+@dataclass(frozen=True)
 class RunEvent:
     """One event of a run's log; `seq` is its place in the log (the SSE `id:`)."""
 
@@ -273,6 +290,23 @@ class RunEvent:
     def is_end(self) -> bool:
         """True for the run's last event (`run_completed`, `run_failed`, ...)."""
         return self.type in END_EVENT_TYPES
+
+    @property
+    def text(self) -> str:
+        """The model text a `text_delta` adds ("" for any other event, and for a piece of a tool call)."""
+        return str(self.data.get("text") or "") if self.type == "text_delta" else ""
+
+    @property
+    def tool_call(self) -> ToolCallDelta | None:
+        """The piece of a tool call's arguments a `text_delta` carries; None for text and other events."""
+        body = self.data.get("tool_call") if self.type == "text_delta" else None
+        return ToolCallDelta.from_json(body) if isinstance(body, dict) else None
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the model stopped, on `usage` (the step's), `run_completed` and `run_incomplete`; None otherwise."""
+        value = self.data.get("stop_reason")
+        return value if isinstance(value, str) else None
 
     @classmethod
     def from_json(cls, body: Json) -> RunEvent:

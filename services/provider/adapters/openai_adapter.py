@@ -5,8 +5,11 @@ vLLM, llama.cpp, LM Studio, Gemini's OpenAI endpoint, ...) by its base URL,
 which includes `/v1`. Compatible servers get the lowest common denominator:
 `max_tokens` instead of `max_completion_tokens`, and no `prompt_cache_key`.
 
-Not translated: reasoning blocks (Chat Completions takes none back) and the
-reasoning budget (Chat Completions has only `reasoning_effort`).
+Not translated: reasoning blocks (Chat Completions takes none back). The
+reasoning budget becomes `reasoning_effort` (Chat Completions has no budget):
+its share of max_tokens picks low, medium or high (`reasoning_effort`); no
+budget sends none. Reasoning streamed by compatible servers
+(`reasoning_content` or `reasoning` deltas) is passed on.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from services.provider.adapters.base import GenerateCall, Upstream, UpstreamError, accepted, merge_deltas
 from services.provider.adapters.clients import SdkClients
@@ -157,12 +160,24 @@ def request_body(call: GenerateCall, names: ToolNames, *, official: bool) -> Com
         body["max_tokens"] = call.max_tokens
     if call.temperature is not None:
         body["temperature"] = call.temperature
+    effort = reasoning_effort(call.reasoning_budget_tokens, call.max_tokens)
+    if effort is not None:
+        body["reasoning_effort"] = effort
     if call.stop_sequences:
         body["stop"] = list(call.stop_sequences)
     tools = translate_tools(call, names)
     if tools:
         body["tools"] = tools
     return body
+
+
+def reasoning_effort(budget: int, max_tokens: int) -> Literal["low", "medium", "high"] | None:
+    """Chat Completions' `reasoning_effort` for a reasoning budget: by its share of max_tokens (the runtime asks a
+    quarter, a half or three quarters for low, medium, high); None for no budget."""
+    if budget <= 0:
+        return None
+    share = budget / max(1, max_tokens)
+    return "low" if share < 0.375 else "medium" if share < 0.625 else "high"
 
 
 def _texts(message: content_pb2.ChatMessage) -> str:

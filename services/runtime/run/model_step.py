@@ -1,8 +1,10 @@
 """One model step: a Generate call streamed into the run's event log.
 
 Text and reasoning deltas go to the log as they come (coalesced by the
-EventWriter); tool calls are assembled from their fragments and logged once
-their arguments are complete. What is still buffered when the stream ends
+EventWriter), and so do the pieces of tool calls' arguments (text deltas with
+`tool_call` set: a first one, empty, when the call opens, then one per
+fragment); tool calls are assembled from their fragments and logged whole
+(`tool_call_started`) once their arguments are complete. What is still buffered when the stream ends
 goes with the step's checkpoint.
 Usage is summed over the provider's attempts (each attempt reports its own
 cumulative usage). The first content event (text, reasoning or a tool call) must come within the
@@ -28,9 +30,9 @@ CONTENT_KINDS = frozenset({"text_delta", "reasoning_delta", "tool_call_started"}
 class StepResult:
     message: content_pb2.ChatMessage  # the assistant message, tool calls included
     usage: usage_pb2.Usage
-    stop_reason: int = provider_pb.STOP_REASON_UNSPECIFIED
+    stop_reason: provider_pb.StopReason.ValueType = provider_pb.STOP_REASON_UNSPECIFIED
     tool_calls: list[content_pb2.ToolCallBlock] = field(default_factory=list)
-    capped: bool = False  # the step's max_tokens was lowered to what the run's token limit had left
+    capped: bool = False  # the step's max_tokens was set by a limit of the agent or run (steps.py `_ending`)
 
 
 @dataclass
@@ -110,15 +112,21 @@ async def run_step(
                     started = chunk.tool_call_started
                     parts.calls[started.index] = content_pb2.ToolCallBlock(id=started.id, name=started.name)
                     parts.arguments[started.index] = []
+                    writer.tool_arguments(step, started.id, started.name, "")
                 elif kind == "tool_call_arguments_delta":
-                    parts.arguments.setdefault(chunk.tool_call_arguments_delta.index, []).append(
-                        chunk.tool_call_arguments_delta.arguments_json_delta
-                    )
+                    piece = chunk.tool_call_arguments_delta
+                    parts.arguments.setdefault(piece.index, []).append(piece.arguments_json_delta)
+                    opened = parts.calls.get(piece.index)
+                    if opened is not None and piece.arguments_json_delta:
+                        writer.tool_arguments(step, opened.id, opened.name, piece.arguments_json_delta)
                 elif kind == "tool_call_finished":
                     index = chunk.tool_call_finished.index
                     call = parts.calls.get(index)
                     if call is not None:
-                        call.arguments_json = "".join(parts.arguments.get(index, [])) or "{}"
+                        call.arguments_json = "".join(parts.arguments.get(index, []))
+                        if not call.arguments_json:  # no arguments: "{}", and its pieces say so too
+                            call.arguments_json = "{}"
+                            writer.tool_arguments(step, call.id, call.name, call.arguments_json)
                         started_event = ev.ToolCallStarted(
                             tool_call_id=call.id, tool_name=call.name, arguments_json=call.arguments_json
                         )

@@ -23,11 +23,12 @@ from collections.abc import Sequence
 import structlog
 
 from services.runtime.hooks import ModelResponse
-from services.runtime.run import hooked, model_step, outage
+from services.runtime.run import hooked, model_step, outage, params
 from services.runtime.run.confirmations import acknowledge, cancel_confirmations
 from services.runtime.run.context import RunContext, StartMode
 from services.runtime.run.history import pending_calls, read_history
 from services.runtime.run.tool_calls import resolve, result_parts
+from services.runtime.settings import RuntimeSettings
 from services.runtime.tools import client
 from services.runtime.tools.toolbox import ToolInfo
 from steward.common.v1 import content_pb2
@@ -40,7 +41,8 @@ from steward.store.v1 import store_service_pb2 as store_pb
 log = structlog.get_logger(__name__)
 
 STEP_RESTARTS = 2
-MAX_OUTPUT_TOKENS = 4096  # per step, unless the run's token limit leaves less
+# The output tokens a step asks for when the agent sets none (the default of the deployment's setting).
+MAX_OUTPUT_TOKENS = RuntimeSettings.model_fields["default_max_output_tokens"].default
 DEFAULT_CACHE_KEY = "default-agent"  # the caching hint's key for the deployment's default agent (it has no id)
 # How a run ends: its state and, when incomplete, the reason.
 Ending = tuple[run_pb2.RunState.ValueType, run_pb2.IncompleteReason.ValueType]
@@ -126,7 +128,7 @@ async def _loop(ctx: RunContext, history: list[content_pb2.ChatMessage] | None) 
 def _ending(result: model_step.StepResult) -> Ending | None:
     """How a step ends the run (state, incomplete reason), or None when the run goes on with its tool calls."""
     if result.stop_reason == provider_pb.STOP_REASON_MAX_TOKENS and result.capped:
-        # The answer was cut short by what was left of the run's token limit, not by the model.
+        # The output was cut short by a limit of the agent or run (params.py), not by the model.
         return run_pb2.RUN_STATE_INCOMPLETE, run_pb2.INCOMPLETE_REASON_MAX_TOKENS
     if not result.tool_calls:
         return run_pb2.RUN_STATE_COMPLETED, run_pb2.INCOMPLETE_REASON_UNSPECIFIED
@@ -145,14 +147,19 @@ def _limit_reached(ctx: RunContext) -> run_pb2.IncompleteReason.ValueType:
     return run_pb2.INCOMPLETE_REASON_UNSPECIFIED
 
 
+def step_stop_reason(stop: provider_pb.StopReason.ValueType) -> run_pb2.StopReason.ValueType:
+    """The provider's stop reason as the run's (the same names); unspecified for one the run does not know."""
+    name = provider_pb.StopReason.Name(stop) if stop in provider_pb.StopReason.values() else ""
+    known = name in run_pb2.StopReason.DESCRIPTOR.values_by_name
+    return run_pb2.StopReason.Value(name) if known else run_pb2.STOP_REASON_UNSPECIFIED
+
+
 def _request(
     ctx: RunContext, messages: list[content_pb2.ChatMessage], tools: list[ToolInfo], step: int
-) -> provider_pb.GenerateRequest:
-    max_tokens = MAX_OUTPUT_TOKENS
-    if ctx.limits.max_tokens:
-        used = ctx.usage.input_tokens + ctx.usage.output_tokens
-        max_tokens = max(1, min(max_tokens, ctx.limits.max_tokens - used))
-    return provider_pb.GenerateRequest(
+) -> tuple[provider_pb.GenerateRequest, bool]:
+    """The step's Generate request, and whether its max_tokens is a limit of the agent or run (params.py)."""
+    tuned = params.step_params(ctx.agent, ctx.limits, ctx.usage, ctx.services.settings.default_max_output_tokens)
+    request = provider_pb.GenerateRequest(
         route=ctx.agent.model_route,
         system=ctx.agent.system_prompt,
         messages=messages,
@@ -160,13 +167,17 @@ def _request(
             content_pb2.ToolSpec(name=t.name, description=t.description, input_schema_json=t.input_schema_json)
             for t in tools
         ],
-        max_tokens=max_tokens,
+        max_tokens=tuned.max_tokens,
+        reasoning_budget_tokens=tuned.reasoning_budget_tokens,
         run_id=ctx.run_id,
         agent_id=ctx.agent.id,
         step=step,
         request_id=f"{ctx.run_id}/{ctx.epoch}/{step}",
         prompt_cache=_cache_hint(ctx),
     )
+    if tuned.temperature is not None:
+        request.temperature = tuned.temperature
+    return request, tuned.capped
 
 
 def _cache_hint(ctx: RunContext) -> provider_pb.PromptCacheHint | None:
@@ -197,7 +208,7 @@ async def _step(
             # order, and a failed write fails the next.
             ctx.writer.later(ev.RunEvent(step=step, step_started=ev.StepStarted(model_route=ctx.agent.model_route)))
             announce = False
-        request = _request(ctx, messages, tools, step)
+        request, capped = _request(ctx, messages, tools, step)
         hook_step = hooked.step_info(ctx, step)
         await ctx.services.hooks.before_model_call(hook_step, hooked.model_request(request))
         progress = model_step.Progress()
@@ -241,7 +252,7 @@ async def _step(
             await finish(ctx, run_pb2.RUN_STATE_INCOMPLETE, incomplete=run_pb2.INCOMPLETE_REASON_TIMEOUT)
             return None
         await ctx.services.hooks.after_model_call(hook_step, ModelResponse(len(result.tool_calls)))
-        result.capped = request.max_tokens < MAX_OUTPUT_TOKENS
+        result.capped = capped
         return result
 
 
@@ -266,22 +277,25 @@ async def _checkpoint_step(ctx: RunContext, result: model_step.StepResult, endin
     step = ctx.step_count + 1
     model_step.add_usage(ctx.usage, result.usage)
     message_id = str(uuid.uuid4()) if result.message.content else ""
+    stop = step_stop_reason(result.stop_reason)
+    usage = ev.UsageReported(usage=result.usage, run_total=ctx.usage, stop_reason=stop)
     request = store_pb.CheckpointRunRequest(
         run_id=ctx.run_id,
         lease_epoch=ctx.epoch,
         messages=[result.message] if message_id else [],
         message_ids=[message_id] if message_id else [],
-        events=[ev.RunEvent(step=step, usage=ev.UsageReported(usage=result.usage, run_total=ctx.usage))],
+        events=[ev.RunEvent(step=step, usage=usage)],
         step_count=step,
         usage=ctx.usage,
         request_id=f"{ctx.run_id}/{ctx.epoch}/step/{step}",
+        stop_reason=stop,
     )
     ctx.step_count = step
     if ending is None:
         ctx.checkpoint_soon(request)
         return
     state, incomplete = ending
-    request.events.append(_end_event(state, incomplete, message_id))
+    request.events.append(_end_event(state, incomplete, message_id, stop))
     request.state, request.incomplete_reason = state, incomplete
     await ctx.checkpoint(request)
     await _ended(ctx, state)
@@ -328,11 +342,15 @@ async def finish(
 
 
 def _end_event(
-    state: run_pb2.RunState.ValueType, incomplete: run_pb2.IncompleteReason.ValueType, message_id: str
+    state: run_pb2.RunState.ValueType,
+    incomplete: run_pb2.IncompleteReason.ValueType,
+    message_id: str,
+    stop: run_pb2.StopReason.ValueType = run_pb2.STOP_REASON_UNSPECIFIED,
 ) -> ev.RunEvent:
+    """The run's end event; `stop`: why the model stopped in the step that ended it (none between steps)."""
     if state == run_pb2.RUN_STATE_COMPLETED:
-        return ev.RunEvent(run_completed=ev.RunCompleted(message_id=message_id))
-    return ev.RunEvent(run_incomplete=ev.RunIncomplete(reason=incomplete))
+        return ev.RunEvent(run_completed=ev.RunCompleted(message_id=message_id, stop_reason=stop))
+    return ev.RunEvent(run_incomplete=ev.RunIncomplete(reason=incomplete, stop_reason=stop))
 
 
 async def _ended(ctx: RunContext, state: run_pb2.RunState.ValueType) -> None:

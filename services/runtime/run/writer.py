@@ -12,10 +12,12 @@ come first: a write tool, a confirmation, a client tool request, a pause, the
 run's end. A crash in between costs at most a step or a read done again, from
 the last durable checkpoint (ADR 0009).
 
-Deltas are coalesced: the first text or reasoning delta of a run is written
-at once, in the background (fast first token); later ones are merged with the
-one before them (same step, same kind) and written at most every `interval`
-seconds, or with the next write. Events that need not be written at once
+Deltas are coalesced: the first delta of a run (text, reasoning, or a piece
+of a tool call's arguments) is written at once, in the background (fast first
+token); later ones are merged with the one before them (same step, same kind:
+text with text, reasoning with reasoning, argument pieces of the same tool call
+with each other) and written at most every `interval` seconds, or with the
+next write. Events that need not be written at once
 (`later`) ride with the next write, or are written after `interval`. A
 checkpoint takes what is buffered ahead of its own events instead of a write
 of its own.
@@ -109,6 +111,24 @@ class EventWriter:
     def reasoning(self, step: int, text: str) -> None:
         """Buffer a reasoning delta, merging it into the previous one of the same step."""
         self._delta(step, "reasoning_delta", text)
+
+    def tool_arguments(self, step: int, tool_call_id: str, tool_name: str, piece: str) -> None:
+        """Buffer a piece of a tool call's arguments (a text delta with `tool_call` set), merging it into the
+        previous one of the same call and step."""
+        self._check()
+        last = self._pending[-1] if self._pending else None
+        if (
+            last is not None
+            and last.step == step
+            and last.WhichOneof("payload") == "text_delta"
+            and last.text_delta.HasField("tool_call")
+            and last.text_delta.tool_call.tool_call_id == tool_call_id
+        ):
+            last.text_delta.tool_call.arguments_json_delta += piece
+        else:
+            call = ev.ToolCallDelta(tool_call_id=tool_call_id, tool_name=tool_name, arguments_json_delta=piece)
+            self._pending.append(ev.RunEvent(step=step, text_delta=ev.TextDelta(tool_call=call)))
+        self._delta_buffered()
 
     def checkpoint_soon(self, request: store_pb.CheckpointRunRequest) -> asyncio.Future[store_pb.CheckpointRunResponse]:
         """Queue a checkpoint behind the writes before it, with what is buffered ahead of its own events; await the
@@ -263,6 +283,8 @@ class EventWriter:
                 merged.step_count = request.step_count
             if request.HasField("usage"):
                 merged.usage.CopyFrom(request.usage)
+            if request.stop_reason:
+                merged.stop_reason = request.stop_reason
         return merged
 
     def running_ms(self) -> int:
@@ -276,13 +298,21 @@ class EventWriter:
     def _delta(self, step: int, kind: str, text: str) -> None:
         self._check()
         last = self._pending[-1] if self._pending else None
-        if last is not None and last.step == step and last.WhichOneof("payload") == kind:
+        if (
+            last is not None
+            and last.step == step
+            and last.WhichOneof("payload") == kind
+            and not (kind == "text_delta" and last.text_delta.HasField("tool_call"))
+        ):
             merged = last.text_delta if kind == "text_delta" else last.reasoning_delta
             merged.text += text
         elif kind == "text_delta":
             self._pending.append(ev.RunEvent(step=step, text_delta=ev.TextDelta(text=text)))
         else:
             self._pending.append(ev.RunEvent(step=step, reasoning_delta=ev.ReasoningDelta(text=text)))
+        self._delta_buffered()
+
+    def _delta_buffered(self) -> None:
         if not self._delta_written:
             self._delta_written = True
             self._write(store_pb.CheckpointRunRequest())  # the first token: written now, while the stream goes on

@@ -61,6 +61,7 @@ def run_message(row: RunRow | Row[Any] | SimpleNamespace) -> run_pb2.Run:
         state=row.state,
         pause_reason=row.pause_reason,
         incomplete_reason=row.incomplete_reason,
+        stop_reason=row.stop_reason or run_pb2.STOP_REASON_UNSPECIFIED,
         mode=row.mode,
         step_count=row.step_count,
         owner_id=row.owner_id,

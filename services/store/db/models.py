@@ -150,6 +150,8 @@ class RunRow(Base):
     running_ms: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # The version of the agent the run started with (from its run_started event); 0 before, and for the default agent.
     agent_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Why the model stopped in the run's last model step (steward.store.v1.StopReason; 0 before one ended).
+    stop_reason: Mapped[run_pb2.StopReason.ValueType] = mapped_column(Integer, default=0, server_default="0")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -170,6 +170,7 @@ def create_run(connection: Connection, owner_id: str, new: NewRun) -> Started:
         "client_tools": run_pb2.Run(client_tools=new.client_tools).SerializeToString() if new.client_tools else None,
         "running_ms": 0,
         "agent_version": 0,
+        "stop_reason": run_pb2.STOP_REASON_UNSPECIFIED,
         "create_time": created,
         "update_time": created,
         "end_time": None,

@@ -50,6 +50,7 @@ class Checkpoint:
     request_id: str | None = None
     message_ids: list[str] | None = None  # minted by the caller; None: the store mints them
     running_ms: int | None = None  # the run's running time so far; None leaves it as it is
+    stop_reason: run_pb2.StopReason.ValueType = run_pb2.STOP_REASON_UNSPECIFIED  # unspecified leaves it as it is
 
 
 # The hot paths' statements, built once: constructing a statement costs more than SQLite takes to run it.
@@ -102,6 +103,7 @@ _CHECKPOINTED = (
     "update_time",
     "running_ms",
     "agent_version",
+    "stop_reason",
 )
 _UPDATE_RUN = (
     update(RunRow)
@@ -188,6 +190,8 @@ def _checkpointed(row: Row[Any], step: Checkpoint, now: datetime) -> dict[str, A
     started = _started_version(step.events)
     if started is not None:
         values["agent_version"] = started
+    if step.stop_reason:
+        values["stop_reason"] = step.stop_reason
     return values
 
 

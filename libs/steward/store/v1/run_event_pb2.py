@@ -27,7 +27,7 @@ from steward.common.v1 import usage_pb2 as steward_dot_common_dot_v1_dot_usage__
 from steward.store.v1 import run_pb2 as steward_dot_store_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n steward/store/v1/run_event.proto\x12\x10steward.store.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dsteward/common/v1/usage.proto\x1a\x1asteward/store/v1/run.proto\"\xd1\t\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0c\n\x04step\x18\x03 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0brun_started\x18\n \x01(\x0b\x32\x1c.steward.store.v1.RunStartedH\x00\x12\x35\n\x0cstep_started\x18\x0b \x01(\x0b\x32\x1d.steward.store.v1.StepStartedH\x00\x12\x31\n\ntext_delta\x18\x0c \x01(\x0b\x32\x1b.steward.store.v1.TextDeltaH\x00\x12;\n\x0freasoning_delta\x18\r \x01(\x0b\x32 .steward.store.v1.ReasoningDeltaH\x00\x12>\n\x11tool_call_started\x18\x0e \x01(\x0b\x32!.steward.store.v1.ToolCallStartedH\x00\x12@\n\x12tool_call_finished\x18\x0f \x01(\x0b\x32\".steward.store.v1.ToolCallFinishedH\x00\x12<\n\x10tool_call_failed\x18\x10 \x01(\x0b\x32 .steward.store.v1.ToolCallFailedH\x00\x12I\n\x16\x63onfirmation_requested\x18\x11 \x01(\x0b\x32\'.steward.store.v1.ConfirmationRequestedH\x00\x12\x45\n\x14\x63onfirmation_decided\x18\x12 \x01(\x0b\x32%.steward.store.v1.ConfirmationDecidedH\x00\x12\x46\n\x15\x63lient_tool_requested\x18\x13 \x01(\x0b\x32%.steward.store.v1.ClientToolRequestedH\x00\x12\x31\n\nrun_paused\x18\x14 \x01(\x0b\x32\x1b.steward.store.v1.RunPausedH\x00\x12\x33\n\x0brun_resumed\x18\x15 \x01(\x0b\x32\x1c.steward.store.v1.RunResumedH\x00\x12\x30\n\x05usage\x18\x16 \x01(\x0b\x32\x1f.steward.store.v1.UsageReportedH\x00\x12\x39\n\x0estep_restarted\x18\x17 \x01(\x0b\x32\x1f.steward.store.v1.StepRestartedH\x00\x12\x37\n\rrun_completed\x18\x18 \x01(\x0b\x32\x1e.steward.store.v1.RunCompletedH\x00\x12\x31\n\nrun_failed\x18\x19 \x01(\x0b\x32\x1b.steward.store.v1.RunFailedH\x00\x12\x37\n\rrun_cancelled\x18\x1a \x01(\x0b\x32\x1e.steward.store.v1.RunCancelledH\x00\x12\x39\n\x0erun_incomplete\x18\x1b \x01(\x0b\x32\x1f.steward.store.v1.RunIncompleteH\x00\x12\x33\n\x0brun_expired\x18\x1c \x01(\x0b\x32\x1c.steward.store.v1.RunExpiredH\x00\x42\t\n\x07payload\"J\n\nRunStarted\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x13\n\x0bmodel_route\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\x03\"\"\n\x0bStepStarted\x12\x13\n\x0bmodel_route\x18\x01 \x01(\t\"\x19\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x1e\n\x0eReasoningDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"R\n\x0fToolCallStarted\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"8\n\x10ToolCallFinished\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0e\n\x06result\x18\x02 \x01(\t\"G\n\x0eToolCallFailed\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x9a\x02\n\x15\x43onfirmationRequested\x12\x17\n\x0f\x63onfirmation_id\x18\x01 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x02 \x01(\t\x12\x11\n\ttool_name\x18\x03 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x04 \x01(\t\x12\x0f\n\x07preview\x18\x05 \x01(\t\x12\x1c\n\x14\x64\x65\x63ision_schema_json\x18\x06 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpreview_kind\x18\x08 \x01(\t\x12\x15\n\rpreview_title\x18\t \x01(\t\x12\x1a\n\x12\x64\x65\x63ision_arguments\x18\n \x03(\t\"d\n\x13\x43onfirmationDecided\x12\x17\n\x0f\x63onfirmation_id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x12\n\ndecided_by\x18\x03 \x01(\t\x12\x0f\n\x07surface\x18\x04 \x01(\t\"V\n\x13\x43lientToolRequested\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\":\n\tRunPaused\x12-\n\x06reason\x18\x01 \x01(\x0e\x32\x1d.steward.store.v1.PauseReason\"#\n\nRunResumed\x12\x15\n\ragent_version\x18\x01 \x01(\x03\"e\n\rUsageReported\x12\'\n\x05usage\x18\x01 \x01(\x0b\x32\x18.steward.common.v1.Usage\x12+\n\trun_total\x18\x02 \x01(\x0b\x32\x18.steward.common.v1.Usage\"H\n\rStepRestarted\x12\x13\n\x0blease_epoch\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\ndependency\x18\x03 \x01(\t\"\"\n\x0cRunCompleted\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"6\n\tRunFailed\x12)\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1a.steward.store.v1.RunError\"$\n\x0cRunCancelled\x12\x14\n\x0c\x63\x61ncelled_by\x18\x01 \x01(\t\"C\n\rRunIncomplete\x12\x32\n\x06reason\x18\x01 \x01(\x0e\x32\".steward.store.v1.IncompleteReason\"\x0c\n\nRunExpiredb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n steward/store/v1/run_event.proto\x12\x10steward.store.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dsteward/common/v1/usage.proto\x1a\x1asteward/store/v1/run.proto\"\xd1\t\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0c\n\x04step\x18\x03 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0brun_started\x18\n \x01(\x0b\x32\x1c.steward.store.v1.RunStartedH\x00\x12\x35\n\x0cstep_started\x18\x0b \x01(\x0b\x32\x1d.steward.store.v1.StepStartedH\x00\x12\x31\n\ntext_delta\x18\x0c \x01(\x0b\x32\x1b.steward.store.v1.TextDeltaH\x00\x12;\n\x0freasoning_delta\x18\r \x01(\x0b\x32 .steward.store.v1.ReasoningDeltaH\x00\x12>\n\x11tool_call_started\x18\x0e \x01(\x0b\x32!.steward.store.v1.ToolCallStartedH\x00\x12@\n\x12tool_call_finished\x18\x0f \x01(\x0b\x32\".steward.store.v1.ToolCallFinishedH\x00\x12<\n\x10tool_call_failed\x18\x10 \x01(\x0b\x32 .steward.store.v1.ToolCallFailedH\x00\x12I\n\x16\x63onfirmation_requested\x18\x11 \x01(\x0b\x32\'.steward.store.v1.ConfirmationRequestedH\x00\x12\x45\n\x14\x63onfirmation_decided\x18\x12 \x01(\x0b\x32%.steward.store.v1.ConfirmationDecidedH\x00\x12\x46\n\x15\x63lient_tool_requested\x18\x13 \x01(\x0b\x32%.steward.store.v1.ClientToolRequestedH\x00\x12\x31\n\nrun_paused\x18\x14 \x01(\x0b\x32\x1b.steward.store.v1.RunPausedH\x00\x12\x33\n\x0brun_resumed\x18\x15 \x01(\x0b\x32\x1c.steward.store.v1.RunResumedH\x00\x12\x30\n\x05usage\x18\x16 \x01(\x0b\x32\x1f.steward.store.v1.UsageReportedH\x00\x12\x39\n\x0estep_restarted\x18\x17 \x01(\x0b\x32\x1f.steward.store.v1.StepRestartedH\x00\x12\x37\n\rrun_completed\x18\x18 \x01(\x0b\x32\x1e.steward.store.v1.RunCompletedH\x00\x12\x31\n\nrun_failed\x18\x19 \x01(\x0b\x32\x1b.steward.store.v1.RunFailedH\x00\x12\x37\n\rrun_cancelled\x18\x1a \x01(\x0b\x32\x1e.steward.store.v1.RunCancelledH\x00\x12\x39\n\x0erun_incomplete\x18\x1b \x01(\x0b\x32\x1f.steward.store.v1.RunIncompleteH\x00\x12\x33\n\x0brun_expired\x18\x1c \x01(\x0b\x32\x1c.steward.store.v1.RunExpiredH\x00\x42\t\n\x07payload\"J\n\nRunStarted\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x13\n\x0bmodel_route\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\x03\"\"\n\x0bStepStarted\x12\x13\n\x0bmodel_route\x18\x01 \x01(\t\"M\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x32\n\ttool_call\x18\x02 \x01(\x0b\x32\x1f.steward.store.v1.ToolCallDelta\"V\n\rToolCallDelta\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12\x1c\n\x14\x61rguments_json_delta\x18\x03 \x01(\t\"\x1e\n\x0eReasoningDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"R\n\x0fToolCallStarted\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"8\n\x10ToolCallFinished\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0e\n\x06result\x18\x02 \x01(\t\"G\n\x0eToolCallFailed\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x9a\x02\n\x15\x43onfirmationRequested\x12\x17\n\x0f\x63onfirmation_id\x18\x01 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x02 \x01(\t\x12\x11\n\ttool_name\x18\x03 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x04 \x01(\t\x12\x0f\n\x07preview\x18\x05 \x01(\t\x12\x1c\n\x14\x64\x65\x63ision_schema_json\x18\x06 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpreview_kind\x18\x08 \x01(\t\x12\x15\n\rpreview_title\x18\t \x01(\t\x12\x1a\n\x12\x64\x65\x63ision_arguments\x18\n \x03(\t\"d\n\x13\x43onfirmationDecided\x12\x17\n\x0f\x63onfirmation_id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x12\n\ndecided_by\x18\x03 \x01(\t\x12\x0f\n\x07surface\x18\x04 \x01(\t\"V\n\x13\x43lientToolRequested\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\":\n\tRunPaused\x12-\n\x06reason\x18\x01 \x01(\x0e\x32\x1d.steward.store.v1.PauseReason\"#\n\nRunResumed\x12\x15\n\ragent_version\x18\x01 \x01(\x03\"\x98\x01\n\rUsageReported\x12\'\n\x05usage\x18\x01 \x01(\x0b\x32\x18.steward.common.v1.Usage\x12+\n\trun_total\x18\x02 \x01(\x0b\x32\x18.steward.common.v1.Usage\x12\x31\n\x0bstop_reason\x18\x03 \x01(\x0e\x32\x1c.steward.store.v1.StopReason\"H\n\rStepRestarted\x12\x13\n\x0blease_epoch\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\ndependency\x18\x03 \x01(\t\"U\n\x0cRunCompleted\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x31\n\x0bstop_reason\x18\x02 \x01(\x0e\x32\x1c.steward.store.v1.StopReason\"6\n\tRunFailed\x12)\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1a.steward.store.v1.RunError\"$\n\x0cRunCancelled\x12\x14\n\x0c\x63\x61ncelled_by\x18\x01 \x01(\t\"v\n\rRunIncomplete\x12\x32\n\x06reason\x18\x01 \x01(\x0e\x32\".steward.store.v1.IncompleteReason\x12\x31\n\x0bstop_reason\x18\x02 \x01(\x0e\x32\x1c.steward.store.v1.StopReason\"\x0c\n\nRunExpiredb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,37 +41,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STEPSTARTED']._serialized_start=1458
   _globals['_STEPSTARTED']._serialized_end=1492
   _globals['_TEXTDELTA']._serialized_start=1494
-  _globals['_TEXTDELTA']._serialized_end=1519
-  _globals['_REASONINGDELTA']._serialized_start=1521
-  _globals['_REASONINGDELTA']._serialized_end=1551
-  _globals['_TOOLCALLSTARTED']._serialized_start=1553
-  _globals['_TOOLCALLSTARTED']._serialized_end=1635
-  _globals['_TOOLCALLFINISHED']._serialized_start=1637
-  _globals['_TOOLCALLFINISHED']._serialized_end=1693
-  _globals['_TOOLCALLFAILED']._serialized_start=1695
-  _globals['_TOOLCALLFAILED']._serialized_end=1766
-  _globals['_CONFIRMATIONREQUESTED']._serialized_start=1769
-  _globals['_CONFIRMATIONREQUESTED']._serialized_end=2051
-  _globals['_CONFIRMATIONDECIDED']._serialized_start=2053
-  _globals['_CONFIRMATIONDECIDED']._serialized_end=2153
-  _globals['_CLIENTTOOLREQUESTED']._serialized_start=2155
-  _globals['_CLIENTTOOLREQUESTED']._serialized_end=2241
-  _globals['_RUNPAUSED']._serialized_start=2243
-  _globals['_RUNPAUSED']._serialized_end=2301
-  _globals['_RUNRESUMED']._serialized_start=2303
-  _globals['_RUNRESUMED']._serialized_end=2338
-  _globals['_USAGEREPORTED']._serialized_start=2340
-  _globals['_USAGEREPORTED']._serialized_end=2441
-  _globals['_STEPRESTARTED']._serialized_start=2443
-  _globals['_STEPRESTARTED']._serialized_end=2515
-  _globals['_RUNCOMPLETED']._serialized_start=2517
-  _globals['_RUNCOMPLETED']._serialized_end=2551
-  _globals['_RUNFAILED']._serialized_start=2553
-  _globals['_RUNFAILED']._serialized_end=2607
-  _globals['_RUNCANCELLED']._serialized_start=2609
-  _globals['_RUNCANCELLED']._serialized_end=2645
-  _globals['_RUNINCOMPLETE']._serialized_start=2647
-  _globals['_RUNINCOMPLETE']._serialized_end=2714
-  _globals['_RUNEXPIRED']._serialized_start=2716
-  _globals['_RUNEXPIRED']._serialized_end=2728
+  _globals['_TEXTDELTA']._serialized_end=1571
+  _globals['_TOOLCALLDELTA']._serialized_start=1573
+  _globals['_TOOLCALLDELTA']._serialized_end=1659
+  _globals['_REASONINGDELTA']._serialized_start=1661
+  _globals['_REASONINGDELTA']._serialized_end=1691
+  _globals['_TOOLCALLSTARTED']._serialized_start=1693
+  _globals['_TOOLCALLSTARTED']._serialized_end=1775
+  _globals['_TOOLCALLFINISHED']._serialized_start=1777
+  _globals['_TOOLCALLFINISHED']._serialized_end=1833
+  _globals['_TOOLCALLFAILED']._serialized_start=1835
+  _globals['_TOOLCALLFAILED']._serialized_end=1906
+  _globals['_CONFIRMATIONREQUESTED']._serialized_start=1909
+  _globals['_CONFIRMATIONREQUESTED']._serialized_end=2191
+  _globals['_CONFIRMATIONDECIDED']._serialized_start=2193
+  _globals['_CONFIRMATIONDECIDED']._serialized_end=2293
+  _globals['_CLIENTTOOLREQUESTED']._serialized_start=2295
+  _globals['_CLIENTTOOLREQUESTED']._serialized_end=2381
+  _globals['_RUNPAUSED']._serialized_start=2383
+  _globals['_RUNPAUSED']._serialized_end=2441
+  _globals['_RUNRESUMED']._serialized_start=2443
+  _globals['_RUNRESUMED']._serialized_end=2478
+  _globals['_USAGEREPORTED']._serialized_start=2481
+  _globals['_USAGEREPORTED']._serialized_end=2633
+  _globals['_STEPRESTARTED']._serialized_start=2635
+  _globals['_STEPRESTARTED']._serialized_end=2707
+  _globals['_RUNCOMPLETED']._serialized_start=2709
+  _globals['_RUNCOMPLETED']._serialized_end=2794
+  _globals['_RUNFAILED']._serialized_start=2796
+  _globals['_RUNFAILED']._serialized_end=2850
+  _globals['_RUNCANCELLED']._serialized_start=2852
+  _globals['_RUNCANCELLED']._serialized_end=2888
+  _globals['_RUNINCOMPLETE']._serialized_start=2890
+  _globals['_RUNINCOMPLETE']._serialized_end=3008
+  _globals['_RUNEXPIRED']._serialized_start=3010
+  _globals['_RUNEXPIRED']._serialized_end=3022
 # @@protoc_insertion_point(module_scope)

@@ -231,25 +231,67 @@ Global___StepStarted: _TypeAlias = StepStarted  # noqa: Y015
 
 @_typing.final
 class TextDelta(_message.Message):
-    """TextDelta carries model text; consecutive deltas may be coalesced."""
+    """TextDelta carries model output as it streams: text, or (with `tool_call` set and
+    `text` empty) a piece of a tool call's arguments. Consecutive deltas of the same
+    step may be coalesced: text with text, pieces of the same call with each other.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     TEXT_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_FIELD_NUMBER: _builtins.int
     text: _builtins.str
-    """The text to append to the step's answer."""
+    """The text to append to the step's answer; empty when tool_call is set."""
+    @_builtins.property
+    def tool_call(self) -> Global___ToolCallDelta:
+        """A piece of a tool call's arguments, when the delta is one."""
+
     def __init__(
         self,
         *,
         text: _builtins.str = ...,
+        tool_call: Global___ToolCallDelta | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tool_call", b"tool_call"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text", "tool_call", b"tool_call"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TextDelta: _TypeAlias = TextDelta  # noqa: Y015
+
+@_typing.final
+class ToolCallDelta(_message.Message):
+    """ToolCallDelta is a piece of the JSON arguments of a tool call the model is
+    writing. The pieces of one call concatenate to the arguments that its
+    tool_call_started event (which follows them) carries whole.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    TOOL_NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_JSON_DELTA_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    """The call id, as in the call's later events."""
+    tool_name: _builtins.str
+    """The qualified tool name the model called."""
+    arguments_json_delta: _builtins.str
+    """The next piece of the arguments' JSON text; may be empty in the call's first delta."""
+    def __init__(
+        self,
+        *,
+        tool_call_id: _builtins.str = ...,
+        tool_name: _builtins.str = ...,
+        arguments_json_delta: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json_delta", b"arguments_json_delta", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCallDelta: _TypeAlias = ToolCallDelta  # noqa: Y015
 
 @_typing.final
 class ReasoningDelta(_message.Message):
@@ -541,6 +583,9 @@ class UsageReported(_message.Message):
 
     USAGE_FIELD_NUMBER: _builtins.int
     RUN_TOTAL_FIELD_NUMBER: _builtins.int
+    STOP_REASON_FIELD_NUMBER: _builtins.int
+    stop_reason: _run_pb2.StopReason.ValueType
+    """Why the model stopped in this step."""
     @_builtins.property
     def usage(self) -> _usage_pb2.Usage:
         """The step's usage."""
@@ -554,10 +599,11 @@ class UsageReported(_message.Message):
         *,
         usage: _usage_pb2.Usage | None = ...,
         run_total: _usage_pb2.Usage | None = ...,
+        stop_reason: _run_pb2.StopReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["run_total", b"run_total", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_total", b"run_total", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_total", b"run_total", "stop_reason", b"stop_reason", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -603,16 +649,22 @@ class RunCompleted(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    STOP_REASON_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     """The id of the final assistant message."""
+    stop_reason: _run_pb2.StopReason.ValueType
+    """Why the model stopped in the run's last step (a max-tokens stop that no limit of the
+    agent or run caused ends the run completed, with STOP_REASON_MAX_TOKENS here).
+    """
     def __init__(
         self,
         *,
         message_id: _builtins.str = ...,
+        stop_reason: _run_pb2.StopReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "stop_reason", b"stop_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -671,16 +723,22 @@ class RunIncomplete(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REASON_FIELD_NUMBER: _builtins.int
+    STOP_REASON_FIELD_NUMBER: _builtins.int
     reason: _run_pb2.IncompleteReason.ValueType
     """The limit that was reached."""
+    stop_reason: _run_pb2.StopReason.ValueType
+    """Why the model stopped in the step that ended the run; unspecified when the run ended
+    between steps.
+    """
     def __init__(
         self,
         *,
         reason: _run_pb2.IncompleteReason.ValueType = ...,
+        stop_reason: _run_pb2.StopReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "stop_reason", b"stop_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -129,6 +129,44 @@ INCOMPLETE_REASON_TIMEOUT: IncompleteReason.ValueType  # 4
 """The run's wall-clock, first-token or tool timeout passed."""
 Global___IncompleteReason: _TypeAlias = IncompleteReason  # noqa: Y015
 
+class _StopReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StopReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StopReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STOP_REASON_UNSPECIFIED: _StopReason.ValueType  # 0
+    """Not known: no step has ended yet, or the step ended without the provider saying why."""
+    STOP_REASON_END_TURN: _StopReason.ValueType  # 1
+    """The model ended its turn."""
+    STOP_REASON_TOOL_USE: _StopReason.ValueType  # 2
+    """The model stopped to have its tool calls run."""
+    STOP_REASON_MAX_TOKENS: _StopReason.ValueType  # 3
+    """The output reached the step's max tokens."""
+    STOP_REASON_STOP_SEQUENCE: _StopReason.ValueType  # 4
+    """The model produced one of the stop sequences."""
+    STOP_REASON_CONTENT_FILTER: _StopReason.ValueType  # 5
+    """The provider's content filter stopped the output, or the model refused."""
+
+class StopReason(_StopReason, metaclass=_StopReasonEnumTypeWrapper):
+    """StopReason says why the model stopped producing output in a step (the provider's
+    GenerateFinished.stop_reason, with the same values). See docs/adr/0019.
+    """
+
+STOP_REASON_UNSPECIFIED: StopReason.ValueType  # 0
+"""Not known: no step has ended yet, or the step ended without the provider saying why."""
+STOP_REASON_END_TURN: StopReason.ValueType  # 1
+"""The model ended its turn."""
+STOP_REASON_TOOL_USE: StopReason.ValueType  # 2
+"""The model stopped to have its tool calls run."""
+STOP_REASON_MAX_TOKENS: StopReason.ValueType  # 3
+"""The output reached the step's max tokens."""
+STOP_REASON_STOP_SEQUENCE: StopReason.ValueType  # 4
+"""The model produced one of the stop sequences."""
+STOP_REASON_CONTENT_FILTER: StopReason.ValueType  # 5
+"""The provider's content filter stopped the output, or the model refused."""
+Global___StopReason: _TypeAlias = StopReason  # noqa: Y015
+
 @_typing.final
 class RunError(_message.Message):
     """RunError describes why a run failed."""
@@ -188,6 +226,7 @@ class Run(_message.Message):
     CLIENT_TOOLS_FIELD_NUMBER: _builtins.int
     RUNNING_TIME_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
+    STOP_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The run's id: assigned by the store, or minted by the client at creation."""
     conversation_id: _builtins.str
@@ -222,6 +261,8 @@ class Run(_message.Message):
     changed goes on with the agent's current definition and keeps this version (its `run_resumed` events
     carry the version each resume ran).
     """
+    stop_reason: Global___StopReason.ValueType
+    """Why the model stopped in the run's last model step; unspecified before a step ended."""
     @_builtins.property
     def error(self) -> Global___RunError:
         """Why a failed run failed."""
@@ -284,10 +325,11 @@ class Run(_message.Message):
         client_tools: _abc.Iterable[_content_pb2.ToolSpec] | None = ...,
         running_time: _duration_pb2.Duration | None = ...,
         agent_version: _builtins.int = ...,
+        stop_reason: Global___StopReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "limits", b"limits", "running_time", b"running_time", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_version", b"agent_version", "cancel_requested", b"cancel_requested", "client_tools", b"client_tools", "compacted_through_seq", b"compacted_through_seq", "conversation_id", b"conversation_id", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "id", b"id", "incomplete_reason", b"incomplete_reason", "last_event_seq", b"last_event_seq", "lease_epoch", b"lease_epoch", "limits", b"limits", "mode", b"mode", "owner_id", b"owner_id", "pause_reason", b"pause_reason", "request_id", b"request_id", "running_time", b"running_time", "state", b"state", "step_count", b"step_count", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_version", b"agent_version", "cancel_requested", b"cancel_requested", "client_tools", b"client_tools", "compacted_through_seq", b"compacted_through_seq", "conversation_id", b"conversation_id", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "id", b"id", "incomplete_reason", b"incomplete_reason", "last_event_seq", b"last_event_seq", "lease_epoch", b"lease_epoch", "limits", b"limits", "mode", b"mode", "owner_id", b"owner_id", "pause_reason", b"pause_reason", "request_id", b"request_id", "running_time", b"running_time", "state", b"state", "step_count", b"step_count", "stop_reason", b"stop_reason", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

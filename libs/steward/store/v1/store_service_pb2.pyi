@@ -1504,6 +1504,7 @@ class CheckpointRunRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     MESSAGE_IDS_FIELD_NUMBER: _builtins.int
     RUNNING_TIME_FIELD_NUMBER: _builtins.int
+    STOP_REASON_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """The run's id."""
     lease_epoch: _builtins.int
@@ -1518,6 +1519,10 @@ class CheckpointRunRequest(_message.Message):
     """The run's step count after this checkpoint."""
     request_id: _builtins.str
     """An idempotency key: a retried checkpoint changes nothing more."""
+    stop_reason: _run_pb2.StopReason.ValueType
+    """Why the model stopped in the step this checkpoint records; unspecified
+    leaves the run's stop reason as it is.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_content_pb2.ChatMessage]:
         """Messages to append to the run's conversation, in order."""
@@ -1566,10 +1571,11 @@ class CheckpointRunRequest(_message.Message):
         request_id: _builtins.str = ...,
         message_ids: _abc.Iterable[_builtins.str] | None = ...,
         running_time: _duration_pb2.Duration | None = ...,
+        stop_reason: _run_pb2.StopReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "running_time", b"running_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "events", b"events", "incomplete_reason", b"incomplete_reason", "lease_epoch", b"lease_epoch", "message_ids", b"message_ids", "messages", b"messages", "pause_reason", b"pause_reason", "request_id", b"request_id", "run_id", b"run_id", "running_time", b"running_time", "state", b"state", "step_count", b"step_count", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "events", b"events", "incomplete_reason", b"incomplete_reason", "lease_epoch", b"lease_epoch", "message_ids", b"message_ids", "messages", b"messages", "pause_reason", b"pause_reason", "request_id", b"request_id", "run_id", b"run_id", "running_time", b"running_time", "state", b"state", "step_count", b"step_count", "stop_reason", b"stop_reason", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
