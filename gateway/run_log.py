@@ -5,8 +5,9 @@ and MCP each take what they show from them.
 
 text_delta → text (with its step); usage → usage; a pause or the run's end → the `End` with its finish
 reason: completed → "stop", incomplete → "length", paused for client tools → "tool_calls" (with the calls),
-paused for a confirmation → "stop" with a notice saying what waits for whose decision where, and
-failed / cancelled / expired → "error" with a note saying so. Tool calls starting and ending are `Activity`
+paused for a confirmation → "stop" with a notice saying what waits for whose decision where, expired
+(its pause deadline passed, ADR 0018) → "stop" with a note saying what it waited for, and failed / cancelled →
+"error" with a note saying so. Tool calls starting and ending are `Activity`
 (for readers that show progress; a completion ignores them).
 
 **A restarted step** (`step_restarted`: the runtime redoes a step whose model stream broke, or that a crashed
@@ -148,7 +149,8 @@ def _end(event: run_event_pb2.RunEvent) -> End | None:
     if kind == "run_cancelled":
         return End("error", note=notices.CANCELLED)
     if kind == "run_expired":
-        return End("error", note=notices.EXPIRED)
+        # The run ended without an error of its own: what it said stands, and the note says why nothing follows.
+        return End("stop", note=notices.expired_note(event.run_expired))
     return None
 
 
