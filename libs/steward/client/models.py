@@ -132,6 +132,7 @@ class Limits:
     timeout_seconds: float | None = None
     tool_timeout_seconds: float | None = None
     first_token_timeout_seconds: float | None = None
+    pause_timeout_seconds: float | None = None  # how long a pause may last before the run ends expired
 
     @classmethod
     def from_json(cls, body: Json) -> Limits:
@@ -205,6 +206,7 @@ class Run:
     create_time: datetime | None
     update_time: datetime | None
     end_time: datetime | None
+    pause_expire_time: datetime | None = None  # when a paused run ends expired unless it resumes before
 
     @property
     def ended(self) -> bool:
@@ -233,6 +235,7 @@ class Run:
             create_time=_time(body.get("create_time")),
             update_time=_time(body.get("update_time")),
             end_time=_time(body.get("end_time")),
+            pause_expire_time=_time(body.get("pause_expire_time")),
         )
 
 
