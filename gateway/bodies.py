@@ -66,6 +66,7 @@ LIMIT_DURATIONS = {
     "timeout_seconds": "timeout",
     "tool_timeout_seconds": "tool_timeout",
     "first_token_timeout_seconds": "first_token_timeout",
+    "pause_timeout_seconds": "pause_timeout",
 }
 
 

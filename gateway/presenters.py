@@ -110,6 +110,7 @@ def limits_json(limits: limits_pb2.RunLimits) -> dict[str, int | float | None]:
         "timeout_seconds": _seconds(limits.timeout),
         "tool_timeout_seconds": _seconds(limits.tool_timeout),
         "first_token_timeout_seconds": _seconds(limits.first_token_timeout),
+        "pause_timeout_seconds": _seconds(limits.pause_timeout),
     }
 
 
@@ -188,6 +189,7 @@ def run_json(run: run_pb2.Run) -> dict[str, Any]:
         "create_time": time_json(run.create_time),
         "update_time": time_json(run.update_time),
         "end_time": time_json(run.end_time, run.HasField("end_time")),
+        "pause_expire_time": time_json(run.pause_expire_time, run.HasField("pause_expire_time")),
     }
 
 

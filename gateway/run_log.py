@@ -8,7 +8,8 @@ set), a `ToolCallDelta` (the agent's own tools are Steward's business, not the c
 or the run's end → the `End` with its finish reason, only ever one of OpenAI's: completed → "stop" ("length"
 when the model stopped at its max tokens, "content_filter" when a filter stopped it), incomplete → "length",
 paused for client tools → "tool_calls" (with the calls), paused for a confirmation → "stop" with a notice saying
-what waits for whose decision where, and failed / cancelled / expired → "stop" with a note saying so (the
+what waits for whose decision where, expired (its pause deadline passed, ADR 0018) → "stop"
+with a note saying what it waited for, and failed / cancelled → "stop" with a note saying so (the
 reader knows from the note, and from the run, that there is no answer). Tool calls starting and ending are
 `Activity` (for readers that show progress; a completion ignores them).
 
@@ -164,7 +165,8 @@ def _end(event: run_event_pb2.RunEvent) -> End | None:
     if kind == "run_cancelled":
         return End("stop", note=notices.CANCELLED)
     if kind == "run_expired":
-        return End("stop", note=notices.EXPIRED)
+        # The run ended without an error of its own: what it said stands, and the note says why nothing follows.
+        return End("stop", note=notices.expired_note(event.run_expired))
     return None
 
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 
-from steward.store.v1 import run_event_pb2
+from steward.store.v1 import run_event_pb2, run_pb2
 
 CANCELLED = "[Steward: the run was cancelled.]"
-EXPIRED = "[Steward: the run expired while it waited.]"
 LOG_ENDED = "[Steward: the run's event log ended before the run did.]"
 
 
@@ -46,6 +45,16 @@ def confirmation_notice(run_id: str, pending: list[run_event_pb2.ConfirmationReq
         "the run; its text is not passed to the agent.)"
     )
     return "\n\n".join([*parts, footer])
+
+
+def expired_note(event: run_event_pb2.RunExpired) -> str:
+    """What a run that expired at its pause deadline waited for, and that it has ended."""
+    waited = {
+        run_pb2.PAUSE_REASON_AWAITING_CONFIRMATION: "a decision on its confirmations",
+        run_pb2.PAUSE_REASON_AWAITING_CLIENT_TOOL: "the results of its client tool calls",
+    }.get(event.reason, "what it was paused for")
+    when = f" ({event.expire_time.ToJsonString()})" if event.HasField("expire_time") else ""
+    return f"[Steward: the run expired: it waited for {waited} past its pause deadline{when}, and has ended.]"
 
 
 def incomplete_note(reason: str) -> str:

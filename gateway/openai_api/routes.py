@@ -107,10 +107,20 @@ async def _begin(clients: Clients, chat: ChatRequest) -> tuple[run_pb2.Run, run_
         return await _new_run(clients, chat, plan), run_log.from_start
     await _agent_id(clients, chat.model)  # a follow-up names a model that exists
     if isinstance(plan, SubmitResults):
-        reply = await clients.runtime.SubmitToolResults(
-            runtime_pb.SubmitToolResultsRequest(run_id=plan.run_id, results=plan.results)
-        )
-        return reply.run, run_log.after_results({result.tool_call_id for result in plan.results})
+        answered = run_log.after_results({result.tool_call_id for result in plan.results})
+        try:
+            reply = await clients.runtime.SubmitToolResults(
+                runtime_pb.SubmitToolResultsRequest(run_id=plan.run_id, results=plan.results)
+            )
+        except StewardError as error:
+            if error.reason != Reason.RUN_STATE_CONFLICT:
+                raise
+            run = (await clients.runs.GetRun(store_pb.GetRunRequest(id=plan.run_id))).run
+            if run.state != run_pb2.RUN_STATE_EXPIRED:
+                raise
+            # The results came after the run's pause deadline: the answer is its end (ADR 0018), read from its log.
+            return run, answered
+        return reply.run, answered
     assert isinstance(plan, ContinueAfterConfirmation)
     run = (await clients.runs.GetRun(store_pb.GetRunRequest(id=plan.run_id))).run
     return run, run_log.after_decisions(plan.confirmation_ids)

@@ -3,7 +3,8 @@
 A run names a stored agent (the store's AgentService) or none, in which case
 the deployment's default agent from RuntimeSettings is used. Limits are the
 agent's, overridden field by field by the run's own, with the deployment's
-defaults for whatever neither sets.
+defaults for whatever neither sets (the pause deadline's default depends on
+what the paused run waits for: a confirmation or a client tool's results).
 """
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ class Limits:
     timeout: float  # seconds of running (paused time does not count)
     tool_timeout: float
     first_token_timeout: float
+    # Seconds a pause may last, by what the run waits for (0: no deadline).
+    confirmation_pause_timeout: float = 0.0
+    client_tool_pause_timeout: float = 0.0
+
+    def pause_timeout(self, reason: run_pb2.PauseReason.ValueType) -> float:
+        """Seconds a pause for `reason` may last before the run ends expired; 0 for no deadline."""
+        if reason == run_pb2.PAUSE_REASON_AWAITING_CLIENT_TOOL:
+            return self.client_tool_pause_timeout
+        return self.confirmation_pause_timeout
 
 
 @dataclass(frozen=True)
@@ -92,7 +102,9 @@ def limits_for(agent: AgentSpec, run: run_pb2.Run, settings: RuntimeSettings) ->
                 return float(getattr(source, name))
         return default
 
-    def pick_duration(name: Literal["timeout", "tool_timeout", "first_token_timeout"], default: float) -> float:
+    def pick_duration(
+        name: Literal["timeout", "tool_timeout", "first_token_timeout", "pause_timeout"], default: float
+    ) -> float:
         for source in (run.limits, agent.limits):
             if source.HasField(name):
                 return _seconds(getattr(source, name))
@@ -107,4 +119,7 @@ def limits_for(agent: AgentSpec, run: run_pb2.Run, settings: RuntimeSettings) ->
         timeout=pick_duration("timeout", timeout),
         tool_timeout=pick_duration("tool_timeout", settings.default_tool_timeout),
         first_token_timeout=pick_duration("first_token_timeout", settings.default_first_token_timeout),
+        # One pause deadline from the run or its agent, else the deployment's default for what the run waits for.
+        confirmation_pause_timeout=pick_duration("pause_timeout", settings.default_confirmation_pause_timeout),
+        client_tool_pause_timeout=pick_duration("pause_timeout", settings.default_client_tool_pause_timeout),
     )

@@ -1,4 +1,5 @@
-"""Bringing runs back: decided confirmations resume paused runs; expired leases are taken over.
+"""Bringing runs back: decided confirmations resume paused runs; expired leases are taken over; paused runs past
+their pause deadline end expired.
 
 Every replica follows the confirm service's decision feed (WatchDecisions) and, on start, whenever
 the feed is open again after a break (once its position is fixed) and every `sweep_interval`
@@ -7,6 +8,13 @@ whose runs still wait (so none is lost if the feed broke), and ClaimRuns for run
 (queued runs whose replica died before starting them, running runs whose lease expired). For each,
 the run is started in this replica's loop unless it already drives it; its claim decides which
 replica wins, and the others' claims are refused.
+
+Each sweep also asks the store to end the paused runs whose pause deadline passed (ExpirePausedRuns, ADR 0018):
+the store moves each to expired with its run_expired event in one transaction, under the run's row lock and with
+a new epoch, so however many replicas sweep at once each run expires once, and a claim that resumes it either
+comes first (the run goes on) or is refused. The deadline is stored with the run, so a restart loses none; a
+replica that paused a run also sweeps at that pause's deadline, not only at its interval. The expired run's
+pending confirmations are then cancelled (best effort, as for a cancelled run).
 
 At start-up, before it serves, a replica takes back the runs its name still holds (`reclaim`): a
 restarted replica that kept its name (identity.py) goes on with them at once, fencing its previous
@@ -26,18 +34,21 @@ from collections.abc import Coroutine
 import structlog
 from google.protobuf.duration_pb2 import Duration
 
+from services.runtime.run.confirmations import cancel_confirmations
 from services.runtime.run.context import Services, StartMode
 from services.runtime.run.loop import RunLoop
 from steward.auth import Principal, reset_principal, service_principal, set_principal
 from steward.confirm.v1 import confirm_service_pb2 as confirm_pb
 from steward.confirm.v1 import confirmation_pb2
 from steward.errors import Reason, StewardError
+from steward.store.v1 import run_event_pb2 as ev
 from steward.store.v1 import run_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 
 log = structlog.get_logger(__name__)
 
 CLAIM_BATCH = 16
+EXPIRY_BATCH = 50
 RETRY_SECONDS = 1.0
 
 
@@ -119,9 +130,10 @@ class Resumer:
                 continue  # a full batch was claimed and slots are left: claim the next batch now
             with contextlib.suppress(StewardError):
                 await self.sweep_decisions()
+            await self.expire_paused()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._services.settings.sweep_interval):
-                    await self._loop.slot_freed()
+                    await self._loop.sweep_due()
 
     async def sweep_decisions(self) -> bool:
         """Resume every run whose confirmation was decided but not yet consumed; whether the sweep went through."""
@@ -139,6 +151,31 @@ class Resumer:
         except StewardError as error:
             log.info("decision_sweep_failed", reason=error.reason)
             return False
+
+    async def expire_paused(self) -> None:
+        """End the paused runs whose pause deadline passed (the store ends each exactly once, whichever replica asks:
+        ExpirePausedRuns), then cancel their pending confirmations and show their run_expired events to the hooks."""
+        try:
+            while True:
+                reply = await self._services.runs.ExpirePausedRuns(
+                    store_pb.ExpirePausedRunsRequest(max_runs=EXPIRY_BATCH)
+                )
+                for run, event in zip(reply.runs, reply.events, strict=True):
+                    await self._expired_as_owner(run, event)
+                if len(reply.runs) < EXPIRY_BATCH:
+                    return
+        except StewardError as error:
+            log.info("expiry_sweep_failed", reason=error.reason)
+
+    async def _expired_as_owner(self, run: run_pb2.Run, event: ev.RunEvent) -> None:
+        reason = run_pb2.PauseReason.Name(event.run_expired.reason)
+        log.info("run_expired", run_id=run.id, waited_for=reason, epoch=run.lease_epoch)
+        token = set_principal(Principal(run.owner_id))
+        try:
+            await cancel_confirmations(self._services, run.id, "run expired")  # best effort: a failure is logged
+            await self._services.hooks.on_event(run.id, event)
+        finally:
+            reset_principal(token)
 
     async def _release_as_owner(self, run: run_pb2.Run) -> None:
         token = set_principal(Principal(run.owner_id))

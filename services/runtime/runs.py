@@ -72,7 +72,8 @@ class Runs:
         """Record the caller's results for the client tool calls its run waits for, and resume the run.
 
         Idempotent per tool call id: results for calls already answered are ignored. A result for a call
-        the run does not wait for (not a client call, or not the run's current one) is RUN_STATE_CONFLICT.
+        the run does not wait for (not a client call, or not the run's current one, or the run expired at its pause
+        deadline, ADR 0018) is RUN_STATE_CONFLICT.
         """
         run = (await self._services.runs.GetRun(store_pb.GetRunRequest(id=run_id))).run
         messages = await read_history(self._services.conversations, run.conversation_id)
@@ -89,6 +90,10 @@ class Runs:
         waiting = (
             run.state == run_pb2.RUN_STATE_PAUSED and run.pause_reason == run_pb2.PAUSE_REASON_AWAITING_CLIENT_TOOL
         )
+        if run.state == run_pb2.RUN_STATE_EXPIRED:
+            raise failed_precondition(
+                "RUN_STATE_CONFLICT", "the run expired: its pause deadline passed before these results came"
+            )
         if not waiting or any(result.tool_call_id not in pending for result in fresh):
             raise failed_precondition("RUN_STATE_CONFLICT", "the run does not wait for results of these tool calls")
         claimed = await self._claim(run.id)

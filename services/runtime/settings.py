@@ -47,8 +47,17 @@ class RuntimeSettings(CommonSettings):
     text_flush_interval: float = 0.01
     # Confirmations: seconds before an unanswered one is auto-rejected (0: the confirm service's default).
     confirmation_ttl: float = 0.0
-    # Seconds between sweeps for decided confirmations and for runs whose lease expired (with `lease_seconds`, it
-    # bounds how late another replica takes a dead replica's runs).
+    # Pause deadlines (docs/adr/0018-pause-deadlines.md) for runs whose agent and request set no `pause_timeout`:
+    # seconds a run may stay paused for a person's decision (a day) before it ends `expired` (its pending
+    # confirmations cancelled); 0: no deadline (the run waits until it is resumed or cancelled). A confirmation's
+    # own expiry (`confirmation_ttl`, 15 minutes by default) comes first: it is rejected, the model is told, and
+    # the run goes on.
+    default_confirmation_pause_timeout: float = Field(default=86_400.0, ge=0)
+    # The same for a client tool's results (an hour: the caller's program owes them, not a person).
+    default_client_tool_pause_timeout: float = Field(default=3_600.0, ge=0)
+    # Seconds between sweeps for decided confirmations, for runs whose lease expired (with `lease_seconds`, it
+    # bounds how late another replica takes a dead replica's runs) and for paused runs past their pause deadline
+    # (a replica also sweeps at the deadline of each pause it made itself).
     sweep_interval: float = 2.0
     # Runs this replica drives at once; more wait (queued, or decided and unacknowledged) for a later sweep.
     max_active_runs: int = 64

@@ -76,6 +76,7 @@ def _limits(limits: limits_pb2.RunLimits, field: str) -> None:
     _duration(limits.timeout, f"{field}.timeout")
     _duration(limits.tool_timeout, f"{field}.tool_timeout")
     _duration(limits.first_token_timeout, f"{field}.first_token_timeout")
+    _duration(limits.pause_timeout, f"{field}.pause_timeout")
 
 
 def _agent(agent: agent_pb2.Agent, field: str, paths: Sequence[str] = MUTABLE_FIELDS) -> agent_pb2.Agent:

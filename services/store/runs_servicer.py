@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -175,6 +175,17 @@ class RunServicer(pb_grpc.RunServiceServicer):
         self._notifier.notify(run_id)
         return pb.RequestRunCancelResponse(run=run)
 
+    async def ExpirePausedRuns(
+        self, request: pb.ExpirePausedRunsRequest, context: Context
+    ) -> pb.ExpirePausedRunsResponse:
+        require_service()
+        if not 1 <= request.max_runs <= MAX_CLAIM:
+            raise invalid_argument("max_runs", f"max_runs must be 1..{MAX_CLAIM}")
+        ended = await self._leases.expire_paused(request.max_runs)
+        for run, event in ended:
+            self._notifier.publish(run.id, [event])
+        return pb.ExpirePausedRunsResponse(runs=[run for run, _ in ended], events=[event for _, event in ended])
+
     async def AppendRunEvents(self, request: pb.AppendRunEventsRequest, context: Context) -> pb.AppendRunEventsResponse:
         run_id = v.require_id(request.run_id, "run_id")
         if not request.events:
@@ -211,6 +222,9 @@ class RunServicer(pb_grpc.RunServiceServicer):
             message_ids=v.message_ids(request.message_ids, len(request.messages)),
             running_ms=_running_ms(request),
             stop_reason=request.stop_reason,
+            pause_expire_time=(
+                request.pause_expire_time.ToDatetime(tzinfo=UTC) if request.HasField("pause_expire_time") else None
+            ),
         )
         run, messages, last_seq, created = await self._writes.checkpoint(current_principal().user_id, run_id, step)
         if created is not None and request.events:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from steward.client import (
@@ -87,7 +89,10 @@ async def test_a_client_tool_call_is_answered_while_the_stream_follows_the_run(c
         seen.append(event)
         if event.type == "run_paused":
             (requested,) = [e.data for e in seen if e.type == "client_tool_requested"]
-            assert (await client.runs.get(started.run.id)).pause_reason == "awaiting_client_tool"
+            paused = await client.runs.get(started.run.id)
+            assert paused.pause_reason == "awaiting_client_tool"
+            assert paused.pause_expire_time is not None  # the deployment's default deadline for client tools
+            assert paused.pause_expire_time == datetime.fromisoformat(event.data["expire_time"])
             result = ToolResult(requested["tool_call_id"], "gold is a metal")
             resumed = await client.runs.submit_tool_results(started.run.id, [result])
             assert resumed.id == started.run.id

@@ -29,6 +29,7 @@ LIMITS_UNSET = {
     "timeout_seconds": None,
     "tool_timeout_seconds": None,
     "first_token_timeout_seconds": None,
+    "pause_timeout_seconds": None,
 }
 
 
@@ -48,7 +49,13 @@ def _full_agent() -> dict[str, Any]:
             "auto_approved_tools": ["notes.create_note"],
             "always_confirm_tools": ["notes.delete_note"],
         },
-        "limits": {"max_steps": 5, "max_tokens": 10_000, "max_cost_micros": 2_500, "timeout_seconds": 90},
+        "limits": {
+            "max_steps": 5,
+            "max_tokens": 10_000,
+            "max_cost_micros": 2_500,
+            "timeout_seconds": 90,
+            "pause_timeout_seconds": 600,
+        },
         "model_params": {
             "temperature": 0.0,
             "max_output_tokens": 512,

@@ -24,15 +24,20 @@ from openai import AsyncOpenAI
 
 from gateway.app import create_app
 from steward.common.v1 import limits_pb2
+from steward.errors import Reason
 from steward.store.v1 import agent_pb2
 from steward.store.v1 import store_service_pb2 as store_pb
 from steward.store.v1 import store_service_pb2_grpc as store_grpc
 from tests.runtime.harness import tools_file
 from tests.support.grpc_helpers import principal_metadata
+from tests.support.sse import parse_sse
 from tests.support.stack import Stack, running_stack, store_user_token
 
 AGENT = "notes-keeper"
 ONE_STEP = "one-step"  # an agent whose runs end at a limit after one step
+HASTY = "hasty"  # agents whose runs may stay paused for PAUSE_SECONDS (ADR 0018), with and without the notes tools
+HASTY_NOTES = "hasty-notes"
+PAUSE_SECONDS = 0.8
 WEATHER: Any = {
     "type": "function",
     "function": {
@@ -56,6 +61,13 @@ class Api:
         async with self.http.get(self.base + path, params=params) as response:
             assert response.status == 200, await response.text()
             return await response.json()
+
+    async def events(self, run_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """An ended run's whole event log over HTTP SSE: (type, data) of each event."""
+        async with self.http.get(f"{self.base}/api/v1/runs/{run_id}/events") as response:
+            assert response.status == 200, await response.text()
+            text = await response.text()
+        return [(event.event, json.loads(event.data)["data"]) for event in parse_sse(text)]
 
     async def wait_until_not_paused(self, run_id: str, within: float = 20.0) -> dict[str, Any]:
         deadline = time.monotonic() + within
@@ -82,8 +94,12 @@ async def api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
             one_step = agent_pb2.Agent(
                 name=ONE_STEP, model_route="demo", tools=["time.now"], limits=limits_pb2.RunLimits(max_steps=1)
             )
+            pause = limits_pb2.RunLimits()
+            pause.pause_timeout.FromMilliseconds(int(PAUSE_SECONDS * 1000))
+            hasty = agent_pb2.Agent(name=HASTY, model_route="demo", tools=["time.now"], limits=pause)
+            hasty_notes = agent_pb2.Agent(name=HASTY_NOTES, model_route="demo", tools=["notes.*"], limits=pause)
             user = principal_metadata(stack.secret, settings.dev_user_id)
-            for each in (agent, one_step):
+            for each in (agent, one_step, hasty, hasty_notes):
                 await store_grpc.AgentServiceStub(channel).CreateAgent(
                     store_pb.CreateAgentRequest(agent=each), metadata=user
                 )
@@ -111,7 +127,7 @@ def run_of(completion_id: str) -> str:
 
 async def test_models_are_the_agents_and_the_default(api: Api) -> None:
     models = [model async for model in api.sdk.models.list()]
-    assert [m.id for m in models] == ["steward", AGENT, ONE_STEP]
+    assert [m.id for m in models] == ["steward", *sorted([AGENT, ONE_STEP, HASTY, HASTY_NOTES])]  # by name
     assert {m.object for m in models} == {"model"}
     assert (await api.sdk.models.retrieve(AGENT)).id == AGENT
     with pytest.raises(openai.NotFoundError) as raised:
@@ -392,3 +408,94 @@ async def test_a_quiet_stream_is_kept_alive_with_comment_pings(api: Api) -> None
         assert text.startswith("This is Steward's offline demo model")
     finally:
         await runner.cleanup()
+
+
+def _assert_expired(run: dict[str, Any], events: list[tuple[str, dict[str, Any]]], waited_for: str) -> None:
+    """The run ended expired at its pause's deadline, and its log says so last, with what it waited for."""
+    assert (run["state"], run["pause_reason"], run["pause_expire_time"]) == ("expired", None, None)
+    assert run["end_time"]
+    (paused,) = [data for kind, data in events if kind == "run_paused"]
+    assert events[-1] == ("run_expired", {"reason": waited_for, "expire_time": paused["expire_time"]})
+
+
+async def test_a_run_paused_on_a_client_tool_past_its_deadline_ends_expired(api: Api) -> None:
+    # Two runs: one whose agent sets the pause deadline (through the OpenAI API), one whose request does (HTTP).
+    messages: list[Any] = [{"role": "user", "content": "What is get_weather in Oslo?"}]
+    completion = await api.sdk.chat.completions.create(model=HASTY, messages=messages, tools=[WEATHER])
+    (choice,) = completion.choices
+    assert choice.finish_reason == "tool_calls"
+    (tool_call,) = [call.model_dump() for call in choice.message.tool_calls or []]
+    conversation = await api.http.post(f"{api.base}/api/v1/conversations", json={})
+    body = {
+        "conversation_id": (await conversation.json())["id"],
+        "content": "What is get_weather in Oslo?",
+        "client_tools": [{"name": "get_weather", "input_schema": WEATHER["function"]["parameters"]}],
+        "limits": {"pause_timeout_seconds": PAUSE_SECONDS},
+    }
+    async with api.http.post(f"{api.base}/api/v1/runs", json=body) as created:
+        assert created.status == 202, await created.text()
+        over_http = (await created.json())["run"]
+    assert over_http["limits"]["pause_timeout_seconds"] == PAUSE_SECONDS
+    for run_id in (run_of(completion.id), over_http["id"]):
+        run = await api.wait_until_not_paused(run_id)
+        _assert_expired(run, await api.events(run_id), "awaiting_client_tool")
+
+    # The caller's results come too late: over HTTP a conflict; the OpenAI API answers the run's end, streamed or
+    # not, with a note saying why nothing more comes.
+    run_id = run_of(completion.id)
+    late = {"results": [{"tool_call_id": tool_call["id"].removeprefix(f"call_{run_id}_"), "content": "Rain"}]}
+    async with api.http.post(f"{api.base}/api/v1/runs/{run_id}/tool_results", json=late) as refused:
+        assert refused.status == 409
+        problem = await refused.json()
+        assert problem["reason"] == Reason.RUN_STATE_CONFLICT
+        assert "expired" in problem["detail"]
+    follow_up = [
+        *messages,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": tool_call["id"],
+                    "type": "function",
+                    **call_fn(tool_call["function"]["name"], tool_call["function"]["arguments"]),
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": tool_call["id"], "content": "Rain"},
+    ]
+    answer = await api.sdk.chat.completions.create(model=HASTY, messages=follow_up, tools=[WEATHER])
+    (choice,) = answer.choices
+    assert (answer.id, choice.finish_reason, choice.message.tool_calls) == (completion.id, "stop", None)
+    assert "expired" in (choice.message.content or "")
+    assert "client tool" in (choice.message.content or "")
+    streamed_id, text, finish, calls = await _streamed(api, model=HASTY, messages=follow_up, tools=[WEATHER])
+    assert (streamed_id, text, finish, calls) == (completion.id, choice.message.content, "stop", [])
+
+
+async def test_a_run_paused_on_a_confirmation_past_its_pause_deadline_ends_expired(api: Api) -> None:
+    # The run's pause deadline (PAUSE_SECONDS) comes before the confirmation's own expiry (15 minutes): the run
+    # expires and its confirmation is cancelled; nothing was written.
+    messages: list[Any] = [{"role": "user", "content": "create_note Never"}]
+    completion = await api.sdk.chat.completions.create(model=HASTY_NOTES, messages=messages)
+    (choice,) = completion.choices
+    assert choice.finish_reason == "stop"
+    notice = choice.message.content or ""
+    run_id = run_of(completion.id)
+    run = await api.wait_until_not_paused(run_id)
+    events = await api.events(run_id)
+    _assert_expired(run, events, "awaiting_confirmation")
+    (confirmation,) = (await api.get("/api/v1/confirmations", run_id=run_id, state="all"))["confirmations"]
+    assert confirmation["id"] in notice
+    assert confirmation["state"] == "cancelled"
+    (requested,) = [data for kind, data in events if kind == "confirmation_requested"]
+    assert requested["expire_time"] > events[-1][1]["expire_time"]  # the confirmation would have waited longer
+
+    follow_up = [*messages, {"role": "assistant", "content": notice}, {"role": "user", "content": "done"}]
+    answer = await api.sdk.chat.completions.create(model=HASTY_NOTES, messages=follow_up)
+    (choice,) = answer.choices
+    assert (answer.id, choice.finish_reason) == (completion.id, "stop")
+    assert "expired" in (choice.message.content or "")
+    assert "decision" in (choice.message.content or "")
+    streamed_id, text, finish, calls = await _streamed(api, model=HASTY_NOTES, messages=follow_up)
+    assert (streamed_id, text, finish, calls) == (completion.id, choice.message.content, "stop", [])

@@ -73,3 +73,24 @@ def test_the_default_wall_clock_limit_is_longer_for_autonomous_runs() -> None:
     assert limits_for(autonomous_agent, interactive_run, settings).timeout == 30.0  # the run's mode decides
     limited = run_pb2.Run(mode=agent_pb2.RUN_MODE_AUTONOMOUS, limits=limits_pb2.RunLimits(timeout=Duration(seconds=5)))
     assert limits_for(agent, limited, settings).timeout == 5.0  # a limit set on the run still wins
+
+
+def test_the_pause_deadline_is_the_runs_over_the_agents_over_the_default_for_what_the_run_waits_for() -> None:
+    settings = RuntimeSettings.model_validate(
+        {
+            "internal_secret": "s" * 40,
+            "default_confirmation_pause_timeout": 600,
+            "default_client_tool_pause_timeout": 60,
+        }
+    )
+    confirmation, client_tool = run_pb2.PAUSE_REASON_AWAITING_CONFIRMATION, run_pb2.PAUSE_REASON_AWAITING_CLIENT_TOOL
+    agent = default_agent(settings)
+    defaults = limits_for(agent, run_pb2.Run(), settings)
+    assert (defaults.pause_timeout(confirmation), defaults.pause_timeout(client_tool)) == (600.0, 60.0)
+    patient = AgentSpec(**{**agent.__dict__, "limits": limits_pb2.RunLimits(pause_timeout=Duration(seconds=120))})
+    by_agent = limits_for(patient, run_pb2.Run(), settings)
+    assert (by_agent.pause_timeout(confirmation), by_agent.pause_timeout(client_tool)) == (120.0, 120.0)
+    hasty = run_pb2.Run(limits=limits_pb2.RunLimits(pause_timeout=Duration(nanos=300_000_000)))
+    assert limits_for(patient, hasty, settings).pause_timeout(client_tool) == 0.3
+    unbounded = RuntimeSettings.model_validate({"internal_secret": "s" * 40, "default_client_tool_pause_timeout": 0})
+    assert limits_for(agent, run_pb2.Run(), unbounded).pause_timeout(client_tool) == 0.0  # no deadline

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
+from sqlalchemy import update
 
-from steward.common.v1 import content_pb2
-from steward.errors import from_rpc_error
+from services.store.db.engine import create_engine, create_sessionmaker
+from services.store.db.models import RunRow
+from steward.common.v1 import content_pb2, limits_pb2
+from steward.errors import Reason, from_rpc_error
 from steward.runtime.v1 import runtime_service_pb2 as runtime_pb
 from steward.store.v1 import run_pb2
 from tests.runtime.harness import World, world
@@ -98,3 +103,28 @@ async def test_a_run_waiting_for_a_client_tool_can_be_cancelled(running: World) 
     assert (await running.run(run.id)).state == run_pb2.RUN_STATE_CANCELLED
     assert await running.messages(ended) == messages
     assert await running.events(run.id) == kinds
+
+
+async def test_a_pause_past_its_deadline_is_expired_by_the_periodic_sweep(running: World) -> None:
+    # The deadline is stored with the run: a replica that did not pause the run (no timer of its own: here, the
+    # deadline moved in the store as if the pausing replica had died) still expires it at its next sweep (0.5 s).
+    hour = limits_pb2.RunLimits(pause_timeout=Duration(seconds=3600))
+    run = await running.start_run("What is get_weather in Bergen?", client_tools=[WEATHER], limits=hour)
+    paused = await running.wait(run.id, paused=True)
+    assert paused.HasField("pause_expire_time")
+    (call,) = [b.tool_call for b in (await running.messages(paused))[-1].content if b.HasField("tool_call")]
+    engine = create_engine(f"sqlite+aiosqlite:///{(running.stack.data_dir / 'steward.db').resolve()}")
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            passed = datetime.now(UTC) - timedelta(seconds=1)
+            await session.execute(update(RunRow).where(RunRow.id == run.id).values(pause_expire_time=passed))
+    finally:
+        await engine.dispose()
+    ended = await running.wait(run.id, within=10)
+    assert (ended.state, ended.lease_epoch) == (run_pb2.RUN_STATE_EXPIRED, paused.lease_epoch + 1)
+    assert (await running.events(run.id))[-3:] == ["client_tool_requested", "run_paused", "run_expired"]
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await submit(running, run.id, content_pb2.ToolResultBlock(tool_call_id=call.id, content="Fog"))
+    error = from_rpc_error(raised.value)
+    assert (error.reason, "expired" in error.message) == (Reason.RUN_STATE_CONFLICT, True)
+    assert (await running.run(run.id)).state == run_pb2.RUN_STATE_EXPIRED

@@ -140,11 +140,18 @@ async def test_the_wall_clock_limit_ends_the_run_incomplete(notes: World) -> Non
 
 
 async def test_an_unanswered_confirmation_expires_and_the_model_is_told(tmp_path: Path) -> None:
+    # The confirmation's own expiry comes before the run's pause deadline (ADR 0018): it is rejected, the model
+    # is told, and the run goes on; the pause deadline never applies.
     async with world(tmp_path, confirmation_ttl=1.0) as running:
-        run = await running.start_run("create_note Too late")
-        await running.wait(run.id, paused=True)
+        run = await running.start_run(
+            "create_note Too late", limits=limits_pb2.RunLimits(pause_timeout=Duration(seconds=30))
+        )
+        paused = await running.wait(run.id, paused=True)
+        confirmation = await running.pending_confirmation(run.id)
+        assert confirmation.expire_time.ToDatetime() < paused.pause_expire_time.ToDatetime()
         ended = await running.wait(run.id, within=15)
         assert ended.state == run_pb2.RUN_STATE_COMPLETED
+        assert not ended.HasField("pause_expire_time")
         assert running.applied_writes() == []
         ((content, is_error),) = tool_results(await running.messages(ended))
         assert is_error

@@ -138,6 +138,7 @@ class Limits:
     timeout_seconds: float | None = None
     tool_timeout_seconds: float | None = None
     first_token_timeout_seconds: float | None = None
+    pause_timeout_seconds: float | None = None  # how long a pause may last before the run ends expired
 
     @classmethod
     def from_json(cls, body: Json) -> Limits:
@@ -215,6 +216,7 @@ class Run:
     update_time: datetime | None
     end_time: datetime | None
     agent_version: int | None = None  # the agent version the run started with; None before, or the default agent
+    pause_expire_time: datetime | None = None  # when a paused run ends expired unless it resumes before
 
     @property
     def ended(self) -> bool:
@@ -245,6 +247,7 @@ class Run:
             update_time=_time(body.get("update_time")),
             end_time=_time(body.get("end_time")),
             agent_version=body.get("agent_version"),
+            pause_expire_time=_time(body.get("pause_expire_time")),
         )
 
 

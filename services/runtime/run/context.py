@@ -56,6 +56,8 @@ class RunContext:
     history: list[content_pb2.ChatMessage] = field(default_factory=list)
     # The wall-clock limit of the claim (steps.drive); a write in progress holds it off (`writing`).
     wall_clock: asyncio.Timeout | None = None
+    # Seconds the pause the claim ended with may last (0: it did not pause, or the pause has no deadline).
+    pause_timeout: float = 0.0
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:

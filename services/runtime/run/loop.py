@@ -41,6 +41,8 @@ from steward.store.v1 import store_service_pb2 as store_pb
 
 log = structlog.get_logger(__name__)
 
+PAUSE_SWEEP_MARGIN = 0.05  # seconds after a pause's deadline that its sweep runs (the store's clock may lag a little)
+
 
 @dataclass(frozen=True)
 class Known:
@@ -61,6 +63,8 @@ class RunLoop:
         self._releasing: set[asyncio.Task[None]] = set()
         self._backlogged = False  # a run found no free slot since the last one ended
         self._freed = asyncio.Event()
+        self._due = asyncio.Event()  # the deadline of a pause this replica made passed
+        self._deadlines: set[asyncio.TimerHandle] = set()
 
     def active(self, run_id: str) -> bool:
         return run_id in self._tasks
@@ -81,11 +85,29 @@ class RunLoop:
         """Runs may be waiting for a slot (a claim took as many as there were): look again when one frees."""
         self._backlogged = True
 
-    async def slot_freed(self) -> None:
+    def _sweep_at(self, seconds: float) -> None:
+        """Have a sweep run `seconds` from now (just after a pause's deadline), not only at its interval."""
+        handle = asyncio.get_running_loop().call_later(seconds + PAUSE_SWEEP_MARGIN, self._deadline_passed)
+        self._deadlines.add(handle)
+
+    def _deadline_passed(self) -> None:
+        now = asyncio.get_running_loop().time()
+        self._deadlines = {handle for handle in self._deadlines if handle.when() > now}
+        self._due.set()
+
+    async def sweep_due(self) -> None:
         """Return once a run ended while others waited for a slot (the sweep, which waits for this or for its
-        interval, then claims the waiting runs at once instead of at its next interval)."""
-        await self._freed.wait()
+        interval, then claims the waiting runs at once instead of at its next interval), or once the deadline of a
+        pause this replica made passed (the sweep then ends the run if it still waits)."""
+        freed = asyncio.ensure_future(self._freed.wait())
+        due = asyncio.ensure_future(self._due.wait())
+        try:
+            await asyncio.wait({freed, due}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            freed.cancel()
+            due.cancel()
         self._freed.clear()
+        self._due.clear()
 
     def _ended(self, run_id: str) -> None:
         self._tasks.pop(run_id, None)
@@ -133,6 +155,8 @@ class RunLoop:
             self._stop_reasons.setdefault(run_id, "shutdown")
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        for handle in self._deadlines:
+            handle.cancel()
 
     def give_back(self, claimed: run_pb2.Run) -> None:
         """Release a claim no task will drive, in the background, so that a sweep can take the run at once."""
@@ -195,7 +219,10 @@ class RunLoop:
         try:
             ctx = await self._context(claimed, known)
             await budgets.hold_run_budget(self._services.provider, claimed, ctx.limits)
-            return await steps.drive(ctx, how, known.history if known is not None else None)
+            waiting = await steps.drive(ctx, how, known.history if known is not None else None)
+            if ctx.pause_timeout:
+                self._sweep_at(ctx.pause_timeout)  # the pause's deadline: a sweep then ends the run if it still waits
+            return waiting
         except asyncio.CancelledError:
             if not await self._stopped(run_id, epoch, ctx):
                 raise

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
@@ -302,18 +303,25 @@ async def _checkpoint_step(ctx: RunContext, result: model_step.StepResult, endin
 
 
 async def pause(ctx: RunContext, reason: run_pb2.PauseReason.ValueType) -> None:
-    """Wait for a person or the caller: checkpoint paused (which gives up the lease)."""
-    await ctx.checkpoint(
-        store_pb.CheckpointRunRequest(
-            run_id=ctx.run_id,
-            lease_epoch=ctx.epoch,
-            events=[ev.RunEvent(run_paused=ev.RunPaused(reason=reason))],
-            state=run_pb2.RUN_STATE_PAUSED,
-            pause_reason=reason,
-            request_id=f"{ctx.run_id}/{ctx.epoch}/paused",
-        ),
+    """Wait for a person or the caller: checkpoint paused (which gives up the lease), with the pause's deadline
+    (ADR 0018: past it, a sweep ends the run expired) in the run and in the run_paused event."""
+    paused = ev.RunPaused(reason=reason)
+    request = store_pb.CheckpointRunRequest(
+        run_id=ctx.run_id,
+        lease_epoch=ctx.epoch,
+        state=run_pb2.RUN_STATE_PAUSED,
+        pause_reason=reason,
+        request_id=f"{ctx.run_id}/{ctx.epoch}/paused",
     )
-    log.info("run_paused", steps=ctx.step_count)
+    timeout = ctx.limits.pause_timeout(reason)
+    if timeout > 0:
+        deadline = datetime.now(UTC) + timedelta(seconds=timeout)
+        paused.expire_time.FromDatetime(deadline)
+        request.pause_expire_time.FromDatetime(deadline)
+        ctx.pause_timeout = timeout
+    request.events.append(ev.RunEvent(run_paused=paused))
+    await ctx.checkpoint(request)
+    log.info("run_paused", steps=ctx.step_count, pause_timeout=timeout or None)
 
 
 async def finish(

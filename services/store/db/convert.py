@@ -13,7 +13,7 @@ from sqlalchemy import Row
 from services.store.db.models import ConversationRow, MessageRow, RunRow
 from steward.common.v1 import content_pb2, limits_pb2, usage_pb2
 from steward.store.v1 import conversation_pb2, run_pb2
-from steward.timeutil import timestamp
+from steward.timeutil import aware, timestamp
 
 
 def content_to_json(blocks: list[content_pb2.ContentBlock]) -> str:
@@ -85,4 +85,6 @@ def run_message(row: RunRow | Row[Any] | SimpleNamespace) -> run_pb2.Run:
         run.client_tools.extend(run_pb2.Run.FromString(row.client_tools).client_tools)
     if row.running_ms:
         run.running_time.FromMilliseconds(row.running_ms)
+    if row.pause_expire_time is not None:
+        run.pause_expire_time.FromDatetime(aware(row.pause_expire_time))
     return run

@@ -1,4 +1,4 @@
-"""Run leases: claim one run, claim runnable runs, heartbeat, release.
+"""Run leases: claim one run, claim runnable runs, heartbeat, release; end paused runs past their pause deadline.
 
 Each claim increments the run's epoch, and every later write must carry it
 (see run_rows.lock_fenced). A run is runnable when it is queued, or running
@@ -10,6 +10,10 @@ off from the store longer than a lease still drives them. On Postgres,
 concurrent claimers skip rows another transaction holds (FOR UPDATE SKIP
 LOCKED); on SQLite every write transaction is serialized (BEGIN IMMEDIATE),
 which gives the same guarantee.
+
+A paused run holds no lease; its pause deadline (`pause_expire_time`, set by the checkpoint that paused it,
+cleared by any claim) is how `expire_paused` finds it once the deadline passed (ADR 0018). The expiry takes a
+new epoch like a claim, so a claim or a write in flight for the run is refused after it.
 """
 
 from __future__ import annotations
@@ -18,15 +22,15 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, insert, or_, select, update
 
 from services.store.db import convert
-from services.store.db.models import RunRow
-from services.store.db.run_rows import TERMINAL_STATES
+from services.store.db.models import RunEventRow, RunRow
+from services.store.db.run_rows import TERMINAL_STATES, announce_sync, event_values
 from services.store.db.runner import TransactionRunner
 from steward import timeutil
 from steward.errors import failed_precondition, not_found
-from steward.store.v1 import run_pb2
+from steward.store.v1 import run_event_pb2, run_pb2
 
 # Built once (constructing a statement costs more than SQLite takes to run it).
 _LOCKED_RUN = (
@@ -43,9 +47,26 @@ _TAKE = (
         lease_expire_time=bindparam("lease_expire_time"),
         state=bindparam("state"),
         pause_reason=bindparam("pause_reason"),
+        pause_expire_time=bindparam("pause_expire_time"),
         update_time=bindparam("update_time"),
     )
 )
+_EXPIRE = (
+    update(RunRow)
+    .where(RunRow.id == bindparam("b_id"))
+    .values(
+        lease_epoch=bindparam("lease_epoch"),
+        lease_holder=bindparam("lease_holder"),
+        lease_expire_time=bindparam("lease_expire_time"),
+        state=bindparam("state"),
+        pause_reason=bindparam("pause_reason"),
+        pause_expire_time=bindparam("pause_expire_time"),
+        last_event_seq=bindparam("last_event_seq"),
+        update_time=bindparam("update_time"),
+        end_time=bindparam("end_time"),
+    )
+)
+_INSERT_EVENT = insert(RunEventRow)
 _LEASE = (
     update(RunRow)
     .where(RunRow.id == bindparam("b_id"))
@@ -85,7 +106,23 @@ def _taken(row: Row[Any], holder: str, ttl: timedelta, now: datetime) -> dict[st
         "lease_expire_time": now + ttl,
         "state": run_pb2.RUN_STATE_RUNNING,
         "pause_reason": run_pb2.PAUSE_REASON_UNSPECIFIED,
+        "pause_expire_time": None,  # a pause's deadline ends with the pause
         "update_time": now,
+    }
+
+
+def _expired(row: Row[Any], now: datetime) -> dict[str, Any]:
+    """The columns an expiry sets: ended, with a new epoch (fencing a claim in flight) and one more event."""
+    return {
+        "lease_epoch": row.lease_epoch + 1,
+        "lease_holder": "",
+        "lease_expire_time": None,
+        "state": run_pb2.RUN_STATE_EXPIRED,
+        "pause_reason": run_pb2.PAUSE_REASON_UNSPECIFIED,
+        "pause_expire_time": None,
+        "last_event_seq": row.last_event_seq + 1,
+        "update_time": now,
+        "end_time": now,
     }
 
 
@@ -147,6 +184,42 @@ class LeaseRepository:
                 .with_for_update(skip_locked=True)
             ).all()
             return [_set(connection, _TAKE, row, _taken(row, holder, ttl, now)) for row in rows]
+
+        return await self._runner.write(work)
+
+    async def expire_paused(self, max_runs: int) -> list[tuple[run_pb2.Run, run_event_pb2.RunEvent]]:
+        """End up to `max_runs` paused runs of any owner whose pause deadline passed, earliest first, in one
+        transaction: each moves to expired with a new epoch and a run_expired event (saying what it waited for).
+        The runs and their events (with seq and time). A run claimed (resumed) first is no longer paused and is
+        left alone; rows another transaction holds are skipped, so no run is ended twice."""
+
+        def work(connection: Connection) -> list[tuple[run_pb2.Run, run_event_pb2.RunEvent]]:
+            now = timeutil.now()
+            rows = connection.execute(
+                select(RunRow.__table__)
+                .where(
+                    RunRow.state == run_pb2.RUN_STATE_PAUSED,
+                    RunRow.pause_expire_time.is_not(None),
+                    RunRow.pause_expire_time <= now,
+                )
+                .order_by(RunRow.pause_expire_time, RunRow.id)
+                .limit(max_runs)
+                .with_for_update(skip_locked=True)
+            ).all()
+            ended = []
+            for row in rows:
+                expired = run_event_pb2.RunExpired(
+                    reason=row.pause_reason, expire_time=timeutil.timestamp(row.pause_expire_time)
+                )
+                event = run_event_pb2.RunEvent(run_expired=expired)
+                values = _expired(row, now)
+                connection.execute(_INSERT_EVENT, [event_values(row.id, values["last_event_seq"], event, now)])
+                run = _set(connection, _EXPIRE, row, values)
+                announce_sync(connection, row.id)
+                event.run_id, event.seq = row.id, values["last_event_seq"]
+                event.create_time.FromDatetime(now)
+                ended.append((run, event))
+            return ended
 
         return await self._runner.write(work)
 

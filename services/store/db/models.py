@@ -139,6 +139,8 @@ class RunRow(Base):
     lease_epoch: Mapped[int] = mapped_column(Integer, default=0)
     lease_holder: Mapped[str] = mapped_column(String(128), default="")
     lease_expire_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A paused run's pause deadline (ADR 0018): past it, the run ends expired; None when not paused or no deadline.
+    pause_expire_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     last_event_seq: Mapped[int] = mapped_column(Integer, default=0)
     # Events up to this seq were removed by retention (0: none); older cursors are expired.
     compacted_through_seq: Mapped[int] = mapped_column(Integer, default=0)

@@ -163,6 +163,7 @@ def create_run(connection: Connection, owner_id: str, new: NewRun) -> Started:
         "lease_epoch": 0,
         "lease_holder": "",
         "lease_expire_time": None,
+        "pause_expire_time": None,
         "last_event_seq": 0,
         "compacted_through_seq": 0,
         "request_id": new.request_id,

@@ -51,6 +51,7 @@ class Checkpoint:
     message_ids: list[str] | None = None  # minted by the caller; None: the store mints them
     running_ms: int | None = None  # the run's running time so far; None leaves it as it is
     stop_reason: run_pb2.StopReason.ValueType = run_pb2.STOP_REASON_UNSPECIFIED  # unspecified leaves it as it is
+    pause_expire_time: datetime | None = None  # a pause's deadline (state paused); None: no deadline
 
 
 # The hot paths' statements, built once: constructing a statement costs more than SQLite takes to run it.
@@ -96,6 +97,7 @@ _CHECKPOINTED = (
     "error",
     "lease_holder",
     "lease_expire_time",
+    "pause_expire_time",
     "end_time",
     "step_count",
     "usage",
@@ -174,6 +176,7 @@ def _checkpointed(row: Row[Any], step: Checkpoint, now: datetime) -> dict[str, A
             "state": step.state,
             "pause_reason": step.pause_reason,
             "incomplete_reason": step.incomplete_reason,
+            "pause_expire_time": step.pause_expire_time if step.state == run_pb2.RUN_STATE_PAUSED else None,
         }
         if step.error is not None:
             values["error"] = step.error.SerializeToString()
@@ -295,6 +298,7 @@ class RunWriteRepository:
                 row.lease_epoch += 1
                 row.state = run_pb2.RUN_STATE_CANCELLED
                 row.pause_reason = run_pb2.PAUSE_REASON_UNSPECIFIED
+                row.pause_expire_time = None
                 row.lease_holder = ""
                 row.lease_expire_time = None
                 row.end_time = now

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esteward/common/v1/limits.proto\x12\x11steward.common.v1\x1a\x1egoogle/protobuf/duration.proto\"\xe0\x01\n\tRunLimits\x12\x11\n\tmax_steps\x18\x01 \x01(\x05\x12\x12\n\nmax_tokens\x18\x02 \x01(\x03\x12\x17\n\x0fmax_cost_micros\x18\x03 \x01(\x03\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0ctool_timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13\x66irst_token_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Durationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esteward/common/v1/limits.proto\x12\x11steward.common.v1\x1a\x1egoogle/protobuf/duration.proto\"\x92\x02\n\tRunLimits\x12\x11\n\tmax_steps\x18\x01 \x01(\x05\x12\x12\n\nmax_tokens\x18\x02 \x01(\x03\x12\x17\n\x0fmax_cost_micros\x18\x03 \x01(\x03\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0ctool_timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13\x66irst_token_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\rpause_timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Durationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'steward.common.v1.limits_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RUNLIMITS']._serialized_start=86
-  _globals['_RUNLIMITS']._serialized_end=310
+  _globals['_RUNLIMITS']._serialized_end=360
 # @@protoc_insertion_point(module_scope)

@@ -32,6 +32,7 @@ class RunLimits(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     TOOL_TIMEOUT_FIELD_NUMBER: _builtins.int
     FIRST_TOKEN_TIMEOUT_FIELD_NUMBER: _builtins.int
+    PAUSE_TIMEOUT_FIELD_NUMBER: _builtins.int
     max_steps: _builtins.int
     """The most model calls (steps) the run may make."""
     max_tokens: _builtins.int
@@ -57,6 +58,16 @@ class RunLimits(_message.Message):
         (timeout) and the step is not retried.
         """
 
+    @_builtins.property
+    def pause_timeout(self) -> _duration_pb2.Duration:
+        """Time a pause may last: a run paused (for a confirmation or a client tool's
+        result) longer than this ends EXPIRED, and its pending confirmations are
+        cancelled. Unset takes the deployment's default for what the run waits for
+        (runtime settings `default_confirmation_pause_timeout`,
+        `default_client_tool_pause_timeout`). A confirmation's own expiry, when it
+        comes first, rejects it and the run goes on (docs/adr/0018-pause-deadlines.md).
+        """
+
     def __init__(
         self,
         *,
@@ -66,10 +77,11 @@ class RunLimits(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         tool_timeout: _duration_pb2.Duration | None = ...,
         first_token_timeout: _duration_pb2.Duration | None = ...,
+        pause_timeout: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["first_token_timeout", b"first_token_timeout", "timeout", b"timeout", "tool_timeout", b"tool_timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_token_timeout", b"first_token_timeout", "pause_timeout", b"pause_timeout", "timeout", b"timeout", "tool_timeout", b"tool_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_token_timeout", b"first_token_timeout", "max_cost_micros", b"max_cost_micros", "max_steps", b"max_steps", "max_tokens", b"max_tokens", "timeout", b"timeout", "tool_timeout", b"tool_timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_token_timeout", b"first_token_timeout", "max_cost_micros", b"max_cost_micros", "max_steps", b"max_steps", "max_tokens", b"max_tokens", "pause_timeout", b"pause_timeout", "timeout", b"timeout", "tool_timeout", b"tool_timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -227,6 +227,7 @@ class Run(_message.Message):
     RUNNING_TIME_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
     STOP_REASON_FIELD_NUMBER: _builtins.int
+    PAUSE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The run's id: assigned by the store, or minted by the client at creation."""
     conversation_id: _builtins.str
@@ -299,6 +300,13 @@ class Run(_message.Message):
         checkpoints it (paused time does not count); its wall-clock limit counts it.
         """
 
+    @_builtins.property
+    def pause_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When a paused run's pause ends it EXPIRED (its pause deadline, from its
+        limits' pause_timeout); unset when the run is not paused or its pause has
+        no deadline.
+        """
+
     def __init__(
         self,
         *,
@@ -326,10 +334,11 @@ class Run(_message.Message):
         running_time: _duration_pb2.Duration | None = ...,
         agent_version: _builtins.int = ...,
         stop_reason: Global___StopReason.ValueType = ...,
+        pause_expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "limits", b"limits", "running_time", b"running_time", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "limits", b"limits", "pause_expire_time", b"pause_expire_time", "running_time", b"running_time", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_version", b"agent_version", "cancel_requested", b"cancel_requested", "client_tools", b"client_tools", "compacted_through_seq", b"compacted_through_seq", "conversation_id", b"conversation_id", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "id", b"id", "incomplete_reason", b"incomplete_reason", "last_event_seq", b"last_event_seq", "lease_epoch", b"lease_epoch", "limits", b"limits", "mode", b"mode", "owner_id", b"owner_id", "pause_reason", b"pause_reason", "request_id", b"request_id", "running_time", b"running_time", "state", b"state", "step_count", b"step_count", "stop_reason", b"stop_reason", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_version", b"agent_version", "cancel_requested", b"cancel_requested", "client_tools", b"client_tools", "compacted_through_seq", b"compacted_through_seq", "conversation_id", b"conversation_id", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "id", b"id", "incomplete_reason", b"incomplete_reason", "last_event_seq", b"last_event_seq", "lease_epoch", b"lease_epoch", "limits", b"limits", "mode", b"mode", "owner_id", b"owner_id", "pause_expire_time", b"pause_expire_time", "pause_reason", b"pause_reason", "request_id", b"request_id", "running_time", b"running_time", "state", b"state", "step_count", b"step_count", "stop_reason", b"stop_reason", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1505,6 +1505,7 @@ class CheckpointRunRequest(_message.Message):
     MESSAGE_IDS_FIELD_NUMBER: _builtins.int
     RUNNING_TIME_FIELD_NUMBER: _builtins.int
     STOP_REASON_FIELD_NUMBER: _builtins.int
+    PAUSE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """The run's id."""
     lease_epoch: _builtins.int
@@ -1555,6 +1556,13 @@ class CheckpointRunRequest(_message.Message):
         seconds is INVALID_ARGUMENT.
         """
 
+    @_builtins.property
+    def pause_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the new state is paused: when the pause ends the run EXPIRED unless it
+        resumed before (Run.pause_expire_time); unset for no deadline. Ignored for
+        any other state (a run that is not paused has no pause deadline).
+        """
+
     def __init__(
         self,
         *,
@@ -1572,10 +1580,11 @@ class CheckpointRunRequest(_message.Message):
         message_ids: _abc.Iterable[_builtins.str] | None = ...,
         running_time: _duration_pb2.Duration | None = ...,
         stop_reason: _run_pb2.StopReason.ValueType = ...,
+        pause_expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "running_time", b"running_time", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "pause_expire_time", b"pause_expire_time", "running_time", b"running_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "events", b"events", "incomplete_reason", b"incomplete_reason", "lease_epoch", b"lease_epoch", "message_ids", b"message_ids", "messages", b"messages", "pause_reason", b"pause_reason", "request_id", b"request_id", "run_id", b"run_id", "running_time", b"running_time", "state", b"state", "step_count", b"step_count", "stop_reason", b"stop_reason", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "events", b"events", "incomplete_reason", b"incomplete_reason", "lease_epoch", b"lease_epoch", "message_ids", b"message_ids", "messages", b"messages", "pause_expire_time", b"pause_expire_time", "pause_reason", b"pause_reason", "request_id", b"request_id", "run_id", b"run_id", "running_time", b"running_time", "state", b"state", "step_count", b"step_count", "stop_reason", b"stop_reason", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1712,6 +1721,58 @@ class RequestRunCancelResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RequestRunCancelResponse: _TypeAlias = RequestRunCancelResponse  # noqa: Y015
+
+@_typing.final
+class ExpirePausedRunsRequest(_message.Message):
+    """ExpirePausedRunsRequest ends paused runs past their pause deadline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_RUNS_FIELD_NUMBER: _builtins.int
+    max_runs: _builtins.int
+    """The most runs to end in this call (1..100)."""
+    def __init__(
+        self,
+        *,
+        max_runs: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_runs", b"max_runs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExpirePausedRunsRequest: _TypeAlias = ExpirePausedRunsRequest  # noqa: Y015
+
+@_typing.final
+class ExpirePausedRunsResponse(_message.Message):
+    """ExpirePausedRunsResponse returns the runs this call ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUNS_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def runs(self) -> _containers.RepeatedCompositeFieldContainer[_run_pb2.Run]:
+        """The expired runs, each with its new lease epoch."""
+
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_run_event_pb2.RunEvent]:
+        """The run_expired event appended to each, in the same order."""
+
+    def __init__(
+        self,
+        *,
+        runs: _abc.Iterable[_run_pb2.Run] | None = ...,
+        events: _abc.Iterable[_run_event_pb2.RunEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "runs", b"runs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExpirePausedRunsResponse: _TypeAlias = ExpirePausedRunsResponse  # noqa: Y015
 
 @_typing.final
 class StreamRunEventsRequest(_message.Message):

@@ -1021,6 +1021,11 @@ class RunServiceStub:
                 request_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.RequestRunCancelRequest.SerializeToString,
                 response_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.RequestRunCancelResponse.FromString,
                 _registered_method=True)
+        self.ExpirePausedRuns = channel.unary_unary(
+                '/steward.store.v1.RunService/ExpirePausedRuns',
+                request_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.ExpirePausedRunsRequest.SerializeToString,
+                response_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.ExpirePausedRunsResponse.FromString,
+                _registered_method=True)
         self.StreamRunEvents = channel.unary_stream(
                 '/steward.store.v1.RunService/StreamRunEvents',
                 request_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.StreamRunEventsRequest.SerializeToString,
@@ -1128,6 +1133,20 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExpirePausedRuns(self, request, context):
+        """Ends up to max_runs paused runs of any user whose pause deadline
+        (Run.pause_expire_time) has passed, earliest deadline first, in one
+        transaction with their rows locked: each moves to EXPIRED with a new lease
+        epoch (fencing a claim in flight) and a run_expired event. A run that
+        resumed first is left alone, and concurrent callers never end the same run
+        (SKIP LOCKED on Postgres, serialized writes on SQLite): each expiry happens
+        exactly once. Only service principals (`service:<name>`) may call it:
+        PERMISSION_DENIED (PERMISSION_DENIED) otherwise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamRunEvents(self, request, context):
         """Streams a run's events with seq > after_seq: first from the database, then
         live as they are appended, with no gap or duplicate at the seam. Ends after
@@ -1191,6 +1210,11 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.RequestRunCancel,
                     request_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.RequestRunCancelRequest.FromString,
                     response_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.RequestRunCancelResponse.SerializeToString,
+            ),
+            'ExpirePausedRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExpirePausedRuns,
+                    request_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.ExpirePausedRunsRequest.FromString,
+                    response_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.ExpirePausedRunsResponse.SerializeToString,
             ),
             'StreamRunEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamRunEvents,
@@ -1469,6 +1493,33 @@ class RunService:
             '/steward.store.v1.RunService/RequestRunCancel',
             steward_dot_store_dot_v1_dot_store__service__pb2.RequestRunCancelRequest.SerializeToString,
             steward_dot_store_dot_v1_dot_store__service__pb2.RequestRunCancelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExpirePausedRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/steward.store.v1.RunService/ExpirePausedRuns',
+            steward_dot_store_dot_v1_dot_store__service__pb2.ExpirePausedRunsRequest.SerializeToString,
+            steward_dot_store_dot_v1_dot_store__service__pb2.ExpirePausedRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -501,6 +501,16 @@ class RunServiceStub:
     once; a running one is flagged and its holder stops at its next check.
     Idempotent; a terminal run is returned unchanged. NOT_FOUND (RUN_NOT_FOUND).
     """
+    ExpirePausedRuns: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.ExpirePausedRunsRequest, _store_service_pb2.ExpirePausedRunsResponse]
+    """Ends up to max_runs paused runs of any user whose pause deadline
+    (Run.pause_expire_time) has passed, earliest deadline first, in one
+    transaction with their rows locked: each moves to EXPIRED with a new lease
+    epoch (fencing a claim in flight) and a run_expired event. A run that
+    resumed first is left alone, and concurrent callers never end the same run
+    (SKIP LOCKED on Postgres, serialized writes on SQLite): each expiry happens
+    exactly once. Only service principals (`service:<name>`) may call it:
+    PERMISSION_DENIED (PERMISSION_DENIED) otherwise.
+    """
     StreamRunEvents: _grpc.UnaryStreamMultiCallable[_store_service_pb2.StreamRunEventsRequest, _store_service_pb2.StreamRunEventsResponse]
     """Streams a run's events with seq > after_seq: first from the database, then
     live as they are appended, with no gap or duplicate at the seam. Ends after
@@ -567,6 +577,16 @@ class RunServiceAsyncStub(RunServiceStub):
     """Asks for a run to be cancelled. A queued or paused run is cancelled at
     once; a running one is flagged and its holder stops at its next check.
     Idempotent; a terminal run is returned unchanged. NOT_FOUND (RUN_NOT_FOUND).
+    """
+    ExpirePausedRuns: _aio.UnaryUnaryMultiCallable[_store_service_pb2.ExpirePausedRunsRequest, _store_service_pb2.ExpirePausedRunsResponse]  # type: ignore[assignment]
+    """Ends up to max_runs paused runs of any user whose pause deadline
+    (Run.pause_expire_time) has passed, earliest deadline first, in one
+    transaction with their rows locked: each moves to EXPIRED with a new lease
+    epoch (fencing a claim in flight) and a run_expired event. A run that
+    resumed first is left alone, and concurrent callers never end the same run
+    (SKIP LOCKED on Postgres, serialized writes on SQLite): each expiry happens
+    exactly once. Only service principals (`service:<name>`) may call it:
+    PERMISSION_DENIED (PERMISSION_DENIED) otherwise.
     """
     StreamRunEvents: _aio.UnaryStreamMultiCallable[_store_service_pb2.StreamRunEventsRequest, _store_service_pb2.StreamRunEventsResponse]  # type: ignore[assignment]
     """Streams a run's events with seq > after_seq: first from the database, then
@@ -691,6 +711,22 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         """Asks for a run to be cancelled. A queued or paused run is cancelled at
         once; a running one is flagged and its holder stops at its next check.
         Idempotent; a terminal run is returned unchanged. NOT_FOUND (RUN_NOT_FOUND).
+        """
+
+    @_abc_1.abstractmethod
+    def ExpirePausedRuns(
+        self,
+        request: _store_service_pb2.ExpirePausedRunsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_service_pb2.ExpirePausedRunsResponse, _abc.Awaitable[_store_service_pb2.ExpirePausedRunsResponse]]:
+        """Ends up to max_runs paused runs of any user whose pause deadline
+        (Run.pause_expire_time) has passed, earliest deadline first, in one
+        transaction with their rows locked: each moves to EXPIRED with a new lease
+        epoch (fencing a claim in flight) and a run_expired event. A run that
+        resumed first is left alone, and concurrent callers never end the same run
+        (SKIP LOCKED on Postgres, serialized writes on SQLite): each expiry happens
+        exactly once. Only service principals (`service:<name>`) may call it:
+        PERMISSION_DENIED (PERMISSION_DENIED) otherwise.
         """
 
     @_abc_1.abstractmethod
