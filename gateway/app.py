@@ -14,7 +14,19 @@ from gateway.auth import bearer
 from gateway.mcp import endpoint as mcp_endpoint
 from gateway.middlewares import MIDDLEWARES, request_id_middleware
 from gateway.openai_api import routes as openai_routes
-from gateway.routes import agent_files, budgets, confirmations, conversations, keys, models, ops, runs, tools, usage
+from gateway.routes import (
+    agent_files,
+    budgets,
+    confirmations,
+    conversations,
+    keys,
+    models,
+    ops,
+    route_orphans,
+    runs,
+    tools,
+    usage,
+)
 from gateway.routes.agents import routes as agent_routes
 from gateway.routes.tokens import routes as token_routes
 from gateway.settings import GatewaySettings
@@ -50,11 +62,13 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.router.add_routes(token_routes)
     app.router.add_routes(keys.routes)
     app.router.add_routes(models.routes)
+    app.router.add_routes(route_orphans.routes)
     app.router.add_routes(usage.routes)
     app.router.add_routes(budgets.routes)
     app.router.add_routes(openai_routes)
     app.cleanup_ctx.append(_clients)
     agent_files.install(app)  # after _clients: the folder is applied through them
+    route_orphans.install(app)  # after _clients: the agents' routes are checked through them
     mcp_endpoint.install(app)  # after _clients: the MCP sessions end before the channels close
     return app
 

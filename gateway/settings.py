@@ -27,7 +27,8 @@ class GatewaySettings(CommonSettings):
     dev_token: SecretStr
     dev_user_id: str = "dev-user"
     # User ids, besides `dev_user_id`, who administer the instance: set, list, rotate and delete its provider keys
-    # (/api/v1/admin/keys; a scoped token also needs the `admin` scope).
+    # (/api/v1/admin/keys), list agents on unknown model routes (/api/v1/admin/orphaned-agents); a scoped token also
+    # needs the `admin` scope.
     admin_users: list[str] = Field(default_factory=list)
     # API tokens verified by the store are trusted for this long without asking again (0: always ask);
     # a revoke made through another replica takes effect here within this time.

@@ -39,7 +39,8 @@ SCOPES: dict[str, str] = {
     "tokens:write": "create and revoke the user's API tokens",
     "keys:read": "list the user's provider keys (never their text)",
     "keys:write": "add and delete the user's provider keys",
-    "admin": "administer the instance (its provider keys); only for administrators (dev user, admin_users)",
+    "admin": "administer the instance (its provider keys, every user's agents on unknown routes); only for "
+    "administrators (dev user, admin_users)",
     "usage:read": "read usage records and summaries, and budgets",
     "budgets:write": "set the user's and their agents' budgets",
     "mcp": "reach the MCP endpoint; each of its tools also needs the scope of its HTTP route (ToolDef.scope)",
@@ -91,6 +92,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
     ("POST", "/api/v1/admin/keys"): "admin",
     ("GET", "/api/v1/admin/keys"): "admin",
     ("DELETE", "/api/v1/admin/keys/{key_id}"): "admin",
+    ("GET", "/api/v1/admin/orphaned-agents"): "admin",
     ("GET", "/api/v1/model-routes"): "agents:read",
     ("GET", "/api/v1/usage/records"): "usage:read",
     ("GET", "/api/v1/usage/summary"): "usage:read",

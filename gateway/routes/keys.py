@@ -83,31 +83,32 @@ async def delete_key(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _require_admin(request: web.Request) -> None:
+def require_admin(request: web.Request, doing: str = "manage the instance's keys") -> None:
+    """403 PERMISSION_DENIED unless the caller is an administrator: the dev user or one of `admin_users`."""
     settings = request.app[SETTINGS]
     user_id = request[CALLER].user_id
     if user_id != settings.dev_user_id and user_id not in settings.admin_users:
-        raise HttpError(403, Reason.PERMISSION_DENIED, "only administrators manage the instance's keys")
+        raise HttpError(403, Reason.PERMISSION_DENIED, f"only administrators {doing}")
 
 
 @routes.post("/api/v1/admin/keys")
 async def put_instance_key(request: web.Request) -> web.Response:
     """Set or rotate the instance's key for a provider (administrators only); 200 with its metadata."""
-    _require_admin(request)
+    require_admin(request)
     with acting_as(service_principal("gateway")):
         return await _put(request, key_pb2.KEY_SCOPE_INSTANCE)
 
 
 @routes.get("/api/v1/admin/keys")
 async def list_instance_keys(request: web.Request) -> web.Response:
-    _require_admin(request)
+    require_admin(request)
     with acting_as(service_principal("gateway")):
         return await _list(request)
 
 
 @routes.delete("/api/v1/admin/keys/{key_id}")
 async def delete_instance_key(request: web.Request) -> web.Response:
-    _require_admin(request)
+    require_admin(request)
     with acting_as(service_principal("gateway")):
         await request.app[CLIENTS].provider.DeleteKey(provider_pb.DeleteKeyRequest(id=request.match_info["key_id"]))
     return web.Response(status=204)

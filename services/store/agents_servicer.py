@@ -1,8 +1,11 @@
 """AgentService: a thin proto <-> repository adapter for agent definitions.
 
 Every RPC acts for the calling user, whose id comes from the verified principal
-and never from the request. Field validation lives here; UpdateAgent validates
-only the fields its mask names, so a partial update need not resend the rest.
+and never from the request, except ListAgentModelRoutes: it serves services only
+and sees every user's agents (the routes they name, how many, and a few by name),
+so a gateway can report agents left on a route that no longer exists. Field
+validation lives here; UpdateAgent validates only the fields its mask names, so a
+partial update need not resend the rest.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from services.store import validation as v
 from services.store.db.agents import MUTABLE_FIELDS, AgentRepository
 from services.store.db.runner import TransactionRunner
 from services.store.text import no_nul, plain_text, text_list
-from steward.auth import require_user
+from steward.auth import require_service, require_user
 from steward.common.v1 import limits_pb2
 from steward.errors import StewardError, invalid_argument, not_found
 from steward.store.v1 import agent_pb2
@@ -36,6 +39,9 @@ MAX_MODEL_ROUTE_LENGTH = 128
 MAX_TOOLS = 200
 MAX_TOOL_NAME_LENGTH = 200
 MAX_APPLIED = 500  # agents in one ApplyAgents call
+MAX_ROUTES_LISTED = 1_000  # routes in one ListAgentModelRoutes answer (also the default)
+DEFAULT_EXAMPLES = 5  # example agents per route in it
+MAX_EXAMPLES = 20
 _OUTCOMES = {
     "created": pb.APPLY_OUTCOME_CREATED,
     "updated": pb.APPLY_OUTCOME_UPDATED,
@@ -100,6 +106,13 @@ def _agent(agent: agent_pb2.Agent, field: str, paths: Sequence[str] = MUTABLE_FI
     return agent
 
 
+def _bounded(value: int, field: str, default: int, maximum: int | None = None) -> int:
+    """`default` for 0 (unset), at most `maximum` (`default` when None); a negative one is INVALID_ARGUMENT."""
+    if value < 0:
+        raise invalid_argument(field, f"{field} must not be negative")
+    return min(value or default, default if maximum is None else maximum)
+
+
 def _update_paths(request: pb.UpdateAgentRequest) -> list[str]:
     """The mask's paths without repeats, in order; empty for an empty mask (all fields)."""
     paths: list[str] = []
@@ -162,6 +175,28 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         results = await self._agents.apply(owner, list(request.agents), request.validate_only)
         return pb.ApplyAgentsResponse(
             results=[pb.AppliedAgent(agent=agent, outcome=_OUTCOMES[outcome]) for agent, outcome in results]
+        )
+
+    async def ListAgentModelRoutes(
+        self, request: pb.ListAgentModelRoutesRequest, context: Context
+    ) -> pb.ListAgentModelRoutesResponse:
+        require_service()
+        max_routes = _bounded(request.max_routes, "max_routes", MAX_ROUTES_LISTED)
+        max_examples = _bounded(request.max_examples, "max_examples", DEFAULT_EXAMPLES, MAX_EXAMPLES)
+        uses, truncated = await self._agents.model_routes(max_routes, max_examples)
+        return pb.ListAgentModelRoutesResponse(
+            routes=[
+                pb.AgentModelRoute(
+                    model_route=use.model_route,
+                    agent_count=use.agents,
+                    examples=[
+                        pb.AgentModelRouteExample(id=agent_id, name=name, owner_id=owner)
+                        for agent_id, name, owner in use.examples
+                    ],
+                )
+                for use in uses
+            ],
+            truncated=truncated,
         )
 
     async def DeleteAgent(self, request: pb.DeleteAgentRequest, context: Context) -> pb.DeleteAgentResponse:

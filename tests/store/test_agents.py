@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable
 from typing import Any
 
@@ -12,7 +13,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from steward.common.v1 import limits_pb2
-from steward.errors import from_rpc_error
+from steward.errors import Reason, from_rpc_error
 from steward.store.v1 import agent_pb2
 from steward.store.v1 import store_service_pb2 as pb
 from tests.store.conftest import Metadata, StoreUnderTest
@@ -295,3 +296,57 @@ async def test_update_validates_masked_fields_and_refuses_nul(store: StoreUnderT
     assert metadata["field"] == "agent.system_prompt"
     got = await store.agents.GetAgent(pb.GetAgentRequest(id=created.id), metadata=user)
     assert got.agent == created
+
+
+async def test_a_service_lists_the_model_routes_of_every_users_agents(store: StoreUnderTest) -> None:
+    tag = uuid.uuid4().hex[:8]
+    route, other = f"gone-{tag}", f"gone-{tag}/model"
+    ada, bob = f"user-a-{tag}", f"user-b-{tag}"
+    made = [
+        await _create(store, store.user(bob), _agent("writer", model_route=route)),
+        await _create(store, store.user(ada), _agent("zeta", model_route=route)),
+        await _create(store, store.user(ada), _agent("alpha", model_route=route)),
+        await _create(store, store.user(bob), _agent("solo", model_route=other)),
+    ]
+    by_name = {(agent.name, agent.model_route): agent.id for agent in made}
+
+    def examples(use: pb.AgentModelRoute) -> list[tuple[str, str, str]]:
+        return [(e.id, e.name, e.owner_id) for e in use.examples]
+
+    listed = await store.agents.ListAgentModelRoutes(pb.ListAgentModelRoutesRequest(), metadata=store.service())
+    assert not listed.truncated
+    names = [use.model_route for use in listed.routes]
+    assert len(names) == len(set(names))  # one entry per route
+    uses = {use.model_route: use for use in listed.routes}
+    assert uses[route].agent_count == 3
+    assert examples(uses[route]) == [  # by owner, then name
+        (by_name["alpha", route], "alpha", ada),
+        (by_name["zeta", route], "zeta", ada),
+        (by_name["writer", route], "writer", bob),
+    ]
+    assert (uses[other].agent_count, examples(uses[other])) == (1, [(by_name["solo", other], "solo", bob)])
+
+    few = await store.agents.ListAgentModelRoutes(
+        pb.ListAgentModelRoutesRequest(max_routes=1, max_examples=2), metadata=store.service()
+    )
+    assert (len(few.routes), few.truncated) == (1, True)
+    assert few.routes[0] == pb.AgentModelRoute(
+        model_route=listed.routes[0].model_route,
+        agent_count=listed.routes[0].agent_count,
+        examples=listed.routes[0].examples[:2],
+    )
+
+    await store.agents.DeleteAgent(pb.DeleteAgentRequest(id=by_name["solo", other]), metadata=store.user(bob))
+    after = await store.agents.ListAgentModelRoutes(pb.ListAgentModelRoutesRequest(), metadata=store.service())
+    assert other not in {use.model_route for use in after.routes}
+
+    await _expect(
+        grpc.StatusCode.PERMISSION_DENIED,
+        Reason.PERMISSION_DENIED,
+        store.agents.ListAgentModelRoutes(pb.ListAgentModelRoutesRequest(), metadata=store.user(ada)),
+    )
+    await _expect(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        Reason.INVALID_ARGUMENT,
+        store.agents.ListAgentModelRoutes(pb.ListAgentModelRoutesRequest(max_routes=-1), metadata=store.service()),
+    )

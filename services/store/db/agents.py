@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import grpc
-from sqlalchemy import Row, Select, bindparam, select
+from sqlalchemy import Row, Select, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -36,6 +37,16 @@ MUTABLE_FIELDS: tuple[str, ...] = (
     "limits",
     "model_params",
 )
+
+
+@dataclass(frozen=True)
+class RouteUse:
+    """A model route stored agents name: how many do, and a few of them as (id, name, owner id)."""
+
+    model_route: str
+    agents: int
+    examples: list[tuple[str, str, str]]
+
 
 # What applying one agent did (ApplyAgents).
 Outcome = Literal["created", "updated", "unchanged"]
@@ -237,6 +248,41 @@ class AgentRepository:
             else:
                 await session.commit()
         return results
+
+    async def model_routes(self, max_routes: int, max_examples: int) -> tuple[list[RouteUse], bool]:
+        """The distinct model routes of every user's agents, by route (at most `max_routes`), each with its agent
+        count and up to `max_examples` agents by owner and name; and whether more routes exist."""
+        counts = (
+            select(AgentRow.model_route, func.count().label("agents"))
+            .group_by(AgentRow.model_route)
+            .order_by(AgentRow.model_route)
+            .limit(max_routes + 1)
+        )
+        async with self._sessions() as session:
+            found = (await session.execute(counts)).all()
+            truncated = len(found) > max_routes
+            found = found[:max_routes]
+            if not found:
+                return [], False
+            ranked = select(
+                AgentRow.model_route,
+                AgentRow.id,
+                AgentRow.name,
+                AgentRow.owner_id,
+                func.row_number()
+                .over(partition_by=AgentRow.model_route, order_by=(AgentRow.owner_id, AgentRow.name))
+                .label("rank"),
+            ).where(AgentRow.model_route <= found[-1].model_route)
+            ranks = ranked.subquery()
+            examples = (
+                await session.execute(
+                    select(ranks).where(ranks.c.rank <= max_examples).order_by(ranks.c.model_route, ranks.c.rank)
+                )
+            ).all()
+        uses = {row.model_route: RouteUse(row.model_route, row.agents, []) for row in found}
+        for example in examples:
+            uses[example.model_route].examples.append((example.id, example.name, example.owner_id))
+        return list(uses.values()), truncated
 
     async def delete(self, owner_id: str, agent_id: str) -> None:
         """Delete the owner's agent; conversations keep their messages.

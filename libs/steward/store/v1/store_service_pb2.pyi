@@ -687,6 +687,122 @@ class DeleteAgentResponse(_message.Message):
 Global___DeleteAgentResponse: _TypeAlias = DeleteAgentResponse  # noqa: Y015
 
 @_typing.final
+class ListAgentModelRoutesRequest(_message.Message):
+    """ListAgentModelRoutesRequest asks for the model routes agents name."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_ROUTES_FIELD_NUMBER: _builtins.int
+    MAX_EXAMPLES_FIELD_NUMBER: _builtins.int
+    max_routes: _builtins.int
+    """The most routes to return; 0 means 1000, above 1000 means 1000."""
+    max_examples: _builtins.int
+    """The most example agents per route; 0 means 5, above 20 means 20."""
+    def __init__(
+        self,
+        *,
+        max_routes: _builtins.int = ...,
+        max_examples: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_examples", b"max_examples", "max_routes", b"max_routes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAgentModelRoutesRequest: _TypeAlias = ListAgentModelRoutesRequest  # noqa: Y015
+
+@_typing.final
+class AgentModelRouteExample(_message.Message):
+    """AgentModelRouteExample is one agent naming a route."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    OWNER_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The agent's id."""
+    name: _builtins.str
+    """The agent's name."""
+    owner_id: _builtins.str
+    """The user who owns the agent."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        owner_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name", "owner_id", b"owner_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentModelRouteExample: _TypeAlias = AgentModelRouteExample  # noqa: Y015
+
+@_typing.final
+class AgentModelRoute(_message.Message):
+    """AgentModelRoute is one model route that stored agents name."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ROUTE_FIELD_NUMBER: _builtins.int
+    AGENT_COUNT_FIELD_NUMBER: _builtins.int
+    EXAMPLES_FIELD_NUMBER: _builtins.int
+    model_route: _builtins.str
+    """The route, as the agents' model_route names it."""
+    agent_count: _builtins.int
+    """How many agents (of every user) name it."""
+    @_builtins.property
+    def examples(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentModelRouteExample]:
+        """Up to max_examples of those agents, by owner, then name."""
+
+    def __init__(
+        self,
+        *,
+        model_route: _builtins.str = ...,
+        agent_count: _builtins.int = ...,
+        examples: _abc.Iterable[Global___AgentModelRouteExample] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_count", b"agent_count", "examples", b"examples", "model_route", b"model_route"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentModelRoute: _TypeAlias = AgentModelRoute  # noqa: Y015
+
+@_typing.final
+class ListAgentModelRoutesResponse(_message.Message):
+    """ListAgentModelRoutesResponse returns the routes agents name, by route."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUTES_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    truncated: _builtins.bool
+    """More routes exist than max_routes; those after the last one are left out."""
+    @_builtins.property
+    def routes(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentModelRoute]:
+        """The routes, in order of their name."""
+
+    def __init__(
+        self,
+        *,
+        routes: _abc.Iterable[Global___AgentModelRoute] | None = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["routes", b"routes", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAgentModelRoutesResponse: _TypeAlias = ListAgentModelRoutesResponse  # noqa: Y015
+
+@_typing.final
 class CreateConversationRequest(_message.Message):
     """CreateConversationRequest asks for a new conversation."""
 

@@ -351,7 +351,8 @@ class IdentityService:
 
 
 class AgentServiceStub:
-    """AgentService owns agent definitions. Only the owner sees an agent.
+    """AgentService owns agent definitions. Only the owner sees an agent (a
+    service sees every user's agents' model routes: ListAgentModelRoutes).
     """
 
     def __init__(self, channel):
@@ -390,10 +391,16 @@ class AgentServiceStub:
                 request_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.ApplyAgentsRequest.SerializeToString,
                 response_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.ApplyAgentsResponse.FromString,
                 _registered_method=True)
+        self.ListAgentModelRoutes = channel.unary_unary(
+                '/steward.store.v1.AgentService/ListAgentModelRoutes',
+                request_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.ListAgentModelRoutesRequest.SerializeToString,
+                response_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.ListAgentModelRoutesResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
-    """AgentService owns agent definitions. Only the owner sees an agent.
+    """AgentService owns agent definitions. Only the owner sees an agent (a
+    service sees every user's agents' model routes: ListAgentModelRoutes).
     """
 
     def CreateAgent(self, request, context):
@@ -453,6 +460,18 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAgentModelRoutes(self, request, context):
+        """Lists the distinct model routes that the stored agents of every user name,
+        by route, each with how many agents name it and a few of them (by owner,
+        then name), so a service can tell which agents a routes-file change left
+        on a route that no longer exists. At most max_routes routes; truncated
+        says more exist. Only service principals (`service:<name>`) may call it:
+        PERMISSION_DENIED (PERMISSION_DENIED) otherwise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -486,6 +505,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     request_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.ApplyAgentsRequest.FromString,
                     response_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.ApplyAgentsResponse.SerializeToString,
             ),
+            'ListAgentModelRoutes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgentModelRoutes,
+                    request_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.ListAgentModelRoutesRequest.FromString,
+                    response_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.ListAgentModelRoutesResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'steward.store.v1.AgentService', rpc_method_handlers)
@@ -495,7 +519,8 @@ def add_AgentServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AgentService:
-    """AgentService owns agent definitions. Only the owner sees an agent.
+    """AgentService owns agent definitions. Only the owner sees an agent (a
+    service sees every user's agents' model routes: ListAgentModelRoutes).
     """
 
     @staticmethod
@@ -650,6 +675,33 @@ class AgentService:
             '/steward.store.v1.AgentService/ApplyAgents',
             steward_dot_store_dot_v1_dot_store__service__pb2.ApplyAgentsRequest.SerializeToString,
             steward_dot_store_dot_v1_dot_store__service__pb2.ApplyAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgentModelRoutes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/steward.store.v1.AgentService/ListAgentModelRoutes',
+            steward_dot_store_dot_v1_dot_store__service__pb2.ListAgentModelRoutesRequest.SerializeToString,
+            steward_dot_store_dot_v1_dot_store__service__pb2.ListAgentModelRoutesResponse.FromString,
             options,
             channel_credentials,
             insecure,

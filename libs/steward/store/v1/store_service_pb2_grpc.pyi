@@ -181,7 +181,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class AgentServiceStub:
-    """AgentService owns agent definitions. Only the owner sees an agent."""
+    """AgentService owns agent definitions. Only the owner sees an agent (a
+    service sees every user's agents' model routes: ListAgentModelRoutes).
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -218,10 +220,20 @@ class AgentServiceStub:
     given twice. With validate_only nothing is written and the results say
     what would happen (a created agent then has no id).
     """
+    ListAgentModelRoutes: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.ListAgentModelRoutesRequest, _store_service_pb2.ListAgentModelRoutesResponse]
+    """Lists the distinct model routes that the stored agents of every user name,
+    by route, each with how many agents name it and a few of them (by owner,
+    then name), so a service can tell which agents a routes-file change left
+    on a route that no longer exists. At most max_routes routes; truncated
+    says more exist. Only service principals (`service:<name>`) may call it:
+    PERMISSION_DENIED (PERMISSION_DENIED) otherwise.
+    """
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
-    """AgentService owns agent definitions. Only the owner sees an agent."""
+    """AgentService owns agent definitions. Only the owner sees an agent (a
+    service sees every user's agents' model routes: ListAgentModelRoutes).
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateAgent: _aio.UnaryUnaryMultiCallable[_store_service_pb2.CreateAgentRequest, _store_service_pb2.CreateAgentResponse]  # type: ignore[assignment]
@@ -255,9 +267,19 @@ class AgentServiceAsyncStub(AgentServiceStub):
     given twice. With validate_only nothing is written and the results say
     what would happen (a created agent then has no id).
     """
+    ListAgentModelRoutes: _aio.UnaryUnaryMultiCallable[_store_service_pb2.ListAgentModelRoutesRequest, _store_service_pb2.ListAgentModelRoutesResponse]  # type: ignore[assignment]
+    """Lists the distinct model routes that the stored agents of every user name,
+    by route, each with how many agents name it and a few of them (by owner,
+    then name), so a service can tell which agents a routes-file change left
+    on a route that no longer exists. At most max_routes routes; truncated
+    says more exist. Only service principals (`service:<name>`) may call it:
+    PERMISSION_DENIED (PERMISSION_DENIED) otherwise.
+    """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
-    """AgentService owns agent definitions. Only the owner sees an agent."""
+    """AgentService owns agent definitions. Only the owner sees an agent (a
+    service sees every user's agents' model routes: ListAgentModelRoutes).
+    """
 
     @_abc_1.abstractmethod
     def CreateAgent(
@@ -324,6 +346,20 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         metadata "field" as "agents[i].<field>", and "index"), also for a name
         given twice. With validate_only nothing is written and the results say
         what would happen (a created agent then has no id).
+        """
+
+    @_abc_1.abstractmethod
+    def ListAgentModelRoutes(
+        self,
+        request: _store_service_pb2.ListAgentModelRoutesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_service_pb2.ListAgentModelRoutesResponse, _abc.Awaitable[_store_service_pb2.ListAgentModelRoutesResponse]]:
+        """Lists the distinct model routes that the stored agents of every user name,
+        by route, each with how many agents name it and a few of them (by owner,
+        then name), so a service can tell which agents a routes-file change left
+        on a route that no longer exists. At most max_routes routes; truncated
+        says more exist. Only service principals (`service:<name>`) may call it:
+        PERMISSION_DENIED (PERMISSION_DENIED) otherwise.
         """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
