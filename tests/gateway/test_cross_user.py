@@ -83,6 +83,12 @@ NO_ID = {
     ("GET", "/api/v1/keys"): "lists the caller's own (checked below)",
     ("GET", "/api/v1/budget"): "the caller's own",
     ("PUT", "/api/v1/budget"): "the caller's own",
+    ("POST", "/api/v1/agents/apply"): "creates or changes the caller's own agents, by name",
+    ("GET", "/api/v1/tools"): "the tool catalogue: nobody's data",
+    ("GET", "/api/v1/model-routes"): "routes and providers, with the caller's own key scope",
+    ("POST", "/api/v1/admin/keys"): "administrators only (B is refused 403: tests/test_real_model_doc.py)",
+    ("GET", "/api/v1/admin/keys"): "administrators only; instance keys are nobody's",
+    ("GET", "/api/v1/admin/orphaned-agents"): "administrators only (tests/gateway/test_route_orphans.py)",
 }
 
 # Every route that takes an id (in its path, query or body): B's request with A's id.
@@ -141,6 +147,12 @@ CASES: dict[tuple[str, str], Callable[[Mine, str], list[Ask]]] = {
         Ask("PUT", f"/api/v1/agents/{a.agent}/budget", {"limit_micros": 1, "period": "day"})
     ],
     ("GET", "/api/v1/runs/{run_id}/budget"): lambda a, _b: [Ask("GET", f"/api/v1/runs/{a.run}/budget")],
+    ("GET", "/api/v1/agents/{agent_id}/tools"): lambda a, _b: [Ask("GET", f"/api/v1/agents/{a.agent}/tools")],
+    ("GET", "/api/v1/confirmations/{confirmation_id}/audit"): lambda a, _b: [
+        Ask("GET", f"/api/v1/confirmations/{a.confirmation}/audit")
+    ],
+    ("GET", "/api/v1/runs/{run_id}/audit"): lambda a, _b: [Ask("GET", f"/api/v1/runs/{a.run}/audit")],
+    ("DELETE", "/api/v1/admin/keys/{key_id}"): lambda a, _b: [Ask("DELETE", f"/api/v1/admin/keys/{a.key}", status=403)],
     ("GET", "/v1/models/{model}"): lambda a, _b: [Ask("GET", f"/v1/models/{a.agent_name}")],
     ("POST", "/v1/chat/completions"): lambda a, _b: [
         Ask("POST", "/v1/chat/completions", {"model": a.agent_name, "messages": [{"role": "user", "content": "x"}]})
