@@ -32,7 +32,9 @@ def answers_match_the_document() -> Iterator[None]:
 @pytest.fixture(scope="session")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     data_dir: Path = tmp_path_factory.mktemp("stack")
-    async with running_stack(data_dir) as running:
+    # The default agent stays on the demo model: the default route ("auto") would follow any provider key a test
+    # puts for the dev user to a real upstream (tests/test_real_model_doc.py tests "auto" on a stack of its own).
+    async with running_stack(data_dir, runtime={"default_model_route": "demo"}) as running:
         yield running
 
 

@@ -115,7 +115,7 @@ async def test_killed_mid_stream_the_step_restarts_and_the_run_completes(crash: 
     partial = "".join(e.text_delta.text for e in events[:restart] if e.HasField("text_delta"))
     answer = text_after_last_restart(events)
     assert answer.startswith("This is Steward's offline demo model")
-    assert answer.endswith("real model.")
+    assert answer.endswith("talk to a real model (docs/real-model.md).")
     assert answer.startswith(partial)
     assert len(partial) < len(answer)
     assert names.count("run_completed") == 1

@@ -120,7 +120,7 @@ async def test_a_replica_frozen_mid_stream_is_fenced_and_readers_see_one_answer(
     assert restarted.step_restarted.lease_epoch == taken.lease_epoch == ended.lease_epoch
     answer = text_after_last_restart(events)  # no stale delta of the frozen replica after the restart
     assert answer.startswith("This is Steward's offline demo model")
-    assert answer.endswith("Add a provider key to talk to a real model.")
+    assert answer.endswith("Add a provider key to talk to a real model (docs/real-model.md).")
     assert answer.count("Tell me something.") == 1
     assert names.count("run_completed") == 1
 

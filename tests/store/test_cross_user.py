@@ -166,6 +166,9 @@ NO_ID_CALLS = {
     "ListConversations": "lists the caller's conversations (checked below)",
     "ListRuns": "lists the caller's runs (checked below, also filtered by A's conversation id)",
     "ClaimRuns": "service-only; claims by lease, not by id",
+    "ExpirePausedRuns": "service-only; expires by deadline, not by id (tests/store/test_pause_expiry.py)",
+    "ListAgentModelRoutes": "service-only; routes across users, for the operator (tests/store/test_agents.py)",
+    "ApplyAgents": "creates or changes the caller's agents, by name",
 }
 
 
