@@ -24,6 +24,7 @@ from gateway.routes import (
     ops,
     route_orphans,
     runs,
+    session,
     tools,
     usage,
 )
@@ -60,6 +61,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.router.add_routes(tools.routes)
     app.router.add_routes(confirmations.routes)
     app.router.add_routes(token_routes)
+    session.install(app)
     app.router.add_routes(keys.routes)
     app.router.add_routes(models.routes)
     app.router.add_routes(route_orphans.routes)

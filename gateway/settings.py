@@ -90,10 +90,31 @@ class GatewaySettings(CommonSettings):
     oidc_token_types: list[str] = Field(default_factory=list)
     # The longest lifetime (`exp` - `iat`, seconds) a JWT may claim, which then must carry `iat`; 0: no limit.
     oidc_max_token_lifetime_seconds: float = Field(default=0.0, ge=0)
+    # Web sessions (the web app's sign-in cookie, ADR 0024): one ends after this long unused, and after
+    # web_session_max_seconds whatever its use (never after the API token it is bound to).
+    web_session_idle_seconds: float = Field(default=12 * 3600.0, ge=60, le=366 * 86400)
+    web_session_max_seconds: float = Field(default=7 * 86400.0, ge=60, le=366 * 86400)
+    # Origins (https://app.example.com) besides the gateway's own whose state-changing requests a session cookie
+    # may authenticate (CSRF protection); the own origin is the request's scheme://host (see trust_forwarded).
+    web_allowed_origins: list[str] = Field(default_factory=list)
+    # Behind a TLS-terminating proxy: take the request's scheme and host from X-Forwarded-Proto and
+    # X-Forwarded-Host (the session cookie is then Secure, and the own origin is the proxy's). Only turn it on when
+    # a proxy you run sets (or strips) both headers.
+    trust_forwarded: bool = False
     # A folder of agent files (docs/agents.md) the gateway applies at start, as agents_user_id (the dev user when
     # empty); empty: none. Applying the same files again changes nothing; an invalid folder applies nothing.
     agents_dir: str = ""
     agents_user_id: str = ""
+
+    @model_validator(mode="after")
+    def _web_sessions(self) -> GatewaySettings:
+        if self.web_session_idle_seconds > self.web_session_max_seconds:
+            raise ValueError("web_session_idle_seconds must not exceed web_session_max_seconds")
+        for origin in self.web_allowed_origins:
+            url = urlsplit(origin)
+            if url.scheme not in ("http", "https") or not url.netloc or url.path or url.query or url.fragment:
+                raise ValueError(f"web_allowed_origins: {origin!r} is not an origin (scheme://host[:port])")
+        return self
 
     @model_validator(mode="after")
     def _oidc_is_whole(self) -> GatewaySettings:

@@ -18,6 +18,14 @@ are never cached. A revoke through this gateway drops the token from its cache a
 elsewhere (another replica) takes effect here within `token_cache_seconds`. No log line or error carries
 token text.
 
+Web sessions (ADR 0024). On /api/v1 routes a request without an `Authorization` header may instead present the web
+app's session cookie (`steward_session`, set by `POST /api/v1/session`): a random secret whose record the store
+keeps (`VerifyWebSession`, asked on every request, never cached, so a sign-out or a revoked token ends it on every
+replica at once). A session acts exactly as the credential it is bound to: an API token's user and scopes (and it
+ends when the token is revoked or expires), or the dev token (and it ends when the dev token changes). When both
+are sent, the `Authorization` header wins. A state-changing request the cookie authenticates must carry the
+gateway's own `Origin` (`gateway.auth.origins`). /v1 (the OpenAI API) and /mcp take bearer tokens only.
+
 The dev user and the store. The store assigns user ids and creates tokens only for users it has a record
 of, while the dev user's id (`dev-user`) is fixed and has no record. Its tokens therefore belong to a store
 user made for it on first need: `CreateUser` as `service:gateway` with a request id derived from
@@ -42,7 +50,7 @@ from aiohttp import web
 
 from gateway import problems
 from gateway.app_keys import ACCESS, CLIENTS, SETTINGS
-from gateway.auth import oidc, scopes
+from gateway.auth import oidc, origins, scopes
 from steward.auth import Principal, reset_principal, service_principal, set_principal
 from steward.errors import Reason, StewardError
 from steward.store.v1 import identity_pb2
@@ -53,6 +61,8 @@ QUERY_TOKEN_KEYS = frozenset({"access_token", "token", "api_key"})
 GATEWAY = service_principal("gateway")
 API_TOKEN_START = "stw_"  # noqa: S105 - the public start of every API token, not a secret
 MAX_TOKEN_LENGTH = 256
+SESSION_COOKIE = "steward_session"
+SESSION_PATH_PREFIX = "/api/v1/"  # where the session cookie is a credential
 DEV_RECORD_REQUEST_PREFIX = "gateway-dev-user:"
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="steward"'}
 INVALID_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="steward", error="invalid_token"'}
@@ -69,6 +79,8 @@ class Caller:
     token_id: str = ""  # the API token's id; empty for the dev token and JWTs
     token_expires: float | None = None  # when the API token or JWT expires (time.time()); None: never
     scopes: frozenset[str] | None = None  # what the token may do (gateway.auth.scopes); None: all the user's rights
+    session_id: str = ""  # the web session (cookie) the request came with; empty for a bearer token
+    session_expires: float | None = None  # when that session ends whatever its use (time.time())
 
 
 CALLER = web.RequestKey("caller", Caller)
@@ -93,6 +105,11 @@ def _expires(token: identity_pb2.ApiToken) -> float | None:
     if not token.HasField("expire_time"):
         return None
     return token.expire_time.seconds + token.expire_time.nanos / 1e9
+
+
+def dev_token_digest(app: web.Application) -> str:
+    """SHA-256 (hex) of the dev token: what a dev-token web session is bound to."""
+    return hashlib.sha256(app[SETTINGS].dev_token.get_secret_value().encode()).hexdigest()
 
 
 class TokenCache:
@@ -219,9 +236,12 @@ def _invalid(detail: str = "the token is not valid") -> problems.HttpError:
     return problems.HttpError(401, "TOKEN_INVALID", detail, headers=INVALID_CHALLENGE)
 
 
-def _bearer(request: web.Request) -> str:
+def _no_query_token(request: web.Request) -> None:
     if any(key.lower() in QUERY_TOKEN_KEYS for key in request.query):
         raise problems.HttpError(400, "INVALID_ARGUMENT", "tokens are not accepted in the query string")
+
+
+def _bearer(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     if not header:
         raise problems.HttpError(401, "TOKEN_MISSING", "an Authorization: Bearer token is required", headers=CHALLENGE)
@@ -259,12 +279,62 @@ async def _verify_api_token(app: web.Application, token: str) -> Caller:
     return Caller(user_id, "api_token", record.id, _expires(record), _scopes(record))
 
 
+def _is_dev_token(app: web.Application, token: str) -> bool:
+    return hmac.compare_digest(token.encode(), app[SETTINGS].dev_token.get_secret_value().encode())
+
+
+async def session_credential(app: web.Application, token: str) -> Caller:
+    """The caller a token offered to sign in proves: the dev token or an API token (401 TOKEN_INVALID otherwise;
+    a JWT signs in through OIDC's own flow, not here)."""
+    if token.isascii() and _is_dev_token(app, token):
+        return Caller(app[SETTINGS].dev_user_id, "dev_token")
+    if not token.startswith(API_TOKEN_START) or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+        raise _invalid("sign in with an API token or the dev token")
+    return await _verify_api_token(app, token)
+
+
+def _session_invalid() -> problems.HttpError:
+    return _invalid("the session is not valid (signed out, expired, or its token was revoked)")
+
+
+async def session_caller(app: web.Application, secret: str) -> Caller:
+    """The caller a web session secret (the cookie's value) proves, as the credential it is bound to."""
+    if not secret.isascii() or len(secret) > MAX_TOKEN_LENGTH:
+        raise _session_invalid()
+    try:
+        with acting_as(GATEWAY):
+            reply = await app[CLIENTS].identity.VerifyWebSession(store_pb.VerifyWebSessionRequest(secret=secret))
+    except StewardError as error:
+        if error.code == grpc.StatusCode.UNAUTHENTICATED and error.reason == Reason.TOKEN_INVALID:
+            raise _session_invalid() from None
+        raise
+    session = reply.session
+    ends = session.expire_time.seconds + session.expire_time.nanos / 1e9
+    dev_record = await dev_record_id(app)
+    if session.credential_digest:  # a dev-token session: it ends when the dev token changes
+        if session.user_id != dev_record or not hmac.compare_digest(session.credential_digest, dev_token_digest(app)):
+            raise _session_invalid()
+        return Caller(app[SETTINGS].dev_user_id, "dev_token", session_id=session.id, session_expires=ends)
+    token = reply.token
+    user_id = token.user_id
+    if not user_id or user_id.startswith("service:") or user_id != session.user_id:
+        raise _session_invalid()
+    if user_id == dev_record:
+        user_id = app[SETTINGS].dev_user_id
+    return Caller(user_id, "api_token", token.id, _expires(token), _scopes(token), session.id, ends)
+
+
 async def authenticate(request: web.Request) -> Caller:
-    """The caller a request's bearer token proves; raises a 400/401/403 HttpError otherwise."""
+    """The caller a request's bearer token (or, on /api/v1, its session cookie) proves; raises a 400/401/403
+    HttpError otherwise."""
+    _no_query_token(request)
+    if "Authorization" not in request.headers and request.path.startswith(SESSION_PATH_PREFIX):
+        secret = request.cookies.get(SESSION_COOKIE)
+        if secret:
+            return await session_caller(request.app, secret)
     token = _bearer(request)
-    settings = request.app[SETTINGS]
-    if hmac.compare_digest(token.encode(), settings.dev_token.get_secret_value().encode()):
-        return Caller(settings.dev_user_id, "dev_token")
+    if _is_dev_token(request.app, token):
+        return Caller(request.app[SETTINGS].dev_user_id, "dev_token")
     jwts = oidc.verifier(request.app)
     if jwts is not None and oidc.looks_like_jwt(token):
         try:
@@ -285,6 +355,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     try:
         caller = await authenticate(request)
+        if caller.session_id:
+            origins.check(request)  # CSRF: a browser adds the cookie on its own, never a bearer token
         scopes.check(request, caller.scopes)
     except problems.HttpError as exc:  # a path may add to its challenge (/mcp names its RFC 9728 metadata)
         challenge = access.challenges.get(request.path)

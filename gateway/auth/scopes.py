@@ -83,6 +83,9 @@ ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
     ("POST", "/api/v1/confirmations/{confirmation_id}/decision"): "confirmations:decide",
     ("GET", "/api/v1/confirmations/{confirmation_id}/audit"): "confirmations:read",
     ("GET", "/api/v1/runs/{run_id}/audit"): "confirmations:read",
+    ("POST", "/api/v1/session"): PUBLIC,  # sign-in: the body carries the token (gateway/routes/session.py)
+    ("GET", "/api/v1/session"): PUBLIC,  # the cookie's session, read by the handler
+    ("DELETE", "/api/v1/session"): PUBLIC,  # sign-out
     ("POST", "/api/v1/tokens"): "tokens:write",
     ("GET", "/api/v1/tokens"): "tokens:read",
     ("DELETE", "/api/v1/tokens/{token_id}"): "tokens:write",

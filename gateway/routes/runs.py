@@ -1,8 +1,9 @@
 """Runs and their event streams: /api/v1/runs[/{id}[/events|/cancel|/tool_results]].
 
 The event stream is SSE: `id:` is the event's seq, `event:` its type, `data:`
-one line of JSON. `Last-Event-ID` (or `?last_event_id=` for page reloads)
-resumes exactly after that seq; a cursor older than the retained log is a 410
+one line of JSON. `Last-Event-ID` (or `?last_event_id=`, or its synonym
+`?after_seq=`, for page reloads and `EventSource`, which cannot set the header
+on its first request; the header wins) resumes exactly after that seq; a cursor older than the retained log is a 410
 problem (CURSOR_EXPIRED) before the stream starts. A client leaving cancels the
 upstream gRPC stream; it never cancels the run.
 """
@@ -36,7 +37,10 @@ ENDED |= {run_pb2.RUN_STATE_INCOMPLETE, run_pb2.RUN_STATE_EXPIRED}
 
 
 def _cursor(request: web.Request) -> int:
-    raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id") or "0"
+    query = [request.query[key] for key in ("last_event_id", "after_seq") if key in request.query]
+    if len(query) > 1:  # stays: a rule across two parameters
+        raise field_error("after_seq", "give last_event_id or after_seq, not both")
+    raw = request.headers.get("Last-Event-ID") or (query[0] if query else "") or "0"
     # Stays for the header: the validation middleware checks `last_event_id` but not headers.
     if not raw.isdecimal() or len(raw) > 18:
         raise field_error("Last-Event-ID", "must be a non-negative integer event seq")

@@ -57,6 +57,26 @@ class ApiTokenRow(Base):
     revoke_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class WebSessionRow(Base):
+    """A signed-in browser (services/store/db/web_sessions.py): the server side of the web app's cookie."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # HMAC-SHA256(pepper, session secret), hex; the secret (the cookie's value) is never stored.
+    secret_hmac: Mapped[str] = mapped_column(String(64), unique=True)
+    # The API token the session is bound to; NULL for a session bound to credential_digest.
+    token_id: Mapped[str | None] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True)
+    # SHA-256 (hex) of the non-API-token credential it is bound to (the gateway's dev token); "" otherwise.
+    credential_digest: Mapped[str] = mapped_column(String(64), default="")
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expire_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    idle_seconds: Mapped[int] = mapped_column(Integer)
+    last_use_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class AgentRow(Base):
     __tablename__ = "agents"
 

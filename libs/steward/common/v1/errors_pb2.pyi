@@ -119,6 +119,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     not one agent, or a field is invalid; the problem lists each file's
     errors and nothing was applied (HTTP 400).
     """
+    ERROR_REASON_ORIGIN_MISMATCH: _ErrorReason.ValueType  # 43
+    """A state-changing request authenticated by the web session cookie carries
+    no Origin header, or one that is not the gateway's own origin (CSRF
+    protection; PERMISSION_DENIED, HTTP 403).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable reasons that Steward services put in
@@ -227,5 +232,10 @@ ERROR_REASON_AGENT_FILE_INVALID: ErrorReason.ValueType  # 42
 """An agent file cannot be applied: it is not YAML or JSON, a document is
 not one agent, or a field is invalid; the problem lists each file's
 errors and nothing was applied (HTTP 400).
+"""
+ERROR_REASON_ORIGIN_MISMATCH: ErrorReason.ValueType  # 43
+"""A state-changing request authenticated by the web session cookie carries
+no Origin header, or one that is not the gateway's own origin (CSRF
+protection; PERMISSION_DENIED, HTTP 403).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -110,3 +111,73 @@ class ApiToken(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApiToken: _TypeAlias = ApiToken  # noqa: Y015
+
+@_typing.final
+class WebSession(_message.Message):
+    """WebSession is a signed-in browser: the server side of the web app's session
+    cookie. The cookie holds a random secret; the store keeps only its HMAC.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_DIGEST_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    IDLE_TTL_FIELD_NUMBER: _builtins.int
+    LAST_USE_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The session's id, assigned by the store (not the secret)."""
+    user_id: _builtins.str
+    """The store user the session acts for."""
+    token_id: _builtins.str
+    """The API token the session is bound to; empty for a credential_digest
+    session.
+    """
+    credential_digest: _builtins.str
+    """SHA-256 (hex) of the credential the session is bound to when it is not an
+    API token (the gateway's dev token); empty otherwise.
+    """
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the session started."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the session ends whatever its use (never after its token's expiry)."""
+
+    @_builtins.property
+    def idle_ttl(self) -> _duration_pb2.Duration:
+        """How long the session may go unused before it ends."""
+
+    @_builtins.property
+    def last_use_time(self) -> _timestamp_pb2.Timestamp:
+        """When the session was last used (updated at most once a minute)."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When the session was ended (sign-out); unset while it is live."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        token_id: _builtins.str = ...,
+        credential_digest: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        idle_ttl: _duration_pb2.Duration | None = ...,
+        last_use_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "expire_time", b"expire_time", "idle_ttl", b"idle_ttl", "last_use_time", b"last_use_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "credential_digest", b"credential_digest", "end_time", b"end_time", "expire_time", b"expire_time", "id", b"id", "idle_ttl", b"idle_ttl", "last_use_time", b"last_use_time", "token_id", b"token_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebSession: _TypeAlias = WebSession  # noqa: Y015

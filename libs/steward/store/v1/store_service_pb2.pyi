@@ -358,6 +358,173 @@ class RevokeApiTokenResponse(_message.Message):
 Global___RevokeApiTokenResponse: _TypeAlias = RevokeApiTokenResponse  # noqa: Y015
 
 @_typing.final
+class CreateWebSessionRequest(_message.Message):
+    """CreateWebSessionRequest asks for a new web session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_DIGEST_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    IDLE_TTL_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The store user the session acts for."""
+    token_id: _builtins.str
+    """The API token the session is bound to (one of the user's); empty for a
+    session bound to credential_digest instead.
+    """
+    credential_digest: _builtins.str
+    """SHA-256 (hex) of a credential the caller checks itself on every use (the
+    gateway's dev token); empty for a session bound to an API token.
+    """
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """The session's absolute lifetime; it never outlives its token."""
+
+    @_builtins.property
+    def idle_ttl(self) -> _duration_pb2.Duration:
+        """How long the session may go unused before it ends."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        token_id: _builtins.str = ...,
+        credential_digest: _builtins.str = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+        idle_ttl: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["idle_ttl", b"idle_ttl", "ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential_digest", b"credential_digest", "idle_ttl", b"idle_ttl", "token_id", b"token_id", "ttl", b"ttl", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateWebSessionRequest: _TypeAlias = CreateWebSessionRequest  # noqa: Y015
+
+@_typing.final
+class CreateWebSessionResponse(_message.Message):
+    """CreateWebSessionResponse returns the session and its secret, once."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """The session secret (the cookie's value); it is never returned again."""
+    @_builtins.property
+    def session(self) -> _identity_pb2.WebSession:
+        """The session's record."""
+
+    def __init__(
+        self,
+        *,
+        session: _identity_pb2.WebSession | None = ...,
+        secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret", "session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateWebSessionResponse: _TypeAlias = CreateWebSessionResponse  # noqa: Y015
+
+@_typing.final
+class VerifyWebSessionRequest(_message.Message):
+    """VerifyWebSessionRequest presents a session secret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRET_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """The session secret as presented by a client."""
+    def __init__(
+        self,
+        *,
+        secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyWebSessionRequest: _TypeAlias = VerifyWebSessionRequest  # noqa: Y015
+
+@_typing.final
+class VerifyWebSessionResponse(_message.Message):
+    """VerifyWebSessionResponse returns the live session and its token."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def session(self) -> _identity_pb2.WebSession:
+        """The session's record."""
+
+    @_builtins.property
+    def token(self) -> _identity_pb2.ApiToken:
+        """The API token the session is bound to; unset for a credential_digest
+        session.
+        """
+
+    def __init__(
+        self,
+        *,
+        session: _identity_pb2.WebSession | None = ...,
+        token: _identity_pb2.ApiToken | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session", "token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyWebSessionResponse: _TypeAlias = VerifyWebSessionResponse  # noqa: Y015
+
+@_typing.final
+class EndWebSessionRequest(_message.Message):
+    """EndWebSessionRequest ends a session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRET_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """The session secret as presented by a client."""
+    def __init__(
+        self,
+        *,
+        secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndWebSessionRequest: _TypeAlias = EndWebSessionRequest  # noqa: Y015
+
+@_typing.final
+class EndWebSessionResponse(_message.Message):
+    """EndWebSessionResponse is empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndWebSessionResponse: _TypeAlias = EndWebSessionResponse  # noqa: Y015
+
+@_typing.final
 class CreateAgentRequest(_message.Message):
     """CreateAgentRequest asks for a new agent."""
 

@@ -72,6 +72,21 @@ class IdentityServiceStub:
                 request_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.RevokeApiTokenRequest.SerializeToString,
                 response_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.RevokeApiTokenResponse.FromString,
                 _registered_method=True)
+        self.CreateWebSession = channel.unary_unary(
+                '/steward.store.v1.IdentityService/CreateWebSession',
+                request_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.CreateWebSessionRequest.SerializeToString,
+                response_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.CreateWebSessionResponse.FromString,
+                _registered_method=True)
+        self.VerifyWebSession = channel.unary_unary(
+                '/steward.store.v1.IdentityService/VerifyWebSession',
+                request_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.VerifyWebSessionRequest.SerializeToString,
+                response_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.VerifyWebSessionResponse.FromString,
+                _registered_method=True)
+        self.EndWebSession = channel.unary_unary(
+                '/steward.store.v1.IdentityService/EndWebSession',
+                request_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.EndWebSessionRequest.SerializeToString,
+                response_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.EndWebSessionResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -135,6 +150,36 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateWebSession(self, request, context):
+        """Starts a web session (the web app's sign-in cookie) for a user, bound to
+        one of the user's API tokens or to a credential the caller vouches for
+        (the gateway's dev token, by its digest), and returns its secret once.
+        Only service principals may call it: PERMISSION_DENIED otherwise.
+        UNAUTHENTICATED (TOKEN_INVALID) when the bound token is unknown, foreign,
+        revoked or expired; NOT_FOUND (USER_NOT_FOUND) for an unknown user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyWebSession(self, request, context):
+        """Verifies a presented session secret and returns the session with the token
+        it is bound to; only service principals may call it. UNAUTHENTICATED
+        (TOKEN_INVALID) for an unknown, ended, expired or idle session, or one
+        whose token was revoked or expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndWebSession(self, request, context):
+        """Ends a web session (sign-out); only service principals may call it.
+        Idempotent: an unknown or ended session answers OK.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -167,6 +212,21 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.RevokeApiToken,
                     request_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.RevokeApiTokenRequest.FromString,
                     response_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.RevokeApiTokenResponse.SerializeToString,
+            ),
+            'CreateWebSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWebSession,
+                    request_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.CreateWebSessionRequest.FromString,
+                    response_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.CreateWebSessionResponse.SerializeToString,
+            ),
+            'VerifyWebSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyWebSession,
+                    request_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.VerifyWebSessionRequest.FromString,
+                    response_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.VerifyWebSessionResponse.SerializeToString,
+            ),
+            'EndWebSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndWebSession,
+                    request_deserializer=steward_dot_store_dot_v1_dot_store__service__pb2.EndWebSessionRequest.FromString,
+                    response_serializer=steward_dot_store_dot_v1_dot_store__service__pb2.EndWebSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -339,6 +399,87 @@ class IdentityService:
             '/steward.store.v1.IdentityService/RevokeApiToken',
             steward_dot_store_dot_v1_dot_store__service__pb2.RevokeApiTokenRequest.SerializeToString,
             steward_dot_store_dot_v1_dot_store__service__pb2.RevokeApiTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWebSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/steward.store.v1.IdentityService/CreateWebSession',
+            steward_dot_store_dot_v1_dot_store__service__pb2.CreateWebSessionRequest.SerializeToString,
+            steward_dot_store_dot_v1_dot_store__service__pb2.CreateWebSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyWebSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/steward.store.v1.IdentityService/VerifyWebSession',
+            steward_dot_store_dot_v1_dot_store__service__pb2.VerifyWebSessionRequest.SerializeToString,
+            steward_dot_store_dot_v1_dot_store__service__pb2.VerifyWebSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndWebSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/steward.store.v1.IdentityService/EndWebSession',
+            steward_dot_store_dot_v1_dot_store__service__pb2.EndWebSessionRequest.SerializeToString,
+            steward_dot_store_dot_v1_dot_store__service__pb2.EndWebSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

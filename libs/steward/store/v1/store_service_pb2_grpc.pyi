@@ -66,6 +66,24 @@ class IdentityServiceStub:
     """Revokes one of the calling user's tokens. Idempotent. NOT_FOUND
     (TOKEN_NOT_FOUND) for an unknown or foreign token.
     """
+    CreateWebSession: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.CreateWebSessionRequest, _store_service_pb2.CreateWebSessionResponse]
+    """Starts a web session (the web app's sign-in cookie) for a user, bound to
+    one of the user's API tokens or to a credential the caller vouches for
+    (the gateway's dev token, by its digest), and returns its secret once.
+    Only service principals may call it: PERMISSION_DENIED otherwise.
+    UNAUTHENTICATED (TOKEN_INVALID) when the bound token is unknown, foreign,
+    revoked or expired; NOT_FOUND (USER_NOT_FOUND) for an unknown user.
+    """
+    VerifyWebSession: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.VerifyWebSessionRequest, _store_service_pb2.VerifyWebSessionResponse]
+    """Verifies a presented session secret and returns the session with the token
+    it is bound to; only service principals may call it. UNAUTHENTICATED
+    (TOKEN_INVALID) for an unknown, ended, expired or idle session, or one
+    whose token was revoked or expired.
+    """
+    EndWebSession: _grpc.UnaryUnaryMultiCallable[_store_service_pb2.EndWebSessionRequest, _store_service_pb2.EndWebSessionResponse]
+    """Ends a web session (sign-out); only service principals may call it.
+    Idempotent: an unknown or ended session answers OK.
+    """
 
 @_typing.type_check_only
 class IdentityServiceAsyncStub(IdentityServiceStub):
@@ -104,6 +122,24 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     RevokeApiToken: _aio.UnaryUnaryMultiCallable[_store_service_pb2.RevokeApiTokenRequest, _store_service_pb2.RevokeApiTokenResponse]  # type: ignore[assignment]
     """Revokes one of the calling user's tokens. Idempotent. NOT_FOUND
     (TOKEN_NOT_FOUND) for an unknown or foreign token.
+    """
+    CreateWebSession: _aio.UnaryUnaryMultiCallable[_store_service_pb2.CreateWebSessionRequest, _store_service_pb2.CreateWebSessionResponse]  # type: ignore[assignment]
+    """Starts a web session (the web app's sign-in cookie) for a user, bound to
+    one of the user's API tokens or to a credential the caller vouches for
+    (the gateway's dev token, by its digest), and returns its secret once.
+    Only service principals may call it: PERMISSION_DENIED otherwise.
+    UNAUTHENTICATED (TOKEN_INVALID) when the bound token is unknown, foreign,
+    revoked or expired; NOT_FOUND (USER_NOT_FOUND) for an unknown user.
+    """
+    VerifyWebSession: _aio.UnaryUnaryMultiCallable[_store_service_pb2.VerifyWebSessionRequest, _store_service_pb2.VerifyWebSessionResponse]  # type: ignore[assignment]
+    """Verifies a presented session secret and returns the session with the token
+    it is bound to; only service principals may call it. UNAUTHENTICATED
+    (TOKEN_INVALID) for an unknown, ended, expired or idle session, or one
+    whose token was revoked or expired.
+    """
+    EndWebSession: _aio.UnaryUnaryMultiCallable[_store_service_pb2.EndWebSessionRequest, _store_service_pb2.EndWebSessionResponse]  # type: ignore[assignment]
+    """Ends a web session (sign-out); only service principals may call it.
+    Idempotent: an unknown or ended session answers OK.
     """
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -176,6 +212,42 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_store_service_pb2.RevokeApiTokenResponse, _abc.Awaitable[_store_service_pb2.RevokeApiTokenResponse]]:
         """Revokes one of the calling user's tokens. Idempotent. NOT_FOUND
         (TOKEN_NOT_FOUND) for an unknown or foreign token.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateWebSession(
+        self,
+        request: _store_service_pb2.CreateWebSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_service_pb2.CreateWebSessionResponse, _abc.Awaitable[_store_service_pb2.CreateWebSessionResponse]]:
+        """Starts a web session (the web app's sign-in cookie) for a user, bound to
+        one of the user's API tokens or to a credential the caller vouches for
+        (the gateway's dev token, by its digest), and returns its secret once.
+        Only service principals may call it: PERMISSION_DENIED otherwise.
+        UNAUTHENTICATED (TOKEN_INVALID) when the bound token is unknown, foreign,
+        revoked or expired; NOT_FOUND (USER_NOT_FOUND) for an unknown user.
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyWebSession(
+        self,
+        request: _store_service_pb2.VerifyWebSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_service_pb2.VerifyWebSessionResponse, _abc.Awaitable[_store_service_pb2.VerifyWebSessionResponse]]:
+        """Verifies a presented session secret and returns the session with the token
+        it is bound to; only service principals may call it. UNAUTHENTICATED
+        (TOKEN_INVALID) for an unknown, ended, expired or idle session, or one
+        whose token was revoked or expired.
+        """
+
+    @_abc_1.abstractmethod
+    def EndWebSession(
+        self,
+        request: _store_service_pb2.EndWebSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_service_pb2.EndWebSessionResponse, _abc.Awaitable[_store_service_pb2.EndWebSessionResponse]]:
+        """Ends a web session (sign-out); only service principals may call it.
+        Idempotent: an unknown or ended session answers OK.
         """
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
