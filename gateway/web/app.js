@@ -113,7 +113,9 @@ class StewardApp extends LitElement {
       <a class="skip" href="#main">${t("skipToContent")}</a>
       <header class="top">
         <span class="brand"><img class="logo" src=${new URL("./icon.svg", import.meta.url)} alt="" width="24" height="24" />${t("appName")}</span>
-        <span class="user" data-testid="user">${t("signedInAs", { user: this.session.user_id })}</span>
+        <span class="user" title=${t("signedInAs", { user: this.session.user_id })}>
+          <span class="user-label">${t("signedInLabel")}</span> <strong>${this.session.user_id}</strong>
+        </span>
         <button type="button" class="secondary" @click=${this.signOut}>${t("signOut")}</button>
       </header>
       ${this.error ? html`<p class="error banner" role="alert">${this.error}</p>` : nothing}

@@ -127,3 +127,12 @@ def test_a_vendored_file_changed_or_a_pin_moved_is_found(tmp_path: Path) -> None
     assert any(p.startswith("lit: vendored lit@3.3.3, pinned lit@3.0.0") for p in found), found
     assert any(p.startswith("uplot is pinned but not vendored") for p in found), found
     assert len(found) == 3
+
+
+def test_the_app_s_javascript_stays_within_its_budget() -> None:
+    """The issue's budget: 100 KB of JavaScript gzipped (the vendored modules included, so it holds with margin)."""
+    app = web.load()
+    scripts = [file.gzipped for path, file in app.assets.items() if path.endswith(".js")]
+    assert len(scripts) >= 6  # app, client, strings and the three vendored modules
+    total = sum(len(gzipped or b"") for gzipped in scripts)
+    assert total <= 100 * 1024, f"{total} bytes of JavaScript gzipped"
