@@ -19,7 +19,7 @@ SCHEMATHESIS_VERSION := 4.32.5
 FUZZ_STAMP := $(FUZZ_VENV)/.installed-$(SCHEMATHESIS_VERSION)
 
 .PHONY: help setup run run-fake-llm test lint typecheck generate check-generate check-migrations buf-lint buf-breaking ci bench clean
-.PHONY: fuzz-api docs chaos
+.PHONY: fuzz-api docs chaos vendor check-vendor browser
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -48,8 +48,22 @@ run: $(STAMP) ## Start the whole stack on embedded defaults (SQLite, demo model)
 run-fake-llm: $(STAMP) ## Like run, but the default agent talks to a local fake OpenAI-compatible upstream.
 	$(PY) -m cli up --fake-llm
 
-test: $(STAMP) ## Run the test suite.
+test: $(STAMP) browser ## Run the test suite (the browser tests need Chromium: see the browser target).
 	$(PY) -m pytest
+
+browser: ## Install Debian's Chromium for the browser tests when it is missing and we are root; otherwise say so.
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "browser: installing Debian's chromium for tests/browser/"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "browser: /usr/bin/chromium is missing and cannot be installed here (not root, or no apt-get):" \
+	  "the browser tests (tests/browser/) will be skipped, or fail with CI=true. Install it: sudo apt-get install chromium"; fi
+
+vendor: $(STAMP) ## Install the pinned web modules (gateway/web/vendor/pins.json) from npm into a scratch folder and bundle them (needs npm).
+	$(PY) -m tests.support.web_vendor vendor
+
+check-vendor: $(STAMP) ## Check the vendored web modules against their pins and manifest (no npm).
+	$(PY) -m tests.support.web_vendor check
 
 generate: $(STAMP) ## Regenerate Python code from protos/ into libs/steward/<area>/v1.
 	@for a in $(AREAS); do rm -f libs/steward/$$a/v1/*_pb2*.py libs/steward/$$a/v1/*_pb2*.pyi; done
@@ -82,7 +96,7 @@ buf-breaking: $(BUF) ## Check the protos for breaking changes (FILE) against mai
 	else echo "buf breaking: no earlier revision with protos/ to compare against"; exit 0; fi; \
 	echo "buf breaking against $$ref"; cd protos && ../$(BUF) breaking --against "../.git#ref=$$ref,subdir=protos"
 
-lint: $(STAMP) buf-lint ## ruff (lint + format check) and import boundaries.
+lint: $(STAMP) buf-lint check-vendor ## ruff (lint + format check), import boundaries, the vendored web modules.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports

@@ -28,6 +28,7 @@ from gateway.routes import (
     tools,
     usage,
 )
+from gateway.routes import web as web_app
 from gateway.routes.agents import routes as agent_routes
 from gateway.routes.tokens import routes as token_routes
 from gateway.settings import GatewaySettings
@@ -72,6 +73,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     agent_files.install(app)  # after _clients: the folder is applied through them
     route_orphans.install(app)  # after _clients: the agents' routes are checked through them
     mcp_endpoint.install(app)  # after _clients: the MCP sessions end before the channels close
+    web_app.install(app)  # last: its app paths match only what no other route does
     return app
 
 

@@ -35,12 +35,21 @@ Challenge = Callable[[web.Request, HttpError], HttpError]
 
 @dataclass
 class Access:
-    """What authentication leaves open, as the installers register it: the paths served without a token (and not
-    rate limited), and per path a hook that adds to a refusal's challenge (`/mcp` names its RFC 9728 metadata).
+    """What authentication leaves open, as the installers register it: what is served without a token (and not
+    rate limited), by path or by route template (the web app's), and per path a hook that adds to a refusal's
+    challenge (`/mcp` names its RFC 9728 metadata).
     """
 
     public_paths: set[str] = field(default_factory=set)
     challenges: dict[str, Challenge] = field(default_factory=dict)
+    public_routes: set[str] = field(default_factory=set)  # route templates (canonical) served without a token
+
+    def is_public(self, request: web.Request) -> bool:
+        """Whether `request` is served without a token (and without a rate limit): by its path or its route."""
+        if request.path in self.public_paths:
+            return True
+        resource = request.match_info.route.resource
+        return resource is not None and resource.canonical in self.public_routes
 
 
 SETTINGS = web.AppKey("settings", GatewaySettings)

@@ -21,8 +21,10 @@ from gateway.auth.bearer import Handler
 DOCUMENT_PATH = "/api/v1/openapi.json"
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 # Routes that are not part of the JSON API and so not in the document: the MCP endpoint (its own protocol,
-# described by its own discovery) and its OAuth protected-resource metadata (RFC 9728).
-UNDOCUMENTED = ("/mcp", "/.well-known/oauth-protected-resource")
+# described by its own discovery) and its OAuth protected-resource metadata (RFC 9728); the web app's files
+# (gateway.routes.web: the shell at / and at app paths, its assets, its root files), HTML and scripts, no JSON API.
+UNDOCUMENTED = ("/mcp", "/.well-known/oauth-protected-resource", "/assets")
+UNDOCUMENTED_EXACT = ("/", "/{app_path}", "/sw.js", "/manifest.webmanifest")
 
 routes = web.RouteTableDef()
 
@@ -51,7 +53,7 @@ def operations() -> set[tuple[str, str]]:
 
 def undocumented(path: str) -> bool:
     """Whether a route's path is, by design, not in the document."""
-    return any(path == prefix or path.startswith(prefix + "/") for prefix in UNDOCUMENTED)
+    return path in UNDOCUMENTED_EXACT or any(path == prefix or path.startswith(prefix + "/") for prefix in UNDOCUMENTED)
 
 
 @routes.get(DOCUMENT_PATH)

@@ -69,7 +69,7 @@ def install(app: web.Application) -> None:
 @web.middleware
 async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """After authentication: limit the caller's requests (429 RATE_LIMITED with Retry-After)."""
-    if request.path in request.app[ACCESS].public_paths:
+    if request.app[ACCESS].is_public(request):
         return await handler(request)
     wait = request.app[LIMITER].admit(request[CALLER].user_id)
     if wait > 0:

@@ -351,7 +351,7 @@ async def authenticate(request: web.Request) -> Caller:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     access = request.app[ACCESS]
-    if request.path in access.public_paths:
+    if access.is_public(request):
         return await handler(request)
     try:
         caller = await authenticate(request)

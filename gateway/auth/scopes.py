@@ -55,6 +55,9 @@ ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
     ("GET", "/api/v1/openapi.json"): PUBLIC,
     ("GET", "/.well-known/oauth-protected-resource"): PUBLIC,
     ("GET", "/.well-known/oauth-protected-resource/mcp"): PUBLIC,
+    ("GET", "/"): PUBLIC,  # the web app's shell (gateway.routes.web): files, no data
+    ("GET", "/{app_path}"): PUBLIC,  # the shell at an app path (a deep link)
+    ("GET", "/assets/{version}/{path}"): PUBLIC,  # the web app's content-hashed files
     ("GET", "/mcp"): "mcp",
     ("POST", "/mcp"): "mcp",
     ("DELETE", "/mcp"): "mcp",

@@ -21,7 +21,7 @@ async def test_requests_are_counted_by_route_template_and_status(stack: Stack) -
         assert (await gateway.get(f"/api/v1/conversations/{unknown}", headers=auth)).status == 404
         assert (await gateway.get(f"/api/v1/conversations/{uuid.uuid4()}", headers=auth)).status == 404
         assert (await gateway.get("/api/v1/conversations")).status == 401  # counted even when refused
-        assert (await gateway.get("/no/such/route", headers=auth)).status == 404
+        assert (await gateway.get("/api/v1/no/such/route", headers=auth)).status == 404
         response = await gateway.get("/metrics")  # no token
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/plain")

@@ -64,10 +64,11 @@ def test_every_route_has_a_scope(stack: Stack) -> None:
 
 
 def test_paths_served_without_a_token_need_no_scope(stack: Stack) -> None:
-    public_paths = create_app(stack.gateway_settings())[ACCESS].public_paths  # as the installers registered them
+    access = create_app(stack.gateway_settings())[ACCESS]  # as the installers registered them
     public = {path for (_method, path), scope in ROUTE_SCOPES.items() if scope is PUBLIC}
-    assert {path for path in public_paths if ("GET", path) in ROUTE_SCOPES} <= public
-    assert all("{" not in path for path in public)
+    assert {path for path in access.public_paths if ("GET", path) in ROUTE_SCOPES} <= public
+    assert access.public_routes <= public  # the web app's templates
+    assert all("{" not in path for path in public - access.public_routes)
     assert ROUTE_SCOPES[("POST", "/mcp")] == mcp_metadata.MCP_SCOPE  # what /mcp's metadata advertises
 
 
@@ -78,7 +79,7 @@ def test_the_document_lists_the_scopes_a_token_may_be_given() -> None:
 
 @pytest.mark.parametrize(("method", "path"), sorted(k for k, v in ROUTE_SCOPES.items() if v is PUBLIC))
 async def test_public_routes_need_no_token(gateway: Client, method: str, path: str) -> None:
-    response = await gateway.request(method, path)
+    response = await gateway.request(method, _path(path))
     if (method, path) == ("GET", "/api/v1/session"):  # needs no token, but reads the session cookie itself
         assert await refusal(response, 401) == Reason.TOKEN_MISSING
         return
