@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from aiohttp import web
 from gateway import presenters
 from gateway.app_keys import CLIENTS, SETTINGS
 from gateway.auth.bearer import acting_as
+from gateway.background import start_beside_serving
 from gateway.bodies import json_object
 from gateway.openapi_validation import component_error
 from gateway.problems import HttpError
@@ -288,15 +289,7 @@ async def apply_folder(app: web.Application) -> list[dict[str, Any]] | None:
         return results
 
 
-async def _apply_at_start(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(apply_folder(app), name="apply-agent-folder")
-    app[APPLY_TASK] = task
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
 def install(app: web.Application) -> None:
     """Apply the agent folder at start when `agents_dir` is set (after the gRPC clients are up)."""
     if app[SETTINGS].agents_dir:
-        app.cleanup_ctx.append(_apply_at_start)
+        start_beside_serving(app, APPLY_TASK, apply_folder)

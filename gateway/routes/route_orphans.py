@@ -15,7 +15,6 @@ and `admin_users`; a scoped token also needs the `admin` scope).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -24,6 +23,7 @@ from aiohttp import web
 
 from gateway.app_keys import CLIENTS, Clients
 from gateway.auth.bearer import acting_as
+from gateway.background import start_beside_serving
 from gateway.routes.keys import require_admin
 from gateway.routes.models import route_problem
 from steward.auth import service_principal
@@ -100,14 +100,6 @@ async def list_orphaned_agents(request: web.Request) -> web.Response:
     return web.json_response({"routes": orphans, "truncated": truncated})
 
 
-async def _check_at_start(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(check_at_start(app), name="check-agent-routes")
-    app[CHECK_TASK] = task
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
 def install(app: web.Application) -> None:
     """Check the agents' routes at start (after the gRPC clients are up)."""
-    app.cleanup_ctx.append(_check_at_start)
+    start_beside_serving(app, CHECK_TASK, check_at_start)
