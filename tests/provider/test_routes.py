@@ -73,7 +73,7 @@ async def test_auto_takes_the_first_provider_with_a_key_and_the_environment_key_
         (key,) = (await provider.stub.ListKeys(pb.ListKeysRequest(), metadata=provider.admin())).keys
         assert (key.provider, key.label, key.last4) == ("openai", "from $OPENAI_API_KEY", "aaaa")
         # The caller's own key for a provider earlier in the list wins over the instance's.
-        await provider.stub.PutKey(pb.PutKeyRequest(provider="anthropic", secret="test-key-mine-0000000"), metadata=user)
+        await provider.stub.PutKey(pb.PutKeyRequest(provider="anthropic", secret="test-key-mine-00000"), metadata=user)
         routes = await _routes(provider, user)
         assert (routes["auto"].selected.provider, routes["auto"].selected_key_scope) == (
             "anthropic",
